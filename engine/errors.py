@@ -1,0 +1,99 @@
+"""One error tree for the engine.
+
+    EngineError
+    ├── ConfigError            a setting is missing or malformed (raised at start)
+    ├── StoreError             Redis failed or answered something we cannot use
+    │   └── StoreUnavailable   Redis could not be reached, or durability (WAIT) was not met
+    ├── ConcurrencyConflict    an expected-version append found another seq (a stale writer)
+    ├── NotFound               no such resource for this owner
+    ├── InvalidRequest         input the engine refuses (bad id, unknown tool, …)
+    ├── IdempotencyMismatch    an Idempotency-Key reused with another body
+    ├── InsufficientBalance    the owner's balance cannot cover a fee or a step's cost
+    └── ToolError              a tool or provider failed; carries code and retryable
+
+Redis errors are translated at the store boundary; the API maps each class to one HTTP status.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+    code = "internal"
+
+
+class ConfigError(EngineError):
+    """A CLIPSTREAM_* setting is invalid; raised once, at start."""
+
+    code = "invalid_config"
+
+
+class StoreError(EngineError):
+    """Redis failed or answered in a way the store cannot use."""
+
+    code = "internal"
+
+
+class StoreUnavailable(StoreError):
+    """Redis is unreachable, or the configured durability could not be confirmed."""
+
+    code = "unavailable"
+
+
+class ConcurrencyConflict(EngineError):
+    """The execution's current seq is not the one the writer expected."""
+
+    code = "conflict"
+
+    def __init__(self, execution_id: str, expected: int, actual: int) -> None:
+        super().__init__(f"{execution_id}: expected seq {expected}, found {actual}")
+        self.execution_id = execution_id
+        self.expected = expected
+        self.actual = actual
+
+
+class NotFound(EngineError):
+    """No such resource for this owner (another owner's resource looks the same)."""
+
+    code = "not_found"
+
+
+class InvalidRequest(EngineError):
+    """The engine refuses this input."""
+
+    code = "invalid_request"
+
+
+class IdempotencyMismatch(EngineError):
+    """An Idempotency-Key was reused with a different request body."""
+
+    code = "conflict"
+
+
+class InsufficientBalance(EngineError):
+    """The balance cannot cover the fee or the estimated cost."""
+
+    code = "insufficient_balance"
+
+
+class ToolError(EngineError):
+    """A tool or its provider failed.
+
+    ``retryable`` tells the retry policy whether another attempt may succeed (timeouts, 429, 5xx);
+    ``retry_after_ms`` is the provider's own hint, when it gave one.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after_ms: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.retry_after_ms = retry_after_ms

@@ -1,0 +1,219 @@
+"""The event catalogue: every fact the log records about an execution.
+
+Each event is a frozen, keyword-only, tagged ``msgspec.Struct``; the tag (``"type"``) is the class
+name. :data:`AnyEvent` is the union the codec decodes, so ``match`` over it is exhaustive.
+
+Envelope, on every event:
+    execution_id  the execution it belongs to
+    seq           1, 2, 3 … within the execution, no gaps (assigned by the expected-version append)
+    at            ms since the epoch by the writer's clock: for display only; order is seq
+    schema        version of the event's own shape, starting at 1
+
+Schema evolution (golden logs under ``tests/golden/`` keep these honest):
+    1. A new field gets a default and goes last.
+    2. A field is never renamed or retyped; a field no longer written keeps its default.
+    3. A new meaning gets a new event type (a new tag); a tag is never repurposed.
+    4. Every entry ever written must still decode; when a shape must change, bump ``schema`` and
+       teach the fold both shapes.
+
+Who emits what:
+    api (engine.commands)  ExecutionRequested, ExecutionCancelRequested
+    worker                 ExecutionStarted, StepStarted, StepCompleted, StepFailed,
+                           StepRetryScheduled, CostCharged, ExecutionCompleted, ExecutionFailed,
+                           ExecutionCancelled
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+ExecutionKind = Literal["transcript", "process", "process_collection", "schedule_run"]
+
+# The four statuses clients see, and the error codes behind ``error``.
+Status = Literal["pending", "running", "done", "error"]
+ERROR_CODES = (
+    "cancelled",
+    "timeout",
+    "insufficient_balance",
+    "provider_failed",
+    "invalid_target",
+    "internal",
+)
+
+
+class Target(msgspec.Struct, frozen=True, kw_only=True):
+    """What an execution works on: an item, a source URL, or a collection."""
+
+    kind: str  # the target's type: youtube_video, youtube_channel, twitter, rss, collection
+    item_id: str | None = None
+    collection_id: str | None = None
+    source: str | None = None
+    external_id: str | None = None
+
+
+class StepSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of a workflow as it was when the execution was requested."""
+
+    step_id: str
+    tool_id: str
+    prompt_text: str = ""
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class WorkflowSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """The workflow an execution runs, copied at request time so later edits cannot change it."""
+
+    workflow_id: str | None
+    name: str
+    target_kind: str
+    steps: list[StepSpec]
+    reporter_id: str | None = None
+
+
+class BlobRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A large output stored once under its own key, named by its content hash."""
+
+    sha256: str
+    size: int
+    content_type: str = "application/json"
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """The envelope every event carries."""
+
+    execution_id: str
+    seq: int = 0
+    at: int = 0
+    schema: int = 1
+
+
+class ExecutionRequested(Event, tag=True, frozen=True, kw_only=True):
+    """A client asked for work and its flat fee was charged. Emitted by the API, atomically with
+    the fee and the idempotency record; always seq 1."""
+
+    owner: str
+    kind: ExecutionKind
+    target: Target
+    workflow: WorkflowSnapshot
+    step_inputs: list[dict[str, Any]]
+    fee: int
+    request_id: str
+    idempotency_key: str | None = None
+    reporter_id: str | None = None
+
+
+class ExecutionStarted(Event, tag=True, frozen=True, kw_only=True):
+    """A worker took the execution on for the first time."""
+
+    worker_id: str
+    epoch: int
+
+
+class StepStarted(Event, tag=True, frozen=True, kw_only=True):
+    """A worker holding the lease at ``epoch`` starts ``attempt`` of step ``step_index``."""
+
+    step_index: int
+    attempt: int
+    epoch: int
+    worker_id: str
+    input: dict[str, Any] = msgspec.field(default_factory=dict)
+    estimated_cost: int = 0
+
+
+class StepCompleted(Event, tag=True, frozen=True, kw_only=True):
+    """A step finished; its output is recorded, so it is never run again.
+
+    ``output`` holds a small output inline; a large one is stored as a blob and ``output_ref``
+    names it (``output`` then carries a short preview). ``cost`` is in micro-coins."""
+
+    step_index: int
+    attempt: int
+    output: dict[str, Any] = msgspec.field(default_factory=dict)
+    output_ref: BlobRef | None = None
+    usage: dict[str, int] = msgspec.field(default_factory=dict)
+    cost: int = 0
+    duration_ms: int = 0
+
+
+class StepFailed(Event, tag=True, frozen=True, kw_only=True):
+    """An attempt of a step failed; ``retryable`` says whether the policy may try again."""
+
+    step_index: int
+    attempt: int
+    code: str
+    message: str
+    retryable: bool
+
+
+class StepRetryScheduled(Event, tag=True, frozen=True, kw_only=True):
+    """The step will be tried again as ``next_attempt``, not before ``not_before`` (ms)."""
+
+    step_index: int
+    next_attempt: int
+    not_before: int
+
+
+class CostCharged(Event, tag=True, frozen=True, kw_only=True):
+    """Provider cost was charged to the owner. ``charge_id`` is unique: a retried write of the same
+    charge never charges twice."""
+
+    charge_id: str
+    amount: int
+    step_index: int | None = None
+    reason: str = "provider"
+
+
+class ExecutionCompleted(Event, tag=True, frozen=True, kw_only=True):
+    """Every step completed; ``cost`` is the execution's total in micro-coins (fee included)."""
+
+    cost: int = 0
+
+
+class ExecutionFailed(Event, tag=True, frozen=True, kw_only=True):
+    """The execution ended in ``error`` with ``code`` (one of ERROR_CODES)."""
+
+    code: str
+    message: str
+    http_status: int | None = None
+
+
+class ExecutionCancelRequested(Event, tag=True, frozen=True, kw_only=True):
+    """Someone asked to cancel; the worker driving the execution stops it within about a second."""
+
+    requested_by: str
+    reason: str = ""
+
+
+class ExecutionCancelled(Event, tag=True, frozen=True, kw_only=True):
+    """The execution stopped on request; its status is ``error`` with code ``cancelled``."""
+
+    step_index: int | None = None
+
+
+AnyEvent = (
+    ExecutionRequested
+    | ExecutionStarted
+    | StepStarted
+    | StepCompleted
+    | StepFailed
+    | StepRetryScheduled
+    | CostCharged
+    | ExecutionCompleted
+    | ExecutionFailed
+    | ExecutionCancelRequested
+    | ExecutionCancelled
+)
+
+TERMINAL_EVENTS = (ExecutionCompleted, ExecutionFailed, ExecutionCancelled)
+
+
+def is_terminal(event: AnyEvent) -> bool:
+    """True for the events that end an execution."""
+    return isinstance(event, TERMINAL_EVENTS)
+
+
+def event_type(event: AnyEvent) -> str:
+    """The event's tag, e.g. ``"StepCompleted"``."""
+    return type(event).__name__

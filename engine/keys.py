@@ -1,0 +1,100 @@
+"""Every Redis key name clipstream uses, built in one place.
+
+Everything that belongs to one owner lives in that owner's partition, ``crc32(owner) % P``, and
+every such key carries the partition's hash tag ``{pN}``: one owner's keys share one cluster slot,
+so a script may touch any of them atomically. Keys without a tag (``meta``, API-key hashes) are only
+ever used by single-key commands.
+
+    {prefix}meta                       hash: partitions, generated secrets, projection version
+    {prefix}apikey:{sha256}            string: account id of an API key (key hash only)
+    {prefix}{{pN}}:log                 stream: every event of the partition (the partition log)
+    {prefix}{{pN}}:x:{execution_id}    stream: one execution's events, entry id ``{seq}-0``
+    {prefix}{{pN}}:dead                stream: dead-lettered log entries with the reason
+    {prefix}{{pN}}:bal:{account}       string: balance in micro-coins
+    {prefix}{{pN}}:ledger:{account}    stream: the account's charges, refunds and credits
+    {prefix}{{pN}}:charges             hash: charge id -> amount, so no charge applies twice
+    {prefix}{{pN}}:idem:{account}:{k}  string: fingerprint and execution id of an Idempotency-Key
+    {prefix}{{pN}}:acct:{account}      hash: the account record
+    {prefix}{{pN}}:{kind}:{id}         string (JSON): a synchronous resource (item, …)
+    {prefix}{{pN}}:{kind}s:{account}   zset: an owner's resources of one kind, by id
+    {prefix}{{pN}}:blob:{sha256}       string: a large output stored once by content hash
+    {prefix}{{pN}}:v{n}:...            projection namespace n (views, indexes, checkpoint)
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from engine.ids import execution_partition
+
+WORKER_GROUP = "workers"
+
+
+def partition_of(owner_id: str, partitions: int) -> int:
+    """The partition an owner (account) belongs to."""
+    return zlib.crc32(owner_id.encode()) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names for one deployment (``prefix``) with ``partitions`` partitions."""
+
+    prefix: str = "cs:"
+    partitions: int = 16
+
+    # -- routing ------------------------------------------------------------------------------
+    def partition(self, owner_id: str) -> int:
+        return partition_of(owner_id, self.partitions)
+
+    def tag(self, partition: int) -> str:
+        return f"{self.prefix}{{p{partition}}}"
+
+    # -- global (single-key use only) ---------------------------------------------------------
+    @property
+    def meta(self) -> str:
+        return f"{self.prefix}meta"
+
+    def api_key(self, key_hash: str) -> str:
+        return f"{self.prefix}apikey:{key_hash}"
+
+    # -- the log --------------------------------------------------------------------------------
+    def log(self, partition: int) -> str:
+        return f"{self.tag(partition)}:log"
+
+    def execution(self, execution_id: str) -> str:
+        return f"{self.tag(execution_partition(execution_id))}:x:{execution_id}"
+
+    def dead(self, partition: int) -> str:
+        return f"{self.tag(partition)}:dead"
+
+    # -- money ----------------------------------------------------------------------------------
+    def balance(self, account_id: str) -> str:
+        return f"{self.tag(self.partition(account_id))}:bal:{account_id}"
+
+    def ledger(self, account_id: str) -> str:
+        return f"{self.tag(self.partition(account_id))}:ledger:{account_id}"
+
+    def charges(self, partition: int) -> str:
+        return f"{self.tag(partition)}:charges"
+
+    def idempotency(self, account_id: str, key_digest: str) -> str:
+        return f"{self.tag(self.partition(account_id))}:idem:{account_id}:{key_digest}"
+
+    # -- synchronous resources -----------------------------------------------------------------
+    def account(self, account_id: str) -> str:
+        return f"{self.tag(self.partition(account_id))}:acct:{account_id}"
+
+    def resource(self, owner_id: str, kind: str, resource_id: str) -> str:
+        return f"{self.tag(self.partition(owner_id))}:{kind}:{resource_id}"
+
+    def resource_index(self, owner_id: str, kind: str) -> str:
+        return f"{self.tag(self.partition(owner_id))}:{kind}s:{owner_id}"
+
+    def blob(self, partition: int, sha256: str) -> str:
+        return f"{self.tag(partition)}:blob:{sha256}"
+
+    # -- projections ----------------------------------------------------------------------------
+    def view_ns(self, partition: int, version: int) -> str:
+        """The prefix of projection namespace ``version`` in ``partition``."""
+        return f"{self.tag(partition)}:v{version}"

@@ -1,0 +1,108 @@
+"""The Lua scripts behind the store. Each touches keys of one hash slot only (cluster-safe).
+
+Kept apart from store.py so the Python around them stays readable; only store.py and
+billing.py run them.
+"""
+
+from __future__ import annotations
+
+# Expected-version append of one or more events to an execution stream and its partition log.
+# KEYS[1] execution stream  KEYS[2] partition log
+# ARGV[1] expected seq  ARGV[2] PEXPIRE ms for the execution stream (0: none)  ARGV[3..] events
+# -> {1, new_seq, log_id...} or {0, current_seq} on conflict
+APPEND = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local current = 0
+if #last > 0 then current = tonumber(string.match(last[1][1], '^(%d+)')) end
+local expected = tonumber(ARGV[1])
+if current ~= expected then return {0, current} end
+local out = {1, expected + #ARGV - 2}
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[1], (expected + i - 2) .. '-0', 'e', ARGV[i])
+  out[#out + 1] = redis.call('XADD', KEYS[2], '*', 'e', ARGV[i])
+end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return out
+"""
+
+# Accept a request: idempotency check, flat fee, ledger entry and the ExecutionRequested append,
+# all or nothing.
+# KEYS[1] execution stream  KEYS[2] partition log  KEYS[3] balance  KEYS[4] ledger
+# KEYS[5] idempotency record
+# ARGV[1] fee  ARGV[2] encoded ExecutionRequested  ARGV[3] '1' when an Idempotency-Key was given
+# ARGV[4] request fingerprint  ARGV[5] idempotency ttl s  ARGV[6] execution id  ARGV[7] now ms
+# -> {'ok', log_id, balance} | {'duplicate', execution_id} | {'mismatch', execution_id}
+#    | {'insufficient', balance} | {'exists', ''}
+REQUEST = """
+if ARGV[3] == '1' then
+  local prev = redis.call('GET', KEYS[5])
+  if prev then
+    local sep = string.find(prev, '|', 1, true)
+    local fingerprint = string.sub(prev, 1, sep - 1)
+    local xid = string.sub(prev, sep + 1)
+    if fingerprint == ARGV[4] then return {'duplicate', xid} end
+    return {'mismatch', xid}
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', ''} end
+local fee = tonumber(ARGV[1])
+local balance = tonumber(redis.call('GET', KEYS[3]) or '0')
+if balance < fee then return {'insufficient', tostring(balance)} end
+if fee > 0 then
+  balance = redis.call('DECRBY', KEYS[3], fee)
+  redis.call('XADD', KEYS[4], '*', 'charge_id', 'fee:' .. ARGV[6], 'kind', 'fee',
+    'amount', tostring(-fee), 'balance', tostring(balance), 'execution_id', ARGV[6], 'at', ARGV[7])
+end
+redis.call('XADD', KEYS[1], '1-0', 'e', ARGV[2])
+local log_id = redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[5], ARGV[4] .. '|' .. ARGV[6], 'EX', tonumber(ARGV[5]))
+end
+return {'ok', log_id, tostring(balance)}
+"""
+
+# Renew (idle 0) or hand back (idle = a large number) leases this consumer still holds.
+# KEYS[1] partition log  ARGV[1] group  ARGV[2] consumer  ARGV[3] idle ms  ARGV[4..] entry ids
+# -> one 1 (still ours) or 0 (taken over or gone) per id
+TOUCH = """
+local held = {}
+for i = 4, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p > 0 and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', tonumber(ARGV[3]), 'JUSTID')
+    held[#held + 1] = 1
+  else
+    held[#held + 1] = 0
+  end
+end
+return held
+"""
+
+# Take over entries whose lease expired, with each one's delivery count.
+# KEYS[1] partition log  ARGV[1] group  ARGV[2] consumer  ARGV[3] min idle ms  ARGV[4] cursor
+# ARGV[5] count
+# -> {next_cursor, {{id, fields, deliveries}, ...}}
+CLAIM = """
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4],
+  'COUNT', tonumber(ARGV[5]))
+local out = {}
+for _, entry in ipairs(r[2]) do
+  if entry and entry[2] then
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], entry[1], entry[1], 1)
+    local n = 1
+    if #p > 0 then n = p[1][4] end
+    out[#out + 1] = {entry[1], entry[2], n}
+  end
+end
+return {r[1], out}
+"""
+
+# Move one log entry to the dead-letter stream and acknowledge it, atomically.
+# KEYS[1] partition log  KEYS[2] dead-letter stream
+# ARGV[1] group  ARGV[2] entry id  ARGV[3] reason  ARGV[4] payload  ARGV[5] deliveries  ARGV[6] now
+DEAD_LETTER = """
+redis.call('XADD', KEYS[2], '*', 'entry_id', ARGV[2], 'reason', ARGV[3], 'e', ARGV[4],
+  'deliveries', ARGV[5], 'at', ARGV[6])
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+"""

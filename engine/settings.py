@@ -1,0 +1,223 @@
+"""Settings: read once from ``CLIPSTREAM_*`` at start into one frozen object.
+
+Every value is parsed strictly; a bad one raises :class:`ConfigError` naming the variable, so a
+misconfigured process fails at start instead of misbehaving later.
+
+    CLIPSTREAM_REDIS_URL          redis://… or rediss://…; unset: the embedded in-memory store
+    CLIPSTREAM_REDIS_CLUSTER      1: connect with RedisCluster                         (0)
+    CLIPSTREAM_PREFIX             key prefix, so deployments can share one Redis        (cs:)
+    CLIPSTREAM_PARTITIONS         partitions when the store is first created (1-1024)   (16)
+    CLIPSTREAM_ADMIN_TOKEN        admin token; unset: generated once, kept in Redis, printed
+    CLIPSTREAM_JWT_SECRET         HS256 secret of session tokens; unset: generated, kept in Redis
+    CLIPSTREAM_SIM_LATENCY_MS     latency of the simulated providers                   (250)
+    CLIPSTREAM_SIM_FAIL_RATE      share of simulated provider calls that fail, 0-1      (0)
+    CLIPSTREAM_LEASE_MS           a worker's lease; an idle lease is taken over         (15000)
+    CLIPSTREAM_HEARTBEAT_MS       how often a worker renews its leases                  (3000)
+    CLIPSTREAM_CLAIM_INTERVAL_MS  how often a worker looks for expired leases           (5000)
+    CLIPSTREAM_MAX_DELIVERIES     deliveries of one entry before it is dead-lettered    (5)
+    CLIPSTREAM_WORKER_CONCURRENCY executions one worker drives at once                  (64)
+    CLIPSTREAM_BATCH              entries read per call by workers and projectors       (200)
+    CLIPSTREAM_RETENTION_DAYS     how long a finished execution's stream is kept        (30)
+    CLIPSTREAM_WAIT_REPLICAS      replicas that must confirm an append before 202       (0)
+    CLIPSTREAM_WAIT_TIMEOUT_MS    how long to wait for them before answering 503        (1000)
+    CLIPSTREAM_MAX_BODY_BYTES     largest request body accepted                         (1048576)
+    CLIPSTREAM_FEE_TRANSCRIPT     flat fee in coins                                     (0.01)
+    CLIPSTREAM_FEE_PROCESS        flat fee in coins                                     (0.01)
+    CLIPSTREAM_FEE_PROCESS_COLLECTION  flat fee in coins                                (0.01)
+    CLIPSTREAM_FEE_SCHEDULE_RUN   flat fee in coins                                     (0.01)
+    CLIPSTREAM_FEE_READ           fee of a read, charged after the response             (0.001)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import TypeVar
+
+from engine.errors import ConfigError
+
+MICRO = 1_000_000  # micro-coins in one coin
+
+T = TypeVar("T")
+
+
+def coins_to_micro(text: str) -> int:
+    """Parse a coin amount ("0.01") into micro-coins exactly; more than 6 decimals is an error."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation as exc:
+        raise ValueError(f"not a number: {text!r}") from exc
+    micro = value * MICRO
+    if not value.is_finite() or micro != micro.to_integral_value():
+        raise ValueError(f"not a whole number of micro-coins: {text!r}")
+    return int(micro)
+
+
+def micro_to_coins(micro: int) -> float:
+    """Micro-coins as the JSON number of coins clients see (exact to 6 decimals)."""
+    return micro / MICRO
+
+
+@dataclass(frozen=True, slots=True)
+class Fees:
+    """The flat fee table, in micro-coins."""
+
+    transcript: int = 10_000
+    process: int = 10_000
+    process_collection: int = 10_000
+    schedule_run: int = 10_000
+    read: int = 1_000
+
+    def for_kind(self, kind: str) -> int:
+        fee: int = getattr(self, kind)
+        return fee
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of a clipstream process. Build with :meth:`from_env` or directly in tests."""
+
+    redis_url: str | None = None
+    redis_cluster: bool = False
+    prefix: str = "cs:"
+    partitions: int = 16
+    partitions_explicit: bool = False
+    admin_token: str | None = None
+    jwt_secret: str | None = None
+    sim_latency_ms: int = 250
+    sim_fail_rate: float = 0.0
+    lease_ms: int = 15_000
+    heartbeat_ms: int = 3_000
+    claim_interval_ms: int = 5_000
+    max_deliveries: int = 5
+    worker_concurrency: int = 64
+    batch: int = 200
+    retention_days: int = 30
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 1_000
+    max_body_bytes: int = 1_048_576
+    fees: Fees = field(default_factory=Fees)
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis URL is configured: the in-memory store is used."""
+        return self.redis_url is None
+
+    @property
+    def retention_ms(self) -> int:
+        return self.retention_days * 86_400_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read ``CLIPSTREAM_*`` from ``env`` (default: the process environment)."""
+        src = os.environ if env is None else env
+        reader = _Reader(src)
+        redis_url = reader.get("REDIS_URL", _redis_url, None)
+        settings = cls(
+            redis_url=redis_url,
+            redis_cluster=reader.get("REDIS_CLUSTER", _bool, False),
+            prefix=reader.get("PREFIX", _prefix, "cs:"),
+            partitions=reader.get("PARTITIONS", _int_in(1, 1024), 16),
+            partitions_explicit="CLIPSTREAM_PARTITIONS" in src,
+            admin_token=reader.get("ADMIN_TOKEN", _secret, None),
+            jwt_secret=reader.get("JWT_SECRET", _secret, None),
+            sim_latency_ms=reader.get("SIM_LATENCY_MS", _int_in(0, 600_000), 250),
+            sim_fail_rate=reader.get("SIM_FAIL_RATE", _rate, 0.0),
+            lease_ms=reader.get("LEASE_MS", _int_in(500, 3_600_000), 15_000),
+            heartbeat_ms=reader.get("HEARTBEAT_MS", _int_in(50, 600_000), 3_000),
+            claim_interval_ms=reader.get("CLAIM_INTERVAL_MS", _int_in(50, 600_000), 5_000),
+            max_deliveries=reader.get("MAX_DELIVERIES", _int_in(1, 1000), 5),
+            worker_concurrency=reader.get("WORKER_CONCURRENCY", _int_in(1, 10_000), 64),
+            batch=reader.get("BATCH", _int_in(1, 10_000), 200),
+            retention_days=reader.get("RETENTION_DAYS", _int_in(1, 3650), 30),
+            wait_replicas=reader.get("WAIT_REPLICAS", _int_in(0, 16), 0),
+            wait_timeout_ms=reader.get("WAIT_TIMEOUT_MS", _int_in(1, 60_000), 1_000),
+            max_body_bytes=reader.get("MAX_BODY_BYTES", _int_in(1024, 1 << 30), 1_048_576),
+            fees=Fees(
+                transcript=reader.get("FEE_TRANSCRIPT", _coins, 10_000),
+                process=reader.get("FEE_PROCESS", _coins, 10_000),
+                process_collection=reader.get("FEE_PROCESS_COLLECTION", _coins, 10_000),
+                schedule_run=reader.get("FEE_SCHEDULE_RUN", _coins, 10_000),
+                read=reader.get("FEE_READ", _coins, 1_000),
+            ),
+        )
+        if settings.heartbeat_ms * 3 > settings.lease_ms:
+            raise ConfigError(
+                "CLIPSTREAM_HEARTBEAT_MS must be at most a third of CLIPSTREAM_LEASE_MS "
+                f"(got {settings.heartbeat_ms} and {settings.lease_ms})"
+            )
+        return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self._env.get(f"CLIPSTREAM_{name}")
+        if raw is None or raw == "":
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"CLIPSTREAM_{name}={raw!r} is invalid: {exc}") from None
+
+
+def _redis_url(raw: str) -> str:
+    if not re.match(r"^(redis|rediss|unix)://", raw):
+        raise ValueError("expected redis://, rediss:// or unix://")
+    return raw
+
+
+def _bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
+def _prefix(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,32}", raw):
+        raise ValueError("1-32 characters of letters, digits and _ . : -")
+    return raw
+
+
+def _secret(raw: str) -> str:
+    if len(raw) < 16:
+        raise ValueError("must be at least 16 characters")
+    return raw
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected {low} to {high}")
+        return value
+
+    return parse
+
+
+def _rate(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a number from 0 to 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("expected a number from 0 to 1")
+    return value
+
+
+def _coins(raw: str) -> int:
+    micro = coins_to_micro(raw)
+    if micro < 0:
+        raise ValueError("a fee cannot be negative")
+    return micro

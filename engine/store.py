@@ -1,0 +1,357 @@
+"""The event store: the only module that issues stream commands.
+
+Topology (see engine.keys): each execution has its own stream whose entry ids are ``{seq}-0``,
+and every event appended to it is appended, in the same script, to its partition's log. Workers
+read the partition logs through the consumer group ``workers``; projectors read them by range from
+their own checkpoints.
+
+A worker's *lease* on an execution is the pending-entries-list (PEL) entry of the execution's
+``ExecutionRequested`` log entry: the worker renews it by resetting its idle time (``touch``),
+another worker takes it over once it has been idle longer than the lease (``claim_expired``,
+XAUTOCLAIM), and its delivery count is the lease *epoch*. A stale worker's late write is refused by
+the expected-version append, never duplicated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from engine import codec, scripts
+from engine.connection import RedisClient
+from engine.errors import (
+    ConcurrencyConflict,
+    ConfigError,
+    IdempotencyMismatch,
+    InsufficientBalance,
+    StoreError,
+    StoreUnavailable,
+)
+from engine.events import AnyEvent, ExecutionRequested
+from engine.ids import execution_partition
+from engine.keys import WORKER_GROUP, Keys
+from engine.settings import Settings
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One partition-log entry: its stream id and its event (None when it cannot be decoded)."""
+
+    entry_id: str
+    event: AnyEvent | None
+    raw: bytes
+    deliveries: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The answer to :meth:`EventStore.request`."""
+
+    execution_id: str
+    duplicate: bool
+    balance: int | None = None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class EventStore:
+    """Append, read and lease operations over one deployment's streams."""
+
+    def __init__(self, redis: RedisClient, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.prefix, settings.partitions)
+        self._append = redis.register_script(scripts.APPEND)
+        self._request = redis.register_script(scripts.REQUEST)
+        self._touch = redis.register_script(scripts.TOUCH)
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._dead_letter = redis.register_script(scripts.DEAD_LETTER)
+
+    # -- setup ----------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Record (or read back) the partition count and create the worker group on every log.
+
+        The partition count is fixed when the store is first created; a process configured with
+        another explicit count refuses to start rather than route owners to the wrong partition.
+        """
+        try:
+            await self.redis.hsetnx(self.keys.meta, "partitions", self.settings.partitions)
+            stored = int(await self.redis.hget(self.keys.meta, "partitions") or 0)
+        except RedisError as exc:
+            raise StoreUnavailable(f"cannot reach Redis: {exc}") from exc
+        if stored != self.settings.partitions:
+            if self.settings.partitions_explicit:
+                raise ConfigError(
+                    f"CLIPSTREAM_PARTITIONS={self.settings.partitions} but this store was "
+                    f"created with {stored} partitions; the count cannot change"
+                )
+            self.keys = Keys(self.settings.prefix, stored)
+        for p in range(self.keys.partitions):
+            try:
+                await self.redis.xgroup_create(
+                    self.keys.log(p), WORKER_GROUP, id="0", mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise StoreError(str(exc)) from exc
+
+    @property
+    def partitions(self) -> range:
+        return range(self.keys.partitions)
+
+    # -- writes ---------------------------------------------------------------------------------
+    async def request(
+        self,
+        event: ExecutionRequested,
+        *,
+        idempotency: tuple[str, str] | None = None,
+    ) -> Accepted:
+        """Charge the flat fee and append ``ExecutionRequested`` as seq 1, atomically.
+
+        ``idempotency`` is ``(key_digest, body_fingerprint)``: a repeat with the same fingerprint
+        within 24 h returns the first execution and charges nothing; another fingerprint raises
+        IdempotencyMismatch. InsufficientBalance when the balance cannot cover ``event.fee``.
+        """
+        stamped = codec.stamp(event, 1)
+        assert isinstance(stamped, ExecutionRequested)
+        event = stamped
+        key_digest, fingerprint = idempotency or ("-", "")
+        keys = [
+            self.keys.execution(event.execution_id),
+            self._log_of(event.execution_id),
+            self.keys.balance(event.owner),
+            self.keys.ledger(event.owner),
+            self.keys.idempotency(event.owner, key_digest),
+        ]
+        args: list[Any] = [
+            event.fee,
+            codec.encode(event),
+            "1" if idempotency else "0",
+            fingerprint,
+            IDEMPOTENCY_TTL_S,
+            event.execution_id,
+            event.at,
+        ]
+        result = await self._run(self._request, keys, args)
+        status = _s(result[0])
+        if status == "ok":
+            await self._wait_for_replicas()
+            return Accepted(event.execution_id, duplicate=False, balance=int(result[2]))
+        if status == "duplicate":
+            return Accepted(_s(result[1]), duplicate=True)
+        if status == "mismatch":
+            raise IdempotencyMismatch("this Idempotency-Key was used with a different request body")
+        if status == "insufficient":
+            raise InsufficientBalance("the balance cannot cover the fee")
+        raise StoreError(f"execution {event.execution_id} already exists")
+
+    async def append(
+        self,
+        execution_id: str,
+        expected_seq: int,
+        events: Sequence[AnyEvent],
+        *,
+        expire_ms: int = 0,
+    ) -> list[AnyEvent]:
+        """Append ``events`` as seq ``expected_seq + 1 …`` only if the execution is at
+        ``expected_seq``; returns them stamped. ConcurrencyConflict otherwise.
+
+        ``expire_ms`` sets the execution stream's retention (for terminal events).
+        """
+        if not events:
+            return []
+        now = _now_ms()
+        stamped = [codec.stamp(e, expected_seq + i, now) for i, e in enumerate(events, 1)]
+        keys = [self.keys.execution(execution_id), self._log_of(execution_id)]
+        args: list[Any] = [expected_seq, expire_ms, *(codec.encode(e) for e in stamped)]
+        result = await self._run(self._append, keys, args)
+        if int(result[0]) != 1:
+            raise ConcurrencyConflict(execution_id, expected_seq, int(result[1]))
+        return stamped
+
+    async def _wait_for_replicas(self) -> None:
+        n = self.settings.wait_replicas
+        if n <= 0:
+            return
+        try:
+            acked = int(await self.redis.execute_command("WAIT", n, self.settings.wait_timeout_ms))
+        except RedisError as exc:
+            raise StoreUnavailable(f"WAIT failed: {exc}") from exc
+        if acked < n:
+            raise StoreUnavailable(f"only {acked} of {n} replicas confirmed the write")
+
+    # -- reads ----------------------------------------------------------------------------------
+    async def history(self, execution_id: str, after_seq: int = 0) -> list[AnyEvent]:
+        """The execution's events after ``after_seq``, in order (empty when unknown)."""
+        start = f"({after_seq}-0" if after_seq else "-"
+        try:
+            rows = await self.redis.xrange(self.keys.execution(execution_id), start, "+")
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return [codec.decode(fields[codec.FIELD]) for _, fields in rows]
+
+    async def histories(self, execution_ids: Sequence[str]) -> dict[str, list[AnyEvent]]:
+        """Several executions' histories in one pipelined round trip."""
+        if not execution_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for xid in execution_ids:
+            pipe.xrange(self.keys.execution(xid), "-", "+")
+        try:
+            results = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return {
+            xid: [codec.decode(fields[codec.FIELD]) for _, fields in rows]
+            for xid, rows in zip(execution_ids, results, strict=True)
+        }
+
+    async def read_log(self, partition: int, after: str, count: int) -> list[Entry]:
+        """Up to ``count`` partition-log entries strictly after stream id ``after`` ("0-0": all)."""
+        start = "-" if after in ("0", "0-0") else f"({after}"
+        try:
+            rows = await self.redis.xrange(self.keys.log(partition), start, "+", count=count)
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return [self._entry(entry_id, fields) for entry_id, fields in rows]
+
+    async def log_length(self, partition: int) -> int:
+        return int(await self.redis.xlen(self.keys.log(partition)))
+
+    # -- the worker group -------------------------------------------------------------------
+    async def read_group(
+        self, partitions: Sequence[int], consumer: str, count: int
+    ) -> dict[int, list[Entry]]:
+        """New entries for ``consumer`` from each partition's log (non-blocking, one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for p in partitions:
+            pipe.xreadgroup(WORKER_GROUP, consumer, {self.keys.log(p): ">"}, count=count)
+        try:
+            results = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        out: dict[int, list[Entry]] = {}
+        for p, reply in zip(partitions, results, strict=True):
+            entries = [
+                self._entry(eid, fields) for _, rows in (reply or []) for eid, fields in rows
+            ]
+            if entries:
+                out[p] = entries
+        return out
+
+    async def ack(self, partition: int, entry_ids: Sequence[str]) -> None:
+        """Acknowledge entries of the worker group: they are done and will not be redelivered."""
+        if entry_ids:
+            await self.redis.xack(self.keys.log(partition), WORKER_GROUP, *entry_ids)
+
+    async def ack_many(self, acks: dict[int, list[str]]) -> None:
+        """Acknowledge entries of several partitions in one round trip."""
+        acks = {p: ids for p, ids in acks.items() if ids}
+        if not acks:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for p, ids in acks.items():
+            pipe.xack(self.keys.log(p), WORKER_GROUP, *ids)
+        await pipe.execute()
+
+    async def renew(self, partition: int, consumer: str, entry_ids: Sequence[str]) -> list[bool]:
+        """Renew the leases ``consumer`` still holds; False for each one lost to a takeover."""
+        return await self._touch_leases(partition, consumer, entry_ids, idle_ms=0)
+
+    async def hand_back(self, partition: int, consumer: str, entry_ids: Sequence[str]) -> None:
+        """Give leases up early (graceful shutdown): the next claim by any worker takes them."""
+        await self._touch_leases(
+            partition, consumer, entry_ids, idle_ms=10 * self.settings.lease_ms
+        )
+
+    async def _touch_leases(
+        self, partition: int, consumer: str, entry_ids: Sequence[str], idle_ms: int
+    ) -> list[bool]:
+        if not entry_ids:
+            return []
+        keys = [self.keys.log(partition)]
+        args: list[Any] = [WORKER_GROUP, consumer, idle_ms, *entry_ids]
+        return [int(x) == 1 for x in await self._run(self._touch, keys, args)]
+
+    async def claim_expired(
+        self, partition: int, consumer: str, min_idle_ms: int, count: int = 100
+    ) -> list[Entry]:
+        """Take over every entry of ``partition`` idle longer than ``min_idle_ms``.
+
+        Each returned Entry carries its delivery count (the lease epoch).
+        """
+        keys = [self.keys.log(partition)]
+        cursor = "0-0"
+        claimed: list[Entry] = []
+        while True:
+            args: list[Any] = [WORKER_GROUP, consumer, min_idle_ms, cursor, count]
+            reply = await self._run(self._claim, keys, args)
+            cursor = _s(reply[0])
+            for entry_id, flat, deliveries in reply[1]:
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
+                claimed.append(self._entry(entry_id, fields, int(deliveries)))
+            if cursor == "0-0":
+                return claimed
+
+    async def dead_letter(self, partition: int, entry: Entry, reason: str) -> None:
+        """Move ``entry`` to the partition's dead-letter stream and acknowledge it, atomically."""
+        keys = [self.keys.log(partition), self.keys.dead(partition)]
+        args: list[Any] = [
+            WORKER_GROUP,
+            entry.entry_id,
+            reason,
+            entry.raw,
+            entry.deliveries,
+            _now_ms(),
+        ]
+        await self._run(self._dead_letter, keys, args)
+
+    async def dead_letters(self, partition: int, count: int = 100) -> list[dict[str, str]]:
+        """The newest dead-lettered entries of ``partition``, oldest first."""
+        rows = await self.redis.xrevrange(self.keys.dead(partition), "+", "-", count=count)
+        return [
+            {"dead_id": _s(eid), **{_s(k): _s(v) for k, v in fields.items()}}
+            for eid, fields in reversed(rows)
+        ]
+
+    # -- blobs ------------------------------------------------------------------------------
+    async def put_blob(self, partition: int, sha256: str, data: bytes) -> None:
+        """Store a large output once under its content hash (a second put is a no-op)."""
+        await self.redis.set(self.keys.blob(partition, sha256), data, nx=True)
+
+    async def get_blob(self, partition: int, sha256: str) -> bytes | None:
+        data = await self.redis.get(self.keys.blob(partition, sha256))
+        return bytes(data) if data is not None else None
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _log_of(self, execution_id: str) -> str:
+        return self.keys.log(execution_partition(execution_id))
+
+    @staticmethod
+    def _entry(entry_id: bytes | str, fields: dict[Any, Any], deliveries: int = 1) -> Entry:
+        value = fields.get(codec.FIELD) or fields.get("e") or b""
+        raw = value.encode() if isinstance(value, str) else bytes(value)
+        try:
+            event: AnyEvent | None = codec.decode(raw)
+        except StoreError:
+            event = None
+        return Entry(_s(entry_id), event, raw, deliveries)
+
+    @staticmethod
+    async def _run(script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except RedisError as exc:
+            raise StoreUnavailable(f"Redis script failed: {exc}") from exc

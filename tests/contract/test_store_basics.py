@@ -1,0 +1,77 @@
+"""The store's contract, on every backend: expected-version append, requests, leases."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import ConcurrencyConflict, IdempotencyMismatch, InsufficientBalance
+from engine.events import ExecutionRequested, ExecutionStarted, Target, WorkflowSnapshot
+from engine.ids import new_execution_id, new_id
+from engine.store import EventStore
+
+pytestmark = pytest.mark.anyio
+
+
+def _requested(store: EventStore, owner: str, fee: int = 10_000) -> ExecutionRequested:
+    return ExecutionRequested(
+        execution_id=new_execution_id(store.keys.partition(owner)),
+        owner=owner,
+        kind="transcript",
+        target=Target(kind="youtube_video", item_id=new_id("itm")),
+        workflow=WorkflowSnapshot(workflow_id=None, name="t", target_kind="youtube_video", steps=[]),
+        step_inputs=[],
+        fee=fee,
+        request_id=new_id("req"),
+    )
+
+
+async def test_append_refuses_a_stale_expected_seq(store: EventStore) -> None:
+    owner = new_id("acc")
+    await store.redis.set(store.keys.balance(owner), 10_000)
+    req = _requested(store, owner)
+    await store.request(req)
+    started = ExecutionStarted(execution_id=req.execution_id, worker_id="w1", epoch=1)
+    [stamped] = await store.append(req.execution_id, 1, [started])
+    assert stamped.seq == 2
+    with pytest.raises(ConcurrencyConflict) as info:
+        await store.append(req.execution_id, 1, [started])
+    assert info.value.actual == 2
+    assert [e.seq for e in await store.history(req.execution_id)] == [1, 2]
+    log = await store.read_log(store.keys.partition(owner), "0-0", 10)
+    assert [e.event.seq for e in log if e.event] == [1, 2]
+
+
+async def test_request_charges_once_per_idempotency_key(store: EventStore) -> None:
+    owner = new_id("acc")
+    await store.redis.set(store.keys.balance(owner), 25_000)
+    first = await store.request(_requested(store, owner), idempotency=("k1", "body-a"))
+    again = await store.request(_requested(store, owner), idempotency=("k1", "body-a"))
+    assert again.duplicate and again.execution_id == first.execution_id
+    with pytest.raises(IdempotencyMismatch):
+        await store.request(_requested(store, owner), idempotency=("k1", "body-b"))
+    assert int(await store.redis.get(store.keys.balance(owner))) == 15_000
+
+
+async def test_request_without_balance_appends_nothing(store: EventStore) -> None:
+    owner = new_id("acc")
+    await store.redis.set(store.keys.balance(owner), 9_999)
+    req = _requested(store, owner)
+    with pytest.raises(InsufficientBalance):
+        await store.request(req)
+    assert await store.history(req.execution_id) == []
+    assert int(await store.redis.get(store.keys.balance(owner))) == 9_999
+
+
+async def test_lease_renewal_fails_after_takeover(store: EventStore) -> None:
+    owner = new_id("acc")
+    await store.redis.set(store.keys.balance(owner), 10_000)
+    await store.request(_requested(store, owner))
+    p = store.keys.partition(owner)
+    got = await store.read_group([p], "w1", 10)
+    ids = [e.entry_id for e in got[p]]
+    assert await store.renew(p, "w1", ids) == [True]
+    await store.hand_back(p, "w1", ids)
+    claimed = await store.claim_expired(p, "w2", min_idle_ms=store.settings.lease_ms)
+    assert [(e.entry_id, e.deliveries) for e in claimed] == [(ids[0], 2)]
+    assert await store.renew(p, "w1", ids) == [False]
+    assert await store.renew(p, "w2", ids) == [True]

@@ -1,0 +1,75 @@
+"""End to end through the HTTP API on a real Redis, with API, worker and projector as separate
+processes — the deployment shape of compose.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.processes import role_env, roles, wait_http
+from tests.servers import RedisServer, free_port
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+ADMIN = {"Authorization": "Bearer adm_test_token_0123456789"}
+
+
+def _poll(client: httpx.Client, url: str, headers: dict[str, str], status: str) -> dict[str, object]:
+    import time
+
+    end = time.monotonic() + 60
+    while True:
+        body: dict[str, object] = client.get(url, headers=headers).json()
+        execution = body["execution"]
+        assert isinstance(execution, dict)
+        if execution["status"] == status:
+            return body
+        assert execution["status"] in ("pending", "running"), body
+        assert time.monotonic() < end, f"still {execution['status']} after 60s: {body}"
+        time.sleep(0.05)
+
+
+def test_transcript_through_separate_processes(
+    real_redis_server: RedisServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = role_env(real_redis_server.url)
+    specs = [["api", "--port", str(port)], ["worker"], ["worker"], ["projector"]]
+    base = f"http://127.0.0.1:{port}"
+    with roles(specs, env, tmp_path) as procs, httpx.Client(base_url=base, timeout=10) as http:
+        wait_http(f"{base}/healthz", role=procs[0])
+        created = http.post("/admin/accounts", json={"name": "e2e", "coins": 1}, headers=ADMIN)
+        assert created.status_code == 201, created.text
+        auth = {"Authorization": f"Bearer {created.json()['api_key']}"}
+
+        item = http.post(
+            "/v1/items", json={"source": "https://youtu.be/dQw4w9WgXcQ"}, headers=auth
+        )
+        assert item.status_code == 201, item.text
+        item_id = item.json()["item"]["item_id"]
+
+        accepted = http.post(f"/v1/items/{item_id}/transcript", json={"lang": "en"}, headers=auth)
+        assert accepted.status_code == 202, accepted.text
+        execution_id = accepted.json()["execution"]["execution_id"]
+        # Read-your-writes: the execution is visible at once, whatever the projector's lag.
+        first = http.get(f"/v1/executions/{execution_id}", headers=auth)
+        assert first.status_code == 200, first.text
+
+        done = _poll(http, f"/v1/executions/{execution_id}", auth, "done")
+        steps = done["steps"]
+        assert isinstance(steps, list)
+        assert [s["tool_id"] for s in steps] == ["transcribe"]
+        assert steps[0]["status"] == "done"
+
+        transcript = http.get(f"/v1/items/{item_id}/transcript?lang=en", headers=auth)
+        assert transcript.status_code == 200, transcript.text
+        body = transcript.json()["transcript"]
+        assert body["text"]
+        assert body["segments"]
+
+        active = http.get("/v1/executions/me?active=1", headers=auth).json()
+        assert active["executions"] == []
+        me = http.get("/v1/me", headers=auth).json()
+        assert me["account"]["balance_coins"] == pytest.approx(0.99)

@@ -1,0 +1,468 @@
+"""clipstream benchmarks: one command, one summary table.
+
+    python -m bench.run            # the full run (about 3 minutes on 2 cores)
+    python -m bench.run --quick    # smaller numbers, for a smoke test
+    python -m bench.run --out bench/results/2026-11-29.md
+
+Every scenario runs against a private redis-server started on a free port (no persistence), with
+the roles as separate processes exactly as they are deployed (`clipstream worker`, `projector`,
+`api`) and the simulated providers at zero latency. Numbers are taken from the events' own
+timestamps where possible, so process start-up is excluded.
+
+Scenarios:
+  drain     N one-step transcript executions queued up front, then W worker processes and one
+            projector: executions/s (first ExecutionStarted → last ExecutionCompleted), and the
+            projection lag behind the log while it runs.
+  latency   `POST /v1/items/{id}/transcript` at a steady open-loop rate: 202 latency p50/p99,
+            measured from each request's scheduled send time (no coordinated omission).
+  replay    `projections.replay.rebuild` over a synthetic log of >= 1,000,000 events: events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from engine import codec
+from engine.events import (
+    AnyEvent,
+    ExecutionCompleted,
+    ExecutionRequested,
+    ExecutionStarted,
+    StepCompleted,
+    StepSpec,
+    StepStarted,
+    Target,
+    WorkflowSnapshot,
+)
+from engine.ids import new_execution_id, new_id
+from engine.runtime import Runtime
+from engine.settings import Settings
+from tests.processes import Role, role_env, wait_http
+from tests.servers import free_port, redis_server
+
+PARTITIONS = 16
+
+
+@dataclass
+class Result:
+    name: str
+    value: str
+    note: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Result] = field(default_factory=list)
+    rss: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, value: str, note: str = "") -> None:
+        self.rows.append(Result(name, value, note))
+        print(f"  {name:<52} {value:>14}  {note}", flush=True)
+
+
+def _settings(url: str) -> Settings:
+    return replace(Settings(), redis_url=url, partitions=PARTITIONS, sim_latency_ms=0)
+
+
+def _transcript_request(owner: str, partition: int, i: int) -> ExecutionRequested:
+    item_id = new_id("itm")
+    return ExecutionRequested(
+        execution_id=new_execution_id(partition),
+        owner=owner,
+        kind="transcript",
+        target=Target(kind="youtube_video", item_id=item_id, external_id=f"vid{i:08d}"),
+        workflow=WorkflowSnapshot(
+            workflow_id=None,
+            name="transcript",
+            target_kind="youtube_video",
+            steps=[StepSpec(step_id="step_1", tool_id="transcribe", params={"lang": "en"})],
+        ),
+        step_inputs=[
+            {
+                "item_id": item_id,
+                "source": f"https://youtu.be/vid{i:08d}",
+                "external_id": f"vid{i:08d}",
+                "lang": "en",
+                "text": None,
+            }
+        ],
+        fee=10_000,
+        request_id=new_id("req"),
+    )
+
+
+async def _preload(runtime: Runtime, n: int, owners: int = 64) -> None:
+    """Queue ``n`` transcript executions spread over ``owners`` accounts, 500 at a time."""
+    store = runtime.store
+    accounts = [new_id("acc") for _ in range(owners)]
+    for acc in accounts:
+        await store.redis.set(store.keys.balance(acc), 10**15)
+    for start in range(0, n, 500):
+        batch = []
+        for i in range(start, min(n, start + 500)):
+            owner = accounts[i % owners]
+            batch.append(store.request(_transcript_request(owner, store.keys.partition(owner), i)))
+        await asyncio.gather(*batch)
+
+
+async def _log_tails(runtime: Runtime) -> dict[int, str]:
+    store = runtime.store
+    pipe = store.redis.pipeline(transaction=False)
+    for p in store.partitions:
+        pipe.xinfo_stream(store.keys.log(p))
+    infos = await pipe.execute()
+    return {
+        p: _s(info["last-generated-id"]) for p, info in zip(store.partitions, infos, strict=True)
+    }
+
+
+async def _checkpoints(runtime: Runtime) -> dict[int, str]:
+    store = runtime.store
+    version = int(await store.redis.hget(store.keys.meta, "projection_version") or 1)
+    pipe = store.redis.pipeline(transaction=False)
+    for p in store.partitions:
+        pipe.get(f"{store.keys.view_ns(p, version)}:ckpt")
+    return {
+        p: _s(v) if v else "0-0"
+        for p, v in zip(store.partitions, await pipe.execute(), strict=True)
+    }
+
+
+async def _entries_behind(runtime: Runtime, checkpoints: dict[int, str]) -> int:
+    store = runtime.store
+    pipe = store.redis.pipeline(transaction=False)
+    for p, ckpt in checkpoints.items():
+        start = "-" if ckpt in ("0", "0-0") else f"({ckpt}"
+        pipe.xrange(store.keys.log(p), start, "+", count=50_000)
+    return sum(len(rows) for rows in await pipe.execute())
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _rss_mib(pid: int) -> float:
+    """Peak resident memory of a process (VmHWM), MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+async def bench_drain(report: Report, url: str, n: int, workers: int, logs: Path) -> None:
+    runtime = await Runtime.open(_settings(url))
+    await runtime.redis.flushall()
+    await runtime.close()
+    runtime = await Runtime.open(_settings(url))
+    try:
+        await _preload(runtime, n)
+        env = role_env(
+            url,
+            CLIPSTREAM_PARTITIONS=str(PARTITIONS),
+            CLIPSTREAM_SIM_LATENCY_MS="0",
+            CLIPSTREAM_WORKER_CONCURRENCY="200",
+        )
+        procs = [Role(["worker"], env, logs / f"drain{workers}-w{i}.log") for i in range(workers)]
+        procs.append(Role(["projector"], env, logs / f"drain{workers}-proj.log"))
+        max_behind = 0
+        try:
+            deadline = time.monotonic() + 600
+            while True:
+                await asyncio.sleep(0.25)
+                tails = await _log_tails(runtime)
+                ckpts = await _checkpoints(runtime)
+                max_behind = max(max_behind, await _entries_behind(runtime, ckpts))
+                if await _all_acked(runtime) and tails == ckpts:
+                    views_current = time.time()
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError("drain did not finish within 600 s")
+            for proc in procs:
+                report.rss[f"{proc.args[0]} (drain, {workers} workers)"] = max(
+                    report.rss.get(f"{proc.args[0]} (drain, {workers} workers)", 0.0),
+                    _rss_mib(proc.proc.pid),
+                )
+        finally:
+            for proc in procs:
+                proc.terminate()
+        first_start, last_done, completed = await _span(runtime)
+        secs = (last_done - first_start) / 1000
+        report.add(
+            f"drain: one-step transcripts/s, {workers} worker process(es)",
+            f"{completed / secs:,.0f}",
+            f"{completed:,} of {n:,} executions done in {secs:.1f}s",
+        )
+        lag_ms = views_current * 1000 - last_done
+        report.add(
+            f"projection: max entries behind the log ({workers}w)",
+            f"{max_behind:,}",
+            f"all views current {lag_ms / 1000:.1f}s after the last completion (±0.25s)",
+        )
+    finally:
+        await runtime.close()
+
+
+async def _all_acked(runtime: Runtime) -> bool:
+    """True when the worker group has read and acknowledged every log entry. The worker acks an
+    ExecutionRequested entry only at the execution's terminal event, so this means every queued
+    execution has ended."""
+    store = runtime.store
+    for p in store.partitions:
+        groups = await store.redis.xinfo_groups(store.keys.log(p))
+        group = groups[0]
+        if int(group["pending"]) or group.get("lag") not in (0, None):
+            return False
+    return True
+
+
+async def _span(runtime: Runtime) -> tuple[int, int, int]:
+    """(first ExecutionStarted.at, last ExecutionCompleted.at, completions) over all logs."""
+    store = runtime.store
+    first, last, completed = 2**62, 0, 0
+    for p in store.partitions:
+        after = "0-0"
+        while True:
+            entries = await store.read_log(p, after, 10_000)
+            if not entries:
+                break
+            after = entries[-1].entry_id
+            for e in entries:
+                if isinstance(e.event, ExecutionStarted):
+                    first = min(first, e.event.at)
+                elif isinstance(e.event, ExecutionCompleted):
+                    last = max(last, e.event.at)
+                    completed += 1
+    return first, last, completed
+
+
+async def bench_latency(report: Report, url: str, rate: int, seconds: float, logs: Path) -> None:
+    runtime = await Runtime.open(_settings(url))
+    await runtime.redis.flushall()
+    await runtime.close()
+    port = free_port()
+    env = role_env(url, CLIPSTREAM_PARTITIONS=str(PARTITIONS), CLIPSTREAM_SIM_LATENCY_MS="0")
+    api = Role(["api", "--port", str(port)], env, logs / "latency-api.log")
+    others = [
+        Role(["worker"], env, logs / "latency-w.log"),
+        Role(["projector"], env, logs / "latency-proj.log"),
+    ]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/healthz", role=api)
+        admin = {"Authorization": f"Bearer {env['CLIPSTREAM_ADMIN_TOKEN']}"}
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+            acct = (
+                await http.post(
+                    "/admin/accounts", json={"name": "bench", "coins": 1e6}, headers=admin
+                )
+            ).json()
+            auth = {"Authorization": f"Bearer {acct['api_key']}"}
+            item = (
+                await http.post(
+                    "/v1/items", json={"source": "https://youtu.be/dQw4w9WgXcQ"}, headers=auth
+                )
+            ).json()["item"]["item_id"]
+            for _ in range(50):  # warm-up: connections, scripts, caches
+                await http.post(f"/v1/items/{item}/transcript", json={}, headers=auth)
+            latencies: list[float] = []
+            errors = 0
+            total = int(rate * seconds)
+            t0 = time.perf_counter() + 0.1
+
+            async def one(i: int) -> None:
+                nonlocal errors
+                scheduled = t0 + i / rate
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                r = await http.post(f"/v1/items/{item}/transcript", json={}, headers=auth)
+                if r.status_code != 202:
+                    errors += 1
+                latencies.append((time.perf_counter() - scheduled) * 1000)
+
+            await asyncio.gather(*(one(i) for i in range(total)))
+        latencies.sort()
+        p50 = statistics.median(latencies)
+        p99 = latencies[int(len(latencies) * 0.99) - 1]
+        report.add(
+            f"202 latency p50 / p99 at {rate} req/s (ms)",
+            f"{p50:.1f} / {p99:.1f}",
+            f"{total:,} requests over {seconds:.0f}s, {errors} non-202",
+        )
+        report.rss["api (latency run)"] = _rss_mib(api.proc.pid)
+    finally:
+        api.terminate()
+        for proc in others:
+            proc.terminate()
+
+
+def _synthetic_events(execution_id: str, owner: str, i: int) -> list[AnyEvent]:
+    req = _transcript_request(owner, 0, i)
+    req = replace_struct(req, execution_id=execution_id)
+    now = 1_790_000_000_000 + i
+    return [
+        codec.stamp(req, 1, now),
+        codec.stamp(
+            ExecutionStarted(execution_id=execution_id, worker_id="bench", epoch=1), 2, now
+        ),
+        codec.stamp(
+            StepStarted(
+                execution_id=execution_id, step_index=0, attempt=1, epoch=1, worker_id="bench"
+            ),
+            3,
+            now,
+        ),
+        codec.stamp(
+            StepCompleted(
+                execution_id=execution_id,
+                step_index=0,
+                attempt=1,
+                output={"kind": "note", "chars": 42},
+                cost=1_200,
+            ),
+            4,
+            now,
+        ),
+        codec.stamp(ExecutionCompleted(execution_id=execution_id, cost=11_200), 5, now),
+    ]
+
+
+def replace_struct(event: ExecutionRequested, **changes: Any) -> ExecutionRequested:
+    import msgspec
+
+    return msgspec.structs.replace(event, **changes)
+
+
+async def bench_replay(report: Report, url: str, events: int) -> None:
+    from projections import replay
+
+    runtime = await Runtime.open(_settings(url))
+    await runtime.redis.flushall()
+    await runtime.close()
+    runtime = await Runtime.open(_settings(url))
+    try:
+        store = runtime.store
+        owners = [new_id("acc") for _ in range(256)]
+        executions = events // 5
+        t = time.perf_counter()
+        pipe = store.redis.pipeline(transaction=False)
+        for i in range(executions):
+            owner = owners[i % len(owners)]
+            p = store.keys.partition(owner)
+            xid = new_execution_id(p)
+            for ev in _synthetic_events(xid, owner, i):
+                pipe.xadd(store.keys.log(p), {"e": codec.encode(ev)})
+            if len(pipe) >= 20_000:
+                await pipe.execute()
+        await pipe.execute()
+        print(
+            f"  (synthetic log of {executions * 5:,} events written in "
+            f"{time.perf_counter() - t:.1f}s)",
+            flush=True,
+        )
+        t = time.perf_counter()
+        result = await replay.rebuild(runtime)
+        secs = time.perf_counter() - t
+        report.add(
+            "replay: events folded and written per second",
+            f"{executions * 5 / secs:,.0f}",
+            f"{executions * 5:,} events, {executions:,} views in {secs:.1f}s (one process)",
+        )
+        del result
+    finally:
+        await runtime.close()
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    redis_v = redis_v.split()[2].removeprefix("v=") if redis_v else "?"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, Linux {platform.release()}, "
+        f"CPython {platform.python_version()}, Redis {redis_v} on loopback, no persistence"
+    )
+
+
+async def main_async(args: argparse.Namespace) -> Report:
+    report = Report()
+    n = 5_000 if args.quick else 30_000
+    replay_events = 100_000 if args.quick else 1_000_000
+    with tempfile.TemporaryDirectory(prefix="cs-bench-") as tmp, redis_server() as server:
+        logs = Path(tmp)
+        try:
+            for workers in (1, 2):
+                await bench_drain(report, server.url, n, workers, logs)
+            await bench_latency(report, server.url, args.rate, 3 if args.quick else 10, logs)
+            await bench_replay(report, server.url, replay_events)
+        except Exception:
+            _dump_logs(logs)
+            raise
+    return report
+
+
+def _dump_logs(logs: Path) -> None:
+    for log in sorted(logs.glob("*.log")):
+        print(f"--- {log.name}\n{log.read_text()[-3000:]}", file=sys.stderr)
+
+
+def render(report: Report, started: dt.datetime) -> str:
+    lines = [
+        f"# clipstream benchmark — {started:%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "| measure | result | detail |",
+        "|---|---:|---|",
+        *(f"| {r.name} | {r.value} | {r.note} |" for r in report.rows),
+        "",
+        "| process | peak RSS MiB |",
+        "|---|---:|",
+        *(f"| {name} | {mib:.0f} |" for name, mib in sorted(report.rss.items())),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="clipstream benchmarks (one summary table)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument("--rate", type=int, default=500, help="requests/s of the latency run")
+    parser.add_argument("--out", type=Path, help="also write the table (markdown) to this file")
+    args = parser.parse_args()
+    started = dt.datetime.now(dt.UTC)
+    report = asyncio.run(main_async(args))
+    text = render(report, started)
+    print("\n" + text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Pure planning: fold an execution's history into :class:`ExecState` and decide what happens next.
+
+No Redis, no clock: the worker passes ``now_ms`` in and turns the :data:`Action` it gets back into
+appends and tool calls. Deciding here and doing I/O in ``worker.py`` keeps every branch of the
+execution semantics testable as plain data.
+
+Rules (DESIGN §5):
+    * A step with a ``StepCompleted`` is never started again (durable steps); the current step is
+      the first one without it.
+    * A ``StepStarted`` with no outcome after it means the worker running it died or lost its
+      lease: the step is started again as the next attempt.
+    * A ``StepFailed`` followed by ``StepRetryScheduled`` waits until ``not_before``, then starts
+      the scheduled attempt. A ``StepFailed`` without one ends the execution.
+    * A cancel request wins over everything but a terminal event.
+    * Terminal executions (and unknown ones) need nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from engine.events import (
+    AnyEvent,
+    CostCharged,
+    ExecutionCancelled,
+    ExecutionCancelRequested,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionRequested,
+    ExecutionStarted,
+    StepCompleted,
+    StepFailed,
+    StepRetryScheduled,
+    StepStarted,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecState:
+    """What the worker needs to know about one execution, folded from its history."""
+
+    execution_id: str = ""
+    seq: int = 0
+    requested: ExecutionRequested | None = None
+    status: str = "pending"  # pending | running | done | error
+    started: bool = False
+    current_step: int = 0  # first step without a StepCompleted
+    attempts: dict[int, int] = field(default_factory=dict)  # highest attempt started per step
+    completed: dict[int, StepCompleted] = field(default_factory=dict)
+    in_flight: StepStarted | None = None  # started, no outcome yet
+    last_failure: StepFailed | None = None  # of the current step
+    retry: StepRetryScheduled | None = None  # pending retry of the current step
+    cancel_requested: bool = False
+    last_epoch: int = 0
+    charged: int = 0  # provider cost charged through CostCharged events
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("done", "error")
+
+    @property
+    def step_count(self) -> int:
+        return len(self.requested.workflow.steps) if self.requested else 0
+
+    @property
+    def steps_cost(self) -> int:
+        """Provider cost of the completed steps, in micro-coins."""
+        return sum(c.cost for c in self.completed.values())
+
+
+def apply(state: ExecState, event: AnyEvent) -> ExecState:
+    """The state after ``event``. An event at or below ``state.seq`` is a no-op (a duplicate); a
+    gap raises ValueError, since planning on a partial history would be wrong."""
+    if event.seq and event.seq <= state.seq:
+        return state
+    if event.seq and event.seq != state.seq + 1:
+        raise ValueError(f"{event.execution_id}: gap before seq {event.seq} (at {state.seq})")
+    seq = event.seq or state.seq + 1
+    s = replace(state, seq=seq)
+    match event:
+        case ExecutionRequested():
+            return replace(s, execution_id=event.execution_id, requested=event)
+        case ExecutionStarted():
+            return replace(
+                s, started=True, status="running", last_epoch=max(s.last_epoch, event.epoch)
+            )
+        case StepStarted():
+            attempts = {**s.attempts, event.step_index: event.attempt}
+            return replace(
+                s,
+                started=True,
+                status="running",
+                attempts=attempts,
+                in_flight=event,
+                retry=None,
+                last_epoch=max(s.last_epoch, event.epoch),
+            )
+        case StepCompleted():
+            completed = {**s.completed, event.step_index: event}
+            current = s.current_step
+            while current in completed:
+                current += 1
+            return replace(
+                s,
+                completed=completed,
+                current_step=current,
+                in_flight=None,
+                last_failure=None,
+                retry=None,
+            )
+        case StepFailed():
+            return replace(s, in_flight=None, last_failure=event, retry=None)
+        case StepRetryScheduled():
+            return replace(s, retry=event)
+        case CostCharged():
+            return replace(s, charged=s.charged + event.amount)
+        case ExecutionCompleted():
+            return replace(s, status="done", in_flight=None)
+        case ExecutionFailed() | ExecutionCancelled():
+            return replace(s, status="error", in_flight=None)
+        case ExecutionCancelRequested():
+            return replace(s, cancel_requested=True)
+    return s  # pragma: no cover - the match is exhaustive over AnyEvent
+
+
+def fold(events: list[AnyEvent], state: ExecState | None = None) -> ExecState:
+    """Fold ``events`` (in seq order) into ``state`` (default: a fresh one)."""
+    s = ExecState() if state is None else state
+    for event in events:
+        s = apply(s, event)
+    return s
+
+
+# -- actions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartExecution:
+    """Append ExecutionStarted; the first step follows."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartStep:
+    """Append StepStarted for ``attempt`` of step ``index`` and run its tool on ``input``."""
+
+    index: int
+    attempt: int
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WaitUntil:
+    """A retry is scheduled: nothing to do before ``at_ms``."""
+
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    """Every step completed: append ExecutionCompleted with the total ``cost``."""
+
+    cost: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """End the execution in ``error`` with ``code``."""
+
+    code: str
+    message: str
+    http_status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """A cancel was requested: close the step in flight (if any), then ExecutionCancelled."""
+
+    step_index: int | None = None
+    attempt: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Nothing:
+    """Terminal (or unknown) execution: nothing to do."""
+
+
+Action = StartExecution | StartStep | WaitUntil | Complete | Fail | Cancel | Nothing
+
+# What ExecutionFailed says for the last failure's code; anything else is a provider failure.
+_FAILURE_CODES: dict[str, tuple[str, int | None]] = {
+    "timeout": ("timeout", None),
+    "internal": ("internal", None),
+    "invalid_target": ("invalid_target", 422),
+    "insufficient_balance": ("insufficient_balance", 402),
+}
+
+
+def next_action(state: ExecState, now_ms: int) -> Action:
+    """What the worker driving this execution does next."""
+    req = state.requested
+    if req is None or state.terminal:
+        return Nothing()
+    if state.cancel_requested:
+        flight = state.in_flight
+        if flight is None:
+            return Cancel(step_index=state.current_step if state.started else None)
+        return Cancel(step_index=flight.step_index, attempt=flight.attempt)
+    if not state.started:
+        return StartExecution()
+    index = state.current_step
+    if index >= state.step_count:
+        return Complete(cost=req.fee + state.steps_cost)
+    if state.in_flight is not None:
+        # Its worker died or lost the lease mid-call: run the step again as the next attempt.
+        return StartStep(index, state.in_flight.attempt + 1, step_input(state, index))
+    if state.retry is not None:
+        if now_ms < state.retry.not_before:
+            return WaitUntil(state.retry.not_before)
+        return StartStep(index, state.retry.next_attempt, step_input(state, index))
+    failure = state.last_failure
+    if failure is not None:
+        code, status = _FAILURE_CODES.get(failure.code, ("provider_failed", None))
+        tool_id = req.workflow.steps[index].tool_id
+        message = f"step {index} ({tool_id}) failed after {failure.attempt} attempt(s): "
+        return Fail(code, message + failure.message, status)
+    return StartStep(index, state.attempts.get(index, 0) + 1, step_input(state, index))
+
+
+def step_input(state: ExecState, index: int) -> dict[str, Any]:
+    """The input of step ``index``: what the API put in ``step_inputs[index]``, plus, from the
+    second step on, the previous step's output under ``"previous"`` (a small preview and the
+    reference of its blob, which a tool that needs the full text loads)."""
+    req = state.requested
+    assert req is not None
+    base: dict[str, Any] = dict(req.step_inputs[index]) if index < len(req.step_inputs) else {}
+    prev = state.completed.get(index - 1)
+    if prev is not None and "previous" not in base:
+        ref = prev.output_ref
+        base["previous"] = {
+            "step_index": index - 1,
+            "tool_id": req.workflow.steps[index - 1].tool_id,
+            "output": prev.output,
+            "output_ref": None if ref is None else {"sha256": ref.sha256, "size": ref.size},
+        }
+    return base

@@ -1,0 +1,90 @@
+"""What a tool is: its catalogue entry (id, provider kind, params schema, pricing), its retry
+policy and timeout, and ``run``, which the worker calls once per attempt.
+
+A tool reports failure by raising :class:`engine.errors.ToolError`; anything else it raises is a
+bug, which the worker records as ``StepFailed`` code ``internal``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+from engine.events import StepSpec
+from engine.retry import RetryPolicy
+from engine.settings import Settings
+
+ProviderKind = Literal["transcriber", "llm", "youtube"]
+
+
+class ToolParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Params every tool accepts in a workflow step."""
+
+    # A step may ask for a shorter timeout than the tool's own (never a longer one).
+    timeout_s: float | None = msgspec.field(default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one successful attempt produced. ``blob`` holds a large output (stored once by its
+    hash and referenced from StepCompleted); ``output`` is then its small preview."""
+
+    output: dict[str, Any]
+    blob: bytes | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    cost: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """Everything one attempt may use. ``load_blob(sha256)`` reads a previous step's blob."""
+
+    execution_id: str
+    owner: str
+    step_index: int
+    attempt: int
+    spec: StepSpec
+    input: dict[str, Any]
+    settings: Settings
+    load_blob: Callable[[str], Awaitable[bytes | None]]
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across attempts, so a provider that supports one never bills a retry twice."""
+        return f"{self.execution_id}:{self.step_index}"
+
+    @property
+    def sim_overrides(self) -> dict[str, Any]:
+        """The simulated providers' per-call test hook (see engine.providers.sim)."""
+        found = self.input.get("sim", self.spec.params.get("sim"))
+        return dict(found) if isinstance(found, dict) else {}
+
+
+class Tool(ABC):
+    """A step's vocabulary word. Subclasses set the class attributes and implement ``run``."""
+
+    tool_id: ClassVar[str]
+    description: ClassVar[str]
+    provider_kind: ClassVar[ProviderKind]
+    params_schema: ClassVar[type[ToolParams]] = ToolParams
+    retry: ClassVar[RetryPolicy] = RetryPolicy()
+    timeout_s: ClassVar[float] = 300.0
+
+    def timeout_for(self, spec: StepSpec) -> float:
+        """The tool's timeout, shortened by the step's ``timeout_s`` param when it asks."""
+        asked = spec.params.get("timeout_s")
+        if isinstance(asked, int | float) and 0 < asked < self.timeout_s:
+            return float(asked)
+        return self.timeout_s
+
+    @abstractmethod
+    def estimate_cost(self, input: dict[str, Any]) -> int:
+        """An upper estimate of one attempt's provider cost, in micro-coins."""
+
+    @abstractmethod
+    async def run(self, ctx: ToolContext) -> StepResult:
+        """Run one attempt; raise ToolError on failure."""

@@ -1,0 +1,78 @@
+"""``llm_prompt``: the step's prompt over the previous step's output, through the LLM provider.
+
+The previous step's output comes from the step input's ``"previous"`` (see engine.plan): when it
+names a blob (a transcript, say) the blob's ``text`` is used, otherwise its inline output. The
+first step of a workflow has no previous output and prompts over the step input's ``text``, if
+any. Output: ``{"kind": "completion", "text", "model"}`` inline (completions are short).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from engine.errors import ToolError
+from engine.providers.sim import SimCall, SimLLM, estimate_llm_cost
+from engine.retry import RetryPolicy
+from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
+
+_MAX_CONTEXT_CHARS = 48_000  # what we send of a long transcript; providers cap context anyway
+
+
+class LlmPromptParams(ToolParams, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Params of an ``llm_prompt`` step."""
+
+    model: str = "sim-1"
+    max_tokens: int = 512
+
+
+class LlmPrompt(Tool):
+    tool_id = "llm_prompt"
+    description = "Run the step's prompt over the previous step's output with an LLM."
+    provider_kind = "llm"
+    params_schema = LlmPromptParams
+    retry = RetryPolicy(max_attempts=4, base_ms=200, max_ms=10_000)
+    timeout_s = 120.0
+
+    def estimate_cost(self, input: dict[str, Any]) -> int:
+        previous = input.get("previous") or {}
+        ref = previous.get("output_ref") or {}
+        size = int(ref.get("size") or len(str(previous.get("output", ""))))
+        return estimate_llm_cost(min(size, _MAX_CONTEXT_CHARS), LlmPromptParams().max_tokens)
+
+    async def run(self, ctx: ToolContext) -> StepResult:
+        model = str(ctx.spec.params.get("model", "sim-1"))
+        max_tokens = int(ctx.spec.params.get("max_tokens", 512))
+        context = await _context_text(ctx)
+        prompt = f"{ctx.spec.prompt_text}\n\n{context[:_MAX_CONTEXT_CHARS]}".strip()
+        if not prompt:
+            raise ToolError(
+                "invalid_input", "llm_prompt has no prompt and no input", retryable=False
+            )
+        call = SimCall(ctx.idempotency_key, ctx.attempt, ctx.sim_overrides)
+        result = await SimLLM(ctx.settings).complete(
+            prompt=prompt, max_tokens=max_tokens, call=call
+        )
+        output = {"kind": "completion", "text": result.text, "model": model}
+        return StepResult(output=output, usage=result.usage, cost=result.cost)
+
+
+async def _context_text(ctx: ToolContext) -> str:
+    previous = ctx.input.get("previous")
+    if not isinstance(previous, dict):
+        return str(ctx.input.get("text") or "")
+    ref = previous.get("output_ref")
+    if isinstance(ref, dict) and ref.get("sha256"):
+        data = await ctx.load_blob(str(ref["sha256"]))
+        if data is None:
+            # The blob is written before its StepCompleted, so this is lost data, not a race.
+            raise ToolError("internal", f"blob {ref['sha256']} is missing", retryable=False)
+        decoded = msgspec.json.decode(data)
+        if isinstance(decoded, dict) and isinstance(decoded.get("text"), str):
+            return str(decoded["text"])
+        return data.decode(errors="replace")
+    output = previous.get("output") or {}
+    if isinstance(output, dict) and isinstance(output.get("text"), str):
+        return str(output["text"])
+    return msgspec.json.encode(output).decode()

@@ -1,0 +1,101 @@
+"""``transcribe``: an item's transcript, as text and timed segments.
+
+Step input (set by the API in ``ExecutionRequested.step_inputs[0]``)::
+
+    {"item_id": str, "source": str, "external_id": str | None, "lang": str | None,
+     "text": str | None}
+
+With ``text`` the client supplied the transcript: no provider call, no cost, and the text is cut
+into sentence segments timed at a speaking pace. Otherwise the transcriber provider is called.
+
+The output is ALWAYS a blob, the JSON of
+``{"lang", "text", "segments": [{"start_ms", "end_ms", "text"}], "origin"}`` (``origin`` is
+``provided`` or ``simulated``), and StepCompleted.output is a small preview:
+``{"kind": "transcript", "item_id", "lang", "chars", "segments", "sha256"}``. The projections
+index transcripts from exactly this shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import msgspec
+
+from engine.errors import ToolError
+from engine.providers.sim import SimCall, SimTranscriber, estimate_audio_cost
+from engine.retry import RetryPolicy
+from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
+
+DEFAULT_LANG = "en"
+_MS_PER_WORD = 400  # about 150 words a minute
+_SENTENCE = re.compile(r"[^.!?]+[.!?]*")
+_encoder = msgspec.json.Encoder()
+
+
+class TranscribeParams(ToolParams, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Params of a ``transcribe`` step."""
+
+    lang: str | None = None
+
+
+class Transcribe(Tool):
+    tool_id = "transcribe"
+    description = "The item's transcript: full text and timed segments."
+    provider_kind = "transcriber"
+    params_schema = TranscribeParams
+    retry = RetryPolicy(max_attempts=4, base_ms=200, max_ms=10_000)
+    timeout_s = 600.0
+
+    def estimate_cost(self, input: dict[str, Any]) -> int:
+        return 0 if input.get("text") else estimate_audio_cost()
+
+    async def run(self, ctx: ToolContext) -> StepResult:
+        item_id = ctx.input.get("item_id")
+        lang = ctx.input.get("lang") or ctx.spec.params.get("lang") or DEFAULT_LANG
+        text = ctx.input.get("text")
+        usage: dict[str, int] = {}
+        cost = 0
+        if text:
+            segments = segments_of(str(text))
+            origin = "provided"
+        else:
+            media = ctx.input.get("external_id") or ctx.input.get("source") or item_id
+            if not media:
+                raise ToolError(
+                    "invalid_input", "transcribe needs a source, an external id or an item id",
+                    retryable=False,
+                )  # fmt: skip
+            transcriber = SimTranscriber(ctx.settings)
+            call = SimCall(ctx.idempotency_key, ctx.attempt, ctx.sim_overrides)
+            result = await transcriber.transcribe(media=str(media), lang=str(lang), call=call)
+            segments, usage, cost = result.segments, result.usage, result.cost
+            origin = "simulated"
+        full_text = " ".join(s["text"] for s in segments)
+        blob = _encoder.encode(
+            {"lang": lang, "text": full_text, "segments": segments, "origin": origin}
+        )
+        preview = {
+            "kind": "transcript",
+            "item_id": item_id,
+            "lang": lang,
+            "chars": len(full_text),
+            "segments": len(segments),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+        }
+        return StepResult(output=preview, blob=blob, usage=usage, cost=cost)
+
+
+def segments_of(text: str) -> list[dict[str, Any]]:
+    """A supplied transcript cut into sentences, timed at a steady speaking pace."""
+    segments: list[dict[str, Any]] = []
+    clock = 0
+    for match in _SENTENCE.finditer(text):
+        sentence = " ".join(match.group(0).split())
+        if not sentence:
+            continue
+        duration = max(1, len(sentence.split())) * _MS_PER_WORD
+        segments.append({"start_ms": clock, "end_ms": clock + duration, "text": sentence})
+        clock += duration
+    return segments

@@ -1,0 +1,307 @@
+"""The projector: keeps the views of the live projection version current with the partition logs.
+
+Per partition it holds a lease (``SET NX PX``, renewed while it works), so several projector
+processes split the partitions instead of racing for them. For each batch:
+
+    XRANGE log (checkpoint, +]  →  GET the touched views  →  pure fold  →  one Lua call writes
+    views + indexes + transcript pointers + checkpoint, only if the checkpoint is unchanged
+
+The compare-and-set on the checkpoint is what makes it safe, not the lease: a projector that lost
+its lease (paused, partitioned) and writes late finds the checkpoint moved, discards its batch and
+reads again. A crash anywhere leaves either the old checkpoint and old views or both new, so
+nothing is skipped and nothing applied twice (and a duplicate event is a no-op in the fold anyway).
+
+The live version is re-read every pass: after ``replay.switch`` the projector continues from the
+new namespace's checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from engine.errors import StoreError
+from engine.runtime import Runtime
+from projections import scripts
+from projections.batch import fold_entries, repair
+from projections.namespace import Namespace, current_version, encode_pointer, transcripts_of
+from projections.namespace import valid_name as _valid_name
+from projections.views import ExecutionView, decode_view, encode_view, is_active
+
+log = logging.getLogger("clipstream.projector")
+
+_IDLE_MIN_S = 0.002
+_IDLE_MAX_S = 0.05
+
+
+@dataclass(slots=True)
+class ProjectorStats:
+    """Counters since the projector started (for logs, status and tests)."""
+
+    events: int = 0
+    batches: int = 0
+    skipped: int = 0  # undecodable log entries
+    gaps: int = 0  # executions whose events could not all be applied
+    conflicts: int = 0  # batches discarded because another projector moved the checkpoint
+    errors: int = 0  # passes that failed on Redis and were retried
+
+
+class CommitConflict(Exception):
+    """Another projector moved the checkpoint; the batch was discarded."""
+
+
+def commit_args(
+    ns: Namespace,
+    views: Sequence[ExecutionView],
+    expected: str,
+    new: str,
+    skipped: int,
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of :data:`scripts.COMMIT` for writing ``views`` and moving the checkpoint."""
+    keys: list[str] = [ns.ckpt, ns.skipped, ns.all]
+    args: list[Any] = [expected, new, skipped, len(views), 0]
+    pointers = []
+    for view in views:
+        reporter = view.reporter_id
+        has_reporter = reporter is not None and _valid_name(reporter)
+        view_key = ns.view(view.execution_id)
+        keys += [
+            view_key,
+            ns.owned(view.owner),
+            ns.active(view.owner),
+            ns.reporter(view.owner, reporter) if has_reporter and reporter else view_key,
+        ]
+        args += [
+            view.execution_id,
+            encode_view(view),
+            view.created_at,
+            "1" if is_active(view) else "0",
+            "1" if has_reporter else "0",
+        ]
+        pointers += [(view.owner, p) for p in transcripts_of(view)]
+    args[4] = len(pointers)
+    for owner, pointer in pointers:
+        keys += [
+            ns.transcript(owner, pointer.item_id, pointer.lang),
+            ns.transcript_langs(owner, pointer.item_id),
+        ]
+        args += [encode_pointer(pointer), pointer.created_at, pointer.lang]
+    return keys, args
+
+
+class Projector:
+    """Folds partition logs into views: ``run(stop)`` for a process, ``run_until_idle()`` for
+    tests and tools."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        partitions: Sequence[int] | None = None,
+        version: int | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        self.redis = runtime.redis
+        self.partitions = list(partitions if partitions is not None else self.store.partitions)
+        self.projector_id = f"prj_{secrets.token_hex(8)}"
+        self.stats = ProjectorStats()
+        self._fixed_version = version
+        self.version = version if version is not None else 0  # resolved on the first pass
+        self._held: dict[int, str] = {}  # partition -> checkpoint we read from
+        self._leases_checked = 0.0
+        self._commit = self.redis.register_script(scripts.COMMIT)
+        self._renew = self.redis.register_script(scripts.RENEW)
+        self._release = self.redis.register_script(scripts.RELEASE)
+        # Spread projectors started together over different partitions first.
+        if self.partitions:
+            shift = secrets.randbelow(len(self.partitions))
+            self.partitions = self.partitions[shift:] + self.partitions[:shift]
+
+    @property
+    def held(self) -> list[int]:
+        """The partitions this projector currently holds a lease on."""
+        return sorted(self._held)
+
+    def ns(self, partition: int) -> Namespace:
+        return Namespace(self.store.keys, partition, self.version)
+
+    # -- loops ----------------------------------------------------------------------------------
+    async def run(self, stop: anyio.Event | None = None) -> None:
+        """Fold until ``stop`` is set (or the task is cancelled); Redis errors are logged and
+        retried, never fatal. Leases are given back on the way out."""
+        stop = stop or anyio.Event()
+        idle = _IDLE_MIN_S
+        try:
+            while not stop.is_set():
+                try:
+                    worked = await self.pass_once()
+                except (StoreError, OSError, ConnectionError) as exc:
+                    self.stats.errors += 1
+                    log.warning("projector pass failed, retrying: %s", exc)
+                    worked, idle = False, _IDLE_MAX_S
+                except Exception as exc:  # a bug must not end the process silently
+                    self.stats.errors += 1
+                    log.exception("projector pass failed: %s", exc)
+                    worked, idle = False, _IDLE_MAX_S
+                if worked:
+                    idle = _IDLE_MIN_S
+                    await anyio.lowlevel.checkpoint()  # let the other tasks of this process run
+                    continue
+                with anyio.move_on_after(idle):
+                    await stop.wait()
+                idle = min(idle * 2, _IDLE_MAX_S)
+        finally:
+            await self._release_all()
+
+    async def run_until_idle(self) -> None:
+        """Fold until every partition's checkpoint is at its log's tail.
+
+        Partitions another live projector holds are waited for (it moves their checkpoints); those
+        of a dead one are taken over once its lease expires.
+        """
+        try:
+            while True:
+                if await self.pass_once(acquire=True):
+                    continue
+                if await self.caught_up():
+                    return
+                await anyio.sleep(0.01)
+        finally:
+            await self._release_all()
+
+    async def pass_once(self, *, acquire: bool = False) -> bool:
+        """One batch for every held partition; True when any entry was folded."""
+        await self._sync_version()
+        await self._maintain_leases(force=acquire)
+        worked = False
+        for p in list(self._held):
+            if await self.step(p):
+                worked = True
+        return worked
+
+    async def caught_up(self) -> bool:
+        """True when every partition's checkpoint (ours or another projector's) is at the tail."""
+        for p in self.partitions:
+            ckpt = self._held.get(p)
+            if ckpt is None:
+                ckpt = await self._read_ckpt(self.ns(p))
+            if await self.store.read_log(p, ckpt, 1):
+                return False
+        return True
+
+    # -- one batch ------------------------------------------------------------------------------
+    async def step(self, partition: int) -> int:
+        """Fold one batch of ``partition`` and commit it; the number of log entries consumed."""
+        ns = self.ns(partition)
+        after = self._held[partition]
+        entries = await self.store.read_log(partition, after, self.runtime.settings.batch)
+        if not entries:
+            return 0
+        touched = list(dict.fromkeys(e.event.execution_id for e in entries if e.event is not None))
+        views = await self._load(ns, touched)
+        folded = fold_entries(views, entries)
+        await repair(self.store, views, folded)
+        changed = [views[x] for x in touched if x in folded.changed]
+        new = entries[-1].entry_id
+        try:
+            await self._write(ns, changed, after, new, folded.skipped)
+        except CommitConflict:
+            return 0
+        self._held[partition] = new
+        self.stats.batches += 1
+        self.stats.events += folded.events
+        self.stats.skipped += folded.skipped
+        self.stats.gaps += folded.gaps
+        if folded.skipped:
+            log.warning("partition %d: skipped %d undecodable entries", partition, folded.skipped)
+        return len(entries)
+
+    async def _load(self, ns: Namespace, execution_ids: Sequence[str]) -> dict[str, ExecutionView]:
+        if not execution_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for xid in execution_ids:
+            pipe.get(ns.view(xid))
+        raws = await pipe.execute()
+        views: dict[str, ExecutionView] = {}
+        for xid, raw in zip(execution_ids, raws, strict=True):
+            if raw is not None:
+                try:
+                    views[xid] = decode_view(raw)
+                except ValueError:
+                    # A view we cannot read (an older shape): rebuilt from its stream by repair.
+                    log.warning("unreadable view %s: refolding it", xid)
+        return views
+
+    async def _write(
+        self, ns: Namespace, views: Sequence[ExecutionView], after: str, new: str, skipped: int
+    ) -> None:
+        """The one atomic write of a batch; CommitConflict when the checkpoint moved."""
+        keys, args = commit_args(ns, views, after, new, skipped)
+        result = await self._commit(keys=keys, args=args)
+        if int(result[0]) != 1:
+            current = _s(result[1])
+            self.stats.conflicts += 1
+            log.info(
+                "partition %d: checkpoint moved to %s by another projector", ns.partition, current
+            )
+            self._held[ns.partition] = current
+            raise CommitConflict(current)
+
+    # -- version and leases ---------------------------------------------------------------------
+    async def _sync_version(self) -> None:
+        if self._fixed_version is not None:
+            return
+        version = await current_version(self.redis, self.store.keys)
+        if version != self.version:
+            if self.version:
+                log.info("projection version %d -> %d", self.version, version)
+            await self._release_all()
+            self.version = version
+            self._leases_checked = 0.0  # take the new namespace's partitions at once
+
+    async def _maintain_leases(self, *, force: bool) -> None:
+        """Renew held leases and try to take free partitions, every third of the lease."""
+        lease_ms = self.runtime.settings.lease_ms
+        now = time.monotonic()
+        if not force and now - self._leases_checked < lease_ms / 3000:
+            return
+        self._leases_checked = now
+        for p in list(self._held):
+            ns = self.ns(p)
+            if int(await self._renew(keys=[ns.lease], args=[self.projector_id, lease_ms])) != 1:
+                log.info("partition %d: lease lost", p)
+                del self._held[p]
+        for p in self.partitions:
+            if p in self._held:
+                continue
+            ns = self.ns(p)
+            if await self.redis.set(ns.lease, self.projector_id, nx=True, px=lease_ms):
+                self._held[p] = await self._read_ckpt(ns)
+
+    async def _read_ckpt(self, ns: Namespace) -> str:
+        raw = await self.redis.get(ns.ckpt)
+        return _s(raw) if raw is not None else "0-0"
+
+    async def _release_all(self) -> None:
+        if not self._held:
+            return
+        held, self._held = list(self._held), {}
+        with anyio.CancelScope(shield=True):
+            for p in held:
+                try:
+                    await self._release(keys=[self.ns(p).lease], args=[self.projector_id])
+                except Exception as exc:  # shutting down: the lease expires on its own
+                    log.debug("release of partition %d failed: %s", p, exc)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,234 @@
+"""What the API reads: executions, lists, transcripts and raw histories of one owner.
+
+Every call is owner-scoped: another owner's execution looks exactly like an unknown one (None).
+Ids are checked by shape before they come near a key. The live projection version is read on
+every call, so a ``replay.switch`` is seen at once.
+
+Read-your-writes: when an execution's view is missing (the projector has not caught up with a
+request just accepted), its own stream is folded on the fly, so a GET right after the 202 never
+answers 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from engine import codec
+from engine.errors import InvalidRequest, StoreError
+from engine.events import ExecutionRequested
+from engine.ids import execution_partition, is_id
+from engine.runtime import Runtime
+from engine.store import EventStore
+from projections.fold import FoldGap, fold
+from projections.namespace import (
+    Namespace,
+    current_version,
+    decode_pointer,
+    valid_lang,
+    valid_name,
+)
+from projections.views import ExecutionView, decode_view, execution_json, execution_summary, iso_ms
+
+MAX_LIMIT = 100
+
+
+class Queries:
+    """Owner-scoped reads over the live projection."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.store: EventStore = runtime.store
+        self.redis = runtime.redis
+
+    async def _ns_of_owner(self, owner: str) -> Namespace:
+        version = await current_version(self.redis, self.store.keys)
+        return Namespace(self.store.keys, self.store.keys.partition(owner), version)
+
+    def _owns_partition(self, owner: str, execution_id: str) -> bool:
+        if not is_id(execution_id, "exc"):
+            return False
+        return execution_partition(execution_id) == self.store.keys.partition(owner)
+
+    # -- one execution ----------------------------------------------------------------------
+    async def get_view(self, owner: str, execution_id: str) -> ExecutionView | None:
+        """The owner's execution view, folded from its stream when the projector is behind;
+        None when unknown, malformed or another owner's."""
+        if not self._owns_partition(owner, execution_id):
+            return None
+        ns = await self._ns_of_owner(owner)
+        raw = await self.redis.get(ns.view(execution_id))
+        view: ExecutionView | None = None
+        if raw is not None:
+            try:
+                view = decode_view(raw)
+            except ValueError:
+                view = None
+        if view is None:
+            view = await self._fold_stream(execution_id)
+        if view is None or view.owner != owner:
+            return None
+        return view
+
+    async def _fold_stream(self, execution_id: str) -> ExecutionView | None:
+        try:
+            events = await self.store.history(execution_id)
+        except StoreError:
+            return None
+        if not events:
+            return None
+        try:
+            return fold(events)
+        except (FoldGap, ValueError):
+            return None
+
+    async def get_execution(self, owner: str, execution_id: str) -> dict[str, Any] | None:
+        """The body of ``GET /v1/executions/{id}`` (see ``views.execution_json``) or None."""
+        view = await self.get_view(owner, execution_id)
+        return execution_json(view) if view is not None else None
+
+    async def history(self, owner: str, execution_id: str) -> list[dict[str, Any]] | None:
+        """The raw events of an owned execution, in order; None when not the owner's."""
+        if not self._owns_partition(owner, execution_id):
+            return None
+        events = await self.store.history(execution_id)
+        first = events[0] if events else None
+        if not isinstance(first, ExecutionRequested) or first.owner != owner:
+            return None
+        return [codec.to_builtins(e) for e in events]
+
+    # -- lists ------------------------------------------------------------------------------
+    async def list_executions(
+        self, owner: str, *, active: bool, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The owner's executions, newest first (``active``: pending and running only), as
+        summaries, and the cursor of the next page (None on the last page).
+
+        InvalidRequest for a malformed cursor.
+        """
+        ns = await self._ns_of_owner(owner)
+        key = ns.active(owner) if active else ns.owned(owner)
+        return await self._page(ns, key, owner, limit, cursor)
+
+    async def list_reporter_executions(
+        self, owner: str, reporter_id: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A reporter's executions (scheduled runs too), newest first, paged like
+        :meth:`list_executions`."""
+        if not valid_name(reporter_id):
+            return [], None
+        ns = await self._ns_of_owner(owner)
+        return await self._page(ns, ns.reporter(owner, reporter_id), owner, limit, cursor)
+
+    async def _page(
+        self, ns: Namespace, key: str, owner: str, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        limit = max(1, min(limit, MAX_LIMIT))
+        after = _parse_cursor(cursor) if cursor else None
+        ids = await self._ids_before(key, after, limit + 1)
+        more = len(ids) > limit
+        ids = ids[:limit]
+        if not ids:
+            return [], None
+        pipe = self.redis.pipeline(transaction=False)
+        for xid, _ in ids:
+            pipe.get(ns.view(xid))
+        raws = await pipe.execute()
+        out: list[dict[str, Any]] = []
+        for raw in raws:
+            if raw is None:
+                continue
+            view = decode_view(raw)
+            if view.owner == owner:
+                out.append(execution_summary(view))
+        last_id, last_score = ids[-1]
+        return out, (_make_cursor(last_score, last_id) if more else None)
+
+    async def _ids_before(
+        self, key: str, after: tuple[int, str] | None, want: int
+    ) -> list[tuple[str, int]]:
+        """Members in (score, member) descending order strictly below ``after``."""
+        if after is None:
+            rows = await self.redis.zrevrange(key, 0, want - 1, withscores=True)
+            return [(_s(m), int(s)) for m, s in rows]
+        score, member = after
+        found: list[tuple[str, int]] = []
+        offset = 0
+        # Members sharing the cursor's score (same millisecond) sort by id: skip the ones at or
+        # above the cursor. Few share a millisecond, so this loop runs once or twice.
+        while len(found) < want:
+            rows = await self.redis.zrevrangebyscore(
+                key, score, "-inf", start=offset, num=want, withscores=True
+            )
+            if not rows:
+                break
+            offset += len(rows)
+            for m, s in rows:
+                xid, sc = _s(m), int(s)
+                if sc == score and xid >= member:
+                    continue
+                found.append((xid, sc))
+        return found[:want]
+
+    # -- transcripts ------------------------------------------------------------------------
+    async def get_transcript(
+        self, owner: str, item_id: str, lang: str | None
+    ) -> dict[str, Any] | None:
+        """The newest transcript of the owner's item in ``lang`` (None: in any language):
+        ``{"item_id", "lang", "text", "segments", "execution_id", "created_at"}``, or None."""
+        if not valid_name(item_id) or (lang is not None and not valid_lang(lang)):
+            return None
+        ns = await self._ns_of_owner(owner)
+        if lang is None:
+            newest = await self.redis.zrevrange(ns.transcript_langs(owner, item_id), 0, 0)
+            if not newest:
+                return None
+            lang = _s(newest[0])
+        raw = await self.redis.get(ns.transcript(owner, item_id, lang))
+        if raw is None:
+            return None
+        pointer = decode_pointer(raw)
+        blob = await self.store.get_blob(ns.partition, pointer.sha256)
+        if blob is None:
+            return None
+        text, segments = _transcript_body(blob)
+        return {
+            "item_id": pointer.item_id,
+            "lang": pointer.lang,
+            "text": text,
+            "segments": segments,
+            "execution_id": pointer.execution_id,
+            "created_at": iso_ms(pointer.created_at),
+        }
+
+
+def _transcript_body(blob: bytes) -> tuple[str, list[Any]]:
+    """Text and segments of a transcript blob (``{"lang", "text", "segments", …}`` JSON)."""
+    try:
+        data = orjson.loads(blob)
+    except orjson.JSONDecodeError:
+        return blob.decode(errors="replace"), []
+    if isinstance(data, dict):
+        text = data.get("text")
+        segments = data.get("segments")
+        return (
+            text if isinstance(text, str) else "",
+            segments if isinstance(segments, list) else [],
+        )
+    return (data if isinstance(data, str) else ""), []
+
+
+def _make_cursor(score: int, execution_id: str) -> str:
+    return f"{score}.{execution_id}"
+
+
+def _parse_cursor(cursor: str) -> tuple[int, str]:
+    score, sep, xid = cursor.partition(".")
+    if not sep or not score.isdigit() or not is_id(xid, "exc"):
+        raise InvalidRequest("malformed cursor")
+    return int(score), xid
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

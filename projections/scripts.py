@@ -1,0 +1,65 @@
+"""Lua scripts of the projector. Each touches the keys of one namespace of one partition only (one
+hash slot), and every key it touches is passed in KEYS."""
+
+from __future__ import annotations
+
+# Write a batch of views, their indexes and transcript pointers, and move the checkpoint — only
+# if the checkpoint is still where this projector read from (compare-and-set), all or nothing.
+# KEYS[1] ckpt  KEYS[2] skipped counter  KEYS[3] all-executions zset
+#   then per view 4 keys: view, owner zset, owner active zset, reporter zset (or the view key
+#   again when there is no reporter), then per transcript 2 keys: pointer, item languages zset
+# ARGV[1] expected ckpt  ARGV[2] new ckpt  ARGV[3] skipped entries  ARGV[4] n views
+# ARGV[5] n transcripts
+#   then per view 5 args: execution id, view JSON, created_at, active '1'|'0', reporter '1'|'0'
+#   then per transcript 3 args: pointer JSON, created_at, lang
+# -> {1, new ckpt} or {0, current ckpt} when another projector moved it
+COMMIT = """
+local current = redis.call('GET', KEYS[1]) or '0-0'
+if current ~= ARGV[1] then return {0, current} end
+local k, a = 4, 6
+for _ = 1, tonumber(ARGV[4]) do
+  local xid, score = ARGV[a], ARGV[a + 2]
+  redis.call('SET', KEYS[k], ARGV[a + 1])
+  redis.call('ZADD', KEYS[3], score, xid)
+  redis.call('ZADD', KEYS[k + 1], score, xid)
+  if ARGV[a + 3] == '1' then
+    redis.call('ZADD', KEYS[k + 2], score, xid)
+  else
+    redis.call('ZREM', KEYS[k + 2], xid)
+  end
+  if ARGV[a + 4] == '1' then redis.call('ZADD', KEYS[k + 3], score, xid) end
+  k, a = k + 4, a + 5
+end
+for _ = 1, tonumber(ARGV[5]) do
+  -- the newest transcript wins, whatever order executions are folded in
+  local prev = redis.call('ZSCORE', KEYS[k + 1], ARGV[a + 2])
+  if (not prev) or tonumber(prev) <= tonumber(ARGV[a + 1]) then
+    redis.call('SET', KEYS[k], ARGV[a])
+    redis.call('ZADD', KEYS[k + 1], ARGV[a + 1], ARGV[a + 2])
+  end
+  k, a = k + 2, a + 3
+end
+local skipped = tonumber(ARGV[3])
+if skipped > 0 then redis.call('INCRBY', KEYS[2], skipped) end
+redis.call('SET', KEYS[1], ARGV[2])
+return {1, ARGV[2]}
+"""
+
+# Renew a partition lease only if this projector still holds it.
+# KEYS[1] lease  ARGV[1] projector id  ARGV[2] ttl ms  -> 1 held, 0 lost
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+  return 1
+end
+return 0
+"""
+
+# Give a lease up (graceful stop) only if this projector holds it.
+# KEYS[1] lease  ARGV[1] projector id  -> 1 released, 0 not ours
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""

@@ -1,0 +1,184 @@
+"""What the read side shows: the execution view, its steps, and their public JSON shapes.
+
+Views are frozen ``msgspec.Struct``s built only by :mod:`projections.fold`; the projector stores
+them as JSON (``encode_view`` / ``decode_view``) and the API serves :func:`execution_json`.
+
+Money inside a view is integer micro-coins; the JSON shows coins (``*_coins``) through
+``engine.settings.micro_to_coins``. Times inside are ms since the epoch (the writers' clocks,
+for display only); the JSON shows them as ISO-8601 UTC strings.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+from engine.events import BlobRef, Status, Target, WorkflowSnapshot
+from engine.settings import micro_to_coins
+
+StepStatus = Literal["pending", "running", "retrying", "done", "error"]
+EXECUTION_STATUSES: tuple[Status, ...] = ("pending", "running", "done", "error")
+ACTIVE_STATUSES: tuple[Status, ...] = ("pending", "running")
+
+
+class ErrorView(msgspec.Struct, frozen=True, kw_only=True):
+    """Why an execution or a step ended in ``error``."""
+
+    code: str
+    message: str
+    http_status: int | None = None
+
+
+class StepView(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of an execution as the log tells it so far."""
+
+    step_index: int
+    step_id: str
+    tool_id: str
+    status: StepStatus = "pending"
+    attempts: int = 0
+    input: dict[str, Any] = msgspec.field(default_factory=dict)
+    output: dict[str, Any] | None = None
+    output_ref: BlobRef | None = None
+    usage: dict[str, int] = msgspec.field(default_factory=dict)
+    cost: int = 0  # micro-coins: ``charged`` when CostCharged named this step, else ``reported``
+    reported: int = 0  # the cost StepCompleted reported
+    started_at: int | None = None
+    finished_at: int | None = None
+    duration_ms: int | None = None
+    error: ErrorView | None = None
+    retry_at: int | None = None  # when a scheduled retry may start (ms)
+    # Provider cost charged through CostCharged for this step, and the charge ids already counted
+    # (a charge is counted once even if the log carried it twice under different seqs).
+    charged: int = 0
+    charge_ids: list[str] = msgspec.field(default_factory=list)
+
+
+class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
+    """An execution folded from its events; ``seq`` is the last event applied."""
+
+    execution_id: str
+    owner: str
+    kind: str
+    target: Target
+    reporter_id: str | None
+    status: Status
+    created_at: int
+    started_at: int | None = None
+    finished_at: int | None = None
+    updated_at: int
+    fee: int  # micro-coins
+    cost: int  # micro-coins: fee + provider costs
+    error: ErrorView | None = None
+    workflow: WorkflowSnapshot
+    steps: list[StepView]
+    step_inputs: list[dict[str, Any]]
+    seq: int
+    current_step: int | None = None
+    cancel_requested: bool = False
+    # CostCharged entries with no step (execution-level charges), counted once per charge id.
+    other_charges: int = 0
+    other_charge_ids: list[str] = msgspec.field(default_factory=list)
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(ExecutionView)
+
+
+def encode_view(view: ExecutionView) -> bytes:
+    """The stored form of a view (JSON)."""
+    return _encoder.encode(view)
+
+
+def decode_view(data: bytes | str) -> ExecutionView:
+    """A stored view back; msgspec.DecodeError/ValidationError when it is not one."""
+    return _decoder.decode(data)
+
+
+def is_active(view: ExecutionView) -> bool:
+    """Pending or running: what ``GET /v1/executions/me?active=1`` lists."""
+    return view.status in ACTIVE_STATUSES
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """ms since the epoch as ISO-8601 UTC with milliseconds (``2026-01-02T03:04:05.678Z``)."""
+    if ms is None:
+        return None
+    stamp = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _error_json(error: ErrorView | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    return {"code": error.code, "message": error.message, "http_status": error.http_status}
+
+
+def step_ran(step: StepView) -> bool:
+    """A step that has started at least once (it appears under ``steps``, not ``step_inputs``)."""
+    return step.status != "pending" or step.attempts > 0
+
+
+def execution_summary(view: ExecutionView) -> dict[str, Any]:
+    """The ``execution`` object of ``GET /v1/executions/{id}``, lists and the 202 body."""
+    return {
+        "execution_id": view.execution_id,
+        "status": view.status,
+        "kind": view.kind,
+        "target": msgspec.to_builtins(view.target),
+        "reporter_id": view.reporter_id,
+        "created_at": iso_ms(view.created_at),
+        "started_at": iso_ms(view.started_at),
+        "finished_at": iso_ms(view.finished_at),
+        "updated_at": iso_ms(view.updated_at),
+        "fee_coins": micro_to_coins(view.fee),
+        "cost_coins": micro_to_coins(view.cost),
+        "error": _error_json(view.error),
+        "cancel_requested": view.cancel_requested,
+        "current_step": view.current_step,
+        "steps_total": len(view.steps),
+        "steps_done": sum(1 for s in view.steps if s.status == "done"),
+    }
+
+
+def step_json(step: StepView) -> dict[str, Any]:
+    """One step summary under ``steps``."""
+    return {
+        "step_index": step.step_index,
+        "step_id": step.step_id,
+        "tool_id": step.tool_id,
+        "status": step.status,
+        "attempts": step.attempts,
+        "input": step.input,
+        "output": step.output,
+        "output_ref": msgspec.to_builtins(step.output_ref) if step.output_ref else None,
+        "usage": step.usage,
+        "cost_coins": micro_to_coins(step.cost),
+        "started_at": iso_ms(step.started_at),
+        "finished_at": iso_ms(step.finished_at),
+        "duration_ms": step.duration_ms,
+        "retry_at": iso_ms(step.retry_at),
+        "error": _error_json(step.error),
+    }
+
+
+def execution_json(view: ExecutionView) -> dict[str, Any]:
+    """The body of ``GET /v1/executions/{id}``: execution, workflow, steps that ran, and the
+    inputs of the steps not run yet."""
+    return {
+        "execution": execution_summary(view),
+        "workflow": msgspec.to_builtins(view.workflow),
+        "steps": [step_json(s) for s in view.steps if step_ran(s)],
+        "step_inputs": [
+            {
+                "step_index": s.step_index,
+                "step_id": s.step_id,
+                "tool_id": s.tool_id,
+                "input": s.input,
+            }
+            for s in view.steps
+            if not step_ran(s)
+        ],
+    }

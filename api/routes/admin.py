@@ -1,0 +1,100 @@
+"""Operator routes under ``/admin``, guarded by the admin token: accounts, credits, keys, tokens."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from api.auth import admin_route, mint_session_token, runtime_of
+from api.schemas import (
+    CreateAccount,
+    Credit,
+    MintToken,
+    account_body,
+    decode_body,
+    micro,
+    path_id,
+    respond,
+)
+from engine import accounts
+from engine.settings import micro_to_coins
+
+
+@admin_route
+async def create_account(request: Request) -> Response:
+    """``POST /admin/accounts {name, coins}`` → 201 account, first API key, session token."""
+    runtime = runtime_of(request)
+    body = await decode_body(request, CreateAccount)
+    account, api_key = await accounts.create_account(
+        runtime, name=body.name, coins_micro=micro(body.coins)
+    )
+    return respond(
+        {
+            "account": account_body(account),
+            "api_key": api_key,
+            "session_token": mint_session_token(runtime, account.account_id),
+        },
+        201,
+    )
+
+
+@admin_route
+async def credit(request: Request) -> Response:
+    """``POST /admin/accounts/{account_id}/credit {coins, credit_id}`` → the new balance."""
+    runtime = runtime_of(request)
+    account_id = path_id(request, "account_id", "acc")
+    body = await decode_body(request, Credit)
+    await accounts.credit(runtime, account_id, micro(body.coins), credit_id=body.credit_id)
+    return respond({"account": account_body(await accounts.get_account(runtime, account_id))})
+
+
+@admin_route
+async def issue_key(request: Request) -> Response:
+    """``POST /admin/accounts/{account_id}/keys`` → 201 a new API key and its hash (to revoke)."""
+    runtime = runtime_of(request)
+    account_id = path_id(request, "account_id", "acc")
+    api_key = await accounts.issue_api_key(runtime, account_id)
+    return respond(
+        {"account_id": account_id, "api_key": api_key, "key_hash": accounts.key_hash(api_key)},
+        201,
+    )
+
+
+@admin_route
+async def revoke_key(request: Request) -> Response:
+    """``DELETE /admin/keys/{key_hash}`` → 204; the key's sha256 (or the key itself)."""
+    await accounts.revoke_api_key(runtime_of(request), str(request.path_params["key"]))
+    return Response(status_code=204)
+
+
+@admin_route
+async def mint_token(request: Request) -> Response:
+    """``POST /admin/accounts/{account_id}/tokens {ttl_s?}`` → 201 a session JWT."""
+    runtime = runtime_of(request)
+    account_id = path_id(request, "account_id", "acc")
+    body = await decode_body(request, MintToken, optional=True)
+    await accounts.get_account(runtime, account_id)  # no tokens for accounts that do not exist
+    token = mint_session_token(runtime, account_id, ttl_s=body.ttl_s)
+    return respond({"account_id": account_id, "session_token": token, "ttl_s": body.ttl_s}, 201)
+
+
+@admin_route
+async def get_account(request: Request) -> Response:
+    """``GET /admin/accounts/{account_id}`` → the account with its balance."""
+    runtime = runtime_of(request)
+    account = await accounts.get_account(runtime, path_id(request, "account_id", "acc"))
+    body = account_body(account)
+    body["balance_micro"] = account.balance
+    body["balance_coins"] = micro_to_coins(account.balance)
+    return respond({"account": body})
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/admin/accounts", create_account, methods=["POST"]),
+    Route("/admin/accounts/{account_id}", get_account, methods=["GET"]),
+    Route("/admin/accounts/{account_id}/credit", credit, methods=["POST"]),
+    Route("/admin/accounts/{account_id}/keys", issue_key, methods=["POST"]),
+    Route("/admin/accounts/{account_id}/tokens", mint_token, methods=["POST"]),
+    Route("/admin/keys/{key}", revoke_key, methods=["DELETE"]),
+]

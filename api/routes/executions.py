@@ -1,0 +1,78 @@
+"""Executions (``/v1/executions``): detail, the caller's list, raw events, cancel.
+
+Reads go through ``projections.queries.Queries``, which folds the execution stream on the fly when
+the projector has not caught up yet: a client that just got 202 never sees 404.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from api.auth import Caller, account_route, runtime_of
+from api.schemas import flag, page_params, path_id, respond
+from engine import commands
+from engine.errors import NotFound, StoreError
+from projections.queries import Queries
+
+
+def queries_of(request: Request) -> Queries:
+    """The app's read side."""
+    queries: Queries = request.app.state.queries
+    return queries
+
+
+async def accepted(request: Request, caller: Caller, execution_id: str) -> Response:
+    """The 202 body of an accepted execution: ``{"execution": {…, "status": "pending"}}``."""
+    detail = await queries_of(request).get_execution(caller.account_id, execution_id)
+    if detail is None:  # the append was acknowledged, so read-your-writes must find it
+        raise StoreError(f"accepted execution {execution_id} is not readable")
+    return respond({"execution": detail["execution"]}, 202)
+
+
+@account_route("read")
+async def get_execution(request: Request, caller: Caller) -> Response:
+    """``GET /v1/executions/{execution_id}`` → ``{execution, workflow, steps, step_inputs}``."""
+    execution_id = path_id(request, "execution_id", "exc")
+    detail = await queries_of(request).get_execution(caller.account_id, execution_id)
+    if detail is None:
+        raise NotFound("no such execution")
+    return respond(detail)
+
+
+@account_route("read")
+async def my_executions(request: Request, caller: Caller) -> Response:
+    """``GET /v1/executions/me?active=1&limit=&cursor=`` → newest first, with ``next_cursor``."""
+    limit, cursor = page_params(request)
+    executions, next_cursor = await queries_of(request).list_executions(
+        caller.account_id, active=flag(request, "active"), limit=limit, cursor=cursor
+    )
+    return respond({"executions": executions, "next_cursor": next_cursor})
+
+
+@account_route("read")
+async def execution_events(request: Request, caller: Caller) -> Response:
+    """``GET /v1/executions/{execution_id}/events`` → ``{"events": [...]}`` (the raw history)."""
+    execution_id = path_id(request, "execution_id", "exc")
+    events = await queries_of(request).history(caller.account_id, execution_id)
+    if events is None:
+        raise NotFound("no such execution")
+    return respond({"events": events})
+
+
+@account_route("write")
+async def cancel_execution(request: Request, caller: Caller) -> Response:
+    """``POST /v1/executions/{execution_id}/cancel`` → 202; 409 when it has already finished."""
+    execution_id = path_id(request, "execution_id", "exc")
+    await commands.cancel(runtime_of(request), caller.account_id, execution_id)
+    return await accepted(request, caller, execution_id)
+
+
+ROUTES: list[BaseRoute] = [
+    # ``me`` first: it must never be captured as an execution id.
+    Route("/v1/executions/me", my_executions, methods=["GET"]),
+    Route("/v1/executions/{execution_id}", get_execution, methods=["GET"]),
+    Route("/v1/executions/{execution_id}/events", execution_events, methods=["GET"]),
+    Route("/v1/executions/{execution_id}/cancel", cancel_execution, methods=["POST"]),
+]

@@ -1,0 +1,105 @@
+"""Items (``/v1/items``) and the transcript of an item: request one (202) and read it."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from api.auth import Caller, account_route, runtime_of
+from api.errors import request_id_of
+from api.routes.executions import accepted, queries_of
+from api.schemas import (
+    CreateItem,
+    TranscriptRequest,
+    decode_body,
+    item_body,
+    page_params,
+    path_id,
+    respond,
+)
+from engine import commands, items
+from engine.errors import InvalidRequest, NotFound
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+@account_route("write")
+async def create_item(request: Request, caller: Caller) -> Response:
+    """``POST /v1/items {source}`` → 201 the item with its detected type."""
+    body = await decode_body(request, CreateItem)
+    item = await items.create_item(runtime_of(request), caller.account_id, body.source)
+    return respond({"item": item_body(item)}, 201)
+
+
+@account_route("read")
+async def list_items(request: Request, caller: Caller) -> Response:
+    """``GET /v1/items?limit=&cursor=`` → newest first, with ``next_cursor``."""
+    limit, cursor = page_params(request)
+    page, next_cursor = await items.list_items(
+        runtime_of(request), caller.account_id, limit=limit, cursor=cursor
+    )
+    return respond({"items": [item_body(i) for i in page], "next_cursor": next_cursor})
+
+
+@account_route("read")
+async def get_item(request: Request, caller: Caller) -> Response:
+    """``GET /v1/items/{item_id}``."""
+    item_id = path_id(request, "item_id", "itm")
+    item = await items.get_item(runtime_of(request), caller.account_id, item_id)
+    return respond({"item": item_body(item)})
+
+
+@account_route("write")
+async def delete_item(request: Request, caller: Caller) -> Response:
+    """``DELETE /v1/items/{item_id}`` → 204."""
+    item_id = path_id(request, "item_id", "itm")
+    await items.delete_item(runtime_of(request), caller.account_id, item_id)
+    return Response(status_code=204)
+
+
+@account_route("write")
+async def request_transcript(request: Request, caller: Caller) -> Response:
+    """``POST /v1/items/{item_id}/transcript {lang?, embed?, text?}`` → 202 ``{execution}``.
+
+    With ``Idempotency-Key``, a repeat with the same body returns the same execution and charges
+    nothing; the same key with another body is 409.
+    """
+    item_id = path_id(request, "item_id", "itm")
+    body = await decode_body(request, TranscriptRequest, optional=True)
+    result = await commands.request_transcript(
+        runtime_of(request),
+        caller.account_id,
+        item_id,
+        lang=body.lang,
+        embed=body.embed,
+        text=body.text,
+        request_id=request_id_of(request),
+        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+    )
+    return await accepted(request, caller, result.execution_id)
+
+
+@account_route("read")
+async def get_transcript(request: Request, caller: Caller) -> Response:
+    """``GET /v1/items/{item_id}/transcript?lang=`` → ``{transcript}``, 404 until there is one."""
+    runtime = runtime_of(request)
+    item_id = path_id(request, "item_id", "itm")
+    lang = request.query_params.get("lang") or None  # None: the newest, in any language
+    if lang is not None and not commands.valid_lang(lang):
+        raise InvalidRequest("lang: a language code such as en or pt-BR")
+    await items.get_item(runtime, caller.account_id, item_id)
+    transcript = await queries_of(request).get_transcript(caller.account_id, item_id, lang)
+    if transcript is None:
+        raise NotFound("no transcript for this item yet")
+    return respond({"transcript": transcript})
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/v1/items", create_item, methods=["POST"]),
+    Route("/v1/items", list_items, methods=["GET"]),
+    Route("/v1/items/{item_id}", get_item, methods=["GET"]),
+    Route("/v1/items/{item_id}", delete_item, methods=["DELETE"]),
+    Route("/v1/items/{item_id}/transcript", request_transcript, methods=["POST"]),
+    Route("/v1/items/{item_id}/transcript", get_transcript, methods=["GET"]),
+]

@@ -1,0 +1,164 @@
+"""Request bodies and the helpers that decode requests and encode responses.
+
+Bodies are msgspec Structs with ``forbid_unknown_fields=True``, decoded by ``msgspec.json`` in one
+pass: malformed JSON is ``400 invalid_request``; a wrong type, a missing or an unknown field is
+``422 invalid_request`` whose message names the field (msgspec's message carries the path, e.g.
+``Expected `str`, got `int` - at `$.source```). Responses are encoded with orjson.
+
+Path ids are checked by shape (``engine.ids.is_id``) before anything touches Redis: a malformed
+id is simply ``404``, like a missing one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine.accounts import Account
+from engine.errors import InvalidRequest, NotFound
+from engine.ids import is_id
+from engine.items import Item
+from engine.settings import coins_to_micro, micro_to_coins
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+MAX_COINS = 1e12
+
+# JSON numbers of coins (integers decode too); exact micro-coins are derived from their repr.
+Coins = Annotated[float, msgspec.Meta(ge=0, le=MAX_COINS)]
+
+
+class CreateAccount(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``POST /admin/accounts``."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    coins: Coins = 0
+
+
+class Credit(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``POST /admin/accounts/{id}/credit``: ``credit_id`` makes a retried credit a no-op."""
+
+    coins: Coins
+    credit_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
+
+
+class MintToken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``POST /admin/accounts/{id}/tokens`` (the body is optional)."""
+
+    ttl_s: Annotated[int, msgspec.Meta(ge=60, le=30 * 86_400)] = 86_400
+
+
+class CreateItem(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``POST /v1/items``: a URL or a handle."""
+
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+
+
+class TranscriptRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``POST /v1/items/{id}/transcript``; ``text`` given: it is the transcript."""
+
+    lang: Annotated[str, msgspec.Meta(min_length=2, max_length=16)] | None = None
+    embed: bool = False
+    text: str | None = None
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+
+async def decode_body(request: Request, kind: type[T], *, optional: bool = False) -> T:
+    """The request body as ``kind``; an empty body is ``{}`` when ``optional``."""
+    body = await request.body()
+    if optional and not body.strip():
+        body = b"{}"
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:  # before DecodeError: it is a subclass
+        raise InvalidRequest(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise HTTPException(400, f"malformed JSON: {exc}") from None
+
+
+def path_id(request: Request, name: str, kind: str) -> str:
+    """The path parameter ``name`` when it is a well-formed ``kind`` id; NotFound otherwise."""
+    value = str(request.path_params.get(name, ""))
+    if not is_id(value, kind):
+        raise NotFound(f"no such {_NOUNS.get(kind, 'resource')}")
+    return value
+
+
+_NOUNS = {"acc": "account", "itm": "item", "exc": "execution"}
+
+
+def page_params(request: Request) -> tuple[int, str | None]:
+    """``limit`` (default 20, 1-100) and ``cursor`` from the query string."""
+    raw = request.query_params.get("limit")
+    limit = DEFAULT_LIMIT
+    if raw is not None:
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            raise InvalidRequest(f"limit: a whole number from 1 to {MAX_LIMIT}")
+        limit = int(raw)
+    cursor = request.query_params.get("cursor") or None
+    return limit, cursor
+
+
+def flag(request: Request, name: str) -> bool:
+    """A boolean query parameter (``1``/``true``/``yes``); absent is False."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    low = raw.lower()
+    if low in ("1", "true", "yes"):
+        return True
+    if low in ("0", "false", "no", ""):
+        return False
+    raise InvalidRequest(f"{name}: expected 1 or 0")
+
+
+def micro(coins: float) -> int:
+    """A JSON number of coins as exact micro-coins; more than 6 decimals is invalid."""
+    try:
+        return coins_to_micro(repr(coins))
+    except ValueError:
+        raise InvalidRequest("coins: at most 6 decimal places") from None
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+def respond(body: Any, status: int = 200) -> Response:
+    """A JSON response encoded with orjson."""
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def iso(ms: int) -> str:
+    """Milliseconds since the epoch as an ISO 8601 UTC timestamp."""
+    stamp = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def account_body(account: Account) -> dict[str, Any]:
+    """The ``account`` object clients see."""
+    return {
+        "account_id": account.account_id,
+        "name": account.name,
+        "balance_coins": micro_to_coins(account.balance),
+    }
+
+
+def item_body(item: Item) -> dict[str, Any]:
+    """The ``item`` object clients see."""
+    return {
+        "item_id": item.item_id,
+        "source": item.source,
+        "type": item.type,
+        "external_id": item.external_id,
+        "created_at": iso(item.created_at),
+    }

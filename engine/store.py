@@ -66,6 +66,10 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
 class EventStore:
     """Append, read and lease operations over one deployment's streams."""
 
@@ -321,8 +325,10 @@ class EventStore:
     async def dead_letters(self, partition: int, count: int = 100) -> list[dict[str, str]]:
         """The newest dead-lettered entries of ``partition``, oldest first."""
         rows = await self.redis.xrevrange(self.keys.dead(partition), "+", "-", count=count)
+        # A poison payload need not be UTF-8 (that may be why it was dead-lettered): listing it
+        # must not fail, so undecodable bytes are shown as U+FFFD.
         return [
-            {"dead_id": _s(eid), **{_s(k): _s(v) for k, v in fields.items()}}
+            {"dead_id": _s(eid), **{_s(k): _text(v) for k, v in fields.items()}}
             for eid, fields in reversed(rows)
         ]
 

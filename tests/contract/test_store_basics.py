@@ -18,7 +18,9 @@ def _requested(store: EventStore, owner: str, fee: int = 10_000) -> ExecutionReq
         owner=owner,
         kind="transcript",
         target=Target(kind="youtube_video", item_id=new_id("itm")),
-        workflow=WorkflowSnapshot(workflow_id=None, name="t", target_kind="youtube_video", steps=[]),
+        workflow=WorkflowSnapshot(
+            workflow_id=None, name="t", target_kind="youtube_video", steps=[]
+        ),
         step_inputs=[],
         fee=fee,
         request_id=new_id("req"),
@@ -46,7 +48,8 @@ async def test_request_charges_once_per_idempotency_key(store: EventStore) -> No
     await store.redis.set(store.keys.balance(owner), 25_000)
     first = await store.request(_requested(store, owner), idempotency=("k1", "body-a"))
     again = await store.request(_requested(store, owner), idempotency=("k1", "body-a"))
-    assert again.duplicate and again.execution_id == first.execution_id
+    assert again.duplicate
+    assert again.execution_id == first.execution_id
     with pytest.raises(IdempotencyMismatch):
         await store.request(_requested(store, owner), idempotency=("k1", "body-b"))
     assert int(await store.redis.get(store.keys.balance(owner))) == 15_000

@@ -1,0 +1,139 @@
+"""Expected-version append and the reads over it: ``append``, ``history``, ``histories``,
+``read_log`` and ``log_length``, on every backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import ConcurrencyConflict
+from engine.events import (
+    AnyEvent,
+    ExecutionCompleted,
+    ExecutionStarted,
+    StepCompleted,
+    StepStarted,
+)
+from engine.store import EventStore
+from tests.contract.builders import started_execution
+
+pytestmark = pytest.mark.anyio
+
+
+def _step(execution_id: str) -> list[AnyEvent]:
+    return [
+        ExecutionStarted(execution_id=execution_id, worker_id="w1", epoch=1),
+        StepStarted(execution_id=execution_id, step_index=0, attempt=1, epoch=1, worker_id="w1"),
+        StepCompleted(execution_id=execution_id, step_index=0, attempt=1, output={"text": "hi"}),
+    ]
+
+
+def _completed(execution_id: str) -> AnyEvent:
+    return ExecutionCompleted(execution_id=execution_id, cost=10_000)
+
+
+async def test_append_stamps_consecutive_seqs(store: EventStore) -> None:
+    req = await started_execution(store)
+    stamped = await store.append(req.execution_id, 1, _step(req.execution_id))
+    assert [e.seq for e in stamped] == [2, 3, 4]
+    assert all(e.at > 0 for e in stamped)
+    history = await store.history(req.execution_id)
+    assert history[0].seq == 1
+    assert history[1:] == stamped
+    [done] = await store.append(req.execution_id, 4, [_completed(req.execution_id)])
+    assert done.seq == 5
+
+
+async def test_append_of_nothing_is_a_no_op(store: EventStore) -> None:
+    req = await started_execution(store)
+    assert await store.append(req.execution_id, 7, []) == []
+    assert len(await store.history(req.execution_id)) == 1
+
+
+async def test_a_stale_batch_appends_none_of_its_events(store: EventStore) -> None:
+    req = await started_execution(store)
+    p = store.keys.partition(req.owner)
+    await store.append(req.execution_id, 1, _step(req.execution_id)[:1])
+    for expected in (0, 1, 3):
+        with pytest.raises(ConcurrencyConflict) as info:
+            await store.append(req.execution_id, expected, _step(req.execution_id))
+        assert (info.value.expected, info.value.actual) == (expected, 2)
+    assert [e.seq for e in await store.history(req.execution_id)] == [1, 2]
+    assert await store.log_length(p) == 2
+
+
+async def test_a_batch_lands_in_the_log_in_order_and_together(store: EventStore) -> None:
+    a = await started_execution(store, partition=1)
+    b = await started_execution(store, partition=1)
+    await store.append(a.execution_id, 1, _step(a.execution_id))
+    await store.append(b.execution_id, 1, _step(b.execution_id)[:1])
+    log = await store.read_log(1, "0-0", 100)
+    assert [(e.event.execution_id, e.event.seq) for e in log if e.event] == [
+        (a.execution_id, 1),
+        (b.execution_id, 1),
+        (a.execution_id, 2),
+        (a.execution_id, 3),
+        (a.execution_id, 4),
+        (b.execution_id, 2),
+    ]
+    # Each log entry carries the same bytes as the execution stream's event.
+    assert [e.event for e in log if e.event and e.event.execution_id == a.execution_id] == (
+        await store.history(a.execution_id)
+    )
+
+
+async def test_append_sets_the_retention_only_when_asked(store: EventStore) -> None:
+    req = await started_execution(store)
+    key = store.keys.execution(req.execution_id)
+    await store.append(req.execution_id, 1, _step(req.execution_id))
+    assert await store.redis.pttl(key) == -1
+    await store.append(req.execution_id, 4, [_completed(req.execution_id)], expire_ms=60_000)
+    assert 0 < await store.redis.pttl(key) <= 60_000
+
+
+async def test_history_after_a_seq(store: EventStore) -> None:
+    req = await started_execution(store)
+    await store.append(req.execution_id, 1, _step(req.execution_id))
+    assert [e.seq for e in await store.history(req.execution_id, after_seq=2)] == [3, 4]
+    assert await store.history(req.execution_id, after_seq=4) == []
+    assert await store.history("exc_p0_0000000000aaaaaaaaaa") == []
+
+
+async def test_histories_reads_several_partitions_at_once(store: EventStore) -> None:
+    reqs = [await started_execution(store, partition=p) for p in store.partitions]
+    await store.append(reqs[0].execution_id, 1, _step(reqs[0].execution_id))
+    unknown = "exc_p2_0000000000aaaaaaaaaa"
+    got = await store.histories([r.execution_id for r in reqs] + [unknown])
+    assert got[unknown] == []
+    assert [len(got[r.execution_id]) for r in reqs] == [4] + [1] * (len(reqs) - 1)
+    for r in reqs:
+        assert got[r.execution_id] == await store.history(r.execution_id)
+    assert await store.histories([]) == {}
+
+
+async def test_read_log_pages_are_exclusive_and_complete(store: EventStore) -> None:
+    reqs = [await started_execution(store, partition=2) for _ in range(3)]
+    for r in reqs:
+        await store.append(r.execution_id, 1, _step(r.execution_id))
+    assert await store.log_length(2) == 12
+    seen: list[str] = []
+    after = "0-0"
+    while page := await store.read_log(2, after, 5):
+        assert len(page) <= 5
+        seen += [e.entry_id for e in page]
+        after = page[-1].entry_id
+    assert len(seen) == len(set(seen)) == 12
+    assert seen == [e.entry_id for e in await store.read_log(2, "0", 100)]
+    assert await store.read_log(2, seen[-1], 5) == []
+    assert [e.entry_id for e in await store.read_log(2, seen[4], 2)] == seen[5:7]
+
+
+async def test_read_log_of_other_partitions_is_empty(store: EventStore) -> None:
+    await started_execution(store, partition=0)
+    assert await store.read_log(1, "0-0", 10) == []
+    assert await store.log_length(1) == 0
+
+
+async def test_an_undecodable_log_entry_is_read_with_no_event(store: EventStore) -> None:
+    await store.redis.xadd(store.keys.log(3), {"e": b"not an event"})
+    [entry] = await store.read_log(3, "0-0", 10)
+    assert (entry.event, entry.raw) == (None, b"not an event")

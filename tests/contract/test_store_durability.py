@@ -1,0 +1,64 @@
+"""The store survives a Redis restart with AOF: events, the worker group and its pending entries
+(the leases) come back as they were. Real Redis only: it restarts a private redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from engine.settings import Settings
+from engine.store import EventStore
+from tests.contract.builders import started_execution
+from tests.servers import RedisServer, redis_server, redis_server_available, require_real_redis
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+
+@pytest.fixture
+def aof_server() -> Iterator[RedisServer]:
+    if not redis_server_available():
+        if require_real_redis():
+            pytest.fail("CLIPSTREAM_REQUIRE_REDIS=1 but redis-server is not on PATH")
+        pytest.skip("redis-server is not on PATH")
+    with redis_server(appendonly=True) as server:
+        yield server
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["restart", "kill-9"])
+async def test_events_group_and_leases_survive_a_restart(
+    aof_server: RedisServer, settings: Settings, crash: bool
+) -> None:
+    client = aioredis.Redis.from_url(aof_server.url)
+    store = EventStore(client, settings)
+    await store.open()
+    req = await started_execution(store, partition=1)
+    queued = await started_execution(store, partition=1)
+    [leased] = (await store.read_group([1], "w1", 1))[1]
+    history = await store.history(req.execution_id)
+    log = await store.read_log(1, "0-0", 10)
+    await client.aclose()
+
+    if crash:
+        aof_server.stop(kill=True)  # appendfsync always: every acknowledged write is on disk
+        aof_server.start()
+    else:
+        aof_server.restart()
+
+    client = aioredis.Redis.from_url(aof_server.url)
+    try:
+        store = EventStore(client, settings)
+        await store.open()
+        assert await store.history(req.execution_id) == history
+        assert await store.read_log(1, "0-0", 10) == log
+        # The lease is still w1's; the group still remembers what it delivered.
+        assert await store.renew(1, "w1", [leased.entry_id]) == [True]
+        [rest] = (await store.read_group([1], "w2", 10))[1]
+        assert rest.event is not None
+        assert rest.event.execution_id == queued.execution_id
+        await store.hand_back(1, "w1", [leased.entry_id])
+        [claimed] = await store.claim_expired(1, "w3", min_idle_ms=settings.lease_ms)
+        assert (claimed.entry_id, claimed.deliveries) == (leased.entry_id, 2)
+    finally:
+        await client.aclose()

@@ -1,0 +1,85 @@
+"""``EventStore.open`` (the partition count is fixed at creation) and blobs, on every backend."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from engine.connection import RedisClient
+from engine.errors import ConfigError
+from engine.keys import WORKER_GROUP
+from engine.settings import Settings
+from engine.store import EventStore
+from tests.contract.builders import started_execution
+
+pytestmark = pytest.mark.anyio
+
+
+async def _opened(redis: RedisClient, settings: Settings) -> EventStore:
+    store = EventStore(redis, settings)
+    await store.open()
+    return store
+
+
+async def test_open_records_the_partition_count_and_creates_the_groups(
+    redis: RedisClient, settings: Settings
+) -> None:
+    store = await _opened(redis, replace(settings, partitions=3))
+    assert int(await redis.hget(store.keys.meta, "partitions")) == 3
+    assert store.partitions == range(3)
+    for p in store.partitions:
+        groups = await redis.xinfo_groups(store.keys.log(p))
+        assert [g["name"] for g in groups] in ([WORKER_GROUP], [WORKER_GROUP.encode()])
+    assert await redis.exists(store.keys.log(3)) == 0
+
+
+async def test_an_explicit_other_count_is_refused(redis: RedisClient, settings: Settings) -> None:
+    await _opened(redis, replace(settings, partitions=3))
+    with pytest.raises(ConfigError, match="3 partitions"):
+        await _opened(redis, replace(settings, partitions=5, partitions_explicit=True))
+    assert int(await redis.hget(EventStore(redis, settings).keys.meta, "partitions")) == 3
+
+
+async def test_a_default_count_adopts_the_stored_one(
+    redis: RedisClient, settings: Settings
+) -> None:
+    first = await _opened(redis, replace(settings, partitions=3))
+    req = await started_execution(first)
+    second = await _opened(redis, replace(settings, partitions=16, partitions_explicit=False))
+    assert second.partitions == range(3)
+    assert second.keys.partition(req.owner) == first.keys.partition(req.owner)
+    assert await second.history(req.execution_id) == await first.history(req.execution_id)
+
+
+async def test_reopening_keeps_the_group_position(store: EventStore) -> None:
+    await started_execution(store, partition=0)
+    assert len((await store.read_group([0], "w1", 10))[0]) == 1
+    again = EventStore(store.redis, store.settings)
+    await again.open()
+    await again.open()
+    assert await again.read_group([0], "w1", 10) == {}
+    later = await started_execution(again, partition=0)
+    [entry] = (await again.read_group([0], "w2", 10))[0]
+    assert entry.event is not None
+    assert entry.event.execution_id == later.execution_id
+
+
+async def test_prefixes_keep_deployments_apart(redis: RedisClient, settings: Settings) -> None:
+    a = await _opened(redis, replace(settings, prefix="a:", partitions=2))
+    b = await _opened(redis, replace(settings, prefix="b:", partitions=5, partitions_explicit=True))
+    await started_execution(a, partition=1)
+    assert b.partitions == range(5)
+    assert await b.read_log(1, "0-0", 10) == []
+    assert await b.read_group([1], "w1", 10) == {}
+
+
+async def test_a_blob_is_stored_once_by_its_hash(store: EventStore) -> None:
+    assert await store.get_blob(0, "ab" * 32) is None
+    await store.put_blob(0, "ab" * 32, b"first")
+    await store.put_blob(0, "ab" * 32, b"second")
+    assert await store.get_blob(0, "ab" * 32) == b"first"
+    assert await store.get_blob(1, "ab" * 32) is None
+    big = bytes(range(256)) * 4096
+    await store.put_blob(1, "cd" * 32, big)
+    assert await store.get_blob(1, "cd" * 32) == big

@@ -20,7 +20,13 @@ import redis
 
 
 def redis_server_available() -> bool:
+    """True when the redis-server binary is on PATH."""
     return shutil.which("redis-server") is not None
+
+
+def redis_cluster_available() -> bool:
+    """True when a local cluster can be built: redis-server, and redis-cli to assign the slots."""
+    return redis_server_available() and shutil.which("redis-cli") is not None
 
 
 def require_real_redis() -> bool:
@@ -28,11 +34,30 @@ def require_real_redis() -> bool:
     return os.environ.get("CLIPSTREAM_REQUIRE_REDIS") == "1"
 
 
-def free_port() -> int:
+CLUSTER_BUS_OFFSET = 10_000  # a cluster node also listens on its port + 10000
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(*, cluster: bool = False) -> int:
+    """A port free right now on 127.0.0.1; for a cluster node, its bus port must be free too
+    (and exist: ephemeral ports above 55535 have no bus port, so redis-server would refuse)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if not cluster:
+            return port
+        bus = port + CLUSTER_BUS_OFFSET
+        if bus <= 65_535 and _bindable(bus):
+            return port
 
 
 def _wait_ready(port: int, deadline_s: float = 10.0) -> None:
@@ -54,7 +79,7 @@ class RedisServer:
 
     def __init__(self, directory: Path, *, appendonly: bool = False, cluster: bool = False) -> None:
         self.directory = directory
-        self.port = free_port()
+        self.port = free_port(cluster=cluster)
         self.appendonly = appendonly
         self.cluster = cluster
         self.proc: subprocess.Popen[bytes] | None = None
@@ -114,22 +139,27 @@ def redis_server(*, appendonly: bool = False) -> Iterator[RedisServer]:
 def redis_cluster(masters: int = 3) -> Iterator[list[RedisServer]]:
     """A local cluster of ``masters`` masters, no replicas, all 16384 slots assigned."""
     with tempfile.TemporaryDirectory(prefix="cs-cluster-") as tmp:
-        nodes = [RedisServer(Path(tmp), cluster=True) for _ in range(masters)]
+        nodes: list[RedisServer] = []
+        taken: set[int] = set()
+        while len(nodes) < masters:
+            node = RedisServer(Path(tmp), cluster=True)
+            ports = {node.port, node.port + CLUSTER_BUS_OFFSET}
+            if not ports & taken:  # free_port can hand out the same port twice in a row
+                taken |= ports
+                nodes.append(node)
         try:
             for node in nodes:
                 node.start()
-            subprocess.run(
-                [
-                    "redis-cli", "--cluster", "create",
-                    *(f"127.0.0.1:{n.port}" for n in nodes),
-                    "--cluster-replicas", "0", "--cluster-yes",
-                ],  # fmt: skip
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=30,
+            addresses = [f"127.0.0.1:{n.port}" for n in nodes]
+            create = ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0"]
+            done = subprocess.run(
+                [*create, "--cluster-yes"], capture_output=True, text=True, timeout=30
             )
-            _wait_cluster_ok(nodes[0].port)
+            if done.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
+            # Every node must agree before a client may route by any of them.
+            for node in nodes:
+                _wait_cluster_ok(node.port)
             yield nodes
         finally:
             for node in nodes:
@@ -137,14 +167,17 @@ def redis_cluster(masters: int = 3) -> Iterator[list[RedisServer]]:
 
 
 def _wait_cluster_ok(port: int, deadline_s: float = 20.0) -> None:
+    """Until the node at ``port`` sees every slot served (``cluster_state:ok``)."""
     client = redis.Redis(port=port)
     end = time.monotonic() + deadline_s
-    while True:
-        info = client.execute_command("CLUSTER", "INFO")
-        text = info.decode() if isinstance(info, bytes) else str(info)
-        if "cluster_state:ok" in text:
-            client.close()
-            return
-        if time.monotonic() > end:
-            raise RuntimeError(f"cluster did not become ready: {text}")
-        time.sleep(0.05)
+    try:
+        while True:
+            info = client.cluster("INFO")
+            state = info.get("cluster_state") if isinstance(info, dict) else info
+            if state in ("ok", b"ok"):
+                return
+            if time.monotonic() > end:
+                raise RuntimeError(f"cluster did not become ready: {info!r}")
+            time.sleep(0.05)
+    finally:
+        client.close()

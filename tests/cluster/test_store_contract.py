@@ -1,0 +1,63 @@
+"""The store contract suite, run on a 3-master Redis Cluster.
+
+The test functions are the contract modules' own, re-collected here, where tests/cluster's
+fixtures give them a cluster client: one suite, three backends, no copies. Anything of the store
+that would need keys of two slots in one command or script fails here with CROSSSLOT.
+The AOF restart test stays out: it is about one server's persistence, not routing.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import pytest
+
+from engine.store import EventStore
+from tests.contract import (
+    test_store_append,
+    test_store_basics,
+    test_store_group,
+    test_store_open,
+    test_store_requests,
+)
+from tests.contract.builders import started_execution
+
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
+
+CONTRACT_MODULES: tuple[ModuleType, ...] = (
+    test_store_basics,
+    test_store_requests,
+    test_store_append,
+    test_store_group,
+    test_store_open,
+)
+
+for _module in CONTRACT_MODULES:
+    for _name, _value in vars(_module).items():
+        if _name.startswith("test_") and callable(_value):
+            assert _name not in globals(), f"two contract tests are called {_name}"
+            globals()[_name] = _value
+# Module-level fixtures the contract tests rely on (e.g. test_store_group's ``leases``).
+leases = test_store_group.leases
+
+
+async def test_partitions_really_span_several_nodes(store: EventStore) -> None:
+    """Guards the suite itself: with the test partition count, the partitions' slots must sit on
+    more than one master, or the cross-partition pipelines above would prove nothing."""
+    nodes = {store.redis.get_node_from_key(store.keys.log(p)).name for p in store.partitions}
+    assert len(nodes) >= 2, nodes
+
+
+async def test_one_execution_keeps_to_one_slot(store: EventStore) -> None:
+    """Every key a request touches (stream, log, balance, ledger, idempotency) shares a slot."""
+    req = await started_execution(store)
+    keys = [
+        store.keys.execution(req.execution_id),
+        store.keys.log(store.keys.partition(req.owner)),
+        store.keys.balance(req.owner),
+        store.keys.ledger(req.owner),
+        store.keys.idempotency(req.owner, "k"),
+        store.keys.dead(store.keys.partition(req.owner)),
+    ]
+    slots = {store.redis.keyslot(k) for k in keys}
+    assert len(slots) == 1, slots

@@ -1,0 +1,226 @@
+"""Transcript requests end to end in one process: 202 at once, readable at once, done after the
+worker and the projector have run; idempotency, 402 and cancellation."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from engine.runtime import Runtime
+from engine.worker import Worker
+from projections.projector import Projector
+from tests.api.conftest import ApiAccount, new_account
+
+pytestmark = pytest.mark.anyio
+
+TEXT = "Hello there. This is the transcript a client supplied."
+
+
+async def _drain(runtime: Runtime) -> None:
+    """Run the worker and then the projector until neither has anything left to do."""
+    await Worker(runtime).run_until_idle()
+    await Projector(runtime).run_until_idle()
+
+
+async def _item(client: httpx.AsyncClient, who: ApiAccount) -> str:
+    created = await client.post(
+        "/v1/items", json={"source": "https://youtu.be/dQw4w9WgXcQ"}, headers=who.key_auth
+    )
+    assert created.status_code == 201, created.text
+    item_id: str = created.json()["item"]["item_id"]
+    return item_id
+
+
+async def _balance(client: httpx.AsyncClient, who: ApiAccount) -> float:
+    coins: float = (await client.get("/v1/me", headers=who.key_auth)).json()["account"][
+        "balance_coins"
+    ]
+    return coins
+
+
+async def test_supplied_text_becomes_the_transcript(
+    client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount
+) -> None:
+    item_id = await _item(client, alice)
+    accepted = await client.post(
+        f"/v1/items/{item_id}/transcript", json={"lang": "en", "text": TEXT}, headers=alice.key_auth
+    )
+    assert accepted.status_code == 202, accepted.text
+    execution = accepted.json()["execution"]
+    assert execution["status"] == "pending"
+    assert execution["kind"] == "transcript"
+    xid = execution["execution_id"]
+    assert xid.startswith("exc_")
+
+    # Read-your-writes: visible before any worker or projector has run.
+    first = await client.get(f"/v1/executions/{xid}", headers=alice.jwt_auth)
+    assert first.status_code == 200, first.text
+    assert first.json()["execution"]["status"] == "pending"
+    assert first.json()["workflow"]["steps"][0]["tool_id"] == "transcribe"
+    assert (
+        await client.get(f"/v1/items/{item_id}/transcript", headers=alice.key_auth)
+    ).status_code == 404
+    active = await client.get("/v1/executions/me", params={"active": "1"}, headers=alice.key_auth)
+    assert active.status_code == 200
+
+    await _drain(runtime)
+
+    done = (await client.get(f"/v1/executions/{xid}", headers=alice.key_auth)).json()
+    assert done["execution"]["status"] == "done", done
+    assert [(s["tool_id"], s["status"]) for s in done["steps"]] == [("transcribe", "done")]
+    transcript = await client.get(
+        f"/v1/items/{item_id}/transcript", params={"lang": "en"}, headers=alice.key_auth
+    )
+    assert transcript.status_code == 200, transcript.text
+    body = transcript.json()["transcript"]
+    assert body["text"] == TEXT
+    assert (body["item_id"], body["lang"], body["execution_id"]) == (item_id, "en", xid)
+    # Without lang: the newest transcript in any language.
+    any_lang = await client.get(f"/v1/items/{item_id}/transcript", headers=alice.key_auth)
+    assert any_lang.json()["transcript"]["text"] == TEXT
+    other_lang = await client.get(
+        f"/v1/items/{item_id}/transcript", params={"lang": "de"}, headers=alice.key_auth
+    )
+    assert other_lang.status_code == 404
+
+    events = (await client.get(f"/v1/executions/{xid}/events", headers=alice.key_auth)).json()
+    types = [e["type"] for e in events["events"]]
+    assert types[0] == "ExecutionRequested"
+    assert types[-1] == "ExecutionCompleted"
+    assert [e["seq"] for e in events["events"]] == list(range(1, len(types) + 1))
+
+    active = await client.get("/v1/executions/me", params={"active": "1"}, headers=alice.key_auth)
+    assert active.json()["executions"] == []
+    mine = (await client.get("/v1/executions/me", headers=alice.key_auth)).json()
+    assert [e["execution_id"] for e in mine["executions"]] == [xid]
+    assert mine["next_cursor"] is None
+    assert await _balance(client, alice) == pytest.approx(0.99)  # the fee; no provider cost
+
+
+async def test_simulated_transcriber_runs_without_text(
+    client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount
+) -> None:
+    item_id = await _item(client, alice)
+    accepted = await client.post(f"/v1/items/{item_id}/transcript", json={}, headers=alice.key_auth)
+    assert accepted.status_code == 202, accepted.text
+    await _drain(runtime)
+    xid = accepted.json()["execution"]["execution_id"]
+    done = (await client.get(f"/v1/executions/{xid}", headers=alice.key_auth)).json()
+    assert done["execution"]["status"] == "done", done
+    body = (
+        await client.get(f"/v1/items/{item_id}/transcript?lang=en", headers=alice.key_auth)
+    ).json()
+    assert body["transcript"]["text"]
+    assert body["transcript"]["segments"]
+
+
+async def test_idempotency_key_returns_the_same_execution_and_charges_once(
+    client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount
+) -> None:
+    item_id = await _item(client, alice)
+    url = f"/v1/items/{item_id}/transcript"
+    headers = {**alice.key_auth, "Idempotency-Key": "order-7"}
+    first = await client.post(url, json={"lang": "en", "text": TEXT}, headers=headers)
+    # The same body written differently (key order, spacing) is the same request.
+    again = await client.post(
+        url,
+        content=b'{ "text": "' + TEXT.encode() + b'",  "lang": "en" }',
+        headers=headers,
+    )
+    assert first.status_code == again.status_code == 202, again.text
+    xid = first.json()["execution"]["execution_id"]
+    assert again.json()["execution"]["execution_id"] == xid
+
+    other = await client.post(url, json={"lang": "fr", "text": TEXT}, headers=headers)
+    assert other.status_code == 409, other.text
+    assert other.json()["error"]["code"] == "conflict"
+    assert await _balance(client, alice) == pytest.approx(0.99)
+
+    # Another key is another execution.
+    fresh = await client.post(
+        url, json={"lang": "en", "text": TEXT}, headers={**alice.key_auth, "Idempotency-Key": "o8"}
+    )
+    assert fresh.json()["execution"]["execution_id"] != xid
+    assert await _balance(client, alice) == pytest.approx(0.98)
+
+    await _drain(runtime)
+    mine = (await client.get("/v1/executions/me", headers=alice.key_auth)).json()["executions"]
+    assert len(mine) == 2
+
+
+async def test_no_balance_is_402_and_nothing_is_appended(
+    client: httpx.AsyncClient, runtime: Runtime, admin: dict[str, str]
+) -> None:
+    poor = await new_account(client, admin, coins=0.005)
+    item_id = await _item(client, poor)
+    refused = await client.post(
+        f"/v1/items/{item_id}/transcript",
+        json={},
+        headers={**poor.key_auth, "Idempotency-Key": "k"},
+    )
+    assert refused.status_code == 402, refused.text
+    assert refused.json()["error"]["code"] == "insufficient_balance"
+
+    store = runtime.store
+    log = await store.read_log(store.keys.partition(poor.account_id), "0-0", 1000)
+    assert [
+        e for e in log if e.event is not None and getattr(e.event, "owner", None) == poor.account_id
+    ] == []
+    await _drain(runtime)
+    assert (await client.get("/v1/executions/me", headers=poor.key_auth)).json()["executions"] == []
+    assert await _balance(client, poor) == pytest.approx(0.005)
+
+    # The refused key was not recorded: once funded, the same key goes through.
+    await client.post(
+        f"/admin/accounts/{poor.account_id}/credit",
+        json={"coins": 1, "credit_id": "topup-1"},
+        headers=admin,
+    )
+    accepted = await client.post(
+        f"/v1/items/{item_id}/transcript",
+        json={},
+        headers={**poor.key_auth, "Idempotency-Key": "k"},
+    )
+    assert accepted.status_code == 202, accepted.text
+
+
+async def test_cancel_before_the_worker_runs(
+    client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount
+) -> None:
+    item_id = await _item(client, alice)
+    accepted = await client.post(f"/v1/items/{item_id}/transcript", json={}, headers=alice.key_auth)
+    xid = accepted.json()["execution"]["execution_id"]
+    url = f"/v1/executions/{xid}/cancel"
+
+    cancelled = await client.post(url, headers=alice.key_auth)
+    assert cancelled.status_code == 202, cancelled.text
+    assert cancelled.json()["execution"]["execution_id"] == xid
+    again = await client.post(url, headers=alice.key_auth)
+    assert again.status_code == 202  # asking twice records one request
+    events = (await client.get(f"/v1/executions/{xid}/events", headers=alice.key_auth)).json()
+    assert [e["type"] for e in events["events"]].count("ExecutionCancelRequested") == 1
+
+    await _drain(runtime)
+    done = (await client.get(f"/v1/executions/{xid}", headers=alice.key_auth)).json()
+    assert done["execution"]["status"] == "error", done
+    assert done["execution"]["error"]["code"] == "cancelled"
+    finished = await client.post(url, headers=alice.key_auth)
+    assert finished.status_code == 409, finished.text
+
+
+async def test_other_owners_executions_are_404_without_data(
+    client: httpx.AsyncClient, alice: ApiAccount, bob: ApiAccount
+) -> None:
+    item_id = await _item(client, alice)
+    accepted = await client.post(f"/v1/items/{item_id}/transcript", json={}, headers=alice.key_auth)
+    xid = accepted.json()["execution"]["execution_id"]
+    for response in (
+        await client.get(f"/v1/executions/{xid}", headers=bob.key_auth),
+        await client.get(f"/v1/executions/{xid}/events", headers=bob.key_auth),
+        await client.post(f"/v1/executions/{xid}/cancel", headers=bob.key_auth),
+    ):
+        assert response.status_code == 404, response.text
+        assert item_id not in response.text
+    assert (await client.get("/v1/executions/me", headers=bob.key_auth)).json()["executions"] == []
+    events = (await client.get(f"/v1/executions/{xid}/events", headers=alice.key_auth)).json()
+    assert "ExecutionCancelRequested" not in [e["type"] for e in events["events"]]

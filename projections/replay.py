@@ -1,0 +1,277 @@
+"""Rebuild every projection from the logs into a new version beside the live one, compare the two,
+switch, and drop old versions. No printing here: the CLI draws the progress bar and the report.
+
+A rebuild reads each partition log from the start in pages of 10,000 (XRANGE), folds in memory
+with the same code as the live projector (``projections.batch``), and writes the views, indexes
+and checkpoint of version ``current + 1`` in pipelined batches, the checkpoint last. After
+``switch`` the live projectors continue from the new namespace's checkpoints, so events appended
+during the rebuild are folded there too. Leftovers of an unfinished rebuild are dropped first.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from engine.errors import InvalidRequest
+from engine.runtime import Runtime
+from projections.batch import fold_entries, repair
+from projections.namespace import (
+    DEFAULT_VERSION,
+    Namespace,
+    TranscriptPointer,
+    current_version,
+    encode_pointer,
+    set_version,
+    transcripts_of,
+    valid_name,
+)
+from projections.views import ExecutionView, decode_view, encode_view, is_active
+
+PAGE = 10_000  # log entries per XRANGE
+WRITE_BATCH = 1_000  # views per pipelined write
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    """What a rebuild did."""
+
+    version: int
+    previous_version: int
+    partitions: int
+    events: int
+    executions: int
+    skipped: int
+    gaps: int
+    seconds: float
+
+    def describe(self) -> str:
+        rate = self.events / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"rebuilt projection version {self.version} (live: {self.previous_version}) from "
+            f"{self.partitions} partitions: {self.events:,} events, {self.executions:,} "
+            f"executions, {self.skipped} undecodable entries skipped, {self.gaps} gaps, "
+            f"in {self.seconds:.1f}s ({rate:,.0f} events/s)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ParityReport:
+    """How projection versions ``a`` and ``b`` differ; empty lists mean identical views."""
+
+    version_a: int
+    version_b: int
+    count_a: int
+    count_b: int
+    missing_in_a: list[str] = field(default_factory=list)
+    missing_in_b: list[str] = field(default_factory=list)
+    differing: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return not (self.missing_in_a or self.missing_in_b or self.differing)
+
+    def describe(self, show: int = 10) -> str:
+        head = (
+            f"parity v{self.version_a} ({self.count_a:,} views) vs v{self.version_b} "
+            f"({self.count_b:,} views): "
+        )
+        if self.identical:
+            return head + "identical"
+        lines = [
+            head + f"{len(self.missing_in_a)} missing in v{self.version_a}, "
+            f"{len(self.missing_in_b)} missing in v{self.version_b}, "
+            f"{len(self.differing)} differ"
+        ]
+        for label, ids in (
+            (f"missing in v{self.version_a}", self.missing_in_a),
+            (f"missing in v{self.version_b}", self.missing_in_b),
+            ("differ", self.differing),
+        ):
+            for xid in ids[:show]:
+                lines.append(f"  {label}: {xid}")
+            if len(ids) > show:
+                lines.append(f"  … and {len(ids) - show} more {label}")
+        return "\n".join(lines)
+
+
+async def rebuild(
+    runtime: Runtime,
+    *,
+    progress: Progress | None = None,
+    partitions: Sequence[int] | None = None,
+) -> RebuildReport:
+    """Fold every partition log from the start into version ``current + 1`` (not switched)."""
+    store = runtime.store
+    started = time.perf_counter()
+    previous = await current_version(runtime.redis, store.keys)
+    version = previous + 1
+    await drop(runtime, version)
+    chosen = list(partitions if partitions is not None else store.partitions)
+    total = 0
+    for p in chosen:
+        total += await store.log_length(p)
+    done = events = executions = skipped = gaps = 0
+    if progress is not None:
+        progress(0, total)
+    for p in chosen:
+        views: dict[str, ExecutionView] = {}
+        after = "0-0"
+        part_skipped = 0
+        while True:
+            entries = await store.read_log(p, after, PAGE)
+            if not entries:
+                break
+            folded = fold_entries(views, entries)
+            await repair(store, views, folded)
+            events += folded.events
+            part_skipped += folded.skipped
+            gaps += folded.gaps
+            after = entries[-1].entry_id
+            done += len(entries)
+            if progress is not None:
+                progress(done, max(total, done))
+        await _write_namespace(
+            runtime, Namespace(store.keys, p, version), views, after, part_skipped
+        )
+        executions += len(views)
+        skipped += part_skipped
+    return RebuildReport(
+        version=version,
+        previous_version=previous,
+        partitions=len(chosen),
+        events=events,
+        executions=executions,
+        skipped=skipped,
+        gaps=gaps,
+        seconds=time.perf_counter() - started,
+    )
+
+
+async def _write_namespace(
+    runtime: Runtime, ns: Namespace, views: dict[str, ExecutionView], ckpt: str, skipped: int
+) -> None:
+    """Write views and indexes in pipelined batches, then the checkpoint (last, so a namespace
+    with a checkpoint is complete)."""
+    redis = runtime.redis
+    newest: dict[tuple[str, str, str], TranscriptPointer] = {}
+    batch = list(views.values())
+    for start in range(0, len(batch), WRITE_BATCH):
+        pipe = redis.pipeline(transaction=False)
+        for view in batch[start : start + WRITE_BATCH]:
+            xid, score = view.execution_id, view.created_at
+            pipe.set(ns.view(xid), encode_view(view))
+            pipe.zadd(ns.all, {xid: score})
+            pipe.zadd(ns.owned(view.owner), {xid: score})
+            if is_active(view):
+                pipe.zadd(ns.active(view.owner), {xid: score})
+            if view.reporter_id is not None and valid_name(view.reporter_id):
+                pipe.zadd(ns.reporter(view.owner, view.reporter_id), {xid: score})
+            for pointer in transcripts_of(view):
+                key = (view.owner, pointer.item_id, pointer.lang)
+                held = newest.get(key)
+                if held is None or held.created_at <= pointer.created_at:
+                    newest[key] = pointer
+        await pipe.execute()
+    pointers = list(newest.items())
+    for start in range(0, len(pointers), WRITE_BATCH):
+        pipe = redis.pipeline(transaction=False)
+        for (owner, item_id, lang), pointer in pointers[start : start + WRITE_BATCH]:
+            pipe.set(ns.transcript(owner, item_id, lang), encode_pointer(pointer))
+            pipe.zadd(ns.transcript_langs(owner, item_id), {lang: pointer.created_at})
+        await pipe.execute()
+    if skipped:
+        await redis.set(ns.skipped, skipped)
+    await redis.set(ns.ckpt, ckpt)
+
+
+async def compare(runtime: Runtime, a: int, b: int) -> ParityReport:
+    """Compare every view of versions ``a`` and ``b``, partition by partition."""
+    store = runtime.store
+    redis = runtime.redis
+    count_a = count_b = 0
+    missing_a: list[str] = []
+    missing_b: list[str] = []
+    differing: list[str] = []
+    for p in store.partitions:
+        ns_a, ns_b = Namespace(store.keys, p, a), Namespace(store.keys, p, b)
+        ids_a = {_s(x) for x in await redis.zrange(ns_a.all, 0, -1)}
+        ids_b = {_s(x) for x in await redis.zrange(ns_b.all, 0, -1)}
+        count_a += len(ids_a)
+        count_b += len(ids_b)
+        missing_a += sorted(ids_b - ids_a)
+        missing_b += sorted(ids_a - ids_b)
+        common = sorted(ids_a & ids_b)
+        for start in range(0, len(common), WRITE_BATCH):
+            chunk = common[start : start + WRITE_BATCH]
+            pipe = redis.pipeline(transaction=False)
+            for xid in chunk:
+                pipe.get(ns_a.view(xid))
+                pipe.get(ns_b.view(xid))
+            raws = await pipe.execute()
+            for i, xid in enumerate(chunk):
+                raw_a, raw_b = raws[2 * i], raws[2 * i + 1]
+                if raw_a == raw_b:
+                    continue
+                if raw_a is None or raw_b is None or decode_view(raw_a) != decode_view(raw_b):
+                    differing.append(xid)
+    return ParityReport(
+        version_a=a,
+        version_b=b,
+        count_a=count_a,
+        count_b=count_b,
+        missing_in_a=missing_a,
+        missing_in_b=missing_b,
+        differing=differing,
+    )
+
+
+async def switch(runtime: Runtime, version: int) -> None:
+    """Make ``version`` the live projection; live projectors and queries follow at once."""
+    store = runtime.store
+    if version < 1:
+        raise InvalidRequest(f"no projection version {version}")
+    if version != DEFAULT_VERSION:
+        found = 0
+        for p in store.partitions:
+            found += int(await runtime.redis.exists(Namespace(store.keys, p, version).ckpt))
+        if not found:
+            raise InvalidRequest(f"projection version {version} has not been built")
+    await set_version(runtime.redis, store.keys, version)
+
+
+async def drop(runtime: Runtime, version: int) -> int:
+    """Delete every key of projection ``version`` (never the live one); the number deleted."""
+    store = runtime.store
+    if version == await current_version(runtime.redis, store.keys):
+        raise InvalidRequest(f"projection version {version} is live; switch away first")
+    prefix = store.keys.prefix
+    owned = re.compile(rf"^{re.escape(prefix)}\{{p\d+\}}:v{version}:")
+    deleted = 0
+    pending: list[str] = []
+    async for raw in runtime.redis.scan_iter(match=f"{prefix}{{p*}}:v{version}:*", count=1000):
+        key = _s(raw)
+        if owned.match(key):
+            pending.append(key)
+        if len(pending) >= WRITE_BATCH:
+            deleted += await _delete(runtime, pending)
+            pending = []
+    deleted += await _delete(runtime, pending)
+    return deleted
+
+
+async def _delete(runtime: Runtime, keys: list[str]) -> int:
+    if not keys:
+        return 0
+    pipe = runtime.redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.unlink(key)
+    return sum(int(n) for n in await pipe.execute())
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,276 @@
+"""Event histories of typical executions, shared by the fold, golden, projector and chaos tests.
+
+Each scenario returns the events of one execution, stamped with seq and a deterministic time, in
+the shapes the API and the worker write. ``python -m tests.golden.scenarios`` rewrites the golden
+logs and their expected views from these (review the diff before committing it).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from engine import codec
+from engine.events import (
+    AnyEvent,
+    BlobRef,
+    CostCharged,
+    ExecutionCancelled,
+    ExecutionCancelRequested,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionRequested,
+    ExecutionStarted,
+    StepCompleted,
+    StepFailed,
+    StepRetryScheduled,
+    StepSpec,
+    StepStarted,
+    Target,
+    WorkflowSnapshot,
+)
+
+T0 = 1_790_000_000_000  # a fixed clock for golden logs
+GOLDEN = Path(__file__).resolve().parent
+
+
+def requested(
+    execution_id: str,
+    owner: str,
+    tools: list[str],
+    *,
+    item_id: str = "itm_00000000000000000001",
+    kind: Any = "transcript",
+    reporter_id: str | None = None,
+    fee: int = 10_000,
+) -> ExecutionRequested:
+    """An ExecutionRequested for a workflow running ``tools`` in order."""
+    steps = [StepSpec(step_id=f"stp_{i:020d}", tool_id=t) for i, t in enumerate(tools)]
+    return ExecutionRequested(
+        execution_id=execution_id,
+        owner=owner,
+        kind=kind,
+        target=Target(kind="youtube_video", item_id=item_id, source="https://youtu.be/x"),
+        workflow=WorkflowSnapshot(
+            workflow_id=None,
+            name=kind,
+            target_kind="youtube_video",
+            steps=steps,
+            reporter_id=reporter_id,
+        ),
+        step_inputs=[
+            {"item_id": item_id, "lang": "en"} if t == "transcribe" else {} for t in tools
+        ],
+        fee=fee,
+        request_id="req_00000000000000000000",
+        reporter_id=reporter_id,
+    )
+
+
+def transcript_output(item_id: str, lang: str, sha: str) -> dict[str, Any]:
+    """The preview a transcribe step completes with (its full text is the blob ``sha``)."""
+    return {
+        "kind": "transcript",
+        "item_id": item_id,
+        "lang": lang,
+        "chars": 42,
+        "segments": 3,
+        "sha256": sha,
+    }
+
+
+def _stamp(events: list[AnyEvent], t0: int) -> list[AnyEvent]:
+    return [codec.stamp(e, i, t0 + 100 * (i - 1)) for i, e in enumerate(events, 1)]
+
+
+def transcript_done(xid: str, owner: str, t0: int = T0, lang: str = "en") -> list[AnyEvent]:
+    """A one-step transcript that completes with its blob."""
+    req = requested(xid, owner, ["transcribe"])
+    item = req.target.item_id or ""
+    sha = "a" * 64
+    return _stamp(
+        [
+            req,
+            ExecutionStarted(execution_id=xid, worker_id="w1", epoch=1),
+            StepStarted(execution_id=xid, step_index=0, attempt=1, epoch=1, worker_id="w1"),
+            StepCompleted(
+                execution_id=xid,
+                step_index=0,
+                attempt=1,
+                output=transcript_output(item, lang, sha),
+                output_ref=BlobRef(sha256=sha, size=321),
+                usage={"audio_seconds": 60},
+                cost=3_000,
+                duration_ms=180,
+            ),
+            ExecutionCompleted(execution_id=xid, cost=13_000),
+        ],
+        t0,
+    )
+
+
+def retried_then_done(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
+    """A step that fails retryably once, is retried, and completes."""
+    return _stamp(
+        [
+            requested(
+                xid, owner, ["llm_prompt"], kind="process", reporter_id="rep_00000000000000000001"
+            ),
+            ExecutionStarted(execution_id=xid, worker_id="w1", epoch=1),
+            StepStarted(execution_id=xid, step_index=0, attempt=1, epoch=1, worker_id="w1"),
+            StepFailed(
+                execution_id=xid,
+                step_index=0,
+                attempt=1,
+                code="provider_failed",
+                message="429 from the provider",
+                retryable=True,
+            ),
+            StepRetryScheduled(
+                execution_id=xid, step_index=0, next_attempt=2, not_before=t0 + 2_000
+            ),
+            StepStarted(execution_id=xid, step_index=0, attempt=2, epoch=1, worker_id="w1"),
+            StepCompleted(
+                execution_id=xid,
+                step_index=0,
+                attempt=2,
+                output={"text": "a summary"},
+                usage={"tokens": 900},
+                cost=2_500,
+            ),
+            ExecutionCompleted(execution_id=xid, cost=12_500),
+        ],
+        t0,
+    )
+
+
+def provider_failed(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
+    """A step that fails for good: the execution ends in error ``provider_failed``."""
+    return _stamp(
+        [
+            requested(xid, owner, ["transcribe", "llm_prompt"]),
+            ExecutionStarted(execution_id=xid, worker_id="w1", epoch=1),
+            StepStarted(execution_id=xid, step_index=0, attempt=1, epoch=1, worker_id="w1"),
+            StepFailed(
+                execution_id=xid,
+                step_index=0,
+                attempt=1,
+                code="provider_failed",
+                message="the transcriber refused the file",
+                retryable=False,
+            ),
+            ExecutionFailed(
+                execution_id=xid, code="provider_failed", message="the transcriber refused"
+            ),
+        ],
+        t0,
+    )
+
+
+def cancelled(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
+    """Cancelled while its step runs; the partial provider cost is charged."""
+    return _stamp(
+        [
+            requested(xid, owner, ["transcribe"]),
+            ExecutionStarted(execution_id=xid, worker_id="w1", epoch=1),
+            StepStarted(execution_id=xid, step_index=0, attempt=1, epoch=1, worker_id="w1"),
+            ExecutionCancelRequested(execution_id=xid, requested_by=owner, reason="changed mind"),
+            CostCharged(execution_id=xid, charge_id=f"cost:{xid}:0", amount=700, step_index=0),
+            ExecutionCancelled(execution_id=xid, step_index=0),
+        ],
+        t0,
+    )
+
+
+def three_steps(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
+    """transcribe → llm_prompt → llm_prompt, all done, one takeover (epoch 2) on the way."""
+    req = requested(xid, owner, ["transcribe", "llm_prompt", "llm_prompt"], kind="process")
+    item = req.target.item_id or ""
+    sha = "b" * 64
+    return _stamp(
+        [
+            req,
+            ExecutionStarted(execution_id=xid, worker_id="w1", epoch=1),
+            StepStarted(execution_id=xid, step_index=0, attempt=1, epoch=1, worker_id="w1"),
+            StepCompleted(
+                execution_id=xid,
+                step_index=0,
+                attempt=1,
+                output=transcript_output(item, "pt", sha),
+                output_ref=BlobRef(sha256=sha, size=999),
+                cost=1_000,
+            ),
+            StepStarted(execution_id=xid, step_index=1, attempt=1, epoch=2, worker_id="w2"),
+            StepCompleted(
+                execution_id=xid, step_index=1, attempt=1, output={"text": "claims"}, cost=400
+            ),
+            StepStarted(
+                execution_id=xid,
+                step_index=2,
+                attempt=1,
+                epoch=2,
+                worker_id="w2",
+                input={"previous": "claims"},
+            ),
+            StepCompleted(
+                execution_id=xid, step_index=2, attempt=1, output={"text": "review"}, cost=600
+            ),
+            ExecutionCompleted(execution_id=xid, cost=12_000),
+        ],
+        t0,
+    )
+
+
+def insufficient_balance(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
+    """The first step's estimated cost cannot be covered: error 402, no step ran."""
+    return _stamp(
+        [
+            requested(xid, owner, ["transcribe"]),
+            ExecutionStarted(execution_id=xid, worker_id="w1", epoch=1),
+            ExecutionFailed(
+                execution_id=xid,
+                code="insufficient_balance",
+                message="the balance cannot cover the step",
+                http_status=402,
+            ),
+        ],
+        t0,
+    )
+
+
+SCENARIOS: dict[str, Callable[[str, str], list[AnyEvent]]] = {
+    "transcript_done": transcript_done,
+    "retried_then_done": retried_then_done,
+    "provider_failed": provider_failed,
+    "cancelled": cancelled,
+    "three_steps": three_steps,
+    "insufficient_balance": insufficient_balance,
+}
+
+GOLDEN_OWNER = "acc_00000000000000000001"
+
+
+def golden_id(n: int) -> str:
+    return f"exc_p1_{n:020d}"
+
+
+def write_golden() -> None:
+    """Rewrite ``*.jsonl`` and ``*.view.json`` from the scenarios (a deliberate act)."""
+    from projections.fold import fold
+    from projections.views import execution_json
+
+    enc = msgspec.json.Encoder()
+    for n, (name, scenario) in enumerate(sorted(SCENARIOS.items()), 1):
+        events = scenario(golden_id(n), GOLDEN_OWNER)
+        (GOLDEN / f"{name}.jsonl").write_bytes(b"".join(codec.encode(e) + b"\n" for e in events))
+        view = execution_json(fold(events))
+        (GOLDEN / f"{name}.view.json").write_bytes(msgspec.json.format(enc.encode(view)) + b"\n")
+
+
+if __name__ == "__main__":
+    write_golden()
+    sys.exit(0)

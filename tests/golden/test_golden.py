@@ -1,0 +1,44 @@
+"""Golden logs: recorded event streams (one event JSON per line, as ``codec.encode`` writes it)
+must still decode and fold to their stored expected views. A failure here means either an event
+shape changed incompatibly (fix the change) or the view's public shape changed (a contract
+change: regenerate with ``python -m tests.golden.scenarios`` and review the diff)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import codec
+from projections.fold import fold
+from projections.views import execution_json
+
+GOLDEN = Path(__file__).resolve().parent
+LOGS = sorted(GOLDEN.glob("*.jsonl"))
+
+
+def test_there_are_golden_logs() -> None:
+    assert {p.stem for p in LOGS} >= {
+        "transcript_done",
+        "retried_then_done",
+        "provider_failed",
+        "cancelled",
+        "three_steps",
+        "insufficient_balance",
+    }
+
+
+@pytest.mark.parametrize("log", LOGS, ids=[p.stem for p in LOGS])
+def test_golden_log_folds_to_its_stored_view(log: Path) -> None:
+    events = [codec.decode(line) for line in log.read_bytes().splitlines() if line.strip()]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    expected = json.loads(log.with_suffix(".view.json").read_text())
+    assert execution_json(fold(events)) == expected
+
+
+@pytest.mark.parametrize("log", LOGS, ids=[p.stem for p in LOGS])
+def test_golden_log_folds_the_same_with_every_event_delivered_twice(log: Path) -> None:
+    events = [codec.decode(line) for line in log.read_bytes().splitlines() if line.strip()]
+    doubled = [e for event in events for e in (event, event)]
+    assert fold(doubled) == fold(events)

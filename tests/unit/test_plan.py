@@ -1,0 +1,223 @@
+"""engine.plan: the fold and every branch of next_action, as plain data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine import plan
+from engine.events import (
+    AnyEvent,
+    BlobRef,
+    ExecutionCancelled,
+    ExecutionCancelRequested,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionRequested,
+    ExecutionStarted,
+    StepCompleted,
+    StepFailed,
+    StepRetryScheduled,
+    StepSpec,
+    StepStarted,
+    Target,
+    WorkflowSnapshot,
+)
+
+X = "exc_p1_00000000000000000000"
+FEE = 10_000
+
+
+def requested(n_steps: int = 2, inputs: list[dict[str, Any]] | None = None) -> AnyEvent:
+    steps = [StepSpec(step_id=f"s{i}", tool_id="llm_prompt") for i in range(n_steps)]
+    if steps:
+        steps[0] = StepSpec(step_id="s0", tool_id="transcribe")
+    return ExecutionRequested(
+        execution_id=X,
+        owner="acc_x",
+        kind="process",
+        target=Target(kind="youtube_video", item_id="itm_x"),
+        workflow=WorkflowSnapshot(workflow_id="wf_x", name="w", target_kind="t", steps=steps),
+        step_inputs=inputs if inputs is not None else [{"item_id": "itm_x"}],
+        fee=FEE,
+        request_id="req_x",
+    )
+
+
+def seqd(*events: AnyEvent) -> list[AnyEvent]:
+    """Give events consecutive seqs from 1, as the store would."""
+    from engine.codec import stamp
+
+    return [stamp(e, i, at=0) for i, e in enumerate(events, 1)]
+
+
+def started(epoch: int = 1) -> AnyEvent:
+    return ExecutionStarted(execution_id=X, worker_id="w", epoch=epoch)
+
+
+def step_started(index: int, attempt: int = 1, epoch: int = 1) -> AnyEvent:
+    return StepStarted(
+        execution_id=X, step_index=index, attempt=attempt, epoch=epoch, worker_id="w"
+    )
+
+
+def step_done(index: int, attempt: int = 1, cost: int = 0, **kw: Any) -> AnyEvent:
+    return StepCompleted(execution_id=X, step_index=index, attempt=attempt, cost=cost, **kw)
+
+
+def step_failed(index: int, attempt: int, code: str = "provider_unavailable") -> AnyEvent:
+    return StepFailed(
+        execution_id=X, step_index=index, attempt=attempt, code=code, message="m", retryable=True
+    )
+
+
+def state_of(*events: AnyEvent) -> plan.ExecState:
+    return plan.fold(seqd(*events))
+
+
+def test_unknown_execution_needs_nothing() -> None:
+    assert plan.next_action(plan.ExecState(), 0) == plan.Nothing()
+
+
+def test_fresh_execution_starts() -> None:
+    state = state_of(requested())
+    assert state.status == "pending"
+    assert plan.next_action(state, 0) == plan.StartExecution()
+
+
+def test_started_execution_starts_its_first_step_with_its_input() -> None:
+    action = plan.next_action(state_of(requested(), started()), 0)
+    assert action == plan.StartStep(0, 1, {"item_id": "itm_x"})
+
+
+def test_second_step_reads_the_first_steps_output() -> None:
+    ref = BlobRef(sha256="ab" * 32, size=99)
+    state = state_of(
+        requested(), started(), step_started(0), step_done(0, output={"chars": 5}, output_ref=ref)
+    )
+    action = plan.next_action(state, 0)
+    assert isinstance(action, plan.StartStep)
+    assert (action.index, action.attempt) == (1, 1)
+    assert action.input["previous"] == {
+        "step_index": 0,
+        "tool_id": "transcribe",
+        "output": {"chars": 5},
+        "output_ref": {"sha256": "ab" * 32, "size": 99},
+    }
+
+
+def test_step_without_an_outcome_is_restarted_as_the_next_attempt() -> None:
+    # Its worker died mid-call: the takeover runs it again.
+    state = state_of(requested(), started(), step_started(0, attempt=1))
+    assert state.in_flight is not None
+    action = plan.next_action(state, 0)
+    assert isinstance(action, plan.StartStep)
+    assert (action.index, action.attempt) == (0, 2)
+
+
+def test_completed_steps_are_never_started_again() -> None:
+    state = state_of(
+        requested(3), started(), step_started(0), step_done(0), step_started(1), step_done(1)
+    )
+    action = plan.next_action(state, 0)
+    assert isinstance(action, plan.StartStep)
+    assert action.index == 2
+    assert state.current_step == 2
+
+
+def test_all_steps_done_completes_with_the_fee_and_step_costs() -> None:
+    state = state_of(
+        requested(2), started(), step_started(0), step_done(0, cost=7), step_started(1),
+        step_done(1, cost=5),
+    )  # fmt: skip
+    assert plan.next_action(state, 0) == plan.Complete(cost=FEE + 12)
+
+
+def test_workflow_without_steps_completes_once_started() -> None:
+    state = state_of(requested(0, inputs=[]), started())
+    assert plan.next_action(state, 0) == plan.Complete(cost=FEE)
+
+
+def test_scheduled_retry_waits_then_starts_the_next_attempt() -> None:
+    retry = StepRetryScheduled(execution_id=X, step_index=0, next_attempt=2, not_before=1_000)
+    state = state_of(requested(), started(), step_started(0), step_failed(0, 1), retry)
+    assert plan.next_action(state, 999) == plan.WaitUntil(1_000)
+    action = plan.next_action(state, 1_000)
+    assert isinstance(action, plan.StartStep)
+    assert (action.index, action.attempt) == (0, 2)
+
+
+def test_failure_without_a_retry_fails_with_provider_failed() -> None:
+    state = state_of(requested(), started(), step_started(0), step_failed(0, 3))
+    action = plan.next_action(state, 0)
+    assert isinstance(action, plan.Fail)
+    assert action.code == "provider_failed"
+    assert "after 3 attempt(s)" in action.message
+
+
+@pytest.mark.parametrize(
+    ("code", "expected", "status"),
+    [
+        ("timeout", "timeout", None),
+        ("internal", "internal", None),
+        ("insufficient_balance", "insufficient_balance", 402),
+        ("provider_rejected", "provider_failed", None),
+    ],
+)
+def test_failure_codes_map_to_execution_codes(code: str, expected: str, status: int | None) -> None:
+    state = state_of(requested(), started(), step_started(0), step_failed(0, 1, code))
+    action = plan.next_action(state, 0)
+    assert isinstance(action, plan.Fail)
+    assert (action.code, action.http_status) == (expected, status)
+
+
+def test_cancel_before_start_cancels_without_a_step() -> None:
+    cancel = ExecutionCancelRequested(execution_id=X, requested_by="acc_x")
+    assert plan.next_action(state_of(requested(), cancel), 0) == plan.Cancel()
+
+
+def test_cancel_mid_step_names_the_step_in_flight() -> None:
+    cancel = ExecutionCancelRequested(execution_id=X, requested_by="acc_x")
+    state = state_of(requested(), started(), step_started(0, attempt=2), cancel)
+    assert plan.next_action(state, 0) == plan.Cancel(step_index=0, attempt=2)
+
+
+def test_cancel_between_steps_names_no_attempt() -> None:
+    cancel = ExecutionCancelRequested(execution_id=X, requested_by="acc_x")
+    state = state_of(requested(), started(), step_started(0), step_done(0), cancel)
+    assert plan.next_action(state, 0) == plan.Cancel(step_index=1)
+
+
+@pytest.mark.parametrize(
+    "terminal",
+    [
+        ExecutionCompleted(execution_id=X, cost=1),
+        ExecutionFailed(execution_id=X, code="internal", message="m"),
+        ExecutionCancelled(execution_id=X),
+    ],
+)
+def test_terminal_executions_need_nothing_even_when_cancelled_later(terminal: AnyEvent) -> None:
+    cancel = ExecutionCancelRequested(execution_id=X, requested_by="acc_x")
+    state = state_of(requested(), started(), terminal, cancel)
+    assert state.terminal
+    assert plan.next_action(state, 0) == plan.Nothing()
+
+
+def test_fold_ignores_duplicates_and_refuses_gaps() -> None:
+    events = seqd(requested(), started())
+    state = plan.fold(events)
+    assert plan.fold(events, state) == state  # the same events again: no-op
+    from engine.codec import stamp
+
+    with pytest.raises(ValueError, match="gap"):
+        plan.apply(state, stamp(step_started(0), 5, at=0))
+
+
+def test_fold_tracks_epochs_and_attempts() -> None:
+    state = state_of(
+        requested(), started(epoch=1), step_started(0, 1, epoch=1), step_started(0, 2, epoch=3)
+    )
+    assert state.last_epoch == 3
+    assert state.attempts == {0: 2}
+    assert state.status == "running"

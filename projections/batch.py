@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from engine.errors import StoreError
+from engine.ids import is_id
 from engine.store import Entry, EventStore
 from projections.fold import FoldGap, apply
 from projections.views import ExecutionView
@@ -39,8 +40,8 @@ def fold_entries(views: dict[str, ExecutionView], entries: Sequence[Entry]) -> F
     broken = out.broken
     for entry in entries:
         event = entry.event
-        if event is None:
-            out.skipped += 1
+        if event is None or not is_id(event.execution_id, "exc"):
+            out.skipped += 1  # undecodable, or naming no execution we could key
             continue
         out.events += 1
         xid = event.execution_id

@@ -1,0 +1,307 @@
+"""The projector and queries on both backends: folding what the store appended, indexes,
+checkpoints, duplicates, read-your-writes, replay parity, version switch, two projectors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+import msgspec
+import pytest
+
+from engine import codec
+from engine.errors import InvalidRequest
+from engine.events import AnyEvent, ExecutionRequested
+from engine.ids import new_execution_id, new_id
+from engine.runtime import Runtime
+from engine.store import EventStore
+from projections import replay
+from projections.namespace import Namespace, current_version
+from projections.projector import Projector
+from projections.queries import Queries
+from projections.views import decode_view, encode_view
+from tests.golden import scenarios
+
+pytestmark = pytest.mark.anyio
+
+Scenario = Callable[[str, str], list[AnyEvent]]
+
+
+@dataclass
+class Made:
+    execution_id: str
+    owner: str
+    events: list[AnyEvent]
+
+
+async def make(store: EventStore, owner: str, scenario: Scenario, upto: int | None = None) -> Made:
+    """Run ``scenario`` through the store as the API and the worker would: request, then appends."""
+    if not await store.redis.exists(store.keys.balance(owner)):
+        await store.redis.set(store.keys.balance(owner), 10_000_000)
+    xid = new_execution_id(store.keys.partition(owner))
+    events = scenario(xid, owner)[:upto]
+    first = events[0]
+    assert isinstance(first, ExecutionRequested)
+    await store.request(first)
+    if len(events) > 1:
+        await store.append(xid, 1, events[1:])
+    return Made(xid, owner, events)
+
+
+async def views_of(runtime: Runtime, version: int) -> dict[str, bytes]:
+    """Every stored view of ``version``, by execution id."""
+    out: dict[str, bytes] = {}
+    store = runtime.store
+    for p in store.partitions:
+        ns = Namespace(store.keys, p, version)
+        for raw in await runtime.redis.zrange(ns.all, 0, -1):
+            xid = raw.decode()
+            out[xid] = await runtime.redis.get(ns.view(xid))
+    return out
+
+
+async def test_projector_folds_what_the_store_appended(runtime: Runtime) -> None:
+    owner = new_id("acc")
+    done = await make(runtime.store, owner, scenarios.three_steps)
+    running = await make(runtime.store, owner, scenarios.three_steps, upto=4)
+    pending = await make(runtime.store, owner, scenarios.three_steps, upto=1)
+    await Projector(runtime).run_until_idle()
+
+    queries = Queries(runtime)
+    body = await queries.get_execution(owner, done.execution_id)
+    assert body is not None
+    assert body["execution"]["status"] == "done"
+    assert body["execution"]["steps_done"] == 3
+    assert [s["status"] for s in body["steps"]] == ["done"] * 3
+    running_view = await queries.get_view(owner, running.execution_id)
+    assert running_view is not None
+    assert running_view.status == "running"
+    assert running_view.seq == 4
+
+    everything, cursor = await queries.list_executions(owner, active=False, limit=10, cursor=None)
+    assert cursor is None
+    assert {e["execution_id"] for e in everything} == {
+        done.execution_id,
+        running.execution_id,
+        pending.execution_id,
+    }
+    active, _ = await queries.list_executions(owner, active=True, limit=10, cursor=None)
+    assert {e["execution_id"]: e["status"] for e in active} == {
+        running.execution_id: "running",
+        pending.execution_id: "pending",
+    }
+
+    # The running one finishes: it leaves the active index.
+    await runtime.store.append(
+        running.execution_id, 4, scenarios.three_steps(running.execution_id, owner)[4:]
+    )
+    await Projector(runtime).run_until_idle()
+    active, _ = await queries.list_executions(owner, active=True, limit=10, cursor=None)
+    assert [e["execution_id"] for e in active] == [pending.execution_id]
+
+
+async def test_checkpoint_resumes_where_the_last_projector_stopped(runtime: Runtime) -> None:
+    owner = new_id("acc")
+    await make(runtime.store, owner, scenarios.three_steps)
+    first = Projector(runtime)
+    await first.run_until_idle()
+    assert first.stats.events == 9
+    second_exec = await make(runtime.store, owner, scenarios.retried_then_done)
+    second = Projector(runtime)
+    await second.run_until_idle()
+    assert second.stats.events == len(second_exec.events)  # only what is new
+    third = Projector(runtime)
+    await third.run_until_idle()
+    assert third.stats.events == 0
+
+
+async def test_duplicate_delivery_changes_nothing(runtime: Runtime) -> None:
+    owner = new_id("acc")
+    made = await make(runtime.store, owner, scenarios.cancelled)
+    await Projector(runtime).run_until_idle()
+    before = await views_of(runtime, 1)
+    # The same events land in the log again (a writer retried after a lost reply).
+    log = runtime.store.keys.log(runtime.store.keys.partition(owner))
+    for event in made.events:
+        await runtime.redis.xadd(log, {"e": codec.encode(event)})
+    projector = Projector(runtime)
+    await projector.run_until_idle()
+    assert projector.stats.events == len(made.events)
+    assert await views_of(runtime, 1) == before
+
+
+async def test_undecodable_entries_are_skipped_and_counted(runtime: Runtime) -> None:
+    owner = new_id("acc")
+    p = runtime.store.keys.partition(owner)
+    await runtime.redis.xadd(runtime.store.keys.log(p), {"e": b"{not json"})
+    await runtime.redis.xadd(runtime.store.keys.log(p), {"e": b'{"type":"NoSuchEvent"}'})
+    made = await make(runtime.store, owner, scenarios.transcript_done)
+    projector = Projector(runtime)
+    await projector.run_until_idle()
+    assert projector.stats.skipped == 2
+    assert int(await runtime.redis.get(Namespace(runtime.store.keys, p, 1).skipped)) == 2
+    body = await Queries(runtime).get_execution(owner, made.execution_id)
+    assert body is not None
+    assert body["execution"]["status"] == "done"
+
+
+async def test_a_gap_in_the_log_is_repaired_from_the_execution_stream(runtime: Runtime) -> None:
+    owner = new_id("acc")
+    made = await make(runtime.store, owner, scenarios.three_steps)
+    p = runtime.store.keys.partition(owner)
+    log = runtime.store.keys.log(p)
+    # Lose the first four log entries (as if trimmed): the stream still has every event.
+    for entry_id, _ in await runtime.redis.xrange(log, "-", "+", count=4):
+        await runtime.redis.xdel(log, entry_id)
+    await Projector(runtime).run_until_idle()
+    view = await Queries(runtime).get_view(owner, made.execution_id)
+    assert view is not None
+    assert (view.status, view.seq) == ("done", 9)
+
+
+async def test_read_your_writes_before_the_projector_runs(runtime: Runtime) -> None:
+    owner = new_id("acc")
+    made = await make(runtime.store, owner, scenarios.transcript_done, upto=1)
+    queries = Queries(runtime)
+    body = await queries.get_execution(owner, made.execution_id)
+    assert body is not None
+    assert body["execution"]["status"] == "pending"
+    assert body["execution"]["execution_id"] == made.execution_id
+    history = await queries.history(owner, made.execution_id)
+    assert history is not None
+    assert [e["type"] for e in history] == ["ExecutionRequested"]
+
+
+async def test_another_owner_and_bad_ids_see_nothing(runtime: Runtime) -> None:
+    owner = new_id("acc")
+    made = await make(runtime.store, owner, scenarios.transcript_done)
+    await Projector(runtime).run_until_idle()
+    queries = Queries(runtime)
+    stranger = new_id("acc")
+    # a stranger in the same partition, so the partition check alone cannot be what refuses
+    while runtime.store.keys.partition(stranger) != runtime.store.keys.partition(owner):
+        stranger = new_id("acc")
+    assert await queries.get_execution(stranger, made.execution_id) is None
+    assert await queries.history(stranger, made.execution_id) is None
+    assert await queries.get_transcript(stranger, "itm_00000000000000000001", "en") is None
+    assert await queries.list_executions(stranger, active=False, limit=5, cursor=None) == ([], None)
+    for bad in ("", "exc_nope", "exc_p1_../../x", made.execution_id + "x"):
+        assert await queries.get_execution(owner, bad) is None
+    unknown = new_execution_id(runtime.store.keys.partition(owner))
+    assert await queries.get_execution(owner, unknown) is None
+
+
+async def test_list_pages_newest_first_with_a_stable_cursor(runtime: Runtime) -> None:
+    owner = new_id("acc")
+    made = [await make(runtime.store, owner, scenarios.transcript_done, upto=1) for _ in range(5)]
+    await Projector(runtime).run_until_idle()
+    queries = Queries(runtime)
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        page, cursor = await queries.list_executions(owner, active=True, limit=2, cursor=cursor)
+        seen += [e["execution_id"] for e in page]
+        pages += 1
+        if cursor is None:
+            break
+    assert pages == 3
+    assert sorted(seen) == sorted(m.execution_id for m in made)
+    assert len(set(seen)) == 5
+    created = [
+        e["created_at"]
+        for e in (await queries.list_executions(owner, active=False, limit=5, cursor=None))[0]
+    ]
+    assert created == sorted(created, reverse=True)
+    with pytest.raises(InvalidRequest, match="cursor"):
+        await queries.list_executions(owner, active=False, limit=2, cursor="garbage")
+
+
+async def test_transcript_query_reads_the_newest_blob(runtime: Runtime) -> None:
+    owner = new_id("acc")
+    p = runtime.store.keys.partition(owner)
+    await runtime.store.put_blob(
+        p,
+        "a" * 64,
+        b'{"lang":"en","text":"hello","segments":[{"start_ms":0,"end_ms":9,"text":"hello"}]}',
+    )
+    made = await make(runtime.store, owner, scenarios.transcript_done)
+    await Projector(runtime).run_until_idle()
+    queries = Queries(runtime)
+    item = "itm_00000000000000000001"
+    got = await queries.get_transcript(owner, item, "en")
+    assert got is not None
+    assert got["text"] == "hello"
+    assert got["segments"] == [{"start_ms": 0, "end_ms": 9, "text": "hello"}]
+    assert got["execution_id"] == made.execution_id
+    assert await queries.get_transcript(owner, item, None) == got
+    assert await queries.get_transcript(owner, item, "de") is None
+
+
+async def test_replay_is_identical_to_the_live_views_and_switch_moves_everyone(
+    runtime: Runtime,
+) -> None:
+    owners = [new_id("acc") for _ in range(3)]
+    for i, owner in enumerate(owners):
+        for name, scenario in scenarios.SCENARIOS.items():
+            await make(runtime.store, owner, scenario, upto=None if i else 3 + len(name) % 3)
+    await Projector(runtime).run_until_idle()
+
+    progress: list[tuple[int, int]] = []
+    report = await replay.rebuild(runtime, progress=lambda d, t: progress.append((d, t)))
+    assert (report.previous_version, report.version) == (1, 2)
+    assert report.executions == 3 * len(scenarios.SCENARIOS)
+    assert progress[-1][0] == progress[-1][1] == report.events
+    parity = await replay.compare(runtime, 1, 2)
+    assert parity.identical, parity.describe()
+    assert parity.count_a == parity.count_b == report.executions
+
+    # A live projector started before the switch follows it.
+    projector = Projector(runtime)
+    await projector.run_until_idle()
+    await replay.switch(runtime, 2)
+    assert await current_version(runtime.redis, runtime.store.keys) == 2
+    late = await make(runtime.store, owners[0], scenarios.transcript_done)
+    await projector.run_until_idle()
+    assert projector.version == 2
+    await replay.drop(runtime, 1)
+    assert await views_of(runtime, 1) == {}
+    queries = Queries(runtime)
+    page, _ = await queries.list_executions(owners[0], active=False, limit=100, cursor=None)
+    assert late.execution_id in {e["execution_id"] for e in page}
+    assert len(page) == len(scenarios.SCENARIOS) + 1
+    with pytest.raises(InvalidRequest, match="live"):
+        await replay.drop(runtime, 2)
+
+
+async def test_a_changed_view_shows_up_in_the_parity_report(runtime: Runtime) -> None:
+    owner = new_id("acc")
+    made = await make(runtime.store, owner, scenarios.three_steps)
+    await Projector(runtime).run_until_idle()
+    report = await replay.rebuild(runtime)
+    ns = Namespace(runtime.store.keys, runtime.store.keys.partition(owner), report.version)
+    view = decode_view(await runtime.redis.get(ns.view(made.execution_id)))
+    await runtime.redis.set(
+        ns.view(made.execution_id), encode_view(msgspec.structs.replace(view, cost=1))
+    )
+    parity = await replay.compare(runtime, 1, report.version)
+    assert parity.differing == [made.execution_id]
+    assert not parity.identical
+
+
+async def test_two_projectors_at_once_give_the_same_views(runtime: Runtime) -> None:
+    owners = [new_id("acc") for _ in range(6)]
+    for owner in owners:
+        for scenario in scenarios.SCENARIOS.values():
+            await make(runtime.store, owner, scenario)
+    a, b = Projector(runtime), Projector(runtime)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.run_until_idle)
+        tg.start_soon(b.run_until_idle)
+    assert a.stats.events + b.stats.events == 6 * sum(
+        len(s("x", "y")) for s in scenarios.SCENARIOS.values()
+    )
+    report = await replay.rebuild(runtime)
+    parity = await replay.compare(runtime, 1, report.version)
+    assert parity.identical, parity.describe()

@@ -188,8 +188,9 @@ def _prefix(raw: str) -> str:
 
 
 def _secret(raw: str) -> str:
-    if len(raw) < 16:
-        raise ValueError("must be at least 16 characters")
+    # HS256 wants a key of at least 32 bytes (RFC 7518 §3.2); admin tokens get the same floor.
+    if len(raw) < 32:
+        raise ValueError("must be at least 32 characters")
     return raw
 
 

@@ -26,7 +26,7 @@ def role_env(redis_url: str, **overrides: str) -> dict[str, str]:
         CLIPSTREAM_LEASE_MS="1500",
         CLIPSTREAM_HEARTBEAT_MS="300",
         CLIPSTREAM_CLAIM_INTERVAL_MS="200",
-        CLIPSTREAM_ADMIN_TOKEN="adm_test_token_0123456789",
+        CLIPSTREAM_ADMIN_TOKEN="adm_test_token_0123456789abcdefghij",
         CLIPSTREAM_JWT_SECRET="test-jwt-secret-0123456789abcdef",
         PYTHONUNBUFFERED="1",
     )

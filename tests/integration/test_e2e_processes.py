@@ -13,7 +13,7 @@ from tests.servers import RedisServer, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-ADMIN = {"Authorization": "Bearer adm_test_token_0123456789"}
+ADMIN = {"Authorization": "Bearer adm_test_token_0123456789abcdefghij"}
 
 
 def _poll(client: httpx.Client, url: str, headers: dict[str, str], status: str) -> dict[str, object]:

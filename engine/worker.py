@@ -209,7 +209,10 @@ class Worker:
 
     async def _read_pass(self) -> bool:
         """Read new entries from every partition; True when there were any."""
-        room = 2 * self.settings.worker_concurrency - len(self._jobs)
+        # The local queue holds up to a batch of leases (at least twice the concurrency): enough
+        # to see past one owner's flood and serve owners in turn, without hoarding the work
+        # other workers could take.
+        room = max(2 * self.settings.worker_concurrency, self.settings.batch) - len(self._jobs)
         if room <= 0 or self._stopping:
             return False  # backpressure: the leases we hold already fill the queue
         count = max(1, min(self.settings.batch, room))

@@ -427,3 +427,71 @@ async def test_undecodable_entry_is_dead_lettered(runtime: Runtime) -> None:
     [dead] = await store.dead_letters(2)
     assert dead["reason"] == "undecodable entry"
     assert int((await store.redis.xpending(store.keys.log(2), WORKER_GROUP))["pending"]) == 0
+
+
+async def test_graceful_stop_hands_back_unfinished_work(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = runtime.store
+    gate = _GateTool()
+    monkeypatch.setitem(TOOLS, gate.tool_id, gate)
+    steps = [transcribe(), StepSpec(step_id=new_id("stp"), tool_id="test_gate")]
+    req = await request(store, steps)
+    p = store.keys.partition(req.owner)
+    worker = Worker(runtime, worker_id="leaving")
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run, stop)
+        await gate.entered.wait()
+        stop.set()  # SIGTERM: the gate never opens, so the grace period runs out
+    assert worker.in_flight == 0
+    # The lease is claimable at once (no lease timeout to wait for) and step 0 stays done.
+    claimed = await store.claim_expired(p, "next", min_idle_ms=runtime.settings.lease_ms)
+    assert [c.entry_id for c in claimed if isinstance(c.event, ExecutionRequested)] != []
+    await store.hand_back(p, "next", [c.entry_id for c in claimed])
+    gate.gate.set()
+    await Worker(runtime, worker_id="next").run_until_idle()
+    history = await store.history(req.execution_id)
+    assert isinstance(history[-1], ExecutionCompleted)
+    assert [c.step_index for c in of_type(history, StepCompleted)] == [0, 1]
+    assert [(s.step_index, s.attempt) for s in of_type(history, StepStarted)] == [
+        (0, 1),
+        (1, 1),
+        (1, 2),
+    ]
+
+
+class _RecordingTool(Tool):
+    """Records the owner of every execution it runs, in order."""
+
+    tool_id = "test_record"
+    description = "records the dispatch order"
+    provider_kind = "llm"
+
+    def __init__(self) -> None:
+        self.owners: list[str] = []
+
+    def estimate_cost(self, input: dict[str, Any]) -> int:
+        return 0
+
+    async def run(self, ctx: ToolContext) -> StepResult:
+        self.owners.append(ctx.owner)
+        return StepResult(output={})
+
+
+async def test_one_owners_flood_does_not_starve_another(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = runtime.store
+    recorder = _RecordingTool()
+    monkeypatch.setitem(TOOLS, recorder.tool_id, recorder)
+    steps = [StepSpec(step_id=new_id("stp"), tool_id="test_record")]
+    flood, single = new_id("acc"), new_id("acc")
+    for _ in range(6):
+        await request(store, steps, [{}], owner=flood)
+    await request(store, steps, [{}], owner=single)
+    one_at_a_time = replace(runtime.settings, worker_concurrency=1)
+    await Worker(replace(runtime, settings=one_at_a_time)).run_until_idle()
+    assert sorted(recorder.owners) == sorted([flood] * 6 + [single])
+    # Round-robin by owner: the single execution runs second, not after the whole flood.
+    assert recorder.owners.index(single) <= 1

@@ -3,7 +3,7 @@ switch, and drop old versions. No printing here: the CLI draws the progress bar 
 
 A rebuild reads each partition log from the start in pages of 10,000 (XRANGE), folds in memory
 with the same code as the live projector (``projections.batch``), and writes the views, indexes
-and checkpoint of version ``current + 1`` in pipelined batches, the checkpoint last. After
+and checkpoint of version ``current + 1`` in batches, the checkpoint last. After
 ``switch`` the live projectors continue from the new namespace's checkpoints, so events appended
 during the rebuild are folded there too. Leftovers of an unfinished rebuild are dropped first.
 """
@@ -15,23 +15,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from engine.errors import InvalidRequest
+from engine.errors import InvalidRequest, StoreError
 from engine.runtime import Runtime
+from projections import scripts
 from projections.batch import fold_entries, repair
-from projections.namespace import (
-    DEFAULT_VERSION,
-    Namespace,
-    TranscriptPointer,
-    current_version,
-    encode_pointer,
-    set_version,
-    transcripts_of,
-    valid_name,
-)
-from projections.views import ExecutionView, decode_view, encode_view, is_active
+from projections.namespace import DEFAULT_VERSION, Namespace, current_version, set_version
+from projections.projector import commit_args
+from projections.views import ExecutionView, decode_view
 
 PAGE = 10_000  # log entries per XRANGE
-WRITE_BATCH = 1_000  # views per pipelined write
+WRITE_BATCH = 500  # views per commit call
 
 Progress = Callable[[int, int], None]
 
@@ -155,38 +148,24 @@ async def rebuild(
 async def _write_namespace(
     runtime: Runtime, ns: Namespace, views: dict[str, ExecutionView], ckpt: str, skipped: int
 ) -> None:
-    """Write views and indexes in pipelined batches, then the checkpoint (last, so a namespace
-    with a checkpoint is complete)."""
-    redis = runtime.redis
-    newest: dict[tuple[str, str, str], TranscriptPointer] = {}
+    """Write views and indexes with the live projector's own commit script, a batch per call
+    (the same index rules, and one reply per batch); the checkpoint moves only with the last
+    batch, so a namespace with a checkpoint is complete."""
+    commit = runtime.redis.register_script(scripts.COMMIT)
     batch = list(views.values())
-    for start in range(0, len(batch), WRITE_BATCH):
-        pipe = redis.pipeline(transaction=False)
-        for view in batch[start : start + WRITE_BATCH]:
-            xid, score = view.execution_id, view.created_at
-            pipe.set(ns.view(xid), encode_view(view))
-            pipe.zadd(ns.all, {xid: score})
-            pipe.zadd(ns.owned(view.owner), {xid: score})
-            if is_active(view):
-                pipe.zadd(ns.active(view.owner), {xid: score})
-            if view.reporter_id is not None and valid_name(view.reporter_id):
-                pipe.zadd(ns.reporter(view.owner, view.reporter_id), {xid: score})
-            for pointer in transcripts_of(view):
-                key = (view.owner, pointer.item_id, pointer.lang)
-                held = newest.get(key)
-                if held is None or held.created_at <= pointer.created_at:
-                    newest[key] = pointer
-        await pipe.execute()
-    pointers = list(newest.items())
-    for start in range(0, len(pointers), WRITE_BATCH):
-        pipe = redis.pipeline(transaction=False)
-        for (owner, item_id, lang), pointer in pointers[start : start + WRITE_BATCH]:
-            pipe.set(ns.transcript(owner, item_id, lang), encode_pointer(pointer))
-            pipe.zadd(ns.transcript_langs(owner, item_id), {lang: pointer.created_at})
-        await pipe.execute()
-    if skipped:
-        await redis.set(ns.skipped, skipped)
-    await redis.set(ns.ckpt, ckpt)
+    starts = list(range(0, len(batch), WRITE_BATCH)) or [0]
+    for start in starts:
+        last = start == starts[-1]
+        keys, args = commit_args(
+            ns,
+            batch[start : start + WRITE_BATCH],
+            "0-0",
+            ckpt if last else "0-0",
+            skipped if last else 0,
+        )
+        result = await commit(keys=keys, args=args)
+        if int(result[0]) != 1:
+            raise StoreError(f"{ns.base} was written by someone else during the rebuild")
 
 
 async def compare(runtime: Runtime, a: int, b: int) -> ParityReport:

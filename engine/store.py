@@ -148,10 +148,13 @@ class EventStore:
             event.execution_id,
             event.at,
         ]
-        result = await self._run(self._request, keys, args)
+        if self.settings.wait_replicas > 0:
+            result, replicated = await self._run_and_wait(scripts.REQUEST, keys, args)
+        else:
+            result, replicated = await self._run(self._request, keys, args), 0
         status = _s(result[0])
         if status == "ok":
-            await self._wait_for_replicas()
+            self._check_replicas(replicated)
             return Accepted(event.execution_id, duplicate=False, balance=int(result[2]))
         if status == "duplicate":
             return Accepted(_s(result[1]), duplicate=True)
@@ -185,16 +188,31 @@ class EventStore:
             raise ConcurrencyConflict(execution_id, expected_seq, int(result[1]))
         return stamped
 
-    async def _wait_for_replicas(self) -> None:
-        n = self.settings.wait_replicas
-        if n <= 0:
-            return
+    async def _run_and_wait(self, script: str, keys: list[str], args: list[Any]) -> tuple[Any, int]:
+        """Run ``script``, then WAIT for replicas on the same connection; (reply, replicas).
+
+        WAIT only covers the writes of the connection it is sent on, so the script and the WAIT
+        go in one pipeline: redis-py runs a pipeline on one connection, and a cluster pipeline on
+        one connection per node, with WAIT pinned to the node that owns the keys' slot (left to
+        itself RedisCluster would send WAIT to every primary and add the answers up).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.execute_command("EVAL", script, len(keys), *keys, *args)
+        wait: list[Any] = ["WAIT", self.settings.wait_replicas, self.settings.wait_timeout_ms]
+        if hasattr(self.redis, "get_node_from_key"):  # RedisCluster
+            pipe.execute_command(*wait, target_nodes=self.redis.get_node_from_key(keys[0]))
+        else:
+            pipe.execute_command(*wait)
         try:
-            acked = int(await self.redis.execute_command("WAIT", n, self.settings.wait_timeout_ms))
+            reply, replicas = await pipe.execute()
         except RedisError as exc:
-            raise StoreUnavailable(f"WAIT failed: {exc}") from exc
-        if acked < n:
-            raise StoreUnavailable(f"only {acked} of {n} replicas confirmed the write")
+            raise StoreUnavailable(f"Redis script failed: {exc}") from exc
+        return reply, int(replicas)
+
+    def _check_replicas(self, replicated: int) -> None:
+        n = self.settings.wait_replicas
+        if replicated < n:
+            raise StoreUnavailable(f"only {replicated} of {n} replicas confirmed the write")
 
     # -- reads ----------------------------------------------------------------------------------
     async def history(self, execution_id: str, after_seq: int = 0) -> list[AnyEvent]:

@@ -77,11 +77,19 @@ def _wait_ready(port: int, deadline_s: float = 10.0) -> None:
 class RedisServer:
     """One redis-server on a free port; ``restart`` keeps its data directory (AOF restarts)."""
 
-    def __init__(self, directory: Path, *, appendonly: bool = False, cluster: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        appendonly: bool = False,
+        cluster: bool = False,
+        replica_of: RedisServer | None = None,
+    ) -> None:
         self.directory = directory
         self.port = free_port(cluster=cluster)
         self.appendonly = appendonly
         self.cluster = cluster
+        self.replica_of = replica_of
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -99,7 +107,11 @@ class RedisServer:
             "--appendfsync", "always",
             "--daemonize", "no",
             "--loglevel", "warning",
+            # A replica's first sync starts at once (Redis waits 5 s for more replicas by default).
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of.port)]
         if self.cluster:
             args += [
                 "--cluster-enabled", "yes",
@@ -133,6 +145,35 @@ def redis_server(*, appendonly: bool = False) -> Iterator[RedisServer]:
             yield server
         finally:
             server.stop()
+
+
+@contextmanager
+def redis_replicated() -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A primary and one replica of it, the replica's first sync done."""
+    with tempfile.TemporaryDirectory(prefix="cs-repl-") as tmp:
+        primary = RedisServer(Path(tmp) / "primary")
+        replica = RedisServer(Path(tmp) / "replica", replica_of=primary)
+        try:
+            for server in (primary, replica):
+                server.directory.mkdir()
+                server.start()
+            _wait_replica_synced(replica.port)
+            yield primary, replica
+        finally:
+            replica.stop()
+            primary.stop()
+
+
+def _wait_replica_synced(port: int, deadline_s: float = 20.0) -> None:
+    client = redis.Redis(port=port)
+    end = time.monotonic() + deadline_s
+    try:
+        while client.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > end:
+                raise RuntimeError("the replica did not sync with its primary")
+            time.sleep(0.05)
+    finally:
+        client.close()
 
 
 @contextmanager

@@ -8,10 +8,14 @@ The AOF restart test stays out: it is about one server's persistence, not routin
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import ModuleType
 
 import pytest
 
+from engine.connection import RedisClient
+from engine.errors import StoreUnavailable
+from engine.settings import Settings
 from engine.store import EventStore
 from tests.contract import (
     test_store_append,
@@ -20,7 +24,7 @@ from tests.contract import (
     test_store_open,
     test_store_requests,
 )
-from tests.contract.builders import started_execution
+from tests.contract.builders import FEE, funded, requested, started_execution
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -61,3 +65,19 @@ async def test_one_execution_keeps_to_one_slot(store: EventStore) -> None:
     ]
     slots = {store.redis.keyslot(k) for k in keys}
     assert len(slots) == 1, slots
+
+
+async def test_wait_for_replicas_asks_the_node_that_took_the_write(
+    redis: RedisClient, settings: Settings
+) -> None:
+    """The durable path runs on a cluster: script and WAIT share one pipeline, WAIT pinned to the
+    primary that owns the slot (a keyless command would otherwise make the cluster pipeline
+    refuse it, or RedisCluster fan it out to every primary). No replicas here: 0 of 1, while the
+    write itself stays on the primary."""
+    store = EventStore(redis, replace(settings, wait_replicas=1, wait_timeout_ms=50))
+    await store.open()
+    owner = await funded(store, FEE)
+    req = requested(store, owner)
+    with pytest.raises(StoreUnavailable, match="0 of 1 replicas"):
+        await store.request(req)
+    assert [e.seq for e in await store.history(req.execution_id)] == [1]

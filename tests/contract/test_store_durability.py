@@ -1,17 +1,26 @@
-"""The store survives a Redis restart with AOF: events, the worker group and its pending entries
-(the leases) come back as they were. Real Redis only: it restarts a private redis-server."""
+"""Durability on real Redis: the store survives a restart with AOF (events, the worker group and
+its pending entries, the leases, come back as they were), and with replicas configured a request
+is accepted only once they confirmed it. Real Redis only: these start their own servers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
 
+from engine.errors import StoreUnavailable
 from engine.settings import Settings
 from engine.store import EventStore
-from tests.contract.builders import started_execution
-from tests.servers import RedisServer, redis_server, redis_server_available, require_real_redis
+from tests.contract.builders import FEE, balance, funded, requested, started_execution
+from tests.servers import (
+    RedisServer,
+    redis_replicated,
+    redis_server,
+    redis_server_available,
+    require_real_redis,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -60,5 +69,59 @@ async def test_events_group_and_leases_survive_a_restart(
         await store.hand_back(1, "w1", [leased.entry_id])
         [claimed] = await store.claim_expired(1, "w3", min_idle_ms=settings.lease_ms)
         assert (claimed.entry_id, claimed.deliveries) == (leased.entry_id, 2)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def replicated() -> Iterator[tuple[RedisServer, RedisServer]]:
+    if not redis_server_available():
+        if require_real_redis():
+            pytest.fail("CLIPSTREAM_REQUIRE_REDIS=1 but redis-server is not on PATH")
+        pytest.skip("redis-server is not on PATH")
+    with redis_replicated() as servers:
+        yield servers
+
+
+async def test_an_accepted_request_is_already_on_the_replica(
+    replicated: tuple[RedisServer, RedisServer], settings: Settings
+) -> None:
+    primary, replica = replicated
+    settings = replace(settings, wait_replicas=1, wait_timeout_ms=10_000)
+    client = aioredis.Redis.from_url(primary.url)
+    replica_client = aioredis.Redis.from_url(replica.url)
+    try:
+        store = EventStore(client, settings)
+        await store.open()
+        for _ in range(5):
+            req = await started_execution(store)
+            # No polling: WAIT returned only once the replica had the write.
+            rows = await replica_client.xrange(store.keys.execution(req.execution_id))
+            assert rows is not None
+            assert len(rows) == 1
+    finally:
+        await client.aclose()
+        await replica_client.aclose()
+
+
+async def test_a_request_the_replicas_did_not_confirm_is_unavailable(
+    replicated: tuple[RedisServer, RedisServer], settings: Settings
+) -> None:
+    primary, replica = replicated
+    replica.stop(kill=True)
+    settings = replace(settings, wait_replicas=1, wait_timeout_ms=100)
+    client = aioredis.Redis.from_url(primary.url)
+    try:
+        store = EventStore(client, settings)
+        await store.open()
+        owner = await funded(store, 2 * FEE)
+        req = requested(store, owner)
+        with pytest.raises(StoreUnavailable, match="0 of 1 replicas"):
+            await store.request(req, idempotency=("k1", "body"))
+        # The primary kept the write: a retry with the same key finds it and charges nothing.
+        again = await store.request(requested(store, owner), idempotency=("k1", "body"))
+        assert again.duplicate
+        assert again.execution_id == req.execution_id
+        assert await balance(store, owner) == FEE
     finally:
         await client.aclose()

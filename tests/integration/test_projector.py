@@ -22,6 +22,7 @@ from projections.projector import Projector
 from projections.queries import Queries
 from projections.views import decode_view, encode_view
 from tests.golden import scenarios
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -305,3 +306,53 @@ async def test_two_projectors_at_once_give_the_same_views(runtime: Runtime) -> N
     report = await replay.rebuild(runtime)
     parity = await replay.compare(runtime, 1, report.version)
     assert parity.identical, parity.describe()
+
+
+async def test_running_projector_follows_appends_and_a_switch_then_stops(runtime: Runtime) -> None:
+    owner = new_id("acc")
+    queries = Queries(runtime)
+    ns = Namespace(runtime.store.keys, runtime.store.keys.partition(owner), 1)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        projector = Projector(runtime)
+        tg.start_soon(projector.run, stop)
+        first = await make(runtime.store, owner, scenarios.transcript_done)
+        await eventually(lambda: runtime.redis.exists(ns.view(first.execution_id)))
+        report = await replay.rebuild(runtime)
+        await replay.switch(runtime, report.version)
+        second = await make(runtime.store, owner, scenarios.transcript_done)
+        new_ns = Namespace(ns.keys, ns.partition, report.version)
+        await eventually(lambda: runtime.redis.exists(new_ns.view(second.execution_id)))
+        page, _ = await queries.list_executions(owner, active=False, limit=10, cursor=None)
+        assert {e["execution_id"] for e in page} == {first.execution_id, second.execution_id}
+        stop.set()
+    assert not await runtime.redis.exists(new_ns.lease)  # leases given back on a clean stop
+
+
+async def test_reporter_index_and_newest_transcript_language(runtime: Runtime) -> None:
+    owner = new_id("acc")
+    p = runtime.store.keys.partition(owner)
+    await runtime.store.put_blob(p, "a" * 64, b'{"text": "english", "segments": []}')
+    xid_en = new_execution_id(p)
+    xid_pt = new_execution_id(p)
+    en = scenarios.transcript_done(xid_en, owner, t0=scenarios.T0, lang="en")
+    pt = scenarios.transcript_done(xid_pt, owner, t0=scenarios.T0 + 10_000, lang="pt")
+    # Written as recorded (the store would restamp the times): the newer one first, so the
+    # index must not depend on the order the executions are folded in.
+    for event in (*pt, *en):
+        await runtime.redis.xadd(runtime.store.keys.log(p), {"e": codec.encode(event)})
+    retried = await make(runtime.store, owner, scenarios.retried_then_done)
+    await Projector(runtime).run_until_idle()
+    queries = Queries(runtime)
+    item = "itm_00000000000000000001"
+    newest = await queries.get_transcript(owner, item, None)
+    assert newest is not None
+    assert (newest["lang"], newest["execution_id"]) == ("pt", xid_pt)
+    english = await queries.get_transcript(owner, item, "en")
+    assert english is not None
+    assert (english["text"], english["execution_id"]) == ("english", xid_en)
+    page, cursor = await queries.list_reporter_executions(
+        owner, "rep_00000000000000000001", limit=10, cursor=None
+    )
+    assert [e["execution_id"] for e in page] == [retried.execution_id]
+    assert cursor is None

@@ -176,3 +176,20 @@ def transcripts_of(view: ExecutionView) -> list[TranscriptPointer]:
 
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+async def checkpoints(
+    redis: RedisClient, keys: Keys, partitions: range | list[int], version: int | None = None
+) -> dict[int, str]:
+    """Each partition's checkpoint in ``version`` (default: the live one); ``"0-0"`` when that
+    partition was never folded. For status screens and for log trimming, which must stay below
+    every checkpoint."""
+    if version is None:
+        version = await current_version(redis, keys)
+    out: dict[int, str] = {}
+    for p in partitions:
+        raw = await redis.get(Namespace(keys, p, version).ckpt)
+        out[p] = (
+            (raw.decode() if isinstance(raw, bytes) else str(raw)) if raw is not None else "0-0"
+        )
+    return out

@@ -16,7 +16,7 @@ from engine.ids import new_id
 from engine.runtime import Runtime
 from engine.settings import Settings
 from projections import replay
-from projections.namespace import Namespace
+from projections.namespace import Namespace, checkpoints
 from projections.projector import Projector
 from projections.views import ExecutionView
 from tests.golden import scenarios
@@ -45,10 +45,9 @@ async def _fill(runtime: Runtime, owners: int = 3) -> int:
 
 async def _assert_complete_and_identical(runtime: Runtime) -> None:
     """Every checkpoint at its log's tail, and the live views equal a fresh replay."""
-    for p in runtime.store.partitions:
-        ckpt = await runtime.redis.get(Namespace(runtime.store.keys, p, 1).ckpt)
-        after = ckpt.decode() if ckpt else "0-0"
-        assert await runtime.store.read_log(p, after, 1) == []
+    store = runtime.store
+    for p, after in (await checkpoints(runtime.redis, store.keys, store.partitions)).items():
+        assert await store.read_log(p, after, 1) == []
     report = await replay.rebuild(runtime)
     parity = await replay.compare(runtime, 1, report.version)
     assert parity.identical, parity.describe()

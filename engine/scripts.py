@@ -48,18 +48,19 @@ end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', ''} end
 local fee = tonumber(ARGV[1])
 local balance = tonumber(redis.call('GET', KEYS[3]) or '0')
-if balance < fee then return {'insufficient', tostring(balance)} end
+if balance < fee then return {'insufficient', string.format('%d', balance)} end
 if fee > 0 then
   balance = redis.call('DECRBY', KEYS[3], fee)
   redis.call('XADD', KEYS[4], '*', 'charge_id', 'fee:' .. ARGV[6], 'kind', 'fee',
-    'amount', tostring(-fee), 'balance', tostring(balance), 'execution_id', ARGV[6], 'at', ARGV[7])
+    'amount', string.format('%d', -fee), 'balance', string.format('%d', balance),
+    'execution_id', ARGV[6], 'at', ARGV[7])
 end
 redis.call('XADD', KEYS[1], '1-0', 'e', ARGV[2])
 local log_id = redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
 if ARGV[3] == '1' then
   redis.call('SET', KEYS[5], ARGV[4] .. '|' .. ARGV[6], 'EX', tonumber(ARGV[5]))
 end
-return {'ok', log_id, tostring(balance)}
+return {'ok', log_id, string.format('%d', balance)}
 """
 
 # Renew (idle 0) or hand back (idle = a large number) leases this consumer still holds.

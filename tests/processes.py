@@ -71,9 +71,7 @@ class Role:
 
 
 @contextmanager
-def roles(
-    specs: list[list[str]], env: Mapping[str, str], log_dir: Path
-) -> Iterator[list[Role]]:
+def roles(specs: list[list[str]], env: Mapping[str, str], log_dir: Path) -> Iterator[list[Role]]:
     """Start one process per spec (e.g. ``["worker"]``); stop them all at the end."""
     started: list[Role] = []
     try:

@@ -16,7 +16,9 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 ADMIN = {"Authorization": "Bearer adm_test_token_0123456789abcdefghij"}
 
 
-def _poll(client: httpx.Client, url: str, headers: dict[str, str], status: str) -> dict[str, object]:
+def _poll(
+    client: httpx.Client, url: str, headers: dict[str, str], status: str
+) -> dict[str, object]:
     import time
 
     end = time.monotonic() + 60
@@ -44,9 +46,7 @@ def test_transcript_through_separate_processes(
         assert created.status_code == 201, created.text
         auth = {"Authorization": f"Bearer {created.json()['api_key']}"}
 
-        item = http.post(
-            "/v1/items", json={"source": "https://youtu.be/dQw4w9WgXcQ"}, headers=auth
-        )
+        item = http.post("/v1/items", json={"source": "https://youtu.be/dQw4w9WgXcQ"}, headers=auth)
         assert item.status_code == 201, item.text
         item_id = item.json()["item"]["item_id"]
 

@@ -13,6 +13,10 @@ from engine.settings import Settings
 # commands with their sync return types, so every caller converts replies explicitly instead.
 RedisClient: TypeAlias = Any
 
+# Connections per process (per node on a cluster). Workers drive many executions at once and the
+# serve role shares one client between API, worker and projector.
+MAX_CONNECTIONS = 256
+
 
 def connect(settings: Settings) -> RedisClient:
     """A client for the configured Redis, or a fresh embedded in-memory store when none is.
@@ -22,8 +26,13 @@ def connect(settings: Settings) -> RedisClient:
     if settings.redis_url is None:
         return embedded()
     if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url)
-    return aioredis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        return RedisCluster.from_url(settings.redis_url, max_connections=MAX_CONNECTIONS)
+    # A blocking pool: past its size a command waits for a free connection instead of failing
+    # with "Too many connections" (redis-py's default pool refuses beyond its maximum).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=MAX_CONNECTIONS, timeout=30, health_check_interval=30
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def embedded() -> aioredis.Redis:

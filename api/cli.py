@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -21,6 +21,8 @@ from engine.runtime import Runtime
 from engine.settings import Settings
 
 log = logging.getLogger("clipstream")
+
+T = TypeVar("T")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -424,36 +426,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _run(func: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run a role's main coroutine, on uvloop when it is installed (it comes with
+    uvicorn[standard])."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return anyio.run(func, *args)
+    return anyio.run(func, *args, backend_options={"use_uvloop": True})
+
+
 def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
     command = args.command
     if command == "serve":
-        anyio.run(_serve_all, settings, args.host, args.port)
+        _run(_serve_all, settings, args.host, args.port)
         return 0
     if command == "api":
-        anyio.run(_run_api, settings, args.host, args.port)
+        _run(_run_api, settings, args.host, args.port)
         return 0
     if command == "worker":
 
         async def worker_role(runtime: Runtime, stop: anyio.Event) -> None:
             await _worker_role(runtime, stop, args.worker_id)
 
-        anyio.run(_run_role, settings, worker_role)
+        _run(_run_role, settings, worker_role)
         return 0
     if command == "projector":
-        anyio.run(_run_role, settings, _projector_role)
+        _run(_run_role, settings, _projector_role)
         return 0
     if command == "history":
-        return anyio.run(_history, settings, args.execution_id)
+        return _run(_history, settings, args.execution_id)
     if command == "tail":
-        return anyio.run(_tail, settings, args.partitions, args.from_start)
+        return _run(_tail, settings, args.partitions, args.from_start)
     if command == "status":
-        return anyio.run(_status, settings)
+        return _run(_status, settings)
     if command == "dead-letters":
-        return anyio.run(_dead_letters, settings)
+        return _run(_dead_letters, settings)
     if command == "replay":
-        return anyio.run(_replay, settings, args.switch)
+        return _run(_replay, settings, args.switch)
     if command == "accounts":
-        return anyio.run(_accounts, settings, args)
+        return _run(_accounts, settings, args)
     raise AssertionError(f"unhandled command {command}")
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 
+from bench.http_load import build_request, open_loop
 from engine import codec
 from engine.events import (
     AnyEvent,
@@ -55,6 +56,7 @@ from tests.processes import Role, role_env, wait_http
 from tests.servers import free_port, redis_server
 
 PARTITIONS = 16
+SCENARIOS = ("drain", "latency", "replay")
 
 
 @dataclass
@@ -282,23 +284,17 @@ async def bench_latency(report: Report, url: str, rate: int, seconds: float, log
             ).json()["item"]["item_id"]
             for _ in range(50):  # warm-up: connections, scripts, caches
                 await http.post(f"/v1/items/{item}/transcript", json={}, headers=auth)
-            latencies: list[float] = []
-            errors = 0
-            total = int(rate * seconds)
-            t0 = time.perf_counter() + 0.1
-
-            async def one(i: int) -> None:
-                nonlocal errors
-                scheduled = t0 + i / rate
-                delay = scheduled - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                r = await http.post(f"/v1/items/{item}/transcript", json={}, headers=auth)
-                if r.status_code != 202:
-                    errors += 1
-                latencies.append((time.perf_counter() - scheduled) * 1000)
-
-            await asyncio.gather(*(one(i) for i in range(total)))
+        total = int(rate * seconds)
+        request = build_request(
+            "POST",
+            f"/v1/items/{item}/transcript",
+            f"127.0.0.1:{port}",
+            {**auth, "Content-Type": "application/json"},
+            b"{}",
+        )
+        load = await open_loop("127.0.0.1", port, request, rate=rate, total=total)
+        latencies = load.latencies_ms
+        errors = total - load.statuses.get(202, 0)
         latencies.sort()
         p50 = statistics.median(latencies)
         p99 = latencies[int(len(latencies) * 0.99) - 1]
@@ -416,10 +412,14 @@ async def main_async(args: argparse.Namespace) -> Report:
     with tempfile.TemporaryDirectory(prefix="cs-bench-") as tmp, redis_server() as server:
         logs = Path(tmp)
         try:
-            for workers in (1, 2):
-                await bench_drain(report, server.url, n, workers, logs)
-            await bench_latency(report, server.url, args.rate, 3 if args.quick else 10, logs)
-            await bench_replay(report, server.url, replay_events)
+            if "drain" in args.only:
+                for workers in (1, 2):
+                    await bench_drain(report, server.url, n, workers, logs)
+            if "latency" in args.only:
+                secs = 3 if args.quick else 10
+                await bench_latency(report, server.url, args.rate, secs, logs)
+            if "replay" in args.only:
+                await bench_replay(report, server.url, replay_events)
         except Exception:
             _dump_logs(logs)
             raise
@@ -453,6 +453,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="clipstream benchmarks (one summary table)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--rate", type=int, default=500, help="requests/s of the latency run")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SCENARIOS,
+        default=list(SCENARIOS),
+        help="run only these scenarios",
+    )
     parser.add_argument("--out", type=Path, help="also write the table (markdown) to this file")
     args = parser.parse_args()
     started = dt.datetime.now(dt.UTC)

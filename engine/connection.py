@@ -32,7 +32,7 @@ def connect(settings: Settings) -> RedisClient:
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=MAX_CONNECTIONS, timeout=30, health_check_interval=30
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # from_pool: closing the client closes the pool
 
 
 def embedded() -> aioredis.Redis:

@@ -14,7 +14,10 @@ from api.auth import Caller, account_route, runtime_of
 from api.schemas import flag, page_params, path_id, respond
 from engine import commands
 from engine.errors import NotFound, StoreError
+from engine.events import ExecutionRequested
+from projections.fold import fold
 from projections.queries import Queries
+from projections.views import execution_summary
 
 
 def queries_of(request: Request) -> Queries:
@@ -23,8 +26,16 @@ def queries_of(request: Request) -> Queries:
     return queries
 
 
-async def accepted(request: Request, caller: Caller, execution_id: str) -> Response:
-    """The 202 body of an accepted execution: ``{"execution": {…, "status": "pending"}}``."""
+async def accepted(
+    request: Request, caller: Caller, execution_id: str, appended: ExecutionRequested | None = None
+) -> Response:
+    """The 202 body of an accepted execution: ``{"execution": {…, "status": "pending"}}``.
+
+    A new execution's summary is folded from the event just appended (``appended``: no read
+    back); otherwise (a repeated Idempotency-Key, a cancel) the execution as it is now.
+    """
+    if appended is not None:
+        return respond({"execution": execution_summary(fold([appended]))}, 202)
     detail = await queries_of(request).get_execution(caller.account_id, execution_id)
     if detail is None:  # the append was acknowledged, so read-your-writes must find it
         raise StoreError(f"accepted execution {execution_id} is not readable")

@@ -77,7 +77,7 @@ async def request_transcript(request: Request, caller: Caller) -> Response:
         request_id=request_id_of(request),
         idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
     )
-    return await accepted(request, caller, result.execution_id)
+    return await accepted(request, caller, result.execution_id, result.event)
 
 
 @account_route("read")

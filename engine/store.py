@@ -56,6 +56,8 @@ class Accepted:
     execution_id: str
     duplicate: bool
     balance: int | None = None
+    # The appended event (None for a duplicate): callers answer from it without reading back.
+    event: ExecutionRequested | None = None
 
 
 def _now_ms() -> int:
@@ -155,7 +157,9 @@ class EventStore:
         status = _s(result[0])
         if status == "ok":
             self._check_replicas(replicated)
-            return Accepted(event.execution_id, duplicate=False, balance=int(result[2]))
+            return Accepted(
+                event.execution_id, duplicate=False, balance=int(result[2]), event=event
+            )
         if status == "duplicate":
             return Accepted(_s(result[1]), duplicate=True)
         if status == "mismatch":

@@ -274,7 +274,7 @@ async def _dead_letters(settings: Settings) -> int:
     return 0
 
 
-async def _replay(settings: Settings, switch: bool) -> int:
+async def _replay(settings: Settings, switch: bool, drop_previous: bool) -> int:
     from projections import replay
 
     runtime = await Runtime.open(settings)
@@ -289,6 +289,9 @@ async def _replay(settings: Settings, switch: bool) -> int:
         if switch:
             await replay.switch(runtime, report.version)
             print(f"switched to projection version {report.version}")
+            if drop_previous:
+                removed = await replay.drop(runtime, current)
+                print(f"dropped projection version {current} ({removed:,} keys)")
         else:
             print(f"not switched: run again with --switch to make version {report.version} live")
     finally:
@@ -385,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
         "replay", help="rebuild every projection into a new version and compare with the live one"
     )
     replay.add_argument("--switch", action="store_true", help="make the rebuilt version live")
+    replay.add_argument(
+        "--drop-previous",
+        action="store_true",
+        help="with --switch: delete the version that was live before",
+    )
 
     accounts = sub.add_parser("accounts", help="create accounts, credit coins, mint tokens")
     acc = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
@@ -424,6 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `clipstream tail | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
 
 
 def _run(func: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -463,7 +474,9 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
     if command == "dead-letters":
         return _run(_dead_letters, settings)
     if command == "replay":
-        return _run(_replay, settings, args.switch)
+        if args.drop_previous and not args.switch:
+            raise ConfigError("--drop-previous needs --switch: the live version is never dropped")
+        return _run(_replay, settings, args.switch, args.drop_previous)
     if command == "accounts":
         return _run(_accounts, settings, args)
     raise AssertionError(f"unhandled command {command}")

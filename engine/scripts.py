@@ -26,6 +26,36 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 return out
 """
 
+# APPEND for the worker: with the events, store the blobs they name (SET NX, same partition) and
+# acknowledge the execution's ExecutionRequested entry of the worker group, all in one atomic step
+# and only when the expected seq holds: a StepCompleted never names a blob that is not stored, and
+# the terminal append and the end of the lease cannot be split.
+# KEYS[1] execution stream  KEYS[2] partition log  KEYS[3..] blob keys
+# ARGV[1] expected seq  ARGV[2] PEXPIRE ms (0: none)  ARGV[3] group  ARGV[4] entry id to
+# acknowledge ('': none)  ARGV[5] n blobs  ARGV[6..5+n] blob values  ARGV[6+n..] events
+# -> {1, new_seq, log_id...} or {0, current_seq} on conflict (nothing written, nothing acked)
+APPEND_ACK = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local current = 0
+if #last > 0 then current = tonumber(string.match(last[1][1], '^(%d+)')) end
+local expected = tonumber(ARGV[1])
+if current ~= expected then return {0, current} end
+local blobs = tonumber(ARGV[5])
+for i = 1, blobs do
+  redis.call('SET', KEYS[2 + i], ARGV[5 + i], 'NX')
+end
+local first = 6 + blobs
+local out = {1, expected + #ARGV - first + 1}
+for i = first, #ARGV do
+  redis.call('XADD', KEYS[1], (expected + i - first + 1) .. '-0', 'e', ARGV[i])
+  out[#out + 1] = redis.call('XADD', KEYS[2], '*', 'e', ARGV[i])
+end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+if ARGV[4] ~= '' then redis.call('XACK', KEYS[2], ARGV[3], ARGV[4]) end
+return out
+"""
+
 # Accept a request: idempotency check, flat fee, ledger entry and the ExecutionRequested append,
 # all or nothing.
 # KEYS[1] execution stream  KEYS[2] partition log  KEYS[3] balance  KEYS[4] ledger

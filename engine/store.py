@@ -17,9 +17,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from engine import codec, scripts
 from engine.connection import RedisClient
@@ -47,6 +47,60 @@ class Entry:
     event: AnyEvent | None
     raw: bytes
     deliveries: int = 1
+
+
+# Every event is encoded with its tag first (msgspec writes the tag field before the others), so
+# an entry's type can be read from its first bytes without decoding the rest.
+_TAG_PREFIX = b'{"type":"'
+
+
+@dataclass(frozen=True, slots=True)
+class RawEntry:
+    """A partition-log entry as delivered, not decoded yet: a consumer that only acknowledges
+    most entries decodes just the few it acts on."""
+
+    entry_id: str
+    raw: bytes
+    deliveries: int = 1
+
+    @property
+    def event_type(self) -> str | None:
+        """The event's tag read from the encoded prefix (None when the entry has another shape:
+        only :meth:`decode` can tell what it is then)."""
+        raw = self.raw
+        if not raw.startswith(_TAG_PREFIX):
+            return None
+        end = raw.find(b'"', len(_TAG_PREFIX))
+        return raw[len(_TAG_PREFIX) : end].decode("ascii", "replace") if end > 0 else None
+
+    def decode(self) -> Entry:
+        """The entry with its event decoded (None when it cannot be)."""
+        try:
+            event: AnyEvent | None = codec.decode(self.raw)
+        except StoreError:
+            event = None
+        return Entry(self.entry_id, event, self.raw, self.deliveries)
+
+
+class AppendOp(NamedTuple):
+    """One execution's expected-seq append inside :meth:`EventStore.append_many`.
+
+    ``blobs`` are ``(sha256, data)`` pairs stored (SET NX, in the execution's partition) before
+    the events, so an event never names a blob that is not stored. ``ack`` is the execution's
+    ExecutionRequested log entry: acknowledged in the worker group atomically with a successful
+    append (the terminal one), never after a conflict.
+    """
+
+    execution_id: str
+    expected_seq: int
+    events: Sequence[AnyEvent]
+    expire_ms: int = 0
+    blobs: Sequence[tuple[str, bytes]] = ()
+    ack: str | None = None
+
+
+# What append_many answers for one AppendOp: the events stamped, or why they were not written.
+AppendResult = list[AnyEvent] | ConcurrencyConflict | StoreUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +134,7 @@ class EventStore:
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
         self._append = redis.register_script(scripts.APPEND)
+        self._append_ack = redis.register_script(scripts.APPEND_ACK)
         self._request = redis.register_script(scripts.REQUEST)
         self._touch = redis.register_script(scripts.TOUCH)
         self._claim = redis.register_script(scripts.CLAIM)
@@ -192,6 +247,62 @@ class EventStore:
             raise ConcurrencyConflict(execution_id, expected_seq, int(result[1]))
         return stamped
 
+    async def append_many(self, ops: Sequence[AppendOp]) -> list[AppendResult]:
+        """Several executions' expected-seq appends in one pipelined round trip.
+
+        Each op is checked and written on its own, atomically (one script call, one slot), as
+        :meth:`append` would, with its blobs and its ack. The answer for each op is its events
+        stamped, a ConcurrencyConflict (nothing of that op written), or StoreUnavailable when Redis
+        failed that op. StoreUnavailable is raised when the round trip itself failed: any op may
+        then have been written or not, and the expected seq makes a retry safe.
+        """
+        if not ops:
+            return []
+        now = _now_ms()
+        pipe = self.redis.pipeline(transaction=False)
+        calls: list[tuple[list[str], list[Any], list[AnyEvent]]] = []
+        for op in ops:
+            xid, expected = op.execution_id, op.expected_seq
+            stamped = [codec.stamp(e, expected + i, now) for i, e in enumerate(op.events, 1)]
+            partition = execution_partition(xid)
+            keys = [
+                self.keys.execution(xid),
+                self.keys.log(partition),
+                *(self.keys.blob(partition, sha256) for sha256, _ in op.blobs),
+            ]
+            args: list[Any] = [
+                expected,
+                op.expire_ms,
+                WORKER_GROUP,
+                op.ack or "",
+                len(op.blobs),
+                *(data for _, data in op.blobs),
+                *(codec.encode(e) for e in stamped),
+            ]
+            # EVALSHA straight into the pipeline: redis-py's Script in a pipeline would first
+            # ask SCRIPT EXISTS on every execute (one more round trip each time). A NOSCRIPT
+            # answer (after a restart or SCRIPT FLUSH) is retried below through the Script.
+            pipe.execute_command("EVALSHA", self._append_ack.sha, len(keys), *keys, *args)
+            calls.append((keys, args, stamped))
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            raise StoreUnavailable(f"Redis pipeline failed: {exc}") from exc
+        results: list[AppendResult] = []
+        for op, (keys, args, stamped), reply in zip(ops, calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                try:
+                    reply = await self._append_ack(keys=keys, args=args)
+                except RedisError as exc:
+                    reply = exc
+            if isinstance(reply, Exception):
+                results.append(StoreUnavailable(f"append to {op.execution_id} failed: {reply}"))
+            elif int(reply[0]) != 1:
+                results.append(ConcurrencyConflict(op.execution_id, op.expected_seq, int(reply[1])))
+            else:
+                results.append(stamped)
+        return results
+
     async def _run_and_wait(self, script: str, keys: list[str], args: list[Any]) -> tuple[Any, int]:
         """Run ``script``, then WAIT for replicas on the same connection; (reply, replicas).
 
@@ -261,6 +372,13 @@ class EventStore:
         self, partitions: Sequence[int], consumer: str, count: int
     ) -> dict[int, list[Entry]]:
         """New entries for ``consumer`` from each partition's log (non-blocking, one round trip)."""
+        raw = await self.read_group_raw(partitions, consumer, count)
+        return {p: [entry.decode() for entry in entries] for p, entries in raw.items()}
+
+    async def read_group_raw(
+        self, partitions: Sequence[int], consumer: str, count: int
+    ) -> dict[int, list[RawEntry]]:
+        """:meth:`read_group` without decoding: the consumer decodes what it needs."""
         pipe = self.redis.pipeline(transaction=False)
         for p in partitions:
             pipe.xreadgroup(WORKER_GROUP, consumer, {self.keys.log(p): ">"}, count=count)
@@ -268,10 +386,10 @@ class EventStore:
             results = await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        out: dict[int, list[Entry]] = {}
+        out: dict[int, list[RawEntry]] = {}
         for p, reply in zip(partitions, results, strict=True):
             entries = [
-                self._entry(eid, fields) for _, rows in (reply or []) for eid, fields in rows
+                self._raw_entry(eid, fields) for _, rows in (reply or []) for eid, fields in rows
             ]
             if entries:
                 out[p] = entries
@@ -368,14 +486,14 @@ class EventStore:
         return self.keys.log(execution_partition(execution_id))
 
     @staticmethod
-    def _entry(entry_id: bytes | str, fields: dict[Any, Any], deliveries: int = 1) -> Entry:
+    def _raw_entry(entry_id: bytes | str, fields: dict[Any, Any], deliveries: int = 1) -> RawEntry:
         value = fields.get(codec.FIELD) or fields.get("e") or b""
         raw = value.encode() if isinstance(value, str) else bytes(value)
-        try:
-            event: AnyEvent | None = codec.decode(raw)
-        except StoreError:
-            event = None
-        return Entry(_s(entry_id), event, raw, deliveries)
+        return RawEntry(_s(entry_id), raw, deliveries)
+
+    @classmethod
+    def _entry(cls, entry_id: bytes | str, fields: dict[Any, Any], deliveries: int = 1) -> Entry:
+        return cls._raw_entry(entry_id, fields, deliveries).decode()
 
     @staticmethod
     async def _run(script: Any, keys: list[str], args: list[Any]) -> Any:

@@ -1,5 +1,5 @@
-"""Expected-version append and the reads over it: ``append``, ``history``, ``histories``,
-``read_log`` and ``log_length``, on every backend."""
+"""Expected-version append and the reads over it: ``append``, ``append_many``, ``history``,
+``histories``, ``read_log`` and ``log_length``, on every backend."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from engine.events import (
     StepCompleted,
     StepStarted,
 )
-from engine.store import EventStore
+from engine.keys import WORKER_GROUP
+from engine.store import AppendOp, EventStore
 from tests.contract.builders import started_execution
 
 pytestmark = pytest.mark.anyio
@@ -137,3 +138,96 @@ async def test_an_undecodable_log_entry_is_read_with_no_event(store: EventStore)
     await store.redis.xadd(store.keys.log(3), {"e": b"not an event"})
     [entry] = await store.read_log(3, "0-0", 10)
     assert (entry.event, entry.raw) == (None, b"not an event")
+
+
+# -- append_many: many executions' appends in one round trip ------------------------------------
+
+
+async def test_append_many_answers_each_op_on_its_own(store: EventStore) -> None:
+    a = await started_execution(store, partition=1)
+    b = await started_execution(store, partition=2)
+    c = await started_execution(store, partition=1)
+    got = await store.append_many(
+        [
+            AppendOp(a.execution_id, 1, _step(a.execution_id)),
+            AppendOp(b.execution_id, 3, _step(b.execution_id)),  # stale: b is at seq 1
+            AppendOp(c.execution_id, 1, _step(c.execution_id)[:1]),
+        ]
+    )
+    ok_a, conflict_b, ok_c = got
+    assert isinstance(ok_a, list)
+    assert [e.seq for e in ok_a] == [2, 3, 4]
+    assert ok_a == (await store.history(a.execution_id))[1:]
+    assert isinstance(conflict_b, ConcurrencyConflict)
+    assert (conflict_b.expected, conflict_b.actual) == (3, 1)
+    assert [e.seq for e in await store.history(b.execution_id)] == [1]
+    assert isinstance(ok_c, list)
+    assert [e.seq for e in ok_c] == [2]
+    assert await store.append_many([]) == []
+
+
+async def test_append_many_is_the_same_append_as_append(store: EventStore) -> None:
+    a = await started_execution(store, partition=0)
+    [first] = await store.append_many([AppendOp(a.execution_id, 1, _step(a.execution_id))])
+    assert isinstance(first, list)
+    # The single-op append sees exactly what append_many wrote, and vice versa.
+    with pytest.raises(ConcurrencyConflict):
+        await store.append(a.execution_id, 1, [_completed(a.execution_id)])
+    await store.append(a.execution_id, 4, [_completed(a.execution_id)])
+    [late] = await store.append_many([AppendOp(a.execution_id, 4, [_completed(a.execution_id)])])
+    assert isinstance(late, ConcurrencyConflict)
+    assert late.actual == 5
+    log = await store.read_log(0, "0-0", 100)
+    assert [e.event for e in log] == await store.history(a.execution_id)
+
+
+async def test_append_many_stores_blobs_only_with_a_successful_append(store: EventStore) -> None:
+    a = await started_execution(store, partition=3)
+    b = await started_execution(store, partition=3)
+    blob_a, blob_b = b"a" * 10_000, b"b" * 10
+    await store.append_many(
+        [
+            AppendOp(a.execution_id, 1, _step(a.execution_id), blobs=[("sha-a", blob_a)]),
+            AppendOp(b.execution_id, 9, _step(b.execution_id), blobs=[("sha-b", blob_b)]),
+        ]
+    )
+    assert await store.get_blob(3, "sha-a") == blob_a
+    assert await store.get_blob(3, "sha-b") is None  # its append conflicted: nothing written
+    # A blob is stored once: a second op naming the same hash keeps the first bytes.
+    await store.append_many(
+        [AppendOp(a.execution_id, 4, [_completed(a.execution_id)], blobs=[("sha-a", b"x")])]
+    )
+    assert await store.get_blob(3, "sha-a") == blob_a
+
+
+async def test_append_many_acknowledges_the_entry_only_with_the_append(store: EventStore) -> None:
+    a = await started_execution(store, partition=2)
+    b = await started_execution(store, partition=2)
+    entries = {
+        e.event.execution_id: e.entry_id
+        for e in (await store.read_group([2], "w1", 10))[2]
+        if e.event
+    }
+    key = store.keys.execution(a.execution_id)
+    await store.append_many(
+        [
+            AppendOp(
+                a.execution_id, 1, [_completed(a.execution_id)], 60_000, (), entries[a.execution_id]
+            ),
+            AppendOp(
+                b.execution_id, 5, [_completed(b.execution_id)], 60_000, (), entries[b.execution_id]
+            ),
+        ]
+    )
+    pending = await store.redis.xpending_range(store.keys.log(2), WORKER_GROUP, "-", "+", 10)
+    assert [p["message_id"].decode() for p in pending] == [entries[b.execution_id]]
+    assert 0 < await store.redis.pttl(key) <= 60_000
+    assert await store.redis.pttl(store.keys.execution(b.execution_id)) == -1
+
+
+async def test_append_many_survives_a_script_flush(store: EventStore) -> None:
+    a = await started_execution(store, partition=1)
+    await store.redis.script_flush()
+    [got] = await store.append_many([AppendOp(a.execution_id, 1, _step(a.execution_id))])
+    assert isinstance(got, list)
+    assert [e.seq for e in got] == [2, 3, 4]

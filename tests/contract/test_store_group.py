@@ -178,3 +178,17 @@ async def test_an_undecodable_entry_is_delivered_for_dead_lettering(store: Event
     await store.dead_letter(3, entry, "undecodable")
     assert [d["reason"] for d in await store.dead_letters(3)] == ["undecodable"]
     assert await _pending(store, 3) == []
+
+
+async def test_read_group_raw_reads_the_type_without_decoding(store: EventStore) -> None:
+    req = await started_execution(store, partition=0)
+    await store.redis.xadd(store.keys.log(0), {"e": b"\xffgarbage"})
+    [raw, garbage] = (await store.read_group_raw([0], "w1", 10))[0]
+    assert raw.event_type == "ExecutionRequested"
+    entry = raw.decode()
+    assert isinstance(entry.event, ExecutionRequested)
+    assert entry.event.execution_id == req.execution_id
+    assert (entry.entry_id, entry.raw, entry.deliveries) == (raw.entry_id, raw.raw, 1)
+    assert garbage.event_type is None
+    assert garbage.decode().event is None
+    assert await store.read_group_raw([0], "w1", 10) == {}

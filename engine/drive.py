@@ -1,0 +1,355 @@
+"""Driving one execution: fold its history, ask ``plan.next_action``, turn the answer into
+expected-seq appends and tool calls, until it ends, its lease is lost, or the worker stops.
+
+Events that belong together go in one append: ExecutionStarted + StepStarted, and StepCompleted +
+the next StepStarted or ExecutionCompleted (with the step's blob stored in the same atomic call).
+The terminal append also acknowledges the execution's ExecutionRequested entry, atomically: the
+lease ends exactly when the execution does. Appends go through the worker's
+:class:`engine.batcher.AppendBatcher`, so executions that reach an append together share one
+round trip.
+
+A conflict means someone else wrote: reload and re-plan, or drop the job quietly when the lease is
+gone. Provider cost is recorded on StepCompleted (cost, usage) but NOT charged to the owner yet:
+that is the billing issue (see the comment in ``Drive._start_step``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+
+from engine import codec, plan
+from engine.errors import ConcurrencyConflict, ToolError
+from engine.events import (
+    AnyEvent,
+    BlobRef,
+    ExecutionCancelled,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionStarted,
+    StepCompleted,
+    StepFailed,
+    StepRetryScheduled,
+    StepSpec,
+    StepStarted,
+)
+from engine.retry import is_retryable
+from engine.store import AppendOp
+from engine.tools import TOOLS, Tool, ToolContext
+
+if TYPE_CHECKING:
+    from engine.worker import Worker
+
+log = logging.getLogger("clipstream.worker")
+
+MAX_CONFLICTS = 50  # re-plans after conflicts before a job gives up (its lease then expires)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    """One execution a worker holds the lease of (queued or running)."""
+
+    execution_id: str
+    owner: str
+    partition: int
+    entry_id: str
+    epoch: int
+    history: list[AnyEvent] | None = None  # known before the job runs; consumed by the first plan
+    scope: anyio.CancelScope | None = None  # the whole job (lease lost, shutdown)
+    call_scope: anyio.CancelScope | None = None  # the provider call or retry wait in progress
+    known_seq: int = 0
+    cancel_seen: bool = False
+    lost: bool = False
+    finished: bool = False  # terminal appended (or found), or abandoned: never hand back
+
+
+class Drive:
+    """Drives one execution: plan, append, run tools, until terminal, lost or stopping."""
+
+    def __init__(self, worker: Worker, job: Job) -> None:
+        self.w = worker
+        self.job = job
+        self.store = worker.store
+        self.xid = job.execution_id
+        self.state = plan.ExecState()
+        self.durable = 0  # the seq the store has confirmed
+        self.pending: list[AnyEvent] = []
+        self.blobs: list[tuple[str, bytes]] = []  # (sha256, data) named by the pending events
+        self.conflicts = 0
+
+    async def run(self) -> None:
+        """Drive the execution until it ends, the lease is lost, or the worker stops."""
+        history = self.job.history
+        self.job.history = None
+        if history is None:
+            history = await self.store.history(self.xid)
+        if not self._adopt(history):
+            return
+        while True:
+            action = plan.next_action(self.state, now_ms())
+            match action:
+                case plan.Nothing():
+                    self._finish(acked=False)
+                    return
+                case plan.StartExecution():
+                    self._buffer(
+                        ExecutionStarted(
+                            execution_id=self.xid, worker_id=self.w.worker_id, epoch=self.job.epoch
+                        )
+                    )
+                case plan.StartStep():
+                    if self.w.stopping:
+                        await self._flush()  # keep what is done; the next worker goes on
+                        return
+                    if not await self._start_step(action) and self.job.lost:
+                        return
+                case plan.WaitUntil(at_ms=at_ms):
+                    if not await self._flush():
+                        if self.job.lost:
+                            return
+                        continue
+                    if self.w.stopping:
+                        return
+                    await self._wait(at_ms)
+                case plan.Complete(cost=cost):
+                    self._buffer(ExecutionCompleted(execution_id=self.xid, cost=cost))
+                    if await self._end():
+                        return
+                case plan.Fail(code=code, message=message, http_status=status):
+                    self._buffer(
+                        ExecutionFailed(
+                            execution_id=self.xid, code=code, message=message, http_status=status
+                        )
+                    )
+                    if await self._end():
+                        return
+                case plan.Cancel(step_index=index, attempt=attempt):
+                    if index is not None and attempt is not None:
+                        self._buffer(
+                            StepFailed(
+                                execution_id=self.xid,
+                                step_index=index,
+                                attempt=attempt,
+                                code="cancelled",
+                                message="cancelled on request",
+                                retryable=False,
+                            )
+                        )
+                    self._buffer(ExecutionCancelled(execution_id=self.xid, step_index=index))
+                    if await self._end():
+                        return
+            if self.job.lost:
+                return
+
+    # -- state -----------------------------------------------------------------------------------
+    def _adopt(self, history: list[AnyEvent]) -> bool:
+        """Take ``history`` as the truth; False when a newer lease holder has written."""
+        self.state = plan.fold(history)
+        self.durable = self.job.known_seq = self.state.seq
+        self.pending.clear()
+        self.blobs.clear()
+        if self.state.last_epoch > self.job.epoch:
+            self.job.lost = True
+            return False
+        return True
+
+    def _buffer(self, event: AnyEvent) -> None:
+        """Queue ``event`` for the next append and fold it into the planned state now."""
+        stamped = codec.stamp(event, self.state.seq + 1)
+        self.pending.append(stamped)
+        self.state = plan.apply(self.state, stamped)
+
+    def _finish(self, *, acked: bool) -> None:
+        if not acked:
+            self.w.ack(self.job)
+        self.job.finished = True
+
+    async def _flush(self, *, terminal: bool = False) -> bool:
+        """Append the pending events (the terminal ones with the ack of the execution's entry);
+        False after a conflict (state reloaded, or job lost)."""
+        if not self.pending:
+            return True
+        op = AppendOp(
+            self.xid,
+            self.durable,
+            tuple(self.pending),
+            expire_ms=self.w.settings.retention_ms if terminal else 0,
+            blobs=tuple(self.blobs),
+            ack=self.job.entry_id if terminal else None,
+        )
+        try:
+            written = await self.w.batcher.append(op)
+        except ConcurrencyConflict:
+            await self._reload_after_conflict()
+            return False
+        self.durable = self.job.known_seq = written[-1].seq
+        self.pending.clear()
+        self.blobs.clear()
+        return True
+
+    async def _reload_after_conflict(self) -> None:
+        self.conflicts += 1
+        if self.conflicts > MAX_CONFLICTS:
+            raise RuntimeError(f"{self.xid}: {self.conflicts} conflicts in a row")
+        history = await self.store.history(self.xid)
+        if not self._adopt(history):
+            return
+        # Someone else wrote: a cancel request, or a worker that took our lease over.
+        still = await self.store.renew(self.job.partition, self.w.worker_id, [self.job.entry_id])
+        if still != [True] and not self.state.terminal:
+            self.job.lost = True
+
+    async def _end(self) -> bool:
+        """Append the terminal events with the ack; False when a conflict needs a re-plan."""
+        if await self._flush(terminal=True):
+            self._finish(acked=True)
+            return True
+        return self.job.lost
+
+    async def _wait(self, at_ms: int) -> None:
+        """Sleep until a scheduled retry, interruptible by a cancel request."""
+        with anyio.CancelScope() as scope:
+            self.job.call_scope = scope
+            try:
+                if self.job.cancel_seen:
+                    scope.cancel()
+                await anyio.sleep(max(0, at_ms - now_ms()) / 1000)
+            finally:
+                self.job.call_scope = None
+        if self.job.cancel_seen:
+            await self._reload_after_conflict()
+
+    # -- steps -----------------------------------------------------------------------------------
+    async def _start_step(self, action: plan.StartStep) -> bool:
+        """Append StepStarted (with what was pending), run the tool, buffer the outcome."""
+        req = self.state.requested
+        assert req is not None
+        spec = req.workflow.steps[action.index]
+        tool = TOOLS.get(spec.tool_id)
+        estimated = tool.estimate_cost(action.input) if tool else 0
+        # Billing (DESIGN §6) goes here: refuse the step with insufficient_balance when the
+        # owner's balance cannot cover ``estimated``, and settle the actual cost on completion.
+        # Provider cost is only recorded for now, not charged.
+        self._buffer(
+            StepStarted(
+                execution_id=self.xid,
+                step_index=action.index,
+                attempt=action.attempt,
+                epoch=self.job.epoch,
+                worker_id=self.w.worker_id,
+                input=action.input,
+                estimated_cost=estimated,
+            )
+        )
+        if not await self._flush():
+            return False
+        outcome = await self._call(tool, spec, action)
+        if outcome is None:  # cancelled mid-call: the log says what happens next
+            await self._reload_after_conflict()
+            return True
+        for event in outcome:
+            self._buffer(event)
+        return True
+
+    async def _call(
+        self, tool: Tool | None, spec: StepSpec, action: plan.StartStep
+    ) -> list[AnyEvent] | None:
+        """One attempt: the outcome events, or None when a cancel request interrupted it."""
+        started = time.monotonic()
+        result = None
+        error: ToolError | None = None
+        if tool is None:
+            error = ToolError("internal", f"unknown tool {spec.tool_id!r}", retryable=False)
+        else:
+            ctx = ToolContext(
+                execution_id=self.xid,
+                owner=self.job.owner,
+                step_index=action.index,
+                attempt=action.attempt,
+                spec=spec,
+                input=action.input,
+                settings=self.w.settings,
+                load_blob=self._load_blob,
+            )
+            timeout = tool.timeout_for(spec)
+            with anyio.CancelScope() as scope:
+                self.job.call_scope = scope
+                try:
+                    if self.job.cancel_seen:
+                        scope.cancel()
+                    with anyio.fail_after(timeout):
+                        result = await tool.run(ctx)
+                except TimeoutError:
+                    error = ToolError("timeout", f"no answer within {timeout:g}s", retryable=True)
+                except ToolError as exc:
+                    error = exc
+                except Exception as exc:
+                    # A tool's bug never escapes the loop: it becomes a typed StepFailed.
+                    log.exception("tool %s failed on %s", spec.tool_id, self.xid)
+                    error = ToolError("internal", f"{type(exc).__name__}: {exc}", retryable=False)
+                finally:
+                    self.job.call_scope = None
+            if result is None and error is None:
+                return None
+        duration_ms = int((time.monotonic() - started) * 1000)
+        if result is not None:
+            ref = None
+            if result.blob is not None:
+                digest = hashlib.sha256(result.blob).hexdigest()
+                # Stored by the same atomic append as the StepCompleted that names it.
+                self.blobs.append((digest, result.blob))
+                ref = BlobRef(sha256=digest, size=len(result.blob))
+            return [
+                StepCompleted(
+                    execution_id=self.xid,
+                    step_index=action.index,
+                    attempt=action.attempt,
+                    output=result.output,
+                    output_ref=ref,
+                    usage=result.usage,
+                    cost=result.cost,
+                    duration_ms=duration_ms,
+                )
+            ]
+        assert error is not None
+        return self._failure(tool, action, error)
+
+    def _failure(
+        self, tool: Tool | None, action: plan.StartStep, error: ToolError
+    ) -> list[AnyEvent]:
+        retryable = is_retryable(error)
+        events: list[AnyEvent] = [
+            StepFailed(
+                execution_id=self.xid,
+                step_index=action.index,
+                attempt=action.attempt,
+                code=error.code,
+                message=error.message,
+                retryable=retryable,
+            )
+        ]
+        if tool is not None and tool.retry.should_retry(error, action.attempt):
+            delay = tool.retry.delay_ms(
+                action.attempt, self.w.rng, retry_after_ms=error.retry_after_ms
+            )
+            events.append(
+                StepRetryScheduled(
+                    execution_id=self.xid,
+                    step_index=action.index,
+                    next_attempt=action.attempt + 1,
+                    not_before=now_ms() + delay,
+                )
+            )
+        return events
+
+    async def _load_blob(self, sha256: str) -> bytes | None:
+        return await self.store.get_blob(self.job.partition, sha256)

@@ -1,12 +1,9 @@
 """Items: the sources an owner tracks (a YouTube video or channel, a Twitter/X account, a feed).
 
 An item is stored as JSON under ``keys.resource(owner, "item", id)`` and indexed in the owner's
-zset ``keys.resource_index(owner, "item")`` (all members score 0, so the set is ordered by id, and
-ids sort by creation time: newest first is a reverse lexicographic range, and the cursor is the last
-id of the previous page). Both keys share the owner's slot; each write is one script.
-
-The record key does not name the owner, so every read checks the stored owner: another owner's
-item is NotFound, exactly like a missing one.
+zset ``keys.resource_index(owner, "item")`` through the shared resource storage
+(``engine.resources.store``: ordering, pages, ownership checks and guarded writes are there).
+Deleting an item takes it out of every collection holding it in the same script.
 
 Type detection (:func:`detect`) is pure:
 
@@ -23,15 +20,15 @@ without a URL is written ``twitter:NAME`` or ``x:@NAME``.
 from __future__ import annotations
 
 import re
-import time
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
-from redis.exceptions import RedisError
 
-from engine.errors import InvalidRequest, NotFound, StoreUnavailable
-from engine.ids import is_id, new_id
+from engine.errors import InvalidRequest
+from engine.ids import new_id
+from engine.resources.relations import COLLECTION_ITEMS, ITEM_COLLECTIONS
+from engine.resources.store import Kind, Store, now_ms, retrying
 from engine.runtime import Runtime
 
 ItemType = Literal["youtube_video", "youtube_channel", "twitter", "rss"]
@@ -58,20 +55,6 @@ _UNCLASSIFIABLE = (
     "a twitter.com/x.com URL (or twitter:NAME), or an RSS feed URL"
 )
 
-# KEYS[1] item  KEYS[2] owner's item index  ARGV[1] item JSON  ARGV[2] item id -> 1 | 0 (exists)
-_CREATE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
-  redis.call('ZADD', KEYS[2], 0, ARGV[2])
-  return 1
-end
-return 0
-"""
-# KEYS as _CREATE  ARGV[1] item id -> 1 | 0 (already gone)
-_DELETE = """
-redis.call('ZREM', KEYS[2], ARGV[1])
-return redis.call('DEL', KEYS[1])
-"""
-
 
 class Detected(msgspec.Struct, frozen=True, kw_only=True):
     """What a source is: its type and the id the platform knows it by."""
@@ -91,7 +74,7 @@ class Item(msgspec.Struct, frozen=True, kw_only=True):
     created_at: int
 
 
-_item_decoder = msgspec.json.Decoder(Item)
+ITEMS: Kind[Item] = Kind(prefix="itm", key="item", noun="item", type=Item)
 
 
 # -- detection (pure) -----------------------------------------------------------------------
@@ -190,30 +173,17 @@ async def create_item(runtime: Runtime, owner: str, source: str) -> Item:
         source=source.strip(),
         type=detected.type,
         external_id=detected.external_id,
-        created_at=int(time.time() * 1000),
+        created_at=now_ms(),
     )
-    keys = runtime.store.keys
-    script = runtime.redis.register_script(_CREATE)
-    try:
-        await script(
-            keys=[keys.resource(owner, "item", item.item_id), keys.resource_index(owner, "item")],
-            args=[msgspec.json.encode(item), item.item_id],
-        )
-    except RedisError as exc:
-        raise StoreUnavailable(str(exc)) from exc
+    st = Store(runtime)
+    key = st.record(owner, ITEMS, item.item_id)
+    await st.txn().absent(key).put(key, item).add(st.index(owner, ITEMS), item.item_id).commit()
     return item
 
 
 async def get_item(runtime: Runtime, owner: str, item_id: str) -> Item:
     """The owner's item; NotFound when it is missing, malformed or someone else's."""
-    if not is_id(item_id, "itm"):
-        raise NotFound("no such item")
-    raw = await runtime.redis.get(runtime.store.keys.resource(owner, "item", item_id))
-    if raw is None:
-        raise NotFound("no such item")
-    item = _item_decoder.decode(raw)
-    if item.owner != owner:
-        raise NotFound("no such item")
+    item, _ = await Store(runtime).load(owner, ITEMS, item_id)
     return item
 
 
@@ -221,33 +191,24 @@ async def list_items(
     runtime: Runtime, owner: str, *, limit: int, cursor: str | None
 ) -> tuple[list[Item], str | None]:
     """A page of the owner's items, newest first, and the cursor of the next page (None: last)."""
-    if cursor is not None and not is_id(cursor, "itm"):
-        raise InvalidRequest("cursor: not a cursor this list returned")
-    keys = runtime.store.keys
-    top = f"({cursor}" if cursor else "+"
-    ids = await runtime.redis.zrevrangebylex(
-        keys.resource_index(owner, "item"), top, "-", start=0, num=limit + 1
-    )
-    ids = [i.decode() if isinstance(i, bytes) else i for i in ids]
-    page, more = ids[:limit], len(ids) > limit
-    if not page:
-        return [], None
-    pipe = runtime.redis.pipeline(transaction=False)
-    for item_id in page:
-        pipe.get(keys.resource(owner, "item", item_id))
-    items = [_item_decoder.decode(raw) for raw in await pipe.execute() if raw is not None]
-    return [i for i in items if i.owner == owner], (page[-1] if more else None)
+    st = Store(runtime)
+    return await st.list(owner, ITEMS, st.index(owner, ITEMS), limit=limit, cursor=cursor)
 
 
 async def delete_item(runtime: Runtime, owner: str, item_id: str) -> None:
-    """Delete the owner's item; NotFound when there is none."""
-    await get_item(runtime, owner, item_id)  # ownership check: the key does not name the owner
-    keys = runtime.store.keys
-    script = runtime.redis.register_script(_DELETE)
-    try:
-        await script(
-            keys=[keys.resource(owner, "item", item_id), keys.resource_index(owner, "item")],
-            args=[item_id],
-        )
-    except RedisError as exc:
-        raise StoreUnavailable(str(exc)) from exc
+    """Delete the owner's item and take it out of every collection holding it; NotFound when
+    there is none."""
+    st = Store(runtime)
+
+    async def attempt() -> bool | None:
+        _, raw = await st.load(owner, ITEMS, item_id)
+        key = st.record(owner, ITEMS, item_id)
+        holders_key = st.children(owner, ITEM_COLLECTIONS, item_id)
+        holders = await st.members(holders_key)
+        txn = st.txn().unchanged(key, raw).exactly(holders_key, holders)
+        for collection_id in holders:
+            txn.remove(st.children(owner, COLLECTION_ITEMS, collection_id), item_id)
+        txn.delete(holders_key).delete(key).remove(st.index(owner, ITEMS), item_id)
+        return True if await txn.commit() else None
+
+    await retrying(attempt)

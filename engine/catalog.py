@@ -1,0 +1,68 @@
+"""The tool catalogue as clients see it, and the check every workflow step passes.
+
+A read-only view of :data:`engine.tools.TOOLS`: what each tool is, which provider kind it calls,
+the JSON schema of its params (``msgspec.json.schema`` of the same Struct the step is validated
+with, so the document and the check cannot disagree) and what its provider charges per unit (the
+simulated providers' cost model, the one the worker charges).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from engine.errors import InvalidRequest
+from engine.providers import sim
+from engine.settings import micro_to_coins
+from engine.tools import TOOLS, ProviderKind, Tool
+
+# What one unit of work costs, per provider kind, in micro-coins.
+_UNIT_PRICES: dict[ProviderKind, list[tuple[str, int]]] = {
+    "transcriber": [("audio_second", sim.AUDIO_MICRO_PER_SECOND)],
+    "llm": [
+        ("prompt_token", sim.LLM_MICRO_PER_PROMPT_TOKEN),
+        ("completion_token", sim.LLM_MICRO_PER_COMPLETION_TOKEN),
+    ],
+    "youtube": [],
+}
+
+
+def pricing(tool: Tool) -> dict[str, Any]:
+    """What ``tool`` charges: ``{"currency": "coins", "units": [{"unit", "coins_per_unit"}]}``.
+    A step supplied its own input (a transcript's ``text``) costs nothing."""
+    units = [
+        {"unit": unit, "coins_per_unit": micro_to_coins(micro)}
+        for unit, micro in _UNIT_PRICES.get(tool.provider_kind, [])
+    ]
+    return {"currency": "coins", "units": units}
+
+
+def tool_entry(tool: Tool) -> dict[str, Any]:
+    """One catalogue entry: ``tool_id``, ``description``, ``provider``, ``params_schema``,
+    ``pricing``."""
+    return {
+        "tool_id": tool.tool_id,
+        "description": tool.description,
+        "provider": tool.provider_kind,
+        "params_schema": msgspec.json.schema(tool.params_schema),
+        "pricing": pricing(tool),
+    }
+
+
+def catalogue() -> list[dict[str, Any]]:
+    """Every tool a step may name, by ``tool_id``."""
+    return [tool_entry(TOOLS[tool_id]) for tool_id in sorted(TOOLS)]
+
+
+def check_step(tool_id: str, params: dict[str, Any], where: str = "step") -> None:
+    """InvalidRequest naming the problem unless ``tool_id`` is in the catalogue and ``params``
+    validate against its params schema."""
+    tool = TOOLS.get(tool_id)
+    if tool is None:
+        known = ", ".join(sorted(TOOLS))
+        raise InvalidRequest(f"{where}.tool_id: no tool {tool_id!r} in the catalogue ({known})")
+    try:
+        msgspec.convert(params, tool.params_schema)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"{where}.params: {exc} (tool {tool_id})") from None

@@ -281,15 +281,14 @@ class Drive:
                 load_blob=self._load_blob,
             )
             timeout = tool.timeout_for(spec)
-            with anyio.CancelScope() as scope:
+            # One scope for both ends of a call: its deadline is the tool's timeout, and a cancel
+            # request cancels it (cheaper than a fail_after inside a second scope).
+            with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
                 self.job.call_scope = scope
                 try:
                     if self.job.cancel_seen:
                         scope.cancel()
-                    with anyio.fail_after(timeout):
-                        result = await tool.run(ctx)
-                except TimeoutError:
-                    error = ToolError("timeout", f"no answer within {timeout:g}s", retryable=True)
+                    result = await tool.run(ctx)
                 except ToolError as exc:
                     error = exc
                 except Exception as exc:
@@ -299,7 +298,9 @@ class Drive:
                 finally:
                     self.job.call_scope = None
             if result is None and error is None:
-                return None
+                if self.job.cancel_seen:
+                    return None
+                error = ToolError("timeout", f"no answer within {timeout:g}s", retryable=True)
         duration_ms = int((time.monotonic() - started) * 1000)
         if result is not None:
             ref = None

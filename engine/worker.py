@@ -94,6 +94,17 @@ class _Backoff:
         return current
 
 
+class _Lane:
+    """One of the worker's ``worker_concurrency`` long-lived tasks: it drives jobs one after
+    another (no task is started per execution), and waits here when there is none."""
+
+    __slots__ = ("job", "wake")
+
+    def __init__(self) -> None:
+        self.job: Job | None = None
+        self.wake = anyio.Event()
+
+
 class Worker:
     """Drives executions from the partition logs to their terminal event."""
 
@@ -107,9 +118,9 @@ class Worker:
         self._jobs: dict[str, Job] = {}  # every lease held, by execution id
         self._waiting: dict[str, deque[Job]] = {}  # owner -> jobs waiting for a slot
         self._owners: deque[str] = deque()  # round-robin order of owners with waiting jobs
-        self._running = 0
+        self._running = 0  # jobs handed to a lane and not ended yet
+        self._idle: list[_Lane] = []  # lanes waiting for a job
         self._acks: dict[int, list[str]] = defaultdict(list)
-        self._tg: anyio.abc.TaskGroup | None = None
         self._stop: anyio.Event | None = None
         self._stop_requested = False
         self._stopping = False
@@ -125,8 +136,7 @@ class Worker:
             self._stop.set()
         self._stopping = False
         async with anyio.create_task_group() as tg:
-            self._tg = tg
-            tg.start_soon(self.batcher.run)
+            self._start_lanes(tg)
             tg.start_soon(self._every, self.settings.heartbeat_ms, self._heartbeat)
             tg.start_soon(self._every, self._cancel_check_ms, self._check_cancels)
             tg.start_soon(self._every, self.settings.claim_interval_ms, self._claim_pass)
@@ -152,8 +162,7 @@ class Worker:
         now (tests and ``bench``). Errors of the loop itself propagate."""
         self._stopping = False
         async with anyio.create_task_group() as tg:
-            self._tg = tg
-            tg.start_soon(self.batcher.run)
+            self._start_lanes(tg)
             tg.start_soon(self._every, self.settings.heartbeat_ms, self._heartbeat)
             tg.start_soon(self._every, self._cancel_check_ms, self._check_cancels)
             backoff = _Backoff()
@@ -268,6 +277,12 @@ class Worker:
         self._acks[partition].append(entry.entry_id)
         return None
 
+    def _start_lanes(self, tg: anyio.abc.TaskGroup) -> None:
+        self._idle = []
+        tg.start_soon(self.batcher.run)
+        for _ in range(self.settings.worker_concurrency):
+            tg.start_soon(self._lane)
+
     async def _admit(self, jobs: list[Job]) -> None:
         """Load the histories the new jobs need in one round trip, then queue them."""
         if not jobs:
@@ -286,13 +301,19 @@ class Worker:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        """Start waiting jobs while there are free slots, taking owners in turn."""
-        while (
-            self._running < self.settings.worker_concurrency
-            and self._owners
-            and not self._stopping
-            and self._tg is not None
-        ):
+        """Hand waiting jobs to idle lanes, taking owners in turn."""
+        while self._idle and not self._stopping:
+            job = self._next_waiting()
+            if job is None:
+                return
+            lane = self._idle.pop()
+            lane.job = job
+            self._running += 1
+            lane.wake.set()
+
+    def _next_waiting(self) -> Job | None:
+        """The next queued job, round-robin by owner (None when nothing waits)."""
+        while self._owners:
             owner = self._owners.popleft()
             queue = self._waiting[owner]
             job = queue.popleft()
@@ -300,13 +321,28 @@ class Worker:
                 self._owners.append(owner)
             else:
                 del self._waiting[owner]
-            if job.lost:
-                continue
-            self._running += 1
-            self._tg.start_soon(self._job_task, job)
+            if not job.lost:
+                return job
+        return None
+
+    async def _lane(self) -> None:
+        lane = _Lane()
+        while True:
+            job, lane.job = lane.job, None
+            if job is None:
+                job = None if self._stopping else self._next_waiting()
+                if job is None:
+                    lane.wake = anyio.Event()
+                    self._idle.append(lane)
+                    await lane.wake.wait()
+                    continue
+                self._running += 1
+            await self._job_task(job)
 
     async def _job_task(self, job: Job) -> None:
         try:
+            if self._stopping:
+                return  # handed over just as shutdown began: its lease is handed back
             with anyio.CancelScope() as scope:
                 job.scope = scope
                 if not job.lost:
@@ -323,7 +359,6 @@ class Worker:
             self._room.set()
             if (job.finished or job.lost) and self._jobs.get(job.execution_id) is job:
                 del self._jobs[job.execution_id]
-            self._dispatch()
 
     async def _flush_acks(self) -> None:
         if not any(self._acks.values()):

@@ -11,7 +11,18 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from api.errors import EXCEPTION_HANDLERS, Edge
-from api.routes import account, admin, executions, health, items
+from api.routes import (
+    account,
+    admin,
+    collections,
+    documents,
+    executions,
+    health,
+    items,
+    reporters,
+    schedules,
+    tools,
+)
 from engine.runtime import Runtime
 from projections.queries import Queries
 
@@ -24,6 +35,11 @@ def routes() -> list[BaseRoute]:
         *account.ROUTES,
         *items.ROUTES,
         *executions.ROUTES,
+        *collections.ROUTES,
+        *reporters.ROUTES,
+        *schedules.ROUTES,
+        *tools.ROUTES,
+        *documents.ROUTES,
     ]
 
 

@@ -1,0 +1,123 @@
+"""Collections (``/v1/collections``) and the items in a collection."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from api.auth import Caller, account_route, runtime_of
+from api.resource_schemas import (
+    AddCollectionItem,
+    CollectionList,
+    CollectionResponse,
+    CreateCollection,
+    UpdateCollection,
+    changes,
+    collection_out,
+    out,
+)
+from api.schemas import decode_body, item_body, page_params, path_id, respond
+from engine.errors import NotFound
+from engine.ids import is_id
+from engine.resources import collections
+
+
+def _collection_id(request: Request) -> str:
+    return path_id(request, "collection_id", "col")
+
+
+@account_route("write")
+async def create_collection(request: Request, caller: Caller) -> Response:
+    """``POST /v1/collections`` → 201 ``{collection}``."""
+    body = await decode_body(request, CreateCollection)
+    created = await collections.create_collection(
+        runtime_of(request), caller.account_id, changes(body)
+    )
+    return out(CollectionResponse(collection=collection_out(created)), 201)
+
+
+@account_route("read")
+async def list_collections(request: Request, caller: Caller) -> Response:
+    """``GET /v1/collections?limit=&cursor=`` → newest first."""
+    limit, cursor = page_params(request)
+    page, next_cursor = await collections.list_collections(
+        runtime_of(request), caller.account_id, limit=limit, cursor=cursor
+    )
+    return out(
+        CollectionList(collections=[collection_out(c) for c in page], next_cursor=next_cursor)
+    )
+
+
+@account_route("read")
+async def get_collection(request: Request, caller: Caller) -> Response:
+    """``GET /v1/collections/{collection_id}``."""
+    found = await collections.get_collection(
+        runtime_of(request), caller.account_id, _collection_id(request)
+    )
+    return out(CollectionResponse(collection=collection_out(found)))
+
+
+@account_route("write")
+async def update_collection(request: Request, caller: Caller) -> Response:
+    """``PATCH /v1/collections/{collection_id}``: only the fields given change."""
+    collection_id = _collection_id(request)
+    body = await decode_body(request, UpdateCollection)
+    updated = await collections.update_collection(
+        runtime_of(request), caller.account_id, collection_id, changes(body)
+    )
+    return out(CollectionResponse(collection=collection_out(updated)))
+
+
+@account_route("write")
+async def delete_collection(request: Request, caller: Caller) -> Response:
+    """``DELETE /v1/collections/{collection_id}`` → 204 (detached from its schedules)."""
+    await collections.delete_collection(
+        runtime_of(request), caller.account_id, _collection_id(request)
+    )
+    return Response(status_code=204)
+
+
+@account_route("write")
+async def add_item(request: Request, caller: Caller) -> Response:
+    """``POST /v1/collections/{collection_id}/items {item_id}`` → 201 ``{item}``."""
+    collection_id = _collection_id(request)
+    body = await decode_body(request, AddCollectionItem)
+    if not is_id(body.item_id, "itm"):
+        raise NotFound("no such item")
+    item = await collections.add_item(
+        runtime_of(request), caller.account_id, collection_id, body.item_id
+    )
+    return respond({"item": item_body(item)}, 201)
+
+
+@account_route("write")
+async def remove_item(request: Request, caller: Caller) -> Response:
+    """``DELETE /v1/collections/{collection_id}/items/{item_id}`` → 204."""
+    collection_id = _collection_id(request)
+    item_id = path_id(request, "item_id", "itm")
+    await collections.remove_item(runtime_of(request), caller.account_id, collection_id, item_id)
+    return Response(status_code=204)
+
+
+@account_route("read")
+async def list_items(request: Request, caller: Caller) -> Response:
+    """``GET /v1/collections/{collection_id}/items?limit=&cursor=`` → newest first."""
+    collection_id = _collection_id(request)
+    limit, cursor = page_params(request)
+    page, next_cursor = await collections.list_items(
+        runtime_of(request), caller.account_id, collection_id, limit=limit, cursor=cursor
+    )
+    return respond({"items": [item_body(i) for i in page], "next_cursor": next_cursor})
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/v1/collections", create_collection, methods=["POST"]),
+    Route("/v1/collections", list_collections, methods=["GET"]),
+    Route("/v1/collections/{collection_id}", get_collection, methods=["GET"]),
+    Route("/v1/collections/{collection_id}", update_collection, methods=["PATCH"]),
+    Route("/v1/collections/{collection_id}", delete_collection, methods=["DELETE"]),
+    Route("/v1/collections/{collection_id}/items", add_item, methods=["POST"]),
+    Route("/v1/collections/{collection_id}/items", list_items, methods=["GET"]),
+    Route("/v1/collections/{collection_id}/items/{item_id}", remove_item, methods=["DELETE"]),
+]

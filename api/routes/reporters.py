@@ -1,0 +1,190 @@
+"""Reporters (``/v1/reporters``), their workflows and the workflows' steps."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from api.auth import Caller, account_route, runtime_of
+from api.resource_schemas import (
+    CreateReporter,
+    CreateStep,
+    CreateWorkflow,
+    ReplaceSteps,
+    ReporterList,
+    ReporterResponse,
+    StepResponse,
+    UpdateReporter,
+    UpdateWorkflow,
+    WorkflowList,
+    WorkflowResponse,
+    changes,
+    out,
+    reporter_out,
+    step_out,
+    workflow_out,
+)
+from api.schemas import decode_body, page_params, path_id
+from engine.resources import reporters
+
+
+def _reporter_id(request: Request) -> str:
+    return path_id(request, "reporter_id", "rep")
+
+
+def _ids(request: Request) -> tuple[str, str]:
+    return _reporter_id(request), path_id(request, "workflow_id", "wf")
+
+
+# -- reporters ----------------------------------------------------------------------------------
+
+
+@account_route("write")
+async def create_reporter(request: Request, caller: Caller) -> Response:
+    """``POST /v1/reporters`` → 201 ``{reporter}``."""
+    body = await decode_body(request, CreateReporter)
+    created = await reporters.create_reporter(runtime_of(request), caller.account_id, changes(body))
+    return out(ReporterResponse(reporter=reporter_out(created)), 201)
+
+
+@account_route("read")
+async def list_reporters(request: Request, caller: Caller) -> Response:
+    """``GET /v1/reporters?limit=&cursor=`` → newest first."""
+    limit, cursor = page_params(request)
+    page, next_cursor = await reporters.list_reporters(
+        runtime_of(request), caller.account_id, limit=limit, cursor=cursor
+    )
+    return out(ReporterList(reporters=[reporter_out(r) for r in page], next_cursor=next_cursor))
+
+
+@account_route("read")
+async def get_reporter(request: Request, caller: Caller) -> Response:
+    """``GET /v1/reporters/{reporter_id}``."""
+    found = await reporters.get_reporter(
+        runtime_of(request), caller.account_id, _reporter_id(request)
+    )
+    return out(ReporterResponse(reporter=reporter_out(found)))
+
+
+@account_route("write")
+async def update_reporter(request: Request, caller: Caller) -> Response:
+    """``PATCH /v1/reporters/{reporter_id}``; ``default_workflow_id`` must be its own."""
+    reporter_id = _reporter_id(request)
+    body = await decode_body(request, UpdateReporter)
+    updated = await reporters.update_reporter(
+        runtime_of(request), caller.account_id, reporter_id, changes(body)
+    )
+    return out(ReporterResponse(reporter=reporter_out(updated)))
+
+
+@account_route("write")
+async def delete_reporter(request: Request, caller: Caller) -> Response:
+    """``DELETE /v1/reporters/{reporter_id}`` → 204, with its workflows and schedules."""
+    await reporters.delete_reporter(runtime_of(request), caller.account_id, _reporter_id(request))
+    return Response(status_code=204)
+
+
+# -- workflows ----------------------------------------------------------------------------------
+
+
+@account_route("write")
+async def create_workflow(request: Request, caller: Caller) -> Response:
+    """``POST /v1/reporters/{reporter_id}/workflows`` → 201 ``{workflow}``."""
+    reporter_id = _reporter_id(request)
+    body = await decode_body(request, CreateWorkflow)
+    created = await reporters.create_workflow(
+        runtime_of(request),
+        caller.account_id,
+        reporter_id,
+        {"name": body.name, "target_kind": body.target_kind},
+        body.steps,
+    )
+    return out(WorkflowResponse(workflow=workflow_out(created)), 201)
+
+
+@account_route("read")
+async def list_workflows(request: Request, caller: Caller) -> Response:
+    """``GET /v1/reporters/{reporter_id}/workflows?limit=&cursor=`` → newest first."""
+    reporter_id = _reporter_id(request)
+    limit, cursor = page_params(request)
+    page, next_cursor = await reporters.list_workflows(
+        runtime_of(request), caller.account_id, reporter_id, limit=limit, cursor=cursor
+    )
+    return out(WorkflowList(workflows=[workflow_out(w) for w in page], next_cursor=next_cursor))
+
+
+@account_route("read")
+async def get_workflow(request: Request, caller: Caller) -> Response:
+    """``GET /v1/reporters/{reporter_id}/workflows/{workflow_id}``."""
+    found = await reporters.get_workflow(runtime_of(request), caller.account_id, *_ids(request))
+    return out(WorkflowResponse(workflow=workflow_out(found)))
+
+
+@account_route("write")
+async def update_workflow(request: Request, caller: Caller) -> Response:
+    """``PATCH …/workflows/{workflow_id}`` (name, target_kind)."""
+    ids = _ids(request)
+    body = await decode_body(request, UpdateWorkflow)
+    updated = await reporters.update_workflow(
+        runtime_of(request), caller.account_id, *ids, changes(body)
+    )
+    return out(WorkflowResponse(workflow=workflow_out(updated)))
+
+
+@account_route("write")
+async def delete_workflow(request: Request, caller: Caller) -> Response:
+    """``DELETE …/workflows/{workflow_id}`` → 204 (409 while a schedule runs it)."""
+    await reporters.delete_workflow(runtime_of(request), caller.account_id, *_ids(request))
+    return Response(status_code=204)
+
+
+# -- steps --------------------------------------------------------------------------------------
+
+
+@account_route("write")
+async def add_step(request: Request, caller: Caller) -> Response:
+    """``POST …/workflows/{workflow_id}/steps`` → 201 ``{step, workflow}`` (appended)."""
+    ids = _ids(request)
+    body = await decode_body(request, CreateStep)
+    workflow, step = await reporters.add_step(runtime_of(request), caller.account_id, *ids, body)
+    return out(StepResponse(step=step_out(step), workflow=workflow_out(workflow)), 201)
+
+
+@account_route("write")
+async def replace_steps(request: Request, caller: Caller) -> Response:
+    """``PUT …/workflows/{workflow_id}/steps {steps}`` → ``{workflow}`` with exactly those."""
+    ids = _ids(request)
+    body = await decode_body(request, ReplaceSteps)
+    workflow = await reporters.replace_steps(
+        runtime_of(request), caller.account_id, *ids, body.steps
+    )
+    return out(WorkflowResponse(workflow=workflow_out(workflow)))
+
+
+@account_route("write")
+async def delete_step(request: Request, caller: Caller) -> Response:
+    """``DELETE …/workflows/{workflow_id}/steps/{step_id}`` → 204."""
+    ids = _ids(request)
+    step_id = path_id(request, "step_id", "stp")
+    await reporters.delete_step(runtime_of(request), caller.account_id, *ids, step_id)
+    return Response(status_code=204)
+
+
+_WF = "/v1/reporters/{reporter_id}/workflows"
+
+ROUTES: list[BaseRoute] = [
+    Route("/v1/reporters", create_reporter, methods=["POST"]),
+    Route("/v1/reporters", list_reporters, methods=["GET"]),
+    Route("/v1/reporters/{reporter_id}", get_reporter, methods=["GET"]),
+    Route("/v1/reporters/{reporter_id}", update_reporter, methods=["PATCH"]),
+    Route("/v1/reporters/{reporter_id}", delete_reporter, methods=["DELETE"]),
+    Route(_WF, create_workflow, methods=["POST"]),
+    Route(_WF, list_workflows, methods=["GET"]),
+    Route(_WF + "/{workflow_id}", get_workflow, methods=["GET"]),
+    Route(_WF + "/{workflow_id}", update_workflow, methods=["PATCH"]),
+    Route(_WF + "/{workflow_id}", delete_workflow, methods=["DELETE"]),
+    Route(_WF + "/{workflow_id}/steps", add_step, methods=["POST"]),
+    Route(_WF + "/{workflow_id}/steps", replace_steps, methods=["PUT"]),
+    Route(_WF + "/{workflow_id}/steps/{step_id}", delete_step, methods=["DELETE"]),
+]

@@ -1,0 +1,21 @@
+"""The tool catalogue (``GET /v1/tools``)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from api.auth import Caller, account_route
+from api.schemas import respond
+from engine.catalog import catalogue
+
+
+@account_route("read")
+async def list_tools(request: Request, caller: Caller) -> Response:
+    """``GET /v1/tools`` → ``{tools: [{tool_id, description, provider, params_schema,
+    pricing}]}``."""
+    return respond({"tools": catalogue()})
+
+
+ROUTES: list[BaseRoute] = [Route("/v1/tools", list_tools, methods=["GET"])]

@@ -26,33 +26,51 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 return out
 """
 
-# APPEND for the worker: with the events, store the blobs they name (SET NX, same partition) and
-# acknowledge the execution's ExecutionRequested entry of the worker group, all in one atomic step
-# and only when the expected seq holds: a StepCompleted never names a blob that is not stored, and
-# the terminal append and the end of the lease cannot be split.
-# KEYS[1] execution stream  KEYS[2] partition log  KEYS[3..] blob keys
-# ARGV[1] expected seq  ARGV[2] PEXPIRE ms (0: none)  ARGV[3] group  ARGV[4] entry id to
-# acknowledge ('': none)  ARGV[5] n blobs  ARGV[6..5+n] blob values  ARGV[6+n..] events
-# -> {1, new_seq, log_id...} or {0, current_seq} on conflict (nothing written, nothing acked)
-APPEND_ACK = """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local current = 0
-if #last > 0 then current = tonumber(string.match(last[1][1], '^(%d+)')) end
-local expected = tonumber(ARGV[1])
-if current ~= expected then return {0, current} end
-local blobs = tonumber(ARGV[5])
-for i = 1, blobs do
-  redis.call('SET', KEYS[2 + i], ARGV[5 + i], 'NX')
+# APPEND for many executions of one partition in one call (the worker's batches): for each op,
+# check its expected seq; when it holds, store the blobs its events name (SET NX), append the events
+# to the execution stream and the partition log, set the retention, and acknowledge the execution's
+# ExecutionRequested entry of the worker group when one is given. Each op is all or nothing and
+# independent of the others: a StepCompleted never names a blob that is not stored, and a terminal
+# append and the end of its lease cannot be split.
+# KEYS[1] partition log  KEYS[2..] per op: its execution stream, then its blob keys
+# ARGV[1] group  then per op: expected seq, PEXPIRE ms (0: none), entry id to acknowledge
+# ('': none), n blobs, n events, the blob values, the events
+# -> per op two numbers: 1, new seq (written) or 0, current seq (conflict: nothing written)
+APPEND_BATCH = """
+local log = KEYS[1]
+local k, a = 2, 2
+local out = {}
+while a <= #ARGV do
+  local stream = KEYS[k]
+  local expected = tonumber(ARGV[a])
+  local ttl = tonumber(ARGV[a + 1])
+  local ack = ARGV[a + 2]
+  local blobs = tonumber(ARGV[a + 3])
+  local events = tonumber(ARGV[a + 4])
+  a = a + 5
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  local current = 0
+  if #last > 0 then current = tonumber(string.match(last[1][1], '^(%d+)')) end
+  if current ~= expected then
+    out[#out + 1] = 0
+    out[#out + 1] = current
+  else
+    for i = 0, blobs - 1 do
+      redis.call('SET', KEYS[k + 1 + i], ARGV[a + i], 'NX')
+    end
+    for i = 0, events - 1 do
+      local event = ARGV[a + blobs + i]
+      redis.call('XADD', stream, (expected + 1 + i) .. '-0', 'e', event)
+      redis.call('XADD', log, '*', 'e', event)
+    end
+    if ttl > 0 then redis.call('PEXPIRE', stream, ttl) end
+    if ack ~= '' then redis.call('XACK', log, ARGV[1], ack) end
+    out[#out + 1] = 1
+    out[#out + 1] = expected + events
+  end
+  k = k + 1 + blobs
+  a = a + blobs + events
 end
-local first = 6 + blobs
-local out = {1, expected + #ARGV - first + 1}
-for i = first, #ARGV do
-  redis.call('XADD', KEYS[1], (expected + i - first + 1) .. '-0', 'e', ARGV[i])
-  out[#out + 1] = redis.call('XADD', KEYS[2], '*', 'e', ARGV[i])
-end
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-if ARGV[4] ~= '' then redis.call('XACK', KEYS[2], ARGV[3], ARGV[4]) end
 return out
 """
 

@@ -134,7 +134,7 @@ class EventStore:
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
         self._append = redis.register_script(scripts.APPEND)
-        self._append_ack = redis.register_script(scripts.APPEND_ACK)
+        self._append_batch = redis.register_script(scripts.APPEND_BATCH)
         self._request = redis.register_script(scripts.REQUEST)
         self._touch = redis.register_script(scripts.TOUCH)
         self._claim = redis.register_script(scripts.CLAIM)
@@ -250,58 +250,61 @@ class EventStore:
     async def append_many(self, ops: Sequence[AppendOp]) -> list[AppendResult]:
         """Several executions' expected-seq appends in one pipelined round trip.
 
-        Each op is checked and written on its own, atomically (one script call, one slot), as
-        :meth:`append` would, with its blobs and its ack. The answer for each op is its events
-        stamped, a ConcurrencyConflict (nothing of that op written), or StoreUnavailable when Redis
-        failed that op. StoreUnavailable is raised when the round trip itself failed: any op may
-        then have been written or not, and the expected seq makes a retry safe.
+        Each op is checked and written on its own, atomically, as :meth:`append` would, with its
+        blobs and its ack; the ops of one partition share one script call (one slot). The answer
+        for each op is its events stamped, a ConcurrencyConflict (nothing of that op written), or
+        StoreUnavailable when Redis failed its partition's call. StoreUnavailable is raised when the
+        round trip itself failed: any op may then have been written or not, and the expected seq
+        makes a retry safe.
         """
         if not ops:
             return []
         now = _now_ms()
+        stamped = [
+            [codec.stamp(e, op.expected_seq + i, now) for i, e in enumerate(op.events, 1)]
+            for op in ops
+        ]
+        by_partition: dict[int, list[int]] = {}
+        for i, op in enumerate(ops):
+            by_partition.setdefault(execution_partition(op.execution_id), []).append(i)
         pipe = self.redis.pipeline(transaction=False)
-        calls: list[tuple[list[str], list[Any], list[AnyEvent]]] = []
-        for op in ops:
-            xid, expected = op.execution_id, op.expected_seq
-            stamped = [codec.stamp(e, expected + i, now) for i, e in enumerate(op.events, 1)]
-            partition = execution_partition(xid)
-            keys = [
-                self.keys.execution(xid),
-                self.keys.log(partition),
-                *(self.keys.blob(partition, sha256) for sha256, _ in op.blobs),
-            ]
-            args: list[Any] = [
-                expected,
-                op.expire_ms,
-                WORKER_GROUP,
-                op.ack or "",
-                len(op.blobs),
-                *(data for _, data in op.blobs),
-                *(codec.encode(e) for e in stamped),
-            ]
+        calls: list[tuple[list[str], list[Any]]] = []
+        for partition, members in by_partition.items():
+            keys = [self.keys.log(partition)]
+            args: list[Any] = [WORKER_GROUP]
+            for i in members:
+                op = ops[i]
+                keys.append(self.keys.execution(op.execution_id))
+                keys.extend(self.keys.blob(partition, sha256) for sha256, _ in op.blobs)
+                args += (op.expected_seq, op.expire_ms, op.ack or "", len(op.blobs), len(op.events))
+                args.extend(data for _, data in op.blobs)
+                args.extend(codec.encode(e) for e in stamped[i])
             # EVALSHA straight into the pipeline: redis-py's Script in a pipeline would first
             # ask SCRIPT EXISTS on every execute (one more round trip each time). A NOSCRIPT
             # answer (after a restart or SCRIPT FLUSH) is retried below through the Script.
-            pipe.execute_command("EVALSHA", self._append_ack.sha, len(keys), *keys, *args)
-            calls.append((keys, args, stamped))
+            pipe.execute_command("EVALSHA", self._append_batch.sha, len(keys), *keys, *args)
+            calls.append((keys, args))
         try:
             replies = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
             raise StoreUnavailable(f"Redis pipeline failed: {exc}") from exc
-        results: list[AppendResult] = []
-        for op, (keys, args, stamped), reply in zip(ops, calls, replies, strict=True):
+        results: list[AppendResult | None] = [None] * len(ops)
+        for members, (keys, args), reply in zip(by_partition.values(), calls, replies, strict=True):
             if isinstance(reply, NoScriptError):
                 try:
-                    reply = await self._append_ack(keys=keys, args=args)
+                    reply = await self._append_batch(keys=keys, args=args)
                 except RedisError as exc:
                     reply = exc
-            if isinstance(reply, Exception):
-                results.append(StoreUnavailable(f"append to {op.execution_id} failed: {reply}"))
-            elif int(reply[0]) != 1:
-                results.append(ConcurrencyConflict(op.execution_id, op.expected_seq, int(reply[1])))
-            else:
-                results.append(stamped)
-        return results
+            for n, i in enumerate(members):
+                op = ops[i]
+                if isinstance(reply, Exception):
+                    results[i] = StoreUnavailable(f"append to {op.execution_id} failed: {reply}")
+                elif int(reply[2 * n]) != 1:
+                    actual = int(reply[2 * n + 1])
+                    results[i] = ConcurrencyConflict(op.execution_id, op.expected_seq, actual)
+                else:
+                    results[i] = stamped[i]
+        return [r for r in results if r is not None]
 
     async def _run_and_wait(self, script: str, keys: list[str], args: list[Any]) -> tuple[Any, int]:
         """Run ``script``, then WAIT for replicas on the same connection; (reply, replicas).

@@ -17,8 +17,11 @@ Rules (DESIGN §5):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
+
+import msgspec
+from msgspec.structs import replace
 
 from engine.events import (
     AnyEvent,
@@ -36,9 +39,12 @@ from engine.events import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ExecState:
-    """What the worker needs to know about one execution, folded from its history."""
+class ExecState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the worker needs to know about one execution, folded from its history.
+
+    A msgspec Struct rather than a dataclass: ``msgspec.structs.replace`` is about twenty times
+    cheaper than ``dataclasses.replace``, and the worker folds every event it writes.
+    """
 
     execution_id: str = ""
     seq: int = 0
@@ -46,8 +52,8 @@ class ExecState:
     status: str = "pending"  # pending | running | done | error
     started: bool = False
     current_step: int = 0  # first step without a StepCompleted
-    attempts: dict[int, int] = field(default_factory=dict)  # highest attempt started per step
-    completed: dict[int, StepCompleted] = field(default_factory=dict)
+    attempts: dict[int, int] = msgspec.field(default_factory=dict)  # highest attempt per step
+    completed: dict[int, StepCompleted] = msgspec.field(default_factory=dict)
     in_flight: StepStarted | None = None  # started, no outcome yet
     last_failure: StepFailed | None = None  # of the current step
     retry: StepRetryScheduled | None = None  # pending retry of the current step
@@ -77,18 +83,23 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
     if event.seq and event.seq != state.seq + 1:
         raise ValueError(f"{event.execution_id}: gap before seq {event.seq} (at {state.seq})")
     seq = event.seq or state.seq + 1
-    s = replace(state, seq=seq)
+    s = state
     match event:
         case ExecutionRequested():
-            return replace(s, execution_id=event.execution_id, requested=event)
+            return replace(s, seq=seq, execution_id=event.execution_id, requested=event)
         case ExecutionStarted():
             return replace(
-                s, started=True, status="running", last_epoch=max(s.last_epoch, event.epoch)
+                s,
+                seq=seq,
+                started=True,
+                status="running",
+                last_epoch=max(s.last_epoch, event.epoch),
             )
         case StepStarted():
             attempts = {**s.attempts, event.step_index: event.attempt}
             return replace(
                 s,
+                seq=seq,
                 started=True,
                 status="running",
                 attempts=attempts,
@@ -103,6 +114,7 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
                 current += 1
             return replace(
                 s,
+                seq=seq,
                 completed=completed,
                 current_step=current,
                 in_flight=None,
@@ -110,18 +122,18 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
                 retry=None,
             )
         case StepFailed():
-            return replace(s, in_flight=None, last_failure=event, retry=None)
+            return replace(s, seq=seq, in_flight=None, last_failure=event, retry=None)
         case StepRetryScheduled():
-            return replace(s, retry=event)
+            return replace(s, seq=seq, retry=event)
         case CostCharged():
-            return replace(s, charged=s.charged + event.amount)
+            return replace(s, seq=seq, charged=s.charged + event.amount)
         case ExecutionCompleted():
-            return replace(s, status="done", in_flight=None)
+            return replace(s, seq=seq, status="done", in_flight=None)
         case ExecutionFailed() | ExecutionCancelled():
-            return replace(s, status="error", in_flight=None)
+            return replace(s, seq=seq, status="error", in_flight=None)
         case ExecutionCancelRequested():
-            return replace(s, cancel_requested=True)
-    return s  # pragma: no cover - the match is exhaustive over AnyEvent
+            return replace(s, seq=seq, cancel_requested=True)
+    return replace(s, seq=seq)  # pragma: no cover - the match is exhaustive over AnyEvent
 
 
 def fold(events: list[AnyEvent], state: ExecState | None = None) -> ExecState:

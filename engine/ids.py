@@ -19,19 +19,34 @@ _SIMPLE = re.compile(rf"^(?P<kind>[a-z]{{2,3}})_(?P<body>{_BODY})$")
 _EXECUTION = re.compile(rf"^exc_p(?P<partition>\d{{1,4}})_(?P<body>{_BODY})$")
 
 
-def _body(now_ms: int | None = None) -> str:
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
+_RAND_BITS = 50
+_last_ms = -1
+_last_rand = 0
+
+
+def _encode(value: int) -> str:
+    """``value`` (50 bits) as 10 base32 characters, most significant first."""
     out = []
-    for _ in range(10):  # 50 bits of milliseconds: good until the year 37648
-        out.append(_ALPHABET[ms & 31])
-        ms >>= 5
-    stamp = "".join(reversed(out))
-    rand = secrets.randbits(50)
-    tail = []
     for _ in range(10):
-        tail.append(_ALPHABET[rand & 31])
-        rand >>= 5
-    return stamp + "".join(tail)
+        out.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def _body(now_ms: int | None = None) -> str:
+    """50 bits of milliseconds (good until the year 37648) then 50 random bits.
+
+    Within one millisecond the random part of the previous id is incremented instead of drawn
+    afresh (as ULIDs do), so ids made by one process sort in creation order: lists page on them.
+    """
+    global _last_ms, _last_rand
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if ms == _last_ms and _last_rand + 1 < (1 << _RAND_BITS):
+        rand = _last_rand + 1
+    else:
+        rand = secrets.randbits(_RAND_BITS - 1)  # leave headroom for increments
+    _last_ms, _last_rand = ms, rand
+    return _encode(ms) + _encode(rand)
 
 
 def new_id(kind: str, now_ms: int | None = None) -> str:

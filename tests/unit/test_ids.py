@@ -1,0 +1,46 @@
+"""Ids: shape, partition routing and creation order."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.ids import execution_partition, is_id, new_execution_id, new_id
+
+
+def test_ids_made_in_one_millisecond_sort_in_creation_order() -> None:
+    made = [new_id("itm", now_ms=1_790_000_000_000) for _ in range(1000)]
+    assert sorted(made) == made
+    assert len(set(made)) == len(made)
+
+
+def test_ids_sort_by_time_across_milliseconds() -> None:
+    earlier = new_id("col", now_ms=1_790_000_000_000)
+    later = new_id("col", now_ms=1_790_000_000_001)
+    assert earlier < later
+
+
+def test_execution_ids_carry_their_partition() -> None:
+    xid = new_execution_id(13)
+    assert is_id(xid, "exc")
+    assert execution_partition(xid) == 13
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("itm_", "itm"),
+        ("itm_0123456789abcdefghjk", "col"),
+        ("itm_0123456789ABCDEFGHJK", "itm"),
+        ("itm_0123456789abcdefghjk:x", "itm"),
+        ("exc_p1_0123456789abcdefghj", "exc"),
+        ("exc_px_0123456789abcdefghjk", "exc"),
+        ("exc_0123456789abcdefghjk", "exc"),
+    ],
+)
+def test_malformed_ids_are_refused(value: str, kind: str) -> None:
+    assert not is_id(value, kind)
+
+
+def test_unknown_kinds_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown id kind"):
+        new_id("zzz")

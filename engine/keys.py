@@ -17,6 +17,8 @@ ever used by single-key commands.
     {prefix}{{pN}}:acct:{account}      hash: the account record
     {prefix}{{pN}}:{kind}:{id}         string (JSON): a synchronous resource (item, …)
     {prefix}{{pN}}:{kind}s:{account}   zset: an owner's resources of one kind, by id
+    {prefix}{{pN}}:{rel}:{parent_id}   zset: a relation (engine.resources.relations): colitems,
+                                       itemcols, colschs, repwfs, repschs, itemdocs, repdocs
     {prefix}{{pN}}:blob:{sha256}       string: a large output stored once by content hash
     {prefix}{{pN}}:v{n}:...            projection namespace n (views, indexes, checkpoint)
 """

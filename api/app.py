@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from api import openapi
 from api.errors import EXCEPTION_HANDLERS, Edge
 from api.routes import (
     account,
@@ -31,6 +32,7 @@ def routes() -> list[BaseRoute]:
     """Every route of the API."""
     return [
         *health.ROUTES,
+        *openapi.ROUTES,
         *admin.ROUTES,
         *account.ROUTES,
         *items.ROUTES,

@@ -150,4 +150,5 @@ def admin_route(handler: Endpoint) -> Endpoint:
         require_admin(runtime_of(request), request)
         return await handler(request)
 
+    endpoint.admin = True  # type: ignore[attr-defined]  # read by api.openapi (security)
     return endpoint

@@ -12,7 +12,7 @@ id is simply ``404``, like a missing one.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import orjson
@@ -22,8 +22,9 @@ from starlette.responses import Response
 
 from engine.accounts import Account
 from engine.errors import InvalidRequest, NotFound
+from engine.events import BlobRef, Status, Target, WorkflowSnapshot
 from engine.ids import is_id
-from engine.items import Item
+from engine.items import Item, ItemType
 from engine.settings import coins_to_micro, micro_to_coins
 
 T = TypeVar("T")
@@ -68,6 +69,191 @@ class TranscriptRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     lang: Annotated[str, msgspec.Meta(min_length=2, max_length=16)] | None = None
     embed: bool = False
     text: str | None = None
+
+
+# -- query strings (documented as parameters; parsed by page_params, flag …) -----------------
+
+
+class PageQuery(msgspec.Struct, kw_only=True):
+    """``?limit=&cursor=`` of every list."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
+    cursor: str | None = None
+
+
+class ExecutionListQuery(PageQuery, kw_only=True):
+    """``GET /v1/executions/me?active=1``: pending and running only."""
+
+    active: Literal["1", "0", "true", "false", "yes", "no"] = "0"
+
+
+class TranscriptQuery(msgspec.Struct, kw_only=True):
+    """``GET /v1/items/{item_id}/transcript?lang=``: absent, the newest in any language."""
+
+    lang: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")] | None = None
+
+
+# -- response bodies (what the handlers' dicts look like; the OpenAPI document uses them) ----
+
+
+class AccountOut(msgspec.Struct, kw_only=True):
+    """An account as its owner sees it."""
+
+    account_id: str
+    name: str
+    balance_coins: float
+
+
+class AccountResponse(msgspec.Struct, kw_only=True):
+    account: AccountOut
+
+
+class AdminAccountOut(AccountOut, kw_only=True):
+    """An account as an operator sees it: the exact balance too."""
+
+    balance_micro: int
+
+
+class AdminAccountResponse(msgspec.Struct, kw_only=True):
+    account: AdminAccountOut
+
+
+class CreatedAccount(msgspec.Struct, kw_only=True):
+    """``POST /admin/accounts``: the account, its first API key and a session token."""
+
+    account: AccountOut
+    api_key: str
+    session_token: str
+
+
+class IssuedKey(msgspec.Struct, kw_only=True):
+    """A new API key (shown once) and its sha256, by which it is revoked."""
+
+    account_id: str
+    api_key: str
+    key_hash: str
+
+
+class MintedToken(msgspec.Struct, kw_only=True):
+    account_id: str
+    session_token: str
+    ttl_s: int
+
+
+class ItemOut(msgspec.Struct, kw_only=True):
+    item_id: str
+    source: str
+    type: ItemType
+    external_id: str
+    created_at: str
+
+
+class ItemResponse(msgspec.Struct, kw_only=True):
+    item: ItemOut
+
+
+class ItemList(msgspec.Struct, kw_only=True):
+    items: list[ItemOut]
+    next_cursor: str | None
+
+
+class ErrorOut(msgspec.Struct, kw_only=True):
+    """Why an execution or a step failed."""
+
+    code: str
+    message: str
+    http_status: int | None
+
+
+class ExecutionSummary(msgspec.Struct, kw_only=True):
+    """An execution: the 202 body, list entries, and the head of the detail."""
+
+    execution_id: str
+    status: Status
+    kind: str
+    target: Target
+    reporter_id: str | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    updated_at: str | None
+    fee_coins: float
+    cost_coins: float
+    error: ErrorOut | None
+    cancel_requested: bool
+    current_step: int | None
+    steps_total: int
+    steps_done: int
+
+
+class ExecutionResponse(msgspec.Struct, kw_only=True):
+    execution: ExecutionSummary
+
+
+class ExecutionList(msgspec.Struct, kw_only=True):
+    executions: list[ExecutionSummary]
+    next_cursor: str | None
+
+
+class StepSummary(msgspec.Struct, kw_only=True):
+    """A step that has started: attempts, input, output (or ``output_ref``), usage, cost."""
+
+    step_index: int
+    step_id: str
+    tool_id: str
+    status: Literal["pending", "running", "retrying", "done", "error"]
+    attempts: int
+    input: dict[str, Any]
+    output: dict[str, Any] | None
+    output_ref: BlobRef | None
+    usage: dict[str, int]
+    cost_coins: float
+    started_at: str | None
+    finished_at: str | None
+    duration_ms: int | None
+    retry_at: str | None
+    error: ErrorOut | None
+
+
+class StepInputOut(msgspec.Struct, kw_only=True):
+    """A step not run yet and the input it will get."""
+
+    step_index: int
+    step_id: str
+    tool_id: str
+    input: dict[str, Any]
+
+
+class ExecutionDetail(msgspec.Struct, kw_only=True):
+    """``GET /v1/executions/{execution_id}``."""
+
+    execution: ExecutionSummary
+    workflow: WorkflowSnapshot
+    steps: list[StepSummary]
+    step_inputs: list[StepInputOut]
+
+
+class EventList(msgspec.Struct, kw_only=True):
+    """The raw events of an execution, oldest first (each tagged by ``type``)."""
+
+    events: list[dict[str, Any]]
+
+
+class TranscriptOut(msgspec.Struct, kw_only=True):
+    item_id: str
+    lang: str
+    text: str
+    segments: list[Any]
+    execution_id: str | None
+    created_at: str | None
+
+
+class TranscriptResponse(msgspec.Struct, kw_only=True):
+    transcript: TranscriptOut
+
+
+class HealthOut(msgspec.Struct, kw_only=True):
+    status: Literal["ok", "ready"]
 
 
 # -- decoding ---------------------------------------------------------------------------------

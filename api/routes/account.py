@@ -8,11 +8,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api.auth import Caller, account_route, runtime_of, unauthorized
-from api.schemas import account_body, respond
+from api.openapi import doc
+from api.schemas import AccountResponse, account_body, respond
 from engine.accounts import get_account
 from engine.errors import NotFound
 
 
+@doc(summary="The caller's account and balance", response=AccountResponse, tags=["account"])
 @account_route("free")
 async def me(request: Request, caller: Caller) -> Response:
     """``GET /v1/me`` → ``{"account": {account_id, name, balance_coins}}``."""

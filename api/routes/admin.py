@@ -7,9 +7,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api.auth import admin_route, mint_session_token, runtime_of
+from api.openapi import doc
 from api.schemas import (
+    AccountResponse,
+    AdminAccountResponse,
     CreateAccount,
+    CreatedAccount,
     Credit,
+    IssuedKey,
+    MintedToken,
     MintToken,
     account_body,
     decode_body,
@@ -21,6 +27,13 @@ from engine import accounts
 from engine.settings import micro_to_coins
 
 
+@doc(
+    summary="Create an account with coins",
+    request=CreateAccount,
+    response=CreatedAccount,
+    status=201,
+    tags=["admin"],
+)
 @admin_route
 async def create_account(request: Request) -> Response:
     """``POST /admin/accounts {name, coins}`` → 201 account, first API key, session token."""
@@ -39,6 +52,13 @@ async def create_account(request: Request) -> Response:
     )
 
 
+@doc(
+    summary="Credit coins (idempotent by credit_id)",
+    request=Credit,
+    response=AccountResponse,
+    errors=[409],
+    tags=["admin"],
+)
 @admin_route
 async def credit(request: Request) -> Response:
     """``POST /admin/accounts/{account_id}/credit {coins, credit_id}`` → the new balance."""
@@ -49,6 +69,7 @@ async def credit(request: Request) -> Response:
     return respond({"account": account_body(await accounts.get_account(runtime, account_id))})
 
 
+@doc(summary="Issue an API key", response=IssuedKey, status=201, tags=["admin"])
 @admin_route
 async def issue_key(request: Request) -> Response:
     """``POST /admin/accounts/{account_id}/keys`` → 201 a new API key and its hash (to revoke)."""
@@ -61,6 +82,7 @@ async def issue_key(request: Request) -> Response:
     )
 
 
+@doc(summary="Revoke an API key", status=204, tags=["admin"])
 @admin_route
 async def revoke_key(request: Request) -> Response:
     """``DELETE /admin/keys/{key_hash}`` → 204; the key's sha256 (or the key itself)."""
@@ -68,6 +90,14 @@ async def revoke_key(request: Request) -> Response:
     return Response(status_code=204)
 
 
+@doc(
+    summary="Mint a session JWT",
+    request=MintToken,
+    body_required=False,
+    response=MintedToken,
+    status=201,
+    tags=["admin"],
+)
 @admin_route
 async def mint_token(request: Request) -> Response:
     """``POST /admin/accounts/{account_id}/tokens {ttl_s?}`` → 201 a session JWT."""
@@ -79,6 +109,7 @@ async def mint_token(request: Request) -> Response:
     return respond({"account_id": account_id, "session_token": token, "ttl_s": body.ttl_s}, 201)
 
 
+@doc(summary="An account with its exact balance", response=AdminAccountResponse, tags=["admin"])
 @admin_route
 async def get_account(request: Request) -> Response:
     """``GET /admin/accounts/{account_id}`` → the account with its balance."""

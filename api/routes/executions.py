@@ -11,7 +11,18 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api.auth import Caller, account_route, runtime_of
-from api.schemas import flag, page_params, path_id, respond
+from api.openapi import doc
+from api.schemas import (
+    EventList,
+    ExecutionDetail,
+    ExecutionList,
+    ExecutionListQuery,
+    ExecutionResponse,
+    flag,
+    page_params,
+    path_id,
+    respond,
+)
 from engine import commands
 from engine.errors import NotFound, StoreError
 from engine.events import ExecutionRequested
@@ -42,6 +53,11 @@ async def accepted(
     return respond({"execution": detail["execution"]}, 202)
 
 
+@doc(
+    summary="An execution: status, workflow, steps, step inputs",
+    response=ExecutionDetail,
+    tags=["executions"],
+)
 @account_route("read")
 async def get_execution(request: Request, caller: Caller) -> Response:
     """``GET /v1/executions/{execution_id}`` → ``{execution, workflow, steps, step_inputs}``."""
@@ -52,6 +68,12 @@ async def get_execution(request: Request, caller: Caller) -> Response:
     return respond(detail)
 
 
+@doc(
+    summary="The caller's executions",
+    response=ExecutionList,
+    query=ExecutionListQuery,
+    tags=["executions"],
+)
 @account_route("read")
 async def my_executions(request: Request, caller: Caller) -> Response:
     """``GET /v1/executions/me?active=1&limit=&cursor=`` → newest first, with ``next_cursor``."""
@@ -62,6 +84,7 @@ async def my_executions(request: Request, caller: Caller) -> Response:
     return respond({"executions": executions, "next_cursor": next_cursor})
 
 
+@doc(summary="The raw event history", response=EventList, tags=["executions"])
 @account_route("read")
 async def execution_events(request: Request, caller: Caller) -> Response:
     """``GET /v1/executions/{execution_id}/events`` → ``{"events": [...]}`` (the raw history)."""
@@ -72,6 +95,13 @@ async def execution_events(request: Request, caller: Caller) -> Response:
     return respond({"events": events})
 
 
+@doc(
+    summary="Cancel an execution",
+    response=ExecutionResponse,
+    status=202,
+    errors=[409],
+    tags=["executions"],
+)
 @account_route("write")
 async def cancel_execution(request: Request, caller: Caller) -> Response:
     """``POST /v1/executions/{execution_id}/cancel`` → 202; 409 when it has already finished."""

@@ -9,14 +9,17 @@ from starlette.routing import BaseRoute, Route
 
 from api.auth import runtime_of
 from api.errors import error_response, request_id_of
-from api.schemas import respond
+from api.openapi import doc
+from api.schemas import HealthOut, respond
 
 
+@doc(summary="Liveness", response=HealthOut, tags=["health"])
 async def healthz(request: Request) -> Response:
     """``GET /healthz``: the process is alive and serving."""
     return respond({"status": "ok"})
 
 
+@doc(summary="Readiness: Redis answers", response=HealthOut, tags=["health"])
 async def readyz(request: Request) -> Response:
     """``GET /readyz``: Redis answers PING, so requests can be served."""
     try:

@@ -8,10 +8,17 @@ from starlette.routing import BaseRoute, Route
 
 from api.auth import Caller, account_route, runtime_of
 from api.errors import request_id_of
+from api.openapi import doc
 from api.routes.executions import accepted, queries_of
 from api.schemas import (
     CreateItem,
+    ExecutionResponse,
+    ItemList,
+    ItemResponse,
+    PageQuery,
+    TranscriptQuery,
     TranscriptRequest,
+    TranscriptResponse,
     decode_body,
     item_body,
     page_params,
@@ -24,6 +31,13 @@ from engine.errors import InvalidRequest, NotFound
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
+@doc(
+    summary="Create an item from a URL or a handle",
+    request=CreateItem,
+    response=ItemResponse,
+    status=201,
+    tags=["items"],
+)
 @account_route("write")
 async def create_item(request: Request, caller: Caller) -> Response:
     """``POST /v1/items {source}`` → 201 the item with its detected type."""
@@ -32,6 +46,7 @@ async def create_item(request: Request, caller: Caller) -> Response:
     return respond({"item": item_body(item)}, 201)
 
 
+@doc(summary="List items", response=ItemList, query=PageQuery, tags=["items"])
 @account_route("read")
 async def list_items(request: Request, caller: Caller) -> Response:
     """``GET /v1/items?limit=&cursor=`` → newest first, with ``next_cursor``."""
@@ -42,6 +57,7 @@ async def list_items(request: Request, caller: Caller) -> Response:
     return respond({"items": [item_body(i) for i in page], "next_cursor": next_cursor})
 
 
+@doc(summary="An item", response=ItemResponse, tags=["items"])
 @account_route("read")
 async def get_item(request: Request, caller: Caller) -> Response:
     """``GET /v1/items/{item_id}``."""
@@ -50,6 +66,7 @@ async def get_item(request: Request, caller: Caller) -> Response:
     return respond({"item": item_body(item)})
 
 
+@doc(summary="Delete an item", status=204, tags=["items"])
 @account_route("write")
 async def delete_item(request: Request, caller: Caller) -> Response:
     """``DELETE /v1/items/{item_id}`` → 204."""
@@ -58,6 +75,15 @@ async def delete_item(request: Request, caller: Caller) -> Response:
     return Response(status_code=204)
 
 
+@doc(
+    summary="Request the transcript of an item",
+    request=TranscriptRequest,
+    body_required=False,
+    response=ExecutionResponse,
+    status=202,
+    errors=[402, 409],
+    tags=["items", "executions"],
+)
 @account_route("write")
 async def request_transcript(request: Request, caller: Caller) -> Response:
     """``POST /v1/items/{item_id}/transcript {lang?, embed?, text?}`` → 202 ``{execution}``.
@@ -80,6 +106,12 @@ async def request_transcript(request: Request, caller: Caller) -> Response:
     return await accepted(request, caller, result.execution_id, result.event)
 
 
+@doc(
+    summary="The transcript of an item",
+    response=TranscriptResponse,
+    query=TranscriptQuery,
+    tags=["items"],
+)
 @account_route("read")
 async def get_transcript(request: Request, caller: Caller) -> Response:
     """``GET /v1/items/{item_id}/transcript?lang=`` → ``{transcript}``, 404 until there is one."""

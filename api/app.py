@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from api import openapi
+from api import docs_page, openapi
 from api.errors import EXCEPTION_HANDLERS, Edge
 from api.routes import (
     account,
@@ -33,6 +33,7 @@ def routes() -> list[BaseRoute]:
     return [
         *health.ROUTES,
         *openapi.ROUTES,
+        *docs_page.ROUTES,
         *admin.ROUTES,
         *account.ROUTES,
         *items.ROUTES,

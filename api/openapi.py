@@ -25,9 +25,10 @@ What is derived rather than declared:
   named like an id (``item_id``, ``collection_id`` …, see :data:`ID_PARAMS`) gets its id pattern;
 - the security from the wrapper: ``account_route`` endpoints take an API key or a session JWT,
   ``admin_route`` endpoints the admin token, the others none;
-- the error responses every such endpoint can give: 401 when authenticated, 404 when it has path
-  ids, 400/413/422 when it takes a body, 422 when it takes a query, 500 and 503 always. ``errors``
-  adds the rest (402, 409 …). Every error response is the body of DESIGN §7 (:class:`ErrorBody`).
+- the error responses every such endpoint can give: 401 when authenticated, 404 when it has
+  path parameters, 400/413/422 when it takes a body, 422 when it takes a query, 500 and 503
+  always; ``errors`` adds the rest (402, 409 …). Every error response is the body of DESIGN §7
+  (:class:`ErrorBody`).
 
 :func:`openapi_document` builds the document; ``GET /openapi.json`` serves it (:data:`ROUTES`).
 """
@@ -244,7 +245,7 @@ def _operation(
     ep: Endpoint, op: Operation, components: dict[str, Any], schemas: dict[type, dict[str, Any]]
 ) -> dict[str, Any]:
     auth = security_of(ep.endpoint)
-    has_ids = any(id_pattern(p) is not None for p in ep.params)
+    has_ids = bool(ep.params)  # any path parameter can name something that is not there
     description = op.description or inspect.getdoc(ep.endpoint) or op.summary
     out: dict[str, Any] = {
         "operationId": f"{ep.method.lower()}_{_slug(ep.path)}",

@@ -32,6 +32,8 @@ T = TypeVar("T")
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_COINS = 1e12
+# Deeper request JSON is 400: far beyond any real body, well within orjson's encoding limit.
+MAX_JSON_DEPTH = 32
 
 # JSON numbers of coins (integers decode too); exact micro-coins are derived from their repr.
 Coins = Annotated[float, msgspec.Meta(ge=0, le=MAX_COINS)]
@@ -259,17 +261,59 @@ class HealthOut(msgspec.Struct, kw_only=True):
 # -- decoding ---------------------------------------------------------------------------------
 
 
+def nesting_depth(body: bytes, limit: int) -> int:
+    """How deeply the JSON in ``body`` nests arrays and objects, counting no further than
+    ``limit + 1``; brackets inside strings are skipped, escapes included."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+def _too_deep(body: bytes) -> bool:
+    # Cheap first: a body with few brackets cannot nest deeply, so most bodies skip the scan.
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return False
+    return nesting_depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH
+
+
 async def decode_body(request: Request, kind: type[T], *, optional: bool = False) -> T:
-    """The request body as ``kind``; an empty body is ``{}`` when ``optional``."""
+    """The request body as ``kind``; an empty body is ``{}`` when ``optional``.
+
+    JSON nested deeper than :data:`MAX_JSON_DEPTH` is refused (400) before decoding: msgspec
+    would recurse into free-form fields (``params``) until RecursionError, and what it stored
+    would be deeper than orjson encodes on the way out.
+    """
     body = await request.body()
     if optional and not body.strip():
         body = b"{}"
+    if _too_deep(body):
+        raise HTTPException(400, f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:  # before DecodeError: it is a subclass
         raise InvalidRequest(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise HTTPException(400, f"malformed JSON: {exc}") from None
+    except RecursionError:  # a last guard; the depth check should make it unreachable
+        raise HTTPException(400, "malformed JSON: nested too deeply") from None
 
 
 def path_id(request: Request, name: str, kind: str) -> str:

@@ -64,11 +64,13 @@ if prev then
   if prev ~= ARGV[2] then return {'mismatch', prev} end
   return {'duplicate', redis.call('GET', KEYS[2]) or '0'}
 end
-local balance = redis.call('INCRBY', KEYS[2], ARGV[2])
+redis.call('INCRBY', KEYS[2], ARGV[2])
+-- The balance as Redis stores it: Lua's tostring of a large number would print 1e+14.
+local balance = redis.call('GET', KEYS[2])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
 redis.call('XADD', KEYS[3], '*', 'charge_id', ARGV[1], 'kind', 'credit', 'amount', ARGV[2],
-  'balance', tostring(balance), 'at', ARGV[3])
-return {'ok', tostring(balance)}
+  'balance', balance, 'at', ARGV[3])
+return {'ok', balance}
 """
 
 

@@ -216,10 +216,6 @@ def test_nesting_depth_skips_brackets_inside_strings() -> None:
     assert nesting_depth(b"[" * 50, 5) == 6  # stops counting past the limit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.accounts' credit script returns tostring(balance): '1e+14' for large balances",
-)
 async def test_credit_with_a_large_balance_is_not_a_500(
     client: httpx.AsyncClient, admin: dict[str, str], alice: ApiAccount
 ) -> None:

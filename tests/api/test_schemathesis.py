@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import schemathesis
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Err
@@ -115,23 +115,6 @@ def live_app(test_settings: Settings) -> Iterator[Live]:
             portal.call(runtime.close)
 
 
-# Balances of 1e14 micro-coins and more come back from the credit script as "1e+14" (Lua's
-# tostring of a double) and int() of that is a 500. Pinned by a strict xfail in test_bad_input;
-# drop this when engine.accounts returns the balance as Redis stores it.
-KNOWN_BUG_COINS = 1e8
-
-
-def _known_bug(case: Any) -> bool:
-    body = case.body if isinstance(case.body, dict) else {}
-    coins = body.get("coins")
-    return (
-        case.path.endswith("/credit")
-        and isinstance(coins, int | float)
-        # small enough that EXAMPLES credits to one account stay under the bug's threshold
-        and coins >= KNOWN_BUG_COINS / (10 * EXAMPLES)
-    )
-
-
 def _httpx_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Schemathesis's (requests-style) transport kwargs as httpx takes them."""
     kwargs = dict(kwargs)
@@ -173,7 +156,6 @@ def _exercise(live: Live, operation: Any) -> None:
         pick=st.integers(min_value=0, max_value=7),
     )
     def run(case: Any, who: int, real: bool, pick: int) -> None:
-        assume(not _known_bug(case))
         if real:  # an id that exists, so the handler gets past the lookup
             for name in list(case.path_parameters or {}):
                 known = live.ids.get(name)

@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api.auth import Caller, account_route, runtime_of
+from api.openapi import doc
 from api.resource_schemas import (
     CreateReporter,
     CreateStep,
@@ -25,7 +26,7 @@ from api.resource_schemas import (
     step_out,
     workflow_out,
 )
-from api.schemas import decode_body, page_params, path_id
+from api.schemas import PageQuery, decode_body, page_params, path_id
 from engine.resources import reporters
 
 
@@ -40,6 +41,13 @@ def _ids(request: Request) -> tuple[str, str]:
 # -- reporters ----------------------------------------------------------------------------------
 
 
+@doc(
+    summary="Create a reporter",
+    request=CreateReporter,
+    response=ReporterResponse,
+    status=201,
+    tags=["reporters"],
+)
 @account_route("write")
 async def create_reporter(request: Request, caller: Caller) -> Response:
     """``POST /v1/reporters`` → 201 ``{reporter}``."""
@@ -48,6 +56,7 @@ async def create_reporter(request: Request, caller: Caller) -> Response:
     return out(ReporterResponse(reporter=reporter_out(created)), 201)
 
 
+@doc(summary="List reporters", response=ReporterList, query=PageQuery, tags=["reporters"])
 @account_route("read")
 async def list_reporters(request: Request, caller: Caller) -> Response:
     """``GET /v1/reporters?limit=&cursor=`` → newest first."""
@@ -58,6 +67,7 @@ async def list_reporters(request: Request, caller: Caller) -> Response:
     return out(ReporterList(reporters=[reporter_out(r) for r in page], next_cursor=next_cursor))
 
 
+@doc(summary="A reporter", response=ReporterResponse, tags=["reporters"])
 @account_route("read")
 async def get_reporter(request: Request, caller: Caller) -> Response:
     """``GET /v1/reporters/{reporter_id}``."""
@@ -67,6 +77,13 @@ async def get_reporter(request: Request, caller: Caller) -> Response:
     return out(ReporterResponse(reporter=reporter_out(found)))
 
 
+@doc(
+    summary="Update a reporter",
+    request=UpdateReporter,
+    response=ReporterResponse,
+    errors=[409],
+    tags=["reporters"],
+)
 @account_route("write")
 async def update_reporter(request: Request, caller: Caller) -> Response:
     """``PATCH /v1/reporters/{reporter_id}``; ``default_workflow_id`` must be its own."""
@@ -78,6 +95,12 @@ async def update_reporter(request: Request, caller: Caller) -> Response:
     return out(ReporterResponse(reporter=reporter_out(updated)))
 
 
+@doc(
+    summary="Delete a reporter, its workflows and schedules",
+    status=204,
+    errors=[409],
+    tags=["reporters"],
+)
 @account_route("write")
 async def delete_reporter(request: Request, caller: Caller) -> Response:
     """``DELETE /v1/reporters/{reporter_id}`` → 204, with its workflows and schedules."""
@@ -88,6 +111,13 @@ async def delete_reporter(request: Request, caller: Caller) -> Response:
 # -- workflows ----------------------------------------------------------------------------------
 
 
+@doc(
+    summary="Create a workflow for a reporter",
+    request=CreateWorkflow,
+    response=WorkflowResponse,
+    status=201,
+    tags=["workflows"],
+)
 @account_route("write")
 async def create_workflow(request: Request, caller: Caller) -> Response:
     """``POST /v1/reporters/{reporter_id}/workflows`` → 201 ``{workflow}``."""
@@ -103,6 +133,12 @@ async def create_workflow(request: Request, caller: Caller) -> Response:
     return out(WorkflowResponse(workflow=workflow_out(created)), 201)
 
 
+@doc(
+    summary="List a reporter's workflows",
+    response=WorkflowList,
+    query=PageQuery,
+    tags=["workflows"],
+)
 @account_route("read")
 async def list_workflows(request: Request, caller: Caller) -> Response:
     """``GET /v1/reporters/{reporter_id}/workflows?limit=&cursor=`` → newest first."""
@@ -114,6 +150,7 @@ async def list_workflows(request: Request, caller: Caller) -> Response:
     return out(WorkflowList(workflows=[workflow_out(w) for w in page], next_cursor=next_cursor))
 
 
+@doc(summary="A workflow with its steps", response=WorkflowResponse, tags=["workflows"])
 @account_route("read")
 async def get_workflow(request: Request, caller: Caller) -> Response:
     """``GET /v1/reporters/{reporter_id}/workflows/{workflow_id}``."""
@@ -121,6 +158,13 @@ async def get_workflow(request: Request, caller: Caller) -> Response:
     return out(WorkflowResponse(workflow=workflow_out(found)))
 
 
+@doc(
+    summary="Update a workflow",
+    request=UpdateWorkflow,
+    response=WorkflowResponse,
+    errors=[409],
+    tags=["workflows"],
+)
 @account_route("write")
 async def update_workflow(request: Request, caller: Caller) -> Response:
     """``PATCH …/workflows/{workflow_id}`` (name, target_kind)."""
@@ -132,6 +176,7 @@ async def update_workflow(request: Request, caller: Caller) -> Response:
     return out(WorkflowResponse(workflow=workflow_out(updated)))
 
 
+@doc(summary="Delete a workflow", status=204, errors=[409], tags=["workflows"])
 @account_route("write")
 async def delete_workflow(request: Request, caller: Caller) -> Response:
     """``DELETE …/workflows/{workflow_id}`` → 204 (409 while a schedule runs it)."""
@@ -142,6 +187,14 @@ async def delete_workflow(request: Request, caller: Caller) -> Response:
 # -- steps --------------------------------------------------------------------------------------
 
 
+@doc(
+    summary="Append a step to a workflow",
+    request=CreateStep,
+    response=StepResponse,
+    status=201,
+    errors=[409],
+    tags=["workflows"],
+)
 @account_route("write")
 async def add_step(request: Request, caller: Caller) -> Response:
     """``POST …/workflows/{workflow_id}/steps`` → 201 ``{step, workflow}`` (appended)."""
@@ -151,6 +204,13 @@ async def add_step(request: Request, caller: Caller) -> Response:
     return out(StepResponse(step=step_out(step), workflow=workflow_out(workflow)), 201)
 
 
+@doc(
+    summary="Replace every step of a workflow",
+    request=ReplaceSteps,
+    response=WorkflowResponse,
+    errors=[409],
+    tags=["workflows"],
+)
 @account_route("write")
 async def replace_steps(request: Request, caller: Caller) -> Response:
     """``PUT …/workflows/{workflow_id}/steps {steps}`` → ``{workflow}`` with exactly those."""
@@ -162,6 +222,7 @@ async def replace_steps(request: Request, caller: Caller) -> Response:
     return out(WorkflowResponse(workflow=workflow_out(workflow)))
 
 
+@doc(summary="Delete a step from a workflow", status=204, errors=[409], tags=["workflows"])
 @account_route("write")
 async def delete_step(request: Request, caller: Caller) -> Response:
     """``DELETE …/workflows/{workflow_id}/steps/{step_id}`` → 204."""

@@ -15,7 +15,8 @@ import msgspec
 from msgspec import UNSET, UnsetType
 from starlette.responses import Response
 
-from api.schemas import iso, respond
+from api.openapi import id_pattern
+from api.schemas import PageQuery, iso, respond
 from engine.resources.records import Collection, Document, Reporter, Schedule, Step, Workflow
 from engine.resources.reporters import StepInput
 
@@ -28,6 +29,18 @@ Hours = Annotated[int, msgspec.Meta(ge=1, le=720)]
 AgeHours = Annotated[int, msgspec.Meta(ge=1, le=8760)]
 PerChannel = Annotated[int, msgspec.Meta(ge=1, le=100)]
 AnyId = Annotated[str, msgspec.Meta(max_length=64)]
+DocumentKind = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+
+
+def _id_pattern(param: str) -> str:
+    """The pattern of ids of the kind ``param`` names (the one path parameters carry)."""
+    pattern = id_pattern(param)
+    assert pattern is not None, param
+    return pattern
+
+
+ItemIdFilter = Annotated[str, msgspec.Meta(pattern=_id_pattern("item_id"))]
+ReporterIdFilter = Annotated[str, msgspec.Meta(pattern=_id_pattern("reporter_id"))]
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -133,6 +146,18 @@ class AttachCollection(_Body, frozen=True):
     """``POST …/schedules/{schedule_id}/collections``."""
 
     collection_id: AnyId
+
+
+# -- query strings (documented as parameters; the handlers parse and check them) -------------
+
+
+class DocumentListQuery(PageQuery, kw_only=True):
+    """``GET /v1/documents?item_id=&reporter_id=&kind=``: filters, each optional; the cursor is
+    the last ``document_id`` of the previous page."""
+
+    item_id: ItemIdFilter | None = None
+    reporter_id: ReporterIdFilter | None = None
+    kind: DocumentKind | None = None
 
 
 # -- responses ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api.auth import Caller, account_route, runtime_of
+from api.openapi import doc
 from api.resource_schemas import (
     AddCollectionItem,
     CollectionList,
@@ -17,7 +18,16 @@ from api.resource_schemas import (
     collection_out,
     out,
 )
-from api.schemas import decode_body, item_body, page_params, path_id, respond
+from api.schemas import (
+    ItemList,
+    ItemResponse,
+    PageQuery,
+    decode_body,
+    item_body,
+    page_params,
+    path_id,
+    respond,
+)
 from engine.errors import NotFound
 from engine.ids import is_id
 from engine.resources import collections
@@ -27,6 +37,13 @@ def _collection_id(request: Request) -> str:
     return path_id(request, "collection_id", "col")
 
 
+@doc(
+    summary="Create a collection",
+    request=CreateCollection,
+    response=CollectionResponse,
+    status=201,
+    tags=["collections"],
+)
 @account_route("write")
 async def create_collection(request: Request, caller: Caller) -> Response:
     """``POST /v1/collections`` → 201 ``{collection}``."""
@@ -37,6 +54,7 @@ async def create_collection(request: Request, caller: Caller) -> Response:
     return out(CollectionResponse(collection=collection_out(created)), 201)
 
 
+@doc(summary="List collections", response=CollectionList, query=PageQuery, tags=["collections"])
 @account_route("read")
 async def list_collections(request: Request, caller: Caller) -> Response:
     """``GET /v1/collections?limit=&cursor=`` → newest first."""
@@ -49,6 +67,7 @@ async def list_collections(request: Request, caller: Caller) -> Response:
     )
 
 
+@doc(summary="A collection", response=CollectionResponse, tags=["collections"])
 @account_route("read")
 async def get_collection(request: Request, caller: Caller) -> Response:
     """``GET /v1/collections/{collection_id}``."""
@@ -58,6 +77,13 @@ async def get_collection(request: Request, caller: Caller) -> Response:
     return out(CollectionResponse(collection=collection_out(found)))
 
 
+@doc(
+    summary="Update a collection",
+    request=UpdateCollection,
+    response=CollectionResponse,
+    errors=[409],
+    tags=["collections"],
+)
 @account_route("write")
 async def update_collection(request: Request, caller: Caller) -> Response:
     """``PATCH /v1/collections/{collection_id}``: only the fields given change."""
@@ -69,6 +95,7 @@ async def update_collection(request: Request, caller: Caller) -> Response:
     return out(CollectionResponse(collection=collection_out(updated)))
 
 
+@doc(summary="Delete a collection", status=204, errors=[409], tags=["collections"])
 @account_route("write")
 async def delete_collection(request: Request, caller: Caller) -> Response:
     """``DELETE /v1/collections/{collection_id}`` → 204 (detached from its schedules)."""
@@ -78,6 +105,14 @@ async def delete_collection(request: Request, caller: Caller) -> Response:
     return Response(status_code=204)
 
 
+@doc(
+    summary="Add an item to a collection",
+    request=AddCollectionItem,
+    response=ItemResponse,
+    status=201,
+    errors=[409],
+    tags=["collections", "items"],
+)
 @account_route("write")
 async def add_item(request: Request, caller: Caller) -> Response:
     """``POST /v1/collections/{collection_id}/items {item_id}`` → 201 ``{item}``."""
@@ -91,6 +126,7 @@ async def add_item(request: Request, caller: Caller) -> Response:
     return respond({"item": item_body(item)}, 201)
 
 
+@doc(summary="Remove an item from a collection", status=204, tags=["collections", "items"])
 @account_route("write")
 async def remove_item(request: Request, caller: Caller) -> Response:
     """``DELETE /v1/collections/{collection_id}/items/{item_id}`` → 204."""
@@ -100,6 +136,12 @@ async def remove_item(request: Request, caller: Caller) -> Response:
     return Response(status_code=204)
 
 
+@doc(
+    summary="List the items in a collection",
+    response=ItemList,
+    query=PageQuery,
+    tags=["collections", "items"],
+)
 @account_route("read")
 async def list_items(request: Request, caller: Caller) -> Response:
     """``GET /v1/collections/{collection_id}/items?limit=&cursor=`` → newest first."""

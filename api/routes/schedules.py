@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api.auth import Caller, account_route, runtime_of
+from api.openapi import doc
 from api.resource_schemas import (
     AttachCollection,
     CreateSchedule,
@@ -17,7 +18,7 @@ from api.resource_schemas import (
     out,
     schedule_out,
 )
-from api.schemas import decode_body, page_params, path_id
+from api.schemas import PageQuery, decode_body, page_params, path_id
 from engine.errors import NotFound
 from engine.ids import is_id
 from engine.resources import schedules
@@ -39,6 +40,13 @@ def _collection_ids(ids: list[str]) -> list[str]:
     return ids
 
 
+@doc(
+    summary="Create a schedule for a reporter",
+    request=CreateSchedule,
+    response=ScheduleResponse,
+    status=201,
+    tags=["schedules"],
+)
 @account_route("write")
 async def create_schedule(request: Request, caller: Caller) -> Response:
     """``POST /v1/reporters/{reporter_id}/schedules`` → 201 ``{schedule}``."""
@@ -52,6 +60,12 @@ async def create_schedule(request: Request, caller: Caller) -> Response:
     return out(ScheduleResponse(schedule=schedule_out(created)), 201)
 
 
+@doc(
+    summary="List a reporter's schedules",
+    response=ScheduleList,
+    query=PageQuery,
+    tags=["schedules"],
+)
 @account_route("read")
 async def list_schedules(request: Request, caller: Caller) -> Response:
     """``GET /v1/reporters/{reporter_id}/schedules?limit=&cursor=`` → newest first."""
@@ -63,6 +77,7 @@ async def list_schedules(request: Request, caller: Caller) -> Response:
     return out(ScheduleList(schedules=[schedule_out(s) for s in page], next_cursor=next_cursor))
 
 
+@doc(summary="A schedule", response=ScheduleResponse, tags=["schedules"])
 @account_route("read")
 async def get_schedule(request: Request, caller: Caller) -> Response:
     """``GET …/schedules/{schedule_id}``."""
@@ -70,6 +85,13 @@ async def get_schedule(request: Request, caller: Caller) -> Response:
     return out(ScheduleResponse(schedule=schedule_out(found)))
 
 
+@doc(
+    summary="Update a schedule",
+    request=UpdateSchedule,
+    response=ScheduleResponse,
+    errors=[409],
+    tags=["schedules"],
+)
 @account_route("write")
 async def update_schedule(request: Request, caller: Caller) -> Response:
     """``PATCH …/schedules/{schedule_id}`` (``enabled`` included)."""
@@ -82,6 +104,7 @@ async def update_schedule(request: Request, caller: Caller) -> Response:
     return out(ScheduleResponse(schedule=schedule_out(updated)))
 
 
+@doc(summary="Delete a schedule", status=204, errors=[409], tags=["schedules"])
 @account_route("write")
 async def delete_schedule(request: Request, caller: Caller) -> Response:
     """``DELETE …/schedules/{schedule_id}`` → 204."""
@@ -89,6 +112,13 @@ async def delete_schedule(request: Request, caller: Caller) -> Response:
     return Response(status_code=204)
 
 
+@doc(
+    summary="Attach a collection to a schedule",
+    request=AttachCollection,
+    response=ScheduleResponse,
+    errors=[409],
+    tags=["schedules", "collections"],
+)
 @account_route("write")
 async def attach_collection(request: Request, caller: Caller) -> Response:
     """``POST …/schedules/{schedule_id}/collections {collection_id}`` → ``{schedule}``."""
@@ -101,6 +131,12 @@ async def attach_collection(request: Request, caller: Caller) -> Response:
     return out(ScheduleResponse(schedule=schedule_out(updated)))
 
 
+@doc(
+    summary="Detach a collection from a schedule",
+    status=204,
+    errors=[409],
+    tags=["schedules", "collections"],
+)
 @account_route("write")
 async def detach_collection(request: Request, caller: Caller) -> Response:
     """``DELETE …/schedules/{schedule_id}/collections/{collection_id}`` → 204."""

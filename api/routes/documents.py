@@ -11,7 +11,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api.auth import Caller, account_route, runtime_of
-from api.resource_schemas import DocumentList, DocumentResponse, document_out, out
+from api.openapi import doc
+from api.resource_schemas import (
+    DocumentList,
+    DocumentListQuery,
+    DocumentResponse,
+    document_out,
+    out,
+)
 from api.schemas import page_params, path_id
 from engine.errors import InvalidRequest, NotFound
 from engine.ids import is_id
@@ -27,6 +34,12 @@ def _filter(request: Request, name: str, kind: str) -> str | None:
     return value
 
 
+@doc(
+    summary="List documents",
+    response=DocumentList,
+    query=DocumentListQuery,
+    tags=["documents"],
+)
 @account_route("read")
 async def list_documents(request: Request, caller: Caller) -> Response:
     """``GET /v1/documents?item_id=&reporter_id=&kind=&limit=&cursor=`` → newest first."""
@@ -50,6 +63,7 @@ async def list_documents(request: Request, caller: Caller) -> Response:
     return out(DocumentList(documents=[document_out(d) for d in page], next_cursor=next_cursor))
 
 
+@doc(summary="A document with its content", response=DocumentResponse, tags=["documents"])
 @account_route("read")
 async def get_document(request: Request, caller: Caller) -> Response:
     """``GET /v1/documents/{document_id}`` → ``{document}`` with its ``content``."""

@@ -7,10 +7,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api.auth import Caller, account_route
+from api.openapi import doc
+from api.resource_schemas import ToolList
 from api.schemas import respond
 from engine.catalog import catalogue
 
 
+@doc(summary="The tool catalogue", response=ToolList, tags=["tools"])
 @account_route("read")
 async def list_tools(request: Request, caller: Caller) -> Response:
     """``GET /v1/tools`` → ``{tools: [{tool_id, description, provider, params_schema,

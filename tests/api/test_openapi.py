@@ -4,11 +4,15 @@ same document served at /openapi.json and rendered at /docs."""
 
 from __future__ import annotations
 
+import copy
+import datetime
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import schemathesis
 from schemathesis.core.result import Err
@@ -19,7 +23,12 @@ from starlette.routing import BaseRoute, Route
 from api.app import routes
 from api.openapi import ID_PARAMS, endpoints, openapi_document, operation_of, undocumented
 from engine.ids import new_execution_id, new_id
+from engine.resources.documents import create_document
+from engine.runtime import Runtime
+from tests.api.conftest import ApiAccount
 
+# The synchronous resources' routes, every one of which the conformance walk calls.
+RESOURCE_PATHS = ("/v1/collections", "/v1/reporters", "/v1/documents", "/v1/tools")
 ERROR_STATUSES = {"400", "401", "402", "404", "409", "413", "422", "429", "500", "503"}
 
 
@@ -200,3 +209,158 @@ async def test_served_document_and_docs_page(client: httpx.AsyncClient) -> None:
     assert "<script" not in html
     assert "<link" not in html
     assert not re.search(r"(src|href)=\"https?:", html)
+
+
+# -- the resource routes answer what the document says ----------------------------------------
+
+
+def strict(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with every described object closed (``additionalProperties: false``), so a
+    field a handler returns but the document does not name is a violation too."""
+    closed = copy.deepcopy(document)
+    for schema in closed["components"]["schemas"].values():
+        if "properties" in schema:
+            schema.setdefault("additionalProperties", False)
+    return closed
+
+
+@dataclass
+class Conformance:
+    """Calls made by template; each answer checked against the strict document."""
+
+    client: httpx.AsyncClient
+    auth: dict[str, str]
+    document: dict[str, Any]
+    schema: Any = field(init=False)
+    checked: set[tuple[str, str]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.schema = schemathesis.openapi.from_dict(strict(self.document))
+
+    async def __call__(
+        self, method: str, template: str, body: Any = None, **ids: str
+    ) -> dict[str, Any]:
+        op = self.document["paths"][template][method.lower()]
+        [success] = [status for status in op["responses"] if status.startswith("2")]
+        response = await self.client.request(
+            method, template.format(**ids), json=body, headers=self.auth
+        )
+        assert str(response.status_code) == success, (method, template, response.text)
+        self.checked.add((template, method.lower()))
+        if success == "204":
+            assert response.content == b""
+            return {}
+        self.schema[template][method.upper()].validate_response(response)
+        answer: dict[str, Any] = response.json()
+        return answer
+
+
+@pytest.mark.anyio
+async def test_resource_answers_match_the_document(
+    client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount
+) -> None:
+    """Every resource route, called for real with ids that exist, answers its documented
+    success status with a body the (closed) documented schema accepts."""
+    call = Conformance(client, alice.key_auth, openapi_document(routes()))
+    item = (await call("POST", "/v1/items", {"source": "@veritasium"}))["item"]["item_id"]
+
+    col = "/v1/collections/{collection_id}"
+    made = await call("POST", "/v1/collections", {"name": "news", "language": "en"})
+    cid = made["collection"]["collection_id"]
+    other = (await call("POST", "/v1/collections", {"name": "other"}))["collection"]
+    await call("GET", "/v1/collections")
+    await call("GET", col, collection_id=cid)
+    await call("PATCH", col, {"description": "d", "visibility": "public"}, collection_id=cid)
+    await call("POST", col + "/items", {"item_id": item}, collection_id=cid)
+    listed = await call("GET", col + "/items", collection_id=cid)
+    assert [i["item_id"] for i in listed["items"]] == [item]
+
+    rep = "/v1/reporters/{reporter_id}"
+    rid = (await call("POST", "/v1/reporters", {"name": "r"}))["reporter"]["reporter_id"]
+    await call("GET", "/v1/reporters")
+    await call("GET", rep, reporter_id=rid)
+    wf = rep + "/workflows/{workflow_id}"
+    step = {"tool_id": "llm_prompt", "prompt_text": "Summarise", "params": {"max_tokens": 64}}
+    created = await call(
+        "POST",
+        rep + "/workflows",
+        {"name": "wf", "target_kind": "youtube_video", "steps": [{"tool_id": "transcribe"}]},
+        reporter_id=rid,
+    )
+    wid = created["workflow"]["workflow_id"]
+    await call("PATCH", rep, {"default_workflow_id": wid}, reporter_id=rid)
+    await call("GET", rep + "/workflows", reporter_id=rid)
+    await call("GET", wf, reporter_id=rid, workflow_id=wid)
+    await call("PATCH", wf, {"name": "renamed"}, reporter_id=rid, workflow_id=wid)
+    added = await call("POST", wf + "/steps", step, reporter_id=rid, workflow_id=wid)
+    await call("PUT", wf + "/steps", {"steps": [step, step]}, reporter_id=rid, workflow_id=wid)
+    sid = (await call("GET", wf, reporter_id=rid, workflow_id=wid))["workflow"]["steps"][0]
+    assert sid["step_id"] != added["step"]["step_id"]  # replaced: fresh step ids
+    await call(
+        "DELETE", wf + "/steps/{step_id}", reporter_id=rid, workflow_id=wid, step_id=sid["step_id"]
+    )
+
+    sch = rep + "/schedules/{schedule_id}"
+    schedule = {"workflow_id": wid, "interval_hours": 6, "collection_ids": [cid]}
+    made = await call("POST", rep + "/schedules", schedule, reporter_id=rid)
+    sched = made["schedule"]["schedule_id"]
+    await call("GET", rep + "/schedules", reporter_id=rid)
+    await call("GET", sch, reporter_id=rid, schedule_id=sched)
+    await call("PATCH", sch, {"enabled": False}, reporter_id=rid, schedule_id=sched)
+    attached = await call(
+        "POST",
+        sch + "/collections",
+        {"collection_id": other["collection_id"]},
+        reporter_id=rid,
+        schedule_id=sched,
+    )
+    assert attached["schedule"]["collection_ids"] == [cid, other["collection_id"]]
+    await call(
+        "DELETE",
+        sch + "/collections/{collection_id}",
+        reporter_id=rid,
+        schedule_id=sched,
+        collection_id=cid,
+    )
+
+    content = orjson.dumps({"text": "a summary"})
+    stored = await create_document(
+        runtime, alice.account_id, kind="summary", content=content, item_id=item, reporter_id=rid
+    )
+    found = await call("GET", "/v1/documents", None)
+    assert [d["document_id"] for d in found["documents"]] == [stored.document_id]
+    one = await call("GET", "/v1/documents/{document_id}", document_id=stored.document_id)
+    assert one["document"]["content"] == {"text": "a summary"}
+    await call("GET", "/v1/tools")
+
+    await call("DELETE", sch, reporter_id=rid, schedule_id=sched)
+    await call("DELETE", col + "/items/{item_id}", collection_id=cid, item_id=item)
+    await call("DELETE", col, collection_id=cid)
+    await call("DELETE", wf, reporter_id=rid, workflow_id=wid)
+    await call("DELETE", rep, reporter_id=rid)
+
+    resource_ops = {
+        (path, method)
+        for path, method, _ in operations(call.document)
+        if path.startswith(RESOURCE_PATHS)
+    }
+    assert resource_ops - call.checked == set()
+
+
+def test_a_field_the_document_does_not_name_is_a_violation(document: dict[str, Any]) -> None:
+    schema = schemathesis.openapi.from_dict(strict(document))["/v1/tools"]["GET"]
+    tool = {
+        "tool_id": "t",
+        "description": "d",
+        "provider": "llm",
+        "params_schema": {},
+        "pricing": {"currency": "coins", "units": []},
+    }
+    request = httpx.Request("GET", "http://testserver/v1/tools")
+    good = httpx.Response(200, json={"tools": [tool]}, request=request)
+    bad = httpx.Response(200, json={"tools": [{**tool, "secret": 1}]}, request=request)
+    for response in (good, bad):
+        response.elapsed = datetime.timedelta(0)  # what a client's send would have set
+    schema.validate_response(good)
+    with pytest.raises(Exception, match="secret"):
+        schema.validate_response(bad)

@@ -343,6 +343,9 @@ async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
             print(mint_session_token(runtime, args.account_id, ttl_s=args.ttl))
         elif args.accounts_command == "key":
             print(await accounts.issue_api_key(runtime, args.account_id))
+        elif args.accounts_command == "revoke":
+            account_id = await accounts.revoke_api_key(runtime, args.key)
+            print(f"revoked an API key of {account_id}")
     finally:
         await runtime.close()
     return 0
@@ -394,7 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --switch: delete the version that was live before",
     )
 
-    accounts = sub.add_parser("accounts", help="create accounts, credit coins, mint tokens")
+    accounts = sub.add_parser(
+        "accounts", help="create accounts, credit coins, mint tokens, issue and revoke keys"
+    )
     acc = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
     create = acc.add_parser("create", help="create an account with coins")
     create.add_argument("--name", required=True)
@@ -410,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=86_400, help="lifetime in seconds (86400)")
     key = acc.add_parser("key", help="issue a new API key")
     key.add_argument("account_id")
+    revoke = acc.add_parser("revoke", help="revoke an API key at once")
+    revoke.add_argument("key", help="the key itself (ck_live_…) or its sha256 (key_hash)")
     return parser
 
 

@@ -1,0 +1,85 @@
+"""The ``clipstream`` command as an operator runs it: a real process against a private Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.processes import ROOT, role_env
+from tests.servers import RedisServer
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _field(output: str, name: str) -> str:
+    for line in output.splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {name} in {output!r}")
+
+
+def test_help_lists_every_command() -> None:
+    result = cli("--help", env=role_env("redis://127.0.0.1:1/0"))
+    assert result.returncode == 0
+    for command in ("serve", "api", "worker", "projector", "replay", "status", "accounts"):
+        assert command in result.stdout
+
+
+def test_single_roles_refuse_the_embedded_store() -> None:
+    env = role_env("redis://unused")
+    del env["CLIPSTREAM_REDIS_URL"]
+    result = cli("worker", env=env)
+    assert result.returncode == 2
+    assert "needs CLIPSTREAM_REDIS_URL" in result.stderr
+
+
+def test_an_invalid_setting_stops_the_process_naming_it() -> None:
+    env = role_env("redis://127.0.0.1:1/0", CLIPSTREAM_LEASE_MS="soon")
+    result = cli("status", env=env)
+    assert result.returncode == 2
+    assert "CLIPSTREAM_LEASE_MS" in result.stderr
+
+
+def test_accounts_lifecycle(real_redis_server: RedisServer) -> None:
+    env = role_env(real_redis_server.url)
+    created = cli("accounts", "create", "--name", "ops", "--coins", "2.5", env=env)
+    assert created.returncode == 0, created.stderr
+    account_id = _field(created.stdout, "account_id")
+    api_key = _field(created.stdout, "api_key")
+    assert _field(created.stdout, "balance_coins") == "2.5"
+
+    for _ in range(2):  # the same credit id twice credits once
+        credited = cli("accounts", "credit", account_id, "--coins", "1", "--credit-id", "inv-1",
+                       env=env)  # fmt: skip
+        assert credited.returncode == 0, credited.stderr
+        assert _field(credited.stdout, "balance_coins") == "3.5"
+
+    revoked = cli("accounts", "revoke", api_key, env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert account_id in revoked.stdout
+    again = cli("accounts", "revoke", api_key, env=env)
+    assert again.returncode == 1
+
+
+def test_status_and_replay_on_an_empty_store(real_redis_server: RedisServer) -> None:
+    env = role_env(real_redis_server.url)
+    status = cli("status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert "partitions: 4" in status.stdout
+    replay = cli("replay", "--switch", "--drop-previous", env=env)
+    assert replay.returncode == 0, replay.stderr
+    assert "identical" in replay.stdout
+    assert "switched to projection version" in replay.stdout

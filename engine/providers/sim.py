@@ -1,5 +1,5 @@
-"""Simulated providers: a transcriber and an LLM with no network, for embedded mode, tests and
-benchmarks.
+"""Simulated providers: a transcriber, an LLM and YouTube with no network, for embedded mode,
+tests and benchmarks.
 
 Outputs are deterministic, derived from the inputs through a SHA-256 seed, so the same request
 always yields the same transcript or completion. Each call sleeps ``settings.sim_latency_ms``.
@@ -7,6 +7,7 @@ always yields the same transcript or completion. Each call sleeps ``settings.sim
 Cost model (micro-coins; 1 coin = 1,000,000):
     transcriber   100 per started second of audio        (0.006 coins a minute)
     llm           1 per prompt token + 3 per completion token (a token ~ 4 characters)
+    youtube       free; usage counts the Data API's quota units a real call would spend
 
 Failure injection:
     * ``settings.sim_fail_rate``: that share of calls fail retryably (``provider_unavailable``).
@@ -16,6 +17,8 @@ Failure injection:
         fail_attempts: n     the first n attempts fail retryably
         fail: "fatal"        every attempt fails non-retryably (``provider_rejected``)
         fail: "retryable"    every attempt fails retryably
+        fail: "rate_limited" every attempt fails like an HTTP 429 (code ``rate_limited``) with
+                             ``retry_after_ms`` (default 1000) as its Retry-After
         hang: true           the call never returns (until cancelled or timed out)
         latency_ms: n        this call's latency instead of the configured one
         retry_after_ms: n    the retryable failures carry this provider hint
@@ -26,20 +29,51 @@ that a real provider that honours one never bills a retried call twice.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import math
 import random
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from engine.errors import ToolError
+from engine.providers.base import (
+    AUDIO_MICRO_PER_SECOND,
+    LLM_MICRO_PER_COMPLETION_TOKEN,
+    LLM_MICRO_PER_PROMPT_TOKEN,
+    ChannelListing,
+    ChannelVideo,
+    Completion,
+    ProviderCall,
+    Transcription,
+    VideoMetadata,
+    audio_cost,
+    llm_cost,
+)
 from engine.settings import Settings
 
-AUDIO_MICRO_PER_SECOND = 100
-LLM_MICRO_PER_PROMPT_TOKEN = 1
-LLM_MICRO_PER_COMPLETION_TOKEN = 3
+__all__ = [
+    "AUDIO_MICRO_PER_SECOND",
+    "LLM_MICRO_PER_COMPLETION_TOKEN",
+    "LLM_MICRO_PER_PROMPT_TOKEN",
+    "SIM_MODEL",
+    "Completion",
+    "SimCall",
+    "SimLLM",
+    "SimTranscriber",
+    "SimYouTube",
+    "Transcription",
+    "estimate_audio_cost",
+    "estimate_llm_cost",
+    "seed_of",
+    "simulate_call",
+    "tokens_of",
+]
+
+SIM_MODEL = "sim-1"
+# The simulation's calls are provider calls like any other (the name predates the HTTP providers).
+SimCall = ProviderCall
 
 _WORDS = [
     "stream",
@@ -82,15 +116,6 @@ _WORDS = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class SimCall:
-    """One simulated provider call: who asks, which attempt, and the test overrides."""
-
-    idempotency_key: str
-    attempt: int
-    overrides: dict[str, Any] = field(default_factory=dict)
-
-
 def _joined(*parts: object) -> bytes:
     return "\x1f".join(str(p) for p in parts).encode()
 
@@ -106,7 +131,7 @@ def tokens_of(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-async def simulate_call(settings: Settings, call: SimCall) -> None:
+async def simulate_call(settings: Settings, call: ProviderCall) -> None:
     """Wait the latency, then fail when the failure injection says so (the shared prologue)."""
     sim = call.overrides
     if sim.get("hang"):
@@ -119,6 +144,13 @@ async def simulate_call(settings: Settings, call: SimCall) -> None:
     fail = sim.get("fail")
     if fail == "fatal":
         raise ToolError("provider_rejected", "simulated provider refused the call", retryable=False)
+    if fail == "rate_limited":
+        raise ToolError(
+            "rate_limited",
+            f"simulated provider rate limit (attempt {call.attempt})",
+            retryable=True,
+            retry_after_ms=1000 if hint is None else hint,
+        )
     if fail == "retryable" or call.attempt <= int(sim.get("fail_attempts", 0)):
         raise ToolError(
             "provider_unavailable",
@@ -136,27 +168,13 @@ async def simulate_call(settings: Settings, call: SimCall) -> None:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Transcription:
-    """A transcriber's answer: timed segments, usage and cost."""
-
-    lang: str
-    segments: list[dict[str, Any]]
-    usage: dict[str, int]
-    cost: int
-
-    @property
-    def text(self) -> str:
-        return " ".join(s["text"] for s in self.segments)
-
-
 class SimTranscriber:
     """Deterministic transcripts from the item's identity and language."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    async def transcribe(self, *, media: str, lang: str, call: SimCall) -> Transcription:
+    async def transcribe(self, *, media: str, lang: str, call: ProviderCall) -> Transcription:
         """Transcribe ``media`` (a source URL or external id) in ``lang``."""
         await simulate_call(self.settings, call)
         # Every choice is one byte of a SHAKE-256 stream of the inputs: as deterministic as a
@@ -177,16 +195,7 @@ class SimTranscriber:
             at += 2
         seconds = math.ceil(clock / 1000)
         usage = {"audio_seconds": seconds}
-        return Transcription(lang, segments, usage, seconds * AUDIO_MICRO_PER_SECOND)
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """An LLM's answer with its token usage and cost."""
-
-    text: str
-    usage: dict[str, int]
-    cost: int
+        return Transcription(lang, segments, usage, audio_cost(seconds))
 
 
 class SimLLM:
@@ -195,32 +204,96 @@ class SimLLM:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    async def complete(self, *, prompt: str, max_tokens: int, call: SimCall) -> Completion:
-        """Complete ``prompt`` with at most ``max_tokens`` tokens."""
+    async def complete(
+        self,
+        *,
+        prompt: str,
+        max_tokens: int,
+        call: ProviderCall,
+        model: str | None = None,
+        system: str | None = None,
+    ) -> Completion:
+        """Complete ``prompt`` with at most ``max_tokens`` tokens; ``system`` instructions count
+        as prompt tokens and change the answer."""
         await simulate_call(self.settings, call)
-        rng = random.Random(seed_of("llm", prompt))
+        seed = seed_of("llm", prompt) if system is None else seed_of("llm", system, prompt)
+        rng = random.Random(seed)
         words = [rng.choice(_WORDS) for _ in range(rng.randint(12, 60))]
         text = " ".join(words).capitalize() + "."
         while tokens_of(text) > max_tokens and len(text) > 1:
             text = text[: max(1, len(text) - 4 * (tokens_of(text) - max_tokens))]
-        prompt_tokens = tokens_of(prompt)
+        prompt_tokens = tokens_of(prompt) + (tokens_of(system) if system else 0)
         completion_tokens = tokens_of(text)
-        cost = (
-            prompt_tokens * LLM_MICRO_PER_PROMPT_TOKEN
-            + completion_tokens * LLM_MICRO_PER_COMPLETION_TOKEN
-        )
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
-        return Completion(text, usage, cost)
+        return Completion(
+            text, usage, llm_cost(prompt_tokens, completion_tokens), model or SIM_MODEL
+        )
+
+
+_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_EPOCH = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+_PAGE = 50  # what one playlistItems page of the real API holds
+
+
+def _sim_id(length: int, *parts: object) -> str:
+    digest = hashlib.sha256(_joined("id", *parts)).digest()
+    return "".join(_ID_ALPHABET[b % 64] for b in digest[:length])
+
+
+def _iso(seconds: int) -> str:
+    return (_EPOCH + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class SimYouTube:
+    """Deterministic video metadata and channel listings from the ids asked for."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def video(self, *, video_id: str, call: ProviderCall) -> VideoMetadata:
+        """One video's metadata (every id exists in the simulation)."""
+        await simulate_call(self.settings, call)
+        rng = random.Random(seed_of("video", video_id))
+        title = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 8))).title()
+        description = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(10, 40)))
+        channel_id = "UC" + _sim_id(22, "channel-of", video_id)
+        return VideoMetadata(
+            video_id=video_id,
+            title=title,
+            description=description.capitalize() + ".",
+            channel_id=channel_id,
+            channel_title=rng.choice(_WORDS).title() + " " + rng.choice(_WORDS).title(),
+            published_at=_iso(rng.randrange(0, 5 * 365 * 86_400)),
+            duration_s=rng.randint(30, 3 * 3600),
+            tags=sorted({rng.choice(_WORDS) for _ in range(rng.randint(0, 6))}),
+            usage={"quota_units": 1},
+        )
+
+    async def channel_videos(
+        self, *, channel: str, max_videos: int, call: ProviderCall
+    ) -> ChannelListing:
+        """A channel's newest uploads: 5-60 videos, newest first, at most ``max_videos``."""
+        await simulate_call(self.settings, call)
+        channel_id = channel if channel.startswith("UC") else "UC" + _sim_id(22, "handle", channel)
+        rng = random.Random(seed_of("channel", channel_id))
+        total = rng.randint(5, 60)
+        clock = 5 * 365 * 86_400
+        videos: list[ChannelVideo] = []
+        for n in range(min(total, max_videos)):
+            clock -= rng.randint(3_600, 14 * 86_400)
+            title = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 8))).title()
+            videos.append(ChannelVideo(_sim_id(11, channel_id, n), title, _iso(clock)))
+        # A real listing spends one unit on the channel and one per page of uploads.
+        usage = {"quota_units": 1 + max(1, math.ceil(len(videos) / _PAGE))}
+        title = " ".join(w.title() for w in rng.sample(_WORDS, 2))
+        return ChannelListing(channel_id, title, videos, usage)
 
 
 def estimate_audio_cost(seconds: int = 600) -> int:
     """Upper estimate of a transcription before the audio length is known (10 minutes)."""
-    return seconds * AUDIO_MICRO_PER_SECOND
+    return audio_cost(seconds)
 
 
 def estimate_llm_cost(prompt_chars: int, max_tokens: int) -> int:
     """Upper estimate of a completion: the prompt plus every allowed completion token."""
-    return (
-        max(1, math.ceil(prompt_chars / 4)) * LLM_MICRO_PER_PROMPT_TOKEN
-        + max_tokens * LLM_MICRO_PER_COMPLETION_TOKEN
-    )
+    return llm_cost(max(1, math.ceil(prompt_chars / 4)), max_tokens)

@@ -1,0 +1,152 @@
+"""What a provider is, whatever is behind it (the simulation or an HTTP service).
+
+Three kinds, one protocol each: :class:`Transcriber`, :class:`LLM` and :class:`YouTube`. Tools
+only ever see these protocols, so a tool runs the same against the simulated providers (tests,
+embedded mode, benchmarks) and the HTTP ones (production). Every call takes a
+:class:`ProviderCall`: who asks (the idempotency key), which attempt, and the simulation's test
+overrides (ignored by HTTP providers).
+
+Costs are micro-coins (1 coin = 1,000,000); usage counts the provider's own units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+ProviderKindName = Literal["transcriber", "llm", "youtube"]
+
+# The unit prices every provider charges by (the catalogue lists them; see engine.catalog).
+AUDIO_MICRO_PER_SECOND = 100
+LLM_MICRO_PER_PROMPT_TOKEN = 1
+LLM_MICRO_PER_COMPLETION_TOKEN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCall:
+    """One provider call: its idempotency key, the attempt, and the simulation's overrides.
+
+    The key is the step's (execution id + step index), the same for every attempt, so a provider
+    that honours one never bills a retried call twice. A step that makes several calls gives each
+    one its own stable key with :meth:`sub`, so no two different requests ever share a key.
+    """
+
+    idempotency_key: str
+    attempt: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def sub(self, label: str) -> ProviderCall:
+        """The same call's key, qualified for a secondary request (``<key>:<label>``)."""
+        return replace(self, idempotency_key=f"{self.idempotency_key}:{label}")
+
+
+@dataclass(frozen=True, slots=True)
+class Transcription:
+    """A transcriber's answer: timed segments (``{"start_ms", "end_ms", "text"}``), usage and
+    cost."""
+
+    lang: str
+    segments: list[dict[str, Any]]
+    usage: dict[str, int]
+    cost: int
+
+    @property
+    def text(self) -> str:
+        return " ".join(s["text"] for s in self.segments)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """An LLM's answer with its token usage, cost and the model that answered."""
+
+    text: str
+    usage: dict[str, int]
+    cost: int
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VideoMetadata:
+    """One video as the YouTube Data API describes it."""
+
+    video_id: str
+    title: str
+    description: str
+    channel_id: str
+    channel_title: str
+    published_at: str  # ISO 8601, as the API gives it
+    duration_s: int
+    tags: list[str]
+    usage: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelVideo:
+    """One upload of a channel."""
+
+    video_id: str
+    title: str
+    published_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelListing:
+    """A channel's uploads, newest first, as far as the listing went."""
+
+    channel_id: str
+    title: str
+    videos: list[ChannelVideo]
+    usage: dict[str, int]
+
+
+class Transcriber(Protocol):
+    """Speech to text."""
+
+    async def transcribe(self, *, media: str, lang: str, call: ProviderCall) -> Transcription:
+        """Transcribe ``media`` (a source URL or an external id) in ``lang``."""
+        ...
+
+
+class LLM(Protocol):
+    """Chat completions."""
+
+    async def complete(
+        self,
+        *,
+        prompt: str,
+        max_tokens: int,
+        call: ProviderCall,
+        model: str | None = None,
+        system: str | None = None,
+    ) -> Completion:
+        """Complete ``prompt`` (under ``system`` instructions) in at most ``max_tokens`` tokens,
+        with ``model`` or the provider's configured one."""
+        ...
+
+
+class YouTube(Protocol):
+    """Video and channel metadata."""
+
+    async def video(self, *, video_id: str, call: ProviderCall) -> VideoMetadata:
+        """The metadata of one video; ToolError ``not_found`` when there is no such video."""
+        ...
+
+    async def channel_videos(
+        self, *, channel: str, max_videos: int, call: ProviderCall
+    ) -> ChannelListing:
+        """A channel's newest uploads (at most ``max_videos``). ``channel`` is a channel id
+        (``UC…``) or a handle (``@name``)."""
+        ...
+
+
+def llm_cost(prompt_tokens: int, completion_tokens: int) -> int:
+    """What a completion costs, in micro-coins."""
+    return (
+        prompt_tokens * LLM_MICRO_PER_PROMPT_TOKEN
+        + completion_tokens * LLM_MICRO_PER_COMPLETION_TOKEN
+    )
+
+
+def audio_cost(seconds: int) -> int:
+    """What transcribing ``seconds`` of audio costs, in micro-coins."""
+    return seconds * AUDIO_MICRO_PER_SECOND

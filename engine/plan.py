@@ -13,6 +13,16 @@ Rules (DESIGN §5):
       the scheduled attempt. A ``StepFailed`` without one ends the execution.
     * A cancel request wins over everything but a terminal event.
     * Terminal executions (and unknown ones) need nothing.
+
+Per-item executions (``process_collection``): the snapshot's steps are the workflow's steps
+repeated once per item, and each ``step_inputs[i]`` names its ``item_index`` (see
+``engine.commands``). A step that fails for good fails *its item* only: the item's remaining steps
+are skipped and the next item goes on. The execution ends ``done`` when at least one item finished
+every step (the failed items are listed in the execution detail), and ``error`` only when every
+item failed, with the code of the last failure. An ``insufficient_balance`` failure still ends the
+whole execution: no other item could be paid for either. Which items failed is folded from the log
+(a ``StepFailed`` not followed by its ``StepRetryScheduled``, which the worker always appends in
+the same call), so a worker that takes over sees exactly what the first one decided.
 """
 
 from __future__ import annotations
@@ -60,6 +70,8 @@ class ExecState(msgspec.Struct, frozen=True, kw_only=True):
     cancel_requested: bool = False
     last_epoch: int = 0
     charged: int = 0  # provider cost charged through CostCharged events
+    # Per-item executions: the final failure of each failed item, by item index.
+    failed_items: dict[int, StepFailed] = msgspec.field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:
@@ -68,6 +80,11 @@ class ExecState(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def step_count(self) -> int:
         return len(self.requested.workflow.steps) if self.requested else 0
+
+    @property
+    def per_item(self) -> bool:
+        """True when the steps are grouped by item (a ``process_collection`` execution)."""
+        return self.requested is not None and self.requested.kind == "process_collection"
 
     @property
     def steps_cost(self) -> int:
@@ -97,6 +114,7 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
             )
         case StepStarted():
             attempts = {**s.attempts, event.step_index: event.attempt}
+            s = _settle_item_failure(s)
             return replace(
                 s,
                 seq=seq,
@@ -125,6 +143,8 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
             return replace(s, seq=seq, in_flight=None, last_failure=event, retry=None)
         case StepRetryScheduled():
             return replace(s, seq=seq, retry=event)
+        case ExecutionCompleted() if s.per_item:
+            return replace(_settle_item_failure(s), seq=seq, status="done", in_flight=None)
         case CostCharged():
             return replace(s, seq=seq, charged=s.charged + event.amount)
         case ExecutionCompleted():
@@ -134,6 +154,25 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
         case ExecutionCancelRequested():
             return replace(s, seq=seq, cancel_requested=True)
     return replace(s, seq=seq)  # pragma: no cover - the match is exhaustive over AnyEvent
+
+
+def _settle_item_failure(s: ExecState) -> ExecState:
+    """A per-item execution moving on past a failure with no retry scheduled: that failure is
+    final, and it is its item's."""
+    failure = s.last_failure
+    if not s.per_item or failure is None or s.retry is not None:
+        return s
+    item = item_index(s, failure.step_index)
+    return replace(s, last_failure=None, failed_items={**s.failed_items, item: failure})
+
+
+def item_index(state: ExecState, index: int) -> int:
+    """The item step ``index`` belongs to (0 for an execution that is not per item)."""
+    req = state.requested
+    if req is None or not state.per_item or index >= len(req.step_inputs):
+        return 0
+    value = req.step_inputs[index].get("item_index", 0)
+    return value if isinstance(value, int) else 0
 
 
 def fold(events: list[AnyEvent], state: ExecState | None = None) -> ExecState:
@@ -220,6 +259,8 @@ def next_action(state: ExecState, now_ms: int) -> Action:
         return Cancel(step_index=flight.step_index, attempt=flight.attempt)
     if not state.started:
         return StartExecution()
+    if state.per_item:
+        return _next_per_item(state, now_ms)
     index = state.current_step
     if index >= state.step_count:
         return Complete(cost=req.fee + state.steps_cost)
@@ -232,11 +273,54 @@ def next_action(state: ExecState, now_ms: int) -> Action:
         return StartStep(index, state.retry.next_attempt, step_input(state, index))
     failure = state.last_failure
     if failure is not None:
-        code, status = _FAILURE_CODES.get(failure.code, ("provider_failed", None))
-        tool_id = req.workflow.steps[index].tool_id
-        message = f"step {index} ({tool_id}) failed after {failure.attempt} attempt(s): "
-        return Fail(code, message + failure.message, status)
+        return _fail(state, failure)
     return StartStep(index, state.attempts.get(index, 0) + 1, step_input(state, index))
+
+
+def _next_per_item(state: ExecState, now_ms: int) -> Action:
+    """next_action for an execution whose steps are grouped by item (see the module docstring)."""
+    req = state.requested
+    assert req is not None
+    if state.in_flight is not None:
+        flight = state.in_flight
+        return StartStep(
+            flight.step_index, flight.attempt + 1, step_input(state, flight.step_index)
+        )
+    if state.retry is not None:
+        if now_ms < state.retry.not_before:
+            return WaitUntil(state.retry.not_before)
+        retried = state.retry.step_index
+        return StartStep(retried, state.retry.next_attempt, step_input(state, retried))
+    failed = dict(state.failed_items)
+    failure = state.last_failure
+    if failure is not None:
+        if failure.code == "insufficient_balance":
+            return _fail(state, failure)
+        failed[item_index(state, failure.step_index)] = failure
+    index = next(
+        (
+            i
+            for i in range(state.current_step, state.step_count)
+            if i not in state.completed and item_index(state, i) not in failed
+        ),
+        None,
+    )
+    if index is not None:
+        return StartStep(index, state.attempts.get(index, 0) + 1, step_input(state, index))
+    items = {item_index(state, i) for i in range(state.step_count)}
+    if failed and items <= failed.keys():
+        fail = _fail(state, max(failed.values(), key=lambda f: f.seq))
+        return Fail(fail.code, f"every item failed; the last: {fail.message}", fail.http_status)
+    return Complete(cost=req.fee + state.steps_cost)
+
+
+def _fail(state: ExecState, failure: StepFailed) -> Fail:
+    req = state.requested
+    assert req is not None
+    code, status = _FAILURE_CODES.get(failure.code, ("provider_failed", None))
+    tool_id = req.workflow.steps[failure.step_index].tool_id
+    message = f"step {failure.step_index} ({tool_id}) failed after {failure.attempt} attempt(s): "
+    return Fail(code, message + failure.message, status)
 
 
 def step_input(state: ExecState, index: int) -> dict[str, Any]:
@@ -247,6 +331,8 @@ def step_input(state: ExecState, index: int) -> dict[str, Any]:
     assert req is not None
     base: dict[str, Any] = dict(req.step_inputs[index]) if index < len(req.step_inputs) else {}
     prev = state.completed.get(index - 1)
+    if prev is not None and item_index(state, index - 1) != item_index(state, index):
+        prev = None  # the first step of an item starts from its item, not the last item's output
     if prev is not None and "previous" not in base:
         ref = prev.output_ref
         base["previous"] = {

@@ -12,6 +12,8 @@ Status mapping (the four client statuses):
     ExecutionCompleted                     done
     ExecutionFailed                        error, error.code = the event's code
     ExecutionCancelled                     error, error.code = "cancelled"
+A per-item execution (``process_collection``) goes on after a step fails for good: a step left
+``retrying`` with no retry scheduled is ``error`` once another step starts (its item failed).
 A terminal status is final: a late event (a cost recorded after cancellation) updates the
 numbers, never the status.
 
@@ -90,6 +92,8 @@ def _apply(view: ExecutionView, event: AnyEvent) -> ExecutionView:
         case ExecutionStarted():
             return _running(view, event.at)
         case StepStarted():
+            if view.kind == "process_collection":
+                view = _settle_failures(view, event.step_index, event.at)
             step = _step(view, event.step_index)
             step = _replace(
                 step,
@@ -214,6 +218,20 @@ def _terminal(
             for s in steps
         ]
     return _replace(view, status=status, error=error, finished_at=at, steps=steps)
+
+
+def _settle_failures(view: ExecutionView, starting: int, at: int) -> ExecutionView:
+    """A per-item execution moves on to step ``starting``: a step still ``retrying`` with no retry
+    scheduled failed for good (its item is skipped; see engine.plan)."""
+    if not any(s.status == "retrying" and s.retry_at is None for s in view.steps):
+        return view
+    steps = [
+        _replace(s, status="error", finished_at=at)
+        if s.status == "retrying" and s.retry_at is None and s.step_index != starting
+        else s
+        for s in view.steps
+    ]
+    return _replace(view, steps=steps)
 
 
 def _charged(view: ExecutionView, event: CostCharged) -> ExecutionView:

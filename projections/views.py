@@ -164,9 +164,62 @@ def step_json(step: StepView) -> dict[str, Any]:
     }
 
 
+def _item_status(steps: list[StepView]) -> StepStatus:
+    if any(s.status == "error" for s in steps):
+        return "error"
+    if all(s.status == "done" for s in steps):
+        return "done"
+    if any(step_ran(s) for s in steps):
+        return "running"
+    return "pending"
+
+
+def items_json(view: ExecutionView) -> list[dict[str, Any]]:
+    """Per-item progress of a ``process_collection`` execution: for each item (in run order) its
+    status, steps done, cost, error, and the output of its last step once it is done. A failed
+    item's steps that never ran are counted in ``steps_skipped``."""
+    groups: dict[int, list[StepView]] = {}
+    for step in view.steps:
+        index = step.input.get("item_index")
+        if isinstance(index, int):
+            groups.setdefault(index, []).append(step)
+    out: list[dict[str, Any]] = []
+    for index in sorted(groups):
+        steps = groups[index]
+        status = _item_status(steps)
+        failed = next((s for s in steps if s.status == "error"), None)
+        last = steps[-1]
+        out.append(
+            {
+                "item_index": index,
+                "item_id": last.input.get("item_id"),
+                "source": last.input.get("source"),
+                "status": status,
+                "steps_total": len(steps),
+                "steps_done": sum(1 for s in steps if s.status == "done"),
+                "steps_skipped": sum(1 for s in steps if not step_ran(s))
+                if status == "error"
+                else 0,
+                "step_indexes": [s.step_index for s in steps],
+                "cost_coins": micro_to_coins(sum(s.cost for s in steps)),
+                "error": _error_json(failed.error if failed else None),
+                "output": last.output if status == "done" else None,
+            }
+        )
+    return out
+
+
 def execution_json(view: ExecutionView) -> dict[str, Any]:
     """The body of ``GET /v1/executions/{id}``: execution, workflow, steps that ran, and the
-    inputs of the steps not run yet."""
+    inputs of the steps not run yet; a ``process_collection`` execution adds ``items``
+    (:func:`items_json`)."""
+    body = _execution_json(view)
+    if view.kind == "process_collection":
+        body["items"] = items_json(view)
+    return body
+
+
+def _execution_json(view: ExecutionView) -> dict[str, Any]:
     return {
         "execution": execution_summary(view),
         "workflow": msgspec.to_builtins(view.workflow),

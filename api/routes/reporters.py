@@ -1,12 +1,17 @@
-"""Reporters (``/v1/reporters``), their workflows and the workflows' steps."""
+"""Reporters (``/v1/reporters``), their workflows and the workflows' steps; running a reporter
+over a source or a collection (202 ``{execution}``) and listing its executions."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api.auth import Caller, account_route, runtime_of
+from api.errors import request_id_of
 from api.openapi import doc
 from api.resource_schemas import (
     CreateReporter,
@@ -26,8 +31,41 @@ from api.resource_schemas import (
     step_out,
     workflow_out,
 )
-from api.schemas import PageQuery, decode_body, page_params, path_id
+from api.routes.executions import accepted, queries_of
+from api.schemas import (
+    ExecutionList,
+    ExecutionResponse,
+    PageQuery,
+    decode_body,
+    page_params,
+    path_id,
+    respond,
+)
+from engine import commands
+from engine.errors import NotFound
+from engine.ids import is_id
 from engine.resources import reporters
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class ProcessRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``POST /v1/reporters/{reporter_id}/process``: a URL or handle, and the workflow to run
+    (default: the reporter's default workflow)."""
+
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    workflow_id: str | None = None
+
+
+class ProcessCollectionRequest(
+    msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True
+):
+    """``POST /v1/reporters/{reporter_id}/process-collection``: one execution over the items of
+    the collection (at most ``max_items``, oldest first)."""
+
+    collection_id: str
+    workflow_id: str | None = None
+    max_items: Annotated[int, msgspec.Meta(ge=1, le=commands.MAX_COLLECTION_ITEMS)] | None = None
 
 
 def _reporter_id(request: Request) -> str:
@@ -232,6 +270,95 @@ async def delete_step(request: Request, caller: Caller) -> Response:
     return Response(status_code=204)
 
 
+# -- running a reporter ---------------------------------------------------------------------
+
+
+def _workflow_id(value: str | None) -> str | None:
+    if value is not None and not is_id(value, "wf"):
+        raise NotFound("no such workflow")
+    return value
+
+
+@doc(
+    summary="Run a reporter's workflow over a source",
+    request=ProcessRequest,
+    response=ExecutionResponse,
+    status=202,
+    errors=[402, 409],
+    tags=["reporters", "executions"],
+)
+@account_route("write")
+async def process(request: Request, caller: Caller) -> Response:
+    """``POST /v1/reporters/{reporter_id}/process {source, workflow_id?}`` → 202 ``{execution}``.
+
+    The source resolves like an item (an existing item is reused). No ``workflow_id``: the
+    reporter's default workflow (422 when it has none). A workflow whose ``target_kind`` does not
+    fit the source is 422, before anything is charged. ``Idempotency-Key`` as for transcripts.
+    """
+    reporter_id = _reporter_id(request)
+    body = await decode_body(request, ProcessRequest)
+    result = await commands.request_process(
+        runtime_of(request),
+        caller.account_id,
+        reporter_id,
+        source=body.source,
+        workflow_id=_workflow_id(body.workflow_id),
+        request_id=request_id_of(request),
+        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+    )
+    return await accepted(request, caller, result.execution_id, result.event)
+
+
+@doc(
+    summary="Run a reporter's workflow over every item of a collection",
+    request=ProcessCollectionRequest,
+    response=ExecutionResponse,
+    status=202,
+    errors=[402, 409],
+    tags=["reporters", "executions"],
+)
+@account_route("write")
+async def process_collection(request: Request, caller: Caller) -> Response:
+    """``POST /v1/reporters/{reporter_id}/process-collection {collection_id, workflow_id?,
+    max_items?}`` → 202 ``{execution}``: ONE execution; ``GET /v1/executions/{id}`` shows each
+    item's progress under ``items``. It ends ``done`` when at least one item finished (failed items
+    listed with their error), ``error`` only when every item failed.
+    """
+    reporter_id = _reporter_id(request)
+    body = await decode_body(request, ProcessCollectionRequest)
+    if not is_id(body.collection_id, "col"):
+        raise NotFound("no such collection")
+    result = await commands.request_process_collection(
+        runtime_of(request),
+        caller.account_id,
+        reporter_id,
+        collection_id=body.collection_id,
+        workflow_id=_workflow_id(body.workflow_id),
+        max_items=body.max_items,
+        request_id=request_id_of(request),
+        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+    )
+    return await accepted(request, caller, result.execution_id, result.event)
+
+
+@doc(
+    summary="A reporter's executions (scheduled runs too)",
+    response=ExecutionList,
+    query=PageQuery,
+    tags=["reporters", "executions"],
+)
+@account_route("read")
+async def reporter_executions(request: Request, caller: Caller) -> Response:
+    """``GET /v1/reporters/{reporter_id}/executions?limit=&cursor=`` → newest first."""
+    reporter_id = _reporter_id(request)
+    limit, cursor = page_params(request)
+    await reporters.get_reporter(runtime_of(request), caller.account_id, reporter_id)
+    executions, next_cursor = await queries_of(request).list_reporter_executions(
+        caller.account_id, reporter_id, limit=limit, cursor=cursor
+    )
+    return respond({"executions": executions, "next_cursor": next_cursor})
+
+
 _WF = "/v1/reporters/{reporter_id}/workflows"
 
 ROUTES: list[BaseRoute] = [
@@ -240,6 +367,9 @@ ROUTES: list[BaseRoute] = [
     Route("/v1/reporters/{reporter_id}", get_reporter, methods=["GET"]),
     Route("/v1/reporters/{reporter_id}", update_reporter, methods=["PATCH"]),
     Route("/v1/reporters/{reporter_id}", delete_reporter, methods=["DELETE"]),
+    Route("/v1/reporters/{reporter_id}/process", process, methods=["POST"]),
+    Route("/v1/reporters/{reporter_id}/process-collection", process_collection, methods=["POST"]),
+    Route("/v1/reporters/{reporter_id}/executions", reporter_executions, methods=["GET"]),
     Route(_WF, create_workflow, methods=["POST"]),
     Route(_WF, list_workflows, methods=["GET"]),
     Route(_WF + "/{workflow_id}", get_workflow, methods=["GET"]),

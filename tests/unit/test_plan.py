@@ -221,3 +221,116 @@ def test_fold_tracks_epochs_and_attempts() -> None:
     assert state.last_epoch == 3
     assert state.attempts == {0: 2}
     assert state.status == "running"
+
+
+# -- per-item executions (process_collection) ---------------------------------------------------
+
+
+def collection(items: int = 3, per_item: int = 2) -> AnyEvent:
+    """A process_collection request: ``per_item`` steps repeated for each of ``items`` items."""
+    steps: list[StepSpec] = []
+    inputs: list[dict[str, Any]] = []
+    for i in range(items):
+        for k in range(per_item):
+            steps.append(
+                StepSpec(step_id=f"s{k}", tool_id="transcribe" if k == 0 else "llm_prompt")
+            )
+            inputs.append({"item_id": f"itm_{i}", "item_index": i, "item_step": k})
+    return ExecutionRequested(
+        execution_id=X,
+        owner="acc_x",
+        kind="process_collection",
+        target=Target(kind="collection", collection_id="col_x"),
+        workflow=WorkflowSnapshot(
+            workflow_id="wf_x", name="w", target_kind="collection", steps=steps
+        ),
+        step_inputs=inputs,
+        fee=FEE,
+        request_id="req_x",
+    )
+
+
+def fatal(index: int, attempt: int = 1, code: str = "provider_rejected") -> AnyEvent:
+    return StepFailed(
+        execution_id=X, step_index=index, attempt=attempt, code=code, message="m", retryable=False
+    )
+
+
+def test_a_failed_item_skips_its_remaining_steps_and_the_next_item_goes_on() -> None:
+    state = state_of(collection(), started(), step_started(0), fatal(0))
+    action = plan.next_action(state, 0)
+    assert isinstance(action, plan.StartStep)
+    assert (action.index, action.attempt) == (2, 1)  # item 1's first step; item 0's step 1 skipped
+    assert action.input["item_id"] == "itm_1"
+    assert "previous" not in action.input  # an item's first step starts from its item
+    # Once the next step starts, the failure is folded as item 0's.
+    moved = plan.apply(state, codec_stamp(step_started(2), state.seq + 1))
+    assert set(moved.failed_items) == {0}
+    assert moved.last_failure is None
+
+
+def codec_stamp(event: AnyEvent, seq: int) -> AnyEvent:
+    from engine.codec import stamp
+
+    return stamp(event, seq, at=0)
+
+
+def test_the_previous_output_only_flows_within_an_item() -> None:
+    state = state_of(collection(), started(), step_started(0), step_done(0))
+    action = plan.next_action(state, 0)
+    assert isinstance(action, plan.StartStep)
+    assert action.index == 1
+    assert action.input["previous"]["step_index"] == 0
+
+
+def test_collection_is_done_when_some_items_failed_and_error_when_all_did() -> None:
+    some = state_of(
+        collection(items=2, per_item=1), started(), step_started(0), fatal(0), step_started(1),
+        step_done(1, cost=3),
+    )  # fmt: skip
+    assert plan.next_action(some, 0) == plan.Complete(cost=FEE + 3)
+    every = state_of(
+        collection(items=2, per_item=1), started(), step_started(0), fatal(0), step_started(1),
+        fatal(1),
+    )  # fmt: skip
+    action = plan.next_action(every, 0)
+    assert isinstance(action, plan.Fail)
+    assert action.code == "provider_failed"
+    assert action.message.startswith("every item failed")
+
+
+def test_an_exhausted_retryable_failure_fails_the_item_too() -> None:
+    # StepFailed(retryable) with no StepRetryScheduled after it: the policy gave up.
+    state = state_of(collection(items=2, per_item=1), started(), step_started(0), step_failed(0, 1))
+    action = plan.next_action(state, 0)
+    assert isinstance(action, plan.StartStep)
+    assert action.index == 1
+
+
+def test_a_retry_in_a_collection_waits_then_reruns_the_same_step() -> None:
+    retry = StepRetryScheduled(execution_id=X, step_index=2, next_attempt=2, not_before=500)
+    state = state_of(
+        collection(), started(), step_started(0), step_done(0), step_started(1), step_done(1),
+        step_started(2), step_failed(2, 1), retry,
+    )  # fmt: skip
+    assert plan.next_action(state, 100) == plan.WaitUntil(500)
+    action = plan.next_action(state, 600)
+    assert isinstance(action, plan.StartStep)
+    assert (action.index, action.attempt) == (2, 2)
+    assert state.failed_items == {}
+
+
+def test_a_step_in_flight_after_a_crash_is_rerun_in_a_collection() -> None:
+    state = state_of(collection(), started(), step_started(0), step_done(0), step_started(1))
+    action = plan.next_action(state, 0)
+    assert isinstance(action, plan.StartStep)
+    assert (action.index, action.attempt) == (1, 2)
+
+
+def test_insufficient_balance_ends_the_whole_collection() -> None:
+    state = state_of(
+        collection(), started(), step_started(0), fatal(0, code="insufficient_balance")
+    )
+    action = plan.next_action(state, 0)
+    assert isinstance(action, plan.Fail)
+    assert (action.code, action.http_status) == ("insufficient_balance", 402)

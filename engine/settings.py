@@ -16,6 +16,7 @@ misconfigured process fails at start instead of misbehaving later.
     CLIPSTREAM_CLAIM_INTERVAL_MS  how often a worker looks for expired leases           (5000)
     CLIPSTREAM_MAX_DELIVERIES     deliveries of one entry before it is dead-lettered    (5)
     CLIPSTREAM_WORKER_CONCURRENCY executions one worker drives at once                  (64)
+    CLIPSTREAM_OWNER_CONCURRENCY  executions of one owner a worker drives at once; 0: no cap (0)
     CLIPSTREAM_BATCH              entries read per call by workers and projectors       (200)
     CLIPSTREAM_RETENTION_DAYS     how long a finished execution's stream is kept        (30)
     CLIPSTREAM_WAIT_REPLICAS      replicas that must confirm an append before 202       (0)
@@ -94,6 +95,7 @@ class Settings:
     claim_interval_ms: int = 5_000
     max_deliveries: int = 5
     worker_concurrency: int = 64
+    owner_concurrency: int = 0  # per worker; 0 = no cap
     batch: int = 200
     retention_days: int = 30
     wait_replicas: int = 0
@@ -131,6 +133,7 @@ class Settings:
             claim_interval_ms=reader.get("CLAIM_INTERVAL_MS", _int_in(50, 600_000), 5_000),
             max_deliveries=reader.get("MAX_DELIVERIES", _int_in(1, 1000), 5),
             worker_concurrency=reader.get("WORKER_CONCURRENCY", _int_in(1, 10_000), 64),
+            owner_concurrency=reader.get("OWNER_CONCURRENCY", _int_in(0, 10_000), 0),
             batch=reader.get("BATCH", _int_in(1, 10_000), 200),
             retention_days=reader.get("RETENTION_DAYS", _int_in(1, 3650), 30),
             wait_replicas=reader.get("WAIT_REPLICAS", _int_in(0, 16), 0),

@@ -6,7 +6,14 @@ Shape (docs/architecture.md, docs/decisions/0001):
                projections), except that a cancel request for a job we drive interrupts it now.
     jobs       up to ``worker_concurrency`` executions driven at once, one anyio task each; the
                rest wait in a local queue served round-robin by owner, so one owner's flood
-               cannot starve another owner's single execution.
+               cannot starve another owner's single execution. With ``owner_concurrency`` set,
+               an owner never has more than that many executions running on this worker.
+    lookahead  the local queue normally holds ``max(2 * worker_concurrency, batch)`` leases. The
+               log is read in order, so another owner's execution queued behind one owner's flood
+               is only seen once the reader gets past the flood: while one owner fills more than
+               half the queue, the reader reads on, up to ``_LOOKAHEAD`` times as far. Round
+               robin then starts the other owner's execution at the next free lane, not after
+               the flood drains. (The price: a flooding owner's leases gather on fewer workers.)
     heartbeat  every ``heartbeat_ms``: renew every lease held (queued jobs too). A lost lease
                cancels that job: another worker owns the execution now.
     cancels    every ``min(heartbeat_ms, 500)`` ms: jobs inside a provider call or a retry wait
@@ -56,6 +63,7 @@ log = logging.getLogger("clipstream.worker")
 
 _IDLE_MIN_S = 0.002
 _IDLE_MAX_S = 0.05
+_LOOKAHEAD = 16  # how much deeper the local queue may grow while one owner floods it
 
 # Entries the reader acknowledges without decoding: the events a worker writes, which only inform
 # projections. ExecutionRequested and ExecutionCancelRequested are decoded (the reader acts on
@@ -119,6 +127,7 @@ class Worker:
         self._waiting: dict[str, deque[Job]] = {}  # owner -> jobs waiting for a slot
         self._owners: deque[str] = deque()  # round-robin order of owners with waiting jobs
         self._running = 0  # jobs handed to a lane and not ended yet
+        self._owner_running: dict[str, int] = defaultdict(int)  # running jobs by owner (capped)
         self._idle: list[_Lane] = []  # lanes waiting for a job
         self._acks: dict[int, list[str]] = defaultdict(list)
         self._stop: anyio.Event | None = None
@@ -220,9 +229,12 @@ class Worker:
     @property
     def _room_left(self) -> int:
         # The local queue holds up to a batch of leases (at least twice the concurrency): enough
-        # to see past one owner's flood and serve owners in turn, without hoarding the work
-        # other workers could take.
-        return max(2 * self.settings.worker_concurrency, self.settings.batch) - len(self._jobs)
+        # to serve owners in turn without hoarding the work other workers could take; deeper
+        # while one owner floods it, to see past the flood (module docstring: lookahead).
+        window = max(2 * self.settings.worker_concurrency, self.settings.batch)
+        if self._waiting and max(map(len, self._waiting.values())) > window // 2:
+            window *= _LOOKAHEAD
+        return window - len(self._jobs)
 
     @property
     def _full(self) -> bool:
@@ -308,13 +320,19 @@ class Worker:
                 return
             lane = self._idle.pop()
             lane.job = job
-            self._running += 1
             lane.wake.set()
 
     def _next_waiting(self) -> Job | None:
-        """The next queued job, round-robin by owner (None when nothing waits)."""
-        while self._owners:
+        """The next queued job, round-robin by owner, skipping owners at their concurrency cap
+        (None when nothing may start). The job returned counts as running."""
+        cap = self.settings.owner_concurrency
+        capped = 0
+        while self._owners and capped < len(self._owners):
             owner = self._owners.popleft()
+            if cap and self._owner_running[owner] >= cap:
+                self._owners.append(owner)
+                capped += 1
+                continue
             queue = self._waiting[owner]
             job = queue.popleft()
             if queue:
@@ -322,6 +340,9 @@ class Worker:
             else:
                 del self._waiting[owner]
             if not job.lost:
+                self._running += 1
+                if cap:
+                    self._owner_running[owner] += 1
                 return job
         return None
 
@@ -336,7 +357,6 @@ class Worker:
                     self._idle.append(lane)
                     await lane.wake.wait()
                     continue
-                self._running += 1
             await self._job_task(job)
 
     async def _job_task(self, job: Job) -> None:
@@ -354,6 +374,11 @@ class Worker:
             job.finished = True
         finally:
             self._running -= 1
+            if self.settings.owner_concurrency:
+                self._owner_running[job.owner] -= 1
+                if not self._owner_running[job.owner]:
+                    del self._owner_running[job.owner]
+                self._dispatch()  # a capped owner's next job may start on an idle lane now
             if self._job_ended is not None:
                 self._job_ended.set()
             self._room.set()

@@ -1,0 +1,185 @@
+"""Fairness between owners sharing a partition, on both backends: one owner's 2,000 queued
+executions do not delay another owner's single one, and the per-owner concurrency cap
+(``CLIPSTREAM_OWNER_CONCURRENCY``) holds. Verdicts come from the order of the partition log, never
+from the clock: a gate tool holds every call until the test opens it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import anyio
+import pytest
+
+from engine.errors import ConfigError
+from engine.events import (
+    ExecutionCompleted,
+    ExecutionRequested,
+    ExecutionStarted,
+    StepSpec,
+    Target,
+    WorkflowSnapshot,
+)
+from engine.ids import new_execution_id, new_id
+from engine.runtime import Runtime
+from engine.settings import Settings
+from engine.store import EventStore
+from engine.tools import TOOLS, StepResult, Tool, ToolContext
+from engine.worker import Worker
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.anyio
+
+FLOOD = 2_000
+
+
+class _Gate(Tool):
+    """A tool whose calls all wait for one event the test sets."""
+
+    tool_id = "test_fair_gate"
+    description = "test"
+    provider_kind = "llm"
+
+    def __init__(self) -> None:
+        self.open = anyio.Event()
+
+    def estimate_cost(self, input: dict[str, Any]) -> int:
+        return 0
+
+    async def run(self, ctx: ToolContext) -> StepResult:
+        await self.open.wait()
+        return StepResult(output={"ok": True})
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> _Gate:
+    tool = _Gate()
+    monkeypatch.setitem(TOOLS, tool.tool_id, tool)
+    return tool
+
+
+def owners_in_one_partition(store: EventStore, n: int) -> list[str]:
+    """``n`` owner ids that hash to the same partition."""
+    first = new_id("acc")
+    found = [first]
+    while len(found) < n:
+        candidate = new_id("acc")
+        if store.keys.partition(candidate) == store.keys.partition(first):
+            found.append(candidate)
+    return found
+
+
+def gated_request(store: EventStore, owner: str) -> ExecutionRequested:
+    return ExecutionRequested(
+        execution_id=new_execution_id(store.keys.partition(owner)),
+        owner=owner,
+        kind="process",
+        target=Target(kind="youtube_video"),
+        workflow=WorkflowSnapshot(
+            workflow_id=None,
+            name="gated",
+            target_kind="youtube_video",
+            steps=[StepSpec(step_id="stp_g", tool_id=_Gate.tool_id)],
+        ),
+        step_inputs=[{}],
+        fee=0,
+        request_id=new_id("req"),
+    )
+
+
+async def queue(store: EventStore, owner: str, n: int) -> list[str]:
+    """Append ``n`` executions of ``owner``, a few scripts at a time (the pool is small)."""
+    ids: list[str] = []
+    for start in range(0, n, 10):
+        batch = [gated_request(store, owner) for _ in range(min(10, n - start))]
+        async with anyio.create_task_group() as tg:
+            for event in batch:
+                tg.start_soon(store.request, event)
+        ids.extend(e.execution_id for e in batch)
+    return ids
+
+
+async def starts_in_log_order(store: EventStore, partition: int) -> list[str]:
+    """Execution ids in the order their ExecutionStarted entered the partition log."""
+    entries = await store.read_log(partition, "0-0", 1_000_000)
+    return [e.event.execution_id for e in entries if isinstance(e.event, ExecutionStarted)]
+
+
+async def test_a_flood_does_not_delay_another_owners_single_execution(
+    runtime: Runtime, gate: _Gate
+) -> None:
+    store = runtime.store
+    flooder, other = owners_in_one_partition(store, 2)
+    partition = store.keys.partition(flooder)
+    flood = await queue(store, flooder, FLOOD)
+    [single] = await queue(store, other, 1)  # behind all 2,000 in the same partition log
+
+    worker = Worker(runtime)
+    lanes = runtime.settings.worker_concurrency
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        # Every lane is busy with the flood, and the reader has read past it to the single one.
+        await eventually(lambda: _value(worker.in_flight), until=lambda n: n == FLOOD + 1)
+        gate.open.set()
+        await eventually(lambda: starts_in_log_order(store, partition), until=lambda s: single in s)
+        worker.request_stop()
+    starts = await starts_in_log_order(store, partition)
+    before = starts.index(single)
+    # The lanes already running the flood, then owners in turn: the single execution is among the
+    # first to start once a lane frees, far ahead of the flood's end.
+    assert before <= 2 * lanes, before
+    assert len(set(flood) - set(starts[:before])) >= FLOOD - 2 * lanes
+
+
+async def _value(n: int) -> int:
+    return n
+
+
+@pytest.fixture
+def capped(settings: Settings) -> Settings:
+    return replace(settings, owner_concurrency=2)
+
+
+async def test_the_owner_cap_bounds_one_owners_running_executions(
+    runtime: Runtime, capped: Settings, gate: _Gate
+) -> None:
+    runtime = replace(runtime, settings=capped)
+    store = runtime.store
+    flooder, other = owners_in_one_partition(store, 2)
+    partition = store.keys.partition(flooder)
+    flood = await queue(store, flooder, 12)
+    [single] = await queue(store, other, 1)
+
+    worker = Worker(runtime)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run_until_idle)
+        # Lanes are free (16), but the flooder may run only two at once: the other owner starts
+        # while the gate still holds the flooder's two.
+        started = await eventually(
+            lambda: starts_in_log_order(store, partition), until=lambda s: single in s
+        )
+        assert len(set(started) & set(flood)) == 2
+        gate.open.set()
+    # Over the whole run, the flooder never had more than two executions between start and end.
+    entries = await store.read_log(partition, "0-0", 1_000_000)
+    running: set[str] = set()
+    peak = 0
+    for entry in entries:
+        event = entry.event
+        if event is None or event.execution_id not in flood:
+            continue
+        if isinstance(event, ExecutionStarted):
+            running.add(event.execution_id)
+            peak = max(peak, len(running))
+        elif isinstance(event, ExecutionCompleted):
+            running.discard(event.execution_id)
+    assert peak == 2
+    ended = [e.event for e in entries if isinstance(e.event, ExecutionCompleted)]
+    assert {e.execution_id for e in ended} == {*flood, single}
+
+
+def test_owner_concurrency_is_read_from_the_environment() -> None:
+    assert Settings.from_env({}).owner_concurrency == 0  # no cap by default
+    assert Settings.from_env({"CLIPSTREAM_OWNER_CONCURRENCY": "8"}).owner_concurrency == 8
+    with pytest.raises(ConfigError, match="CLIPSTREAM_OWNER_CONCURRENCY"):
+        Settings.from_env({"CLIPSTREAM_OWNER_CONCURRENCY": "-1"})

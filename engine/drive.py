@@ -8,6 +8,13 @@ lease ends exactly when the execution does. Appends go through the worker's
 :class:`engine.batcher.AppendBatcher`, so executions that reach an append together share one
 round trip.
 
+Documents: a completed step whose output is a document (its ``kind`` is in DOCUMENT_KINDS: a
+summary, claims, an LLM completion) is published as a ``doc_`` record once its StepCompleted is
+durable, and always before the terminal append (the last step's StepCompleted is appended on its
+own first when it makes a document). The document id is derived from the execution and the step
+index, and the record is written only if absent, so a retry or a takeover never makes two; a worker
+that takes an execution over publishes what its predecessor may not have.
+
 A conflict means someone else wrote: reload and re-plan, or drop the job quietly when the lease is
 gone. Provider cost is recorded on StepCompleted (cost, usage) but NOT charged to the owner yet:
 that is the billing issue (see the comment in ``Drive._start_step``).
@@ -22,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
+import msgspec
 
 from engine import codec, plan
 from engine.errors import ConcurrencyConflict, ToolError
@@ -31,14 +39,20 @@ from engine.events import (
     ExecutionCancelled,
     ExecutionCompleted,
     ExecutionFailed,
+    ExecutionRequested,
     ExecutionStarted,
     StepCompleted,
     StepFailed,
     StepRetryScheduled,
     StepSpec,
     StepStarted,
+    is_terminal,
 )
+from engine.resources.records import DOCUMENTS, Document
+from engine.resources.relations import ITEM_DOCUMENTS, REPORTER_DOCUMENTS
+from engine.resources.store import Store
 from engine.retry import is_retryable
+from engine.runtime import Runtime
 from engine.store import AppendOp
 from engine.tools import TOOLS, Tool, ToolContext
 
@@ -48,6 +62,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("clipstream.worker")
 
 MAX_CONFLICTS = 50  # re-plans after conflicts before a job gives up (its lease then expires)
+# Step output kinds that are documents (transcripts are derived by the projector instead).
+DOCUMENT_KINDS = frozenset({"summary", "claims", "completion"})
+_BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"  # the alphabet of engine.ids
 
 
 def now_ms() -> int:
@@ -94,6 +111,10 @@ class Drive:
             history = await self.store.history(self.xid)
         if not self._adopt(history):
             return
+        if self.job.epoch > 1:
+            # Taken over: the previous holder may have died between a StepCompleted and its
+            # document.
+            await self._publish(list(self.state.completed.values()))
         while True:
             action = plan.next_action(self.state, now_ms())
             match action:
@@ -192,8 +213,11 @@ class Drive:
             await self._reload_after_conflict()
             return False
         self.durable = self.job.known_seq = written[-1].seq
+        flushed = [e for e in self.pending if isinstance(e, StepCompleted)]
         self.pending.clear()
         self.blobs.clear()
+        if flushed:
+            await self._publish(flushed)
         return True
 
     async def _reload_after_conflict(self) -> None:
@@ -209,7 +233,17 @@ class Drive:
             self.job.lost = True
 
     async def _end(self) -> bool:
-        """Append the terminal events with the ack; False when a conflict needs a re-plan."""
+        """Append the terminal events with the ack; False when a conflict needs a re-plan.
+
+        A pending StepCompleted that makes a document is appended (and its document published)
+        first, so a terminal execution never lacks one of its documents."""
+        head = [e for e in self.pending if not is_terminal(e)]
+        if any(isinstance(e, StepCompleted) and document_kind(e) for e in head):
+            tail = self.pending[len(head) :]
+            del self.pending[len(head) :]
+            if not await self._flush():
+                return self.job.lost
+            self.pending.extend(tail)
         if await self._flush(terminal=True):
             self._finish(acked=True)
             return True
@@ -352,5 +386,94 @@ class Drive:
             )
         return events
 
+    async def _publish(self, completed: list[StepCompleted]) -> None:
+        """Publish the documents of durable StepCompleted events (idempotent)."""
+        req = self.state.requested
+        if req is None:
+            return
+        for event in completed:
+            if document_kind(event):
+                await publish_document(self.w.runtime, req, event)
+
     async def _load_blob(self, sha256: str) -> bytes | None:
         return await self.store.get_blob(self.job.partition, sha256)
+
+
+# -- documents ----------------------------------------------------------------------------------
+
+
+def document_kind(event: StepCompleted) -> str | None:
+    """The document kind of a step's output, or None when the output is not a document."""
+    kind = event.output.get("kind")
+    return kind if isinstance(kind, str) and kind in DOCUMENT_KINDS else None
+
+
+def document_id(request: ExecutionRequested, step_index: int) -> str:
+    """The id of the document of step ``step_index``: the same for every attempt and worker.
+
+    Shaped like engine.ids (50 bits of ms, 50 more bits): the request's time, so the documents of
+    an execution list with it, then 34 bits of the execution id's hash and the step index, so they
+    sort by step and never collide with another execution's."""
+    digest = int.from_bytes(hashlib.sha256(request.execution_id.encode()).digest()[:8], "big")
+    low = ((digest >> 30) << 16) | (step_index & 0xFFFF)
+    return f"doc_{_base32(request.at)}{_base32(low)}"
+
+
+def _base32(value: int) -> str:
+    out = []
+    for _ in range(10):
+        out.append(_BASE32[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+async def publish_document(
+    runtime: Runtime, request: ExecutionRequested, event: StepCompleted
+) -> Document | None:
+    """Create the document of a durable StepCompleted unless it exists; None when it did.
+
+    The content is the step's blob (already stored under its hash by the append) or, for a small
+    inline output, the output's JSON (stored here first, so a record never names a missing blob).
+    Written like engine.resources.documents.create_document, but under a derived id and only if
+    absent."""
+    kind = document_kind(event)
+    if kind is None:
+        return None
+    owner = request.owner
+    ref = event.output_ref
+    if ref is not None:
+        sha256, size = ref.sha256, ref.size
+    else:
+        content = msgspec.json.encode(event.output)
+        sha256, size = hashlib.sha256(content).hexdigest(), len(content)
+        await runtime.store.put_blob(runtime.store.keys.partition(owner), sha256, content)
+    index = event.step_index
+    step_input = request.step_inputs[index] if index < len(request.step_inputs) else {}
+    item_id = step_input.get("item_id") or request.target.item_id
+    reporter_id = request.reporter_id or request.workflow.reporter_id
+    spec = request.workflow.steps[index] if index < len(request.workflow.steps) else None
+    document = Document(
+        document_id=document_id(request, index),
+        owner=owner,
+        kind=kind,
+        item_id=item_id if isinstance(item_id, str) else None,
+        reporter_id=reporter_id,
+        execution_id=request.execution_id,
+        title=f"{request.workflow.name}: step {index} ({spec.tool_id if spec else '?'})",
+        sha256=sha256,
+        size=size,
+        created_at=event.at,
+    )
+    st = Store(runtime)
+    key = st.record(owner, DOCUMENTS, document.document_id)
+    txn = (
+        st.txn()
+        .absent(key)
+        .put(key, document)
+        .add(st.index(owner, DOCUMENTS), document.document_id)
+    )
+    if document.item_id is not None:
+        txn.add(st.children(owner, ITEM_DOCUMENTS, document.item_id), document.document_id)
+    if reporter_id is not None:
+        txn.add(st.children(owner, REPORTER_DOCUMENTS, reporter_id), document.document_id)
+    return document if await txn.commit() else None

@@ -123,6 +123,13 @@ async def test_process_runs_the_default_workflow_and_the_snapshot_survives_edits
 
     listed = await _ok(await client.get(f"/v1/reporters/{rid}/executions", headers=alice.key_auth))
     assert [e["execution_id"] for e in listed["executions"]] == [xid]
+    # The summary landed as a document of the reporter and the item.
+    docs = await _ok(
+        await client.get("/v1/documents", params={"reporter_id": rid}, headers=alice.key_auth)
+    )
+    mine = [d for d in docs["documents"] if d["kind"] == "completion"]
+    assert len(mine) == 1
+    assert mine[0]["item_id"] == item["item"]["item_id"]
 
 
 async def test_process_creates_the_item_when_the_source_is_new(

@@ -29,11 +29,14 @@ _UNIT_PRICES: dict[ProviderKind, list[tuple[str, int]]] = {
 
 
 def pricing(tool: Tool) -> dict[str, Any]:
-    """What ``tool`` charges: ``{"currency": "coins", "units": [{"unit", "coins_per_unit"}]}``.
-    A step supplied its own input (a transcript's ``text``) costs nothing."""
+    """What ``tool`` charges: ``{"currency": "coins", "units": [{"unit", "coins_per_unit"}]}``,
+    the units of its own provider kind and of those it may also call (a summary transcribes an
+    item that has no transcript yet). A step supplied its own input (a transcript's ``text``)
+    costs nothing; the YouTube Data API costs quota, not coins."""
     units = [
         {"unit": unit, "coins_per_unit": micro_to_coins(micro)}
-        for unit, micro in _UNIT_PRICES.get(tool.provider_kind, [])
+        for kind in (tool.provider_kind, *tool.also_uses)
+        for unit, micro in _UNIT_PRICES.get(kind, [])
     ]
     return {"currency": "coins", "units": units}
 

@@ -8,18 +8,40 @@ kind, params schema via ``msgspec.json.schema(tool.params_schema)``, pricing via
 from __future__ import annotations
 
 from engine.tools.base import ProviderKind, StepResult, Tool, ToolContext, ToolParams
+from engine.tools.extract_claims import ExtractClaims, ExtractClaimsParams
 from engine.tools.llm_prompt import LlmPrompt, LlmPromptParams
+from engine.tools.summary_review import SummaryReview, SummaryReviewParams
 from engine.tools.transcribe import Transcribe, TranscribeParams
+from engine.tools.youtube import (
+    ChannelSync,
+    ChannelSyncParams,
+    YoutubeMetadata,
+    YoutubeMetadataParams,
+)
 
-TOOLS: dict[str, Tool] = {tool.tool_id: tool for tool in (Transcribe(), LlmPrompt())}
+TOOLS: dict[str, Tool] = {
+    tool.tool_id: tool
+    for tool in (
+        Transcribe(),
+        SummaryReview(),
+        ExtractClaims(),
+        LlmPrompt(),
+        YoutubeMetadata(),
+        ChannelSync(),
+    )
+}
 
 __all__ = [
     "TOOLS",
+    "ChannelSyncParams",
+    "ExtractClaimsParams",
     "LlmPromptParams",
     "ProviderKind",
     "StepResult",
+    "SummaryReviewParams",
     "Tool",
     "ToolContext",
     "ToolParams",
     "TranscribeParams",
+    "YoutubeMetadataParams",
 ]

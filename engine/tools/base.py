@@ -10,15 +10,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
+from engine.errors import ToolError
 from engine.events import StepSpec
+from engine.providers import registry
+from engine.providers.base import ProviderCall, ProviderKindName
 from engine.retry import RetryPolicy
 from engine.settings import Settings
 
-ProviderKind = Literal["transcriber", "llm", "youtube"]
+ProviderKind = ProviderKindName
+P = TypeVar("P", bound="ToolParams")
 
 
 class ToolParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -26,6 +30,9 @@ class ToolParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     # A step may ask for a shorter timeout than the tool's own (never a longer one).
     timeout_s: float | None = msgspec.field(default=None)
+    # The simulated providers' latency and failure injection for this step (see
+    # engine.providers.sim); HTTP providers ignore it.
+    sim: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,26 @@ class ToolContext:
     input: dict[str, Any]
     settings: Settings
     load_blob: Callable[[str], Awaitable[bytes | None]]
+    # None: the process's providers (engine.providers.registry.current()).
+    providers: registry.Providers | None = None
+
+    @property
+    def provider_set(self) -> registry.Providers:
+        """The providers this attempt calls."""
+        return self.providers if self.providers is not None else registry.current()
+
+    @property
+    def call(self) -> ProviderCall:
+        """This attempt as a provider call: the step's stable key, the attempt, the sim hooks."""
+        return ProviderCall(self.idempotency_key, self.attempt, self.sim_overrides)
+
+    def params(self, schema: type[P]) -> P:
+        """The step's params as ``schema``; ``invalid_input`` when they do not fit (a workflow
+        is checked when saved, but an execution may predate a schema change)."""
+        try:
+            return msgspec.convert(self.spec.params, schema)
+        except msgspec.ValidationError as exc:
+            raise ToolError("invalid_input", f"step params: {exc}", retryable=False) from None
 
     @property
     def idempotency_key(self) -> str:
@@ -70,6 +97,8 @@ class Tool(ABC):
     tool_id: ClassVar[str]
     description: ClassVar[str]
     provider_kind: ClassVar[ProviderKind]
+    # Further provider kinds a tool may call (a summary fetches a missing transcript).
+    also_uses: ClassVar[tuple[ProviderKind, ...]] = ()
     params_schema: ClassVar[type[ToolParams]] = ToolParams
     retry: ClassVar[RetryPolicy] = RetryPolicy()
     timeout_s: ClassVar[float] = 300.0

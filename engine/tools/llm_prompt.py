@@ -8,12 +8,12 @@ any. Output: ``{"kind": "completion", "text", "model"}`` inline (completions are
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from engine.errors import ToolError
-from engine.providers.sim import SimCall, SimLLM, estimate_llm_cost
+from engine.providers.sim import estimate_llm_cost
 from engine.retry import RetryPolicy
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
 
@@ -23,8 +23,8 @@ _MAX_CONTEXT_CHARS = 48_000  # what we send of a long transcript; providers cap 
 class LlmPromptParams(ToolParams, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Params of an ``llm_prompt`` step."""
 
-    model: str = "sim-1"
-    max_tokens: int = 512
+    model: str | None = None  # None: the provider's configured model
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=8192)] = 512
 
 
 class LlmPrompt(Tool):
@@ -42,19 +42,17 @@ class LlmPrompt(Tool):
         return estimate_llm_cost(min(size, _MAX_CONTEXT_CHARS), LlmPromptParams().max_tokens)
 
     async def run(self, ctx: ToolContext) -> StepResult:
-        model = str(ctx.spec.params.get("model", "sim-1"))
-        max_tokens = int(ctx.spec.params.get("max_tokens", 512))
+        params = ctx.params(LlmPromptParams)
         context = await _context_text(ctx)
         prompt = f"{ctx.spec.prompt_text}\n\n{context[:_MAX_CONTEXT_CHARS]}".strip()
         if not prompt:
             raise ToolError(
                 "invalid_input", "llm_prompt has no prompt and no input", retryable=False
             )
-        call = SimCall(ctx.idempotency_key, ctx.attempt, ctx.sim_overrides)
-        result = await SimLLM(ctx.settings).complete(
-            prompt=prompt, max_tokens=max_tokens, call=call
+        result = await ctx.provider_set.llm(ctx.settings).complete(
+            prompt=prompt, max_tokens=params.max_tokens, call=ctx.call, model=params.model
         )
-        output = {"kind": "completion", "text": result.text, "model": model}
+        output = {"kind": "completion", "text": result.text, "model": result.model}
         return StepResult(output=output, usage=result.usage, cost=result.cost)
 
 

@@ -10,7 +10,8 @@ into sentence segments timed at a speaking pace. Otherwise the transcriber provi
 
 The output is ALWAYS a blob, the JSON of
 ``{"lang", "text", "segments": [{"start_ms", "end_ms", "text"}], "origin"}`` (``origin`` is
-``provided`` or ``simulated``), and StepCompleted.output is a small preview:
+``provided``, ``simulated``, or ``transcribed`` by the HTTP transcriber), and
+StepCompleted.output is a small preview:
 ``{"kind": "transcript", "item_id", "lang", "chars", "segments", "sha256"}``. The projections
 index transcripts from exactly this shape.
 """
@@ -24,7 +25,7 @@ from typing import Any
 import msgspec
 
 from engine.errors import ToolError
-from engine.providers.sim import SimCall, SimTranscriber, estimate_audio_cost
+from engine.providers.sim import SimTranscriber, estimate_audio_cost
 from engine.retry import RetryPolicy
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
 
@@ -52,8 +53,9 @@ class Transcribe(Tool):
         return 0 if input.get("text") else estimate_audio_cost()
 
     async def run(self, ctx: ToolContext) -> StepResult:
+        params = ctx.params(TranscribeParams)
         item_id = ctx.input.get("item_id")
-        lang = ctx.input.get("lang") or ctx.spec.params.get("lang") or DEFAULT_LANG
+        lang = ctx.input.get("lang") or params.lang or DEFAULT_LANG
         text = ctx.input.get("text")
         usage: dict[str, int] = {}
         cost = 0
@@ -67,11 +69,10 @@ class Transcribe(Tool):
                     "invalid_input", "transcribe needs a source, an external id or an item id",
                     retryable=False,
                 )  # fmt: skip
-            transcriber = SimTranscriber(ctx.settings)
-            call = SimCall(ctx.idempotency_key, ctx.attempt, ctx.sim_overrides)
-            result = await transcriber.transcribe(media=str(media), lang=str(lang), call=call)
+            transcriber = ctx.provider_set.transcriber(ctx.settings)
+            result = await transcriber.transcribe(media=str(media), lang=str(lang), call=ctx.call)
             segments, usage, cost = result.segments, result.usage, result.cost
-            origin = "simulated"
+            origin = "simulated" if isinstance(transcriber, SimTranscriber) else "transcribed"
         full_text = " ".join(s["text"] for s in segments)
         blob = _encoder.encode(
             {"lang": lang, "text": full_text, "segments": segments, "origin": origin}

@@ -1,0 +1,99 @@
+"""``summary_review``: a summary and a short critical review of the item's transcript, by the LLM.
+
+Input: the transcript comes from the step before (or the item, or the transcriber: see
+engine.tools.sources). The step's ``prompt_text``, when set, adds the workflow author's
+instructions.
+
+Output: a document blob, the JSON of ``{"kind": "summary", "item_id", "lang", "model", "length",
+"text", "instructions", "transcript"}`` (``text`` is the summary and review), and a preview as
+StepCompleted.output: ``{"kind": "summary", "item_id", "model", "chars", "excerpt",
+"transcript_sha256", "sha256"}``. Usage and cost add the transcriber's, when it had to be called.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from engine.errors import ToolError
+from engine.retry import RetryPolicy
+from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
+from engine.tools.documents import (
+    EXCERPT_CHARS,
+    MAX_CONTEXT_CHARS,
+    document_result,
+    estimate_document_cost,
+)
+from engine.tools.sources import merged_usage, transcript_for
+
+Length = Literal["short", "medium", "long"]
+_WORDS: dict[Length, int] = {"short": 80, "medium": 200, "long": 450}
+
+
+class SummaryReviewParams(ToolParams, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Params of a ``summary_review`` step."""
+
+    model: str | None = None  # None: the provider's configured model
+    max_tokens: Annotated[int, msgspec.Meta(ge=16, le=8192)] = 800
+    length: Length = "medium"
+    lang: str | None = None  # the transcript's language, when one has to be fetched
+
+
+def system_prompt(length: Length) -> str:
+    """The instructions every summary_review call starts with."""
+    return (
+        "You summarise video transcripts for a newsroom. Write a summary of about "
+        f"{_WORDS[length]} words, then a short review: what is well supported, what is "
+        "asserted without evidence, and what is missing. Plain text, no preamble."
+    )
+
+
+class SummaryReview(Tool):
+    tool_id = "summary_review"
+    description = "A summary and short critical review of the item's transcript, as a document."
+    provider_kind = "llm"
+    also_uses = ("transcriber",)
+    params_schema = SummaryReviewParams
+    retry = RetryPolicy(max_attempts=4, base_ms=500, max_ms=20_000)
+    timeout_s = 180.0
+
+    def estimate_cost(self, input: dict[str, Any]) -> int:
+        return estimate_document_cost(input, SummaryReviewParams().max_tokens)
+
+    async def run(self, ctx: ToolContext) -> StepResult:
+        params = ctx.params(SummaryReviewParams)
+        transcript = await transcript_for(ctx, lang=params.lang)
+        if not transcript.text.strip():
+            raise ToolError("invalid_input", "the transcript is empty", retryable=False)
+        prompt = "\n\n".join(
+            part
+            for part in (ctx.spec.prompt_text.strip(), transcript.text[:MAX_CONTEXT_CHARS])
+            if part
+        )
+        answer = await ctx.provider_set.llm(ctx.settings).complete(
+            prompt=prompt,
+            max_tokens=params.max_tokens,
+            call=ctx.call,
+            model=params.model,
+            system=system_prompt(params.length),
+        )
+        item_id = ctx.input.get("item_id")
+        doc = {
+            "kind": "summary",
+            "item_id": item_id,
+            "lang": transcript.lang,
+            "model": answer.model,
+            "length": params.length,
+            "text": answer.text,
+            "instructions": ctx.spec.prompt_text,
+        }
+        preview = {
+            "kind": "summary",
+            "item_id": item_id,
+            "model": answer.model,
+            "chars": len(answer.text),
+            "excerpt": answer.text[:EXCERPT_CHARS],
+        }
+        usage = merged_usage(transcript.usage, answer.usage)
+        return document_result(doc, preview, transcript, usage, transcript.cost + answer.cost)

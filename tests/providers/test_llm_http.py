@@ -43,7 +43,9 @@ def llm(url: str, timeout_s: float = 5.0) -> HttpLLM:
 async def test_completion_request_and_cost() -> None:
     async with stub_server(scripted(OK)) as server:
         provider = llm(server.url)
-        got = await provider.complete(prompt="Say hello.", max_tokens=50, call=CALL, system="Be brief.")
+        got = await provider.complete(
+            prompt="Say hello.", max_tokens=50, call=CALL, system="Be brief."
+        )
         await provider.aclose()
     [sent] = server.requests
     assert (sent.method, sent.path) == ("POST", "/v1/chat/completions")
@@ -99,7 +101,9 @@ async def test_429_with_an_http_date_retry_after() -> None:
 
 async def test_500_is_retryable_and_400_is_not() -> None:
     async with stub_server(
-        scripted(reply(500, b"upstream exploded"), reply(400, {"error": {"message": "bad max_tokens"}}))
+        scripted(
+            reply(500, b"upstream exploded"), reply(400, {"error": {"message": "bad max_tokens"}})
+        )
     ) as server:
         provider = llm(server.url)
         with pytest.raises(ToolError) as first:

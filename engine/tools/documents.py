@@ -17,6 +17,16 @@ EXCERPT_CHARS = 280
 _encoder = msgspec.json.Encoder()
 
 
+def item_of(input: dict[str, Any]) -> Any:
+    """The item a step works on: its own input's, else the one the previous step named (the API
+    may only fill the first step's input)."""
+    if input.get("item_id"):
+        return input["item_id"]
+    previous = input.get("previous")
+    output = previous.get("output") if isinstance(previous, dict) else None
+    return output.get("item_id") if isinstance(output, dict) else None
+
+
 def has_transcript(input: dict[str, Any]) -> bool:
     """True when the step will find a transcript without calling the transcriber."""
     previous = input.get("previous") or {}

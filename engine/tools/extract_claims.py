@@ -21,7 +21,12 @@ import msgspec
 from engine.errors import ToolError
 from engine.retry import RetryPolicy
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
-from engine.tools.documents import MAX_CONTEXT_CHARS, document_result, estimate_document_cost
+from engine.tools.documents import (
+    MAX_CONTEXT_CHARS,
+    document_result,
+    estimate_document_cost,
+    item_of,
+)
 from engine.tools.sources import merged_usage, transcript_for
 
 SYSTEM_PROMPT = (
@@ -115,7 +120,7 @@ class ExtractClaims(Tool):
         claims = [
             locate(c, transcript.segments) for c in parse_claims(answer.text, params.max_claims)
         ]
-        item_id = ctx.input.get("item_id")
+        item_id = item_of(ctx.input)
         doc = {
             "kind": "claims",
             "item_id": item_id,

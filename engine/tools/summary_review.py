@@ -24,6 +24,7 @@ from engine.tools.documents import (
     MAX_CONTEXT_CHARS,
     document_result,
     estimate_document_cost,
+    item_of,
 )
 from engine.tools.sources import merged_usage, transcript_for
 
@@ -78,7 +79,7 @@ class SummaryReview(Tool):
             model=params.model,
             system=system_prompt(params.length),
         )
-        item_id = ctx.input.get("item_id")
+        item_id = item_of(ctx.input)
         doc = {
             "kind": "summary",
             "item_id": item_id,

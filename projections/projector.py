@@ -31,6 +31,7 @@ from engine.errors import StoreError
 from engine.runtime import Runtime
 from projections import scripts
 from projections.batch import fold_entries, repair
+from projections.feed import FEED_MAXLEN, FeedRecord, feed_key, feed_records
 from projections.namespace import Namespace, current_version, encode_pointer, transcripts_of
 from projections.namespace import valid_name as _valid_name
 from projections.views import ExecutionView, decode_view, encode_view, is_active
@@ -63,10 +64,12 @@ def commit_args(
     expected: str,
     new: str,
     skipped: int,
+    feed: Sequence[FeedRecord] = (),
 ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of :data:`scripts.COMMIT` for writing ``views`` and moving the checkpoint."""
+    """KEYS and ARGV of :data:`scripts.COMMIT` for writing ``views``, appending ``feed`` entries
+    (the live projector only: a replay passes none) and moving the checkpoint."""
     keys: list[str] = [ns.ckpt, ns.skipped, ns.all]
-    args: list[Any] = [expected, new, skipped, len(views), 0]
+    args: list[Any] = [expected, new, skipped, len(views), 0, len(feed), FEED_MAXLEN]
     pointers = []
     for view in views:
         reporter = view.reporter_id
@@ -93,6 +96,10 @@ def commit_args(
             ns.transcript_langs(owner, pointer.item_id),
         ]
         args += [encode_pointer(pointer), pointer.created_at, pointer.lang]
+    for record in feed:
+        # The projected partition's tag, so the key is in the script's slot whatever the owner.
+        keys.append(feed_key(ns.keys, ns.partition, record.owner))
+        args += [record.execution_id, record.seq, record.type, record.summary]
     return keys, args
 
 
@@ -106,8 +113,11 @@ class Projector:
         *,
         partitions: Sequence[int] | None = None,
         version: int | None = None,
+        feed: bool = True,
     ) -> None:
         self.runtime = runtime
+        self.feed = feed  # append to the owners' realtime feeds
+        self._feed: list[FeedRecord] = []  # the feed entries of the batch being written
         self.store = runtime.store
         self.redis = runtime.redis
         self.partitions = list(partitions if partitions is not None else self.store.partitions)
@@ -207,9 +217,12 @@ class Projector:
             return 0
         touched = list(dict.fromkeys(e.event.execution_id for e in entries if e.event is not None))
         views = await self._load(ns, touched)
+        loaded = dict(views)  # views are frozen: a shallow copy keeps the state before the batch
         folded = fold_entries(views, entries)
         await repair(self.store, views, folded)
         changed = [views[x] for x in touched if x in folded.changed]
+        # Handed to _write beside its arguments (its signature is what tests wrap to inject faults).
+        self._feed = feed_records(loaded, entries, views) if self.feed else []
         new = entries[-1].entry_id
         try:
             await self._write(ns, changed, after, new, folded.skipped)
@@ -244,8 +257,10 @@ class Projector:
     async def _write(
         self, ns: Namespace, views: Sequence[ExecutionView], after: str, new: str, skipped: int
     ) -> None:
-        """The one atomic write of a batch; CommitConflict when the checkpoint moved."""
-        keys, args = commit_args(ns, views, after, new, skipped)
+        """The one atomic write of a batch (with the feed entries :meth:`step` prepared);
+        CommitConflict when the checkpoint moved."""
+        feed, self._feed = self._feed, []
+        keys, args = commit_args(ns, views, after, new, skipped, feed)
         result = await self._commit(keys=keys, args=args)
         if int(result[0]) != 1:
             current = _s(result[1])

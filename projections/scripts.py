@@ -7,16 +7,20 @@ from __future__ import annotations
 # if the checkpoint is still where this projector read from (compare-and-set), all or nothing.
 # KEYS[1] ckpt  KEYS[2] skipped counter  KEYS[3] all-executions zset
 #   then per view 4 keys: view, owner zset, owner active zset, reporter zset (or the view key
-#   again when there is no reporter), then per transcript 2 keys: pointer, item languages zset
+#   again when there is no reporter), then per transcript 2 keys: pointer, item languages zset,
+#   then per feed entry 1 key: the owner's feed stream
 # ARGV[1] expected ckpt  ARGV[2] new ckpt  ARGV[3] skipped entries  ARGV[4] n views
-# ARGV[5] n transcripts
+# ARGV[5] n transcripts  ARGV[6] n feed entries  ARGV[7] feed MAXLEN (approximate)
 #   then per view 5 args: execution id, view JSON, created_at, active '1'|'0', reporter '1'|'0'
 #   then per transcript 3 args: pointer JSON, created_at, lang
+#   then per feed entry 4 args: execution id, seq, event type, summary JSON
+# The feed entries are appended here, with the checkpoint, so a batch retried after a crash or a
+# lost compare-and-set never appends them twice.
 # -> {1, new ckpt} or {0, current ckpt} when another projector moved it
 COMMIT = """
 local current = redis.call('GET', KEYS[1]) or '0-0'
 if current ~= ARGV[1] then return {0, current} end
-local k, a = 4, 6
+local k, a = 4, 8
 for _ = 1, tonumber(ARGV[4]) do
   local xid, score = ARGV[a], ARGV[a + 2]
   redis.call('SET', KEYS[k], ARGV[a + 1])
@@ -38,6 +42,12 @@ for _ = 1, tonumber(ARGV[5]) do
     redis.call('ZADD', KEYS[k + 1], ARGV[a + 1], ARGV[a + 2])
   end
   k, a = k + 2, a + 3
+end
+local n_feed = tonumber(ARGV[6] or '0')
+for _ = 1, n_feed do
+  redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[7], '*',
+    'execution_id', ARGV[a], 'seq', ARGV[a + 1], 'type', ARGV[a + 2], 'summary', ARGV[a + 3])
+  k, a = k + 1, a + 4
 end
 local skipped = tonumber(ARGV[3])
 if skipped > 0 then redis.call('INCRBY', KEYS[2], skipped) end

@@ -1,0 +1,126 @@
+"""The projector's feed writes on both backends: one entry per folded event, the execution as it was
+after that event, in the owner's feed only, never twice for the same batch, and none from replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from engine import codec
+from engine.ids import new_id
+from engine.runtime import Runtime
+from projections import replay
+from projections.feed import owner_feed_key
+from projections.namespace import Namespace
+from projections.projector import Projector, commit_args
+from projections.scripts import COMMIT
+from tests.golden import scenarios
+from tests.integration.test_projector import make
+
+pytestmark = pytest.mark.anyio
+
+
+async def feed_of(runtime: Runtime, owner: str) -> list[dict[str, Any]]:
+    """Every entry of ``owner``'s feed, decoded."""
+    rows = await runtime.redis.xrange(owner_feed_key(runtime.store.keys, owner), "-", "+")
+    out = []
+    for entry_id, fields in rows:
+        out.append(
+            {
+                "cursor": entry_id.decode(),
+                "execution_id": fields[b"execution_id"].decode(),
+                "seq": int(fields[b"seq"]),
+                "type": fields[b"type"].decode(),
+                "summary": orjson.loads(fields[b"summary"]),
+            }
+        )
+    return out
+
+
+async def test_each_folded_event_appends_one_entry_with_the_execution_after_it(
+    runtime: Runtime,
+) -> None:
+    owner, other = new_id("acc"), new_id("acc")
+    made = await make(runtime.store, owner, scenarios.three_steps)
+    theirs = await make(runtime.store, other, scenarios.cancelled)
+    await Projector(runtime).run_until_idle()
+
+    feed = await feed_of(runtime, owner)
+    assert [(e["execution_id"], e["seq"]) for e in feed] == [
+        (made.execution_id, ev.seq) for ev in made.events
+    ]
+    assert [e["type"] for e in feed] == [type(ev).__struct_config__.tag for ev in made.events]
+    first, last = feed[0]["summary"], feed[-1]["summary"]
+    assert (first["status"], first["steps_done"], first["steps_total"]) == ("pending", 0, 3)
+    assert (last["status"], last["steps_done"]) == ("done", 3)
+    # The progress moves monotonically through the run: each entry is its own moment.
+    done_counts = [e["summary"]["steps_done"] for e in feed]
+    assert done_counts == sorted(done_counts)
+    assert len(set(done_counts)) == 4
+    assert all(e["execution_id"] == theirs.execution_id for e in await feed_of(runtime, other))
+
+
+async def test_a_duplicate_in_the_log_and_a_second_projector_append_nothing(
+    runtime: Runtime,
+) -> None:
+    owner = new_id("acc")
+    made = await make(runtime.store, owner, scenarios.cancelled)
+    await Projector(runtime).run_until_idle()
+    log = runtime.store.keys.log(runtime.store.keys.partition(owner))
+    for event in made.events:
+        await runtime.redis.xadd(log, {"e": codec.encode(event)})
+    await Projector(runtime).run_until_idle()
+    await Projector(runtime).run_until_idle()
+    assert len(await feed_of(runtime, owner)) == len(made.events)
+
+
+async def test_a_retried_batch_commit_does_not_append_twice(runtime: Runtime) -> None:
+    """The feed entries ride the checkpoint's compare-and-set: replaying the same commit (a
+    projector that lost the reply and tries again, or a paused one) is refused as a whole."""
+    owner = new_id("acc")
+    made = await make(runtime.store, owner, scenarios.three_steps, upto=3)
+    projector = Projector(runtime)
+    p = runtime.store.keys.partition(owner)
+    projector.version = 1
+    projector._held[p] = "0-0"
+    entries = await runtime.store.read_log(p, "0-0", 100)
+    commits: list[tuple[list[str], list[Any]]] = []
+    real_commit = projector._commit
+
+    async def recording(keys: list[str], args: list[Any]) -> Any:
+        commits.append((keys, args))
+        return await real_commit(keys=keys, args=args)
+
+    projector._commit = recording
+    assert await projector.step(p) == len(entries)
+    assert len(await feed_of(runtime, owner)) == len(made.events)
+    keys, args = commits[0]
+    again = await runtime.redis.register_script(COMMIT)(keys=keys, args=args)
+    assert int(again[0]) == 0  # the checkpoint moved: nothing written
+    assert len(await feed_of(runtime, owner)) == len(made.events)
+
+
+async def test_replay_writes_no_feed_entries(runtime: Runtime) -> None:
+    owner = new_id("acc")
+    await make(runtime.store, owner, scenarios.retried_then_done)
+    report = await replay.rebuild(runtime)
+    assert report.executions == 1
+    assert await feed_of(runtime, owner) == []
+    # and the replay's commit arguments name no feed key at all
+    ns = Namespace(runtime.store.keys, runtime.store.keys.partition(owner), 9)
+    keys, _ = commit_args(ns, [], "0-0", "1-0", 0)
+    assert not any(":feed:" in k for k in keys)
+
+
+async def test_the_feed_is_trimmed_to_its_maximum(runtime: Runtime, monkeypatch: Any) -> None:
+    import projections.projector as projector_module
+
+    monkeypatch.setattr(projector_module, "FEED_MAXLEN", 5)
+    owner = new_id("acc")
+    for _ in range(30):
+        await make(runtime.store, owner, scenarios.three_steps)
+    await Projector(runtime).run_until_idle()
+    length = await runtime.redis.xlen(owner_feed_key(runtime.store.keys, owner))
+    assert length < 30 * 9  # approximate trimming: whole nodes go, but the stream is bounded

@@ -1,0 +1,148 @@
+"""The feed hub on both backends: history after a cursor then the live tail with no gap, a reset
+when the cursor is older than what is kept, slow subscribers closed without holding up others,
+and one owner's subscriber never seeing another owner's events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from engine.ids import new_id
+from engine.runtime import Runtime
+from projections.feed import SLOW_CONSUMER, FeedClosed, FeedHub, Message, owner_feed_key
+from projections.projector import Projector
+from tests.golden import scenarios
+from tests.integration.test_projector import make
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def hub(runtime: Runtime) -> AsyncIterator[FeedHub]:
+    hub = FeedHub(runtime, buffer=64, block_ms=200)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hub.run)
+        yield hub
+        tg.cancel_scope.cancel()
+
+
+async def take(sub: AsyncIterator[Message], n: int) -> list[Message]:
+    """The next ``n`` messages (a broken hub fails on the deadline, never on timing)."""
+    out: list[Message] = []
+    with anyio.fail_after(20):
+        async for message in sub:
+            out.append(message)
+            if len(out) == n:
+                break
+    return out
+
+
+def seqs(messages: list[Message]) -> list[tuple[str, int]]:
+    return [(m["execution_id"], m["seq"]) for m in messages if m["type"] == "event"]
+
+
+async def test_no_cursor_starts_with_a_reset_snapshot_then_live_events(
+    runtime: Runtime, hub: FeedHub
+) -> None:
+    owner = new_id("acc")
+    running = await make(runtime.store, owner, scenarios.three_steps, upto=3)
+    await Projector(runtime).run_until_idle()
+    async with hub.subscribe(owner, None) as sub:
+        [reset] = await take(sub, 1)
+        assert reset["type"] == "reset"
+        assert [e["execution_id"] for e in reset["executions"]] == [running.execution_id]
+        later = await make(runtime.store, owner, scenarios.cancelled)
+        await Projector(runtime).run_until_idle()
+        got = await take(sub, len(later.events))
+    assert seqs(got) == [(later.execution_id, e.seq) for e in later.events]
+    assert got[-1]["execution"]["status"] == "error"
+
+
+async def test_resume_from_a_cursor_replays_history_then_joins_live_without_a_gap(
+    runtime: Runtime, hub: FeedHub
+) -> None:
+    owner = new_id("acc")
+    first = await make(runtime.store, owner, scenarios.three_steps)
+    await Projector(runtime).run_until_idle()
+    async with hub.subscribe(owner, None) as sub:
+        [reset] = await take(sub, 1)
+    # Disconnected; events go on; reconnecting with an older cursor misses nothing.
+    rows = await runtime.redis.xrange(owner_feed_key(runtime.store.keys, owner), "-", "+")
+    cursor = rows[3][0].decode()
+    second = await make(runtime.store, owner, scenarios.retried_then_done)
+    await Projector(runtime).run_until_idle()
+    async with hub.subscribe(owner, cursor) as sub:
+        third = await make(runtime.store, owner, scenarios.cancelled)
+        await Projector(runtime).run_until_idle()
+        expected = (
+            [(first.execution_id, e.seq) for e in first.events[4:]]
+            + [(second.execution_id, e.seq) for e in second.events]
+            + [(third.execution_id, e.seq) for e in third.events]
+        )
+        got = await take(sub, len(expected))
+    assert seqs(got) == expected
+    assert reset["cursor"] == rows[-1][0].decode()
+
+
+async def test_a_cursor_older_than_the_kept_feed_gets_a_reset(
+    runtime: Runtime, hub: FeedHub
+) -> None:
+    owner = new_id("acc")
+    await make(runtime.store, owner, scenarios.three_steps)
+    pending = await make(runtime.store, owner, scenarios.three_steps, upto=1)
+    await Projector(runtime).run_until_idle()
+    key = owner_feed_key(runtime.store.keys, owner)
+    old = (await runtime.redis.xrange(key, "-", "+", count=1))[0][0].decode()
+    await runtime.redis.xtrim(key, maxlen=2, approximate=False)
+    async with hub.subscribe(owner, old) as sub:
+        [reset] = await take(sub, 1)
+    assert reset["type"] == "reset"
+    assert [e["execution_id"] for e in reset["executions"]] == [pending.execution_id]
+    newest = (await runtime.redis.xrevrange(key, "+", "-", count=1))[0][0].decode()
+    assert reset["cursor"] == newest
+    # a cursor that is not one of ours is no excuse for a silent gap either
+    async with hub.subscribe(owner, "garbage") as sub:
+        assert (await take(sub, 1))[0]["type"] == "reset"
+
+
+async def test_a_slow_subscriber_is_closed_while_another_keeps_receiving(
+    runtime: Runtime,
+) -> None:
+    owner = new_id("acc")
+    hub = FeedHub(runtime, buffer=12, block_ms=200)  # one execution fits, two do not
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hub.run)
+        async with hub.subscribe(owner, "0-0") as slow, hub.subscribe(owner, "0-0") as fast:
+            made = []
+            got: list[Message] = []
+            for _ in range(3):  # the fast one keeps up, the slow one never reads
+                made.append(await make(runtime.store, owner, scenarios.three_steps))
+                await Projector(runtime).run_until_idle()
+                got += await take(fast, 9)
+            assert seqs(got) == [(m.execution_id, e.seq) for m in made for e in m.events]
+            with pytest.raises(FeedClosed) as closed:
+                await slow.receive()
+            assert closed.value.reason == SLOW_CONSUMER
+        tg.cancel_scope.cancel()
+
+
+async def test_another_owners_ten_thousand_events_never_reach_a_subscriber(
+    runtime: Runtime, hub: FeedHub
+) -> None:
+    owner = new_id("acc")
+    noisy = new_id("acc")
+    while runtime.store.keys.partition(noisy) != runtime.store.keys.partition(owner):
+        noisy = new_id("acc")  # the same partition: the same log, the same projector batches
+    async with hub.subscribe(owner, "0-0") as sub, hub.subscribe(noisy, "0-0") as _loud:
+        await runtime.redis.set(runtime.store.keys.balance(noisy), 10**12)  # fees for them all
+        for _ in range(1_112):  # 10,008 events
+            await make(runtime.store, noisy, scenarios.three_steps)
+        mine = await make(runtime.store, owner, scenarios.cancelled)
+        await Projector(runtime).run_until_idle()
+        got = await take(sub, len(mine.events))
+        assert seqs(got) == [(mine.execution_id, e.seq) for e in mine.events]
+        assert len(await runtime.redis.xrange(owner_feed_key(runtime.store.keys, owner))) == len(
+            mine.events
+        )

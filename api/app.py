@@ -6,11 +6,15 @@ the runtime (opens and closes it), so the same app serves ``clipstream serve`` a
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from api import docs_page, openapi
+from api import docs_page, openapi, realtime
 from api.errors import EXCEPTION_HANDLERS, Edge
 from api.routes import (
     account,
@@ -25,6 +29,7 @@ from api.routes import (
     tools,
 )
 from engine.runtime import Runtime
+from projections.feed import FeedHub
 from projections.queries import Queries
 
 
@@ -37,6 +42,7 @@ def routes() -> list[BaseRoute]:
         *admin.ROUTES,
         *account.ROUTES,
         *items.ROUTES,
+        *realtime.ROUTES,  # /v1/executions/stream before /v1/executions/{execution_id}
         *executions.ROUTES,
         *collections.ROUTES,
         *reporters.ROUTES,
@@ -48,11 +54,23 @@ def routes() -> list[BaseRoute]:
 
 def create_app(runtime: Runtime) -> Starlette:
     """The HTTP API over ``runtime``."""
+    hub = FeedHub(runtime)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # The realtime feed's one reader for this process lives as long as the app.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hub.run)
+            yield
+            tg.cancel_scope.cancel()
+
     app = Starlette(
         routes=routes(),
+        lifespan=lifespan,
         middleware=[Middleware(Edge, max_body_bytes=runtime.settings.max_body_bytes)],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.runtime = runtime
     app.state.queries = Queries(runtime)
+    app.state.feed_hub = hub
     return app

@@ -1,0 +1,180 @@
+"""The realtime feed at the HTTP edge (DESIGN §8): a WebSocket for browsers and an SSE stream for
+integrations, both over the process's :class:`projections.feed.FeedHub`.
+
+``GET /v1/realtime?token=<session JWT>[&since=<cursor>]`` (WebSocket): a session JWT only (an API
+key in a URL would end up in browser history and proxy logs), and a browser's ``Origin`` must be
+allowed (``CLIPSTREAM_ALLOWED_ORIGINS``, comma-separated; by default the API's own origin and
+localhost). Any refusal is close code 4401 right after the handshake, before any message. Then:
+
+    {"type": "reset", "cursor", "executions": [...]}     no (or a too old) cursor: a snapshot
+    {"type": "event", "cursor", "execution_id", "seq", "event", "execution": {...}}
+    {"type": "ping"}                                     every ``PING_S`` without traffic
+
+A slow client is closed with code 4008 and the reason; it reconnects with its last cursor.
+
+``GET /v1/executions/stream`` (Server-Sent Events): API key or session token in the Authorization
+header, ``Last-Event-ID`` (or ``?since=``) resumes; each message's ``id:`` is its cursor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import anyio
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from api.auth import Caller, account_route, verify_session_token
+from engine.accounts import API_KEY_PREFIX
+from engine.runtime import Runtime
+from projections.feed import SLOW_CONSUMER, FeedClosed, FeedHub, Message
+
+ORIGINS_ENV = "CLIPSTREAM_ALLOWED_ORIGINS"
+PING_S = 15.0
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_SLOW = 4008
+CLOSE_RESTART = 1012  # "service restart": the client reconnects with its cursor
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+_PING = orjson.dumps({"type": "ping"}).decode()
+
+
+def allowed_origins() -> frozenset[str] | None:
+    """The configured Origin allowlist (``scheme://host[:port]`` each), or None for the default
+    (the API's own origin and localhost)."""
+    raw = os.environ.get(ORIGINS_ENV, "").strip()
+    if not raw:
+        return None
+    return frozenset(o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip())
+
+
+def origin_allowed(origin: str, host: str | None, allowlist: frozenset[str] | None) -> bool:
+    """Whether a browser page at ``origin`` may open the feed of the server reached as ``host``."""
+    origin = origin.strip().rstrip("/").lower()
+    if allowlist is not None:
+        return origin in allowlist
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False  # "null" (a sandboxed page, a file) and anything odd
+    if host is not None and parts.netloc == host.strip().lower():
+        return True  # same origin
+    return parts.hostname in _LOCAL_HOSTS
+
+
+def session_account(runtime: Runtime, token: str | None) -> str | None:
+    """The account of a valid session JWT; None for anything else, API keys included."""
+    if not token or token.startswith(API_KEY_PREFIX):
+        return None
+    return verify_session_token(runtime, token)
+
+
+def hub_of(app_state: object) -> FeedHub:
+    hub: FeedHub = app_state.feed_hub  # type: ignore[attr-defined]
+    return hub
+
+
+def _json(message: Message) -> str:
+    return orjson.dumps(message).decode()
+
+
+# -- WebSocket -------------------------------------------------------------------------------
+async def realtime(ws: WebSocket) -> None:
+    """``GET /v1/realtime``."""
+    runtime: Runtime = ws.app.state.runtime
+    origin = ws.headers.get("origin")
+    account = session_account(runtime, ws.query_params.get("token"))
+    # Accept first so the refusal carries its code (a close before accept is a bare 403).
+    await ws.accept()
+    if account is None or (
+        origin is not None and not origin_allowed(origin, ws.headers.get("host"), allowed_origins())
+    ):
+        await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid credentials")
+        return
+    ping_s: float = getattr(ws.app.state, "realtime_ping_s", PING_S)
+    code, reason, gone = 1000, "", False
+    subscription = hub_of(ws.app.state).subscribe(account, ws.query_params.get("since"))
+    async with subscription as sub, anyio.create_task_group() as tg:
+
+        async def pump() -> None:
+            nonlocal code, reason
+            try:
+                while True:
+                    with anyio.move_on_after(ping_s) as idle:
+                        message = await sub.receive()
+                    await ws.send_text(_PING if idle.cancelled_caught else _json(message))
+            except FeedClosed as closed:
+                code = CLOSE_SLOW if closed.reason == SLOW_CONSUMER else CLOSE_RESTART
+                reason = closed.reason
+            tg.cancel_scope.cancel()
+
+        async def closer() -> None:
+            # A send blocked on a client that stopped reading must not keep it open.
+            await sub.closed.wait()
+            nonlocal code, reason
+            code = CLOSE_SLOW if sub.reason == SLOW_CONSUMER else CLOSE_RESTART
+            reason = sub.reason or ""
+            tg.cancel_scope.cancel()
+
+        async def listen() -> None:
+            nonlocal gone
+            try:
+                while True:
+                    message = await ws.receive()
+                    if message["type"] == "websocket.disconnect":
+                        break
+            except (WebSocketDisconnect, RuntimeError):
+                pass
+            gone = True
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(pump)
+        tg.start_soon(closer)
+        tg.start_soon(listen)
+    if not gone:
+        # The client may have gone meanwhile; a stuck one is not waited for.
+        with anyio.move_on_after(5), contextlib.suppress(RuntimeError, OSError):
+            await ws.close(code, reason)
+
+
+# -- Server-Sent Events ----------------------------------------------------------------------
+def sse(message: Message) -> bytes:
+    """One SSE frame: ``id:`` is the cursor, ``event:`` the message type."""
+    head = f"id: {message['cursor']}\n" if "cursor" in message else ""
+    return f"{head}event: {message['type']}\ndata: {_json(message)}\n\n".encode()
+
+
+@account_route("read")
+async def stream(request: Request, caller: Caller) -> Response:
+    """``GET /v1/executions/stream``."""
+    since = request.headers.get("last-event-id") or request.query_params.get("since")
+    hub = hub_of(request.app.state)
+    ping_s: float = getattr(request.app.state, "realtime_ping_s", PING_S)
+
+    async def frames() -> AsyncIterator[bytes]:
+        async with hub.subscribe(caller.account_id, since) as sub:
+            while True:
+                try:
+                    with anyio.move_on_after(ping_s) as idle:
+                        message = await sub.receive()
+                except FeedClosed as closed:
+                    yield sse({"type": "closed", "reason": closed.reason})
+                    return
+                yield b": ping\n\n" if idle.cancelled_caught else sse(message)
+
+    return StreamingResponse(
+        frames(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+# ``/v1/executions/stream`` must come before ``/v1/executions/{execution_id}`` in the app.
+ROUTES: list[BaseRoute] = [
+    WebSocketRoute("/v1/realtime", realtime),
+    Route("/v1/executions/stream", stream, methods=["GET"]),
+]

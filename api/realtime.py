@@ -13,7 +13,8 @@ localhost). Any refusal is close code 4401 right after the handshake, before any
 A slow client is closed with code 4008 and the reason; it reconnects with its last cursor.
 
 ``GET /v1/executions/stream`` (Server-Sent Events): API key or session token in the Authorization
-header, ``Last-Event-ID`` (or ``?since=``) resumes; each message's ``id:`` is its cursor.
+header and ``Accept: text/event-stream``, ``Last-Event-ID`` (or ``?since=``) resumes; each
+message's ``id:`` is its cursor.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from urllib.parse import urlsplit
 
 import anyio
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import Caller, account_route, verify_session_token
+from api.openapi import doc
 from engine.accounts import API_KEY_PREFIX
 from engine.runtime import Runtime
 from projections.feed import SLOW_CONSUMER, FeedClosed, FeedHub, Message
@@ -148,9 +151,24 @@ def sse(message: Message) -> bytes:
     return f"{head}event: {message['type']}\ndata: {_json(message)}\n\n".encode()
 
 
+@doc(
+    summary="The caller's executions as they change (Server-Sent Events)",
+    tags=["executions"],
+    media_type="text/event-stream",
+    description=(
+        "One `event` per execution event (`id:` is the cursor; `Last-Event-ID` resumes), a "
+        "`reset` snapshot of the active executions when there is no cursor or it is older than "
+        "what is kept, `: ping` comments while idle, and a final `closed` event with a reason "
+        "when the server ends the stream. The request must accept `text/event-stream` "
+        "(EventSource does): any other client gets 400 rather than a body that never ends."
+    ),
+    errors=[400],
+)
 @account_route("read")
 async def stream(request: Request, caller: Caller) -> Response:
     """``GET /v1/executions/stream``."""
+    if "text/event-stream" not in request.headers.get("accept", "").lower():
+        raise HTTPException(400, "this endpoint streams: send Accept: text/event-stream")
     since = request.headers.get("last-event-id") or request.query_params.get("since")
     hub = hub_of(request.app.state)
     ping_s: float = getattr(request.app.state, "realtime_ping_s", PING_S)

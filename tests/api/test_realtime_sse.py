@@ -1,0 +1,103 @@
+"""The feed as Server-Sent Events on both backends: API keys work, ``id:`` is the cursor and
+``Last-Event-ID`` resumes with no gap; a client that does not accept the stream gets a 400."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+from starlette.applications import Starlette
+
+from api.app import create_app
+from engine.runtime import Runtime
+from tests.api.conftest import ApiAccount
+from tests.api.test_realtime import run_executions, running
+
+pytestmark = pytest.mark.anyio
+
+
+async def sse_events(app: Starlette, headers: dict[str, str], n: int) -> list[dict[str, Any]]:
+    """The first ``n`` SSE messages of ``GET /v1/executions/stream``, then a disconnect."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/v1/executions/stream",
+        "raw_path": b"/v1/executions/stream",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")]
+        + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    gone = anyio.Event()
+    buffer = b""
+    out: list[dict[str, Any]] = []
+    status: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal buffer
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+        elif message["type"] == "http.response.body":
+            buffer += message.get("body", b"")
+            while b"\n\n" in buffer:
+                frame, buffer = buffer.split(b"\n\n", 1)
+                fields = dict(
+                    line.split(": ", 1) for line in frame.decode().splitlines() if ": " in line
+                )
+                if "data" in fields:
+                    out.append({"id": fields.get("id"), **orjson.loads(fields["data"])})
+            if len(out) >= n or not message.get("more_body"):
+                gone.set()
+
+    with anyio.fail_after(20):
+        await app(scope, receive, send)  # type: ignore[arg-type]
+    assert status[0] == 200 or n == 0, status
+    return out[:n]
+
+
+@pytest.fixture
+async def app(runtime: Runtime) -> AsyncIterator[Starlette]:
+    async with running(create_app(runtime)) as started:
+        yield started
+
+
+async def test_sse_with_an_api_key_resumes_from_last_event_id(
+    runtime: Runtime, app: Starlette, alice: ApiAccount, bob: ApiAccount
+) -> None:
+    accept = {"Accept": "text/event-stream", **alice.key_auth}
+    [reset] = await sse_events(app, accept, 1)
+    assert reset["type"] == "reset"
+    assert reset["id"] == reset["cursor"]
+    await run_executions(runtime, bob.account_id, 2)
+    expected = await run_executions(runtime, alice.account_id, 2)
+    first = await sse_events(app, {**accept, "Last-Event-ID": reset["cursor"]}, 9)
+    rest = await sse_events(app, {**accept, "Last-Event-ID": first[-1]["id"]}, 9)
+    got = [(m["execution_id"], m["seq"]) for m in first + rest]
+    assert got == expected
+    assert all(m["id"] == m["cursor"] for m in first + rest)
+
+
+async def test_sse_refuses_without_credentials_or_the_stream_media_type(
+    app: Starlette, alice: ApiAccount
+) -> None:
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        anonymous = await http.get("/v1/executions/stream", headers={"Accept": "text/event-stream"})
+        buffering = await http.get("/v1/executions/stream", headers=alice.key_auth)
+    assert anonymous.status_code == 401
+    assert buffering.status_code == 400

@@ -226,13 +226,30 @@ class StepInputOut(msgspec.Struct, kw_only=True):
     input: dict[str, Any]
 
 
+class ItemProgress(msgspec.Struct, kw_only=True):
+    """One item of a ``process_collection`` execution: its progress and, once done, its output."""
+
+    item_index: int
+    item_id: str | None
+    source: str | None
+    status: Literal["pending", "running", "done", "error"]
+    steps_total: int
+    steps_done: int
+    steps_skipped: int
+    step_indexes: list[int]
+    cost_coins: float
+    error: ErrorOut | None
+    output: dict[str, Any] | None
+
+
 class ExecutionDetail(msgspec.Struct, kw_only=True):
-    """``GET /v1/executions/{execution_id}``."""
+    """``GET /v1/executions/{execution_id}``; ``items`` only for ``process_collection``."""
 
     execution: ExecutionSummary
     workflow: WorkflowSnapshot
     steps: list[StepSummary]
     step_inputs: list[StepInputOut]
+    items: list[ItemProgress] | msgspec.UnsetType = msgspec.UNSET
 
 
 class EventList(msgspec.Struct, kw_only=True):

@@ -289,6 +289,15 @@ async def test_resource_answers_match_the_document(
     )
     wid = created["workflow"]["workflow_id"]
     await call("PATCH", rep, {"default_workflow_id": wid}, reporter_id=rid)
+    video = {"source": "https://youtu.be/dQw4w9WgXcQ"}
+    vid = (await call("POST", "/v1/items", video))["item"]["item_id"]
+    await call("POST", col + "/items", {"item_id": vid}, collection_id=cid)
+    await call("POST", rep + "/process", video, reporter_id=rid)
+    run = await call("POST", rep + "/process-collection", {"collection_id": cid}, reporter_id=rid)
+    await call("GET", rep + "/executions", reporter_id=rid)
+    xid = run["execution"]["execution_id"]
+    detail = await call("GET", "/v1/executions/{execution_id}", execution_id=xid)
+    assert [i["item_id"] for i in detail["items"]] == [vid]
     await call("GET", rep + "/workflows", reporter_id=rid)
     await call("GET", wf, reporter_id=rid, workflow_id=wid)
     await call("PATCH", wf, {"name": "renamed"}, reporter_id=rid, workflow_id=wid)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import redis
 
 from tests.processes import ROOT, role_env
 from tests.servers import RedisServer
@@ -75,6 +76,9 @@ def test_accounts_lifecycle(real_redis_server: RedisServer) -> None:
 
 
 def test_status_and_replay_on_an_empty_store(real_redis_server: RedisServer) -> None:
+    # The session's private server is shared with other tests: start from an empty one.
+    with redis.Redis.from_url(real_redis_server.url) as client:
+        client.flushall()
     env = role_env(real_redis_server.url)
     status = cli("status", env=env)
     assert status.returncode == 0, status.stderr

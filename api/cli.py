@@ -75,11 +75,15 @@ async def _run_role(
 
 
 async def _worker_role(runtime: Runtime, stop: anyio.Event, worker_id: str | None = None) -> None:
+    from engine.providers import registry
     from engine.worker import Worker
 
     worker = Worker(runtime, worker_id=worker_id)
     log.info("worker %s started on %d partitions", worker.worker_id, runtime.store.keys.partitions)
-    await worker.run(stop)
+    try:
+        await worker.run(stop)
+    finally:
+        await registry.current().aclose()  # the HTTP providers' connection pools
 
 
 async def _projector_role(runtime: Runtime, stop: anyio.Event) -> None:
@@ -425,6 +429,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = Settings.from_env()
+        # Provider settings (CLIPSTREAM_PROVIDERS, CLIPSTREAM_LLM_URL, …) are checked now, so a
+        # bad one stops the process at start rather than failing the first step.
+        from engine.providers import registry
+
+        registry.configure()
         if settings.embedded and args.command not in ("serve",):
             raise ConfigError(
                 f"`clipstream {args.command}` needs CLIPSTREAM_REDIS_URL: the embedded store lives "

@@ -54,6 +54,13 @@ def test_an_invalid_setting_stops_the_process_naming_it() -> None:
     assert "CLIPSTREAM_LEASE_MS" in result.stderr
 
 
+def test_an_invalid_provider_setting_stops_the_process_naming_it() -> None:
+    env = role_env("redis://127.0.0.1:1/0", CLIPSTREAM_PROVIDERS="llm=carrier-pigeon")
+    result = cli("status", env=env)
+    assert result.returncode == 2
+    assert "CLIPSTREAM_PROVIDERS" in result.stderr
+
+
 def test_accounts_lifecycle(real_redis_server: RedisServer) -> None:
     env = role_env(real_redis_server.url)
     created = cli("accounts", "create", "--name", "ops", "--coins", "2.5", env=env)

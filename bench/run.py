@@ -56,7 +56,7 @@ from tests.processes import Role, role_env, wait_http
 from tests.servers import free_port, redis_server
 
 PARTITIONS = 16
-SCENARIOS = ("drain", "latency", "replay")
+SCENARIOS = ("drain", "workflow", "latency", "replay")
 
 
 @dataclass
@@ -80,7 +80,13 @@ def _settings(url: str) -> Settings:
     return replace(Settings(), redis_url=url, partitions=PARTITIONS, sim_latency_ms=0)
 
 
-def _transcript_request(owner: str, partition: int, i: int) -> ExecutionRequested:
+TRANSCRIPT = ("transcribe",)
+THREE_STEPS = ("transcribe", "summary_review", "extract_claims")
+
+
+def _transcript_request(
+    owner: str, partition: int, i: int, tools: tuple[str, ...] = TRANSCRIPT
+) -> ExecutionRequested:
     item_id = new_id("itm")
     return ExecutionRequested(
         execution_id=new_execution_id(partition),
@@ -89,9 +95,12 @@ def _transcript_request(owner: str, partition: int, i: int) -> ExecutionRequeste
         target=Target(kind="youtube_video", item_id=item_id, external_id=f"vid{i:08d}"),
         workflow=WorkflowSnapshot(
             workflow_id=None,
-            name="transcript",
+            name="+".join(tools),
             target_kind="youtube_video",
-            steps=[StepSpec(step_id="step_1", tool_id="transcribe", params={"lang": "en"})],
+            steps=[
+                StepSpec(step_id=f"step_{n}", tool_id=tool, params={"lang": "en"})
+                for n, tool in enumerate(tools, 1)
+            ],
         ),
         step_inputs=[
             {
@@ -101,14 +110,17 @@ def _transcript_request(owner: str, partition: int, i: int) -> ExecutionRequeste
                 "lang": "en",
                 "text": None,
             }
+            for _ in tools
         ],
         fee=10_000,
         request_id=new_id("req"),
     )
 
 
-async def _preload(runtime: Runtime, n: int, owners: int = 64) -> None:
-    """Queue ``n`` transcript executions spread over ``owners`` accounts, 500 at a time."""
+async def _preload(
+    runtime: Runtime, n: int, tools: tuple[str, ...] = TRANSCRIPT, owners: int = 64
+) -> None:
+    """Queue ``n`` executions of ``tools`` spread over ``owners`` accounts, 500 at a time."""
     store = runtime.store
     accounts = [new_id("acc") for _ in range(owners)]
     for acc in accounts:
@@ -117,7 +129,8 @@ async def _preload(runtime: Runtime, n: int, owners: int = 64) -> None:
         batch = []
         for i in range(start, min(n, start + 500)):
             owner = accounts[i % owners]
-            batch.append(store.request(_transcript_request(owner, store.keys.partition(owner), i)))
+            request = _transcript_request(owner, store.keys.partition(owner), i, tools)
+            batch.append(store.request(request))
         await asyncio.gather(*batch)
 
 
@@ -168,18 +181,31 @@ def _rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def bench_drain(report: Report, url: str, n: int, workers: int, logs: Path) -> None:
+async def bench_drain(
+    report: Report,
+    url: str,
+    n: int,
+    workers: int,
+    logs: Path,
+    *,
+    tools: tuple[str, ...] = TRANSCRIPT,
+    latency_ms: int = 0,
+    label: str = "one-step transcripts/s",
+) -> None:
     runtime = await Runtime.open(_settings(url))
     await runtime.redis.flushall()
     await runtime.close()
     runtime = await Runtime.open(_settings(url))
     try:
-        await _preload(runtime, n)
+        await _preload(runtime, n, tools)
         env = role_env(
             url,
             CLIPSTREAM_PARTITIONS=str(PARTITIONS),
-            CLIPSTREAM_SIM_LATENCY_MS="0",
+            CLIPSTREAM_SIM_LATENCY_MS=str(latency_ms),
             CLIPSTREAM_WORKER_CONCURRENCY="200",
+            CLIPSTREAM_LEASE_MS="15000",
+            CLIPSTREAM_HEARTBEAT_MS="3000",
+            CLIPSTREAM_CLAIM_INTERVAL_MS="5000",
         )
         procs = [Role(["worker"], env, logs / f"drain{workers}-w{i}.log") for i in range(workers)]
         procs.append(Role(["projector"], env, logs / f"drain{workers}-proj.log"))
@@ -207,13 +233,13 @@ async def bench_drain(report: Report, url: str, n: int, workers: int, logs: Path
         first_start, last_done, completed = await _span(runtime)
         secs = (last_done - first_start) / 1000
         report.add(
-            f"drain: one-step transcripts/s, {workers} worker process(es)",
+            f"drain: {label}, {workers} worker process(es)",
             f"{completed / secs:,.0f}",
             f"{completed:,} of {n:,} executions done in {secs:.1f}s",
         )
         lag_ms = views_current * 1000 - last_done
         report.add(
-            f"projection: max entries behind the log ({workers}w)",
+            f"projection: max entries behind the log ({label}, {workers}w)",
             f"{max_behind:,}",
             f"all views current {lag_ms / 1000:.1f}s after the last completion (±0.25s)",
         )
@@ -415,6 +441,26 @@ async def main_async(args: argparse.Namespace) -> Report:
             if "drain" in args.only:
                 for workers in (1, 2):
                     await bench_drain(report, server.url, n, workers, logs)
+            if "workflow" in args.only:
+                await bench_drain(
+                    report,
+                    server.url,
+                    n // 3,
+                    1,
+                    logs,
+                    tools=THREE_STEPS,
+                    label="three-step workflows/s, 0 ms providers",
+                )
+                await bench_drain(
+                    report,
+                    server.url,
+                    2_000 if args.quick else 6_000,
+                    1,
+                    logs,
+                    tools=THREE_STEPS,
+                    latency_ms=200,
+                    label="three-step workflows/s, 200 ms providers, 200 in flight",
+                )
             if "latency" in args.only:
                 secs = 3 if args.quick else 10
                 await bench_latency(report, server.url, args.rate, secs, logs)

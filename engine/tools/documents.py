@@ -8,13 +8,32 @@ from typing import Any
 
 import msgspec
 
+from engine.errors import ToolError
+from engine.providers.base import Completion
 from engine.providers.sim import estimate_audio_cost, estimate_llm_cost
-from engine.tools.base import StepResult
-from engine.tools.sources import Transcript
+from engine.tools.base import StepResult, ToolContext
+from engine.tools.sources import Transcript, transcript_for
 
 MAX_CONTEXT_CHARS = 48_000  # what we send of a long transcript; providers cap context anyway
 EXCERPT_CHARS = 280
 _encoder = msgspec.json.Encoder()
+
+
+async def llm_over_transcript(
+    ctx: ToolContext, *, lang: str | None, max_tokens: int, model: str | None, system: str
+) -> tuple[Transcript, Completion]:
+    """The step's transcript (found or fetched) and one LLM pass over it: the step's prompt
+    followed by the transcript (cut at MAX_CONTEXT_CHARS)."""
+    transcript = await transcript_for(ctx, lang=lang)
+    if not transcript.text.strip():
+        raise ToolError("invalid_input", "the transcript is empty", retryable=False)
+    prompt = "\n\n".join(
+        part for part in (ctx.spec.prompt_text.strip(), transcript.text[:MAX_CONTEXT_CHARS]) if part
+    )
+    answer = await ctx.provider_set.llm(ctx.settings).complete(
+        prompt=prompt, max_tokens=max_tokens, call=ctx.call, model=model, system=system
+    )
+    return transcript, answer
 
 
 def item_of(input: dict[str, Any]) -> Any:

@@ -18,16 +18,15 @@ from typing import Annotated, Any
 
 import msgspec
 
-from engine.errors import ToolError
 from engine.retry import RetryPolicy
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
 from engine.tools.documents import (
-    MAX_CONTEXT_CHARS,
     document_result,
     estimate_document_cost,
     item_of,
+    llm_over_transcript,
 )
-from engine.tools.sources import merged_usage, transcript_for
+from engine.tools.sources import merged_usage
 
 SYSTEM_PROMPT = (
     "List the checkable factual claims made in this video transcript. Answer with a JSON array "
@@ -102,18 +101,10 @@ class ExtractClaims(Tool):
 
     async def run(self, ctx: ToolContext) -> StepResult:
         params = ctx.params(ExtractClaimsParams)
-        transcript = await transcript_for(ctx, lang=params.lang)
-        if not transcript.text.strip():
-            raise ToolError("invalid_input", "the transcript is empty", retryable=False)
-        prompt = "\n\n".join(
-            part
-            for part in (ctx.spec.prompt_text.strip(), transcript.text[:MAX_CONTEXT_CHARS])
-            if part
-        )
-        answer = await ctx.provider_set.llm(ctx.settings).complete(
-            prompt=prompt,
+        transcript, answer = await llm_over_transcript(
+            ctx,
+            lang=params.lang,
             max_tokens=params.max_tokens,
-            call=ctx.call,
             model=params.model,
             system=SYSTEM_PROMPT,
         )

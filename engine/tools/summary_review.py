@@ -16,17 +16,16 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from engine.errors import ToolError
 from engine.retry import RetryPolicy
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
 from engine.tools.documents import (
     EXCERPT_CHARS,
-    MAX_CONTEXT_CHARS,
     document_result,
     estimate_document_cost,
     item_of,
+    llm_over_transcript,
 )
-from engine.tools.sources import merged_usage, transcript_for
+from engine.tools.sources import merged_usage
 
 Length = Literal["short", "medium", "long"]
 _WORDS: dict[Length, int] = {"short": 80, "medium": 200, "long": 450}
@@ -64,18 +63,10 @@ class SummaryReview(Tool):
 
     async def run(self, ctx: ToolContext) -> StepResult:
         params = ctx.params(SummaryReviewParams)
-        transcript = await transcript_for(ctx, lang=params.lang)
-        if not transcript.text.strip():
-            raise ToolError("invalid_input", "the transcript is empty", retryable=False)
-        prompt = "\n\n".join(
-            part
-            for part in (ctx.spec.prompt_text.strip(), transcript.text[:MAX_CONTEXT_CHARS])
-            if part
-        )
-        answer = await ctx.provider_set.llm(ctx.settings).complete(
-            prompt=prompt,
+        transcript, answer = await llm_over_transcript(
+            ctx,
+            lang=params.lang,
             max_tokens=params.max_tokens,
-            call=ctx.call,
             model=params.model,
             system=system_prompt(params.length),
         )

@@ -177,7 +177,7 @@ async def create_item(runtime: Runtime, owner: str, source: str) -> Item:
     )
     st = Store(runtime)
     key = st.record(owner, ITEMS, item.item_id)
-    await st.txn().absent(key).put(key, item).add(st.index(owner, ITEMS), item.item_id).commit()
+    await st.txn().insert(key, item, st.index(owner, ITEMS), item.item_id).commit()
     return item
 
 

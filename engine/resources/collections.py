@@ -32,8 +32,8 @@ async def create_collection(runtime: Runtime, owner: str, fields: dict[str, Any]
     )
     st = Store(runtime)
     key = st.record(owner, COLLECTIONS, collection.collection_id)
-    txn = st.txn().absent(key).put(key, collection)
-    await txn.add(st.index(owner, COLLECTIONS), collection.collection_id).commit()
+    index = st.index(owner, COLLECTIONS)
+    await st.txn().insert(key, collection, index, collection.collection_id).commit()
     return collection
 
 

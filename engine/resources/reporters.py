@@ -77,8 +77,8 @@ async def create_reporter(runtime: Runtime, owner: str, fields: dict[str, Any]) 
     )
     st = Store(runtime)
     key = st.record(owner, REPORTERS, reporter.reporter_id)
-    txn = st.txn().absent(key).put(key, reporter)
-    await txn.add(st.index(owner, REPORTERS), reporter.reporter_id).commit()
+    index = st.index(owner, REPORTERS)
+    await st.txn().insert(key, reporter, index, reporter.reporter_id).commit()
     return reporter
 
 
@@ -173,8 +173,9 @@ async def create_workflow(
         **fields,
     )
     key = st.record(owner, WORKFLOWS, workflow.workflow_id)
-    txn = st.txn().exists(st.record(owner, REPORTERS, reporter_id)).absent(key).put(key, workflow)
-    txn.add(st.children(owner, REPORTER_WORKFLOWS, reporter_id), workflow.workflow_id)
+    children = st.children(owner, REPORTER_WORKFLOWS, reporter_id)
+    txn = st.txn().exists(st.record(owner, REPORTERS, reporter_id))
+    txn.insert(key, workflow, children, workflow.workflow_id)
     if not await txn.commit():
         raise REPORTERS.missing()  # the reporter was deleted meanwhile
     return workflow

@@ -51,11 +51,11 @@ async def create_schedule(
         **fields,
     )
     key = st.record(owner, SCHEDULES, schedule.schedule_id)
-    txn = st.txn().exists(st.record(owner, REPORTERS, reporter_id)).absent(key)
+    txn = st.txn().exists(st.record(owner, REPORTERS, reporter_id))
     await _guard_workflow(st, txn, owner, reporter_id, schedule.workflow_id)
     await _attach(st, txn, owner, schedule.schedule_id, collection_ids)
-    txn.put(key, schedule)
-    txn.add(st.children(owner, REPORTER_SCHEDULES, reporter_id), schedule.schedule_id)
+    children = st.children(owner, REPORTER_SCHEDULES, reporter_id)
+    txn.insert(key, schedule, children, schedule.schedule_id)
     if not await txn.commit():
         raise REPORTERS.missing()  # the reporter, its workflow or a collection went meanwhile
     return schedule

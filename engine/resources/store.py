@@ -239,6 +239,11 @@ class Txn:
         self._writes += ["del", self._key(key), ""]
         return self
 
+    def insert(self, key: str, record: Any, index: str, member: str) -> Txn:
+        """Create a record that must not exist yet and list it as ``member`` of ``index`` (the
+        owner's index, or a parent's children)."""
+        return self.absent(key).put(key, record).add(index, member)
+
     def add(self, key: str, member: str) -> Txn:
         self._writes += ["zadd", self._key(key), member]
         return self

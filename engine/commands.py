@@ -34,7 +34,7 @@ from engine.events import (
     is_terminal,
 )
 from engine.ids import is_id, new_execution_id
-from engine.items import Item, create_item, detect, get_item, list_items
+from engine.items import Item, create_item, detect, get_item
 from engine.resources import collections, reporters
 from engine.resources.records import Workflow
 from engine.runtime import Runtime
@@ -180,19 +180,10 @@ async def reporter_workflow(
 
 
 async def resolve_source(runtime: Runtime, owner: str, source: str) -> Item:
-    """The owner's item for ``source``: an existing one with the same detected type and id, else
-    a new one. InvalidRequest for a source that cannot be classified."""
-    detected = detect(source)
-    cursor: str | None = None
-    # A scan of the owner's items: engine.items keeps no index by source yet.
-    while True:
-        page, cursor = await list_items(runtime, owner, limit=_ITEM_PAGE, cursor=cursor)
-        for item in page:
-            if item.type == detected.type and item.external_id == detected.external_id:
-                return item
-        if cursor is None:
-            break
-    return await create_item(runtime, owner, source)
+    """The owner's item for ``source``: the one holding the same detected type and id, else a new
+    one (concurrent calls for one new source make one item). InvalidRequest for a source that
+    cannot be classified."""
+    return await create_item(runtime, owner, source, reuse=True)
 
 
 async def request_process(

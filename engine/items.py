@@ -164,21 +164,38 @@ def _twitter_handle(handle: str) -> Detected:
 # -- storage --------------------------------------------------------------------------------
 
 
-async def create_item(runtime: Runtime, owner: str, source: str) -> Item:
-    """Classify ``source`` and store it as a new item of ``owner``."""
+async def create_item(runtime: Runtime, owner: str, source: str, *, reuse: bool = False) -> Item:
+    """Classify ``source`` and store it as a new item of ``owner``.
+
+    Every item is listed under its source (detected type and external id). With ``reuse``, the
+    owner's oldest item of the same source is returned instead of a new one, and concurrent calls
+    for one new source make exactly one item. Without it a new item is always made (a client may
+    track a source twice).
+    """
     detected = detect(source)
-    item = Item(
-        item_id=new_id("itm"),
-        owner=owner,
-        source=source.strip(),
-        type=detected.type,
-        external_id=detected.external_id,
-        created_at=now_ms(),
-    )
     st = Store(runtime)
-    key = st.record(owner, ITEMS, item.item_id)
-    await st.txn().insert(key, item, st.index(owner, ITEMS), item.item_id).commit()
-    return item
+    by_source = st.keys.item_source(owner, detected.type, detected.external_id)
+
+    async def attempt() -> Item | None:
+        holders = await st.members(by_source) if reuse else []
+        if holders:
+            return await get_item(runtime, owner, min(holders))
+        item = Item(
+            item_id=new_id("itm"),
+            owner=owner,
+            source=source.strip(),
+            type=detected.type,
+            external_id=detected.external_id,
+            created_at=now_ms(),
+        )
+        key = st.record(owner, ITEMS, item.item_id)
+        txn = st.txn().insert(key, item, st.index(owner, ITEMS), item.item_id)
+        if reuse:  # nobody made an item of this source meanwhile
+            txn.exactly(by_source, [])
+        txn.add(by_source, item.item_id)
+        return item if await txn.commit() else None
+
+    return await retrying(attempt)
 
 
 async def get_item(runtime: Runtime, owner: str, item_id: str) -> Item:
@@ -201,7 +218,7 @@ async def delete_item(runtime: Runtime, owner: str, item_id: str) -> None:
     st = Store(runtime)
 
     async def attempt() -> bool | None:
-        _, raw = await st.load(owner, ITEMS, item_id)
+        item, raw = await st.load(owner, ITEMS, item_id)
         key = st.record(owner, ITEMS, item_id)
         holders_key = st.children(owner, ITEM_COLLECTIONS, item_id)
         holders = await st.members(holders_key)
@@ -209,6 +226,7 @@ async def delete_item(runtime: Runtime, owner: str, item_id: str) -> None:
         for collection_id in holders:
             txn.remove(st.children(owner, COLLECTION_ITEMS, collection_id), item_id)
         txn.delete(holders_key).delete(key).remove(st.index(owner, ITEMS), item_id)
+        txn.remove(st.keys.item_source(owner, item.type, item.external_id), item_id)
         return True if await txn.commit() else None
 
     await retrying(attempt)

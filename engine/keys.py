@@ -17,6 +17,8 @@ ever used by single-key commands.
     {prefix}{{pN}}:acct:{account}      hash: the account record
     {prefix}{{pN}}:{kind}:{id}         string (JSON): a synchronous resource (item, …)
     {prefix}{{pN}}:{kind}s:{account}   zset: an owner's resources of one kind, by id
+    {prefix}{{pN}}:src:{account}:{h}   zset: the owner's items of one source (h: sha256 of its
+                                       detected type and external id), by id
     {prefix}{{pN}}:{rel}:{parent_id}   zset: a relation (engine.resources.relations): colitems,
                                        itemcols, colschs, repwfs, repschs, itemdocs, repdocs
     {prefix}{{pN}}:blob:{sha256}       string: a large output stored once by content hash
@@ -25,6 +27,7 @@ ever used by single-key commands.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from dataclasses import dataclass
 
@@ -89,6 +92,12 @@ class Keys:
 
     def resource(self, owner_id: str, kind: str, resource_id: str) -> str:
         return f"{self.tag(self.partition(owner_id))}:{kind}:{resource_id}"
+
+    def item_source(self, owner_id: str, item_type: str, external_id: str) -> str:
+        """The owner's items of the source ``item_type``/``external_id`` (hashed: an external
+        id may be a 2 KiB URL)."""
+        digest = hashlib.sha256(f"{item_type}\n{external_id}".encode()).hexdigest()
+        return f"{self.tag(self.partition(owner_id))}:src:{owner_id}:{digest}"
 
     def resource_index(self, owner_id: str, kind: str) -> str:
         return f"{self.tag(self.partition(owner_id))}:{kind}s:{owner_id}"

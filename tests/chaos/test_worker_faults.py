@@ -1,10 +1,12 @@
-"""Worker processes killed mid-step (real Redis only): another worker finishes the work, and
-durable steps never run twice."""
+"""Worker processes SIGKILLed inside each step in turn (real Redis only): another worker finishes
+the work, completed steps never run again, and their outputs are the ones recorded before the
+kill."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -31,7 +33,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.slow]
 SLOW_STEP_MS = 5_000  # long enough that the kill always lands inside the call
 
 
-async def _request(runtime: Runtime) -> ExecutionRequested:
+async def _request(runtime: Runtime, slow_step: int) -> ExecutionRequested:
     store = runtime.store
     owner = new_id("acc")
     await store.redis.set(store.keys.balance(owner), 1_000_000)
@@ -49,21 +51,29 @@ async def _request(runtime: Runtime) -> ExecutionRequested:
         workflow=WorkflowSnapshot(workflow_id=None, name="chaos", target_kind="x", steps=steps),
         step_inputs=[
             {"item_id": item, "source": f"https://youtu.be/{item[-11:]}"},
-            {"sim": {"latency_ms": SLOW_STEP_MS}},
+            {},
+            {},
         ],
         fee=10_000,
         request_id=new_id("req"),
     )
+    for index, step_input in enumerate(event.step_inputs):
+        step_input["sim"] = {"latency_ms": SLOW_STEP_MS if index == slow_step else 0}
     await store.request(event)
     return event
+
+
+def _outputs(history: list[AnyEvent]) -> dict[int, dict[str, Any]]:
+    return {e.step_index: e.output for e in history if isinstance(e, StepCompleted)}
 
 
 def _step_started(history: list[AnyEvent], index: int) -> bool:
     return any(isinstance(e, StepStarted) and e.step_index == index for e in history)
 
 
+@pytest.mark.parametrize("killed_in", [0, 1, 2], ids=["step0", "step1", "step2"])
 async def test_killed_worker_mid_step_is_taken_over(
-    real_redis_server: RedisServer, tmp_path: Path
+    real_redis_server: RedisServer, tmp_path: Path, killed_in: int
 ) -> None:
     prefix = f"chaos{new_id('req')[-6:]}:"
     env = role_env(real_redis_server.url, CLIPSTREAM_PREFIX=prefix)
@@ -72,17 +82,19 @@ async def test_killed_worker_mid_step_is_taken_over(
     first: Role | None = None
     second: Role | None = None
     try:
-        executions = [await _request(runtime) for _ in range(3)]
+        executions = [await _request(runtime, killed_in) for _ in range(3)]
         ids = [x.execution_id for x in executions]
         first = Role(["worker"], env, tmp_path / "first.log")
-        # Every execution is inside its slow second step: step 0 is completed and durable.
+        # Every execution is inside its slow step: the steps before it are completed and durable.
         await eventually(
             lambda: runtime.store.histories(ids),
-            until=lambda hs: all(_step_started(h, 1) for h in hs.values()),
+            until=lambda hs: all(_step_started(h, killed_in) for h in hs.values()),
         )
         first.kill()
         before = await runtime.store.histories(ids)
         assert not any(isinstance(h[-1], ExecutionCompleted) for h in before.values())
+        recorded = {xid: _outputs(h) for xid, h in before.items()}
+        assert all(sorted(r) == list(range(killed_in)) for r in recorded.values())
 
         second = Role(["worker"], env, tmp_path / "second.log")
         with anyio.fail_after(90):
@@ -100,13 +112,17 @@ async def test_killed_worker_mid_step_is_taken_over(
                 assert not any(
                     isinstance(e, StepStarted) and e.step_index == c.step_index for e in later
                 ), f"{xid}: step {c.step_index} started again after it completed"
-            # Step 0 ran once, before the kill; step 1 was restarted under a newer lease.
+            # The steps before the kill ran once and kept their outputs; the step in flight was
+            # restarted under a newer lease by the other worker; the steps after it ran once.
             starts = [e for e in history if isinstance(e, StepStarted)]
-            assert [s.step_index for s in starts if s.step_index == 0] == [0]
-            restarted = [s for s in starts if s.step_index == 1]
-            assert [s.attempt for s in restarted] == [1, 2]
+            for index in range(3):
+                runs = [s for s in starts if s.step_index == index]
+                assert [s.attempt for s in runs] == ([1, 2] if index == killed_in else [1]), xid
+            restarted = [s for s in starts if s.step_index == killed_in]
             assert restarted[1].epoch > restarted[0].epoch
             assert restarted[1].worker_id != restarted[0].worker_id
+            outputs = _outputs(history)
+            assert {i: outputs[i] for i in recorded[xid]} == recorded[xid]
     finally:
         for role in (first, second):
             if role is not None:

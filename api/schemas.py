@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
-MAX_COINS = 1e12
+MAX_COINS = 1e9  # engine.accounts.MAX_MICRO in coins: every amount up to it is exact
 # Deeper request JSON is 400: far beyond any real body, well within orjson's encoding limit.
 MAX_JSON_DEPTH = 32
 

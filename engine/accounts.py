@@ -39,6 +39,7 @@ MAX_NAME = 200
 # most 15 significant digits, so the JSON number of coins clients see (a double) is exact both ways,
 # and the Lua scripts' numbers (doubles too) compare balances exactly.
 MAX_MICRO = 10**15
+_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 # Create the record, set the opening balance and record it as the first credit, all or nothing.
 # KEYS[1] account hash  KEYS[2] balance  KEYS[3] ledger  KEYS[4] applied charges
@@ -77,6 +78,21 @@ redis.call('XADD', KEYS[3], '*', 'charge_id', ARGV[1], 'kind', 'credit', 'amount
   'balance', balance, 'at', ARGV[3])
 return {'ok', balance}
 """
+
+
+class LedgerEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One movement of an account's coins: ``amount`` is signed micro-coins (a credit is positive,
+    a charge negative), ``balance`` the balance right after it. ``kind`` is whatever the writer
+    named it (credit, fee, read, …): readers show kinds they do not know as they are.
+    ``entry_id`` is its ledger stream id, the listing's cursor."""
+
+    entry_id: str
+    charge_id: str
+    kind: str
+    amount: int
+    balance: int
+    execution_id: str | None
+    at: int
 
 
 class Account(msgspec.Struct, frozen=True, kw_only=True):
@@ -197,6 +213,37 @@ async def credit(runtime: Runtime, account_id: str, coins_micro: int, *, credit_
     if status == "too_much":
         raise InvalidRequest("coins: a balance is at most 1e9 coins")
     return int(_s(value))
+
+
+def _ledger_entry(entry_id: bytes | str, fields: dict[bytes | str, bytes | str]) -> LedgerEntry:
+    values = {_s(k): _s(v) for k, v in fields.items()}
+    return LedgerEntry(
+        entry_id=_s(entry_id),
+        charge_id=values.get("charge_id", ""),
+        kind=values.get("kind", ""),
+        amount=int(values.get("amount", "0")),
+        balance=int(values.get("balance", "0")),
+        execution_id=values.get("execution_id") or None,
+        at=int(values.get("at", "0")),
+    )
+
+
+async def ledger(
+    runtime: Runtime, account_id: str, *, limit: int, cursor: str | None
+) -> tuple[list[LedgerEntry], str | None]:
+    """A page of the account's ledger, newest first, and the cursor of the next page (None: last).
+
+    The cursor is the last entry's stream id: entries written meanwhile go on top and never shift
+    a page. InvalidRequest for a cursor this listing did not return.
+    """
+    if cursor is not None and not _ENTRY_ID.match(cursor):
+        raise InvalidRequest("cursor: not a cursor this list returned")
+    top = f"({cursor}" if cursor else "+"
+    rows = await runtime.redis.xrevrange(
+        runtime.store.keys.ledger(account_id), max=top, min="-", count=limit + 1
+    )
+    page = [_ledger_entry(entry_id, fields) for entry_id, fields in rows[:limit]]
+    return page, (page[-1].entry_id if len(rows) > limit else None)
 
 
 # -- API keys ---------------------------------------------------------------------------------

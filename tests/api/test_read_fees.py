@@ -17,7 +17,7 @@ from engine import accounts
 from engine.accounts import LedgerEntry
 from engine.read_fees import GRACE_MS, ReadFees
 from engine.runtime import Runtime
-from tests.api.conftest import ApiAccount, new_account
+from tests.api.conftest import ApiAccount, http_scope, new_account
 from tests.api.test_realtime import running
 from tests.api.test_realtime_sse import sse_events
 
@@ -52,24 +52,7 @@ async def test_a_read_is_charged_once_after_its_answer_went_out(
     """At the ASGI level: when the last byte of the answer is handed to the server, nothing has
     been charged yet; once the request is over, exactly one read is."""
     app = create_app(runtime)
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/v1/items",
-        "raw_path": b"/v1/items",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"authorization", f"Bearer {alice.api_key}".encode()),
-        ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    scope = http_scope("/v1/items", alice.key_auth)
     sent: list[Message] = []
     balance_when_sent: list[int] = []
 

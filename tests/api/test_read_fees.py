@@ -12,7 +12,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.applications import Starlette
 from starlette.types import Message
 
-from api.app import create_app
+from api.app import create_app, routes
+from api.openapi import endpoints, openapi_document
 from engine import accounts
 from engine.accounts import LedgerEntry
 from engine.read_fees import GRACE_MS, ReadFees
@@ -247,3 +248,14 @@ async def test_the_sse_stream_is_one_read_charged_when_it_closes(
     [read] = await _reads(runtime, alice.account_id)
     assert read.amount == -READ
     assert await _pending(runtime) == 0
+
+
+def test_the_document_says_which_routes_can_answer_402() -> None:
+    """Every charged read documents the 402 it gives at a zero balance; GET /v1/me never does."""
+    document = openapi_document(routes())
+    for ep in endpoints(routes()):
+        responses = document["paths"][ep.path][ep.method.lower()]["responses"]
+        if getattr(ep.endpoint, "access", None) == "read":
+            assert "402" in responses, f"{ep.method} {ep.path}"
+    assert "402" not in document["paths"]["/v1/me"]["get"]["responses"]
+    assert "402" in document["paths"]["/v1/me/ledger"]["get"]["responses"]

@@ -174,7 +174,8 @@ class ReadFees:
 
     async def sweep(self, *, now_ms: int | None = None, grace_ms: int = GRACE_MS) -> int:
         """Settle as served every charge admitted before ``now_ms - grace_ms``, in every partition;
-        returns how many were settled by this call. StoreUnavailable when Redis fails."""
+        returns how many it found (a concurrent sweep may have settled some of them first).
+        StoreUnavailable when Redis fails."""
         cutoff = (_now_ms() if now_ms is None else now_ms) - grace_ms
         keys = self.runtime.store.keys
         settled = 0

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute
 
 from api import docs_page, openapi, realtime
 from api.errors import EXCEPTION_HANDLERS, Edge
+from api.read_charging import ChargeReads
 from api.routes import (
     account,
     admin,
@@ -28,6 +29,7 @@ from api.routes import (
     schedules,
     tools,
 )
+from engine.read_fees import ReadFees
 from engine.runtime import Runtime
 from projections.feed import FeedHub
 from projections.queries import Queries
@@ -55,22 +57,29 @@ def routes() -> list[BaseRoute]:
 def create_app(runtime: Runtime) -> Starlette:
     """The HTTP API over ``runtime``."""
     hub = FeedHub(runtime)
+    read_fees = ReadFees(runtime)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        # The realtime feed's one reader for this process lives as long as the app.
+        # The realtime feed's one reader for this process lives as long as the app, and so does
+        # the retry-and-sweep loop of read charges.
         async with anyio.create_task_group() as tg:
             tg.start_soon(hub.run)
+            tg.start_soon(read_fees.run)
             yield
             tg.cancel_scope.cancel()
 
     app = Starlette(
         routes=routes(),
         lifespan=lifespan,
-        middleware=[Middleware(Edge, max_body_bytes=runtime.settings.max_body_bytes)],
+        middleware=[
+            Middleware(Edge, max_body_bytes=runtime.settings.max_body_bytes),
+            Middleware(ChargeReads, fees=read_fees),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.runtime = runtime
+    app.state.read_fees = read_fees
     app.state.queries = Queries(runtime)
     app.state.feed_hub = hub
     return app

@@ -9,8 +9,8 @@ for clock skew. Every 401 carries the same message whatever the reason, so a pro
 Admin routes take ``Authorization: Bearer <admin token>``, compared in constant time.
 
 Each account route declares its :data:`Access` class: ``free`` (never charged: ``GET /v1/me``),
-``read`` or ``write``. It is recorded on the endpoint (``endpoint.access``) so billing of reads
-attaches to this one wrapper rather than to every handler.
+``read`` or ``write``. It is recorded on the endpoint (``endpoint.access``), and a ``read`` is
+admitted and charged by this one wrapper (api.read_charging) rather than by every handler.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.read_charging import admit_read
 from engine.accounts import API_KEY_PREFIX, account_for_api_key
 from engine.ids import is_id
 from engine.runtime import Runtime
@@ -128,12 +129,18 @@ def runtime_of(request: Request) -> Runtime:
 
 
 def account_route(access: Access) -> Callable[[AccountHandler], Endpoint]:
-    """Wrap a handler that needs an account: it receives the authenticated :class:`Caller`."""
+    """Wrap a handler that needs an account: it receives the authenticated :class:`Caller`.
+
+    A ``read`` is admitted first: 402 when the balance is not positive, else its fee is charged
+    once the answer has gone out (api.read_charging).
+    """
 
     def wrap(handler: AccountHandler) -> Endpoint:
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
             caller = await authenticate(runtime_of(request), request)
+            if access == "read":
+                await admit_read(request, caller.account_id)
             return await handler(request, caller)
 
         endpoint.access = access  # type: ignore[attr-defined]

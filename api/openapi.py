@@ -25,10 +25,10 @@ What is derived rather than declared:
   named like an id (``item_id``, ``collection_id`` …, see :data:`ID_PARAMS`) gets its id pattern;
 - the security from the wrapper: ``account_route`` endpoints take an API key or a session JWT,
   ``admin_route`` endpoints the admin token, the others none;
-- the error responses every such endpoint can give: 401 when authenticated, 404 when it has
-  path parameters, 400/413/422 when it takes a body, 422 when it takes a query, 500 and 503
-  always; ``errors`` adds the rest (402, 409 …). Every error response is the body of DESIGN §7
-  (:class:`ErrorBody`).
+- the error responses every such endpoint can give: 401 when authenticated, 402 when it is a
+  charged read (``account_route("read")``), 404 when it has path parameters, 400/413/422 when
+  it takes a body, 422 when it takes a query, 500 and 503 always; ``errors`` adds the rest (402,
+  409 …). Every error response is the body of DESIGN §7 (:class:`ErrorBody`).
 
 :func:`openapi_document` builds the document; ``GET /openapi.json`` serves it (:data:`ROUTES`).
 """
@@ -215,10 +215,12 @@ def security_of(endpoint: Callable[..., Any]) -> str | None:
 # -- the document -----------------------------------------------------------------------------
 
 
-def _error_statuses(op: Operation, auth: str | None, has_ids: bool) -> list[int]:
+def _error_statuses(op: Operation, auth: str | None, has_ids: bool, read: bool) -> list[int]:
     statuses = set(op.errors) | {500, 503}
     if auth is not None:
         statuses.add(401)
+    if read:
+        statuses.add(402)
     if has_ids:
         statuses.add(404)
     if op.request is not None:
@@ -276,7 +278,8 @@ def _operation(
         success["content"] = {op.media_type: {"schema": schemas[op.response]}}
     # status 0: a route without doc(); "default" promises nothing about its answer.
     responses[str(op.status) if op.status else "default"] = success
-    for status in _error_statuses(op, auth, has_ids):
+    read = getattr(ep.endpoint, "access", None) == "read"  # refused at a balance of 0
+    for status in _error_statuses(op, auth, has_ids, read):
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
     out["responses"] = responses
     if auth == "account":

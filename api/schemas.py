@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.accounts import Account
+from engine.accounts import Account, LedgerEntry
 from engine.errors import InvalidRequest, NotFound
 from engine.events import BlobRef, Status, Target, WorkflowSnapshot
 from engine.ids import is_id
@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
-MAX_COINS = 1e12
+MAX_COINS = 1e9  # engine.accounts.MAX_MICRO in coins: every amount up to it is exact
 # Deeper request JSON is 400: far beyond any real body, well within orjson's encoding limit.
 MAX_JSON_DEPTH = 32
 
@@ -108,6 +108,27 @@ class AccountOut(msgspec.Struct, kw_only=True):
 
 class AccountResponse(msgspec.Struct, kw_only=True):
     account: AccountOut
+
+
+class LedgerEntryOut(msgspec.Struct, kw_only=True):
+    """One movement of the account's coins. ``amount_coins`` is signed (a credit is positive, a
+    charge negative) and ``balance_coins`` is the balance right after it. ``kind``: ``credit``,
+    ``fee`` (an execution's flat fee), ``read`` (a read's fee), and kinds added later, shown as
+    they are. ``execution_id`` names the execution a charge belongs to, when it belongs to one."""
+
+    charge_id: str
+    kind: str
+    amount_coins: float
+    balance_coins: float
+    execution_id: str | None
+    at: str
+
+
+class LedgerPage(msgspec.Struct, kw_only=True):
+    """``GET /v1/me/ledger``: newest first; ``next_cursor`` pages on to older entries."""
+
+    entries: list[LedgerEntryOut]
+    next_cursor: str | None
 
 
 class AdminAccountOut(AccountOut, kw_only=True):
@@ -408,4 +429,16 @@ def item_body(item: Item) -> dict[str, Any]:
         "type": item.type,
         "external_id": item.external_id,
         "created_at": iso(item.created_at),
+    }
+
+
+def ledger_entry_body(entry: LedgerEntry) -> dict[str, Any]:
+    """A ledger entry as its owner sees it."""
+    return {
+        "charge_id": entry.charge_id,
+        "kind": entry.kind,
+        "amount_coins": micro_to_coins(entry.amount),
+        "balance_coins": micro_to_coins(entry.balance),
+        "execution_id": entry.execution_id,
+        "at": iso(entry.at),
     }

@@ -35,8 +35,11 @@ _API_KEY = re.compile(r"^ck_live_[A-Za-z0-9_-]{32,128}$")
 _KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
 _CREDIT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 MAX_NAME = 200
-# A sanity bound (a trillion coins), so a typo cannot overflow the 64-bit balance.
-MAX_MICRO = 10**18
+# The most an amount or a balance may be: a billion coins. Below it every micro-coin value has at
+# most 15 significant digits, so the JSON number of coins clients see (a double) is exact both ways,
+# and the Lua scripts' numbers (doubles too) compare balances exactly.
+MAX_MICRO = 10**15
+_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 # Create the record, set the opening balance and record it as the first credit, all or nothing.
 # KEYS[1] account hash  KEYS[2] balance  KEYS[3] ledger  KEYS[4] applied charges
@@ -54,9 +57,10 @@ end
 return 1
 """
 
-# Credit an account once per charge id.
-# KEYS: as _CREATE  ARGV[1] charge id  ARGV[2] amount (micro)  ARGV[3] now ms
+# Credit an account once per charge id, keeping the balance at most ARGV[4].
+# KEYS: as _CREATE  ARGV[1] charge id  ARGV[2] amount (micro)  ARGV[3] now ms  ARGV[4] max balance
 # -> {'ok', balance} | {'duplicate', balance} | {'mismatch', first amount} | {'missing', ''}
+#    | {'too_much', balance}
 _CREDIT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', ''} end
 local prev = redis.call('HGET', KEYS[4], ARGV[1])
@@ -64,6 +68,8 @@ if prev then
   if prev ~= ARGV[2] then return {'mismatch', prev} end
   return {'duplicate', redis.call('GET', KEYS[2]) or '0'}
 end
+local before = redis.call('GET', KEYS[2]) or '0'
+if tonumber(before) + tonumber(ARGV[2]) > tonumber(ARGV[4]) then return {'too_much', before} end
 redis.call('INCRBY', KEYS[2], ARGV[2])
 -- The balance as Redis stores it: Lua's tostring of a large number would print 1e+14.
 local balance = redis.call('GET', KEYS[2])
@@ -72,6 +78,21 @@ redis.call('XADD', KEYS[3], '*', 'charge_id', ARGV[1], 'kind', 'credit', 'amount
   'balance', balance, 'at', ARGV[3])
 return {'ok', balance}
 """
+
+
+class LedgerEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One movement of an account's coins: ``amount`` is signed micro-coins (a credit is positive,
+    a charge negative), ``balance`` the balance right after it. ``kind`` is whatever the writer
+    named it (credit, fee, read, …): readers show kinds they do not know as they are.
+    ``entry_id`` is its ledger stream id, the listing's cursor."""
+
+    entry_id: str
+    charge_id: str
+    kind: str
+    amount: int
+    balance: int
+    execution_id: str | None
+    at: int
 
 
 class Account(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,7 +146,7 @@ async def create_account(runtime: Runtime, *, name: str, coins_micro: int) -> tu
     if not name or len(name) > MAX_NAME:
         raise InvalidRequest(f"name: must be 1 to {MAX_NAME} characters")
     if not 0 <= coins_micro <= MAX_MICRO:
-        raise InvalidRequest("coins: must be between 0 and 1e12")
+        raise InvalidRequest("coins: must be between 0 and 1e9")
     account_id = new_id("acc")
     now = _now_ms()
     created = await _script(
@@ -169,26 +190,60 @@ async def credit(runtime: Runtime, account_id: str, coins_micro: int, *, credit_
     """Add ``coins_micro`` once per ``credit_id``; returns the balance after it.
 
     A retry with the same id and amount changes nothing and returns the current balance; the same
-    id with another amount is IdempotencyMismatch. NotFound for an unknown account.
+    id with another amount is IdempotencyMismatch. NotFound for an unknown account;
+    InvalidRequest when the balance would pass :data:`MAX_MICRO`.
     """
     if not is_id(account_id, "acc"):
         raise NotFound("no such account")
     if not 0 < coins_micro <= MAX_MICRO:
-        raise InvalidRequest("coins: must be more than 0 and at most 1e12")
+        raise InvalidRequest("coins: must be more than 0 and at most 1e9")
     if not _CREDIT_ID.match(credit_id):
         raise InvalidRequest("credit_id: 1 to 100 characters of letters, digits and _ . : -")
     status, value = await _script(
         runtime,
         _CREDIT,
         _money_keys(runtime, account_id),
-        [f"credit:{account_id}:{credit_id}", coins_micro, _now_ms()],
+        [f"credit:{account_id}:{credit_id}", coins_micro, _now_ms(), MAX_MICRO],
     )
     status = _s(status)
     if status == "missing":
         raise NotFound("no such account")
     if status == "mismatch":
         raise IdempotencyMismatch("this credit_id was already used with another amount")
+    if status == "too_much":
+        raise InvalidRequest("coins: a balance is at most 1e9 coins")
     return int(_s(value))
+
+
+def _ledger_entry(entry_id: bytes | str, fields: dict[bytes | str, bytes | str]) -> LedgerEntry:
+    values = {_s(k): _s(v) for k, v in fields.items()}
+    return LedgerEntry(
+        entry_id=_s(entry_id),
+        charge_id=values.get("charge_id", ""),
+        kind=values.get("kind", ""),
+        amount=int(values.get("amount", "0")),
+        balance=int(values.get("balance", "0")),
+        execution_id=values.get("execution_id") or None,
+        at=int(values.get("at", "0")),
+    )
+
+
+async def ledger(
+    runtime: Runtime, account_id: str, *, limit: int, cursor: str | None
+) -> tuple[list[LedgerEntry], str | None]:
+    """A page of the account's ledger, newest first, and the cursor of the next page (None: last).
+
+    The cursor is the last entry's stream id: entries written meanwhile go on top and never shift
+    a page. InvalidRequest for a cursor this listing did not return.
+    """
+    if cursor is not None and not _ENTRY_ID.match(cursor):
+        raise InvalidRequest("cursor: not a cursor this list returned")
+    top = f"({cursor}" if cursor else "+"
+    rows = await runtime.redis.xrevrange(
+        runtime.store.keys.ledger(account_id), max=top, min="-", count=limit + 1
+    )
+    page = [_ledger_entry(entry_id, fields) for entry_id, fields in rows[:limit]]
+    return page, (page[-1].entry_id if len(rows) > limit else None)
 
 
 # -- API keys ---------------------------------------------------------------------------------

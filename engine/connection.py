@@ -36,8 +36,17 @@ def connect(settings: Settings) -> RedisClient:
 
 
 def embedded() -> aioredis.Redis:
-    """An in-process Redis (fakeredis with Lua): the data lives in this process's memory only."""
+    """An in-process Redis (fakeredis with Lua): the data lives in this process's memory only.
+
+    Its pool blocks like a real server's: fakeredis's default pool refuses a command past 100
+    connections in use, so a burst of requests to ``serve`` got 503s a real Redis would not give.
+    """
     import fakeredis
 
-    client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    client: aioredis.Redis = fakeredis.FakeAsyncRedis(
+        server=fakeredis.FakeServer(),
+        connection_pool_class=aioredis.BlockingConnectionPool,
+        max_connections=MAX_CONNECTIONS,
+        timeout=30,
+    )
     return client

@@ -13,6 +13,7 @@ ever used by single-key commands.
     {prefix}{{pN}}:bal:{account}       string: balance in micro-coins
     {prefix}{{pN}}:ledger:{account}    stream: the account's charges, refunds and credits
     {prefix}{{pN}}:charges             hash: charge id -> amount, so no charge applies twice
+    {prefix}{{pN}}:reads               zset: read charges admitted, not yet settled, by time
     {prefix}{{pN}}:idem:{account}:{k}  string: fingerprint and execution id of an Idempotency-Key
     {prefix}{{pN}}:acct:{account}      hash: the account record
     {prefix}{{pN}}:{kind}:{id}         string (JSON): a synchronous resource (item, …)
@@ -82,6 +83,9 @@ class Keys:
 
     def charges(self, partition: int) -> str:
         return f"{self.tag(partition)}:charges"
+
+    def read_charges(self, partition: int) -> str:
+        return f"{self.tag(partition)}:reads"
 
     def idempotency(self, account_id: str, key_digest: str) -> str:
         return f"{self.tag(self.partition(account_id))}:idem:{account_id}:{key_digest}"

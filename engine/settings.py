@@ -44,6 +44,15 @@ MICRO = 1_000_000  # micro-coins in one coin
 
 T = TypeVar("T")
 
+# Money (DESIGN §6): integer micro-coins inside, a JSON number of coins outside. The conversion
+# rule, both ways, with no rounding anywhere:
+# - in: an amount is the decimal written (a JSON number: the shortest decimal form of the double
+#   it parses to), times 1,000,000; more than 6 decimals is refused, never rounded;
+# - out: micro / 1,000,000 as a double, whose shortest decimal form is exactly the micro-coins
+#   with the point moved 6 places, for every value up to 1e15 micro-coins (a billion coins, at
+#   most 15 significant digits): engine.accounts.MAX_MICRO keeps amounts and balances there.
+# Sums are taken over micro-coins (integers), never over coins.
+
 
 def coins_to_micro(text: str) -> int:
     """Parse a coin amount ("0.01") into micro-coins exactly; more than 6 decimals is an error."""

@@ -1,5 +1,5 @@
-"""``GET /v1/me``: the caller's account. Free, and it always answers, even at a zero balance: it
-is how a client learns it must top up."""
+"""The caller's account: ``GET /v1/me`` (free, and it always answers, even at a zero balance: it is
+how a client learns it must top up) and ``GET /v1/me/ledger`` (a read like any other)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,16 @@ from starlette.routing import BaseRoute, Route
 
 from api.auth import Caller, account_route, runtime_of, unauthorized
 from api.openapi import doc
-from api.schemas import AccountResponse, account_body, respond
-from engine.accounts import get_account
+from api.schemas import (
+    AccountResponse,
+    LedgerPage,
+    PageQuery,
+    account_body,
+    ledger_entry_body,
+    page_params,
+    respond,
+)
+from engine import accounts
 from engine.errors import NotFound
 
 
@@ -19,10 +27,33 @@ from engine.errors import NotFound
 async def me(request: Request, caller: Caller) -> Response:
     """``GET /v1/me`` → ``{"account": {account_id, name, balance_coins}}``."""
     try:
-        account = await get_account(runtime_of(request), caller.account_id)
+        account = await accounts.get_account(runtime_of(request), caller.account_id)
     except NotFound:
         raise unauthorized() from None  # a valid token for an account that does not exist
     return respond({"account": account_body(account)})
 
 
-ROUTES: list[BaseRoute] = [Route("/v1/me", me, methods=["GET"])]
+@doc(
+    summary="The caller's ledger: every credit and charge, newest first",
+    response=LedgerPage,
+    query=PageQuery,
+    tags=["account"],
+)
+@account_route("read")
+async def ledger(request: Request, caller: Caller) -> Response:
+    """``GET /v1/me/ledger?limit=&cursor=`` → ``{"entries": [...], "next_cursor": ...}``.
+
+    Each entry: ``charge_id``, ``kind``, ``amount_coins`` (signed), ``balance_coins`` (after it),
+    ``execution_id`` (or null) and ``at``. A read itself: it is charged like any other, and the
+    charge appears on top of the next page read."""
+    limit, cursor = page_params(request)
+    entries, next_cursor = await accounts.ledger(
+        runtime_of(request), caller.account_id, limit=limit, cursor=cursor
+    )
+    return respond({"entries": [ledger_entry_body(e) for e in entries], "next_cursor": next_cursor})
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/v1/me", me, methods=["GET"]),
+    Route("/v1/me/ledger", ledger, methods=["GET"]),
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +32,27 @@ class ApiAccount:
     @property
     def jwt_auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.session_token}"}
+
+
+def http_scope(path: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The ASGI scope of ``GET path``, for tests that talk to the app below httpx (to watch each
+    message it sends, or to hang up on it)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")]
+        + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
 
 
 @pytest.fixture

@@ -87,7 +87,8 @@ async def test_process_runs_the_default_workflow_and_the_snapshot_survives_edits
     assert execution["target"]["item_id"] == item["item"]["item_id"]
     items = await _ok(await client.get("/v1/items", headers=alice.key_auth))
     assert len(items["items"]) == 1
-    assert await _balance(client, alice) == pytest.approx(before - 0.01)
+    # The flat fee, and the one read in between.
+    assert await _balance(client, alice) == pytest.approx(before - 0.01 - 0.001)
 
     xid = execution["execution_id"]
     pending = await _ok(await client.get(f"/v1/executions/{xid}", headers=alice.key_auth))
@@ -219,6 +220,15 @@ async def test_process_with_no_balance_is_402_and_appends_nothing(
         f"/v1/reporters/{rid}/process", json={"source": VIDEO}, headers=poor.key_auth
     )
     assert refused.status_code == 402
+    # At a zero balance reads are refused too; topped up, the list shows nothing was appended.
+    assert (await client.get("/v1/executions/me", headers=poor.jwt_auth)).status_code == 402
+    await _ok(
+        await client.post(
+            f"/admin/accounts/{poor.account_id}/credit",
+            json={"coins": 1, "credit_id": "topup"},
+            headers=admin,
+        )
+    )
     listed = await _ok(await client.get("/v1/executions/me", headers=poor.jwt_auth))
     assert listed["executions"] == []
 

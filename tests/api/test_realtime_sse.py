@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 
 from api.app import create_app
 from engine.runtime import Runtime
-from tests.api.conftest import ApiAccount
+from tests.api.conftest import ApiAccount, http_scope
 from tests.api.test_realtime import run_executions, running
 
 pytestmark = pytest.mark.anyio
@@ -21,22 +21,7 @@ pytestmark = pytest.mark.anyio
 
 async def sse_events(app: Starlette, headers: dict[str, str], n: int) -> list[dict[str, Any]]:
     """The first ``n`` SSE messages of ``GET /v1/executions/stream``, then a disconnect."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/v1/executions/stream",
-        "raw_path": b"/v1/executions/stream",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver")]
-        + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    scope = http_scope("/v1/executions/stream", headers)
     gone = anyio.Event()
     buffer = b""
     out: list[dict[str, Any]] = []

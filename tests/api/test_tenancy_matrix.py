@@ -11,7 +11,7 @@ routes (admin token) and public routes have no owner, and are listed as such.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -22,12 +22,20 @@ from api.app import routes
 from api.openapi import ID_PARAMS, Endpoint, endpoints, security_of
 from engine.resources.documents import create_document
 from engine.runtime import Runtime
+from engine.settings import Settings
 from tests.api.conftest import ApiAccount
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "bob-private-marker"  # in every name and text B creates: must never reach A
 SOURCE = "https://youtu.be/bobsvideo01"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Free reads: B's snapshots read everything B owns, and a read fee would change B's balance
+    and ledger between the two (read fees have their own tests)."""
+    return replace(settings, fees=replace(settings.fees, read=0))
 
 
 def _matrix() -> list[Endpoint]:

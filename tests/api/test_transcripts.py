@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from engine.accounts import ledger
 from engine.runtime import Runtime
 from engine.worker import Worker
 from projections.projector import Projector
@@ -94,7 +95,12 @@ async def test_supplied_text_becomes_the_transcript(
     mine = (await client.get("/v1/executions/me", headers=alice.key_auth)).json()
     assert [e["execution_id"] for e in mine["executions"]] == [xid]
     assert mine["next_cursor"] is None
-    assert await _balance(client, alice) == pytest.approx(0.99)  # the fee; no provider cost
+    # The fee, no provider cost, and the reads above at 0.001 each.
+    entries, _ = await ledger(runtime, alice.account_id, limit=100, cursor=None)
+    assert [(e.amount, e.execution_id) for e in entries if e.kind == "fee"] == [(-10_000, xid)]
+    reads = [e for e in entries if e.kind == "read"]
+    assert {e.amount for e in reads} == {-1_000}
+    assert await _balance(client, alice) == pytest.approx(0.99 - 0.001 * len(reads))
 
 
 async def test_simulated_transcriber_runs_without_text(
@@ -166,9 +172,9 @@ async def test_no_balance_is_402_and_nothing_is_appended(
     assert [
         e for e in log if e.event is not None and getattr(e.event, "owner", None) == poor.account_id
     ] == []
+    assert await _balance(client, poor) == pytest.approx(0.005)
     await _drain(runtime)
     assert (await client.get("/v1/executions/me", headers=poor.key_auth)).json()["executions"] == []
-    assert await _balance(client, poor) == pytest.approx(0.005)
 
     # The refused key was not recorded: once funded, the same key goes through.
     await client.post(

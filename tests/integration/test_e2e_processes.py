@@ -42,7 +42,7 @@ def test_transcript_through_separate_processes(
     base = f"http://127.0.0.1:{port}"
     with roles(specs, env, tmp_path) as procs, httpx.Client(base_url=base, timeout=10) as http:
         wait_http(f"{base}/healthz", role=procs[0])
-        created = http.post("/admin/accounts", json={"name": "e2e", "coins": 1}, headers=ADMIN)
+        created = http.post("/admin/accounts", json={"name": "e2e", "coins": 10}, headers=ADMIN)
         assert created.status_code == 201, created.text
         auth = {"Authorization": f"Bearer {created.json()['api_key']}"}
 
@@ -71,5 +71,30 @@ def test_transcript_through_separate_processes(
 
         active = http.get("/v1/executions/me?active=1", headers=auth).json()
         assert active["executions"] == []
-        me = http.get("/v1/me", headers=auth).json()
-        assert me["account"]["balance_coins"] == pytest.approx(0.99)
+        assert http.get("/v1/me", headers=auth).status_code == 200
+        # The fee and no provider cost; every other charge is a read (0.001, taken after each
+        # answer; as many as the polling took). The ledger's pages are checked, not a balance
+        # read while the last reads may still be settling.
+        ledger = _ledger(http, auth)
+        assert [
+            (e["kind"], e["amount_coins"], e["execution_id"]) for e in ledger if e["kind"] != "read"
+        ] == [
+            ("fee", -0.01, execution_id),
+            ("credit", 10, None),
+        ]
+        reads = [e for e in ledger if e["kind"] == "read"]
+        assert {e["amount_coins"] for e in reads} == {-0.001}
+        assert ledger[0]["balance_coins"] == pytest.approx(9.99 - 0.001 * len(reads))
+
+
+def _ledger(client: httpx.Client, headers: dict[str, str]) -> list[dict[str, object]]:
+    """Every ledger entry, newest first: the first page's, then the older ones page by page
+    (entries written meanwhile go on top, outside the pages that follow)."""
+    entries: list[dict[str, object]] = []
+    params: dict[str, str | int] = {"limit": 100}
+    while True:
+        page = client.get("/v1/me/ledger", params=params, headers=headers).json()
+        entries += page["entries"]
+        if page["next_cursor"] is None:
+            return entries
+        params["cursor"] = page["next_cursor"]

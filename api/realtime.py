@@ -36,13 +36,14 @@ from api.auth import Caller, account_route, verify_session_token
 from api.openapi import doc
 from engine.accounts import API_KEY_PREFIX
 from engine.runtime import Runtime
-from projections.feed import SLOW_CONSUMER, FeedClosed, FeedHub, Message
+from projections.feed import SLOW_CONSUMER, FeedClosed, FeedHub, Message, Subscription
 
 ORIGINS_ENV = "CLIPSTREAM_ALLOWED_ORIGINS"
 PING_S = 15.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_SLOW = 4008
 CLOSE_RESTART = 1012  # "service restart": the client reconnects with its cursor
+CLOSE_GRACE_S = 5.0  # how long the close of a hub-ended subscription may wait on the client
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 _PING = orjson.dumps({"type": "ping"}).decode()
 
@@ -99,28 +100,47 @@ async def realtime(ws: WebSocket) -> None:
         await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid credentials")
         return
     ping_s: float = getattr(ws.app.state, "realtime_ping_s", PING_S)
-    code, reason, gone = 1000, "", False
-    subscription = hub_of(ws.app.state).subscribe(account, ws.query_params.get("since"))
-    async with subscription as sub, anyio.create_task_group() as tg:
+    async with hub_of(ws.app.state).subscribe(account, ws.query_params.get("since")) as sub:
+        gone = await _forward(ws, sub, ping_s)
+        reason = sub.reason or ""
+    if not gone:
+        # The close frame waits behind what the client has not read yet: a client that stopped
+        # reading gets it if it wakes up within the grace; one that never does is not waited for.
+        with (
+            anyio.move_on_after(CLOSE_GRACE_S),
+            contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError),
+        ):
+            await ws.close(close_code(reason), reason)
+
+
+def close_code(reason: str) -> int:
+    """The close code when the hub ended a subscription: 4008 for a slow consumer, else 1012
+    (service restart); either way the client reconnects with its last cursor."""
+    return CLOSE_SLOW if reason == SLOW_CONSUMER else CLOSE_RESTART
+
+
+async def _forward(ws: WebSocket, sub: Subscription, ping_s: float) -> bool:
+    """Send ``sub``'s messages (and pings while idle) until the hub closes it or the client goes;
+    True when the client went (there is no one left to send a close to)."""
+    gone = False
+    async with anyio.create_task_group() as tg:
 
         async def pump() -> None:
-            nonlocal code, reason
+            nonlocal gone
             try:
                 while True:
                     with anyio.move_on_after(ping_s) as idle:
                         message = await sub.receive()
                     await ws.send_text(_PING if idle.cancelled_caught else _json(message))
-            except FeedClosed as closed:
-                code = CLOSE_SLOW if closed.reason == SLOW_CONSUMER else CLOSE_RESTART
-                reason = closed.reason
+            except FeedClosed:
+                pass
+            except WebSocketDisconnect:
+                gone = True  # the connection broke under a send (uvicorn says so on the send)
             tg.cancel_scope.cancel()
 
         async def closer() -> None:
             # A send blocked on a client that stopped reading must not keep it open.
             await sub.closed.wait()
-            nonlocal code, reason
-            code = CLOSE_SLOW if sub.reason == SLOW_CONSUMER else CLOSE_RESTART
-            reason = sub.reason or ""
             tg.cancel_scope.cancel()
 
         async def listen() -> None:
@@ -138,10 +158,7 @@ async def realtime(ws: WebSocket) -> None:
         tg.start_soon(pump)
         tg.start_soon(closer)
         tg.start_soon(listen)
-    if not gone:
-        # The client may have gone meanwhile; a stuck one is not waited for.
-        with anyio.move_on_after(5), contextlib.suppress(RuntimeError, OSError):
-            await ws.close(code, reason)
+    return gone
 
 
 # -- Server-Sent Events ----------------------------------------------------------------------

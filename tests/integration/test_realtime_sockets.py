@@ -1,0 +1,236 @@
+"""The realtime feed over real sockets: uvicorn serving the app on a free port in this event loop
+(so the fakeredis backend works too), a real WebSocket client (``websockets``) and httpx for SSE.
+
+What only a socket shows: a client that stops reading fills the TCP buffers until the server's
+writes block, and the hub must close it with a reason the client still gets, while a fast client
+on the same server keeps receiving everything; a server restart closes with 1012 and the client
+resumes with its cursor; uvicorn's own handshake and logging stay out of the way.
+
+Verdicts are completeness and order, never wall-clock time. The listening socket gets a small
+send buffer (inherited by every accepted connection) so a stalled client blocks the server after
+kilobytes instead of the megabytes loopback autotuning would allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from api.app import create_app
+from api.auth import mint_session_token
+from engine.ids import new_id
+from engine.runtime import Runtime
+from projections.feed import SLOW_CONSUMER, FeedHub, owner_feed_key
+from projections.projector import Projector
+from tests.golden import scenarios
+from tests.helpers import eventually
+from tests.integration.test_projector import make
+
+pytestmark = pytest.mark.anyio
+
+Json = dict[str, Any]
+SERVER_SNDBUF = 4096  # bytes; Linux doubles it and turns autotuning off for the socket
+SLOW_RCVBUF = 4096
+
+
+@dataclass
+class Server:
+    """uvicorn serving the app on ``port``."""
+
+    app: Starlette
+    port: int
+    uvicorn: uvicorn.Server
+
+    @property
+    def hub(self) -> FeedHub:
+        hub: FeedHub = self.app.state.feed_hub
+        return hub
+
+    def ws_url(self, token: str, since: str | None = None) -> str:
+        tail = f"&since={since}" if since else ""
+        return f"ws://127.0.0.1:{self.port}/v1/realtime?token={token}{tail}"
+
+    def writes_blocked(self) -> bool:
+        """Whether uvicorn is holding back a send on some connection (its socket is full)."""
+        connections = self.uvicorn.server_state.connections
+        return any(
+            not c.writable.is_set() for c in connections if isinstance(c, WebSocketsSansIOProtocol)
+        )
+
+    def subscribers(self, owner: str) -> int:
+        """How many subscriptions the hub holds on ``owner``'s feed."""
+        key = owner_feed_key(self.app.state.runtime.store.keys, owner)
+        return len(self.hub._subscribers.get(key, ()))
+
+
+@asynccontextmanager
+async def serve(runtime: Runtime, *, buffer: int | None = None) -> AsyncIterator[Server]:
+    """The app behind uvicorn on a free port (the lifespan runs the hub) until the block ends.
+
+    ``buffer`` overrides the hub's per-subscriber buffer. uvicorn's keepalive pings are off: a
+    stalled test client must be closed by the hub, not by a ping deadline."""
+    app = create_app(runtime)
+    if buffer is not None:
+        app.state.feed_hub.buffer = buffer
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SERVER_SNDBUF)
+    listener.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app, log_config=None, lifespan="on", ws_ping_interval=None, server_header=False
+    )
+    server = uvicorn.Server(config)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [listener])
+            await eventually(lambda: _true(server.started))
+            try:
+                yield Server(app, listener.getsockname()[1], server)
+            finally:
+                server.should_exit = True
+    finally:
+        listener.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+class Client:
+    """A WebSocket subscriber: JSON messages, pings skipped when taking events."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+
+    async def receive(self) -> Json:
+        with anyio.fail_after(30):
+            message: Json = orjson.loads(await self.conn.recv())
+        return message
+
+    async def take_events(self, n: int) -> list[Json]:
+        out: list[Json] = []
+        while len(out) < n:
+            message = await self.receive()
+            if message["type"] == "event":
+                out.append(message)
+        return out
+
+    async def events_until_closed(self) -> tuple[list[Json], ConnectionClosed]:
+        """Every event still coming, and how the server closed the connection."""
+        out: list[Json] = []
+        while True:
+            try:
+                message = await self.receive()
+            except ConnectionClosed as closed:
+                return out, closed
+            if message["type"] == "event":
+                out.append(message)
+
+
+@asynccontextmanager
+async def subscriber(url: str, *, stalls: bool = False, **kwargs: Any) -> AsyncIterator[Client]:
+    """A connected client. ``stalls``: a small receive buffer, a tiny frame queue and no
+    compression (deflated feed messages are a few bytes each), so when the test stops calling
+    ``receive`` the client soon stops reading and the server's writes block."""
+    if stalls:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)  # before connecting
+        sock.setblocking(False)
+        host, port = url.removeprefix("ws://").split("/", 1)[0].split(":")
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        kwargs.update(sock=sock, max_queue=1, compression=None)
+    async with connect(url, ping_interval=None, **kwargs) as conn:
+        yield Client(conn)
+
+
+def pairs(messages: list[Json]) -> list[tuple[str, int]]:
+    return [(m["execution_id"], m["seq"]) for m in messages]
+
+
+async def one_execution(runtime: Runtime, owner: str) -> list[tuple[str, int]]:
+    """A three-step execution of ``owner`` (9 events) folded by the projector; its (id, seq)."""
+    made = await make(runtime.store, owner, scenarios.three_steps)
+    await Projector(runtime).run_until_idle()
+    return [(made.execution_id, e.seq) for e in made.events]
+
+
+async def funded_owner(runtime: Runtime) -> tuple[str, str]:
+    """A new account id with coins for many executions, and a session JWT for it."""
+    owner = new_id("acc")
+    await runtime.redis.set(runtime.store.keys.balance(owner), 10**12)
+    return owner, mint_session_token(runtime, owner)
+
+
+# -- a slow client -------------------------------------------------------------------------------
+async def test_a_stalled_client_is_closed_with_a_reason_and_resumes_while_a_fast_one_keeps_up(
+    runtime: Runtime,
+) -> None:
+    owner, token = await funded_owner(runtime)
+    async with serve(runtime, buffer=64) as server:
+        url = server.ws_url(token)
+        async with subscriber(url) as fast, subscriber(url, stalls=True) as slow:
+            assert (await fast.receive())["type"] == "reset"
+            assert (await slow.receive())["type"] == "reset"
+            # From here on the slow one reads nothing: its pipe fills, then the hub's buffer.
+            expected: list[tuple[str, int]] = []
+            got: list[Json] = []
+            rounds = 0
+            while server.subscribers(owner) == 2:
+                assert rounds < 2_000, "the stalled client was never closed"
+                expected += await one_execution(runtime, owner)
+                got += await fast.take_events(9)
+                rounds += 1
+            for _ in range(2):  # and the fast one goes on after the slow one is gone
+                expected += await one_execution(runtime, owner)
+                got += await fast.take_events(9)
+            assert pairs(got) == expected
+
+            # The slow one wakes up: what reached its socket, then the close with the reason.
+            seen, closed = await slow.events_until_closed()
+        assert closed.rcvd is not None, "closed without a close frame"
+        assert (closed.rcvd.code, closed.rcvd.reason) == (4008, SLOW_CONSUMER)
+        assert 0 < len(seen) < len(expected)
+        assert pairs(seen) == expected[: len(seen)]  # no gap in what it got
+        async with subscriber(server.ws_url(token, seen[-1]["cursor"])) as again:
+            rest = await again.take_events(len(expected) - len(seen))
+        assert pairs(seen + rest) == expected
+
+
+@pytest.mark.parametrize("when", ["while the server waits to send", "once the hub closed it"])
+async def test_a_stalled_client_that_vanishes_leaves_no_error_and_no_subscription(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture, when: str
+) -> None:
+    """The server's send (of an event, or of the close) wakes up to a connection that is gone;
+    that is a disconnect like any other, not an exception in the ASGI application."""
+    owner, token = await funded_owner(runtime)
+    closes = when == "once the hub closed it"
+    async with serve(runtime, buffer=64 if closes else 100_000) as server:
+        async with subscriber(server.ws_url(token), stalls=True) as slow:
+            assert (await slow.receive())["type"] == "reset"
+
+            def stalled() -> bool:
+                return server.subscribers(owner) == 0 if closes else server.writes_blocked()
+
+            rounds = 0
+            while not stalled():
+                assert rounds < 2_000, f"never reached the state: {when}"
+                await one_execution(runtime, owner)
+                rounds += 1
+            slow.conn.transport.abort()  # gone without a close handshake
+            await eventually(lambda: _true(not server.uvicorn.server_state.tasks))
+        assert server.subscribers(owner) == 0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []

@@ -13,8 +13,8 @@ localhost). Any refusal is close code 4401 right after the handshake, before any
 A slow client is closed with code 4008 and the reason; it reconnects with its last cursor.
 
 ``GET /v1/executions/stream`` (Server-Sent Events): API key or session token in the Authorization
-header and ``Accept: text/event-stream``, ``Last-Event-ID`` (or ``?since=``) resumes; each
-message's ``id:`` is its cursor.
+header and ``Accept: text/event-stream`` by name (anything else is 406), ``Last-Event-ID`` (or
+``?since=``) resumes; each message's ``id:`` is its cursor.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ CLOSE_SLOW = 4008
 CLOSE_RESTART = 1012  # "service restart": the client reconnects with its cursor
 CLOSE_GRACE_S = 5.0  # how long the close of a hub-ended subscription may wait on the client
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+EVENT_STREAM = "text/event-stream"
 _PING = orjson.dumps({"type": "ping"}).decode()
 
 
@@ -168,24 +169,49 @@ def sse(message: Message) -> bytes:
     return f"{head}event: {message['type']}\ndata: {_json(message)}\n\n".encode()
 
 
+def accepts_event_stream(accept: str) -> bool:
+    """Whether an ``Accept`` header value names ``text/event-stream`` with a quality above 0.
+
+    Wildcards do not count (see the route's description): content negotiation cannot offer a
+    buffering client anything it could finish reading, so only an explicit request streams.
+    """
+    for media_range in accept.split(","):
+        media, *params = (part.strip() for part in media_range.split(";"))
+        if media.lower() != EVENT_STREAM:
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0  # a malformed weight asks for nothing
+        return quality > 0
+    return False
+
+
 @doc(
     summary="The caller's executions as they change (Server-Sent Events)",
     tags=["executions"],
-    media_type="text/event-stream",
+    media_type=EVENT_STREAM,
     description=(
         "One `event` per execution event (`id:` is the cursor; `Last-Event-ID` resumes), a "
         "`reset` snapshot of the active executions when there is no cursor or it is older than "
         "what is kept, `: ping` comments while idle, and a final `closed` event with a reason "
-        "when the server ends the stream. The request must accept `text/event-stream` "
-        "(EventSource does): any other client gets 400 rather than a body that never ends."
+        "when the server ends the stream.\n\n"
+        "The request's `Accept` must name `text/event-stream` (EventSource does); anything "
+        "else is `406 not_acceptable`, including a missing `Accept` and wildcards such as "
+        "`*/*` or `text/*`: the only representation is a body that never ends, which a client "
+        "that did not ask for it by name would wait on forever."
     ),
-    errors=[400],
+    errors=[406],
 )
 @account_route("read")
 async def stream(request: Request, caller: Caller) -> Response:
     """``GET /v1/executions/stream``."""
-    if "text/event-stream" not in request.headers.get("accept", "").lower():
-        raise HTTPException(400, "this endpoint streams: send Accept: text/event-stream")
+    if not accepts_event_stream(", ".join(request.headers.getlist("accept"))):
+        raise HTTPException(406, "this endpoint only streams: send Accept: text/event-stream")
     since = request.headers.get("last-event-id") or request.query_params.get("since")
     hub = hub_of(request.app.state)
     ping_s: float = getattr(request.app.state, "realtime_ping_s", PING_S)
@@ -203,7 +229,7 @@ async def stream(request: Request, caller: Caller) -> Response:
 
     return StreamingResponse(
         frames(),
-        media_type="text/event-stream",
+        media_type=EVENT_STREAM,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import jwt
 import orjson
 import pytest
 import uvicorn
@@ -32,6 +33,7 @@ from websockets.exceptions import ConnectionClosed
 
 from api.app import create_app
 from api.auth import mint_session_token
+from engine.accounts import create_account
 from engine.ids import new_id
 from engine.runtime import Runtime
 from projections.feed import SLOW_CONSUMER, FeedHub, owner_feed_key
@@ -160,11 +162,17 @@ def pairs(messages: list[Json]) -> list[tuple[str, int]]:
     return [(m["execution_id"], m["seq"]) for m in messages]
 
 
-async def one_execution(runtime: Runtime, owner: str) -> list[tuple[str, int]]:
-    """A three-step execution of ``owner`` (9 events) folded by the projector; its (id, seq)."""
+async def appended(runtime: Runtime, owner: str) -> list[tuple[str, int]]:
+    """A three-step execution of ``owner`` (9 events) in the log; its (id, seq)."""
     made = await make(runtime.store, owner, scenarios.three_steps)
-    await Projector(runtime).run_until_idle()
     return [(made.execution_id, e.seq) for e in made.events]
+
+
+async def one_execution(runtime: Runtime, owner: str) -> list[tuple[str, int]]:
+    """:func:`appended`, then folded by the projector (so it is in the feed)."""
+    out = await appended(runtime, owner)
+    await Projector(runtime).run_until_idle()
+    return out
 
 
 async def funded_owner(runtime: Runtime) -> tuple[str, str]:
@@ -234,3 +242,130 @@ async def test_a_stalled_client_that_vanishes_leaves_no_error_and_no_subscriptio
         assert server.subscribers(owner) == 0
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+
+
+# -- tenant isolation ----------------------------------------------------------------------------
+async def test_another_owners_ten_thousand_events_never_reach_a_subscriber(
+    runtime: Runtime,
+) -> None:
+    owner, token = await funded_owner(runtime)
+    noisy, noisy_token = await funded_owner(runtime)
+    while runtime.store.keys.partition(noisy) != runtime.store.keys.partition(owner):
+        noisy, noisy_token = await funded_owner(runtime)  # one log, one projector batch stream
+    # The noisy subscriber is not the one under test: a big buffer so it is never closed.
+    async with (
+        serve(runtime, buffer=20_000) as server,
+        subscriber(server.ws_url(token)) as mine,
+        subscriber(server.ws_url(noisy_token)) as loud,
+    ):
+        assert (await mine.receive())["type"] == "reset"
+        assert (await loud.receive())["type"] == "reset"
+        theirs: list[tuple[str, int]] = []
+        ours: list[tuple[str, int]] = []
+        for i in range(1_112):  # 10,008 events, with one of ours in the middle
+            if i == 556:
+                ours += await appended(runtime, owner)
+            theirs += await appended(runtime, noisy)
+        await Projector(runtime).run_until_idle()
+        assert pairs(await loud.take_events(len(theirs))) == theirs
+        # Every noisy event has been fanned out; ours after them closes the window.
+        ours += await one_execution(runtime, owner)
+        assert pairs(await mine.take_events(len(ours))) == ours
+
+
+# -- resuming ------------------------------------------------------------------------------------
+def first_seen(messages: list[Json]) -> list[tuple[str, int]]:
+    """The (execution id, seq) of ``messages`` with duplicates dropped (a client may see one
+    twice across a reconnect; it must never miss one)."""
+    return list(dict.fromkeys(pairs(messages)))
+
+
+async def test_resume_after_a_dropped_connection_and_a_server_restart_misses_nothing(
+    runtime: Runtime,
+) -> None:
+    owner, token = await funded_owner(runtime)
+    expected: list[tuple[str, int]] = []
+    async with serve(runtime) as server:
+        async with subscriber(server.ws_url(token)) as client:
+            assert (await client.receive())["type"] == "reset"
+            expected += await one_execution(runtime, owner)
+            expected += await one_execution(runtime, owner)
+            got = await client.take_events(12)  # and six more are on their way
+            client.conn.transport.abort()  # the network drops: no close handshake
+        expected += await one_execution(runtime, owner)
+        async with subscriber(server.ws_url(token, got[-1]["cursor"])) as client:
+            got += await client.take_events(len(expected) - 12)
+            expected += await one_execution(runtime, owner)
+            server.uvicorn.should_exit = True  # a deploy: the server goes away mid-stream
+            seen, closed = await client.events_until_closed()
+            got += seen
+    assert closed.rcvd is not None
+    assert closed.rcvd.code == 1012  # service restart: come back with your cursor
+    expected += await one_execution(runtime, owner)  # while no API runs
+    async with serve(runtime) as server, subscriber(server.ws_url(token, got[-1]["cursor"])) as c:
+        got += await c.take_events(len(expected) - len(first_seen(got)))
+    assert first_seen(got) == expected
+
+
+async def test_a_cursor_trimmed_away_while_disconnected_gets_a_reset_then_the_live_feed(
+    runtime: Runtime,
+) -> None:
+    owner, token = await funded_owner(runtime)
+    async with serve(runtime) as server:
+        async with subscriber(server.ws_url(token)) as client:
+            assert (await client.receive())["type"] == "reset"
+            await one_execution(runtime, owner)
+            cursor = (await client.take_events(9))[-1]["cursor"]
+        # Away for long: the owner's feed moves on and is trimmed past the cursor.
+        for _ in range(3):
+            await appended(runtime, owner)
+        running = await make(runtime.store, owner, scenarios.three_steps, upto=3)
+        xid = running.execution_id
+        later = scenarios.three_steps(xid, owner)[3:]
+        await Projector(runtime).run_until_idle()
+        key = owner_feed_key(runtime.store.keys, owner)
+        await runtime.redis.xtrim(key, maxlen=5, approximate=False)
+        newest = (await runtime.redis.xrevrange(key, "+", "-", count=1))[0][0].decode()
+
+        async with subscriber(server.ws_url(token, cursor)) as client:
+            reset = await client.receive()
+            assert reset["type"] == "reset"
+            assert reset["cursor"] == newest
+            assert [e["execution_id"] for e in reset["executions"]] == [xid]
+            await runtime.store.append(xid, 3, later)
+            await Projector(runtime).run_until_idle()
+            rest = await client.take_events(len(later))
+    assert pairs(rest) == [(xid, e.seq) for e in later]
+
+
+# -- refusals ------------------------------------------------------------------------------------
+async def test_every_refusal_is_close_4401_before_any_message_over_the_socket(
+    runtime: Runtime,
+) -> None:
+    """The cases of tests/api/test_realtime.py through uvicorn (its handshake must not turn them
+    into an HTTP 403 or a bare disconnect), plus an API key sent as a bearer header."""
+    owner, token = await funded_owner(runtime)
+    await one_execution(runtime, owner)  # there is something to leak
+    _, api_key = await create_account(runtime, name="ws", coins_micro=0)
+    forged = jwt.encode(
+        {"sub": owner, "iat": 0, "exp": 2**40, "aud": "clipstream", "iss": "clipstream"},
+        "another secret, 32 bytes or more!",
+        algorithm="HS256",
+    )
+    expired = mint_session_token(runtime, owner, ttl_s=-3600)
+    async with serve(runtime) as server:
+        base = f"ws://127.0.0.1:{server.port}/v1/realtime"
+        cases: list[tuple[str, dict[str, str]]] = [
+            (base, {}),
+            (f"{base}?token={api_key}", {}),
+            (base, {"Authorization": f"Bearer {api_key}"}),
+            (server.ws_url(forged), {}),
+            (server.ws_url(expired), {}),
+            (server.ws_url(token), {"Origin": "https://evil.example"}),
+        ]
+        for url, headers in cases:
+            async with subscriber(url, additional_headers=headers) as client:
+                with pytest.raises(ConnectionClosed) as refused:
+                    await client.receive()
+            assert refused.value.rcvd is not None, url
+            assert refused.value.rcvd.code == 4401, (url, headers)

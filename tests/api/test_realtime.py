@@ -256,7 +256,7 @@ def test_the_access_log_never_shows_the_token() -> None:
         None,
     )
     ws_record = logging.LogRecord(
-        "uvicorn.access",
+        "uvicorn.error",  # where uvicorn logs the WebSocket handshake
         logging.INFO,
         __file__,
         1,

@@ -33,6 +33,7 @@ from websockets.exceptions import ConnectionClosed
 
 from api.app import create_app
 from api.auth import mint_session_token
+from api.cli import redact_tokens_in_server_logs
 from engine.accounts import create_account
 from engine.ids import new_id
 from engine.runtime import Runtime
@@ -369,3 +370,23 @@ async def test_every_refusal_is_close_4401_before_any_message_over_the_socket(
                     await client.receive()
             assert refused.value.rcvd is not None, url
             assert refused.value.rcvd.code == 4401, (url, headers)
+
+
+# -- logs ----------------------------------------------------------------------------------------
+async def test_the_token_never_reaches_a_server_log_line(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn writes each WebSocket handshake, query string included, to ``uvicorn.error`` (HTTP
+    requests go to ``uvicorn.access``): the filters the CLI installs must cover both."""
+    redact_tokens_in_server_logs()
+    _, token = await funded_owner(runtime)
+    with caplog.at_level(logging.INFO, logger="uvicorn"):
+        async with serve(runtime) as server:
+            async with subscriber(server.ws_url(token)) as client:
+                assert (await client.receive())["type"] == "reset"
+            async with subscriber(server.ws_url(token + "x")) as refused:
+                with pytest.raises(ConnectionClosed):
+                    await refused.receive()
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("uvicorn")]
+    assert [line for line in lines if "/v1/realtime?" in line], lines  # the lines exist
+    assert not [line for line in lines if token in line]

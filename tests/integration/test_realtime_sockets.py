@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import httpx
 import jwt
 import orjson
 import pytest
@@ -337,6 +338,55 @@ async def test_a_cursor_trimmed_away_while_disconnected_gets_a_reset_then_the_li
             await Projector(runtime).run_until_idle()
             rest = await client.take_events(len(later))
     assert pairs(rest) == [(xid, e.seq) for e in later]
+
+
+# -- Server-Sent Events ------------------------------------------------------------------------
+async def sse_messages(base_url: str, headers: dict[str, str], n: int) -> list[Json]:
+    """The first ``n`` messages of ``GET /v1/executions/stream`` read off the socket (``id`` is
+    the frame's ``id:`` line), then the connection is dropped."""
+    out: list[Json] = []
+    fields: dict[str, str] = {}
+    with anyio.fail_after(30):
+        async with (
+            httpx.AsyncClient(base_url=base_url) as http,
+            http.stream("GET", "/v1/executions/stream", headers=headers) as response,
+        ):
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                if line.startswith(":"):
+                    continue  # a ping
+                if line:
+                    name, _, value = line.partition(": ")
+                    fields[name] = value
+                    continue
+                out.append({"id": fields.get("id"), **orjson.loads(fields["data"])})
+                fields = {}
+                if len(out) == n:
+                    break
+    return out
+
+
+async def test_sse_over_the_socket_resumes_from_last_event_id_with_the_callers_events_only(
+    runtime: Runtime,
+) -> None:
+    account, api_key = await create_account(runtime, name="sse", coins_micro=10**12)
+    owner, other = account.account_id, (await funded_owner(runtime))[0]
+    async with serve(runtime) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {api_key}"}
+        [reset] = await sse_messages(base, headers, 1)
+        assert reset["type"] == "reset"
+        expected: list[tuple[str, int]] = []
+        for _ in range(2):
+            await one_execution(runtime, other)
+            expected += await one_execution(runtime, owner)
+        first = await sse_messages(base, {**headers, "Last-Event-ID": reset["id"]}, 12)
+        await one_execution(runtime, other)
+        expected += await one_execution(runtime, owner)
+        rest = await sse_messages(base, {**headers, "Last-Event-ID": first[-1]["id"]}, 15)
+    assert first_seen(first + rest) == expected
+    assert all(m["id"] == m["cursor"] for m in first + rest)
 
 
 # -- refusals ------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ header and ``Accept: text/event-stream`` by name (anything else is 406), ``Last-
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -37,6 +38,8 @@ from api.openapi import doc
 from engine.accounts import API_KEY_PREFIX
 from engine.runtime import Runtime
 from projections.feed import SLOW_CONSUMER, FeedClosed, FeedHub, Message, Subscription
+
+log = logging.getLogger("clipstream.realtime")
 
 ORIGINS_ENV = "CLIPSTREAM_ALLOWED_ORIGINS"
 PING_S = 15.0
@@ -104,6 +107,8 @@ async def realtime(ws: WebSocket) -> None:
     async with hub_of(ws.app.state).subscribe(account, ws.query_params.get("since")) as sub:
         gone = await _forward(ws, sub, ping_s)
         reason = sub.reason or ""
+    if reason == SLOW_CONSUMER:
+        log.info("closing a slow realtime subscriber of %s (%d)", account, CLOSE_SLOW)
     if not gone:
         # The close frame waits behind what the client has not read yet: a client that stopped
         # reading gets it if it wakes up within the grace; one that never does is not waited for.

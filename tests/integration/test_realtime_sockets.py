@@ -186,8 +186,9 @@ async def funded_owner(runtime: Runtime) -> tuple[str, str]:
 
 # -- a slow client -------------------------------------------------------------------------------
 async def test_a_stalled_client_is_closed_with_a_reason_and_resumes_while_a_fast_one_keeps_up(
-    runtime: Runtime,
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="clipstream.realtime")
     owner, token = await funded_owner(runtime)
     async with serve(runtime, buffer=64) as server:
         url = server.ws_url(token)
@@ -217,6 +218,7 @@ async def test_a_stalled_client_is_closed_with_a_reason_and_resumes_while_a_fast
         async with subscriber(server.ws_url(token, seen[-1]["cursor"])) as again:
             rest = await again.take_events(len(expected) - len(seen))
         assert pairs(seen + rest) == expected
+    assert f"closing a slow realtime subscriber of {owner} (4008)" in caplog.messages
 
 
 @pytest.mark.parametrize("when", ["while the server waits to send", "once the hub closed it"])

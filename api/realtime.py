@@ -104,6 +104,7 @@ async def realtime(ws: WebSocket) -> None:
         await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid credentials")
         return
     ping_s: float = getattr(ws.app.state, "realtime_ping_s", PING_S)
+    grace_s: float = getattr(ws.app.state, "realtime_close_grace_s", CLOSE_GRACE_S)
     async with hub_of(ws.app.state).subscribe(account, ws.query_params.get("since")) as sub:
         gone = await _forward(ws, sub, ping_s)
         reason = sub.reason or ""
@@ -113,7 +114,7 @@ async def realtime(ws: WebSocket) -> None:
         # The close frame waits behind what the client has not read yet: a client that stopped
         # reading gets it if it wakes up within the grace; one that never does is not waited for.
         with (
-            anyio.move_on_after(CLOSE_GRACE_S),
+            anyio.move_on_after(grace_s),
             contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError),
         ):
             await ws.close(close_code(reason), reason)

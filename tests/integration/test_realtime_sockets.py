@@ -85,9 +85,12 @@ class Server:
 async def serve(runtime: Runtime, *, buffer: int | None = None) -> AsyncIterator[Server]:
     """The app behind uvicorn on a free port (the lifespan runs the hub) until the block ends.
 
-    ``buffer`` overrides the hub's per-subscriber buffer. uvicorn's keepalive pings are off: a
-    stalled test client must be closed by the hub, not by a ping deadline."""
+    ``buffer`` overrides the hub's per-subscriber buffer. uvicorn's keepalive pings are off and
+    the close of a stalled client may wait for it as long as a test may take: a stalled test
+    client is closed by the hub, then reads its close when the test lets it, whatever the load.
+    """
     app = create_app(runtime)
+    app.state.realtime_close_grace_s = 120.0
     if buffer is not None:
         app.state.feed_hub.buffer = buffer
     listener = socket.socket()

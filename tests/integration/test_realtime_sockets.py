@@ -40,6 +40,7 @@ from engine.ids import new_id
 from engine.runtime import Runtime
 from projections.feed import SLOW_CONSUMER, FeedHub, owner_feed_key
 from projections.projector import Projector
+from tests.api.test_realtime import next_events
 from tests.golden import scenarios
 from tests.helpers import eventually
 from tests.integration.test_projector import make
@@ -128,12 +129,7 @@ class Client:
         return message
 
     async def take_events(self, n: int) -> list[Json]:
-        out: list[Json] = []
-        while len(out) < n:
-            message = await self.receive()
-            if message["type"] == "event":
-                out.append(message)
-        return out
+        return await next_events(self.receive, n)
 
     async def events_until_closed(self) -> tuple[list[Json], ConnectionClosed]:
         """Every event still coming, and how the server closed the connection."""

@@ -29,10 +29,11 @@ DEFAULT_PORT = 8000
 
 
 class TokenRedactingFilter(logging.Filter):
-    """Removes ``token=…`` from log records (uvicorn's access log prints the query string).
+    """Removes ``token=…`` from log records (uvicorn's request lines print the query string).
 
-    uvicorn.access does not propagate to the root logger, so the filter is attached to it
-    directly.
+    A logger's filters see only the records logged on that very logger (and uvicorn.access does
+    not propagate), so :func:`redact_tokens_in_server_logs` attaches it to each logger uvicorn
+    writes request lines to.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -41,6 +42,17 @@ class TokenRedactingFilter(logging.Filter):
         if isinstance(record.msg, str):
             record.msg = _redact(record.msg)
         return True
+
+
+_TOKEN_FILTER = TokenRedactingFilter()
+
+
+def redact_tokens_in_server_logs() -> None:
+    """Put the token filter on the loggers uvicorn writes request lines to (idempotent):
+    ``uvicorn.access`` for HTTP, and ``uvicorn.error``, where the WebSocket handshake's line
+    (``"WebSocket /v1/realtime?token=…" [accepted]``) goes."""
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).addFilter(_TOKEN_FILTER)
 
 
 def _redact(text: str) -> str:
@@ -112,7 +124,7 @@ def _uvicorn_server(runtime: Runtime, host: str, port: int) -> Any:
 
 async def _serve_api(runtime: Runtime, host: str, port: int) -> None:
     server = _uvicorn_server(runtime, host, port)
-    logging.getLogger("uvicorn.access").addFilter(TokenRedactingFilter())
+    redact_tokens_in_server_logs()
     await server.serve()
 
 

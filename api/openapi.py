@@ -79,6 +79,7 @@ STATUS_TEXT = {
     403: "Forbidden",
     404: "Not found (or another owner's)",
     405: "Method not allowed",
+    406: "Not acceptable: the endpoint cannot answer in a media type the request accepts",
     409: "Conflict",
     413: "Request body too large",
     415: "Unsupported media type",

@@ -13,13 +13,14 @@ localhost). Any refusal is close code 4401 right after the handshake, before any
 A slow client is closed with code 4008 and the reason; it reconnects with its last cursor.
 
 ``GET /v1/executions/stream`` (Server-Sent Events): API key or session token in the Authorization
-header and ``Accept: text/event-stream``, ``Last-Event-ID`` (or ``?since=``) resumes; each
-message's ``id:`` is its cursor.
+header and ``Accept: text/event-stream`` by name (anything else is 406), ``Last-Event-ID`` (or
+``?since=``) resumes; each message's ``id:`` is its cursor.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -36,14 +37,18 @@ from api.auth import Caller, account_route, verify_session_token
 from api.openapi import doc
 from engine.accounts import API_KEY_PREFIX
 from engine.runtime import Runtime
-from projections.feed import SLOW_CONSUMER, FeedClosed, FeedHub, Message
+from projections.feed import SLOW_CONSUMER, FeedClosed, FeedHub, Message, Subscription
+
+log = logging.getLogger("clipstream.realtime")
 
 ORIGINS_ENV = "CLIPSTREAM_ALLOWED_ORIGINS"
 PING_S = 15.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_SLOW = 4008
 CLOSE_RESTART = 1012  # "service restart": the client reconnects with its cursor
+CLOSE_GRACE_S = 5.0  # how long the close of a hub-ended subscription may wait on the client
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+EVENT_STREAM = "text/event-stream"
 _PING = orjson.dumps({"type": "ping"}).decode()
 
 
@@ -99,28 +104,50 @@ async def realtime(ws: WebSocket) -> None:
         await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid credentials")
         return
     ping_s: float = getattr(ws.app.state, "realtime_ping_s", PING_S)
-    code, reason, gone = 1000, "", False
-    subscription = hub_of(ws.app.state).subscribe(account, ws.query_params.get("since"))
-    async with subscription as sub, anyio.create_task_group() as tg:
+    grace_s: float = getattr(ws.app.state, "realtime_close_grace_s", CLOSE_GRACE_S)
+    async with hub_of(ws.app.state).subscribe(account, ws.query_params.get("since")) as sub:
+        gone = await _forward(ws, sub, ping_s)
+        reason = sub.reason or ""
+    if reason == SLOW_CONSUMER:
+        log.info("closing a slow realtime subscriber of %s (%d)", account, CLOSE_SLOW)
+    if not gone:
+        # The close frame waits behind what the client has not read yet: a client that stopped
+        # reading gets it if it wakes up within the grace; one that never does is not waited for.
+        with (
+            anyio.move_on_after(grace_s),
+            contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError),
+        ):
+            await ws.close(close_code(reason), reason)
+
+
+def close_code(reason: str) -> int:
+    """The close code when the hub ended a subscription: 4008 for a slow consumer, else 1012
+    (service restart); either way the client reconnects with its last cursor."""
+    return CLOSE_SLOW if reason == SLOW_CONSUMER else CLOSE_RESTART
+
+
+async def _forward(ws: WebSocket, sub: Subscription, ping_s: float) -> bool:
+    """Send ``sub``'s messages (and pings while idle) until the hub closes it or the client goes;
+    True when the client went (there is no one left to send a close to)."""
+    gone = False
+    async with anyio.create_task_group() as tg:
 
         async def pump() -> None:
-            nonlocal code, reason
+            nonlocal gone
             try:
                 while True:
                     with anyio.move_on_after(ping_s) as idle:
                         message = await sub.receive()
                     await ws.send_text(_PING if idle.cancelled_caught else _json(message))
-            except FeedClosed as closed:
-                code = CLOSE_SLOW if closed.reason == SLOW_CONSUMER else CLOSE_RESTART
-                reason = closed.reason
+            except FeedClosed:
+                pass
+            except WebSocketDisconnect:
+                gone = True  # the connection broke under a send (uvicorn says so on the send)
             tg.cancel_scope.cancel()
 
         async def closer() -> None:
             # A send blocked on a client that stopped reading must not keep it open.
             await sub.closed.wait()
-            nonlocal code, reason
-            code = CLOSE_SLOW if sub.reason == SLOW_CONSUMER else CLOSE_RESTART
-            reason = sub.reason or ""
             tg.cancel_scope.cancel()
 
         async def listen() -> None:
@@ -138,10 +165,7 @@ async def realtime(ws: WebSocket) -> None:
         tg.start_soon(pump)
         tg.start_soon(closer)
         tg.start_soon(listen)
-    if not gone:
-        # The client may have gone meanwhile; a stuck one is not waited for.
-        with anyio.move_on_after(5), contextlib.suppress(RuntimeError, OSError):
-            await ws.close(code, reason)
+    return gone
 
 
 # -- Server-Sent Events ----------------------------------------------------------------------
@@ -151,24 +175,49 @@ def sse(message: Message) -> bytes:
     return f"{head}event: {message['type']}\ndata: {_json(message)}\n\n".encode()
 
 
+def accepts_event_stream(accept: str) -> bool:
+    """Whether an ``Accept`` header value names ``text/event-stream`` with a quality above 0.
+
+    Wildcards do not count (see the route's description): content negotiation cannot offer a
+    buffering client anything it could finish reading, so only an explicit request streams.
+    """
+    for media_range in accept.split(","):
+        media, *params = (part.strip() for part in media_range.split(";"))
+        if media.lower() != EVENT_STREAM:
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0  # a malformed weight asks for nothing
+        return quality > 0
+    return False
+
+
 @doc(
     summary="The caller's executions as they change (Server-Sent Events)",
     tags=["executions"],
-    media_type="text/event-stream",
+    media_type=EVENT_STREAM,
     description=(
         "One `event` per execution event (`id:` is the cursor; `Last-Event-ID` resumes), a "
         "`reset` snapshot of the active executions when there is no cursor or it is older than "
         "what is kept, `: ping` comments while idle, and a final `closed` event with a reason "
-        "when the server ends the stream. The request must accept `text/event-stream` "
-        "(EventSource does): any other client gets 400 rather than a body that never ends."
+        "when the server ends the stream.\n\n"
+        "The request's `Accept` must name `text/event-stream` (EventSource does); anything "
+        "else is `406 not_acceptable`, including a missing `Accept` and wildcards such as "
+        "`*/*` or `text/*`: the only representation is a body that never ends, which a client "
+        "that did not ask for it by name would wait on forever."
     ),
-    errors=[400],
+    errors=[406],
 )
 @account_route("read")
 async def stream(request: Request, caller: Caller) -> Response:
     """``GET /v1/executions/stream``."""
-    if "text/event-stream" not in request.headers.get("accept", "").lower():
-        raise HTTPException(400, "this endpoint streams: send Accept: text/event-stream")
+    if not accepts_event_stream(", ".join(request.headers.getlist("accept"))):
+        raise HTTPException(406, "this endpoint only streams: send Accept: text/event-stream")
     since = request.headers.get("last-event-id") or request.query_params.get("since")
     hub = hub_of(request.app.state)
     ping_s: float = getattr(request.app.state, "realtime_ping_s", PING_S)
@@ -186,7 +235,7 @@ async def stream(request: Request, caller: Caller) -> Response:
 
     return StreamingResponse(
         frames(),
-        media_type="text/event-stream",
+        media_type=EVENT_STREAM,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 

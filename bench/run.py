@@ -1,6 +1,6 @@
 """clipstream benchmarks: one command, one summary table.
 
-    python -m bench.run            # the full run (about 3 minutes on 2 cores)
+    python -m bench.run            # the full run (about 4 minutes on 2 cores)
     python -m bench.run --quick    # smaller numbers, for a smoke test
     python -m bench.run --out bench/results/2026-11-29.md
 
@@ -16,6 +16,8 @@ Scenarios:
   latency   `POST /v1/items/{id}/transcript` at a steady open-loop rate: 202 latency p50/p99,
             measured from each request's scheduled send time (no coordinated omission).
   replay    `projections.replay.rebuild` over a synthetic log of >= 1,000,000 events: events/s.
+  realtime  append -> WebSocket delivery latency p50/p99 with --subscribers (1,000) connected to
+            one API process at --event-rate (200) events/s; see bench/realtime.py.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from tests.processes import Role, role_env, wait_http
 from tests.servers import free_port, redis_server
 
 PARTITIONS = 16
-SCENARIOS = ("drain", "workflow", "latency", "replay")
+SCENARIOS = ("drain", "workflow", "latency", "replay", "realtime")
 
 
 @dataclass
@@ -466,6 +468,17 @@ async def main_async(args: argparse.Namespace) -> Report:
                 await bench_latency(report, server.url, args.rate, secs, logs)
             if "replay" in args.only:
                 await bench_replay(report, server.url, replay_events)
+            if "realtime" in args.only:
+                from bench.realtime import bench_realtime  # it imports this module's helpers
+
+                await bench_realtime(
+                    report,
+                    server.url,
+                    subscribers=100 if args.quick else args.subscribers,
+                    rate=args.event_rate,
+                    seconds=3 if args.quick else 20,
+                    logs=logs,
+                )
         except Exception:
             _dump_logs(logs)
             raise
@@ -499,6 +512,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="clipstream benchmarks (one summary table)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--rate", type=int, default=500, help="requests/s of the latency run")
+    parser.add_argument(
+        "--subscribers", type=int, default=1_000, help="WebSocket clients of the realtime run"
+    )
+    parser.add_argument(
+        "--event-rate", type=int, default=200, help="events/s appended in the realtime run"
+    )
     parser.add_argument(
         "--only",
         nargs="+",

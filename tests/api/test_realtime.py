@@ -8,7 +8,7 @@ would run it on another loop than the Redis client the ``runtime`` fixture opene
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,6 +32,16 @@ from tests.integration.test_projector import make
 pytestmark = pytest.mark.anyio
 
 Json = dict[str, Any]
+
+
+async def next_events(receive: Callable[[], Awaitable[Json]], n: int) -> list[Json]:
+    """The next ``n`` event messages ``receive`` gives (pings and the rest skipped)."""
+    out: list[Json] = []
+    while len(out) < n:
+        message = await receive()
+        if message["type"] == "event":
+            out.append(message)
+    return out
 
 
 class Closed(Exception):
@@ -68,12 +78,7 @@ class WsClient:
 
     async def take_events(self, n: int) -> list[Json]:
         """The next ``n`` event messages (pings skipped)."""
-        out: list[Json] = []
-        while len(out) < n:
-            message = await self.receive()
-            if message["type"] == "event":
-                out.append(message)
-        return out
+        return await next_events(self.receive, n)
 
     async def disconnect(self) -> None:
         await self._to_app_send.send({"type": "websocket.disconnect", "code": 1000})
@@ -256,7 +261,7 @@ def test_the_access_log_never_shows_the_token() -> None:
         None,
     )
     ws_record = logging.LogRecord(
-        "uvicorn.access",
+        "uvicorn.error",  # where uvicorn logs the WebSocket handshake
         logging.INFO,
         __file__,
         1,

@@ -1,5 +1,6 @@
 """The feed as Server-Sent Events on both backends: API keys work, ``id:`` is the cursor and
-``Last-Event-ID`` resumes with no gap; a client that does not accept the stream gets a 400."""
+``Last-Event-ID`` resumes with no gap; a client that does not ask for the stream by name gets a
+406 in the error envelope."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import httpx
 import orjson
 import pytest
 from starlette.applications import Starlette
 
 from api.app import create_app
+from api.realtime import accepts_event_stream
 from engine.runtime import Runtime
 from tests.api.conftest import ApiAccount, http_scope
 from tests.api.test_realtime import run_executions, running
@@ -75,14 +78,62 @@ async def test_sse_with_an_api_key_resumes_from_last_event_id(
     assert all(m["id"] == m["cursor"] for m in first + rest)
 
 
-async def test_sse_refuses_without_credentials_or_the_stream_media_type(
-    app: Starlette, alice: ApiAccount
-) -> None:
-    import httpx
-
+async def test_sse_refuses_without_credentials(app: Starlette) -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         anonymous = await http.get("/v1/executions/stream", headers={"Accept": "text/event-stream"})
-        buffering = await http.get("/v1/executions/stream", headers=alice.key_auth)
     assert anonymous.status_code == 401
-    assert buffering.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        None,  # no Accept header at all
+        "*/*",
+        "text/*",
+        "application/json",
+        "text/event-stream;q=0",
+        "text/event-stream; q=0.0, application/json",
+        "text/event-stream;q=high",
+    ],
+)
+async def test_a_client_that_does_not_ask_for_the_stream_by_name_gets_406(
+    app: Starlette, alice: ApiAccount, accept: str | None
+) -> None:
+    """A wildcard or a missing Accept would be a body that never ends for a client that buffers
+    (httpx's ``get``, ``requests``): refused at once, in the error envelope."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        request = http.build_request("GET", "/v1/executions/stream", headers=alice.key_auth)
+        if accept is None:
+            del request.headers["Accept"]
+        else:
+            request.headers["Accept"] = accept
+        refused = await http.send(request)
+    assert refused.status_code == 406
+    body = refused.json()
+    assert body["error"]["code"] == "not_acceptable"
+    assert "text/event-stream" in body["error"]["message"]
+    assert body["error"]["request_id"] == refused.headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "text/event-stream",
+        "TEXT/EVENT-STREAM; charset=utf-8",
+        "application/json;q=0.9, text/event-stream;q=0.1",
+    ],
+)
+async def test_any_accept_naming_the_stream_gets_it(
+    app: Starlette, alice: ApiAccount, accept: str
+) -> None:
+    [reset] = await sse_events(app, {"Accept": accept, **alice.key_auth}, 1)
+    assert reset["type"] == "reset"
+
+
+def test_accept_parsing() -> None:
+    assert accepts_event_stream("text/html, text/event-stream")
+    assert accepts_event_stream(" text/event-stream ; q=1")
+    assert not accepts_event_stream("")
+    assert not accepts_event_stream("text/event-streams")

@@ -22,7 +22,6 @@ from typing import Any
 
 import anyio
 import orjson
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from engine.keys import Keys
@@ -240,7 +239,7 @@ class Subscription:
 
 @dataclass(slots=True)
 class _Group:
-    """The feed keys one reader tails with one XREAD (one hash slot on a cluster)."""
+    """The feed keys of one partition, tailed by one reader with one XREAD (one hash slot)."""
 
     positions: dict[str, str]  # key -> the last entry id read
     wake: anyio.Event
@@ -250,8 +249,10 @@ class _Group:
 class FeedHub:
     """Tails the feeds of the owners that have subscribers, for one API process.
 
-    ``run()`` (a task for the life of the app) starts one reader per slot group: all keys in one
-    XREAD on a single server, one XREAD per partition on a cluster. A reader blocks at most
+    ``run()`` (a task for the life of the app) starts one reader per partition, each tailing its
+    partition's subscribed feeds with one XREAD (one hash slot, so the same on a cluster). One XREAD
+    over every key would be fewer connections, but with a thousand owners building that one command
+    costs redis-py milliseconds per read and every event waits for it. A reader blocks at most
     ``block_ms`` and is woken at once when a new owner's key joins its group. Fan-out is
     ``send_nowait`` into each subscriber's bounded buffer: a full buffer closes that subscriber,
     never waits for it.
@@ -271,14 +272,12 @@ class FeedHub:
         self.buffer = buffer
         self.block_ms = block_ms
         self.snapshot_limit = snapshot_limit
-        self.clustered = isinstance(self.redis, RedisCluster)
-        count = len(runtime.store.partitions) if self.clustered else 1
-        self._groups = [_Group({}, anyio.Event()) for _ in range(count)]
+        self._groups = [_Group({}, anyio.Event()) for _ in runtime.store.partitions]
         self._subscribers: dict[str, set[Subscription]] = {}
         self.running = False
 
     def _group(self, key_partition: int) -> _Group:
-        return self._groups[key_partition if self.clustered else 0]
+        return self._groups[key_partition]
 
     async def run(self) -> None:
         """Read until cancelled."""

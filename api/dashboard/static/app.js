@@ -451,7 +451,7 @@
       ["Started", moment(e.started_at)],
       ["Finished", moment(e.finished_at)],
       ["Fee", coins(e.fee_coins)],
-      ["Cost so far", coins(e.cost_coins)],
+      [ACTIVE.has(e.status) ? "Cost so far" : "Cost", coins(e.cost_coins)],
       ["Error", e.error ? `${e.error.code}: ${e.error.message}` : ""],
     ];
     $("detail-error").textContent = "";

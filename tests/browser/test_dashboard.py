@@ -31,6 +31,7 @@ from selenium.common.exceptions import StaleElementReferenceException, TimeoutEx
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from engine.keys import Keys
@@ -101,7 +102,10 @@ class System:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.api_key = ""
+        self.owner = ""
         self.started = 0
+        self.api: Role | None = None
+        self.worker: Role | None = None
 
     def start(self, *args: str) -> Role:
         """Start ``clipstream <args>``; it is stopped when the test ends."""
@@ -110,10 +114,22 @@ class System:
         self.stack.callback(role.terminate)
         return role
 
-    def start_api(self) -> Role:
-        api = self.start("api", "--port", str(self.port))
-        wait_http(f"{self.base}/healthz", role=api)
-        return api
+    def start_api(self) -> None:
+        """Start the API process (again: on the same port, as a restarted server would be)."""
+        self.api = self.start("api", "--port", str(self.port))
+        wait_http(f"{self.base}/healthz", role=self.api)
+
+    def kill_api(self) -> None:
+        """SIGKILL the API process: its WebSockets drop with no goodbye."""
+        assert self.api is not None
+        self.api.kill()
+
+    def start_worker(self) -> None:
+        self.worker = self.start("worker")
+
+    def stop_worker(self) -> None:
+        assert self.worker is not None
+        self.worker.terminate()
 
     def call(self, method: str, path: str, status: int, **kwargs: Any) -> Json:
         """One request with the account's API key (a fresh connection: the API gets killed)."""
@@ -130,6 +146,7 @@ class System:
             "POST", "/admin/accounts", 201, json={"name": "dashboard", "coins": 10}, headers=admin
         )
         self.api_key = body["api_key"]
+        self.owner = body["account"]["account_id"]
         token: str = body["session_token"]
         return token
 
@@ -155,20 +172,25 @@ class System:
         summary: Json = self.call("GET", f"/v1/executions/{execution_id}", 200)["execution"]
         return summary
 
-    def feed_statuses(self, owner: str) -> dict[str, str]:
-        """Each execution's latest status in ``owner``'s feed stream, read from Redis directly
-        (what a subscriber would be sent; it works while no API process runs)."""
-        keys = Keys(partitions=int(self.env["CLIPSTREAM_PARTITIONS"]))
-        client = redis.Redis.from_url(self.redis_url)
-        try:
-            entries = cast(FeedEntries, client.xrange(owner_feed_key(keys, owner)))
-        finally:
-            client.close()
+    def feed_key(self) -> str:
+        return owner_feed_key(Keys(partitions=int(self.env["CLIPSTREAM_PARTITIONS"])), self.owner)
+
+    def feed_statuses(self) -> dict[str, str]:
+        """Each execution's latest status in the account's feed stream, read from Redis
+        directly (what a subscriber would be sent; it works while no API process runs)."""
+        with redis.Redis.from_url(self.redis_url) as client:
+            entries = cast(FeedEntries, client.xrange(self.feed_key()))
         statuses: dict[str, str] = {}
         for _, fields in entries:
             summary = orjson.loads(fields[b"summary"])
             statuses[fields[b"execution_id"].decode()] = summary["status"]
         return statuses
+
+    def trim_feed(self) -> None:
+        """Drop all but the newest entry of the account's feed, as retention (``MAXLEN ~``)
+        does to old ones."""
+        with redis.Redis.from_url(self.redis_url) as client:
+            client.xtrim(self.feed_key(), maxlen=1, approximate=False)
 
 
 @pytest.fixture
@@ -276,18 +298,38 @@ def settled(page: Dashboard, system: System, execution_id: str, status: str) -> 
     )
 
 
+def finished_while_cut_off(
+    system: System, page: Dashboard, reporter_id: str, workflow_id: str
+) -> tuple[str, WebElement]:
+    """An execution the page saw pending (no worker ran), that then ran to its end while the
+    API process was dead; its row element as it was before."""
+    system.stop_worker()
+    execution_id = system.process(reporter_id, workflow_id)
+    page.wait_row(execution_id, "shows pending", lambda r: r["status"] == "pending")
+    row = page.driver.find_element(By.CSS_SELECTOR, f'li[data-execution-id="{execution_id}"]')
+    system.kill_api()
+    page.wait("the page notices", page.connection, lambda s: s == "reconnecting")
+    system.start_worker()
+    page.wait(
+        f"{execution_id} done in the feed",
+        lambda: system.feed_statuses().get(execution_id),
+        lambda status: status == "done",
+    )
+    assert page.shown(execution_id)["status"] == "pending"  # nothing reached the page meanwhile
+    return execution_id, row
+
+
 # -- the test ----------------------------------------------------------------------------------
 
 
-def test_dashboard_follows_executions_live_and_resumes_after_a_restart(
+def test_dashboard_follows_executions_live_and_catches_up_after_restarts(
     browser: WebDriver, private_redis_url: str, tmp_path: Path
 ) -> None:
     with ExitStack() as stack:
         system = System(private_redis_url, tmp_path, stack)
-        api = system.start_api()
+        system.start_api()
         system.start("projector")
         token = system.create_account()
-        owner = system.call("GET", "/v1/me", 200)["account"]["account_id"]
         reporter_id, workflows = system.reporter()
         page = Dashboard(browser, system.base)
 
@@ -307,7 +349,7 @@ def test_dashboard_follows_executions_live_and_resumes_after_a_restart(
         assert coins(row["cost"]) == pytest.approx(0.01)  # the fee, so far
 
         # A worker runs it to the end; one more stops half way, one more is refused.
-        worker = system.start("worker")
+        system.start_worker()
         stuck = system.process(reporter_id, workflows["stuck"])
         refused = system.process(reporter_id, workflows["refused"])
 
@@ -333,41 +375,51 @@ def test_dashboard_follows_executions_live_and_resumes_after_a_restart(
         assert '"kind": "completion"' in steps[1]["output"]
         assert "Summarise" in page.text("detail")
 
-        # One more execution is requested while no worker runs, so the page sees it pending...
-        worker.terminate()
-        later = system.process(reporter_id, workflows["summary"])
-        page.wait_row(later, "shows pending", lambda r: r["status"] == "pending")
-        later_row = browser.find_element(By.CSS_SELECTOR, f'li[data-execution-id="{later}"]')
-
-        # ...then the API dies, and the execution runs to its end while the page is cut off.
-        api.kill()
-        page.wait("the page notices", page.connection, lambda s: s == "reconnecting")
-        system.start("worker")
-        page.wait(
-            "the execution done in the feed",
-            lambda: system.feed_statuses(owner).get(later),
-            lambda status: status == "done",
+        # The API dies while an execution runs to its end; when it is back, the page reconnects
+        # by itself and catches up from its cursor.
+        resumed, resumed_row = finished_while_cut_off(
+            system, page, reporter_id, workflows["summary"]
         )
-        assert page.shown(later)["status"] == "pending"  # nothing reached the page meanwhile
-
-        # The API comes back: the page reconnects by itself and catches up from its cursor.
         system.start_api()
         page.wait("the feed is live again", page.connection, lambda s: s == "live")
-        row = settled(page, system, later, "done")
+        row = settled(page, system, resumed, "done")
         assert (row["list"], row["done"], row["total"], row["copies"]) == ("recent", 2, 2, 1)
-        # Updated in place by the resumed events: a reset would have rebuilt the row from a
-        # snapshot (the execution is no longer active, so it would have been dropped first).
+        # Updated in place by the events after its cursor: a reset would have rebuilt the row
+        # (the execution is no longer active, so the snapshot drops it).
         try:
-            assert later_row.get_attribute("data-status") == "done"
+            assert resumed_row.get_attribute("data-status") == "done"
         except StaleElementReferenceException:
             raise AssertionError(
                 "the row was rebuilt: the page took a reset, not a resume"
             ) from None
-        for execution_id in (summary, stuck, refused):
+
+        # Again, but the feed is trimmed past the page's cursor meanwhile: the server answers
+        # with a reset, and the page rebuilds its state from the snapshot and the REST list.
+        reset, reset_row = finished_while_cut_off(system, page, reporter_id, workflows["summary"])
+        system.trim_feed()
+        system.start_api()
+        page.wait("the feed is live again", page.connection, lambda s: s == "live")
+        row = settled(page, system, reset, "done")
+        assert (row["list"], row["done"], row["total"], row["copies"]) == ("recent", 2, 2, 1)
+        with pytest.raises(StaleElementReferenceException):
+            reset_row.get_attribute("data-status")  # rebuilt, as a reset must
+        row = page.shown(stuck)  # still active: it came back from the snapshot
+        assert (row["list"], row["status"], row["done"], row["total"]) == (
+            "active",
+            "running",
+            1,
+            2,
+        )
+        for execution_id in (summary, refused, resumed):
             assert page.shown(execution_id)["copies"] == 1
+        assert page.text("recent-count") == "4"
 
         screenshot = os.environ.get(SCREENSHOT_ENV)
         if screenshot:
+            # A livelier picture: a few more executions under way.
+            for _ in range(2):
+                more = system.process(reporter_id, workflows["stuck"])
+                page.wait_row(more, "shows step 1 of 2 done", lambda r: r["done"] == 1)
             # The pointer rests on the header, so no row shows its hover border.
             ActionChains(browser).move_to_element(browser.find_element(By.TAG_NAME, "h1")).perform()
             browser.execute_script("window.scrollTo(0, 0)")

@@ -3,8 +3,9 @@
 A private redis-server, ``clipstream api``, ``projector`` and ``worker`` processes (simulated
 providers with some latency), and a headless Chromium on ``GET /``. Executions are requested over
 the HTTP API; the page must show them progress to their end (status, progress bar, cost, error),
-open one's steps, and, after the API process is killed and started again, resume the feed by
-itself and show what happened while it was away.
+open one's steps, and, after the API process is killed and started again, reconnect by itself
+and show what happened while it was away: once by resuming from its cursor, once by taking the
+reset the server sends when the feed was trimmed past that cursor meanwhile.
 
 Every intermediate state asserted is held still on purpose rather than caught in passing: no
 worker runs while an execution must be seen ``pending``, and the one that must be seen part way

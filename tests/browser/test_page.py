@@ -95,13 +95,12 @@ async def test_only_the_assets_are_served_as_files(client: httpx.AsyncClient) ->
         assert (await client.get(path)).status_code == 404, path
 
 
-async def test_the_script_never_puts_the_token_in_a_url_but_the_websockets(
+async def test_the_token_goes_in_one_url_only_and_stays_in_the_tab(
     client: httpx.AsyncClient,
 ) -> None:
     script = (await client.get("/dashboard/app.js")).text
-    # The one place a browser WebSocket can carry it; every REST read sends the header.
+    # The WebSocket's: the one place a browser WebSocket can carry it.
     assert re.findall(r"searchParams\.set\(\"token\"", script) == ['searchParams.set("token"']
-    assert "Authorization: `Bearer ${state.token}`" in script
     assert "sessionStorage" in script
     assert "localStorage" not in script
 

@@ -83,12 +83,17 @@
     }
   }
 
+  // The session changed (signed out, or in as someone else) while a read was on its way.
+  class SessionChanged extends Error {}
+
   async function api(path) {
+    const token = state.token;
     const response = await fetch(path, {
-      headers: { Authorization: `Bearer ${state.token}`, Accept: "application/json" },
+      headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
       cache: "no-store",
     });
     const body = await response.json().catch(() => null);
+    if (state.token !== token) throw new SessionChanged("signed out meanwhile");
     if (!response.ok) {
       const message = (body && body.error && body.error.message) || `HTTP ${response.status}`;
       throw new ApiError(response.status, message);
@@ -98,6 +103,7 @@
 
   // A REST read failed: a refused session signs out, anything else is shown where it happened.
   function readFailed(error, show) {
+    if (error instanceof SessionChanged) return; // its answer belongs to no one on the page now
     if (error instanceof ApiError && error.status === 401) {
       signOut("Your session was refused (expired?): sign in again.");
     } else {
@@ -113,12 +119,14 @@
     try {
       me = await api("/v1/me");
     } catch (error) {
+      if (error instanceof SessionChanged) return;
       state.token = null;
-      sessionStorage.removeItem(TOKEN_KEY);
-      $("sign-in-error").textContent =
-        error instanceof ApiError && error.status === 401
-          ? "That session token was refused."
-          : `Could not sign in: ${error.message}`;
+      const refused = error instanceof ApiError && error.status === 401;
+      // A server that is down (restarting) does not make a saved token bad: a reload retries.
+      if (refused) sessionStorage.removeItem(TOKEN_KEY);
+      $("sign-in-error").textContent = refused
+        ? "That session token was refused."
+        : `Could not sign in: ${error.message}`;
       return;
     }
     sessionStorage.setItem(TOKEN_KEY, token);
@@ -136,6 +144,7 @@
     state.token = null;
     dropSocket();
     clearTimeout(state.retryTimer);
+    clearTimeout(state.balanceTimer);
     state.attempt = 0;
     state.cursor = null;
     state.executions.clear();
@@ -176,6 +185,7 @@
 
   function connect() {
     clearTimeout(state.retryTimer);
+    dropSocket(); // never two feeds at once (a second sign-in, an "online" event)
     const url = new URL("/v1/realtime", window.location.href);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.searchParams.set("token", state.token);

@@ -19,7 +19,7 @@ in docs/ is made).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -38,7 +38,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from engine.keys import Keys
 from projections.feed import owner_feed_key
 from tests.processes import Role, role_env, wait_http
-from tests.servers import free_port, redis_server, redis_server_available, require_real_redis
+from tests.servers import free_port
 
 pytestmark = [
     pytest.mark.redis,
@@ -192,17 +192,6 @@ class System:
         does to old ones."""
         with redis.Redis.from_url(self.redis_url) as client:
             client.xtrim(self.feed_key(), maxlen=1, approximate=False)
-
-
-@pytest.fixture
-def private_redis_url() -> Iterator[str]:
-    """A redis-server of this test's own: the role processes see nothing of other tests."""
-    if not redis_server_available():
-        if require_real_redis():
-            pytest.fail("CLIPSTREAM_REQUIRE_REDIS=1 but redis-server is not on PATH")
-        pytest.skip("redis-server is not on PATH")
-    with redis_server() as server:
-        yield server.url
 
 
 # -- the page ----------------------------------------------------------------------------------

@@ -374,6 +374,8 @@ def test_dashboard_follows_executions_live_and_catches_up_after_restarts(
         page.wait("the feed is live again", page.connection, lambda s: s == "live")
         row = settled(page, system, resumed, "done")
         assert (row["list"], row["done"], row["total"], row["copies"]) == ("recent", 2, 2, 1)
+        announced = page.driver.find_element(By.ID, "announce").get_attribute("textContent")
+        assert announced == f"Execution {resumed} is done."  # for screen readers
         # Updated in place by the events after its cursor: a reset would have rebuilt the row
         # (the execution is no longer active, so the snapshot drops it).
         try:

@@ -90,6 +90,19 @@ async def test_the_page_obeys_its_own_policy(client: httpx.AsyncClient) -> None:
         assert served.headers["content-type"].startswith(types[Path(url).suffix]), url
 
 
+async def test_the_markup_is_labelled_and_announces_changes(client: httpx.AsyncClient) -> None:
+    tags = tags_of((await client.get("/")).text)
+    assert ("html", {"lang": "en"}) in tags
+    labelled = {attrs["for"] for tag, attrs in tags if tag == "label"}
+    inputs = [attrs for tag, attrs in tags if tag == "input"]
+    assert inputs
+    assert all(attrs["id"] in labelled for attrs in inputs)
+    live = {attrs["id"]: attrs for _, attrs in tags if "aria-live" in attrs}
+    assert live["connection"]["role"] == "status"  # connection state
+    assert "announce" in live  # executions that end
+    assert not [attrs for tag, attrs in tags if tag == "button" and not attrs.get("type")]
+
+
 async def test_only_the_assets_are_served_as_files(client: httpx.AsyncClient) -> None:
     for path in ("/dashboard/__init__.py", "/dashboard/index.html"):
         assert (await client.get(path)).status_code == 404, path

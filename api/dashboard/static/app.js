@@ -32,6 +32,7 @@
     staleTimer: 0,
     balanceTimer: 0,
     detailId: null,
+    opener: null, // what had the focus when the detail opened
     detailLoading: false,
     detailAgain: false,
   };
@@ -154,6 +155,7 @@
     $("account").hidden = true;
     $("sign-in").hidden = false;
     $("sign-in-error").textContent = reason;
+    $("announce").textContent = "";
     setConnection("offline", "Signed out");
     $("token").focus();
   }
@@ -267,6 +269,8 @@
     if (state.detailId === id) refreshDetail();
     if (!ACTIVE.has(summary.status) && (!known || ACTIVE.has(known.summary.status))) {
       refreshBalanceSoon();
+      const how = summary.error ? `ended in error: ${summary.error.message}` : "is done";
+      $("announce").textContent = `Execution ${id} ${how}.`;
     }
   }
 
@@ -400,6 +404,7 @@
 
   function openDetail(id) {
     state.detailId = id;
+    state.opener = document.activeElement;
     markOpen();
     $("detail").hidden = false;
     $("detail-title").textContent = `Execution ${id}`;
@@ -412,9 +417,13 @@
   }
 
   function closeDetail() {
+    const wasOpen = state.detailId !== null;
     state.detailId = null;
     markOpen();
     $("detail").hidden = true;
+    // Back where the reader was, if that row is still on the page.
+    if (wasOpen && state.opener && state.opener.isConnected) state.opener.focus();
+    state.opener = null;
   }
 
   // The row whose detail is shown is marked for sight and for screen readers.

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from api import docs_page, openapi, realtime
+from api import dashboard, docs_page, openapi, realtime
 from api.errors import EXCEPTION_HANDLERS, Edge
 from api.read_charging import ChargeReads
 from api.routes import (
@@ -51,6 +51,7 @@ def routes() -> list[BaseRoute]:
         *schedules.ROUTES,
         *tools.ROUTES,
         *documents.ROUTES,
+        *dashboard.ROUTES,  # GET / and its assets under /dashboard/
     ]
 
 

@@ -159,6 +159,7 @@ async def _print_banner(runtime: Runtime, host: str, port: int) -> None:
     else:
         lines.append(f"  store:        {_safe_url(settings.redis_url or '')}")
     lines.append(f"  api:          {base}")
+    lines.append(f"  dashboard:    {base}/ (sign in with a session JWT)")
     if runtime.admin_token_generated:
         lines.append(f"  admin token:  {runtime.admin_token}")
     if settings.embedded:

@@ -1,0 +1,78 @@
+"""``GET /``: the live dashboard, a static page over the API's own endpoints.
+
+The page (``index.html`` beside this module; ``app.js`` and ``style.css`` under ``static/``, all
+shipped as package data) signs in with a session JWT kept in ``sessionStorage``, follows
+``GET /v1/realtime`` and reads ``GET /v1/me``, ``GET /v1/executions/me`` and
+``GET /v1/executions/{id}`` with that token. No build step and nothing from another host: the API
+may run where there is no internet.
+
+The page is served with a strict Content-Security-Policy: scripts and styles only from this
+origin (no inline code), connections only to this origin (``'self'`` covers the same-origin
+WebSocket), no framing, and no form may submit anywhere, so a session token typed into the
+sign-in form can never end up in a URL even when the script failed to load.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from api.openapi import doc
+
+HERE = Path(__file__).resolve().parent
+# Only the assets are served as files: not this module, nor the page without its headers.
+STATIC_DIR = HERE / "static"
+ASSETS_PATH = "/dashboard"
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # The page is small and changes with the deployed version: always revalidate.
+    "Cache-Control": "no-cache",
+}
+
+
+@functools.cache
+def page() -> str:
+    """The dashboard's HTML, read once per process."""
+    return (HERE / "index.html").read_text(encoding="utf-8")
+
+
+@doc(
+    summary="The live dashboard (HTML)",
+    response=str,
+    tags=["meta"],
+    media_type="text/html",
+    description=(
+        "A page for people: sign in with a session token and watch your executions update live "
+        "over `GET /v1/realtime`, then open one to see its steps. API clients start at "
+        "`GET /docs` or `GET /openapi.json`, which the page links to."
+    ),
+)
+async def dashboard(request: Request) -> Response:
+    """``GET /``: the dashboard page; its script and styles are under ``/dashboard/``."""
+    return HTMLResponse(page(), headers=PAGE_HEADERS)
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/", dashboard, methods=["GET"]),
+    Mount(ASSETS_PATH, StaticFiles(directory=STATIC_DIR), name="dashboard"),
+]

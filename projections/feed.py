@@ -388,7 +388,11 @@ class FeedHub:
         # first entry kept, may hide a gap.
         first = info.get("first-entry")
         removed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)
-        return bool(removed and first and after < cursor_key(_s(first[0])))
+        if not removed:
+            return False
+        # Trimmed to nothing: whatever came after the cursor is gone.
+        oldest_kept = cursor_key(_s(first[0])) if first else cursor_key(last)
+        return after < oldest_kept
 
     async def _reset(self, owner: str, cursor: str) -> Message:
         executions, _ = await Queries(self.runtime).list_executions(

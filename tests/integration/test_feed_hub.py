@@ -107,6 +107,23 @@ async def test_a_cursor_older_than_the_kept_feed_gets_a_reset(
         assert (await take(sub, 1))[0]["type"] == "reset"
 
 
+async def test_a_cursor_into_a_feed_trimmed_to_nothing_gets_a_reset(
+    runtime: Runtime, hub: FeedHub
+) -> None:
+    owner = new_id("acc")
+    pending = await make(runtime.store, owner, scenarios.three_steps, upto=1)
+    await Projector(runtime).run_until_idle()
+    key = owner_feed_key(runtime.store.keys, owner)
+    old = (await runtime.redis.xrange(key, "-", "+", count=1))[0][0].decode()
+    await make(runtime.store, owner, scenarios.three_steps)
+    await Projector(runtime).run_until_idle()
+    await runtime.redis.xtrim(key, maxlen=0, approximate=False)
+    async with hub.subscribe(owner, old) as sub:
+        [reset] = await take(sub, 1)
+    assert reset["type"] == "reset"
+    assert [e["execution_id"] for e in reset["executions"]] == [pending.execution_id]
+
+
 async def test_a_slow_subscriber_is_closed_while_another_keeps_receiving(
     runtime: Runtime,
 ) -> None:

@@ -25,6 +25,7 @@ from api.routes import (
     health,
     items,
     reporters,
+    schedule_runs,
     schedules,
     tools,
 )
@@ -47,6 +48,7 @@ def routes() -> list[BaseRoute]:
         *collections.ROUTES,
         *reporters.ROUTES,
         *schedules.ROUTES,
+        *schedule_runs.ROUTES,
         *tools.ROUTES,
         *documents.ROUTES,
     ]

@@ -142,6 +142,8 @@ def _apply(view: ExecutionView, event: AnyEvent) -> ExecutionView:
         case CostCharged():
             return _charged(view, event)
         case ExecutionCompleted():
+            if view.kind in PER_ITEM_KINDS:  # the last item may have failed for good just now
+                view = _settle_failures(view, -1, event.at)
             return _terminal(view, "done", None, event.at)
         case ExecutionFailed():
             error = ErrorView(code=event.code, message=event.message, http_status=event.http_status)
@@ -243,8 +245,8 @@ def _terminal(
 
 
 def _settle_failures(view: ExecutionView, starting: int, at: int) -> ExecutionView:
-    """A per-item execution moves on to step ``starting``: a step still ``retrying`` with no retry
-    scheduled failed for good (its item is skipped; see engine.plan)."""
+    """A per-item execution moves on to step ``starting`` (-1: it ends): a step still ``retrying``
+    with no retry scheduled failed for good (its item is skipped; see engine.plan)."""
     if not any(s.status == "retrying" and s.retry_at is None for s in view.steps):
         return view
     steps = [

@@ -13,6 +13,7 @@ from engine.ids import new_id
 from engine.resources import reporters, schedules
 from engine.runtime import Runtime
 from engine.schedule_runs import RunTriggered, trigger_run
+from projections import replay
 from projections.queries import Queries
 from tests.schedules import World, children, install, items_of, settle, world
 
@@ -242,3 +243,36 @@ async def test_deleting_a_schedule_forgets_its_runs_state(
     await schedules.delete_schedule(runtime, w.owner, w.reporter_id, w.schedule_id)
     assert await runtime.redis.exists(*state) == 0
     assert await runtime.redis.zcard(due) == 0
+
+
+async def test_replay_rebuilds_the_runs_views_and_their_index(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    yt = install(monkeypatch)
+    w = await world(runtime, [["@alpha", "@broken"]], max_videos_per_channel=1)
+    yt.failing.add("@broken")
+    yt.upload("@alpha", "a2000000000", hours_old=2)
+    yt.upload("@alpha", "a1000000000", hours_old=1)
+    for _ in range(2):
+        await run_now(w)
+        await settle(runtime)
+    queries = Queries(runtime)
+
+    async def runs_now() -> list[dict[str, object]]:
+        listed, _ = await queries.list_runs(w.owner, w.reporter_id, limit=10, cursor=None)
+        return [
+            {**r, "detail": await queries.get_run(w.owner, w.reporter_id, str(r["run_id"]))}
+            for r in listed
+        ]
+
+    before = await runs_now()
+    assert [r["counts"] for r in before] == [  # newest first
+        {"processed": 1, "skipped_seen": 1, "skipped_too_old": 0, "capped": 0, "failed": 1},
+        {"processed": 1, "skipped_seen": 0, "skipped_too_old": 0, "capped": 1, "failed": 1},
+    ]
+    report = await replay.rebuild(runtime)
+    parity = await replay.compare(runtime, report.previous_version, report.version)
+    assert parity.identical, parity.describe()
+    await replay.switch(runtime, report.version)
+    await replay.drop(runtime, report.previous_version)
+    assert await runs_now() == before

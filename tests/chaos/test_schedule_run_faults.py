@@ -1,11 +1,14 @@
-"""Schedule runs through crashes, in-process on both backends: a worker killed inside a run's pick
+"""Schedule runs through crashes: in-process on both backends, a worker killed inside a run's pick
 step (after it started some of the channel's videos) is taken over, the run completes, and no
 video is processed twice; a scheduler that died between firing a tick and advancing it gets the
-same run back from the next one. Verdicts come from the event log."""
+same run back from the next one. As real processes (real Redis), a scheduler and a worker killed
+-9 mid-run are replaced and the run ends with each video started once. Verdicts come from the
+event log."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -20,14 +23,19 @@ from engine.events import (
     StepStarted,
 )
 from engine.ids import new_id
+from engine.resources import schedules
 from engine.runtime import Runtime
 from engine.scheduler import Scheduler
 from engine.settings import Settings
 from engine.worker import Worker
 from tests.helpers import eventually
+from tests.processes import Role, role_env
 from tests.schedules import HOUR_MS, children, install, items_of, world
+from tests.servers import RedisServer
 
 pytestmark = pytest.mark.anyio
+
+SLOW_SYNC_MS = 3_000  # the first worker's provider latency: the kill lands inside a sync
 
 
 @pytest.fixture
@@ -116,3 +124,70 @@ async def test_a_scheduler_that_died_before_advancing_its_tick_starts_no_second_
     assert (again.outcome, again.execution_id) == ("dispatched", fired.execution_id)
     spawned = await children(runtime, w.owner, fired.execution_id)
     assert [c.target.external_id for c in spawned] == ["a1000000000"]
+
+
+def _started(history: list[AnyEvent], index: int) -> list[StepStarted]:
+    return [e for e in history if isinstance(e, StepStarted) and e.step_index == index]
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_killed_processes_mid_run_leave_one_run_and_each_video_started_once(
+    real_redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """`serve` killed mid-run, as separate processes: a scheduler fires the run, a worker whose
+    provider calls are slow is inside the second channel's sync when both are killed -9; a new
+    worker and scheduler finish the run without a second run and without starting any video
+    twice (the simulated YouTube lists the same videos to both)."""
+    prefix = f"sched{new_id('req')[-6:]}:"
+    env = role_env(real_redis_server.url, CLIPSTREAM_PREFIX=prefix)
+    settings = replace(Settings.from_env(env), partitions_explicit=True)
+    runtime = await Runtime.open(settings)
+    slow = {**env, "CLIPSTREAM_SIM_LATENCY_MS": str(SLOW_SYNC_MS)}
+    first: list[Role] = []
+    second: list[Role] = []
+    try:
+        # Simulated, @alpha uploads every 34 h and @beta every 7 h: both always have more than
+        # three videos of the last week (the default max age), so each run picks three of each.
+        w = await world(runtime, [["@alpha", "@beta"]], max_videos_per_channel=3)
+        keys = runtime.store.keys
+        due_key = keys.schedule_due(keys.partition(w.owner))
+        await runtime.redis.zadd(due_key, {schedules.due_member(w.owner, w.schedule_id): 1})
+        first = [
+            Role(["scheduler"], env, tmp_path / "scheduler-1.log"),
+            Role(["worker"], slow, tmp_path / "worker-1.log"),
+        ]
+        marker = keys.schedule_run(w.owner, w.schedule_id)
+        run_xid = (await eventually(lambda: runtime.redis.get(marker), deadline_s=60)).decode()
+        await eventually(
+            lambda: runtime.store.history(run_xid),
+            until=lambda h: bool(_started(h, 2)),  # the second channel's sync is in flight
+            deadline_s=60,
+        )
+        for role in first:
+            role.kill()
+        crashed = await runtime.store.history(run_xid)
+        assert not isinstance(crashed[-1], ExecutionCompleted)
+
+        second = [
+            Role(["scheduler"], env, tmp_path / "scheduler-2.log"),
+            Role(["worker"], env, tmp_path / "worker-2.log"),
+        ]
+        with anyio.fail_after(90):
+            history = await eventually(
+                lambda: runtime.store.history(run_xid),
+                until=lambda h: isinstance(h[-1], ExecutionCompleted),
+                deadline_s=80,
+            )
+        # The first channel's sync and pick ran once, before the kill; the second's sync again.
+        assert [len(_started(history, i)) for i in range(4)] == [1, 1, 2, 1]
+        spawned = await children(runtime, w.owner, run_xid)
+        videos = [c.target.external_id for c in spawned]
+        assert len(videos) == len(set(videos)) == 6  # three new videos of each channel, once
+        processed = [v for v, outcome in items_of(history) if outcome == "processed"]
+        assert sorted(processed) == sorted(v for v in videos if v)
+        assert await runtime.redis.get(marker) == run_xid.encode()  # no second run
+    finally:
+        for role in (*first, *second):
+            role.terminate()
+        await runtime.close()

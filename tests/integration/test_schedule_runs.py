@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine import commands
 from engine.errors import InvalidRequest
 from engine.events import ExecutionCompleted, StepFailed
 from engine.ids import new_id
@@ -276,3 +277,18 @@ async def test_replay_rebuilds_the_runs_views_and_their_index(
     await replay.switch(runtime, report.version)
     await replay.drop(runtime, report.previous_version)
     assert await runs_now() == before
+
+
+async def test_a_cancelled_run_frees_its_schedule(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(monkeypatch)
+    w = await world(runtime, [["@alpha"]])
+    first = await run_now(w)
+    await commands.cancel(runtime, w.owner, first.execution_id)
+    assert (await run_now(w)).status == "already_running"  # until the cancel is carried out
+    await settle(runtime)
+    view = await Queries(runtime).get_run(w.owner, w.reporter_id, first.run_id)
+    assert view is not None
+    assert (view["status"], view["error"]["code"]) == ("error", "cancelled")
+    assert (await run_now(w)).status == "dispatched"

@@ -318,31 +318,30 @@ def run_json(view: ExecutionView) -> dict[str, Any]:
     pick failed for good, with the reason."""
     entries = [(item.at, _run_item_json(item)) for item in view.run_items]
     for channel in items_json(view):
-        if channel["status"] != "error":
-            continue
-        step = next(
-            s for s in view.steps if s.status == "error" and s.step_index in channel["step_indexes"]
-        )
-        error = step.error
-        entries.append(
-            (
-                step.finished_at or view.updated_at,
-                {
-                    "outcome": "failed",
-                    "item_id": step.input.get("item_id"),
-                    "collection_id": step.input.get("collection_id"),
-                    "channel_id": None,
-                    "video_id": None,
-                    "title": "",
-                    "published_at": None,
-                    "execution_id": None,
-                    "reason": f"{step.tool_id}: {error.message}" if error else step.tool_id,
-                    "at": iso_ms(step.finished_at),
-                },
+        if channel["status"] == "error":
+            step = next(
+                s for s in view.steps if s.step_index in channel["step_indexes"] and s.error
             )
-        )
-    entries.sort(key=lambda entry: entry[0])
+            entries.append((step.finished_at or view.updated_at, _failed_channel_json(step)))
+    entries.sort(key=lambda entry: entry[0])  # stable: one pick's decisions keep their order
     return {**run_summary(view), "items": [entry for _, entry in entries]}
+
+
+def _failed_channel_json(step: StepView) -> dict[str, Any]:
+    """A channel whose ``step`` (its sync or its pick) failed for good, as a run item."""
+    reason = f"{step.tool_id}: {step.error.message}" if step.error else step.tool_id
+    return {
+        "outcome": "failed",
+        "item_id": step.input.get("item_id"),
+        "collection_id": step.input.get("collection_id"),
+        "channel_id": None,
+        "video_id": None,
+        "title": "",
+        "published_at": None,
+        "execution_id": None,
+        "reason": reason,
+        "at": iso_ms(step.finished_at),
+    }
 
 
 def _run_item_json(item: RunItemView) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 # One image for every clipstream role: the entrypoint is the `clipstream` command, the role is
-# its argument (compose.yaml runs `api`, `worker` and `projector` from this image). Without
-# arguments it runs `serve` on the embedded in-memory store: a demo, not a deployment.
+# its argument (compose.yaml runs `api`, `worker`, `projector` and `scheduler` from this image).
+# Without arguments it runs `serve` on the embedded in-memory store: a demo, not a deployment.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -26,6 +26,7 @@ from api.routes import (
     health,
     items,
     reporters,
+    schedule_runs,
     schedules,
     tools,
 )
@@ -49,6 +50,7 @@ def routes() -> list[BaseRoute]:
         *collections.ROUTES,
         *reporters.ROUTES,
         *schedules.ROUTES,
+        *schedule_runs.ROUTES,
         *tools.ROUTES,
         *documents.ROUTES,
         *dashboard.ROUTES,  # GET / and its assets under /dashboard/

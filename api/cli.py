@@ -1,4 +1,5 @@
-"""The ``clipstream`` command: the roles (serve, api, worker, projector) and operator tools.
+"""The ``clipstream`` command: the roles (serve, api, worker, projector, scheduler) and operator
+tools.
 
 Every command reads its configuration once from ``CLIPSTREAM_*`` (see engine.settings). With no
 ``CLIPSTREAM_REDIS_URL`` the roles run on an embedded in-memory store, which only ``serve`` can
@@ -105,6 +106,18 @@ async def _projector_role(runtime: Runtime, stop: anyio.Event) -> None:
     await Projector(runtime).run(stop)
 
 
+async def _scheduler_role(runtime: Runtime, stop: anyio.Event) -> None:
+    from engine.scheduler import Scheduler
+
+    scheduler = Scheduler(runtime)
+    log.info(
+        "scheduler %s started (a pass every %d ms)",
+        scheduler.scheduler_id,
+        runtime.settings.scheduler_interval_ms,
+    )
+    await scheduler.run(stop)
+
+
 def _uvicorn_server(runtime: Runtime, host: str, port: int) -> Any:
     import uvicorn
 
@@ -129,7 +142,7 @@ async def _serve_api(runtime: Runtime, host: str, port: int) -> None:
 
 
 async def _serve_all(settings: Settings, host: str, port: int) -> None:
-    """API, worker and projector in one process, sharing one store."""
+    """API, worker, projector and scheduler in one process, sharing one store."""
     runtime = await Runtime.open(settings)
     stop = anyio.Event()
     try:
@@ -137,6 +150,7 @@ async def _serve_all(settings: Settings, host: str, port: int) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_worker_role, runtime, stop)
             tg.start_soon(_projector_role, runtime, stop)
+            tg.start_soon(_scheduler_role, runtime, stop)
             # uvicorn handles SIGINT/SIGTERM itself; when it returns, the other roles stop.
             await _serve_api(runtime, host, port)
             stop.set()
@@ -384,11 +398,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default=DEFAULT_HOST, help=f"bind address ({DEFAULT_HOST})")
         p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT})")
 
-    with_address(sub.add_parser("serve", help="API, worker and projector in one process"))
+    with_address(
+        sub.add_parser("serve", help="API, worker, projector and scheduler in one process")
+    )
     with_address(sub.add_parser("api", help="the HTTP API only (needs CLIPSTREAM_REDIS_URL)"))
     worker = sub.add_parser("worker", help="run executions (needs CLIPSTREAM_REDIS_URL)")
     worker.add_argument("--id", dest="worker_id", help="consumer name (default: host-pid-random)")
     sub.add_parser("projector", help="fold the logs into views (needs CLIPSTREAM_REDIS_URL)")
+    sub.add_parser(
+        "scheduler",
+        help="fire due schedules, each tick once however many run (needs CLIPSTREAM_REDIS_URL)",
+    )
 
     history = sub.add_parser("history", help="print one execution's events as JSON lines")
     history.add_argument("execution_id")
@@ -493,6 +513,9 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if command == "projector":
         _run(_run_role, settings, _projector_role)
+        return 0
+    if command == "scheduler":
+        _run(_run_role, settings, _scheduler_role)
         return 0
     if command == "history":
         return _run(_history, settings, args.execution_id)

@@ -207,6 +207,9 @@ class ExecutionSummary(msgspec.Struct, kw_only=True):
     current_step: int | None
     steps_total: int
     steps_done: int
+    # Only on a schedule run and on the executions it started: the schedule and the run.
+    schedule_id: str | msgspec.UnsetType = msgspec.UNSET
+    run_id: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class ExecutionResponse(msgspec.Struct, kw_only=True):
@@ -248,7 +251,8 @@ class StepInputOut(msgspec.Struct, kw_only=True):
 
 
 class ItemProgress(msgspec.Struct, kw_only=True):
-    """One item of a ``process_collection`` execution: its progress and, once done, its output."""
+    """One item of a ``process_collection`` execution (a channel of a ``schedule_run``): its
+    progress and, once done, its output."""
 
     item_index: int
     item_id: str | None
@@ -264,7 +268,8 @@ class ItemProgress(msgspec.Struct, kw_only=True):
 
 
 class ExecutionDetail(msgspec.Struct, kw_only=True):
-    """``GET /v1/executions/{execution_id}``; ``items`` only for ``process_collection``."""
+    """``GET /v1/executions/{execution_id}``; ``items`` only for the executions that run per
+    item: ``process_collection`` and ``schedule_run`` (whose items are its channels)."""
 
     execution: ExecutionSummary
     workflow: WorkflowSnapshot

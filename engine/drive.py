@@ -54,7 +54,7 @@ from engine.resources.store import Store
 from engine.retry import is_retryable
 from engine.runtime import Runtime
 from engine.store import AppendOp
-from engine.tools import TOOLS, Tool, ToolContext
+from engine.tools import RUNNABLE, Tool, ToolContext
 
 if TYPE_CHECKING:
     from engine.worker import Worker
@@ -268,7 +268,7 @@ class Drive:
         req = self.state.requested
         assert req is not None
         spec = req.workflow.steps[action.index]
-        tool = TOOLS.get(spec.tool_id)
+        tool = RUNNABLE.get(spec.tool_id)
         estimated = tool.estimate_cost(action.input) if tool else 0
         # Billing (DESIGN §6) goes here: refuse the step with insufficient_balance when the
         # owner's balance cannot cover ``estimated``, and settle the actual cost on completion.
@@ -313,6 +313,7 @@ class Drive:
                 input=action.input,
                 settings=self.w.settings,
                 load_blob=self._load_blob,
+                runtime=self.w.runtime,
             )
             timeout = tool.timeout_for(spec)
             # One scope for both ends of a call: its deadline is the tool's timeout, and a cancel
@@ -344,6 +345,7 @@ class Drive:
                 self.blobs.append((digest, result.blob))
                 ref = BlobRef(sha256=digest, size=len(result.blob))
             return [
+                *result.events,
                 StepCompleted(
                     execution_id=self.xid,
                     step_index=action.index,
@@ -353,7 +355,7 @@ class Drive:
                     usage=result.usage,
                     cost=result.cost,
                     duration_ms=duration_ms,
-                )
+                ),
             ]
         assert error is not None
         return self._failure(tool, action, error)

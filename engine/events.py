@@ -18,9 +18,11 @@ Schema evolution (golden logs under ``tests/golden/`` keep these honest):
 
 Who emits what:
     api (engine.commands)  ExecutionRequested, ExecutionCancelRequested
+    scheduler              ExecutionRequested (a schedule run, engine.schedule_runs)
     worker                 ExecutionStarted, StepStarted, StepCompleted, StepFailed,
                            StepRetryScheduled, CostCharged, ExecutionCompleted, ExecutionFailed,
-                           ExecutionCancelled
+                           ExecutionCancelled; in a schedule run, ExecutionRequested of each video's
+                           execution and RunItemRecorded
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from typing import Any, Literal
 import msgspec
 
 ExecutionKind = Literal["transcript", "process", "process_collection", "schedule_run"]
+# Kinds whose steps are grouped by item (``step_inputs[i]["item_index"]``): a step failing for good
+# fails its item only (engine.plan). A schedule run's items are its channels.
+PER_ITEM_KINDS = ("process_collection", "schedule_run")
+RunOutcome = Literal["processed", "skipped_seen", "skipped_too_old", "capped", "failed"]
 
 # The four statuses clients see, and the error codes behind ``error``.
 Status = Literal["pending", "running", "done", "error"]
@@ -102,6 +108,10 @@ class ExecutionRequested(Event, tag=True, frozen=True, kw_only=True):
     request_id: str
     idempotency_key: str | None = None
     reporter_id: str | None = None
+    # A schedule run (kind ``schedule_run``) names its schedule; an execution a run started for
+    # one video names that schedule and the run's execution id.
+    schedule_id: str | None = None
+    run_execution_id: str | None = None
 
 
 class ExecutionStarted(Event, tag=True, frozen=True, kw_only=True):
@@ -192,6 +202,26 @@ class ExecutionCancelled(Event, tag=True, frozen=True, kw_only=True):
     step_index: int | None = None
 
 
+class RunItemRecorded(Event, tag=True, frozen=True, kw_only=True):
+    """What a schedule run decided for one video of a channel: ``processed`` (an execution of the
+    schedule's workflow was started for it: ``child_execution_id``), ``skipped_seen`` (a run of
+    this schedule processed it before), ``skipped_too_old`` (published more than
+    ``max_age_hours`` before the run), ``capped`` (past ``max_videos_per_channel`` this run) or
+    ``failed`` (``reason``). Emitted by the worker with the StepCompleted of the channel's pick
+    step, in the same append, so each decision is recorded exactly once. For ``skipped_seen``,
+    ``child_execution_id`` is the execution an earlier run started for the video."""
+
+    item_id: str  # the channel item
+    channel_id: str
+    video_id: str
+    outcome: RunOutcome
+    collection_id: str | None = None
+    title: str = ""
+    published_at: str | None = None
+    child_execution_id: str | None = None
+    reason: str = ""
+
+
 AnyEvent = (
     ExecutionRequested
     | ExecutionStarted
@@ -204,6 +234,7 @@ AnyEvent = (
     | ExecutionFailed
     | ExecutionCancelRequested
     | ExecutionCancelled
+    | RunItemRecorded
 )
 
 TERMINAL_EVENTS = (ExecutionCompleted, ExecutionFailed, ExecutionCancelled)

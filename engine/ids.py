@@ -2,7 +2,8 @@
 
 Ids sort by creation time (lists can page on them), carry no owner data, and are validated by
 shape before they come near a Redis key. An execution id also carries its partition number, so an
-operator can route it without knowing the owner: ``exc_p7_01jd…``.
+operator can route it without knowing the owner: ``exc_p7_01jd…``. A schedule run is an execution;
+its public id is ``run_`` + the execution id's body (the owner's partition gives the rest back).
 """
 
 from __future__ import annotations
@@ -75,3 +76,18 @@ def execution_partition(execution_id: str) -> int:
     if m is None:
         raise ValueError(f"not an execution id: {execution_id!r}")
     return int(m.group("partition"))
+
+
+def run_id(execution_id: str) -> str:
+    """The public id of the schedule run that is execution ``execution_id``."""
+    m = _EXECUTION.match(execution_id)
+    if m is None:
+        raise ValueError(f"not an execution id: {execution_id!r}")
+    return f"run_{m.group('body')}"
+
+
+def run_execution_id(run: str, partition: int) -> str | None:
+    """The execution id of run ``run`` of an owner of ``partition``; None when malformed."""
+    if not is_id(run, "run"):
+        return None
+    return f"exc_p{partition}_{run.removeprefix('run_')}"

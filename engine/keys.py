@@ -23,6 +23,12 @@ ever used by single-key commands.
     {prefix}{{pN}}:{rel}:{parent_id}   zset: a relation (engine.resources.relations): colitems,
                                        itemcols, colschs, repwfs, repschs, itemdocs, repdocs
     {prefix}{{pN}}:blob:{sha256}       string: a large output stored once by content hash
+    {prefix}{{pN}}:schdue              zset: ``{owner} {schedule_id}`` -> next due tick (ms) of
+                                       every enabled schedule of the partition
+    {prefix}{{pN}}:schrun:{schedule}   string: execution id of the schedule's latest run (in
+                                       flight until that execution is terminal)
+    {prefix}{{pN}}:schseen:{schedule}  hash: video id -> ``{run execution id} {execution id}`` of
+                                       every video a run of the schedule processed
     {prefix}{{pN}}:v{n}:...            projection namespace n (views, indexes, checkpoint)
 """
 
@@ -108,6 +114,16 @@ class Keys:
 
     def blob(self, partition: int, sha256: str) -> str:
         return f"{self.tag(partition)}:blob:{sha256}"
+
+    # -- schedules ------------------------------------------------------------------------------
+    def schedule_due(self, partition: int) -> str:
+        return f"{self.tag(partition)}:schdue"
+
+    def schedule_run(self, owner_id: str, schedule_id: str) -> str:
+        return f"{self.tag(self.partition(owner_id))}:schrun:{schedule_id}"
+
+    def schedule_seen(self, owner_id: str, schedule_id: str) -> str:
+        return f"{self.tag(self.partition(owner_id))}:schseen:{schedule_id}"
 
     # -- projections ----------------------------------------------------------------------------
     def view_ns(self, partition: int, version: int) -> str:

@@ -14,15 +14,16 @@ Rules (DESIGN §5):
     * A cancel request wins over everything but a terminal event.
     * Terminal executions (and unknown ones) need nothing.
 
-Per-item executions (``process_collection``): the snapshot's steps are the workflow's steps
-repeated once per item, and each ``step_inputs[i]`` names its ``item_index`` (see
-``engine.commands``). A step that fails for good fails *its item* only: the item's remaining steps
-are skipped and the next item goes on. The execution ends ``done`` when at least one item finished
-every step (the failed items are listed in the execution detail), and ``error`` only when every
-item failed, with the code of the last failure. An ``insufficient_balance`` failure still ends the
-whole execution: no other item could be paid for either. Which items failed is folded from the log
-(a ``StepFailed`` not followed by its ``StepRetryScheduled``, which the worker always appends in
-the same call), so a worker that takes over sees exactly what the first one decided.
+Per-item executions (``process_collection``; ``schedule_run``, whose items are its channels): the
+snapshot's steps are the workflow's steps repeated once per item, and each ``step_inputs[i]`` names
+its ``item_index`` (see ``engine.commands`` and ``engine.schedule_runs``). A step that fails for
+good fails *its item* only: the item's remaining steps are skipped and the next item goes on. The
+execution ends ``done`` when at least one item finished every step (the failed items are listed in
+the execution detail), and ``error`` only when every item failed, with the code of the last
+failure. An ``insufficient_balance`` failure still ends the whole execution: no other item could be
+paid for either. Which items failed is folded from the log (a ``StepFailed`` not followed by its
+``StepRetryScheduled``, which the worker always appends in the same call), so a worker that takes
+over sees exactly what the first one decided.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import msgspec
 from msgspec.structs import replace
 
 from engine.events import (
+    PER_ITEM_KINDS,
     AnyEvent,
     CostCharged,
     ExecutionCancelled,
@@ -42,6 +44,7 @@ from engine.events import (
     ExecutionFailed,
     ExecutionRequested,
     ExecutionStarted,
+    RunItemRecorded,
     StepCompleted,
     StepFailed,
     StepRetryScheduled,
@@ -83,8 +86,8 @@ class ExecState(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def per_item(self) -> bool:
-        """True when the steps are grouped by item (a ``process_collection`` execution)."""
-        return self.requested is not None and self.requested.kind == "process_collection"
+        """True when the steps are grouped by item (see the module docstring)."""
+        return self.requested is not None and self.requested.kind in PER_ITEM_KINDS
 
     @property
     def steps_cost(self) -> int:
@@ -153,6 +156,8 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
             return replace(s, seq=seq, status="error", in_flight=None)
         case ExecutionCancelRequested():
             return replace(s, seq=seq, cancel_requested=True)
+        case RunItemRecorded():
+            return replace(s, seq=seq)  # a record for the run's view; planning needs nothing
     return replace(s, seq=seq)  # pragma: no cover - the match is exhaustive over AnyEvent
 
 

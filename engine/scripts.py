@@ -155,3 +155,64 @@ redis.call('XADD', KEYS[2], '*', 'entry_id', ARGV[2], 'reason', ARGV[3], 'e', AR
   'deliveries', ARGV[5], 'at', ARGV[6])
 return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 """
+
+
+def _around_request(body: str) -> str:
+    """A script that runs ``body`` with REQUEST callable as ``request(keys, argv)``, and
+    ``from(t, i)`` for the tail of a table: REQUEST keeps its own KEYS and ARGV layout behind the
+    wrapper's, so the two never have to agree on positions."""
+    return (
+        "local function request(KEYS, ARGV)\n"
+        + REQUEST
+        + "end\n"
+        + "local function from(t, first)\n"
+        + "  local out = {}\n"
+        + "  for i = first, #t do out[#out + 1] = t[i] end\n"
+        + "  return out\n"
+        + "end\n"
+        + body
+    )
+
+
+# REQUEST for a schedule run, one run at a time per schedule: only while the schedule record and its
+# run marker are what the caller read (else 'moved': read again), and only when the run the marker
+# names has ended (the caller folded its history: terminal is final, so that cannot go stale); the
+# marker then names the new run, atomically with its ExecutionRequested. An Idempotency-Key already
+# used answers as REQUEST does (duplicate or mismatch) whatever runs.
+# KEYS[1] run marker  KEYS[2] idempotency record  KEYS[3] schedule record  KEYS[4..] REQUEST's
+# ARGV[1] marker as read ('' none)  ARGV[2] '1' when that run is in flight
+# ARGV[3] new execution id  ARGV[4] '1' when an Idempotency-Key was given
+# ARGV[5] schedule record as read  ARGV[6..] REQUEST's
+# -> REQUEST's reply | {'running', execution id of the run in flight} | {'moved', ''}
+REQUEST_RUN = _around_request(
+    """
+local keys, argv = from(KEYS, 4), from(ARGV, 6)
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return request(keys, argv) end
+if redis.call('GET', KEYS[3]) ~= ARGV[5] then return {'moved', ''} end
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return {'moved', ''} end
+if ARGV[2] == '1' then return {'running', ARGV[1]} end
+local reply = request(keys, argv)
+if reply[1] == 'ok' then redis.call('SET', KEYS[1], ARGV[3]) end
+return reply
+"""
+)
+
+# REQUEST for one video of a schedule run: nothing when a run of the schedule already processed
+# the video ('seen'); otherwise the video is recorded as processed atomically with its
+# ExecutionRequested. An Idempotency-Key already used (the same run asking again) answers as
+# REQUEST does.
+# KEYS[1] the schedule's seen hash  KEYS[2] idempotency record  KEYS[3..] REQUEST's
+# ARGV[1] video id  ARGV[2] what to record for it  ARGV[3] '1' when an Idempotency-Key was given
+# ARGV[4..] REQUEST's
+# -> REQUEST's reply | {'seen', what was recorded}
+REQUEST_ONCE = _around_request(
+    """
+local keys, argv = from(KEYS, 3), from(ARGV, 4)
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return request(keys, argv) end
+local seen = redis.call('HGET', KEYS[1], ARGV[1])
+if seen then return {'seen', seen} end
+local reply = request(keys, argv)
+if reply[1] == 'ok' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return reply
+"""
+)

@@ -18,6 +18,7 @@ misconfigured process fails at start instead of misbehaving later.
     CLIPSTREAM_WORKER_CONCURRENCY executions one worker drives at once                  (64)
     CLIPSTREAM_OWNER_CONCURRENCY  executions of one owner a worker drives at once; 0: no cap (0)
     CLIPSTREAM_BATCH              entries read per call by workers and projectors       (200)
+    CLIPSTREAM_SCHEDULER_INTERVAL_MS  how often a scheduler looks for due schedules     (1000)
     CLIPSTREAM_RETENTION_DAYS     how long a finished execution's stream is kept        (30)
     CLIPSTREAM_WAIT_REPLICAS      replicas that must confirm an append before 202       (0)
     CLIPSTREAM_WAIT_TIMEOUT_MS    how long to wait for them before answering 503        (1000)
@@ -106,6 +107,7 @@ class Settings:
     worker_concurrency: int = 64
     owner_concurrency: int = 0  # per worker; 0 = no cap
     batch: int = 200
+    scheduler_interval_ms: int = 1_000
     retention_days: int = 30
     wait_replicas: int = 0
     wait_timeout_ms: int = 1_000
@@ -144,6 +146,9 @@ class Settings:
             worker_concurrency=reader.get("WORKER_CONCURRENCY", _int_in(1, 10_000), 64),
             owner_concurrency=reader.get("OWNER_CONCURRENCY", _int_in(0, 10_000), 0),
             batch=reader.get("BATCH", _int_in(1, 10_000), 200),
+            scheduler_interval_ms=reader.get(
+                "SCHEDULER_INTERVAL_MS", _int_in(50, 3_600_000), 1_000
+            ),
             retention_days=reader.get("RETENTION_DAYS", _int_in(1, 3650), 30),
             wait_replicas=reader.get("WAIT_REPLICAS", _int_in(0, 16), 0),
             wait_timeout_ms=reader.get("WAIT_TIMEOUT_MS", _int_in(1, 60_000), 1_000),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -99,6 +99,19 @@ class AppendOp(NamedTuple):
     ack: str | None = None
 
 
+RefusalReason = Literal["running", "seen", "moved"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A guarded request that appended nothing and charged nothing: ``running`` (``holder`` is
+    the execution id of the schedule's run in flight), ``seen`` (``holder`` is what a run recorded
+    for the video) or ``moved`` (what the caller read changed meanwhile: read again)."""
+
+    reason: RefusalReason
+    holder: str = ""
+
+
 # What append_many answers for one AppendOp: the events stamped, or why they were not written.
 AppendResult = list[AnyEvent] | ConcurrencyConflict | StoreUnavailable
 
@@ -136,6 +149,8 @@ class EventStore:
         self._append = redis.register_script(scripts.APPEND)
         self._append_batch = redis.register_script(scripts.APPEND_BATCH)
         self._request = redis.register_script(scripts.REQUEST)
+        self._request_run = redis.register_script(scripts.REQUEST_RUN)
+        self._request_once = redis.register_script(scripts.REQUEST_ONCE)
         self._touch = redis.register_script(scripts.TOUCH)
         self._claim = redis.register_script(scripts.CLAIM)
         self._dead_letter = redis.register_script(scripts.DEAD_LETTER)
@@ -185,16 +200,81 @@ class EventStore:
         within 24 h returns the first execution and charges nothing; another fingerprint raises
         IdempotencyMismatch. InsufficientBalance when the balance cannot cover ``event.fee``.
         """
+        event, keys, args = self._request_call(event, idempotency)
+        result, replicated = await self._run_request(self._request, scripts.REQUEST, keys, args)
+        return self._accepted(event, result, replicated)
+
+    async def request_run(
+        self,
+        event: ExecutionRequested,
+        *,
+        idempotency: tuple[str, str] | None,
+        schedule_key: str,
+        schedule_raw: bytes,
+        current_run: str | None,
+        live: bool,
+    ) -> Accepted | Refused:
+        """:meth:`request` for a schedule run (``event.schedule_id``), one run at a time.
+
+        The caller read the schedule record (``schedule_raw`` under ``schedule_key``) and the
+        schedule's run marker (``current_run``, the execution id of its latest run) and folded that
+        run's history (``live``: not terminal yet). Refused ``running`` while it is live, ``moved``
+        when the record or the marker changed since (read again); otherwise as :meth:`request`, and
+        the marker names the new run, atomically (scripts.REQUEST_RUN).
+        """
+        schedule_id = event.schedule_id
+        if schedule_id is None:
+            raise ValueError(f"{event.execution_id} is not a schedule run")
+        event, keys, args = self._request_call(event, idempotency)
+        head_keys = [
+            self.keys.schedule_run(event.owner, schedule_id),
+            self._idempotency_key(event.owner, idempotency),
+            schedule_key,
+        ]
+        head_args: list[Any] = [
+            current_run or "",
+            "1" if live else "0",
+            event.execution_id,
+            "1" if idempotency else "0",
+            schedule_raw,
+        ]
+        return await self._claimed(
+            self._request_run, scripts.REQUEST_RUN, event, head_keys + keys, head_args + args
+        )
+
+    async def request_once(
+        self,
+        event: ExecutionRequested,
+        *,
+        idempotency: tuple[str, str] | None,
+        seen_key: str,
+        seen_field: str,
+        seen_value: str,
+    ) -> Accepted | Refused:
+        """:meth:`request` unless ``seen_field`` is already in the hash ``seen_key`` (Refused
+        ``seen`` with what it holds); a request it lets through records ``seen_value`` there,
+        atomically (scripts.REQUEST_ONCE). A repeated Idempotency-Key answers as :meth:`request`."""
+        event, keys, args = self._request_call(event, idempotency)
+        head_keys = [seen_key, self._idempotency_key(event.owner, idempotency)]
+        head_args: list[Any] = [seen_field, seen_value, "1" if idempotency else "0"]
+        return await self._claimed(
+            self._request_once, scripts.REQUEST_ONCE, event, head_keys + keys, head_args + args
+        )
+
+    def _request_call(
+        self, event: ExecutionRequested, idempotency: tuple[str, str] | None
+    ) -> tuple[ExecutionRequested, list[str], list[Any]]:
+        """``event`` stamped as seq 1, and the KEYS and ARGV of scripts.REQUEST for it."""
         stamped = codec.stamp(event, 1)
         assert isinstance(stamped, ExecutionRequested)
         event = stamped
-        key_digest, fingerprint = idempotency or ("-", "")
+        _, fingerprint = idempotency or ("-", "")
         keys = [
             self.keys.execution(event.execution_id),
             self._log_of(event.execution_id),
             self.keys.balance(event.owner),
             self.keys.ledger(event.owner),
-            self.keys.idempotency(event.owner, key_digest),
+            self._idempotency_key(event.owner, idempotency),
         ]
         args: list[Any] = [
             event.fee,
@@ -205,10 +285,30 @@ class EventStore:
             event.execution_id,
             event.at,
         ]
+        return event, keys, args
+
+    def _idempotency_key(self, owner: str, idempotency: tuple[str, str] | None) -> str:
+        return self.keys.idempotency(owner, idempotency[0] if idempotency else "-")
+
+    async def _run_request(
+        self, script: Any, text: str, keys: list[str], args: list[Any]
+    ) -> tuple[Any, int]:
+        """Run a request script: (reply, replicas that confirmed it, when WAIT is configured)."""
         if self.settings.wait_replicas > 0:
-            result, replicated = await self._run_and_wait(scripts.REQUEST, keys, args)
-        else:
-            result, replicated = await self._run(self._request, keys, args), 0
+            return await self._run_and_wait(text, keys, args)
+        return await self._run(script, keys, args), 0
+
+    async def _claimed(
+        self, script: Any, text: str, event: ExecutionRequested, keys: list[str], args: list[Any]
+    ) -> Accepted | Refused:
+        result, replicated = await self._run_request(script, text, keys, args)
+        status = _s(result[0])
+        if status in ("running", "seen", "moved"):
+            return Refused(cast(RefusalReason, status), _s(result[1]))
+        return self._accepted(event, result, replicated)
+
+    def _accepted(self, event: ExecutionRequested, result: Any, replicated: int) -> Accepted:
+        """The answer of a request script (scripts.REQUEST) as Accepted, or its error raised."""
         status = _s(result[0])
         if status == "ok":
             self._check_replicas(replicated)

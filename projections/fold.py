@@ -12,8 +12,9 @@ Status mapping (the four client statuses):
     ExecutionCompleted                     done
     ExecutionFailed                        error, error.code = the event's code
     ExecutionCancelled                     error, error.code = "cancelled"
-A per-item execution (``process_collection``) goes on after a step fails for good: a step left
-``retrying`` with no retry scheduled is ``error`` once another step starts (its item failed).
+A per-item execution (``process_collection``, ``schedule_run``) goes on after a step fails for
+good: a step left ``retrying`` with no retry scheduled is ``error`` once another step starts (its
+item failed). A schedule run's ``RunItemRecorded`` events are listed under ``run_items``.
 A terminal status is final: a late event (a cost recorded after cancellation) updates the
 numbers, never the status.
 
@@ -30,6 +31,7 @@ from collections.abc import Iterable
 import msgspec
 
 from engine.events import (
+    PER_ITEM_KINDS,
     AnyEvent,
     CostCharged,
     ExecutionCancelled,
@@ -38,13 +40,14 @@ from engine.events import (
     ExecutionFailed,
     ExecutionRequested,
     ExecutionStarted,
+    RunItemRecorded,
     Status,
     StepCompleted,
     StepFailed,
     StepRetryScheduled,
     StepStarted,
 )
-from projections.views import ErrorView, ExecutionView, StepView
+from projections.views import ErrorView, ExecutionView, RunItemView, StepView
 
 _replace = msgspec.structs.replace
 
@@ -92,7 +95,7 @@ def _apply(view: ExecutionView, event: AnyEvent) -> ExecutionView:
         case ExecutionStarted():
             return _running(view, event.at)
         case StepStarted():
-            if view.kind == "process_collection":
+            if view.kind in PER_ITEM_KINDS:
                 view = _settle_failures(view, event.step_index, event.at)
             step = _step(view, event.step_index)
             step = _replace(
@@ -139,6 +142,8 @@ def _apply(view: ExecutionView, event: AnyEvent) -> ExecutionView:
         case CostCharged():
             return _charged(view, event)
         case ExecutionCompleted():
+            if view.kind in PER_ITEM_KINDS:  # the last item may have failed for good just now
+                view = _settle_failures(view, -1, event.at)
             return _terminal(view, "done", None, event.at)
         case ExecutionFailed():
             error = ErrorView(code=event.code, message=event.message, http_status=event.http_status)
@@ -148,6 +153,8 @@ def _apply(view: ExecutionView, event: AnyEvent) -> ExecutionView:
         case ExecutionCancelled():
             error = ErrorView(code="cancelled", message="the execution was cancelled")
             return _terminal(view, "error", error, event.at)
+        case RunItemRecorded():
+            return _replace(view, run_items=[*view.run_items, _run_item(event)])
 
 
 def _requested(event: ExecutionRequested) -> ExecutionView:
@@ -176,6 +183,23 @@ def _requested(event: ExecutionRequested) -> ExecutionView:
         step_inputs=event.step_inputs,
         seq=event.seq,
         current_step=0 if steps else None,
+        schedule_id=event.schedule_id,
+        run_execution_id=event.run_execution_id,
+    )
+
+
+def _run_item(event: RunItemRecorded) -> RunItemView:
+    return RunItemView(
+        item_id=event.item_id,
+        channel_id=event.channel_id,
+        video_id=event.video_id,
+        outcome=event.outcome,
+        collection_id=event.collection_id,
+        title=event.title,
+        published_at=event.published_at,
+        child_execution_id=event.child_execution_id,
+        reason=event.reason,
+        at=event.at,
     )
 
 
@@ -221,8 +245,8 @@ def _terminal(
 
 
 def _settle_failures(view: ExecutionView, starting: int, at: int) -> ExecutionView:
-    """A per-item execution moves on to step ``starting``: a step still ``retrying`` with no retry
-    scheduled failed for good (its item is skipped; see engine.plan)."""
+    """A per-item execution moves on to step ``starting`` (-1: it ends): a step still ``retrying``
+    with no retry scheduled failed for good (its item is skipped; see engine.plan)."""
     if not any(s.status == "retrying" and s.retry_at is None for s in view.steps):
         return view
     steps = [

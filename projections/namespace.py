@@ -11,6 +11,7 @@ so one partition's views, indexes and checkpoint share one hash slot (one atomic
     {ns}:own:{owner}                 zset: an owner's executions, by created_at
     {ns}:active:{owner}              zset: an owner's pending and running executions
     {ns}:rep:{owner}:{reporter_id}   zset: a reporter's executions, by created_at
+    {ns}:runs:{owner}:{reporter_id}  zset: the runs of a reporter's schedules, by created_at
     {ns}:tr:{owner}:{item_id}:{lang} string: the newest transcript pointer (JSON)
     {ns}:trl:{owner}:{item_id}       zset: the item's transcript languages, by time
 
@@ -87,6 +88,9 @@ class Namespace:
 
     def reporter(self, owner: str, reporter_id: str) -> str:
         return f"{self.base}:rep:{owner}:{reporter_id}"
+
+    def runs(self, owner: str, reporter_id: str) -> str:
+        return f"{self.base}:runs:{owner}:{reporter_id}"
 
     def transcript(self, owner: str, item_id: str, lang: str) -> str:
         return f"{self.base}:tr:{owner}:{item_id}:{lang}"

@@ -74,12 +74,14 @@ def commit_args(
     for view in views:
         reporter = view.reporter_id
         has_reporter = reporter is not None and _valid_name(reporter)
+        is_run = has_reporter and view.kind == "schedule_run"
         view_key = ns.view(view.execution_id)
         keys += [
             view_key,
             ns.owned(view.owner),
             ns.active(view.owner),
             ns.reporter(view.owner, reporter) if has_reporter and reporter else view_key,
+            ns.runs(view.owner, reporter) if is_run and reporter else view_key,
         ]
         args += [
             view.execution_id,
@@ -87,6 +89,7 @@ def commit_args(
             view.created_at,
             "1" if is_active(view) else "0",
             "1" if has_reporter else "0",
+            "1" if is_run else "0",
         ]
         pointers += [(view.owner, p) for p in transcripts_of(view)]
     args[4] = len(pointers)

@@ -11,6 +11,7 @@ answers 404.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ import orjson
 from engine import codec
 from engine.errors import InvalidRequest, StoreError
 from engine.events import ExecutionRequested
-from engine.ids import execution_partition, is_id
+from engine.ids import execution_partition, is_id, run_execution_id
 from engine.runtime import Runtime
 from engine.store import EventStore
 from projections.fold import FoldGap, fold
@@ -29,7 +30,15 @@ from projections.namespace import (
     valid_lang,
     valid_name,
 )
-from projections.views import ExecutionView, decode_view, execution_json, execution_summary, iso_ms
+from projections.views import (
+    ExecutionView,
+    decode_view,
+    execution_json,
+    execution_summary,
+    iso_ms,
+    run_json,
+    run_summary,
+)
 
 MAX_LIMIT = 100
 
@@ -121,8 +130,36 @@ class Queries:
         ns = await self._ns_of_owner(owner)
         return await self._page(ns, ns.reporter(owner, reporter_id), owner, limit, cursor)
 
+    # -- schedule runs ------------------------------------------------------------------------
+    async def list_runs(
+        self, owner: str, reporter_id: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The runs of a reporter's schedules, newest first, as run summaries
+        (``views.run_summary``), paged like :meth:`list_executions`."""
+        if not valid_name(reporter_id):
+            return [], None
+        ns = await self._ns_of_owner(owner)
+        return await self._page(ns, ns.runs(owner, reporter_id), owner, limit, cursor, run_summary)
+
+    async def get_run(self, owner: str, reporter_id: str, run: str) -> dict[str, Any] | None:
+        """One run of a reporter's schedules with its per-item events (``views.run_json``); None
+        when it is not a run of that reporter of this owner."""
+        execution_id = run_execution_id(run, self.store.keys.partition(owner))
+        if execution_id is None:
+            return None
+        view = await self.get_view(owner, execution_id)
+        if view is None or view.kind != "schedule_run" or view.reporter_id != reporter_id:
+            return None
+        return run_json(view)
+
     async def _page(
-        self, ns: Namespace, key: str, owner: str, limit: int, cursor: str | None
+        self,
+        ns: Namespace,
+        key: str,
+        owner: str,
+        limit: int,
+        cursor: str | None,
+        render: Callable[[ExecutionView], dict[str, Any]] = execution_summary,
     ) -> tuple[list[dict[str, Any]], str | None]:
         limit = max(1, min(limit, MAX_LIMIT))
         after = _parse_cursor(cursor) if cursor else None
@@ -141,7 +178,7 @@ class Queries:
                 continue
             view = decode_view(raw)
             if view.owner == owner:
-                out.append(execution_summary(view))
+                out.append(render(view))
         last_id, last_score = ids[-1]
         return out, (_make_cursor(last_score, last_id) if more else None)
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 # Write a batch of views, their indexes and transcript pointers, and move the checkpoint — only
 # if the checkpoint is still where this projector read from (compare-and-set), all or nothing.
 # KEYS[1] ckpt  KEYS[2] skipped counter  KEYS[3] all-executions zset
-#   then per view 4 keys: view, owner zset, owner active zset, reporter zset (or the view key
-#   again when there is no reporter), then per transcript 2 keys: pointer, item languages zset,
+#   then per view 5 keys: view, owner zset, owner active zset, reporter zset (or the view key
+#   again when there is no reporter), reporter's schedule runs zset (or the view key again when
+#   the view is not a run), then per transcript 2 keys: pointer, item languages zset,
 #   then per feed entry 1 key: the owner's feed stream
 # ARGV[1] expected ckpt  ARGV[2] new ckpt  ARGV[3] skipped entries  ARGV[4] n views
 # ARGV[5] n transcripts  ARGV[6] n feed entries  ARGV[7] feed MAXLEN (approximate)
-#   then per view 5 args: execution id, view JSON, created_at, active '1'|'0', reporter '1'|'0'
+#   then per view 6 args: execution id, view JSON, created_at, active '1'|'0', reporter '1'|'0',
+#   schedule run '1'|'0'
 #   then per transcript 3 args: pointer JSON, created_at, lang
 #   then per feed entry 4 args: execution id, seq, event type, summary JSON
 # The feed entries are appended here, with the checkpoint, so a batch retried after a crash or a
@@ -32,7 +34,8 @@ for _ = 1, tonumber(ARGV[4]) do
     redis.call('ZREM', KEYS[k + 2], xid)
   end
   if ARGV[a + 4] == '1' then redis.call('ZADD', KEYS[k + 3], score, xid) end
-  k, a = k + 4, a + 5
+  if ARGV[a + 5] == '1' then redis.call('ZADD', KEYS[k + 4], score, xid) end
+  k, a = k + 5, a + 6
 end
 for _ = 1, tonumber(ARGV[5]) do
   -- the newest transcript wins, whatever order executions are folded in

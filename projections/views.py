@@ -15,7 +15,15 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine.events import BlobRef, Status, Target, WorkflowSnapshot
+from engine.events import (
+    PER_ITEM_KINDS,
+    BlobRef,
+    RunOutcome,
+    Status,
+    Target,
+    WorkflowSnapshot,
+)
+from engine.ids import run_id
 from engine.settings import micro_to_coins
 
 StepStatus = Literal["pending", "running", "retrying", "done", "error"]
@@ -56,6 +64,21 @@ class StepView(msgspec.Struct, frozen=True, kw_only=True):
     charge_ids: list[str] = msgspec.field(default_factory=list)
 
 
+class RunItemView(msgspec.Struct, frozen=True, kw_only=True):
+    """One decision of a schedule run about one video (a ``RunItemRecorded`` event)."""
+
+    item_id: str
+    channel_id: str
+    video_id: str
+    outcome: RunOutcome
+    collection_id: str | None = None
+    title: str = ""
+    published_at: str | None = None
+    child_execution_id: str | None = None
+    reason: str = ""
+    at: int = 0
+
+
 class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
     """An execution folded from its events; ``seq`` is the last event applied."""
 
@@ -81,6 +104,11 @@ class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
     # CostCharged entries with no step (execution-level charges), counted once per charge id.
     other_charges: int = 0
     other_charge_ids: list[str] = msgspec.field(default_factory=list)
+    # Schedules: a run names its schedule and records its decisions; an execution a run started
+    # for a video names the schedule and the run's execution id.
+    schedule_id: str | None = None
+    run_execution_id: str | None = None
+    run_items: list[RunItemView] = msgspec.field(default_factory=list)
 
 
 _encoder = msgspec.json.Encoder()
@@ -122,7 +150,16 @@ def step_ran(step: StepView) -> bool:
 
 
 def execution_summary(view: ExecutionView) -> dict[str, Any]:
-    """The ``execution`` object of ``GET /v1/executions/{id}``, lists and the 202 body."""
+    """The ``execution`` object of ``GET /v1/executions/{id}``, lists and the 202 body; a schedule
+    run and the executions it started also name the schedule and the run."""
+    summary = _summary(view)
+    if view.schedule_id is not None:
+        summary["schedule_id"] = view.schedule_id
+        summary["run_id"] = run_id(view.run_execution_id or view.execution_id)
+    return summary
+
+
+def _summary(view: ExecutionView) -> dict[str, Any]:
     return {
         "execution_id": view.execution_id,
         "status": view.status,
@@ -175,7 +212,8 @@ def _item_status(steps: list[StepView]) -> StepStatus:
 
 
 def items_json(view: ExecutionView) -> list[dict[str, Any]]:
-    """Per-item progress of a ``process_collection`` execution: for each item (in run order) its
+    """Per-item progress of a per-item execution (``process_collection``; ``schedule_run``, whose
+    items are its channels): for each item (in run order) its
     status, steps done, cost, error, and the output of its last step once it is done. A failed
     item's steps that never ran are counted in ``steps_skipped``."""
     groups: dict[int, list[StepView]] = {}
@@ -211,10 +249,9 @@ def items_json(view: ExecutionView) -> list[dict[str, Any]]:
 
 def execution_json(view: ExecutionView) -> dict[str, Any]:
     """The body of ``GET /v1/executions/{id}``: execution, workflow, steps that ran, and the
-    inputs of the steps not run yet; a ``process_collection`` execution adds ``items``
-    (:func:`items_json`)."""
+    inputs of the steps not run yet; a per-item execution adds ``items`` (:func:`items_json`)."""
     body = _execution_json(view)
-    if view.kind == "process_collection":
+    if view.kind in PER_ITEM_KINDS:
         body["items"] = items_json(view)
     return body
 
@@ -234,4 +271,89 @@ def _execution_json(view: ExecutionView) -> dict[str, Any]:
             for s in view.steps
             if not step_ran(s)
         ],
+    }
+
+
+# -- schedule runs ------------------------------------------------------------------------------
+
+RUN_OUTCOMES: tuple[RunOutcome, ...] = (
+    "processed",
+    "skipped_seen",
+    "skipped_too_old",
+    "capped",
+    "failed",
+)
+
+
+def run_summary(view: ExecutionView) -> dict[str, Any]:
+    """A schedule run (an execution of kind ``schedule_run``) as ``GET …/schedule/runs`` lists
+    it: its timing, status, channels and the count of each outcome."""
+    channels = items_json(view)
+    counts = dict.fromkeys(RUN_OUTCOMES, 0)
+    for item in view.run_items:
+        counts[item.outcome] += 1
+    failed = [c for c in channels if c["status"] == "error"]
+    counts["failed"] += len(failed)
+    return {
+        "run_id": run_id(view.execution_id),
+        "execution_id": view.execution_id,
+        "schedule_id": view.schedule_id,
+        "reporter_id": view.reporter_id,
+        "status": view.status,
+        "error": _error_json(view.error),
+        "created_at": iso_ms(view.created_at),
+        "started_at": iso_ms(view.started_at),
+        "finished_at": iso_ms(view.finished_at),
+        "fee_coins": micro_to_coins(view.fee),
+        "channels_total": len(channels),
+        "channels_done": sum(1 for c in channels if c["status"] == "done"),
+        "channels_failed": len(failed),
+        "counts": counts,
+    }
+
+
+def run_json(view: ExecutionView) -> dict[str, Any]:
+    """One schedule run with its per-item events, in the order they happened: a decision per
+    video of each channel (:class:`RunItemView`), and a ``failed`` entry per channel whose sync or
+    pick failed for good, with the reason."""
+    entries = [(item.at, _run_item_json(item)) for item in view.run_items]
+    for channel in items_json(view):
+        if channel["status"] == "error":
+            step = next(
+                s for s in view.steps if s.step_index in channel["step_indexes"] and s.error
+            )
+            entries.append((step.finished_at or view.updated_at, _failed_channel_json(step)))
+    entries.sort(key=lambda entry: entry[0])  # stable: one pick's decisions keep their order
+    return {**run_summary(view), "items": [entry for _, entry in entries]}
+
+
+def _failed_channel_json(step: StepView) -> dict[str, Any]:
+    """A channel whose ``step`` (its sync or its pick) failed for good, as a run item."""
+    reason = f"{step.tool_id}: {step.error.message}" if step.error else step.tool_id
+    return {
+        "outcome": "failed",
+        "item_id": step.input.get("item_id"),
+        "collection_id": step.input.get("collection_id"),
+        "channel_id": None,
+        "video_id": None,
+        "title": "",
+        "published_at": None,
+        "execution_id": None,
+        "reason": reason,
+        "at": iso_ms(step.finished_at),
+    }
+
+
+def _run_item_json(item: RunItemView) -> dict[str, Any]:
+    return {
+        "outcome": item.outcome,
+        "item_id": item.item_id,
+        "collection_id": item.collection_id,
+        "channel_id": item.channel_id,
+        "video_id": item.video_id,
+        "title": item.title,
+        "published_at": item.published_at,
+        "execution_id": item.child_execution_id,
+        "reason": item.reason,
+        "at": iso_ms(item.at),
     }

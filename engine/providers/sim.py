@@ -20,6 +20,7 @@ Failure injection:
         fail: "rate_limited" every attempt fails like an HTTP 429 (code ``rate_limited``) with
                              ``retry_after_ms`` (default 1000) as its Retry-After
         hang: true           the call never returns (until cancelled or timed out)
+        now_ms: n            the time a channel listing is taken (default: now)
         latency_ms: n        this call's latency instead of the configured one
         retry_after_ms: n    the retryable failures carry this provider hint
 
@@ -33,6 +34,7 @@ import datetime as dt
 import hashlib
 import math
 import random
+import time
 from typing import Any
 
 import anyio
@@ -272,21 +274,37 @@ class SimYouTube:
     async def channel_videos(
         self, *, channel: str, max_videos: int, call: ProviderCall
     ) -> ChannelListing:
-        """A channel's newest uploads: 5-60 videos, newest first, at most ``max_videos``."""
+        """A channel's newest uploads, newest first, at most ``max_videos`` (and 5-60, by channel).
+
+        The channel uploads once per slot of 6 to 72 hours (by channel), at a time and under an
+        id fixed by the slot: a later listing shows the same videos and the ones uploaded since,
+        as a real channel would (schedule runs rely on it). The listing is taken at the call's
+        ``now_ms`` hook (tests), else now."""
         await simulate_call(self.settings, call)
         channel_id = channel if channel.startswith("UC") else "UC" + _sim_id(22, "handle", channel)
         rng = random.Random(seed_of("channel", channel_id))
         total = rng.randint(5, 60)
-        clock = 5 * 365 * 86_400
+        slot_s = rng.randint(6, 72) * 3_600
+        now_s = int(call.overrides.get("now_ms", time.time() * 1000)) // 1000
+        slot = now_s // slot_s
         videos: list[ChannelVideo] = []
-        for n in range(min(total, max_videos)):
-            clock -= rng.randint(3_600, 14 * 86_400)
-            title = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 8))).title()
-            videos.append(ChannelVideo(_sim_id(11, channel_id, n), title, _iso(clock)))
+        while len(videos) < min(total, max_videos):
+            upload = random.Random(seed_of("upload", channel_id, slot))
+            published = slot * slot_s + upload.randrange(slot_s)
+            if published <= now_s:
+                title = " ".join(upload.choice(_WORDS) for _ in range(upload.randint(3, 8)))
+                videos.append(
+                    ChannelVideo(_sim_id(11, channel_id, slot), title.title(), _iso_at(published))
+                )
+            slot -= 1
         # A real listing spends one unit on the channel and one per page of uploads.
         usage = {"quota_units": 1 + max(1, math.ceil(len(videos) / _PAGE))}
         title = " ".join(w.title() for w in rng.sample(_WORDS, 2))
         return ChannelListing(channel_id, title, videos, usage)
+
+
+def _iso_at(epoch_s: int) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def estimate_audio_cost(seconds: int = 600) -> int:

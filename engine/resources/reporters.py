@@ -32,6 +32,7 @@ from engine.resources.relations import (
     REPORTER_SCHEDULES,
     REPORTER_WORKFLOWS,
 )
+from engine.resources.schedules import forget_runs
 from engine.resources.store import Store, Txn, now_ms, retrying
 from engine.runtime import Runtime
 
@@ -138,6 +139,7 @@ async def delete_reporter(runtime: Runtime, owner: str, reporter_id: str) -> Non
         for schedule in await st.load_many(owner, SCHEDULES, schedule_ids):
             schedule_key = st.record(owner, SCHEDULES, schedule.schedule_id)
             txn.unchanged(schedule_key, await _raw(st, schedule_key)).delete(schedule_key)
+            forget_runs(st, txn, owner, schedule.schedule_id)
             for collection_id in schedule.collection_ids:
                 txn.remove(
                     st.children(owner, COLLECTION_SCHEDULES, collection_id), schedule.schedule_id

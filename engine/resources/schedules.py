@@ -3,7 +3,12 @@
 A schedule names one of its reporter's workflows (InvalidRequest otherwise) and any number of the
 owner's collections (NotFound for one that is not the owner's). Each attached collection lists
 the schedule in ``colschs``, so deleting the collection detaches it here in the same script.
-Running schedules is the scheduler's business; this module only stores them.
+Running schedules is engine.schedule_runs' and engine.scheduler's business; this module stores
+them and keeps the partition's due index (``Keys.schedule_due``) in the same scripts: an enabled
+schedule is listed there as ``"{owner} {schedule_id}"`` scored with its next due tick (ms), one
+``interval_hours`` after it was created, or after ``enabled`` or ``interval_hours`` last changed; a
+disabled or deleted one is not listed. Deleting a schedule forgets its run marker and the videos
+its runs processed.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from engine.resources.store import Store, Txn, now_ms, retrying
 from engine.runtime import Runtime
 
 MAX_COLLECTIONS = 100
+HOUR_MS = 3_600_000
 
 
 async def create_schedule(
@@ -56,6 +62,7 @@ async def create_schedule(
     await _attach(st, txn, owner, schedule.schedule_id, collection_ids)
     children = st.children(owner, REPORTER_SCHEDULES, reporter_id)
     txn.insert(key, schedule, children, schedule.schedule_id)
+    _list_due(st, txn, schedule, now)
     if not await txn.commit():
         raise REPORTERS.missing()  # the reporter, its workflow or a collection went meanwhile
     return schedule
@@ -102,6 +109,8 @@ async def update_schedule(
             for gone in set(current.collection_ids) - set(wanted):
                 txn.remove(st.children(owner, COLLECTION_SCHEDULES, gone), schedule_id)
         updated = msgspec.structs.replace(current, **fields, updated_at=now_ms())
+        if "enabled" in fields or "interval_hours" in fields:
+            _list_due(st, txn, updated, updated.updated_at)
         return updated if await txn.put(key, updated).commit() else None
 
     return await retrying(attempt)
@@ -118,6 +127,7 @@ async def delete_schedule(runtime: Runtime, owner: str, reporter_id: str, schedu
         for collection_id in current.collection_ids:
             txn.remove(st.children(owner, COLLECTION_SCHEDULES, collection_id), schedule_id)
         txn.remove(st.children(owner, REPORTER_SCHEDULES, reporter_id), schedule_id)
+        forget_runs(st, txn, owner, schedule_id)
         return True if await txn.commit() else None
 
     await retrying(attempt)
@@ -154,6 +164,28 @@ async def detach_collection(
     return await update_schedule(runtime, owner, reporter_id, schedule_id, {"collection_ids": kept})
 
 
+async def load_schedule(runtime: Runtime, owner: str, schedule_id: str) -> tuple[Schedule, bytes]:
+    """The owner's schedule and its stored bytes (for a guard on it); NotFound otherwise."""
+    return await Store(runtime).load(owner, SCHEDULES, schedule_id)
+
+
+def schedule_key(runtime: Runtime, owner: str, schedule_id: str) -> str:
+    """The key of the schedule's record."""
+    return runtime.store.keys.resource(owner, SCHEDULES.key, schedule_id)
+
+
+def due_member(owner: str, schedule_id: str) -> str:
+    """The schedule's member in its partition's due index."""
+    return f"{owner} {schedule_id}"
+
+
+def forget_runs(st: Store, txn: Txn, owner: str, schedule_id: str) -> None:
+    """With a deleted schedule: out of the due index, its run marker and seen videos gone."""
+    keys = st.keys
+    txn.remove(keys.schedule_due(keys.partition(owner)), due_member(owner, schedule_id))
+    txn.delete(keys.schedule_run(owner, schedule_id)).delete(keys.schedule_seen(owner, schedule_id))
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
@@ -162,6 +194,16 @@ def _unique(ids: Sequence[str]) -> list[str]:
     if len(out) > MAX_COLLECTIONS:
         raise InvalidRequest(f"collection_ids: at most {MAX_COLLECTIONS} collections")
     return out
+
+
+def _list_due(st: Store, txn: Txn, schedule: Schedule, anchor_ms: int) -> None:
+    """List an enabled schedule as due one interval after ``anchor_ms``; unlist a disabled one."""
+    due = st.keys.schedule_due(st.keys.partition(schedule.owner))
+    member = due_member(schedule.owner, schedule.schedule_id)
+    if schedule.enabled:
+        txn.add_at(due, member, anchor_ms + schedule.interval_hours * HOUR_MS)
+    else:
+        txn.remove(due, member)
 
 
 async def _load(

@@ -34,7 +34,8 @@ MAX_RETRIES = 8
 
 # ARGV: n guards, then triples (op, key index, value) — guards first, then writes.
 # Guards: eq (GET == value), absent, exists, card (ZCARD == value), has (ZSCORE not nil).
-# Writes: set, del, zadd (score 0), zrem. -> 1 applied | 0 a guard failed (nothing written)
+# Writes: set, del, zadd (score 0), zaddat (value "score member"), zrem.
+# -> 1 applied | 0 a guard failed (nothing written)
 _TXN = """
 local n = tonumber(ARGV[1])
 local i = 2
@@ -61,6 +62,9 @@ while i <= #ARGV do
     redis.call('DEL', key)
   elseif op == 'zadd' then
     redis.call('ZADD', key, 0, value)
+  elseif op == 'zaddat' then
+    local sep = string.find(value, ' ', 1, true)
+    redis.call('ZADD', key, string.sub(value, 1, sep - 1), string.sub(value, sep + 1))
   elseif op == 'zrem' then
     redis.call('ZREM', key, value)
   end
@@ -246,6 +250,11 @@ class Txn:
 
     def add(self, key: str, member: str) -> Txn:
         self._writes += ["zadd", self._key(key), member]
+        return self
+
+    def add_at(self, key: str, member: str, score: int) -> Txn:
+        """Add ``member`` to the zset ``key`` with ``score`` (or move it there)."""
+        self._writes += ["zaddat", self._key(key), f"{score} {member}"]
         return self
 
     def remove(self, key: str, member: str) -> Txn:

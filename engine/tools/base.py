@@ -15,10 +15,11 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 
 from engine.errors import ToolError
-from engine.events import StepSpec
+from engine.events import AnyEvent, StepSpec
 from engine.providers import registry
 from engine.providers.base import ProviderCall, ProviderKindName
 from engine.retry import RetryPolicy
+from engine.runtime import Runtime
 from engine.settings import Settings
 
 ProviderKind = ProviderKindName
@@ -44,6 +45,9 @@ class StepResult:
     blob: bytes | None = None
     usage: dict[str, int] = field(default_factory=dict)
     cost: int = 0
+    # Events the step records besides its StepCompleted (a schedule run's RunItemRecorded):
+    # appended just before it, in the same atomic append, so they are written exactly once.
+    events: tuple[AnyEvent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,9 @@ class ToolContext:
     load_blob: Callable[[str], Awaitable[bytes | None]]
     # None: the process's providers (engine.providers.registry.current()).
     providers: registry.Providers | None = None
+    # The worker's runtime, for the tools that act on the store (a schedule run's pick step
+    # starts executions); None outside a worker.
+    runtime: Runtime | None = None
 
     @property
     def provider_set(self) -> registry.Providers:

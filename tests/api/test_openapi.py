@@ -313,6 +313,13 @@ async def test_resource_answers_match_the_document(
     schedule = {"workflow_id": wid, "interval_hours": 6, "collection_ids": [cid]}
     made = await call("POST", rep + "/schedules", schedule, reporter_id=rid)
     sched = made["schedule"]["schedule_id"]
+    triggered = await call("POST", sch + "/run", {}, reporter_id=rid, schedule_id=sched)
+    assert triggered["status"] == "dispatched"
+    await call("GET", rep + "/schedule/runs", reporter_id=rid)
+    one_run = await call(
+        "GET", rep + "/schedule/runs/{run_id}", reporter_id=rid, run_id=triggered["run_id"]
+    )
+    assert one_run["run"]["status"] == "pending"
     await call("GET", rep + "/schedules", reporter_id=rid)
     await call("GET", sch, reporter_id=rid, schedule_id=sched)
     await call("PATCH", sch, {"enabled": False}, reporter_id=rid, schedule_id=sched)

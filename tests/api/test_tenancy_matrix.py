@@ -90,12 +90,16 @@ async def _seed(client: httpx.AsyncClient, runtime: Runtime, bob: ApiAccount) ->
     made = await post("/v1/collections", {"name": SECRET, "description": SECRET})
     if made is not None:
         ids["collection_id"] = (await _created(made, "collection"))["collection_id"]
-        added = await client.post(
-            f"/v1/collections/{ids['collection_id']}/items",
-            json={"item_id": ids["item_id"]},
-            headers=auth,
+        channel = await _created(
+            await client.post("/v1/items", json={"source": "@bobschannel"}, headers=auth), "item"
         )
-        assert added.status_code == 201, added.text
+        for item_id in (ids["item_id"], channel["item_id"]):
+            added = await client.post(
+                f"/v1/collections/{ids['collection_id']}/items",
+                json={"item_id": item_id},
+                headers=auth,
+            )
+            assert added.status_code == 201, added.text
     made = await post("/v1/reporters", {"name": SECRET, "description": SECRET})
     if made is not None:
         ids["reporter_id"] = (await _created(made, "reporter"))["reporter_id"]
@@ -116,6 +120,12 @@ async def _seed(client: httpx.AsyncClient, runtime: Runtime, bob: ApiAccount) ->
         made = await post(f"/v1/reporters/{ids['reporter_id']}/schedules", schedule_body)
         if made is not None and made.status_code == 201:
             ids["schedule_id"] = (await _created(made, "schedule"))["schedule_id"]
+            run = await client.post(
+                f"/v1/reporters/{ids['reporter_id']}/schedules/{ids['schedule_id']}/run",
+                headers=auth,
+            )
+            assert run.status_code == 202, run.text
+            ids["run_id"] = run.json()["run_id"]
     document = await create_document(
         runtime,
         bob.account_id,

@@ -21,6 +21,7 @@ from tests.contract import (
     test_store_append,
     test_store_basics,
     test_store_group,
+    test_store_guarded_requests,
     test_store_open,
     test_store_requests,
 )
@@ -34,6 +35,7 @@ CONTRACT_MODULES: tuple[ModuleType, ...] = (
     test_store_append,
     test_store_group,
     test_store_open,
+    test_store_guarded_requests,
 )
 
 for _module in CONTRACT_MODULES:

@@ -83,7 +83,8 @@ def transcript_output(item_id: str, lang: str, sha: str) -> dict[str, Any]:
     }
 
 
-def _stamp(events: list[AnyEvent], t0: int) -> list[AnyEvent]:
+def stamp(events: list[AnyEvent], t0: int = T0) -> list[AnyEvent]:
+    """``events`` with seq 1, 2, 3 … and times 100 ms apart from ``t0``."""
     return [codec.stamp(e, i, t0 + 100 * (i - 1)) for i, e in enumerate(events, 1)]
 
 
@@ -92,7 +93,7 @@ def transcript_done(xid: str, owner: str, t0: int = T0, lang: str = "en") -> lis
     req = requested(xid, owner, ["transcribe"])
     item = req.target.item_id or ""
     sha = "a" * 64
-    return _stamp(
+    return stamp(
         [
             req,
             ExecutionStarted(execution_id=xid, worker_id="w1", epoch=1),
@@ -115,7 +116,7 @@ def transcript_done(xid: str, owner: str, t0: int = T0, lang: str = "en") -> lis
 
 def retried_then_done(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
     """A step that fails retryably once, is retried, and completes."""
-    return _stamp(
+    return stamp(
         [
             requested(
                 xid, owner, ["llm_prompt"], kind="process", reporter_id="rep_00000000000000000001"
@@ -150,7 +151,7 @@ def retried_then_done(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
 
 def provider_failed(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
     """A step that fails for good: the execution ends in error ``provider_failed``."""
-    return _stamp(
+    return stamp(
         [
             requested(xid, owner, ["transcribe", "llm_prompt"]),
             ExecutionStarted(execution_id=xid, worker_id="w1", epoch=1),
@@ -173,7 +174,7 @@ def provider_failed(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
 
 def cancelled(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
     """Cancelled while its step runs; the partial provider cost is charged."""
-    return _stamp(
+    return stamp(
         [
             requested(xid, owner, ["transcribe"]),
             ExecutionStarted(execution_id=xid, worker_id="w1", epoch=1),
@@ -191,7 +192,7 @@ def three_steps(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
     req = requested(xid, owner, ["transcribe", "llm_prompt", "llm_prompt"], kind="process")
     item = req.target.item_id or ""
     sha = "b" * 64
-    return _stamp(
+    return stamp(
         [
             req,
             ExecutionStarted(execution_id=xid, worker_id="w1", epoch=1),
@@ -227,7 +228,7 @@ def three_steps(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
 
 def insufficient_balance(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
     """The first step's estimated cost cannot be covered: error 402, no step ran."""
-    return _stamp(
+    return stamp(
         [
             requested(xid, owner, ["transcribe"]),
             ExecutionStarted(execution_id=xid, worker_id="w1", epoch=1),

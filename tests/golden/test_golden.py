@@ -12,7 +12,7 @@ import pytest
 
 from engine import codec
 from projections.fold import fold
-from projections.views import execution_json
+from projections.views import execution_json, run_json
 
 GOLDEN = Path(__file__).resolve().parent
 LOGS = sorted(GOLDEN.glob("*.jsonl"))
@@ -26,6 +26,7 @@ def test_there_are_golden_logs() -> None:
         "cancelled",
         "three_steps",
         "insufficient_balance",
+        "schedule_run",
     }
 
 
@@ -42,3 +43,12 @@ def test_golden_log_folds_the_same_with_every_event_delivered_twice(log: Path) -
     events = [codec.decode(line) for line in log.read_bytes().splitlines() if line.strip()]
     doubled = [e for event in events for e in (event, event)]
     assert fold(doubled) == fold(events)
+
+
+def test_a_schedule_runs_log_folds_to_its_stored_run() -> None:
+    """A recorded schedule run (a processed, a seen, a capped and a too-old video of one channel,
+    and a channel whose sync failed) folds to the run view the runs routes serve."""
+    log = GOLDEN / "schedule_run.jsonl"
+    events = [codec.decode(line) for line in log.read_bytes().splitlines() if line.strip()]
+    expected = json.loads((GOLDEN / "schedule_run.run.json").read_text())
+    assert run_json(fold(events)) == expected

@@ -35,7 +35,8 @@ def _field(output: str, name: str) -> str:
 def test_help_lists_every_command() -> None:
     result = cli("--help", env=role_env("redis://127.0.0.1:1/0"))
     assert result.returncode == 0
-    for command in ("serve", "api", "worker", "projector", "replay", "status", "accounts"):
+    commands = ("serve", "api", "worker", "projector", "scheduler", "replay", "status", "accounts")
+    for command in commands:
         assert command in result.stdout
 
 

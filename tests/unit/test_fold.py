@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from engine import codec
@@ -12,6 +13,7 @@ from engine.events import (
     ExecutionFailed,
     ExecutionStarted,
     StepCompleted,
+    StepFailed,
     StepStarted,
 )
 from projections.fold import FoldGap, apply, fold
@@ -218,3 +220,34 @@ def test_apply_does_not_mutate_its_input() -> None:
     apply(view, codec.stamp(ExecutionCancelRequested(execution_id=XID, requested_by=OWNER), 4))
     apply(view, codec.stamp(ExecutionCompleted(execution_id=XID), 4))
     assert execution_json(view) == before
+
+
+def test_a_per_item_executions_last_item_whose_retries_ran_out_ends_in_error() -> None:
+    """The worker moves past a retryable failure with no retry left without another StepStarted
+    when the item was the last one: ExecutionCompleted settles it, as engine.plan does."""
+    req = scenarios.requested(XID, OWNER, ["llm_prompt", "llm_prompt"], kind="process_collection")
+    req = msgspec.structs.replace(
+        req, step_inputs=[{"item_index": i, "item_step": 0} for i in range(2)]
+    )
+    events = scenarios.stamp(
+        [
+            req,
+            ExecutionStarted(execution_id=XID, worker_id="w1", epoch=1),
+            StepStarted(execution_id=XID, step_index=0, attempt=1, epoch=1, worker_id="w1"),
+            StepCompleted(execution_id=XID, step_index=0, attempt=1, output={"text": "a"}),
+            StepStarted(execution_id=XID, step_index=1, attempt=1, epoch=1, worker_id="w1"),
+            StepFailed(
+                execution_id=XID,
+                step_index=1,
+                attempt=1,
+                code="timeout",
+                message="no answer",
+                retryable=True,
+            ),
+            ExecutionCompleted(execution_id=XID, cost=10_000),
+        ]
+    )
+    view = fold(events)
+    assert view.status == "done"
+    assert [s.status for s in view.steps] == ["done", "error"]
+    assert [i["status"] for i in execution_json(view)["items"]] == ["done", "error"]

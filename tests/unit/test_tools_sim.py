@@ -15,6 +15,7 @@ from engine.settings import Settings
 pytestmark = pytest.mark.anyio
 
 FAST = Settings(sim_latency_ms=0)
+NOW_MS = 1_790_000_000_000  # 2026-09-21
 
 
 def call(attempt: int = 1, **sim: Any) -> ProviderCall:
@@ -52,14 +53,31 @@ async def test_youtube_is_deterministic() -> None:
     assert v.title != (await yt.video(video_id="aaaaaaaaaaa", call=call())).title
     assert v.channel_id.startswith("UC")
     assert len(v.channel_id) == 24
-    listing = await yt.channel_videos(channel="@someone", max_videos=500, call=call())
-    again = await yt.channel_videos(channel="@someone", max_videos=500, call=call())
+    at = call(now_ms=NOW_MS)
+    listing = await yt.channel_videos(channel="@someone", max_videos=500, call=at)
+    again = await yt.channel_videos(channel="@someone", max_videos=500, call=at)
     assert listing == again
     assert 5 <= len(listing.videos) <= 60
     dates = [v.published_at for v in listing.videos]
     assert dates == sorted(dates, reverse=True)  # newest first
-    capped = await yt.channel_videos(channel="@someone", max_videos=3, call=call())
+    capped = await yt.channel_videos(channel="@someone", max_videos=3, call=at)
     assert capped.videos == listing.videos[:3]
+
+
+async def test_a_later_channel_listing_keeps_the_videos_and_adds_the_new_ones() -> None:
+    yt = SimYouTube(FAST)
+    before = await yt.channel_videos(channel="@someone", max_videos=500, call=call(now_ms=NOW_MS))
+    week_ms = 7 * 86_400_000
+    after = await yt.channel_videos(
+        channel="@someone", max_videos=500, call=call(now_ms=NOW_MS + week_ms)
+    )
+    newest = max(v.published_at for v in before.videos)
+    added = [v for v in after.videos if v.published_at > newest]
+    assert added, "a week later a channel uploading every 6-72 hours has new videos"
+    assert after.videos[: len(added)] == added  # newest first
+    assert after.videos[len(added) :] == before.videos[: len(after.videos) - len(added)]
+    # Uploads are recent: the newest is in this slot or the one before (slots are at most 72 h).
+    assert newest >= "2026-09-15T14:13:20Z"
 
 
 @pytest.mark.parametrize(

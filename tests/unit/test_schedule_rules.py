@@ -1,0 +1,78 @@
+"""What a schedule run's pick decides for a channel's videos: pure rules, no Redis."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from engine.schedule_runs import Video, decide, published_ms, seen_value
+
+NOW = 1_790_000_000_000
+HOUR = 3_600_000
+
+
+def video(name: str, hours_old: float | None) -> Video:
+    published = None if hours_old is None else _iso(NOW - int(hours_old * HOUR))
+    return Video(video_id=name, title=name, published_at=published)
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def outcomes(videos: list[Video], seen: dict[str, str] | None = None, cap: int = 2) -> list[str]:
+    decided = decide(videos, seen or {}, run="runA", as_of_ms=NOW, max_age_hours=24, cap=cap)
+    return [f"{d.video.video_id}:{d.outcome}" for d in decided]
+
+
+def test_newest_first_up_to_the_cap_the_rest_capped() -> None:
+    videos = [video("c", 3), video("a", 1), video("b", 2)]  # the listing's order is not trusted
+    assert outcomes(videos) == ["a:processed", "b:processed", "c:capped"]
+
+
+def test_too_old_is_decided_by_the_runs_time_not_the_cap() -> None:
+    assert outcomes([video("a", 1), video("old", 25), video("edge", 24)]) == [
+        "a:processed",
+        "edge:processed",
+        "old:skipped_too_old",
+    ]
+
+
+def test_seen_by_another_run_is_skipped_and_does_not_use_the_cap() -> None:
+    seen = {"a": seen_value("runOld", "exc_p1_00000000000000000001")}
+    decided = decide(
+        [video("a", 1), video("b", 2), video("c", 3)],
+        seen,
+        run="runA",
+        as_of_ms=NOW,
+        max_age_hours=24,
+        cap=2,
+    )
+    assert [(d.video.video_id, d.outcome, d.execution_id) for d in decided] == [
+        ("a", "skipped_seen", "exc_p1_00000000000000000001"),
+        ("b", "processed", None),
+        ("c", "processed", None),
+    ]
+
+
+def test_what_this_run_started_before_a_crash_keeps_its_place_in_the_cap() -> None:
+    """A newer video appeared between the two attempts of a pick: the video the first attempt
+    started stays processed, and the cap is not exceeded."""
+    seen = {"b": seen_value("runA", "exc_p1_00000000000000000002")}
+    videos = [video("new", 0.5), video("b", 2), video("c", 3)]
+    assert outcomes(videos, seen) == ["new:processed", "b:processed", "c:capped"]
+    assert outcomes(videos, seen, cap=1) == ["new:capped", "b:processed", "c:capped"]
+
+
+def test_a_video_listed_twice_is_decided_once_and_one_without_a_date_fails() -> None:
+    assert outcomes([video("a", 1), video("a", 1), video("x", None)]) == [
+        "a:processed",
+        "x:failed",
+    ]
+
+
+def test_published_ms_reads_the_apis_times() -> None:
+    assert published_ms("2026-09-21T14:13:20Z") == NOW
+    assert published_ms("2026-09-21T14:13:20.000+00:00") == NOW
+    assert published_ms("2026-09-21T14:13:20") == NOW  # no zone: UTC
+    assert published_ms("yesterday") is None
+    assert published_ms(None) is None

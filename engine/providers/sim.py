@@ -64,8 +64,6 @@ __all__ = [
     "SimTranscriber",
     "SimYouTube",
     "Transcription",
-    "estimate_audio_cost",
-    "estimate_llm_cost",
     "seed_of",
     "simulate_call",
     "tokens_of",
@@ -287,13 +285,3 @@ class SimYouTube:
         usage = {"quota_units": 1 + max(1, math.ceil(len(videos) / _PAGE))}
         title = " ".join(w.title() for w in rng.sample(_WORDS, 2))
         return ChannelListing(channel_id, title, videos, usage)
-
-
-def estimate_audio_cost(seconds: int = 600) -> int:
-    """Upper estimate of a transcription before the audio length is known (10 minutes)."""
-    return audio_cost(seconds)
-
-
-def estimate_llm_cost(prompt_chars: int, max_tokens: int) -> int:
-    """Upper estimate of a completion: the prompt plus every allowed completion token."""
-    return llm_cost(max(1, math.ceil(prompt_chars / 4)), max_tokens)

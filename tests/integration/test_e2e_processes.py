@@ -71,5 +71,10 @@ def test_transcript_through_separate_processes(
 
         active = http.get("/v1/executions/me?active=1", headers=auth).json()
         assert active["executions"] == []
+        # The balance paid the fee and the transcriber's cost, exactly what the execution shows.
+        execution = done["execution"]
+        assert isinstance(execution, dict)
+        cost = execution["cost_coins"]
+        assert cost > execution["fee_coins"] == pytest.approx(0.01)
         me = http.get("/v1/me", headers=auth).json()
-        assert me["account"]["balance_coins"] == pytest.approx(0.99)
+        assert me["account"]["balance_coins"] == pytest.approx(1 - cost)

@@ -26,6 +26,9 @@ def test_there_are_golden_logs() -> None:
         "cancelled",
         "three_steps",
         "insufficient_balance",
+        "uncovered_cost_capped",
+        "billed_out_of_balance",
+        "billed_takeover_retried",
     }
 
 

@@ -9,8 +9,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from engine import plan
 from engine.events import (
     AnyEvent,
+    CostCharged,
+    CostReleased,
     ExecutionCompleted,
     ExecutionRequested,
     StepCompleted,
@@ -74,6 +77,7 @@ async def test_killed_worker_mid_step_is_taken_over(
     try:
         executions = [await _request(runtime) for _ in range(3)]
         ids = [x.execution_id for x in executions]
+        owners = {x.execution_id: x.owner for x in executions}
         first = Role(["worker"], env, tmp_path / "first.log")
         # Every execution is inside its slow second step: step 0 is completed and durable.
         await eventually(
@@ -107,6 +111,20 @@ async def test_killed_worker_mid_step_is_taken_over(
             assert [s.attempt for s in restarted] == [1, 2]
             assert restarted[1].epoch > restarted[0].epoch
             assert restarted[1].worker_id != restarted[0].worker_id
+            # The killed attempt's reservation was released by the heir; the owner paid the fee
+            # and the settled costs, nothing more.
+            released = [e for e in history if isinstance(e, CostReleased)]
+            assert [(r.step_index, r.attempt, r.reason) for r in released if r.step_index == 1] == [
+                (1, 1, "abandoned"),
+                (1, 2, "settled"),
+            ]
+            assert plan.fold(history).held == {}
+            charged = sum(e.amount for e in history if isinstance(e, CostCharged))
+            owner = owners[xid]
+            assert (
+                await runtime.store.redis.get(runtime.store.keys.balance(owner))
+                == str(1_000_000 - 10_000 - charged).encode()
+            )
     finally:
         for role in (first, second):
             if role is not None:

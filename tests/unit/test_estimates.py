@@ -4,7 +4,6 @@ random inputs, prompts and params."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import anyio
@@ -12,11 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.events import StepSpec
-from engine.providers.registry import Providers
-from engine.settings import Settings
-from engine.tools import TOOLS, StepResult, ToolContext
+from engine.tools import TOOLS
+from tests.unit.test_tools_outputs import Blobs, run
 
-_SIM = Settings(sim_latency_ms=0)
 _words = st.lists(st.sampled_from(["budget", "vote", "ünïcode", "river", "!", "\n"]), max_size=400)
 text = _words.map(" ".join)
 prompt = st.text(max_size=300)
@@ -28,46 +25,23 @@ item = st.builds(
 _CHECKS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-async def _run(
-    tool_id: str, input: dict[str, Any], spec: StepSpec, blobs: dict[str, bytes]
-) -> StepResult:
-    async def load(sha256: str) -> bytes | None:
-        return blobs.get(sha256)
-
-    ctx = ToolContext(
-        execution_id="exc_p0_00000000000000000001",
-        owner="acc_1",
-        step_index=1,
-        attempt=1,
-        spec=spec,
-        input=input,
-        settings=_SIM,
-        load_blob=load,
-        providers=Providers(),
-    )
-    return await TOOLS[tool_id].run(ctx)
-
-
-def _previous(result: StepResult, blobs: dict[str, bytes]) -> dict[str, Any]:
-    """What engine.plan hands the next step, with the blob stored as the worker would."""
-    ref = None
-    if result.blob is not None:
-        digest = hashlib.sha256(result.blob).hexdigest()
-        blobs[digest] = result.blob
-        ref = {"sha256": digest, "size": len(result.blob)}
-    return {"step_index": 0, "tool_id": "?", "output": result.output, "output_ref": ref}
-
-
-def _check(tool_id: str, input: dict[str, Any], spec: StepSpec, blobs: dict[str, bytes]) -> None:
+def _check(
+    tool_id: str,
+    input: dict[str, Any],
+    blobs: Blobs,
+    params: dict[str, Any] | None = None,
+    prompt: str = "",
+) -> None:
+    spec = StepSpec(step_id="stp_1", tool_id=tool_id, prompt_text=prompt, params=params or {})
     estimate = TOOLS[tool_id].estimate_cost(input, spec)
-    cost = anyio.run(_run, tool_id, input, spec, blobs).cost
+    cost = anyio.run(run, tool_id, input, blobs, params, prompt).cost
     assert cost <= estimate, (tool_id, cost, estimate)
 
 
 @_CHECKS
 @given(item=item)
 def test_transcribe_estimate_covers_the_transcriber(item: dict[str, Any]) -> None:
-    _check("transcribe", item, StepSpec(step_id="s", tool_id="transcribe"), {})
+    _check("transcribe", item, Blobs())
 
 
 @_CHECKS
@@ -81,22 +55,16 @@ def test_transcribe_estimate_covers_the_transcriber(item: dict[str, Any]) -> Non
 def test_llm_prompt_estimate_covers_the_completion(
     context: str | None, prompt: str, max_tokens: int, before: str | None, item: dict[str, Any]
 ) -> None:
-    blobs: dict[str, bytes] = {}
+    blobs = Blobs()
     input: dict[str, Any] = {} if context is None else {"text": context}
     if before == "inline":
         output = {"text": f"x{context or ''}"}
         input["previous"] = {"step_index": 0, "tool_id": "?", "output": output}
     elif before == "transcript":
-        transcript = anyio.run(
-            _run, "transcribe", item, StepSpec(step_id="t", tool_id="transcribe"), blobs
-        )
-        input["previous"] = _previous(transcript, blobs)
+        input["previous"] = blobs.put(anyio.run(run, "transcribe", item, blobs))
     if not (prompt.strip() or (context or "").strip() or before):
         return  # no prompt and no input: the tool refuses before calling the LLM
-    spec = StepSpec(
-        step_id="s", tool_id="llm_prompt", prompt_text=prompt, params={"max_tokens": max_tokens}
-    )
-    _check("llm_prompt", input, spec, blobs)
+    _check("llm_prompt", input, blobs, {"max_tokens": max_tokens}, prompt)
 
 
 @_CHECKS
@@ -111,23 +79,15 @@ def test_llm_prompt_estimate_covers_the_completion(
 def test_document_estimates_cover_the_llm_and_a_fetched_transcript(
     tool_id: str, source: str, context: str, prompt: str, max_tokens: int, item: dict[str, Any]
 ) -> None:
-    blobs: dict[str, bytes] = {}
+    blobs = Blobs()
     input: dict[str, Any] = dict(item)
     if source == "text":
         input["text"] = context
     elif source in ("transcript", "document"):
-        transcript = anyio.run(
-            _run, "transcribe", item, StepSpec(step_id="t", tool_id="transcribe"), blobs
-        )
-        input = {"previous": _previous(transcript, blobs)}
+        input = {"previous": blobs.put(anyio.run(run, "transcribe", item, blobs))}
         if source == "document":  # claims after a summary: it hops to the summary's transcript
-            summary_spec = StepSpec(step_id="u", tool_id="summary_review")
-            summary = anyio.run(_run, "summary_review", input, summary_spec, blobs)
-            input = {"previous": _previous(summary, blobs)}
-    spec = StepSpec(
-        step_id="s", tool_id=tool_id, prompt_text=prompt, params={"max_tokens": max_tokens}
-    )
-    _check(tool_id, input, spec, blobs)
+            input = {"previous": blobs.put(anyio.run(run, "summary_review", input, blobs))}
+    _check(tool_id, input, blobs, {"max_tokens": max_tokens}, prompt)
 
 
 def test_youtube_tools_cost_nothing() -> None:

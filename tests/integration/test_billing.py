@@ -15,7 +15,6 @@ import pytest
 
 from engine import accounts, billing
 from engine.events import (
-    AnyEvent,
     CostCharged,
     CostReleased,
     CostReserved,
@@ -42,6 +41,7 @@ from engine.worker import Worker
 from projections.fold import fold
 from projections.views import execution_json
 from tests.helpers import eventually
+from tests.integration.test_worker import llm, of_type, transcribe
 
 pytestmark = pytest.mark.anyio
 
@@ -116,14 +116,6 @@ async def funded(runtime: Runtime, micro: int) -> str:
     return made.account_id
 
 
-def transcribe() -> StepSpec:
-    return StepSpec(step_id=new_id("stp"), tool_id="transcribe")
-
-
-def llm(prompt: str) -> StepSpec:
-    return StepSpec(step_id=new_id("stp"), tool_id="llm_prompt", prompt_text=prompt)
-
-
 def source_input(**extra: Any) -> dict[str, Any]:
     item = new_id("itm")
     return {"item_id": item, "source": f"https://youtu.be/{item[-11:]}", "lang": "en", **extra}
@@ -146,10 +138,6 @@ async def request(
     )
     await runtime.store.request(event)
     return event
-
-
-def of_type(events: list[AnyEvent], kind: type[Any]) -> list[Any]:
-    return [e for e in events if isinstance(e, kind)]
 
 
 async def audited(runtime: Runtime, owner: str) -> billing.Audit:

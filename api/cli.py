@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from engine.billing import Audit, audit
 from engine.errors import ConfigError, EngineError
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -377,9 +378,40 @@ async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
         elif args.accounts_command == "revoke":
             account_id = await accounts.revoke_api_key(runtime, args.key)
             print(f"revoked an API key of {account_id}")
+        elif args.accounts_command == "audit":
+            report = await audit(runtime, args.account_id)
+            _print_audit(report)
+            return 0 if report.ok else 1
     finally:
         await runtime.close()
     return 0
+
+
+def _print_audit(report: Audit) -> None:
+    """An account's audit as ``name: value`` lines, then its problems (none: ``status: ok``)."""
+    from engine.settings import micro_to_coins
+
+    print(f"account_id:      {report.account_id}")
+    print(f"balance_coins:   {micro_to_coins(report.balance)}")
+    print(f"ledger_entries:  {report.entries}")
+    for name, micro in (
+        ("credits", report.credits),
+        ("charges", report.charges),
+        ("releases", report.releases),
+        ("expected", report.expected_balance),
+    ):
+        print(f"{name + '_coins:':<17}{micro_to_coins(micro)}")
+    print(f"held_coins:      {micro_to_coins(sum(report.held.values()))} "
+          f"({len(report.held)} open reservations)")  # fmt: skip
+    print(f"uncovered_coins: {micro_to_coins(report.uncovered)}")
+    for kind, micro in sorted(report.totals.items()):
+        print(f"  {kind}: {micro_to_coins(micro)}")
+    if report.ok:
+        print("status: ok (balance = credits - charges + releases)")
+        return
+    print(f"status: {len(report.problems)} problem(s)")
+    for problem in report.problems:
+        print(f"  - {problem}")
 
 
 # -- argument parsing ----------------------------------------------------------------------
@@ -435,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     accounts = sub.add_parser(
-        "accounts", help="create accounts, credit coins, mint tokens, issue and revoke keys"
+        "accounts",
+        help="create accounts, credit coins, mint tokens, issue and revoke keys, audit ledgers",
     )
     acc = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
     create = acc.add_parser("create", help="create an account with coins")
@@ -454,6 +487,12 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("account_id")
     revoke = acc.add_parser("revoke", help="revoke an API key at once")
     revoke.add_argument("key", help="the key itself (ck_live_…) or its sha256 (key_hash)")
+    audit_cmd = acc.add_parser(
+        "audit",
+        help="recompute an account from its ledger: balance = credits - charges + releases "
+        "(exit 1 when anything does not add up)",
+    )
+    audit_cmd.add_argument("account_id")
     return parser
 
 

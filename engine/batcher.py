@@ -16,7 +16,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from engine.errors import ConcurrencyConflict, StoreUnavailable
+from engine.errors import BalanceRefused, ConcurrencyConflict, StoreUnavailable
 from engine.events import AnyEvent
 from engine.store import AppendOp, AppendResult, EventStore
 
@@ -52,7 +52,7 @@ class AppendBatcher:
 
     async def append(self, op: AppendOp) -> list[AnyEvent]:
         """Append ``op`` in the next batch: the events stamped, or ConcurrencyConflict /
-        StoreUnavailable exactly as :meth:`EventStore.append` raises them.
+        BalanceRefused / StoreUnavailable exactly as :meth:`EventStore.append` raises them.
 
         A caller cancelled before its append was sent withdraws it (a job that lost its lease
         writes nothing more); once sent, it is written or refused by the expected seq as usual.
@@ -66,7 +66,7 @@ class AppendBatcher:
             pending.abandoned = True
             raise
         result = pending.result
-        if isinstance(result, ConcurrencyConflict | StoreUnavailable):
+        if isinstance(result, ConcurrencyConflict | BalanceRefused | StoreUnavailable):
             raise result
         assert result is not None
         return result

@@ -16,8 +16,15 @@ index, and the record is written only if absent, so a retry or a takeover never 
 that takes an execution over publishes what its predecessor may not have.
 
 A conflict means someone else wrote: reload and re-plan, or drop the job quietly when the lease is
-gone. Provider cost is recorded on StepCompleted (cost, usage) but NOT charged to the owner yet:
-that is the billing issue (see the comment in ``Drive._start_step``).
+gone.
+
+Provider cost (engine.billing): a step's estimated cost is reserved in the append of its
+StepStarted (after releasing the reservation of an attempt a dead worker left open); its outcome's
+append releases the reservation and, when it completed, charges the actual cost; every terminal
+append releases whatever is still held. The money moves in the same script as the events. When the
+balance refuses a move, nothing was written and the append is rewritten: a refused reservation
+becomes a StepFailed ``insufficient_balance`` in place of the StepStarted (no provider call), a
+refused settlement is capped at what the balance holds (the rest recorded as uncovered).
 """
 
 from __future__ import annotations
@@ -31,11 +38,13 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
-from engine import codec, plan
-from engine.errors import ConcurrencyConflict, ToolError
+from engine import billing, codec, plan
+from engine.errors import BalanceRefused, ConcurrencyConflict, ToolError
 from engine.events import (
     AnyEvent,
     BlobRef,
+    CostCharged,
+    CostReserved,
     ExecutionCancelled,
     ExecutionCompleted,
     ExecutionFailed,
@@ -98,6 +107,7 @@ class Drive:
         self.store = worker.store
         self.xid = job.execution_id
         self.state = plan.ExecState()
+        self.base = self.state  # the state at ``durable``, before the pending events
         self.durable = 0  # the seq the store has confirmed
         self.pending: list[AnyEvent] = []
         self.blobs: list[tuple[str, bytes]] = []  # (sha256, data) named by the pending events
@@ -142,10 +152,12 @@ class Drive:
                         return
                     await self._wait(at_ms)
                 case plan.Complete(cost=cost):
+                    self._release_held("ended")
                     self._buffer(ExecutionCompleted(execution_id=self.xid, cost=cost))
                     if await self._end():
                         return
                 case plan.Fail(code=code, message=message, http_status=status):
+                    self._release_held("ended")
                     self._buffer(
                         ExecutionFailed(
                             execution_id=self.xid, code=code, message=message, http_status=status
@@ -165,6 +177,7 @@ class Drive:
                                 retryable=False,
                             )
                         )
+                    self._release_held("cancelled")
                     self._buffer(ExecutionCancelled(execution_id=self.xid, step_index=index))
                     if await self._end():
                         return
@@ -174,7 +187,7 @@ class Drive:
     # -- state -----------------------------------------------------------------------------------
     def _adopt(self, history: list[AnyEvent]) -> bool:
         """Take ``history`` as the truth; False when a newer lease holder has written."""
-        self.state = plan.fold(history)
+        self.state = self.base = plan.fold(history)
         self.durable = self.job.known_seq = self.state.seq
         self.pending.clear()
         self.blobs.clear()
@@ -189,6 +202,16 @@ class Drive:
         self.pending.append(stamped)
         self.state = plan.apply(self.state, stamped)
 
+    def _rebuild(self, pending: list[AnyEvent]) -> None:
+        """Replace the pending events (stamped from ``durable + 1`` on) and re-plan on them."""
+        self.pending = pending
+        self.state = plan.fold(pending, self.base)
+
+    def _release_held(self, reason: str) -> None:
+        """Buffer the release of every reservation still held."""
+        for release in billing.releases(self.state.held.values(), reason):
+            self._buffer(release)
+
     def _finish(self, *, acked: bool) -> None:
         if not acked:
             self.w.ack(self.job)
@@ -196,29 +219,62 @@ class Drive:
 
     async def _flush(self, *, terminal: bool = False) -> bool:
         """Append the pending events (the terminal ones with the ack of the execution's entry);
-        False after a conflict (state reloaded, or job lost)."""
-        if not self.pending:
-            return True
-        op = AppendOp(
-            self.xid,
-            self.durable,
-            tuple(self.pending),
-            expire_ms=self.w.settings.retention_ms if terminal else 0,
-            blobs=tuple(self.blobs),
-            ack=self.job.entry_id if terminal else None,
-        )
-        try:
-            written = await self.w.batcher.append(op)
-        except ConcurrencyConflict:
-            await self._reload_after_conflict()
-            return False
-        self.durable = self.job.known_seq = written[-1].seq
-        flushed = [e for e in self.pending if isinstance(e, StepCompleted)]
-        self.pending.clear()
-        self.blobs.clear()
-        if flushed:
-            await self._publish(flushed)
+        False after a conflict (state reloaded, or job lost) or a refused reservation (the
+        pending events now fail the step instead)."""
+        while self.pending:
+            op = AppendOp(
+                self.xid,
+                self.durable,
+                tuple(self.pending),
+                expire_ms=self.w.settings.retention_ms if terminal else 0,
+                blobs=tuple(self.blobs),
+                ack=self.job.entry_id if terminal else None,
+                owner=self.job.owner,
+            )
+            try:
+                written = await self.w.batcher.append(op)
+            except ConcurrencyConflict:
+                await self._reload_after_conflict()
+                return False
+            except BalanceRefused as refused:
+                if self._refused(refused):
+                    continue
+                return False
+            self.durable = self.job.known_seq = written[-1].seq
+            self.base = self.state
+            flushed = [e for e in self.pending if isinstance(e, StepCompleted)]
+            self.pending.clear()
+            self.blobs.clear()
+            if flushed:
+                await self._publish(flushed)
         return True
+
+    def _refused(self, refused: BalanceRefused) -> bool:
+        """Rewrite the pending events after the balance refused one of their money moves; True
+        when they are worth appending again at once (a settlement capped at the balance), False
+        when the step the refused reservation paid for now fails instead of starting."""
+        event = self.pending[refused.event_index]
+        if isinstance(event, CostCharged):
+            pending = list(self.pending)
+            pending[refused.event_index] = codec.stamp(
+                billing.capped(event, refused.available), event.seq
+            )
+            self._rebuild(pending)
+            return True
+        assert isinstance(event, CostReserved), event
+        self._rebuild(self.pending[: refused.event_index])
+        self._buffer(
+            StepFailed(
+                execution_id=self.xid,
+                step_index=event.step_index,
+                attempt=event.attempt,
+                code="insufficient_balance",
+                message=f"the balance ({refused.available} micro-coins) cannot cover the "
+                f"step's estimated cost ({event.amount})",
+                retryable=False,
+            )
+        )
+        return False
 
     async def _reload_after_conflict(self) -> None:
         self.conflicts += 1
@@ -264,15 +320,18 @@ class Drive:
 
     # -- steps -----------------------------------------------------------------------------------
     async def _start_step(self, action: plan.StartStep) -> bool:
-        """Append StepStarted (with what was pending), run the tool, buffer the outcome."""
+        """Reserve the step's estimated cost and append StepStarted (with what was pending), run
+        the tool, buffer the outcome with its money events."""
         req = self.state.requested
         assert req is not None
         spec = req.workflow.steps[action.index]
         tool = RUNNABLE.get(spec.tool_id)
-        estimated = tool.estimate_cost(action.input) if tool else 0
-        # Billing (DESIGN §6) goes here: refuse the step with insufficient_balance when the
-        # owner's balance cannot cover ``estimated``, and settle the actual cost on completion.
-        # Provider cost is only recorded for now, not charged.
+        estimated = tool.estimate_cost(action.input, spec) if tool else 0
+        # Still held here: the reservation of an attempt whose worker died (or lost its lease)
+        # mid-call. This attempt replaces it.
+        self._release_held("abandoned")
+        if estimated > 0:
+            self._buffer(billing.reservation(self.xid, action.index, action.attempt, estimated))
         self._buffer(
             StepStarted(
                 execution_id=self.xid,
@@ -292,6 +351,10 @@ class Drive:
             return True
         for event in outcome:
             self._buffer(event)
+        done = outcome[0]
+        self._release_held("settled" if isinstance(done, StepCompleted) else "failed")
+        if isinstance(done, StepCompleted) and done.cost > 0:
+            self._buffer(billing.settlement(self.xid, action.index, action.attempt, done.cost))
         return True
 
     async def _call(

@@ -9,6 +9,7 @@
     ├── InvalidRequest         input the engine refuses (bad id, unknown tool, …)
     ├── IdempotencyMismatch    an Idempotency-Key reused with another body
     ├── InsufficientBalance    the owner's balance cannot cover a fee or a step's cost
+    │   └── BalanceRefused     an append's money movement was refused (nothing written)
     └── ToolError              a tool or provider failed; carries code and retryable
 
 Redis errors are translated at the store boundary; the API maps each class to one HTTP status.
@@ -75,6 +76,21 @@ class InsufficientBalance(EngineError):
     """The balance cannot cover the fee or the estimated cost."""
 
     code = "insufficient_balance"
+
+
+class BalanceRefused(InsufficientBalance):
+    """An append carried a money movement the owner's balance cannot cover, so nothing of the
+    append was written. ``event_index`` is the position of the refused money event in the append,
+    ``available`` the balance it met (micro-coins)."""
+
+    def __init__(self, execution_id: str, event_index: int, available: int) -> None:
+        super().__init__(
+            f"{execution_id}: event {event_index} of the append needs more than the {available} "
+            "micro-coins available"
+        )
+        self.execution_id = execution_id
+        self.event_index = event_index
+        self.available = available
 
 
 class ToolError(EngineError):

@@ -20,9 +20,13 @@ Who emits what:
     api (engine.commands)  ExecutionRequested, ExecutionCancelRequested
     scheduler              ExecutionRequested (a schedule run, engine.schedule_runs)
     worker                 ExecutionStarted, StepStarted, StepCompleted, StepFailed,
-                           StepRetryScheduled, CostCharged, ExecutionCompleted, ExecutionFailed,
-                           ExecutionCancelled; in a schedule run, ExecutionRequested of each video's
-                           execution and RunItemRecorded
+                           StepRetryScheduled, CostReserved, CostCharged, CostReleased,
+                           ExecutionCompleted, ExecutionFailed, ExecutionCancelled; in a schedule
+                           run, ExecutionRequested of each video's execution and RunItemRecorded
+
+Money events (CostReserved, CostCharged, CostReleased) are appended by the same script that moves
+the owner's balance and writes the ledger entry (engine.billing): the log and the ledger cannot
+disagree, and an append refused by its expected seq moves no money.
 """
 
 from __future__ import annotations
@@ -167,12 +171,17 @@ class StepRetryScheduled(Event, tag=True, frozen=True, kw_only=True):
 
 class CostCharged(Event, tag=True, frozen=True, kw_only=True):
     """Provider cost was charged to the owner. ``charge_id`` is unique: a retried write of the same
-    charge never charges twice."""
+    charge never charges twice.
+
+    The worker settles a completed step with one (``settle:{execution}:{step}:{attempt}``).
+    ``uncovered`` is the part of the step's actual cost the balance could not pay: the balance
+    never goes negative, so ``amount`` is what was taken and the rest is written off."""
 
     charge_id: str
     amount: int
     step_index: int | None = None
     reason: str = "provider"
+    uncovered: int = 0
 
 
 class ExecutionCompleted(Event, tag=True, frozen=True, kw_only=True):
@@ -222,6 +231,34 @@ class RunItemRecorded(Event, tag=True, frozen=True, kw_only=True):
     reason: str = ""
 
 
+class CostReserved(Event, tag=True, frozen=True, kw_only=True):
+    """Before ``attempt`` of step ``step_index`` starts, its estimated cost (``amount``,
+    micro-coins) was taken from the owner's balance and held. Emitted by the worker in the append
+    of the StepStarted it pays for; ``charge_id`` is ``reserve:{execution}:{step}:{attempt}``.
+    Every reservation ends in exactly one CostReleased."""
+
+    charge_id: str
+    amount: int
+    step_index: int
+    attempt: int
+
+
+class CostReleased(Event, tag=True, frozen=True, kw_only=True):
+    """A reservation's held ``amount`` went back to the owner's balance, because its attempt
+    ``reason``: ``settled`` (completed; a CostCharged takes the actual cost in the same append),
+    ``failed``, ``abandoned`` (its worker died or lost the lease: a takeover starts the step
+    again), ``cancelled``, or ``ended`` (the execution ended otherwise, e.g. dead-lettered).
+    ``charge_id`` is ``release:{execution}:{step}:{attempt}``; ``reservation`` is the
+    CostReserved's charge id."""
+
+    charge_id: str
+    reservation: str
+    amount: int
+    step_index: int
+    attempt: int
+    reason: str
+
+
 AnyEvent = (
     ExecutionRequested
     | ExecutionStarted
@@ -235,6 +272,8 @@ AnyEvent = (
     | ExecutionCancelRequested
     | ExecutionCancelled
     | RunItemRecorded
+    | CostReserved
+    | CostReleased
 )
 
 TERMINAL_EVENTS = (ExecutionCompleted, ExecutionFailed, ExecutionCancelled)

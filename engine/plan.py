@@ -13,6 +13,11 @@ Rules (DESIGN §5):
       the scheduled attempt. A ``StepFailed`` without one ends the execution.
     * A cancel request wins over everything but a terminal event.
     * Terminal executions (and unknown ones) need nothing.
+    * Money (engine.billing): the state lists the reservations still ``held`` (a CostReserved
+      with no CostReleased yet); the worker releases them when their attempt ends, when a
+      takeover starts the step again, and before any terminal event. A ``StepFailed`` with code
+      ``insufficient_balance`` (a reservation the balance refused: the step never started) ends
+      the execution with 402.
 
 Per-item executions (``process_collection``; ``schedule_run``, whose items are its channels): the
 snapshot's steps are the workflow's steps repeated once per item, and each ``step_inputs[i]`` names
@@ -38,6 +43,8 @@ from engine.events import (
     PER_ITEM_KINDS,
     AnyEvent,
     CostCharged,
+    CostReleased,
+    CostReserved,
     ExecutionCancelled,
     ExecutionCancelRequested,
     ExecutionCompleted,
@@ -73,6 +80,8 @@ class ExecState(msgspec.Struct, frozen=True, kw_only=True):
     cancel_requested: bool = False
     last_epoch: int = 0
     charged: int = 0  # provider cost charged through CostCharged events
+    step_charges: dict[int, int] = msgspec.field(default_factory=dict)  # of those, by step
+    held: dict[str, CostReserved] = msgspec.field(default_factory=dict)  # open, by charge id
     # Per-item executions: the final failure of each failed item, by item index.
     failed_items: dict[int, StepFailed] = msgspec.field(default_factory=dict)
 
@@ -91,8 +100,11 @@ class ExecState(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def steps_cost(self) -> int:
-        """Provider cost of the completed steps, in micro-coins."""
-        return sum(c.cost for c in self.completed.values())
+        """Provider cost in micro-coins: every CostCharged, plus what a completed step that no
+        charge names reported (a log written before provider cost was charged). The same rule
+        as projections.fold."""
+        reported = sum(c.cost for i, c in self.completed.items() if i not in self.step_charges)
+        return self.charged + reported
 
 
 def apply(state: ExecState, event: AnyEvent) -> ExecState:
@@ -149,7 +161,16 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
         case ExecutionCompleted() if s.per_item:
             return replace(_settle_item_failure(s), seq=seq, status="done", in_flight=None)
         case CostCharged():
-            return replace(s, seq=seq, charged=s.charged + event.amount)
+            step_charges = s.step_charges
+            if event.step_index is not None:
+                spent = step_charges.get(event.step_index, 0) + event.amount
+                step_charges = {**step_charges, event.step_index: spent}
+            return replace(s, seq=seq, charged=s.charged + event.amount, step_charges=step_charges)
+        case CostReserved():
+            return replace(s, seq=seq, held={**s.held, event.charge_id: event})
+        case CostReleased():
+            held = {k: v for k, v in s.held.items() if k != event.reservation}
+            return replace(s, seq=seq, held=held)
         case ExecutionCompleted():
             return replace(s, seq=seq, status="done", in_flight=None)
         case ExecutionFailed() | ExecutionCancelled():

@@ -1,44 +1,32 @@
 """The Lua scripts behind the store. Each touches keys of one hash slot only (cluster-safe).
 
-Kept apart from store.py so the Python around them stays readable; only store.py and
-billing.py run them.
+Kept apart from store.py so the Python around them stays readable; only store.py runs them
+(engine.billing turns money events into the moves APPEND_BATCH applies).
 """
 
 from __future__ import annotations
 
-# Expected-version append of one or more events to an execution stream and its partition log.
-# KEYS[1] execution stream  KEYS[2] partition log
-# ARGV[1] expected seq  ARGV[2] PEXPIRE ms for the execution stream (0: none)  ARGV[3..] events
-# -> {1, new_seq, log_id...} or {0, current_seq} on conflict
-APPEND = """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local current = 0
-if #last > 0 then current = tonumber(string.match(last[1][1], '^(%d+)')) end
-local expected = tonumber(ARGV[1])
-if current ~= expected then return {0, current} end
-local out = {1, expected + #ARGV - 2}
-for i = 3, #ARGV do
-  redis.call('XADD', KEYS[1], (expected + i - 2) .. '-0', 'e', ARGV[i])
-  out[#out + 1] = redis.call('XADD', KEYS[2], '*', 'e', ARGV[i])
-end
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-return out
-"""
-
-# APPEND for many executions of one partition in one call (the worker's batches): for each op,
-# check its expected seq; when it holds, store the blobs its events name (SET NX), append the events
-# to the execution stream and the partition log, set the retention, and acknowledge the execution's
-# ExecutionRequested entry of the worker group when one is given. Each op is all or nothing and
-# independent of the others: a StepCompleted never names a blob that is not stored, and a terminal
-# append and the end of its lease cannot be split.
-# KEYS[1] partition log  KEYS[2..] per op: its execution stream, then its blob keys
-# ARGV[1] group  then per op: expected seq, PEXPIRE ms (0: none), entry id to acknowledge
-# ('': none), n blobs, n events, the blob values, the events
-# -> per op two numbers: 1, new seq (written) or 0, current seq (conflict: nothing written)
+# The expected-version append, for one or many executions of one partition in one call (the
+# worker's batches; EventStore.append is a batch of one). For each op: check its expected seq and
+# that the owner's balance covers its money moves taken in order; when both hold, store the blobs
+# its events name (SET NX), apply each money move whose charge id is not applied yet (balance,
+# applied-charges hash, ledger entry), append the events to the execution stream and the partition
+# log, set the retention, and acknowledge the execution's ExecutionRequested entry of the worker
+# group when one is given. Each op is all or nothing and independent of the others: a StepCompleted
+# never names a blob that is not stored, a money event is never written without its money moving
+# (nor money moved without its event), and a terminal append and the end of its lease cannot be
+# split.
+# KEYS[1] partition log  KEYS[2] partition's applied charges
+# KEYS[3..] per op: its execution stream, then (only when it has money moves) the owner's balance
+# and ledger, then its blob keys
+# ARGV[1] group  ARGV[2] now ms  then per op: expected seq, PEXPIRE ms (0: none), entry id to
+# acknowledge ('': none), n blobs, n events, n moves, execution id, the blob values, the events,
+# then per move: kind, charge id, signed amount (micro-coins), uncovered amount
+# -> per op four numbers: 1, new seq, 0, 0 (written) | 0, current seq, 0, 0 (conflict) |
+#    2, current seq, n, balance (the op's n-th move would take the balance below zero)
 APPEND_BATCH = """
-local log = KEYS[1]
-local k, a = 2, 2
+local log, charges, now = KEYS[1], KEYS[2], ARGV[2]
+local k, a = 3, 3
 local out = {}
 while a <= #ARGV do
   local stream = KEYS[k]
@@ -47,16 +35,50 @@ while a <= #ARGV do
   local ack = ARGV[a + 2]
   local blobs = tonumber(ARGV[a + 3])
   local events = tonumber(ARGV[a + 4])
-  a = a + 5
+  local moves = tonumber(ARGV[a + 5])
+  local xid = ARGV[a + 6]
+  a = a + 7
+  local balance_key, ledger_key, blob_k = KEYS[k + 1], KEYS[k + 2], k + 1
+  if moves > 0 then blob_k = k + 3 end
+  local m = a + blobs + events
   local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   local current = 0
   if #last > 0 then current = tonumber(string.match(last[1][1], '^(%d+)')) end
+  local status, refused, available = 1, 0, 0
   if current ~= expected then
-    out[#out + 1] = 0
-    out[#out + 1] = current
-  else
+    status = 0
+  elseif moves > 0 then
+    local balance = tonumber(redis.call('GET', balance_key) or '0')
+    for j = 0, moves - 1 do
+      if redis.call('HEXISTS', charges, ARGV[m + 4 * j + 1]) == 0 then
+        local after = balance + tonumber(ARGV[m + 4 * j + 2])
+        if after < 0 then
+          status, refused, available = 2, j + 1, balance
+          break
+        end
+        balance = after
+      end
+    end
+  end
+  if status == 1 then
     for i = 0, blobs - 1 do
-      redis.call('SET', KEYS[k + 1 + i], ARGV[a + i], 'NX')
+      redis.call('SET', KEYS[blob_k + i], ARGV[a + i], 'NX')
+    end
+    for j = 0, moves - 1 do
+      local kind, id = ARGV[m + 4 * j], ARGV[m + 4 * j + 1]
+      local amount, uncovered = ARGV[m + 4 * j + 2], ARGV[m + 4 * j + 3]
+      if redis.call('HSETNX', charges, id, amount) == 1 then
+        redis.call('INCRBY', balance_key, amount)
+        -- The balance as Redis stores it: Lua's tostring of a large number would print 1e+14.
+        local balance = redis.call('GET', balance_key)
+        if uncovered == '0' then
+          redis.call('XADD', ledger_key, '*', 'charge_id', id, 'kind', kind, 'amount', amount,
+            'balance', balance, 'execution_id', xid, 'at', now)
+        else
+          redis.call('XADD', ledger_key, '*', 'charge_id', id, 'kind', kind, 'amount', amount,
+            'balance', balance, 'execution_id', xid, 'at', now, 'uncovered', uncovered)
+        end
+      end
     end
     for i = 0, events - 1 do
       local event = ARGV[a + blobs + i]
@@ -65,11 +87,14 @@ while a <= #ARGV do
     end
     if ttl > 0 then redis.call('PEXPIRE', stream, ttl) end
     if ack ~= '' then redis.call('XACK', log, ARGV[1], ack) end
-    out[#out + 1] = 1
-    out[#out + 1] = expected + events
+    current = expected + events
   end
-  k = k + 1 + blobs
-  a = a + blobs + events
+  out[#out + 1] = status
+  out[#out + 1] = current
+  out[#out + 1] = refused
+  out[#out + 1] = available
+  k = blob_k + blobs
+  a = m + 4 * moves
 end
 return out
 """

@@ -21,9 +21,10 @@ from typing import Any, Literal, NamedTuple, cast
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from engine import codec, scripts
+from engine import billing, codec, scripts
 from engine.connection import RedisClient
 from engine.errors import (
+    BalanceRefused,
     ConcurrencyConflict,
     ConfigError,
     IdempotencyMismatch,
@@ -88,7 +89,9 @@ class AppendOp(NamedTuple):
     ``blobs`` are ``(sha256, data)`` pairs stored (SET NX, in the execution's partition) before
     the events, so an event never names a blob that is not stored. ``ack`` is the execution's
     ExecutionRequested log entry: acknowledged in the worker group atomically with a successful
-    append (the terminal one), never after a conflict.
+    append (the terminal one), never after a conflict. ``owner`` is the execution's owner, needed
+    when the events include money events (engine.billing): their balance moves, ledger entries
+    and applied charge ids are written by the same script, or nothing is.
     """
 
     execution_id: str
@@ -97,6 +100,7 @@ class AppendOp(NamedTuple):
     expire_ms: int = 0
     blobs: Sequence[tuple[str, bytes]] = ()
     ack: str | None = None
+    owner: str | None = None
 
 
 RefusalReason = Literal["running", "seen", "moved"]
@@ -113,7 +117,7 @@ class Refused:
 
 
 # What append_many answers for one AppendOp: the events stamped, or why they were not written.
-AppendResult = list[AnyEvent] | ConcurrencyConflict | StoreUnavailable
+AppendResult = list[AnyEvent] | ConcurrencyConflict | BalanceRefused | StoreUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +150,6 @@ class EventStore:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
-        self._append = redis.register_script(scripts.APPEND)
         self._append_batch = redis.register_script(scripts.APPEND_BATCH)
         self._request = redis.register_script(scripts.REQUEST)
         self._request_run = redis.register_script(scripts.REQUEST_RUN)
@@ -330,55 +333,47 @@ class EventStore:
         events: Sequence[AnyEvent],
         *,
         expire_ms: int = 0,
+        owner: str | None = None,
     ) -> list[AnyEvent]:
         """Append ``events`` as seq ``expected_seq + 1 …`` only if the execution is at
         ``expected_seq``; returns them stamped. ConcurrencyConflict otherwise.
 
-        ``expire_ms`` sets the execution stream's retention (for terminal events).
+        ``expire_ms`` sets the execution stream's retention (for terminal events). ``owner`` is
+        required when ``events`` include money events; BalanceRefused (nothing written) when one
+        would take the owner's balance below zero.
         """
         if not events:
             return []
+        op = AppendOp(execution_id, expected_seq, events, expire_ms=expire_ms, owner=owner)
         now = _now_ms()
-        stamped = [codec.stamp(e, expected_seq + i, now) for i, e in enumerate(events, 1)]
-        keys = [self.keys.execution(execution_id), self._log_of(execution_id)]
-        args: list[Any] = [expected_seq, expire_ms, *(codec.encode(e) for e in stamped)]
-        result = await self._run(self._append, keys, args)
-        if int(result[0]) != 1:
-            raise ConcurrencyConflict(execution_id, expected_seq, int(result[1]))
-        return stamped
+        stamped = self._stamp(op, now)
+        keys, args = self._batch_call(execution_partition(execution_id), [(op, stamped)], now)
+        result = self._result(op, stamped, await self._run(self._append_batch, keys, args), 0)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def append_many(self, ops: Sequence[AppendOp]) -> list[AppendResult]:
         """Several executions' expected-seq appends in one pipelined round trip.
 
         Each op is checked and written on its own, atomically, as :meth:`append` would, with its
-        blobs and its ack; the ops of one partition share one script call (one slot). The answer
-        for each op is its events stamped, a ConcurrencyConflict (nothing of that op written), or
-        StoreUnavailable when Redis failed its partition's call. StoreUnavailable is raised when the
-        round trip itself failed: any op may then have been written or not, and the expected seq
-        makes a retry safe.
+        blobs, its money moves and its ack; the ops of one partition share one script call (one
+        slot). The answer for each op is its events stamped, a ConcurrencyConflict or a
+        BalanceRefused (nothing of that op written), or StoreUnavailable when Redis failed its
+        partition's call. StoreUnavailable is raised when the round trip itself failed: any op may
+        then have been written or not, and the expected seq makes a retry safe.
         """
         if not ops:
             return []
         now = _now_ms()
-        stamped = [
-            [codec.stamp(e, op.expected_seq + i, now) for i, e in enumerate(op.events, 1)]
-            for op in ops
-        ]
+        stamped = [self._stamp(op, now) for op in ops]
         by_partition: dict[int, list[int]] = {}
         for i, op in enumerate(ops):
             by_partition.setdefault(execution_partition(op.execution_id), []).append(i)
         pipe = self.redis.pipeline(transaction=False)
         calls: list[tuple[list[str], list[Any]]] = []
         for partition, members in by_partition.items():
-            keys = [self.keys.log(partition)]
-            args: list[Any] = [WORKER_GROUP]
-            for i in members:
-                op = ops[i]
-                keys.append(self.keys.execution(op.execution_id))
-                keys.extend(self.keys.blob(partition, sha256) for sha256, _ in op.blobs)
-                args += (op.expected_seq, op.expire_ms, op.ack or "", len(op.blobs), len(op.events))
-                args.extend(data for _, data in op.blobs)
-                args.extend(codec.encode(e) for e in stamped[i])
+            keys, args = self._batch_call(partition, [(ops[i], stamped[i]) for i in members], now)
             # EVALSHA straight into the pipeline: redis-py's Script in a pipeline would first
             # ask SCRIPT EXISTS on every execute (one more round trip each time). A NOSCRIPT
             # answer (after a restart or SCRIPT FLUSH) is retried below through the Script.
@@ -399,12 +394,53 @@ class EventStore:
                 op = ops[i]
                 if isinstance(reply, Exception):
                     results[i] = StoreUnavailable(f"append to {op.execution_id} failed: {reply}")
-                elif int(reply[2 * n]) != 1:
-                    actual = int(reply[2 * n + 1])
-                    results[i] = ConcurrencyConflict(op.execution_id, op.expected_seq, actual)
                 else:
-                    results[i] = stamped[i]
+                    results[i] = self._result(op, stamped[i], reply, n)
         return [r for r in results if r is not None]
+
+    @staticmethod
+    def _stamp(op: AppendOp, now: int) -> list[AnyEvent]:
+        return [codec.stamp(e, op.expected_seq + i, now) for i, e in enumerate(op.events, 1)]
+
+    def _batch_call(
+        self, partition: int, ops: Sequence[tuple[AppendOp, list[AnyEvent]]], now: int
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of one APPEND_BATCH call for ``ops`` (op, its events stamped), all of
+        ``partition``; ``now`` stamps the ledger entries."""
+        keys = [self.keys.log(partition), self.keys.charges(partition)]
+        args: list[Any] = [WORKER_GROUP, now]
+        for op, events in ops:
+            moves = [m for m in map(billing.move_of, events) if m is not None]
+            keys.append(self.keys.execution(op.execution_id))
+            if moves:
+                keys += self._money_keys(op, partition)
+            keys.extend(self.keys.blob(partition, sha256) for sha256, _ in op.blobs)
+            args += (op.expected_seq, op.expire_ms, op.ack or "", len(op.blobs), len(events))
+            args += (len(moves), op.execution_id)
+            args.extend(data for _, data in op.blobs)
+            args.extend(codec.encode(e) for e in events)
+            for move in moves:
+                args += (move.kind, move.charge_id, move.amount, move.uncovered)
+        return keys, args
+
+    def _money_keys(self, op: AppendOp, partition: int) -> list[str]:
+        """The owner's balance and ledger, which must share the execution's slot."""
+        if op.owner is None:
+            raise ValueError(f"{op.execution_id}: an append with money events needs its owner")
+        if self.keys.partition(op.owner) != partition:
+            raise ValueError(f"{op.execution_id} is not in the partition of {op.owner}")
+        return [self.keys.balance(op.owner), self.keys.ledger(op.owner)]
+
+    @staticmethod
+    def _result(op: AppendOp, stamped: list[AnyEvent], reply: Any, n: int) -> AppendResult:
+        """The answer for the ``n``-th op of an APPEND_BATCH reply."""
+        status, seq, refused, available = (int(x) for x in reply[4 * n : 4 * n + 4])
+        if status == 1:
+            return stamped
+        if status == 0:
+            return ConcurrencyConflict(op.execution_id, op.expected_seq, seq)
+        money = [i for i, e in enumerate(stamped) if billing.move_of(e) is not None]
+        return BalanceRefused(op.execution_id, money[refused - 1], available)
 
     async def _run_and_wait(self, script: str, keys: list[str], args: list[Any]) -> tuple[Any, int]:
         """Run ``script``, then WAIT for replicas on the same connection; (reply, replicas).

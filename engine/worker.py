@@ -45,7 +45,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from engine import plan
+from engine import billing, plan
 from engine.batcher import AppendBatcher
 from engine.drive import MAX_CONFLICTS, Drive, Job
 from engine.errors import ConcurrencyConflict
@@ -76,6 +76,8 @@ _INFORMATIONAL = frozenset(
         "StepFailed",
         "StepRetryScheduled",
         "CostCharged",
+        "CostReserved",
+        "CostReleased",
         "ExecutionCompleted",
         "ExecutionFailed",
         "ExecutionCancelled",
@@ -493,10 +495,11 @@ class Worker:
                         retryable=False,
                     )
                 )
+            closing += billing.releases(state.held.values(), "ended")
             closing.append(ExecutionFailed(execution_id=xid, code="internal", message=reason))
             try:
                 await self.store.append(
-                    xid, state.seq, closing, expire_ms=self.settings.retention_ms
+                    xid, state.seq, closing, expire_ms=self.settings.retention_ms, owner=event.owner
                 )
                 break
             except ConcurrencyConflict:

@@ -19,9 +19,13 @@ A terminal status is final: a late event (a cost recorded after cancellation) up
 numbers, never the status.
 
 Costs: a step's cost is what ``CostCharged`` charged for it when any charge names it (each charge
-id counted once), otherwise what its ``StepCompleted`` reported. The execution's cost is its fee
-plus its steps' costs plus charges that name no step. It is derived rather than copied from
+id counted once), otherwise what its ``StepCompleted`` reported (logs written before provider cost
+was charged). The execution's cost is its fee plus its steps' costs plus charges that name no
+step: what the owner's balance actually paid, since the worker settles every completed step with a
+``CostCharged`` (engine.billing). It is derived rather than copied from
 ``ExecutionCompleted.cost``, so it is right while the execution runs and when it is cancelled.
+``CostReserved`` and ``CostReleased`` hold and give back an estimate while a step runs: they are
+not cost, and change nothing in the view but its seq.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from engine.events import (
     PER_ITEM_KINDS,
     AnyEvent,
     CostCharged,
+    CostReleased,
+    CostReserved,
     ExecutionCancelled,
     ExecutionCancelRequested,
     ExecutionCompleted,
@@ -141,6 +147,8 @@ def _apply(view: ExecutionView, event: AnyEvent) -> ExecutionView:
             return _with_step(view, step)
         case CostCharged():
             return _charged(view, event)
+        case CostReserved() | CostReleased():
+            return view
         case ExecutionCompleted():
             if view.kind in PER_ITEM_KINDS:  # the last item may have failed for good just now
                 view = _settle_failures(view, -1, event.at)

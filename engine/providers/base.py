@@ -11,6 +11,7 @@ Costs are micro-coins (1 coin = 1,000,000); usage counts the provider's own unit
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
@@ -150,3 +151,16 @@ def llm_cost(prompt_tokens: int, completion_tokens: int) -> int:
 def audio_cost(seconds: int) -> int:
     """What transcribing ``seconds`` of audio costs, in micro-coins."""
     return seconds * AUDIO_MICRO_PER_SECOND
+
+
+def estimate_audio_cost(seconds: int = 600) -> int:
+    """Upper estimate of a transcription before the audio length is known (10 minutes)."""
+    return audio_cost(seconds)
+
+
+def estimate_llm_cost(prompt_chars: int, max_tokens: int, system_chars: int = 0) -> int:
+    """Upper estimate of a completion: every allowed completion token, and the prompt and system
+    instructions at a token per four characters, each rounded up as the providers count them
+    (a tokenizer that makes more tokens of a text than that is the case the settlement caps)."""
+    prompt_tokens = max(1, math.ceil(prompt_chars / 4)) + math.ceil(system_chars / 4)
+    return llm_cost(prompt_tokens, max_tokens)

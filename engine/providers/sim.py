@@ -66,8 +66,6 @@ __all__ = [
     "SimTranscriber",
     "SimYouTube",
     "Transcription",
-    "estimate_audio_cost",
-    "estimate_llm_cost",
     "seed_of",
     "simulate_call",
     "tokens_of",
@@ -305,13 +303,3 @@ class SimYouTube:
 
 def _iso_at(epoch_s: int) -> str:
     return dt.datetime.fromtimestamp(epoch_s, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def estimate_audio_cost(seconds: int = 600) -> int:
-    """Upper estimate of a transcription before the audio length is known (10 minutes)."""
-    return audio_cost(seconds)
-
-
-def estimate_llm_cost(prompt_chars: int, max_tokens: int) -> int:
-    """Upper estimate of a completion: the prompt plus every allowed completion token."""
-    return llm_cost(max(1, math.ceil(prompt_chars / 4)), max_tokens)

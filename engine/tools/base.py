@@ -98,6 +98,15 @@ class ToolContext:
         return dict(found) if isinstance(found, dict) else {}
 
 
+def estimate_params(spec: StepSpec, schema: type[P]) -> P:
+    """The step's params for an estimate: the schema's defaults when they do not validate (the
+    attempt then fails with ``invalid_input`` before calling any provider)."""
+    try:
+        return msgspec.convert(spec.params, schema)
+    except msgspec.ValidationError:
+        return schema()
+
+
 class Tool(ABC):
     """A step's vocabulary word. Subclasses set the class attributes and implement ``run``."""
 
@@ -118,8 +127,10 @@ class Tool(ABC):
         return self.timeout_s
 
     @abstractmethod
-    def estimate_cost(self, input: dict[str, Any]) -> int:
-        """An upper estimate of one attempt's provider cost, in micro-coins."""
+    def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
+        """An upper estimate of one attempt's provider cost in micro-coins, from the step's input
+        and its spec (prompt and params), in the normal case: the worker reserves it before the
+        attempt starts and settles the actual cost after (engine.billing)."""
 
     @abstractmethod
     async def run(self, ctx: ToolContext) -> StepResult:

@@ -9,8 +9,8 @@ from typing import Any
 import msgspec
 
 from engine.errors import ToolError
-from engine.providers.base import Completion
-from engine.providers.sim import estimate_audio_cost, estimate_llm_cost
+from engine.events import StepSpec
+from engine.providers.base import Completion, estimate_audio_cost, estimate_llm_cost
 from engine.tools.base import StepResult, ToolContext
 from engine.tools.sources import Transcript, transcript_for
 
@@ -46,20 +46,55 @@ def item_of(input: dict[str, Any]) -> Any:
     return output.get("item_id") if isinstance(output, dict) else None
 
 
+# Step outputs whose blob is a transcript or names the one it was made from (engine.tools.sources).
+_TRANSCRIPT_BEARING = frozenset({"transcript", "summary", "claims"})
+
+
+def _previous_blob_kind(input: dict[str, Any]) -> str | None:
+    """The kind of the previous step's output when it was stored as a blob, else None."""
+    previous = input.get("previous")
+    if not isinstance(previous, dict) or not previous.get("output_ref"):
+        return None
+    output = previous.get("output")
+    kind = output.get("kind") if isinstance(output, dict) else None
+    return kind if isinstance(kind, str) else ""
+
+
 def has_transcript(input: dict[str, Any]) -> bool:
-    """True when the step will find a transcript without calling the transcriber."""
-    previous = input.get("previous") or {}
-    if isinstance(previous, dict) and previous.get("output_ref"):
+    """True when the step will find a transcript without calling the transcriber (the order of
+    engine.tools.sources.transcript_for)."""
+    if _previous_blob_kind(input) in _TRANSCRIPT_BEARING:
         return True
-    return bool(input.get("transcript_ref") or input.get("text"))
+    ref = input.get("transcript_ref")
+    if isinstance(ref, dict) and isinstance(ref.get("sha256"), str):
+        return True
+    text = input.get("text")
+    return isinstance(text, str) and bool(text.strip())
 
 
-def estimate_document_cost(input: dict[str, Any], max_tokens: int) -> int:
-    """Upper estimate: the transcriber when there is no transcript yet, plus the LLM pass."""
-    previous = input.get("previous") or {}
-    ref = previous.get("output_ref") if isinstance(previous, dict) else None
-    size = int(ref.get("size") or 0) if isinstance(ref, dict) else len(str(input.get("text", "")))
-    llm = estimate_llm_cost(min(size or MAX_CONTEXT_CHARS, MAX_CONTEXT_CHARS), max_tokens)
+def _transcript_chars(input: dict[str, Any]) -> int:
+    """An upper bound of the transcript text the LLM pass sends: the previous transcript's blob
+    size (its text is part of it), the text the client gave, else the most that is sent (a
+    transcript fetched, or read from a blob whose size the input does not tell)."""
+    kind = _previous_blob_kind(input)
+    if kind == "transcript":
+        size = input["previous"]["output_ref"].get("size")
+        return min(size, MAX_CONTEXT_CHARS) if isinstance(size, int) else MAX_CONTEXT_CHARS
+    text = input.get("text")
+    given = isinstance(text, str) and text.strip() and not input.get("transcript_ref")
+    if kind not in _TRANSCRIPT_BEARING and given:
+        return min(len(str(text)), MAX_CONTEXT_CHARS)
+    return MAX_CONTEXT_CHARS
+
+
+def estimate_document_cost(
+    input: dict[str, Any], spec: StepSpec, *, max_tokens: int, system: str
+) -> int:
+    """Upper estimate of :func:`llm_over_transcript`: the transcriber when there is no transcript
+    yet, plus the LLM pass over the prompt it builds (the step's prompt, two newlines and the
+    transcript) under ``system``."""
+    prompt_chars = len(spec.prompt_text.strip()) + 2 + _transcript_chars(input)
+    llm = estimate_llm_cost(prompt_chars, max_tokens, len(system))
     return llm + (0 if has_transcript(input) else estimate_audio_cost())
 
 

@@ -18,8 +18,9 @@ from typing import Annotated, Any
 
 import msgspec
 
+from engine.events import StepSpec
 from engine.retry import RetryPolicy
-from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
+from engine.tools.base import StepResult, Tool, ToolContext, ToolParams, estimate_params
 from engine.tools.documents import (
     document_result,
     estimate_document_cost,
@@ -96,8 +97,11 @@ class ExtractClaims(Tool):
     retry = RetryPolicy(max_attempts=4, base_ms=500, max_ms=20_000)
     timeout_s = 180.0
 
-    def estimate_cost(self, input: dict[str, Any]) -> int:
-        return estimate_document_cost(input, ExtractClaimsParams().max_tokens)
+    def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
+        params = estimate_params(spec, ExtractClaimsParams)
+        return estimate_document_cost(
+            input, spec, max_tokens=params.max_tokens, system=SYSTEM_PROMPT
+        )
 
     async def run(self, ctx: ToolContext) -> StepResult:
         params = ctx.params(ExtractClaimsParams)

@@ -13,9 +13,10 @@ from typing import Annotated, Any
 import msgspec
 
 from engine.errors import ToolError
-from engine.providers.sim import estimate_llm_cost
+from engine.events import StepSpec
+from engine.providers.base import estimate_llm_cost
 from engine.retry import RetryPolicy
-from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
+from engine.tools.base import StepResult, Tool, ToolContext, ToolParams, estimate_params
 
 _MAX_CONTEXT_CHARS = 48_000  # what we send of a long transcript; providers cap context anyway
 
@@ -35,11 +36,10 @@ class LlmPrompt(Tool):
     retry = RetryPolicy(max_attempts=4, base_ms=200, max_ms=10_000)
     timeout_s = 120.0
 
-    def estimate_cost(self, input: dict[str, Any]) -> int:
-        previous = input.get("previous") or {}
-        ref = previous.get("output_ref") or {}
-        size = int(ref.get("size") or len(str(previous.get("output", ""))))
-        return estimate_llm_cost(min(size, _MAX_CONTEXT_CHARS), LlmPromptParams().max_tokens)
+    def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
+        params = estimate_params(spec, LlmPromptParams)
+        prompt_chars = len(spec.prompt_text) + 2 + min(_context_chars(input), _MAX_CONTEXT_CHARS)
+        return estimate_llm_cost(prompt_chars, params.max_tokens)
 
     async def run(self, ctx: ToolContext) -> StepResult:
         params = ctx.params(LlmPromptParams)
@@ -54,6 +54,18 @@ class LlmPrompt(Tool):
         )
         output = {"kind": "completion", "text": result.text, "model": result.model}
         return StepResult(output=output, usage=result.usage, cost=result.cost)
+
+
+def _context_chars(input: dict[str, Any]) -> int:
+    """An upper bound of what :func:`_context_text` reads: the previous output's blob size (its
+    text is part of it), or its inline output's JSON, or the input's text."""
+    previous = input.get("previous")
+    if not isinstance(previous, dict):
+        return len(str(input.get("text") or ""))
+    ref = previous.get("output_ref")
+    if isinstance(ref, dict) and isinstance(ref.get("size"), int):
+        return int(ref["size"])
+    return len(msgspec.json.encode(previous.get("output") or {}))
 
 
 async def _context_text(ctx: ToolContext) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from engine.errors import NotFound, StoreError, ToolError
-from engine.events import RunItemRecorded
+from engine.events import RunItemRecorded, StepSpec
 from engine.retry import RetryPolicy
 from engine.tools.base import StepResult, Tool, ToolContext
 
@@ -33,7 +33,7 @@ class SchedulePick(Tool):
     retry = RetryPolicy(max_attempts=5, base_ms=250, max_ms=10_000)
     timeout_s = 120.0
 
-    def estimate_cost(self, input: dict[str, Any]) -> int:
+    def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         return 0  # the executions it starts pay their own way
 
     async def run(self, ctx: ToolContext) -> StepResult:

@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from engine.events import StepSpec
 from engine.retry import RetryPolicy
-from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
+from engine.tools.base import StepResult, Tool, ToolContext, ToolParams, estimate_params
 from engine.tools.documents import (
     EXCERPT_CHARS,
     document_result,
@@ -58,8 +59,11 @@ class SummaryReview(Tool):
     retry = RetryPolicy(max_attempts=4, base_ms=500, max_ms=20_000)
     timeout_s = 180.0
 
-    def estimate_cost(self, input: dict[str, Any]) -> int:
-        return estimate_document_cost(input, SummaryReviewParams().max_tokens)
+    def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
+        params = estimate_params(spec, SummaryReviewParams)
+        return estimate_document_cost(
+            input, spec, max_tokens=params.max_tokens, system=system_prompt(params.length)
+        )
 
     async def run(self, ctx: ToolContext) -> StepResult:
         params = ctx.params(SummaryReviewParams)

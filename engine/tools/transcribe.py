@@ -25,7 +25,9 @@ from typing import Any
 import msgspec
 
 from engine.errors import ToolError
-from engine.providers.sim import SimTranscriber, estimate_audio_cost
+from engine.events import StepSpec
+from engine.providers.base import estimate_audio_cost
+from engine.providers.sim import SimTranscriber
 from engine.retry import RetryPolicy
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
 
@@ -49,7 +51,7 @@ class Transcribe(Tool):
     retry = RetryPolicy(max_attempts=4, base_ms=200, max_ms=10_000)
     timeout_s = 600.0
 
-    def estimate_cost(self, input: dict[str, Any]) -> int:
+    def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         return 0 if input.get("text") else estimate_audio_cost()
 
     async def run(self, ctx: ToolContext) -> StepResult:

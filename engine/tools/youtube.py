@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from engine.errors import ToolError
+from engine.events import StepSpec
 from engine.retry import RetryPolicy
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
 
@@ -88,7 +89,7 @@ class YoutubeMetadata(Tool):
     retry = RetryPolicy(max_attempts=4, base_ms=250, max_ms=10_000)
     timeout_s = 30.0
 
-    def estimate_cost(self, input: dict[str, Any]) -> int:
+    def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         return 0
 
     async def run(self, ctx: ToolContext) -> StepResult:
@@ -129,7 +130,7 @@ class ChannelSync(Tool):
     retry = RetryPolicy(max_attempts=4, base_ms=250, max_ms=10_000)
     timeout_s = 60.0
 
-    def estimate_cost(self, input: dict[str, Any]) -> int:
+    def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         return 0
 
     async def run(self, ctx: ToolContext) -> StepResult:

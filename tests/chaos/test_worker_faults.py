@@ -11,8 +11,11 @@ from typing import Any
 import anyio
 import pytest
 
+from engine import plan
 from engine.events import (
     AnyEvent,
+    CostCharged,
+    CostReleased,
     ExecutionCompleted,
     ExecutionRequested,
     StepCompleted,
@@ -84,6 +87,7 @@ async def test_killed_worker_mid_step_is_taken_over(
     try:
         executions = [await _request(runtime, killed_in) for _ in range(3)]
         ids = [x.execution_id for x in executions]
+        owners = {x.execution_id: x.owner for x in executions}
         first = Role(["worker"], env, tmp_path / "first.log")
         # Every execution is inside its slow step: the steps before it are completed and durable.
         await eventually(
@@ -123,6 +127,22 @@ async def test_killed_worker_mid_step_is_taken_over(
             assert restarted[1].worker_id != restarted[0].worker_id
             outputs = _outputs(history)
             assert {i: outputs[i] for i in recorded[xid]} == recorded[xid]
+            # The killed attempt's reservation was released by the heir; the owner paid the fee
+            # and the settled costs, nothing more.
+            released = [e for e in history if isinstance(e, CostReleased)]
+            assert [
+                (r.step_index, r.attempt, r.reason) for r in released if r.step_index == killed_in
+            ] == [
+                (killed_in, 1, "abandoned"),
+                (killed_in, 2, "settled"),
+            ]
+            assert plan.fold(history).held == {}
+            charged = sum(e.amount for e in history if isinstance(e, CostCharged))
+            owner = owners[xid]
+            assert (
+                await runtime.store.redis.get(runtime.store.keys.balance(owner))
+                == str(1_000_000 - 10_000 - charged).encode()
+            )
     finally:
         for role in (first, second):
             if role is not None:

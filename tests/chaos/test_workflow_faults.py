@@ -57,7 +57,7 @@ class _Chain(Tool):
         self.crash_at: int | None = None
         self.entered = anyio.Event()
 
-    def estimate_cost(self, input: dict[str, Any]) -> int:
+    def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         return 0
 
     async def run(self, ctx: ToolContext) -> StepResult:

@@ -22,6 +22,7 @@ from tests.contract import (
     test_store_basics,
     test_store_group,
     test_store_guarded_requests,
+    test_store_money,
     test_store_open,
     test_store_requests,
 )
@@ -36,6 +37,7 @@ CONTRACT_MODULES: tuple[ModuleType, ...] = (
     test_store_group,
     test_store_open,
     test_store_guarded_requests,
+    test_store_money,
 )
 
 for _module in CONTRACT_MODULES:
@@ -55,7 +57,8 @@ async def test_partitions_really_span_several_nodes(store: EventStore) -> None:
 
 
 async def test_one_execution_keeps_to_one_slot(store: EventStore) -> None:
-    """Every key a request touches (stream, log, balance, ledger, idempotency) shares a slot."""
+    """Every key a request or a money move touches (stream, log, balance, ledger, idempotency,
+    applied charges) shares a slot."""
     req = await started_execution(store)
     keys = [
         store.keys.execution(req.execution_id),
@@ -64,6 +67,7 @@ async def test_one_execution_keeps_to_one_slot(store: EventStore) -> None:
         store.keys.ledger(req.owner),
         store.keys.idempotency(req.owner, "k"),
         store.keys.dead(store.keys.partition(req.owner)),
+        store.keys.charges(store.keys.partition(req.owner)),
     ]
     slots = {store.redis.keyslot(k) for k in keys}
     assert len(slots) == 1, slots

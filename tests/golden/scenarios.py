@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from engine import codec
+from engine import billing, codec
 from engine.events import (
     AnyEvent,
     BlobRef,
@@ -243,6 +243,40 @@ def insufficient_balance(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
     )
 
 
+def uncovered_cost_capped(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
+    """Provider cost passed through (engine.billing): a takeover releases the reservation of the
+    attempt a dead worker left open, the next attempt costs more than its reservation and the
+    balance together, so its charge is capped and the rest recorded as uncovered."""
+    req = requested(
+        xid, owner, ["llm_prompt"], kind="process", reporter_id="rep_00000000000000000001"
+    )
+    first = billing.reservation(xid, 0, 1, 2_000)
+    second = billing.reservation(xid, 0, 2, 2_000)
+    return stamp(
+        [
+            req,
+            ExecutionStarted(execution_id=xid, worker_id="w1", epoch=1),
+            first,
+            StepStarted(execution_id=xid, step_index=0, attempt=1, epoch=1, worker_id="w1"),
+            *billing.releases([first], "abandoned"),
+            second,
+            StepStarted(execution_id=xid, step_index=0, attempt=2, epoch=2, worker_id="w2"),
+            StepCompleted(
+                execution_id=xid,
+                step_index=0,
+                attempt=2,
+                output={"kind": "completion", "text": "a summary", "model": "sim-1"},
+                usage={"prompt_tokens": 900, "completion_tokens": 700},
+                cost=3_000,
+            ),
+            *billing.releases([second], "settled"),
+            billing.capped(billing.settlement(xid, 0, 2, 3_000), 2_500),
+            ExecutionCompleted(execution_id=xid, cost=12_500),
+        ],
+        t0,
+    )
+
+
 SCENARIOS: dict[str, Callable[[str, str], list[AnyEvent]]] = {
     "transcript_done": transcript_done,
     "retried_then_done": retried_then_done,
@@ -250,6 +284,7 @@ SCENARIOS: dict[str, Callable[[str, str], list[AnyEvent]]] = {
     "cancelled": cancelled,
     "three_steps": three_steps,
     "insufficient_balance": insufficient_balance,
+    "uncovered_cost_capped": uncovered_cost_capped,
 }
 
 GOLDEN_OWNER = "acc_00000000000000000001"

@@ -27,6 +27,9 @@ def test_there_are_golden_logs() -> None:
         "three_steps",
         "insufficient_balance",
         "schedule_run",
+        "uncovered_cost_capped",
+        "billed_out_of_balance",
+        "billed_takeover_retried",
     }
 
 

@@ -8,6 +8,8 @@ import sys
 import pytest
 import redis
 
+from engine.keys import Keys
+from engine.settings import Settings
 from tests.processes import ROOT, role_env
 from tests.servers import RedisServer
 
@@ -75,6 +77,19 @@ def test_accounts_lifecycle(real_redis_server: RedisServer) -> None:
                        env=env)  # fmt: skip
         assert credited.returncode == 0, credited.stderr
         assert _field(credited.stdout, "balance_coins") == "3.5"
+
+    audited = cli("accounts", "audit", account_id, env=env)
+    assert audited.returncode == 0, audited.stderr
+    assert _field(audited.stdout, "balance_coins") == "3.5"
+    assert _field(audited.stdout, "credits_coins") == "3.5"
+    assert _field(audited.stdout, "status").startswith("ok")
+    # Money that moved with no ledger entry: the audit says so and exits 1.
+    settings = Settings.from_env(env)
+    with redis.Redis.from_url(real_redis_server.url) as client:
+        client.incrby(Keys(settings.prefix, settings.partitions).balance(account_id), 1)
+    tampered = cli("accounts", "audit", account_id, env=env)
+    assert tampered.returncode == 1
+    assert "balance is 3500001 but credits - charges + releases = 3500000" in tampered.stdout
 
     revoked = cli("accounts", "revoke", api_key, env=env)
     assert revoked.returncode == 0, revoked.stderr

@@ -72,19 +72,24 @@ def test_transcript_through_separate_processes(
         active = http.get("/v1/executions/me?active=1", headers=auth).json()
         assert active["executions"] == []
         assert http.get("/v1/me", headers=auth).status_code == 200
-        # The fee and no provider cost; every other charge is a read (0.001, taken after each
-        # answer; as many as the polling took). The ledger's pages are checked, not a balance
-        # read while the last reads may still be settling.
+        # The balance paid the fee and the transcriber's cost, exactly what the execution shows;
+        # every other charge is a read (0.001, taken after each answer; as many as the polling
+        # took). The ledger's pages are checked, not a balance read while the last reads may
+        # still be settling.
+        execution = done["execution"]
+        assert isinstance(execution, dict)
+        cost = execution["cost_coins"]
+        assert cost > execution["fee_coins"] == pytest.approx(0.01)
         ledger = _ledger(http, auth)
-        assert [
-            (e["kind"], e["amount_coins"], e["execution_id"]) for e in ledger if e["kind"] != "read"
-        ] == [
-            ("fee", -0.01, execution_id),
-            ("credit", 10, None),
-        ]
+        assert ledger[-1]["kind"] == "credit"
+        assert ledger[-1]["amount_coins"] == 10
+        paid = [e for e in ledger[:-1] if e["kind"] != "read"]
+        assert {e["kind"] for e in paid} == {"fee", "reserve", "release", "settle"}
+        assert {e["execution_id"] for e in paid} == {execution_id}
+        assert sum(float(str(e["amount_coins"])) for e in paid) == pytest.approx(-cost)
         reads = [e for e in ledger if e["kind"] == "read"]
         assert {e["amount_coins"] for e in reads} == {-0.001}
-        assert ledger[0]["balance_coins"] == pytest.approx(9.99 - 0.001 * len(reads))
+        assert ledger[0]["balance_coins"] == pytest.approx(10 - cost - 0.001 * len(reads))
 
 
 def _ledger(client: httpx.Client, headers: dict[str, str]) -> list[dict[str, object]]:

@@ -46,7 +46,7 @@ async def make(store: EventStore, owner: str, scenario: Scenario, upto: int | No
     assert isinstance(first, ExecutionRequested)
     await store.request(first)
     if len(events) > 1:
-        await store.append(xid, 1, events[1:])
+        await store.append(xid, 1, events[1:], owner=owner)
     return Made(xid, owner, events)
 
 

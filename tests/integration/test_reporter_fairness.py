@@ -43,7 +43,7 @@ class _Gate(Tool):
     def __init__(self) -> None:
         self.open = anyio.Event()
 
-    def estimate_cost(self, input: dict[str, Any]) -> int:
+    def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         return 0
 
     async def run(self, ctx: ToolContext) -> StepResult:

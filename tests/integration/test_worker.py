@@ -16,6 +16,8 @@ import pytest
 from engine.errors import ConcurrencyConflict
 from engine.events import (
     AnyEvent,
+    CostReleased,
+    CostReserved,
     ExecutionCancelled,
     ExecutionCancelRequested,
     ExecutionCompleted,
@@ -101,8 +103,11 @@ async def test_one_step_transcript_completes_with_its_blob(runtime: Runtime) -> 
     assert [type(e).__name__ for e in history] == [
         "ExecutionRequested",
         "ExecutionStarted",
+        "CostReserved",
         "StepStarted",
         "StepCompleted",
+        "CostReleased",
+        "CostCharged",
         "ExecutionCompleted",
     ]
     [done] = of_type(history, StepCompleted)
@@ -265,13 +270,17 @@ async def test_cancel_aborts_a_hanging_call(runtime: Runtime) -> None:
                 until=lambda h: isinstance(h[-1], ExecutionCancelled),
             )
     history = await store.history(req.execution_id)
-    assert [type(e).__name__ for e in history[-3:]] == [
+    assert [type(e).__name__ for e in history[-4:]] == [
         "ExecutionCancelRequested",
         "StepFailed",
+        "CostReleased",
         "ExecutionCancelled",
     ]
-    failed = history[-2]
+    failed, released = history[-3:-1]
     assert isinstance(failed, StepFailed)
+    assert isinstance(released, CostReleased)
+    assert released.reason == "cancelled"
+    assert released.reservation == of_type(history, CostReserved)[0].charge_id
     assert failed.code == "cancelled"
     assert not failed.retryable
     assert of_type(history, StepCompleted) == []
@@ -289,7 +298,7 @@ class _GateTool(Tool):
         self.entered = anyio.Event()
         self.gate = anyio.Event()
 
-    def estimate_cost(self, input: dict[str, Any]) -> int:
+    def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         return 0
 
     async def run(self, ctx: ToolContext) -> StepResult:
@@ -473,7 +482,7 @@ class _RecordingTool(Tool):
     def __init__(self) -> None:
         self.owners: list[str] = []
 
-    def estimate_cost(self, input: dict[str, Any]) -> int:
+    def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         return 0
 
     async def run(self, ctx: ToolContext) -> StepResult:

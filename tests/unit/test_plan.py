@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from engine import plan
+from engine import billing, plan
 from engine.events import (
     AnyEvent,
     BlobRef,
@@ -132,6 +132,46 @@ def test_all_steps_done_completes_with_the_fee_and_step_costs() -> None:
         step_done(1, cost=5),
     )  # fmt: skip
     assert plan.next_action(state, 0) == plan.Complete(cost=FEE + 12)
+
+
+def test_completion_cost_counts_what_was_charged_not_what_was_reported() -> None:
+    # Step 0's actual cost (9) was capped at what the balance held (4); step 1 was charged 5.
+    capped = billing.capped(billing.settlement(X, 0, 1, 9), 4)
+    state = state_of(
+        requested(2), started(), step_started(0), step_done(0, cost=9), capped,
+        step_started(1), step_done(1, cost=5), billing.settlement(X, 1, 1, 5),
+    )  # fmt: skip
+    assert plan.next_action(state, 0) == plan.Complete(cost=FEE + 4 + 5)
+
+
+def test_reservations_are_held_until_released() -> None:
+    held = billing.reservation(X, 0, 1, 700)
+    state = state_of(requested(2), started(), held, step_started(0))
+    assert list(state.held) == [held.charge_id]
+    # A takeover restarts the step: the held reservation is what the new attempt releases.
+    assert plan.next_action(state, 0) == plan.StartStep(0, 2, {"item_id": "itm_x"})
+    [release] = billing.releases(state.held.values(), "abandoned")
+    assert (release.charge_id, release.reservation, release.amount) == (
+        f"release:{X}:0:1",
+        held.charge_id,
+        700,
+    )
+    assert state_of(requested(2), started(), held, step_started(0), release).held == {}
+
+
+def test_a_refused_reservation_fails_the_execution_with_402() -> None:
+    refused = StepFailed(
+        execution_id=X,
+        step_index=1,
+        attempt=1,
+        code="insufficient_balance",
+        message="m",
+        retryable=False,
+    )
+    state = state_of(requested(2), started(), step_started(0), step_done(0), refused)
+    action = plan.next_action(state, 0)
+    assert isinstance(action, plan.Fail)
+    assert (action.code, action.http_status) == ("insufficient_balance", 402)
 
 
 def test_workflow_without_steps_completes_once_started() -> None:

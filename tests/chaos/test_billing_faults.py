@@ -1,0 +1,207 @@
+"""Money under chaos: many executions of rich and poor owners run while workers are killed,
+leases are stolen (every pending entry redelivered at once), cancels arrive and providers fail at
+random. At the end every charge id is in its owner's ledger once, the log and the ledger tell the
+same story, nothing stays reserved, and every account's audit holds.
+
+In-process, on both backends. Killing a worker is cancelling its task group: no hand back, no
+last write, exactly what Redis sees of a SIGKILL. Timing only shapes the chaos: the verdicts are
+invariants over the final log and ledgers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import replace
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+
+from engine import accounts, billing, commands, plan
+from engine.errors import EngineError, InsufficientBalance
+from engine.events import (
+    AnyEvent,
+    CostCharged,
+    ExecutionRequested,
+    StepSpec,
+    Target,
+    WorkflowSnapshot,
+    is_terminal,
+)
+from engine.ids import new_execution_id, new_id
+from engine.runtime import Runtime
+from engine.settings import Settings
+from engine.worker import Worker
+from projections.fold import fold
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.anyio
+
+FEE = 10_000
+OWNERS = 8
+PER_OWNER = 5
+WORKFLOWS = [
+    ["transcribe"],
+    ["transcribe", "llm_prompt"],
+    ["transcribe", "summary_review", "extract_claims"],
+    ["llm_prompt", "llm_prompt"],
+]
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # Short leases so takeovers come quickly; providers slow enough to be caught mid-call and
+    # failing often enough to retry.
+    return replace(
+        settings,
+        lease_ms=400,
+        heartbeat_ms=100,
+        claim_interval_ms=50,
+        sim_latency_ms=15,
+        sim_fail_rate=0.15,
+        worker_concurrency=8,
+        max_deliveries=8,
+    )
+
+
+async def _request(runtime: Runtime, owner: str, tools: list[str]) -> str | None:
+    """An execution of ``tools`` for ``owner`` (None when its fee was refused)."""
+    item = new_id("itm")
+    inputs: list[dict[str, Any]] = [
+        {"item_id": item, "source": f"https://youtu.be/{item[-11:]}", "lang": "en"}
+    ]
+    if tools[0] == "llm_prompt":
+        inputs = [{"text": "A short statement. Another one follows it."}]
+    steps = [StepSpec(step_id=new_id("stp"), tool_id=t, prompt_text="Go.") for t in tools]
+    event = ExecutionRequested(
+        execution_id=new_execution_id(runtime.store.keys.partition(owner)),
+        owner=owner,
+        kind="process",
+        target=Target(kind="youtube_video", item_id=item),
+        workflow=WorkflowSnapshot(workflow_id=None, name="chaos", target_kind="x", steps=steps),
+        step_inputs=inputs,
+        fee=FEE,
+        request_id=new_id("req"),
+    )
+    try:
+        await runtime.store.request(event)
+    except InsufficientBalance:
+        return None
+    return event.execution_id
+
+
+class _Crew:
+    """Workers that can be killed (their task group cancelled) and replaced."""
+
+    def __init__(self, runtime: Runtime, tg: anyio.abc.TaskGroup) -> None:
+        self.runtime = runtime
+        self.tg = tg
+        self.scopes: list[anyio.CancelScope] = []
+        self.born = 0
+
+    async def _live(self, scope: anyio.CancelScope) -> None:
+        self.born += 1
+        with scope:
+            await Worker(self.runtime, worker_id=f"chaos-{self.born}").run()
+
+    def hire(self) -> None:
+        scope = anyio.CancelScope()
+        self.scopes.append(scope)
+        self.tg.start_soon(self._live, scope)
+
+    def kill(self, rng: random.Random) -> None:
+        self.scopes.pop(rng.randrange(len(self.scopes))).cancel()
+        self.hire()
+
+    def stop(self) -> None:
+        for scope in self.scopes:
+            scope.cancel()
+
+
+async def _steal(runtime: Runtime) -> None:
+    """Redeliver every pending entry: claim all of them for a ghost and hand them back, so their
+    holders lose their leases and other workers take them over."""
+    store = runtime.store
+    for p in store.partitions:
+        entries = await store.claim_expired(p, "ghost", min_idle_ms=0)
+        await store.hand_back(p, "ghost", [e.entry_id for e in entries])
+
+
+async def _cancel(runtime: Runtime, owner: str, xid: str) -> None:
+    # Already finished, or the worker kept appending: the chaos goes on either way.
+    with contextlib.suppress(EngineError):
+        await commands.cancel(runtime, owner, xid, reason="chaos")
+
+
+async def test_money_adds_up_after_kills_redeliveries_and_cancels(runtime: Runtime) -> None:
+    rng = random.Random(544)
+    owners: list[str] = []
+    for n in range(OWNERS):
+        # Half the owners can pay for everything; the others run out part-way.
+        coins = 2_000_000 if n % 2 == 0 else FEE * PER_OWNER + 90_000
+        made, _ = await accounts.create_account(runtime, name=f"o{n}", coins_micro=coins)
+        owners.append(made.account_id)
+    executions: dict[str, str] = {}
+    for owner in owners:
+        for _ in range(PER_OWNER):
+            xid = await _request(runtime, owner, rng.choice(WORKFLOWS))
+            if xid is not None:
+                executions[xid] = owner
+    ids = list(executions)
+
+    async def all_ended() -> dict[str, list[AnyEvent]]:
+        return await runtime.store.histories(ids)
+
+    with anyio.fail_after(110):  # bounds a broken build; the verdicts come after
+        async with anyio.create_task_group() as tg:
+            crew = _Crew(runtime, tg)
+            for _ in range(3):
+                crew.hire()
+            for _ in range(14):
+                await anyio.sleep(rng.uniform(0.03, 0.15))
+                chaos = rng.choice(["kill", "kill", "steal", "cancel"])
+                if chaos == "kill":
+                    crew.kill(rng)
+                elif chaos == "steal":
+                    await _steal(runtime)
+                else:
+                    xid = rng.choice(ids)
+                    await _cancel(runtime, executions[xid], xid)
+            await eventually(
+                all_ended,
+                until=lambda hs: all(h and is_terminal(h[-1]) for h in hs.values()),
+                deadline_s=100,
+            )
+            crew.stop()
+
+    histories = await runtime.store.histories(ids)
+    for owner in owners:
+        audit = await billing.audit(runtime, owner)
+        assert audit.ok, (owner, audit.problems)
+        assert audit.held == {}, owner
+    ledger_ids = await _ledger_charge_ids(runtime, owners)
+    for xid, history in histories.items():
+        # The log and the ledger name the same money moves of this execution, each once.
+        logged = [m.charge_id for m in map(billing.move_of, history) if m is not None]
+        assert len(logged) == len(set(logged)), xid
+        assert sorted(logged) == sorted(ledger_ids.get(xid, [])), xid
+        assert plan.fold(history).held == {}, xid
+        view = fold(history)
+        charged = sum(e.amount for e in history if isinstance(e, CostCharged))
+        assert view.cost == FEE + charged, xid
+    # The chaos did what it is for.
+    kinds = {type(e).__name__ for h in histories.values() for e in h}
+    assert {"CostReserved", "CostReleased", "CostCharged"} <= kinds
+
+
+async def _ledger_charge_ids(runtime: Runtime, owners: list[str]) -> dict[str, list[str]]:
+    """Every reserve, settle and release charge id in the owners' ledgers, by execution."""
+    out: dict[str, list[str]] = {}
+    for owner in owners:
+        for _, fields in await runtime.redis.xrange(runtime.store.keys.ledger(owner), "-", "+"):
+            row = {k.decode(): v.decode() for k, v in fields.items()}
+            if row["kind"] in (billing.RESERVE, billing.SETTLE, billing.RELEASE):
+                out.setdefault(row["execution_id"], []).append(row["charge_id"])
+    return out

@@ -152,10 +152,10 @@ class Worker:
             tg.start_soon(self._every, self.settings.claim_interval_ms, self._claim_pass)
             backoff = _Backoff()
             while not self._stop.is_set():
-                read = await self._guarded(self._read_pass)
                 leased = await self._guarded(self._dispatch_pass)
+                behind = await self._guarded(self._read_pass)
                 await self._guarded(self._flush_acks)
-                if read or leased:
+                if leased or behind:
                     backoff.reset()
                     continue
                 with anyio.move_on_after(_IDLE_MAX_S if self._full else backoff.next()):
@@ -179,12 +179,12 @@ class Worker:
             backoff = _Backoff()
             while not self._stop_requested:
                 claimed = await self._claim_pass()
-                read = await self._read_pass()
                 leased = await self._dispatch_pass()
+                behind = await self._read_pass()
                 await self._flush_acks()
-                if not (claimed or read or leased or self._jobs):
+                if not (claimed or leased or behind or self._jobs):
                     break
-                if read or leased or claimed:
+                if leased or behind or claimed:
                     backoff.reset()
                 else:
                     await anyio.sleep(backoff.next())
@@ -267,12 +267,15 @@ class Worker:
         return leased_any
 
     async def _read_pass(self) -> bool:
-        """Read new log entries from every partition and act on them; True when there were any."""
+        """Read new log entries from every partition and act on them; True when the reader is
+        behind (a partition had a whole batch for it), so the next pass should come at once.
+
+        A reader that has caught up reads again after the idle backoff: the log only informs the
+        worker, and reading it as fast as events arrive would take the CPU the jobs need."""
         if self._stopping:
             return False
-        batches = await self.store.read_group_raw(
-            self.store.partitions, self.worker_id, self.settings.batch
-        )
+        count = self.settings.batch
+        batches = await self.store.read_group_raw(self.store.partitions, self.worker_id, count)
         for p, raws in batches.items():
             acks = self._acks[p]
             for raw in raws:
@@ -280,7 +283,7 @@ class Worker:
                     acks.append(raw.entry_id)  # the common case: no decoding at all
                 else:
                     await self._on_log_entry(p, raw.decode())
-        return bool(batches)
+        return any(len(raws) == count for raws in batches.values())
 
     async def _on_log_entry(self, partition: int, entry: Entry) -> None:
         """Act on one log entry the reader decoded: dead-letter it, or acknowledge it (after

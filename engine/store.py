@@ -487,6 +487,16 @@ class EventStore:
                 out[p] = leases
         return out
 
+    async def queued(self, partition: int) -> int:
+        """Executions of ``partition`` waiting for a lease (the ready lists of its ring)."""
+        owners = await self.redis.lrange(self.keys.ring(partition), 0, -1)
+        if not owners:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for owner in owners:
+            pipe.llen(self.keys.ready(_s(owner)))
+        return sum(int(n) for n in await pipe.execute())
+
     async def leased(self, partition: int) -> dict[str, int]:
         """Executions leased right now in ``partition``, by owner (what the cap counts)."""
         counts = await self.redis.hgetall(self.keys.running(partition))

@@ -67,10 +67,14 @@ async def test_owners_take_turns_whatever_their_backlog(store: EventStore) -> No
     flood = await _queue(store, flooder, 6)
     [two] = await _queue(store, second, 1)
     [three] = await _queue(store, third, 1)
+    assert await store.queued(P) == 8
     # Requested after all of the flood, leased in the first round all the same.
     assert await _leased(store, 4) == [flood[0], two, three, flood[1]]
+    assert await store.queued(P) == 4
     assert await _leased(store, 10, "w2") == flood[2:]
     assert await _leased(store, 10) == []
+    assert await store.queued(P) == 0
+    assert await store.leased(P) == {flooder: 6, second: 1, third: 1}
 
 
 async def test_a_lease_carries_its_request_and_the_history_so_far(store: EventStore) -> None:

@@ -6,7 +6,7 @@ never from the clock: a gate tool holds every call until the test opens it."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -102,6 +102,25 @@ async def queue(store: EventStore, owner: str, n: int) -> list[str]:
     return ids
 
 
+@dataclass(frozen=True)
+class Crowd:
+    """One owner's flood and, queued behind it in the same partition, another owner's few."""
+
+    flooder: str
+    other: str
+    partition: int
+    flood: list[str]
+    theirs: list[str]
+
+
+async def crowd(store: EventStore, flood: int, theirs: int) -> Crowd:
+    """Queue ``flood`` executions of one owner, then ``theirs`` of another in its partition."""
+    flooder, other = owners_in_one_partition(store, 2)
+    flood_ids = await queue(store, flooder, flood)
+    their_ids = await queue(store, other, theirs)
+    return Crowd(flooder, other, store.keys.partition(flooder), flood_ids, their_ids)
+
+
 async def starts_in_log_order(store: EventStore, partition: int) -> list[str]:
     """Execution ids in the order their ExecutionStarted entered the partition log."""
     entries = await store.read_log(partition, "0-0", 1_000_000)
@@ -112,10 +131,8 @@ async def test_a_flood_does_not_delay_another_owners_single_execution(
     runtime: Runtime, gate: _Gate
 ) -> None:
     store = runtime.store
-    flooder, other = owners_in_one_partition(store, 2)
-    partition = store.keys.partition(flooder)
-    flood = await queue(store, flooder, FLOOD)
-    [single] = await queue(store, other, 1)  # behind all 2,000 in the same partition log
+    scene = await crowd(store, FLOOD, 1)  # the single one behind all 2,000 in the partition log
+    partition, flood, [single] = scene.partition, scene.flood, scene.theirs
 
     worker = Worker(runtime)
     lanes = runtime.settings.worker_concurrency
@@ -149,10 +166,8 @@ async def test_the_owner_cap_bounds_one_owners_running_executions(
 ) -> None:
     runtime = replace(runtime, settings=capped)
     store = runtime.store
-    flooder, other = owners_in_one_partition(store, 2)
-    partition = store.keys.partition(flooder)
-    flood = await queue(store, flooder, 12)
-    [single] = await queue(store, other, 1)
+    scene = await crowd(store, 12, 1)
+    partition, flood, [single] = scene.partition, scene.flood, scene.theirs
 
     worker = Worker(runtime)
     async with anyio.create_task_group() as tg:
@@ -205,10 +220,8 @@ async def test_a_backlog_deeper_than_any_read_ahead_does_not_delay_another_owner
 ) -> None:
     runtime = replace(runtime, settings=shallow)
     store = runtime.store
-    flooder, other = owners_in_one_partition(store, 2)
-    partition = store.keys.partition(flooder)
-    backlog = await queue(store, flooder, DEEP)
-    [single] = await queue(store, other, 1)  # behind all of the backlog in the partition log
+    scene = await crowd(store, DEEP, 1)  # the single one behind all of the backlog
+    partition, backlog, [single] = scene.partition, scene.flood, scene.theirs
 
     workers = [Worker(runtime, worker_id=f"w{i}") for i in range(2)]
     async with anyio.create_task_group() as tg:
@@ -230,10 +243,8 @@ async def test_the_owner_cap_holds_across_workers(
 ) -> None:
     runtime = replace(runtime, settings=capped)
     store = runtime.store
-    flooder, other = owners_in_one_partition(store, 2)
-    partition = store.keys.partition(flooder)
-    flood = await queue(store, flooder, 12)
-    theirs = await queue(store, other, 2)
+    scene = await crowd(store, 12, 2)
+    partition, flood, theirs = scene.partition, scene.flood, scene.theirs
 
     workers = [Worker(runtime, worker_id=f"w{i}") for i in range(2)]
     async with anyio.create_task_group() as tg:
@@ -245,7 +256,7 @@ async def test_the_owner_cap_holds_across_workers(
             lambda: starts_in_log_order(store, partition), until=lambda s: set(theirs) <= set(s)
         )
         assert len(set(started) & set(flood)) == 2
-        assert await store.leased(partition) == {flooder: 2, other: 2}
+        assert await store.leased(partition) == {scene.flooder: 2, scene.other: 2}
         gate.open.set()
         await eventually(
             lambda: completed(store, partition), until=lambda done: done == {*flood, *theirs}

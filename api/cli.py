@@ -263,21 +263,22 @@ async def _status(settings: Settings) -> int:
         version = int(await store.redis.hget(store.keys.meta, "projection_version") or 1)
         print(f"partitions: {store.keys.partitions}   projection version: {version}")
         print(
-            f"{'part':>4} {'log':>9} {'lag':>7} {'pending':>8} {'consumers':>9} {'dead':>6}  "
-            "checkpoint"
+            f"{'part':>4} {'log':>9} {'lag':>7} {'queued':>8} {'leased':>8} {'consumers':>9} "
+            f"{'dead':>6}  checkpoint"
         )
         for p in store.partitions:
             length = await store.redis.xlen(store.keys.log(p))
             groups = await store.redis.xinfo_groups(store.keys.log(p))
             group = next((g for g in groups if _s(g["name"]) == WORKER_GROUP), None)
             lag = group.get("lag") if group else None
-            pending = group["pending"] if group else 0
             consumers = group["consumers"] if group else 0
+            queued = await store.queued(p)
+            leased = sum((await store.leased(p)).values())
             dead = await store.redis.xlen(store.keys.dead(p))
             ckpt = await store.redis.get(f"{store.keys.view_ns(p, version)}:ckpt")
             print(
-                f"{p:>4} {length:>9} {lag if lag is not None else '-':>7} {pending:>8} "
-                f"{consumers:>9} {dead:>6}  {_s(ckpt) if ckpt else '-'}"
+                f"{p:>4} {length:>9} {lag if lag is not None else '-':>7} {queued:>8} "
+                f"{leased:>8} {consumers:>9} {dead:>6}  {_s(ckpt) if ckpt else '-'}"
             )
     finally:
         await runtime.close()
@@ -454,7 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this partition (repeatable)",
     )
     tail.add_argument("--from-start", action="store_true", help="print the whole log first")
-    sub.add_parser("status", help="partitions, group lag, pending, dead letters, checkpoints")
+    sub.add_parser(
+        "status", help="partitions, group lag, queued, leased, dead letters, checkpoints"
+    )
     sub.add_parser("dead-letters", help="list dead-lettered entries")
     replay = sub.add_parser(
         "replay", help="rebuild every projection into a new version and compare with the live one"

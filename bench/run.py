@@ -250,15 +250,16 @@ async def bench_drain(
 
 
 async def _all_acked(runtime: Runtime) -> bool:
-    """True when the worker group has read and acknowledged every log entry. The worker acks an
-    ExecutionRequested entry only at the execution's terminal event, so this means every queued
-    execution has ended."""
+    """True when every queued execution has ended (no owner left in a ring, no lease pending) and
+    the worker group has read and acknowledged every log entry."""
     store = runtime.store
     for p in store.partitions:
-        groups = await store.redis.xinfo_groups(store.keys.log(p))
-        group = groups[0]
-        if int(group["pending"]) or group.get("lag") not in (0, None):
+        if await store.redis.llen(store.keys.ring(p)):
             return False
+        for stream in (store.keys.work(p), store.keys.log(p)):
+            group = (await store.redis.xinfo_groups(stream))[0]
+            if int(group["pending"]) or group.get("lag") not in (0, None):
+                return False
     return True
 
 

@@ -3,7 +3,7 @@ expected-seq appends and tool calls, until it ends, its lease is lost, or the wo
 
 Events that belong together go in one append: ExecutionStarted + StepStarted, and StepCompleted +
 the next StepStarted or ExecutionCompleted (with the step's blob stored in the same atomic call).
-The terminal append also acknowledges the execution's ExecutionRequested entry, atomically: the
+The terminal append also releases the execution's lease (and cap slot), atomically: the
 lease ends exactly when the execution does. Appends go through the worker's
 :class:`engine.batcher.AppendBatcher`, so executions that reach an append together share one
 round trip.

@@ -5,11 +5,21 @@ every such key carries the partition's hash tag ``{pN}``: one owner's keys share
 so a script may touch any of them atomically. Keys without a tag (``meta``, API-key hashes) are only
 ever used by single-key commands.
 
+Two scripts (DISPATCH in engine.scripts) find a key from a value they read: the ready list of the
+owner next in the ring and the stream of the execution they lease. They are given the prefix of
+those names (``ready_prefix``, ``execution_prefix``), the same prefix ``ready`` and ``execution``
+build on, so every name is still spelled here and still carries the partition's tag.
+
     {prefix}meta                       hash: partitions, generated secrets, projection version
     {prefix}apikey:{sha256}            string: account id of an API key (key hash only)
     {prefix}{{pN}}:log                 stream: every event of the partition (the partition log)
     {prefix}{{pN}}:x:{execution_id}    stream: one execution's events, entry id ``{seq}-0``
     {prefix}{{pN}}:dead                stream: dead-lettered log entries with the reason
+    {prefix}{{pN}}:ready:{owner}       list: an owner's executions waiting, oldest first
+    {prefix}{{pN}}:ring                list: owners with waiting executions, in round-robin order
+    {prefix}{{pN}}:work                stream: one entry per leased execution (its lease, worker
+                                       group ``workers``); deleted when the lease is released
+    {prefix}{{pN}}:running             hash: owner -> leased executions (the global per-owner cap)
     {prefix}{{pN}}:bal:{account}       string: balance in micro-coins
     {prefix}{{pN}}:ledger:{account}    stream: the account's charges, refunds and credits
     {prefix}{{pN}}:charges             hash: charge id -> amount, so no charge applies twice
@@ -75,10 +85,31 @@ class Keys:
         return f"{self.tag(partition)}:log"
 
     def execution(self, execution_id: str) -> str:
-        return f"{self.tag(execution_partition(execution_id))}:x:{execution_id}"
+        return f"{self.execution_prefix(execution_partition(execution_id))}{execution_id}"
+
+    def execution_prefix(self, partition: int) -> str:
+        """What an execution id is appended to for its stream's name, in ``partition``."""
+        return f"{self.tag(partition)}:x:"
 
     def dead(self, partition: int) -> str:
         return f"{self.tag(partition)}:dead"
+
+    # -- dispatch (engine.store: request, dispatch, leases) ---------------------------------------
+    def ready(self, owner_id: str) -> str:
+        return f"{self.ready_prefix(self.partition(owner_id))}{owner_id}"
+
+    def ready_prefix(self, partition: int) -> str:
+        """What an owner id is appended to for its ready list's name, in ``partition``."""
+        return f"{self.tag(partition)}:ready:"
+
+    def ring(self, partition: int) -> str:
+        return f"{self.tag(partition)}:ring"
+
+    def work(self, partition: int) -> str:
+        return f"{self.tag(partition)}:work"
+
+    def running(self, partition: int) -> str:
+        return f"{self.tag(partition)}:running"
 
     # -- money ----------------------------------------------------------------------------------
     def balance(self, account_id: str) -> str:

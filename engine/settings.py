@@ -16,7 +16,8 @@ misconfigured process fails at start instead of misbehaving later.
     CLIPSTREAM_CLAIM_INTERVAL_MS  how often a worker looks for expired leases           (5000)
     CLIPSTREAM_MAX_DELIVERIES     deliveries of one entry before it is dead-lettered    (5)
     CLIPSTREAM_WORKER_CONCURRENCY executions one worker drives at once                  (64)
-    CLIPSTREAM_OWNER_CONCURRENCY  executions of one owner a worker drives at once; 0: no cap (0)
+    CLIPSTREAM_OWNER_CONCURRENCY  executions of one owner running at once, all workers
+                                  together (set it alike on every worker); 0: no cap    (0)
     CLIPSTREAM_BATCH              entries read per call by workers and projectors       (200)
     CLIPSTREAM_SCHEDULER_INTERVAL_MS  how often a scheduler looks for due schedules     (1000)
     CLIPSTREAM_RETENTION_DAYS     how long a finished execution's stream is kept        (30)
@@ -105,7 +106,7 @@ class Settings:
     claim_interval_ms: int = 5_000
     max_deliveries: int = 5
     worker_concurrency: int = 64
-    owner_concurrency: int = 0  # per worker; 0 = no cap
+    owner_concurrency: int = 0  # across all workers (engine.store.dispatch); 0 = no cap
     batch: int = 200
     scheduler_interval_ms: int = 1_000
     retention_days: int = 30

@@ -2,20 +2,27 @@
 
 Topology (see engine.keys): each execution has its own stream whose entry ids are ``{seq}-0``,
 and every event appended to it is appended, in the same script, to its partition's log. Workers
-read the partition logs through the consumer group ``workers``; projectors read them by range from
-their own checkpoints.
+read the partition logs through the consumer group ``workers`` (the entries only inform them);
+projectors read them by range from their own checkpoints.
+
+Dispatch (docs/decisions/0002): accepting a request also puts the execution at the end of its
+owner's ready list, and the owner in its partition's ring. ``dispatch`` leases executions owners
+in turn, skipping owners whose leased executions reached the per-owner cap, so neither the depth
+of one owner's backlog nor the number of workers decides when another owner's execution starts.
 
 A worker's *lease* on an execution is the pending-entries-list (PEL) entry of the execution's
-``ExecutionRequested`` log entry: the worker renews it by resetting its idle time (``touch``),
-another worker takes it over once it has been idle longer than the lease (``claim_expired``,
-XAUTOCLAIM), and its delivery count is the lease *epoch*. A stale worker's late write is refused by
-the expected-version append, never duplicated.
+entry in the partition's work stream (decision 0001, moved off the log by 0002): the worker renews
+it by resetting its idle time (``renew``), another worker takes it over once it has been idle
+longer than the lease (``claim_expired``, XAUTOCLAIM), and its delivery count is the lease
+*epoch*. The lease is also the owner's cap slot: it is counted while pending and given back
+when the terminal append (or ``release``, or a dead letter) ends it, so a crash never leaks one.
+A stale worker's late write is refused by the expected-version append, never duplicated.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, cast
 
@@ -88,10 +95,10 @@ class AppendOp(NamedTuple):
 
     ``blobs`` are ``(sha256, data)`` pairs stored (SET NX, in the execution's partition) before
     the events, so an event never names a blob that is not stored. ``ack`` is the execution's
-    ExecutionRequested log entry: acknowledged in the worker group atomically with a successful
-    append (the terminal one), never after a conflict. ``owner`` is the execution's owner, needed
-    when the events include money events (engine.billing): their balance moves, ledger entries
-    and applied charge ids are written by the same script, or nothing is.
+    lease (its work-stream entry id): released atomically with a successful append (the terminal
+    one), never after a conflict. ``owner`` is the execution's owner, needed when the events
+    include money events (engine.billing): their balance moves, ledger entries and applied charge
+    ids are written by the same script, or nothing is.
     """
 
     execution_id: str
@@ -118,6 +125,15 @@ class Refused:
 
 # What append_many answers for one AppendOp: the events stamped, or why they were not written.
 AppendResult = list[AnyEvent] | ConcurrencyConflict | BalanceRefused | StoreUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """An execution :meth:`EventStore.dispatch` leased: ``entry`` is its work-stream entry (the
+    lease id, the ExecutionRequested, delivery 1) and ``history`` its events so far."""
+
+    entry: Entry
+    history: list[AnyEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +173,13 @@ class EventStore:
         self._touch = redis.register_script(scripts.TOUCH)
         self._claim = redis.register_script(scripts.CLAIM)
         self._dead_letter = redis.register_script(scripts.DEAD_LETTER)
+        self._dispatch = redis.register_script(scripts.DISPATCH)
+        self._release = redis.register_script(scripts.RELEASE)
 
     # -- setup ----------------------------------------------------------------------------------
     async def open(self) -> None:
-        """Record (or read back) the partition count and create the worker group on every log.
+        """Record (or read back) the partition count and create the worker group on every log
+        and work stream.
 
         The partition count is fixed when the store is first created; a process configured with
         another explicit count refuses to start rather than route owners to the wrong partition.
@@ -178,13 +197,12 @@ class EventStore:
                 )
             self.keys = Keys(self.settings.prefix, stored)
         for p in range(self.keys.partitions):
-            try:
-                await self.redis.xgroup_create(
-                    self.keys.log(p), WORKER_GROUP, id="0", mkstream=True
-                )
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise StoreError(str(exc)) from exc
+            for stream in (self.keys.log(p), self.keys.work(p)):
+                try:
+                    await self.redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise StoreError(str(exc)) from exc
 
     @property
     def partitions(self) -> range:
@@ -197,7 +215,8 @@ class EventStore:
         *,
         idempotency: tuple[str, str] | None = None,
     ) -> Accepted:
-        """Charge the flat fee and append ``ExecutionRequested`` as seq 1, atomically.
+        """Charge the flat fee, append ``ExecutionRequested`` as seq 1 and queue the execution in
+        its owner's ready list, atomically.
 
         ``idempotency`` is ``(key_digest, body_fingerprint)``: a repeat with the same fingerprint
         within 24 h returns the first execution and charges nothing; another fingerprint raises
@@ -278,6 +297,8 @@ class EventStore:
             self.keys.balance(event.owner),
             self.keys.ledger(event.owner),
             self._idempotency_key(event.owner, idempotency),
+            self.keys.ready(event.owner),
+            self.keys.ring(self.keys.partition(event.owner)),
         ]
         args: list[Any] = [
             event.fee,
@@ -287,6 +308,7 @@ class EventStore:
             IDEMPOTENCY_TTL_S,
             event.execution_id,
             event.at,
+            event.owner,
         ]
         return event, keys, args
 
@@ -357,8 +379,8 @@ class EventStore:
         """Several executions' expected-seq appends in one pipelined round trip.
 
         Each op is checked and written on its own, atomically, as :meth:`append` would, with its
-        blobs, its money moves and its ack; the ops of one partition share one script call (one
-        slot). The answer for each op is its events stamped, a ConcurrencyConflict or a
+        blobs, its money moves and its lease release; the ops of one partition share one script
+        call (one slot). The answer for each op is its events stamped, a ConcurrencyConflict or a
         BalanceRefused (nothing of that op written), or StoreUnavailable when Redis failed its
         partition's call. StoreUnavailable is raised when the round trip itself failed: any op may
         then have been written or not, and the expected seq makes a retry safe.
@@ -370,26 +392,13 @@ class EventStore:
         by_partition: dict[int, list[int]] = {}
         for i, op in enumerate(ops):
             by_partition.setdefault(execution_partition(op.execution_id), []).append(i)
-        pipe = self.redis.pipeline(transaction=False)
-        calls: list[tuple[list[str], list[Any]]] = []
-        for partition, members in by_partition.items():
-            keys, args = self._batch_call(partition, [(ops[i], stamped[i]) for i in members], now)
-            # EVALSHA straight into the pipeline: redis-py's Script in a pipeline would first
-            # ask SCRIPT EXISTS on every execute (one more round trip each time). A NOSCRIPT
-            # answer (after a restart or SCRIPT FLUSH) is retried below through the Script.
-            pipe.execute_command("EVALSHA", self._append_batch.sha, len(keys), *keys, *args)
-            calls.append((keys, args))
-        try:
-            replies = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:
-            raise StoreUnavailable(f"Redis pipeline failed: {exc}") from exc
+        calls = [
+            self._batch_call(partition, [(ops[i], stamped[i]) for i in members], now)
+            for partition, members in by_partition.items()
+        ]
+        replies = await self._pipelined(self._append_batch, calls)
         results: list[AppendResult | None] = [None] * len(ops)
-        for members, (keys, args), reply in zip(by_partition.values(), calls, replies, strict=True):
-            if isinstance(reply, NoScriptError):
-                try:
-                    reply = await self._append_batch(keys=keys, args=args)
-                except RedisError as exc:
-                    reply = exc
+        for members, reply in zip(by_partition.values(), replies, strict=True):
             for n, i in enumerate(members):
                 op = ops[i]
                 if isinstance(reply, Exception):
@@ -407,7 +416,12 @@ class EventStore:
     ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of one APPEND_BATCH call for ``ops`` (op, its events stamped), all of
         ``partition``; ``now`` stamps the ledger entries."""
-        keys = [self.keys.log(partition), self.keys.charges(partition)]
+        keys = [
+            self.keys.log(partition),
+            self.keys.charges(partition),
+            self.keys.work(partition),
+            self.keys.running(partition),
+        ]
         args: list[Any] = [WORKER_GROUP, now]
         for op, events in ops:
             moves = [m for m in map(billing.move_of, events) if m is not None]
@@ -441,6 +455,31 @@ class EventStore:
             return ConcurrencyConflict(op.execution_id, op.expected_seq, seq)
         money = [i for i, e in enumerate(stamped) if billing.move_of(e) is not None]
         return BalanceRefused(op.execution_id, money[refused - 1], available)
+
+    async def _pipelined(
+        self, script: Any, calls: Sequence[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        """Run ``script`` once per ``(keys, args)`` in one pipelined round trip: each call's reply,
+        or the RedisError it failed with. StoreUnavailable when the round trip itself failed."""
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, args in calls:
+            # EVALSHA straight into the pipeline: redis-py's Script in a pipeline would first
+            # ask SCRIPT EXISTS on every execute (one more round trip each time). A NOSCRIPT
+            # answer (after a restart or SCRIPT FLUSH) is retried below through the Script.
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            raise StoreUnavailable(f"Redis pipeline failed: {exc}") from exc
+        out: list[Any] = []
+        for (keys, args), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                try:
+                    reply = await script(keys=keys, args=args)
+                except RedisError as exc:
+                    reply = exc
+            out.append(reply)
+        return out
 
     async def _run_and_wait(self, script: str, keys: list[str], args: list[Any]) -> tuple[Any, int]:
         """Run ``script``, then WAIT for replicas on the same connection; (reply, replicas).
@@ -506,7 +545,7 @@ class EventStore:
     async def log_length(self, partition: int) -> int:
         return int(await self.redis.xlen(self.keys.log(partition)))
 
-    # -- the worker group -------------------------------------------------------------------
+    # -- the worker group on the logs: entries that inform workers ---------------------------
     async def read_group(
         self, partitions: Sequence[int], consumer: str, count: int
     ) -> dict[int, list[Entry]]:
@@ -549,6 +588,57 @@ class EventStore:
             pipe.xack(self.keys.log(p), WORKER_GROUP, *ids)
         await pipe.execute()
 
+    async def reclaim_log(
+        self, partition: int, consumer: str, min_idle_ms: int, count: int = 100
+    ) -> list[Entry]:
+        """Take over log entries delivered to a reader that never acknowledged them (it died
+        between a read and its batch of acks), so they are acted on and acknowledged after all."""
+        return await self._claim_idle(self.keys.log(partition), consumer, min_idle_ms, count)
+
+    # -- leases: the worker group on the work streams ----------------------------------------
+    async def dispatch(
+        self, counts: Mapping[int, int], consumer: str, owner_cap: int = 0
+    ) -> dict[int, list[Lease]]:
+        """Lease up to ``counts[p]`` executions of each partition ``p`` to ``consumer``, one
+        pipelined round trip: owners in turn, oldest first within an owner, skipping owners that
+        hold ``owner_cap`` leases already (0: no cap). Partitions with nothing to lease are left
+        out of the answer."""
+        calls: list[tuple[list[str], list[Any]]] = []
+        for p, n in counts.items():
+            keys = [self.keys.ring(p), self.keys.work(p), self.keys.running(p)]
+            args: list[Any] = [
+                WORKER_GROUP,
+                consumer,
+                n,
+                owner_cap,
+                self.keys.ready_prefix(p),
+                self.keys.execution_prefix(p),
+            ]
+            calls.append((keys, args))
+        out: dict[int, list[Lease]] = {}
+        for p, reply in zip(counts, await self._pipelined(self._dispatch, calls), strict=True):
+            if isinstance(reply, Exception):
+                raise StoreUnavailable(f"dispatch on partition {p} failed: {reply}")
+            leases = [self._lease(entry_id, history) for entry_id, history in reply]
+            if leases:
+                out[p] = leases
+        return out
+
+    async def queued(self, partition: int) -> int:
+        """Executions of ``partition`` waiting for a lease (the ready lists of its ring)."""
+        owners = await self.redis.lrange(self.keys.ring(partition), 0, -1)
+        if not owners:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for owner in owners:
+            pipe.llen(self.keys.ready(_s(owner)))
+        return sum(int(n) for n in await pipe.execute())
+
+    async def leased(self, partition: int) -> dict[str, int]:
+        """Executions leased right now in ``partition``, by owner (what the cap counts)."""
+        counts = await self.redis.hgetall(self.keys.running(partition))
+        return {_s(owner): int(n) for owner, n in counts.items()}
+
     async def renew(self, partition: int, consumer: str, entry_ids: Sequence[str]) -> list[bool]:
         """Renew the leases ``consumer`` still holds; False for each one lost to a takeover."""
         return await self._touch_leases(partition, consumer, entry_ids, idle_ms=0)
@@ -564,18 +654,41 @@ class EventStore:
     ) -> list[bool]:
         if not entry_ids:
             return []
-        keys = [self.keys.log(partition)]
+        keys = [self.keys.work(partition)]
         args: list[Any] = [WORKER_GROUP, consumer, idle_ms, *entry_ids]
         return [int(x) == 1 for x in await self._run(self._touch, keys, args)]
 
     async def claim_expired(
         self, partition: int, consumer: str, min_idle_ms: int, count: int = 100
     ) -> list[Entry]:
-        """Take over every entry of ``partition`` idle longer than ``min_idle_ms``.
+        """Take over every lease of ``partition`` idle longer than ``min_idle_ms``.
 
-        Each returned Entry carries its delivery count (the lease epoch).
+        Each returned Entry is the lease's ExecutionRequested with its delivery count (the lease
+        epoch, bumped by this takeover).
         """
-        keys = [self.keys.log(partition)]
+        return await self._claim_idle(self.keys.work(partition), consumer, min_idle_ms, count)
+
+    async def release(self, partition: int, entry_ids: Sequence[str]) -> None:
+        """End leases whose execution needs nothing more, giving their owners' slots back."""
+        await self.release_many({partition: list(entry_ids)})
+
+    async def release_many(self, leases: Mapping[int, Sequence[str]]) -> None:
+        """:meth:`release` for several partitions in one round trip."""
+        calls = [
+            ([self.keys.work(p), self.keys.running(p)], [WORKER_GROUP, *ids])
+            for p, ids in leases.items()
+            if ids
+        ]
+        if not calls:
+            return
+        for reply in await self._pipelined(self._release, calls):
+            if isinstance(reply, Exception):
+                raise StoreUnavailable(f"release failed: {reply}")
+
+    async def _claim_idle(
+        self, stream: str, consumer: str, min_idle_ms: int, count: int
+    ) -> list[Entry]:
+        keys = [stream]
         cursor = "0-0"
         claimed: list[Entry] = []
         while True:
@@ -589,8 +702,19 @@ class EventStore:
                 return claimed
 
     async def dead_letter(self, partition: int, entry: Entry, reason: str) -> None:
-        """Move ``entry`` to the partition's dead-letter stream and acknowledge it, atomically."""
-        keys = [self.keys.log(partition), self.keys.dead(partition)]
+        """Move log entry ``entry`` to the partition's dead-letter stream and acknowledge it,
+        atomically."""
+        await self._dead_letter_in(
+            [self.keys.log(partition), self.keys.dead(partition)], entry, reason
+        )
+
+    async def dead_letter_lease(self, partition: int, entry: Entry, reason: str) -> None:
+        """Move lease ``entry`` (its ExecutionRequested) to the partition's dead-letter stream and
+        release it, atomically."""
+        keys = [self.keys.work(partition), self.keys.dead(partition), self.keys.running(partition)]
+        await self._dead_letter_in(keys, entry, reason)
+
+    async def _dead_letter_in(self, keys: list[str], entry: Entry, reason: str) -> None:
         args: list[Any] = [
             WORKER_GROUP,
             entry.entry_id,
@@ -633,6 +757,11 @@ class EventStore:
     @classmethod
     def _entry(cls, entry_id: bytes | str, fields: dict[Any, Any], deliveries: int = 1) -> Entry:
         return cls._raw_entry(entry_id, fields, deliveries).decode()
+
+    @staticmethod
+    def _lease(entry_id: bytes | str, history: list[bytes]) -> Lease:
+        events = [codec.decode(raw) for raw in history]
+        return Lease(Entry(_s(entry_id), events[0], bytes(history[0])), events)
 
     @staticmethod
     async def _run(script: Any, keys: list[str], args: list[Any]) -> Any:

@@ -1,34 +1,36 @@
 """The worker: the consumer loop that drives executions to their end.
 
-Shape (docs/architecture.md, docs/decisions/0001):
-    reader     read_group on every partition log (non-blocking, batched). ExecutionRequested
-               entries become jobs; every other entry is acknowledged in batches (it only informs
-               projections), except that a cancel request for a job we drive interrupts it now.
-    jobs       up to ``worker_concurrency`` executions driven at once, one anyio task each; the
-               rest wait in a local queue served round-robin by owner, so one owner's flood
-               cannot starve another owner's single execution. With ``owner_concurrency`` set,
-               an owner never has more than that many executions running on this worker.
-    lookahead  the local queue normally holds ``max(2 * worker_concurrency, batch)`` leases. The
-               log is read in order, so another owner's execution queued behind one owner's flood
-               is only seen once the reader gets past the flood: while one owner fills more than
-               half the queue, the reader reads on, up to ``_LOOKAHEAD`` times as far. Round
-               robin then starts the other owner's execution at the next free lane, not after
-               the flood drains. (The price: a flooding owner's leases gather on fewer workers.)
+Shape (docs/architecture.md, docs/decisions/0001 and 0002):
+    dispatch   executions are leased from Redis (``store.dispatch``), never read ahead: each
+               partition keeps a ready list per owner and a ring of owners, and every lease goes
+               to the next owner in the ring, skipping owners at the global cap
+               (``owner_concurrency``: leases of one owner across all workers). How deep one
+               owner's backlog is, or how many workers read it, does not change when another
+               owner's execution starts: at the next lease any worker takes in that partition.
+    jobs       up to ``worker_concurrency`` executions driven at once, one anyio task each. The
+               worker leases at most twice that many, so a lane that ends a job starts the next
+               without a round trip; the queued ones are served round-robin by owner too.
+    reader     read_group on every partition log (non-blocking, batched): every entry only
+               informs the worker and is acknowledged in batches, except that a cancel request for
+               a job we hold interrupts it now and an undecodable entry is dead-lettered.
     heartbeat  every ``heartbeat_ms``: renew every lease held (queued jobs too). A lost lease
                cancels that job: another worker owns the execution now.
     cancels    every ``min(heartbeat_ms, 500)`` ms: jobs inside a provider call or a retry wait
                look for an ExecutionCancelRequested and abort the call (DESIGN: within ~1 s).
     claims     every ``claim_interval_ms``: take over leases idle longer than ``lease_ms``
                (epoch = delivery count); too many deliveries -> dead letter and ExecutionFailed.
+               A lease taken over keeps its owner's cap slot, so a crash neither leaks a slot nor
+               lets the owner exceed the cap. Log entries a dead reader left unacknowledged are
+               taken over and acted on too.
 
 A job is driven by engine.drive (plan, append, run tools); its appends go through one
 :class:`engine.batcher.AppendBatcher`, so the executions that reach an append together share one
-pipelined round trip, and its terminal append acknowledges its ExecutionRequested entry atomically.
+pipelined round trip, and its terminal append releases its lease (and cap slot) atomically.
 
-Throughput (DESIGN §12): per execution the reader decodes only its ExecutionRequested (the other
-log entries are recognised by their encoded type prefix and acknowledged in batches), a fresh
-delivery needs no history read (the entry is the whole history), and the appends of all
-executions at the same point travel in one pipeline.
+Throughput (DESIGN §12): one pipelined round trip leases executions in every partition, and a
+fresh lease needs no history read (dispatch returns the history with the lease); the reader
+decodes almost nothing (log entries are recognised by their encoded type prefix and acknowledged
+in batches); and the appends of all executions at the same point travel in one pipeline.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import random
 import secrets
 import socket
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -63,13 +65,12 @@ log = logging.getLogger("clipstream.worker")
 
 _IDLE_MIN_S = 0.002
 _IDLE_MAX_S = 0.05
-_LOOKAHEAD = 16  # how much deeper the local queue may grow while one owner floods it
 
-# Entries the reader acknowledges without decoding: the events a worker writes, which only inform
-# projections. ExecutionRequested and ExecutionCancelRequested are decoded (the reader acts on
-# them), and so is anything whose type prefix is not one of these (it may be undecodable).
+# Log entries the reader acknowledges without decoding: every event but a cancel request (the
+# reader acts on it), and anything whose type prefix is not one of these (it may be undecodable).
 _INFORMATIONAL = frozenset(
     {
+        "ExecutionRequested",
         "ExecutionStarted",
         "StepStarted",
         "StepCompleted",
@@ -81,6 +82,7 @@ _INFORMATIONAL = frozenset(
         "ExecutionCompleted",
         "ExecutionFailed",
         "ExecutionCancelled",
+        "RunItemRecorded",
     }
 )
 
@@ -126,12 +128,12 @@ class Worker:
         self.rng = random.Random()
         self.batcher = AppendBatcher(self.store, max_batch=self.settings.batch)
         self._jobs: dict[str, Job] = {}  # every lease held, by execution id
-        self._waiting: dict[str, deque[Job]] = {}  # owner -> jobs waiting for a slot
+        self._waiting: dict[str, deque[Job]] = {}  # owner -> jobs waiting for a lane
         self._owners: deque[str] = deque()  # round-robin order of owners with waiting jobs
         self._running = 0  # jobs handed to a lane and not ended yet
-        self._owner_running: dict[str, int] = defaultdict(int)  # running jobs by owner (capped)
         self._idle: list[_Lane] = []  # lanes waiting for a job
-        self._acks: dict[int, list[str]] = defaultdict(list)
+        self._acks: dict[int, list[str]] = defaultdict(list)  # log entries read
+        self._releases: dict[int, list[str]] = defaultdict(list)  # leases of finished jobs
         self._stop: anyio.Event | None = None
         self._stop_requested = False
         self._stopping = False
@@ -153,14 +155,15 @@ class Worker:
             tg.start_soon(self._every, self.settings.claim_interval_ms, self._claim_pass)
             backoff = _Backoff()
             while not self._stop.is_set():
-                got = await self._guarded(self._read_pass)
+                leased = await self._guarded(self._dispatch_pass)
+                behind = await self._guarded(self._read_pass)
                 await self._guarded(self._flush_acks)
-                if got:
+                if leased or behind:
                     backoff.reset()
                     continue
                 with anyio.move_on_after(_IDLE_MAX_S if self._full else backoff.next()):
                     if self._full:
-                        # Backpressure: read again as soon as a job ends, not after a backoff.
+                        # Backpressure: lease again as soon as a job ends, not after a backoff.
                         self._room = anyio.Event()
                         await self._room.wait()
                     else:
@@ -179,11 +182,12 @@ class Worker:
             backoff = _Backoff()
             while not self._stop_requested:
                 claimed = await self._claim_pass()
-                got = await self._read_pass()
+                leased = await self._dispatch_pass()
+                behind = await self._read_pass()
                 await self._flush_acks()
-                if not (claimed or got or self._jobs):
+                if not (claimed or leased or behind or self._jobs):
                     break
-                if got or claimed:
+                if leased or behind or claimed:
                     backoff.reset()
                 else:
                     await anyio.sleep(backoff.next())
@@ -207,8 +211,8 @@ class Worker:
         return self._stopping
 
     def ack(self, job: Job) -> None:
-        """Acknowledge ``job``'s ExecutionRequested entry with the next batch of acks."""
-        self._acks[job.partition].append(job.entry_id)
+        """Release ``job``'s lease (its execution needs nothing more) with the next batch."""
+        self._releases[job.partition].append(job.entry_id)
 
     # -- loops -------------------------------------------------------------------------------
     @property
@@ -230,66 +234,90 @@ class Worker:
 
     @property
     def _room_left(self) -> int:
-        # The local queue holds up to a batch of leases (at least twice the concurrency): enough
-        # to serve owners in turn without hoarding the work other workers could take; deeper
-        # while one owner floods it, to see past the flood (module docstring: lookahead).
-        window = max(2 * self.settings.worker_concurrency, self.settings.batch)
-        if self._waiting and max(map(len, self._waiting.values())) > window // 2:
-            window *= _LOOKAHEAD
-        return window - len(self._jobs)
+        # Up to twice the lanes: a lane that ends a job finds the next one here, while the leases
+        # held stay few enough that other workers (and owners) are not kept waiting behind them.
+        return 2 * self.settings.worker_concurrency - len(self._jobs)
 
     @property
     def _full(self) -> bool:
         return self._room_left <= 0 and not self._stopping
 
-    async def _read_pass(self) -> bool:
-        """Read new entries from every partition; True when there were any."""
+    async def _dispatch_pass(self) -> bool:
+        """Lease executions for the room there is, across partitions; True when any were.
+
+        The room is shared out evenly; partitions that filled their share are asked again for
+        what the others left, so one busy partition can fill the room in a few round trips.
+        """
         room = self._room_left
         if room <= 0 or self._stopping:
-            return False  # backpressure: the leases we hold already fill the queue
-        count = max(1, min(self.settings.batch, room))
+            return False
+        partitions = list(self.store.partitions)
+        leased_any = False
+        while room > 0 and partitions:
+            share = -(-room // len(partitions))
+            leased = await self.store.dispatch(
+                {p: share for p in partitions}, self.worker_id, self.settings.owner_concurrency
+            )
+            fresh = [
+                self._job(p, lease.entry, lease.history)
+                for p, leases in leased.items()
+                for lease in leases
+            ]
+            await self._admit(job for job in fresh if job is not None)
+            room -= len(fresh)
+            leased_any = leased_any or bool(fresh)
+            partitions = [p for p in partitions if len(leased.get(p, ())) == share]
+        return leased_any
+
+    async def _read_pass(self) -> bool:
+        """Read new log entries from every partition and act on them; True when the reader is
+        behind (a partition had a whole batch for it), so the next pass should come at once.
+
+        A reader that has caught up reads again after the idle backoff: the log only informs the
+        worker, and reading it as fast as events arrive would take the CPU the jobs need."""
+        if self._stopping:
+            return False
+        count = self.settings.batch
         batches = await self.store.read_group_raw(self.store.partitions, self.worker_id, count)
-        fresh: list[Job] = []
         for p, raws in batches.items():
             acks = self._acks[p]
             for raw in raws:
                 if raw.event_type in _INFORMATIONAL:
                     acks.append(raw.entry_id)  # the common case: no decoding at all
-                    continue
-                job = await self._route(p, raw.decode())
-                if job is not None:
-                    fresh.append(job)
-        await self._admit(fresh)
-        return bool(batches)
+                else:
+                    await self._on_log_entry(p, raw.decode())
+        return any(len(raws) == count for raws in batches.values())
 
-    async def _route(self, partition: int, entry: Entry) -> Job | None:
-        """Decide what one delivered entry means: a job to drive, or an ack."""
+    async def _on_log_entry(self, partition: int, entry: Entry) -> None:
+        """Act on one log entry the reader decoded: dead-letter it, or acknowledge it (after
+        interrupting our job when it is a cancel request for one)."""
         event = entry.event
         if event is None:
             await self.store.dead_letter(partition, entry, "undecodable entry")
-            return None
-        if isinstance(event, ExecutionRequested):
-            known = self._jobs.get(event.execution_id)
-            if known is not None:
-                known.epoch = max(known.epoch, entry.deliveries)
-                return None
-            return Job(
-                execution_id=event.execution_id,
-                owner=event.owner,
-                partition=partition,
-                entry_id=entry.entry_id,
-                epoch=entry.deliveries,
-                # A first delivery is the whole history as far as anyone has written: no read.
-                # Were there more (a cancel request already), the first append conflicts and the
-                # job reloads. A redelivered or claimed entry's history is read in _admit.
-                history=[event] if entry.deliveries == 1 else None,
-            )
+            return
         if isinstance(event, ExecutionCancelRequested):
             job = self._jobs.get(event.execution_id)
             if job is not None:
                 self._interrupt(job)
         self._acks[partition].append(entry.entry_id)
-        return None
+
+    def _job(self, partition: int, entry: Entry, history: list[AnyEvent] | None) -> Job | None:
+        """The job of a lease, or None when we hold that execution already (the lease came back
+        to us: the job goes on, at the new epoch). ``history`` None: read in :meth:`_admit`."""
+        event = entry.event
+        assert isinstance(event, ExecutionRequested)
+        known = self._jobs.get(event.execution_id)
+        if known is not None:
+            known.epoch = max(known.epoch, entry.deliveries)
+            return None
+        return Job(
+            execution_id=event.execution_id,
+            owner=event.owner,
+            partition=partition,
+            entry_id=entry.entry_id,
+            epoch=entry.deliveries,
+            history=history,
+        )
 
     def _start_lanes(self, tg: anyio.abc.TaskGroup) -> None:
         self._idle = []
@@ -297,8 +325,9 @@ class Worker:
         for _ in range(self.settings.worker_concurrency):
             tg.start_soon(self._lane)
 
-    async def _admit(self, jobs: list[Job]) -> None:
+    async def _admit(self, new: Iterable[Job]) -> None:
         """Load the histories the new jobs need in one round trip, then queue them."""
+        jobs = list(new)
         if not jobs:
             return
         unknown = [j.execution_id for j in jobs if j.history is None]
@@ -312,9 +341,9 @@ class Worker:
                 queue = self._waiting[job.owner] = deque()
                 self._owners.append(job.owner)
             queue.append(job)
-        self._dispatch()
+        self._hand_out()
 
-    def _dispatch(self) -> None:
+    def _hand_out(self) -> None:
         """Hand waiting jobs to idle lanes, taking owners in turn."""
         while self._idle and not self._stopping:
             job = self._next_waiting()
@@ -325,16 +354,10 @@ class Worker:
             lane.wake.set()
 
     def _next_waiting(self) -> Job | None:
-        """The next queued job, round-robin by owner, skipping owners at their concurrency cap
-        (None when nothing may start). The job returned counts as running."""
-        cap = self.settings.owner_concurrency
-        capped = 0
-        while self._owners and capped < len(self._owners):
+        """The next queued job, round-robin by owner (None when none is queued). The job returned
+        counts as running. (The owner cap was applied when the job was leased.)"""
+        while self._owners:
             owner = self._owners.popleft()
-            if cap and self._owner_running[owner] >= cap:
-                self._owners.append(owner)
-                capped += 1
-                continue
             queue = self._waiting[owner]
             job = queue.popleft()
             if queue:
@@ -343,8 +366,6 @@ class Worker:
                 del self._waiting[owner]
             if not job.lost:
                 self._running += 1
-                if cap:
-                    self._owner_running[owner] += 1
                 return job
         return None
 
@@ -376,11 +397,6 @@ class Worker:
             job.finished = True
         finally:
             self._running -= 1
-            if self.settings.owner_concurrency:
-                self._owner_running[job.owner] -= 1
-                if not self._owner_running[job.owner]:
-                    del self._owner_running[job.owner]
-                self._dispatch()  # a capped owner's next job may start on an idle lane now
             if self._job_ended is not None:
                 self._job_ended.set()
             self._room.set()
@@ -388,10 +404,13 @@ class Worker:
                 del self._jobs[job.execution_id]
 
     async def _flush_acks(self) -> None:
-        if not any(self._acks.values()):
-            return
-        acks, self._acks = dict(self._acks), defaultdict(list)
-        await self.store.ack_many(acks)
+        """Acknowledge the log entries read and release the leases of finished jobs."""
+        if any(self._acks.values()):
+            acks, self._acks = dict(self._acks), defaultdict(list)
+            await self.store.ack_many(acks)
+        if any(self._releases.values()):
+            releases, self._releases = dict(self._releases), defaultdict(list)
+            await self.store.release_many(releases)
 
     def _interrupt(self, job: Job) -> None:
         """A cancel was requested: abort the provider call (or retry wait) in progress."""
@@ -405,7 +424,7 @@ class Worker:
         if job.scope is not None:
             job.scope.cancel()
         if self._jobs.get(job.execution_id) is job and job.scope is None:
-            del self._jobs[job.execution_id]  # still queued: _dispatch skips it
+            del self._jobs[job.execution_id]  # still queued: _next_waiting skips it
 
     # -- heartbeat, cancels, claims ---------------------------------------------------------
     def _held_by_partition(self) -> dict[int, list[Job]]:
@@ -438,26 +457,25 @@ class Worker:
                 self._interrupt(job)
 
     async def _claim_pass(self) -> bool:
-        """Take over expired leases on every partition; True when anything was claimed."""
+        """Take over expired leases (and log entries a dead reader left unacknowledged) on every
+        partition; True when anything was claimed."""
         if self._stopping:
             return False
         claimed_any = False
         fresh: list[Job] = []
+        lease_ms = self.settings.lease_ms
         for p in self.store.partitions:
-            entries = await self.store.claim_expired(
-                p, self.worker_id, min_idle_ms=self.settings.lease_ms
-            )
-            for entry in entries:
+            for entry in await self.store.reclaim_log(p, self.worker_id, min_idle_ms=lease_ms):
+                claimed_any = True
+                await self._on_log_entry(p, entry)
+            for entry in await self.store.claim_expired(p, self.worker_id, min_idle_ms=lease_ms):
                 claimed_any = True
                 event = entry.event
-                if (
-                    isinstance(event, ExecutionRequested)
-                    and entry.deliveries > self.settings.max_deliveries
-                ):
+                if not isinstance(event, ExecutionRequested):
+                    await self.store.dead_letter_lease(p, entry, "undecodable lease")
+                elif entry.deliveries > self.settings.max_deliveries:
                     await self._dead_letter_execution(p, entry, event)
-                    continue
-                job = await self._route(p, entry)
-                if job is not None:
+                elif (job := self._job(p, entry, None)) is not None:
                     log.info(
                         "worker %s took over %s (epoch %d)",
                         self.worker_id,
@@ -504,7 +522,7 @@ class Worker:
                 break
             except ConcurrencyConflict:
                 continue
-        await self.store.dead_letter(partition, entry, reason)
+        await self.store.dead_letter_lease(partition, entry, reason)
         log.warning("worker %s: %s %s", self.worker_id, xid, reason)
 
     # -- shutdown --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from engine.store import EventStore
 from tests.contract import (
     test_store_append,
     test_store_basics,
+    test_store_dispatch,
     test_store_group,
     test_store_guarded_requests,
     test_store_money,
@@ -35,6 +36,7 @@ CONTRACT_MODULES: tuple[ModuleType, ...] = (
     test_store_requests,
     test_store_append,
     test_store_group,
+    test_store_dispatch,
     test_store_open,
     test_store_guarded_requests,
     test_store_money,
@@ -47,6 +49,7 @@ for _module in CONTRACT_MODULES:
             globals()[_name] = _value
 # Module-level fixtures the contract tests rely on (e.g. test_store_group's ``leases``).
 leases = test_store_group.leases
+hour_leases = test_store_dispatch.hour_leases
 
 
 async def test_partitions_really_span_several_nodes(store: EventStore) -> None:
@@ -58,7 +61,8 @@ async def test_partitions_really_span_several_nodes(store: EventStore) -> None:
 
 async def test_one_execution_keeps_to_one_slot(store: EventStore) -> None:
     """Every key a request or a money move touches (stream, log, balance, ledger, idempotency,
-    applied charges) shares a slot."""
+    applied charges, ready list and ring) or its lease does (work stream, running counts) shares a
+    slot."""
     req = await started_execution(store)
     keys = [
         store.keys.execution(req.execution_id),
@@ -68,6 +72,10 @@ async def test_one_execution_keeps_to_one_slot(store: EventStore) -> None:
         store.keys.idempotency(req.owner, "k"),
         store.keys.dead(store.keys.partition(req.owner)),
         store.keys.charges(store.keys.partition(req.owner)),
+        store.keys.ready(req.owner),
+        store.keys.ring(store.keys.partition(req.owner)),
+        store.keys.work(store.keys.partition(req.owner)),
+        store.keys.running(store.keys.partition(req.owner)),
     ]
     slots = {store.redis.keyslot(k) for k in keys}
     assert len(slots) == 1, slots

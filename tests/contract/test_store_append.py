@@ -204,9 +204,9 @@ async def test_append_many_acknowledges_the_entry_only_with_the_append(store: Ev
     a = await started_execution(store, partition=2)
     b = await started_execution(store, partition=2)
     entries = {
-        e.event.execution_id: e.entry_id
-        for e in (await store.read_group([2], "w1", 10))[2]
-        if e.event
+        lease.entry.event.execution_id: lease.entry.entry_id
+        for lease in (await store.dispatch({2: 10}, "w1"))[2]
+        if lease.entry.event
     }
     key = store.keys.execution(a.execution_id)
     await store.append_many(
@@ -219,8 +219,9 @@ async def test_append_many_acknowledges_the_entry_only_with_the_append(store: Ev
             ),
         ]
     )
-    pending = await store.redis.xpending_range(store.keys.log(2), WORKER_GROUP, "-", "+", 10)
+    pending = await store.redis.xpending_range(store.keys.work(2), WORKER_GROUP, "-", "+", 10)
     assert [p["message_id"].decode() for p in pending] == [entries[b.execution_id]]
+    assert await store.leased(2) == {b.owner: 1}  # a's cap slot went with its lease
     assert 0 < await store.redis.pttl(key) <= 60_000
     assert await store.redis.pttl(store.keys.execution(b.execution_id)) == -1
 

@@ -70,8 +70,8 @@ async def test_lease_renewal_fails_after_takeover(store: EventStore) -> None:
     await store.redis.set(store.keys.balance(owner), 10_000)
     await store.request(_requested(store, owner))
     p = store.keys.partition(owner)
-    got = await store.read_group([p], "w1", 10)
-    ids = [e.entry_id for e in got[p]]
+    got = await store.dispatch({p: 10}, "w1")
+    ids = [lease.entry.entry_id for lease in got[p]]
     assert await store.renew(p, "w1", ids) == [True]
     await store.hand_back(p, "w1", ids)
     claimed = await store.claim_expired(p, "w2", min_idle_ms=store.settings.lease_ms)

@@ -44,7 +44,7 @@ async def test_events_group_and_leases_survive_a_restart(
     await store.open()
     req = await started_execution(store, partition=1)
     queued = await started_execution(store, partition=1)
-    [leased] = (await store.read_group([1], "w1", 1))[1]
+    [leased] = [lease.entry for lease in (await store.dispatch({1: 1}, "w1"))[1]]
     history = await store.history(req.execution_id)
     log = await store.read_log(1, "0-0", 10)
     await client.aclose()
@@ -61,9 +61,9 @@ async def test_events_group_and_leases_survive_a_restart(
         await store.open()
         assert await store.history(req.execution_id) == history
         assert await store.read_log(1, "0-0", 10) == log
-        # The lease is still w1's; the group still remembers what it delivered.
+        # The lease is still w1's; the ready list still holds what was not leased.
         assert await store.renew(1, "w1", [leased.entry_id]) == [True]
-        [rest] = (await store.read_group([1], "w2", 10))[1]
+        [rest] = [lease.entry for lease in (await store.dispatch({1: 10}, "w2"))[1]]
         assert rest.event is not None
         assert rest.event.execution_id == queued.execution_id
         await store.hand_back(1, "w1", [leased.entry_id])

@@ -1,5 +1,6 @@
-"""The worker group on every backend: ``read_group`` across partitions, ``ack``/``ack_many``,
-leases (``renew``, ``hand_back``, ``claim_expired``) and ``dead_letter``.
+"""The worker group on every backend: on the logs, ``read_group`` across partitions,
+``ack``/``ack_many``, ``reclaim_log`` and ``dead_letter``; on the work streams, leases taken by
+``dispatch`` (``renew``, ``hand_back``, ``claim_expired``, ``release``, ``dead_letter_lease``).
 
 Leases here are an hour long, so an entry a test has just touched is never idle long enough to
 be claimed by accident, however slow the machine: takeovers happen only through ``hand_back``.
@@ -31,14 +32,19 @@ async def leases(redis: RedisClient, settings: Settings) -> EventStore:
 
 
 async def _pending(store: EventStore, partition: int) -> list[str]:
-    """Every entry id still pending in ``partition`` (claiming them all is the observable way)."""
+    """Every lease still pending in ``partition`` (claiming them all is the observable way)."""
     return [e.entry_id for e in await store.claim_expired(partition, "observer", min_idle_ms=0)]
+
+
+async def _pending_log(store: EventStore, partition: int) -> list[str]:
+    """Every log entry still pending in ``partition``, the same way."""
+    return [e.entry_id for e in await store.reclaim_log(partition, "observer", min_idle_ms=0)]
 
 
 async def _one_leased(store: EventStore, consumer: str = "w1") -> tuple[int, Entry]:
     req = await started_execution(store, partition=1)
-    got = await store.read_group([1], consumer, 10)
-    [entry] = got[1]
+    got = await store.dispatch({1: 10}, consumer)
+    [entry] = [lease.entry for lease in got[1]]
     assert isinstance(entry.event, ExecutionRequested)
     assert entry.event.execution_id == req.execution_id
     return 1, entry
@@ -72,12 +78,21 @@ async def test_read_group_only_reads_the_partitions_asked(store: EventStore) -> 
     assert list(await store.read_group([0, 1], "w1", 10)) == [0]
 
 
-async def test_ack_ends_the_lease(leases: EventStore) -> None:
+async def test_release_ends_the_lease(leases: EventStore) -> None:
     p, entry = await _one_leased(leases)
-    await leases.ack(p, [entry.entry_id])
-    await leases.ack(p, [])
+    await leases.release(p, [entry.entry_id])
+    await leases.release(p, [])
     assert await leases.renew(p, "w1", [entry.entry_id]) == [False]
     assert await _pending(leases, p) == []
+    assert await leases.leased(p) == {}
+
+
+async def test_ack_ends_a_log_entrys_delivery(store: EventStore) -> None:
+    await started_execution(store, partition=1)
+    [entry] = (await store.read_group([1], "w1", 10))[1]
+    await store.ack(1, [entry.entry_id])
+    await store.ack(1, [])
+    assert await _pending_log(store, 1) == []
 
 
 async def test_ack_many_acknowledges_every_partition(store: EventStore) -> None:
@@ -89,14 +104,14 @@ async def test_ack_many_acknowledges_every_partition(store: EventStore) -> None:
     await store.ack_many({p: [entries[0].entry_id] for p, entries in got.items()} | {99: []})
     await store.ack_many({})
     for p in store.partitions:
-        assert await _pending(store, p) == [keep[p]]
+        assert await _pending_log(store, p) == [keep[p]]
 
 
 async def test_renew_keeps_only_leases_still_held(leases: EventStore) -> None:
     await started_execution(leases, partition=1)
     await started_execution(leases, partition=1)
-    got = await leases.read_group([1], "w1", 10)
-    ids = [e.entry_id for e in got[1]]
+    got = await leases.dispatch({1: 10}, "w1")
+    ids = [lease.entry.entry_id for lease in got[1]]
     assert await leases.renew(1, "w1", ids) == [True, True]
     assert await leases.renew(1, "w2", ids) == [False, False]
     assert await leases.renew(1, "w1", ["0-1"]) == [False]
@@ -133,8 +148,8 @@ async def test_a_stale_hand_back_leaves_the_new_holder_alone(leases: EventStore)
 async def test_claim_expired_pages_through_every_expired_entry(leases: EventStore) -> None:
     for _ in range(7):
         await started_execution(leases, partition=2)
-    got = await leases.read_group([2], "w1", 10)
-    ids = [e.entry_id for e in got[2]]
+    got = await leases.dispatch({2: 10}, "w1")
+    ids = [lease.entry.entry_id for lease in got[2]]
     await leases.hand_back(2, "w1", ids)
     claimed = await leases.claim_expired(2, "w2", min_idle_ms=leases.settings.lease_ms, count=3)
     assert sorted(e.entry_id for e in claimed) == sorted(ids)
@@ -146,7 +161,7 @@ async def test_dead_letter_moves_and_acknowledges(leases: EventStore) -> None:
     p, entry = await _one_leased(leases)
     await leases.hand_back(p, "w1", [entry.entry_id])
     [claimed] = await leases.claim_expired(p, "w2", min_idle_ms=leases.settings.lease_ms)
-    await leases.dead_letter(p, claimed, "delivered 2 times")
+    await leases.dead_letter_lease(p, claimed, "delivered 2 times")
     [dead] = await leases.dead_letters(p)
     assert dead["entry_id"] == entry.entry_id
     assert dead["reason"] == "delivered 2 times"
@@ -156,8 +171,9 @@ async def test_dead_letter_moves_and_acknowledges(leases: EventStore) -> None:
     assert dead["dead_id"]
     assert await _pending(leases, p) == []
     assert await leases.renew(p, "w2", [entry.entry_id]) == [False]
-    # The log itself keeps the entry: dead-lettering ends its delivery, not its history.
-    assert [e.entry_id for e in await leases.read_log(p, "0-0", 10)] == [entry.entry_id]
+    assert await leases.leased(p) == {}  # the owner's cap slot is given back
+    # The log itself keeps the request: dead-lettering ends its delivery, not its history.
+    assert [e.event for e in await leases.read_log(p, "0-0", 10)] == [entry.event]
 
 
 async def test_dead_letters_lists_oldest_first_and_per_partition(store: EventStore) -> None:
@@ -177,7 +193,7 @@ async def test_an_undecodable_entry_is_delivered_for_dead_lettering(store: Event
     assert (entry.event, entry.raw) == (None, b"\xffgarbage")
     await store.dead_letter(3, entry, "undecodable")
     assert [d["reason"] for d in await store.dead_letters(3)] == ["undecodable"]
-    assert await _pending(store, 3) == []
+    assert await _pending_log(store, 3) == []
 
 
 async def test_read_group_raw_reads_the_type_without_decoding(store: EventStore) -> None:

@@ -307,7 +307,8 @@ async def test_takeover_releases_the_dead_workers_reservation_once(runtime: Runt
     store, x = runtime.store, req.execution_id
     p = store.keys.partition(owner)
     # A worker that reserved step 0 and started it, then died mid-call.
-    [entry] = (await store.read_group([p], "dead", 10))[p]
+    [lease] = (await store.dispatch({p: 10}, "dead"))[p]
+    entry = lease.entry
     held = billing.reservation(x, 0, 1, 60_000)
     await store.append(
         x,
@@ -352,7 +353,8 @@ async def test_dead_letter_releases_what_the_execution_held(runtime: Runtime) ->
     req = await request(runtime, owner, [transcribe()], [source_input()])
     store, x = runtime.store, req.execution_id
     p = store.keys.partition(owner)
-    [entry] = (await store.read_group([p], "crashy", 10))[p]
+    [lease] = (await store.dispatch({p: 10}, "crashy"))[p]
+    entry = lease.entry
     await store.append(
         x,
         1,

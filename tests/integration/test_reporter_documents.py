@@ -105,7 +105,7 @@ async def test_a_takeover_publishes_what_a_dead_worker_did_not(runtime: Runtime)
     output = {"kind": "completion", "text": "written before the crash", "model": "sim-1"}
     req2 = await _request(runtime)
     p = store.keys.partition(req2.owner)
-    await store.read_group([p], "dead", 10)  # the dead worker's lease (delivery 1)
+    await store.dispatch({p: 10}, "dead")  # the dead worker's lease (delivery 1)
     dead: list[AnyEvent] = [
         ExecutionStarted(execution_id=req2.execution_id, worker_id="dead", epoch=1),
         StepStarted(

@@ -1,11 +1,12 @@
 """Fairness between owners sharing a partition, on both backends: one owner's 2,000 queued
-executions do not delay another owner's single one, and the per-owner concurrency cap
-(``CLIPSTREAM_OWNER_CONCURRENCY``) holds. Verdicts come from the order of the partition log, never
-from the clock: a gate tool holds every call until the test opens it."""
+executions do not delay another owner's single one, with one worker or several and however deep
+the backlog; and the per-owner concurrency cap (``CLIPSTREAM_OWNER_CONCURRENCY``) holds across all
+workers, a crashed worker's share included. Verdicts come from the order of the partition log,
+never from the clock: a gate tool holds every call until the test opens it."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ from engine.events import (
     ExecutionRequested,
     ExecutionStarted,
     StepSpec,
+    StepStarted,
     Target,
     WorkflowSnapshot,
 )
@@ -31,6 +33,7 @@ from tests.helpers import eventually
 pytestmark = pytest.mark.anyio
 
 FLOOD = 2_000
+DEEP = 1_500  # deeper than what two workers ever read ahead (see ``shallow``)
 
 
 class _Gate(Tool):
@@ -99,6 +102,25 @@ async def queue(store: EventStore, owner: str, n: int) -> list[str]:
     return ids
 
 
+@dataclass(frozen=True)
+class Crowd:
+    """One owner's flood and, queued behind it in the same partition, another owner's few."""
+
+    flooder: str
+    other: str
+    partition: int
+    flood: list[str]
+    theirs: list[str]
+
+
+async def crowd(store: EventStore, flood: int, theirs: int) -> Crowd:
+    """Queue ``flood`` executions of one owner, then ``theirs`` of another in its partition."""
+    flooder, other = owners_in_one_partition(store, 2)
+    flood_ids = await queue(store, flooder, flood)
+    their_ids = await queue(store, other, theirs)
+    return Crowd(flooder, other, store.keys.partition(flooder), flood_ids, their_ids)
+
+
 async def starts_in_log_order(store: EventStore, partition: int) -> list[str]:
     """Execution ids in the order their ExecutionStarted entered the partition log."""
     entries = await store.read_log(partition, "0-0", 1_000_000)
@@ -109,17 +131,16 @@ async def test_a_flood_does_not_delay_another_owners_single_execution(
     runtime: Runtime, gate: _Gate
 ) -> None:
     store = runtime.store
-    flooder, other = owners_in_one_partition(store, 2)
-    partition = store.keys.partition(flooder)
-    flood = await queue(store, flooder, FLOOD)
-    [single] = await queue(store, other, 1)  # behind all 2,000 in the same partition log
+    scene = await crowd(store, FLOOD, 1)  # the single one behind all 2,000 in the partition log
+    partition, flood, [single] = scene.partition, scene.flood, scene.theirs
 
     worker = Worker(runtime)
     lanes = runtime.settings.worker_concurrency
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
-        # Every lane is busy with the flood, and the reader has read past it to the single one.
-        await eventually(lambda: _value(worker.in_flight), until=lambda n: n == FLOOD + 1)
+        # Every lane is busy while the gate is closed (leases are taken owners in turn, so the
+        # single one is among them: no reading past the flood is needed).
+        await eventually(lambda: _value(worker.in_flight), until=lambda n: n > lanes)
         gate.open.set()
         await eventually(lambda: starts_in_log_order(store, partition), until=lambda s: single in s)
         worker.request_stop()
@@ -145,10 +166,8 @@ async def test_the_owner_cap_bounds_one_owners_running_executions(
 ) -> None:
     runtime = replace(runtime, settings=capped)
     store = runtime.store
-    flooder, other = owners_in_one_partition(store, 2)
-    partition = store.keys.partition(flooder)
-    flood = await queue(store, flooder, 12)
-    [single] = await queue(store, other, 1)
+    scene = await crowd(store, 12, 1)
+    partition, flood, [single] = scene.partition, scene.flood, scene.theirs
 
     worker = Worker(runtime)
     async with anyio.create_task_group() as tg:
@@ -161,21 +180,126 @@ async def test_the_owner_cap_bounds_one_owners_running_executions(
         assert len(set(started) & set(flood)) == 2
         gate.open.set()
     # Over the whole run, the flooder never had more than two executions between start and end.
-    entries = await store.read_log(partition, "0-0", 1_000_000)
+    assert await peak_running(store, partition, flood) == 2
+    assert await completed(store, partition) == {*flood, single}
+
+
+async def peak_running(store: EventStore, partition: int, executions: list[str]) -> int:
+    """The most of ``executions`` ever running at once, by the partition log: from each one's
+    ExecutionStarted to its ExecutionCompleted."""
     running: set[str] = set()
     peak = 0
-    for entry in entries:
+    for entry in await store.read_log(partition, "0-0", 1_000_000):
         event = entry.event
-        if event is None or event.execution_id not in flood:
+        if event is None or event.execution_id not in executions:
             continue
         if isinstance(event, ExecutionStarted):
             running.add(event.execution_id)
             peak = max(peak, len(running))
         elif isinstance(event, ExecutionCompleted):
             running.discard(event.execution_id)
-    assert peak == 2
-    ended = [e.event for e in entries if isinstance(e.event, ExecutionCompleted)]
-    assert {e.execution_id for e in ended} == {*flood, single}
+    return peak
+
+
+async def completed(store: EventStore, partition: int) -> set[str]:
+    """Executions of ``partition`` that completed, by the partition log."""
+    entries = await store.read_log(partition, "0-0", 1_000_000)
+    return {e.event.execution_id for e in entries if isinstance(e.event, ExecutionCompleted)}
+
+
+@pytest.fixture
+def shallow(settings: Settings) -> Settings:
+    """Few lanes and small batches. A worker that found its work by reading the log ahead saw at
+    most 16 x max(2 x lanes, batch) = 128 entries of it: two such workers would not reach an
+    execution queued behind ``DEEP`` others until the gate opened."""
+    return replace(settings, worker_concurrency=4, batch=8)
+
+
+async def test_a_backlog_deeper_than_any_read_ahead_does_not_delay_another_owner(
+    runtime: Runtime, shallow: Settings, gate: _Gate
+) -> None:
+    runtime = replace(runtime, settings=shallow)
+    store = runtime.store
+    scene = await crowd(store, DEEP, 1)  # the single one behind all of the backlog
+    partition, backlog, [single] = scene.partition, scene.flood, scene.theirs
+
+    workers = [Worker(runtime, worker_id=f"w{i}") for i in range(2)]
+    async with anyio.create_task_group() as tg:
+        for worker in workers:
+            tg.start_soon(worker.run)
+        # The gate holds every call: only the executions the lanes took first ever start.
+        starts = await eventually(
+            lambda: starts_in_log_order(store, partition), until=lambda s: single in s
+        )
+        for worker in workers:
+            worker.request_stop()
+    lanes = 2 * shallow.worker_concurrency
+    assert starts.index(single) < lanes
+    assert len(set(backlog) - set(starts)) >= DEEP - lanes
+
+
+async def test_the_owner_cap_holds_across_workers(
+    runtime: Runtime, capped: Settings, gate: _Gate
+) -> None:
+    runtime = replace(runtime, settings=capped)
+    store = runtime.store
+    scene = await crowd(store, 12, 2)
+    partition, flood, theirs = scene.partition, scene.flood, scene.theirs
+
+    workers = [Worker(runtime, worker_id=f"w{i}") for i in range(2)]
+    async with anyio.create_task_group() as tg:
+        for worker in workers:
+            tg.start_soon(worker.run)
+        # 32 lanes are free between the two workers, but the flooder may run only two at once:
+        # the other owner's start while the gate still holds the flooder's two.
+        started = await eventually(
+            lambda: starts_in_log_order(store, partition), until=lambda s: set(theirs) <= set(s)
+        )
+        assert len(set(started) & set(flood)) == 2
+        assert await store.leased(partition) == {scene.flooder: 2, scene.other: 2}
+        gate.open.set()
+        await eventually(
+            lambda: completed(store, partition), until=lambda done: done == {*flood, *theirs}
+        )
+        for worker in workers:
+            worker.request_stop()
+    assert await peak_running(store, partition, flood) == 2
+    assert await store.leased(partition) == {}
+
+
+async def test_a_crashed_workers_cap_slots_come_back_with_its_leases(
+    runtime: Runtime, capped: Settings, gate: _Gate
+) -> None:
+    runtime = replace(runtime, settings=capped)
+    store = runtime.store
+    [owner] = owners_in_one_partition(store, 1)
+    partition = store.keys.partition(owner)
+    first = await queue(store, owner, 2)
+    crashed = Worker(runtime, worker_id="crashed")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(crashed.run)
+        await eventually(
+            lambda: starts_in_log_order(store, partition), until=lambda s: set(first) <= set(s)
+        )
+        tg.cancel_scope.cancel()  # killed: no hand-back, its leases stay until they expire
+    assert await store.leased(partition) == {owner: 2}
+
+    rest = await queue(store, owner, 4)  # what a fresh worker may start only once a slot is free
+    gate.open.set()
+    heir = Worker(runtime, worker_id="heir")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(heir.run)
+        await eventually(
+            lambda: completed(store, partition), until=lambda done: done == {*first, *rest}
+        )
+        heir.request_stop()
+    # The heir took the crashed worker's two over (epoch 2) in the slots they held, and ran the
+    # rest after them: the owner never had more than two running.
+    assert await peak_running(store, partition, first + rest) == 2
+    for xid in first:
+        starts = [e for e in await store.history(xid) if isinstance(e, StepStarted)]
+        assert [(s.epoch, s.worker_id) for s in starts] == [(1, "crashed"), (2, "heir")]
+    assert await store.leased(partition) == {}
 
 
 def test_owner_concurrency_is_read_from_the_environment() -> None:

@@ -90,7 +90,7 @@ def of_type(events: list[AnyEvent], kind: type[Any]) -> list[Any]:
 
 async def pending_count(store: EventStore, execution: ExecutionRequested) -> int:
     p = store.keys.partition(execution.owner)
-    info = await store.redis.xpending(store.keys.log(p), WORKER_GROUP)
+    info = await store.redis.xpending(store.keys.work(p), WORKER_GROUP)
     return int(info["pending"])
 
 
@@ -344,7 +344,7 @@ async def test_stale_worker_late_append_is_refused(
     ]
     assert stale.in_flight == 0
     # The lease stays with the thief: the stale worker acknowledged nothing.
-    pending = await store.redis.xpending_range(store.keys.log(p), WORKER_GROUP, "-", "+", 10)
+    pending = await store.redis.xpending_range(store.keys.work(p), WORKER_GROUP, "-", "+", 10)
     assert trigger.entry_id in {x["message_id"].decode() for x in pending}
     assert {x["consumer"] for x in pending} == {b"thief"}
     with pytest.raises(ConcurrencyConflict):
@@ -359,7 +359,8 @@ async def test_redelivered_entry_of_a_finished_execution_changes_nothing(
     store = runtime.store
     req = await request(store, [transcribe()])
     p = store.keys.partition(req.owner)
-    [entry] = (await store.read_group([p], "first", 10))[p]
+    [lease] = (await store.dispatch({p: 10}, "first"))[p]
+    entry = lease.entry
     x = req.execution_id
     await store.append(
         x,
@@ -384,7 +385,8 @@ async def test_takeover_continues_after_the_last_completed_step(runtime: Runtime
     req = await request(store, [transcribe(), llm("Summarise."), llm("Review.")])
     p = store.keys.partition(req.owner)
     # A worker that died after step 0 completed and step 1 started.
-    [entry] = (await store.read_group([p], "dead", 10))[p]
+    [lease] = (await store.dispatch({p: 10}, "dead"))[p]
+    entry = lease.entry
     await Worker(runtime, worker_id="helper").run_until_idle()  # nothing to do: lease is held
     assert len(await store.history(req.execution_id)) == 1
     x = req.execution_id
@@ -412,7 +414,8 @@ async def test_dead_letter_after_max_deliveries(runtime: Runtime) -> None:
     store = runtime.store
     req = await request(store, [transcribe()])
     p = store.keys.partition(req.owner)
-    [entry] = (await store.read_group([p], "crashy", 10))[p]
+    [lease] = (await store.dispatch({p: 10}, "crashy"))[p]
+    entry = lease.entry
     # Every delivery so far ended in a crash (the delivery count is the only trace).
     for _ in range(runtime.settings.max_deliveries - 1):
         await store.claim_expired(p, "crashy", min_idle_ms=0)

@@ -2,7 +2,7 @@
 
     python -m bench.run            # the full run (about 4 minutes on 2 cores)
     python -m bench.run --quick    # smaller numbers, for a smoke test
-    python -m bench.run --out bench/results/2026-11-29.md
+    python -m bench.run --out bench/results/2026-11-29-pm.md
 
 Every scenario runs against a private redis-server started on a free port (no persistence), with
 the roles as separate processes exactly as they are deployed (`clipstream worker`, `projector`,

@@ -42,6 +42,7 @@ from engine.commands import (
     idempotency,
     item_input,
     reporter_workflow,
+    resolve_source,
     snapshot,
 )
 from engine.errors import EngineError, InvalidRequest, NotFound, StoreError
@@ -341,19 +342,18 @@ async def start_video(
     once: ``processed`` with its execution id (new, or the one this run started before), or
     ``skipped_seen`` when another run of the schedule processed the video meanwhile."""
     store = runtime.store
-    url = watch_url(video.video_id)
-    step_input = {
-        "item_id": None,
-        "item_type": "youtube_video",
-        "source": url,
-        "external_id": video.video_id,
-    }
+    # The video as one of the owner's items (the one it has, or a new one), so its transcript and
+    # documents land on an item like those of any process request.
+    item = await resolve_source(runtime, owner, watch_url(video.video_id))
+    step_input = item_input(item)
     key = f"{run}:{video.video_id}"
     event = ExecutionRequested(
         execution_id=new_execution_id(store.keys.partition(owner)),
         owner=owner,
         kind="process",
-        target=Target(kind="youtube_video", source=url, external_id=video.video_id),
+        target=Target(
+            kind=item.type, item_id=item.item_id, source=item.source, external_id=item.external_id
+        ),
         workflow=workflow,
         step_inputs=[step_input for _ in workflow.steps],
         fee=0,

@@ -11,6 +11,7 @@ from engine import commands
 from engine.errors import InvalidRequest
 from engine.events import ExecutionCompleted, StepFailed
 from engine.ids import new_id
+from engine.items import get_item
 from engine.resources import reporters, schedules
 from engine.runtime import Runtime
 from engine.schedule_runs import RunTriggered, trigger_run
@@ -68,6 +69,13 @@ async def test_a_run_applies_the_rules_and_starts_one_execution_per_picked_video
         assert [s.tool_id for s in child.workflow.steps] == ["transcribe"]
         done = await runtime.store.history(child.execution_id)
         assert isinstance(done[-1], ExecutionCompleted), child.execution_id
+        # Each video is one of the owner's items, holding the transcript the execution made.
+        assert child.target.item_id is not None
+        item = await get_item(runtime, w.owner, child.target.item_id)
+        assert (item.type, item.external_id) == ("youtube_video", child.target.external_id)
+        transcript = await Queries(runtime).get_transcript(w.owner, item.item_id, None)
+        assert transcript is not None
+        assert transcript["execution_id"] == child.execution_id
 
     # The next run: what the first processed is seen, the capped one is picked now.
     yt.upload("@alpha", "v0000000000", hours_old=0.5)

@@ -30,7 +30,7 @@ from engine.settings import micro_to_coins
 from engine.store import Entry
 from projections.fold import FoldGap, apply
 from projections.queries import Queries
-from projections.views import ExecutionView
+from projections.views import ExecutionView, iso_ms
 
 log = logging.getLogger("clipstream.feed")
 
@@ -61,9 +61,10 @@ def feed_summary(view: ExecutionView) -> dict[str, Any]:
         "cost_coins": micro_to_coins(view.cost),
         "error": None if error is None else {"code": error.code, "message": error.message},
         "cancel_requested": view.cancel_requested,
-        "created_at": view.created_at,
-        "updated_at": view.updated_at,
-        "finished_at": view.finished_at,
+        # ISO-8601 like every other execution a client sees (REST, the reset snapshot).
+        "created_at": iso_ms(view.created_at),
+        "updated_at": iso_ms(view.updated_at),
+        "finished_at": iso_ms(view.finished_at),
     }
 
 

@@ -13,6 +13,7 @@ from engine.ids import new_id
 from engine.runtime import Runtime
 from projections.feed import SLOW_CONSUMER, FeedClosed, FeedHub, Message, owner_feed_key
 from projections.projector import Projector
+from projections.queries import Queries
 from tests.golden import scenarios
 from tests.integration.test_projector import make
 
@@ -58,6 +59,12 @@ async def test_no_cursor_starts_with_a_reset_snapshot_then_live_events(
         got = await take(sub, len(later.events))
     assert seqs(got) == [(later.execution_id, e.seq) for e in later.events]
     assert got[-1]["execution"]["status"] == "error"
+    # An event's execution carries its times as the reset snapshot and the REST views do.
+    [listed], _ = await Queries(runtime).list_executions(owner, active=False, limit=1, cursor=None)
+    assert listed["execution_id"] == later.execution_id
+    for field in ("created_at", "updated_at", "finished_at"):
+        assert got[-1]["execution"][field] == listed[field]
+    assert isinstance(reset["executions"][0]["created_at"], str)
 
 
 async def test_resume_from_a_cursor_replays_history_then_joins_live_without_a_gap(

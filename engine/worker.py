@@ -181,11 +181,14 @@ class Worker:
             tg.start_soon(self._every, self._cancel_check_ms, self._check_cancels)
             backoff = _Backoff()
             while not self._stop_requested:
+                # Idle means a whole pass that began with no job found nothing: a job that ends
+                # during a pass may free an owner's cap slot after the dispatch found it full.
+                had_jobs = bool(self._jobs)
                 claimed = await self._claim_pass()
                 leased = await self._dispatch_pass()
                 behind = await self._read_pass()
                 await self._flush_acks()
-                if not (claimed or leased or behind or self._jobs):
+                if not (had_jobs or claimed or leased or behind or self._jobs):
                     break
                 if leased or behind or claimed:
                     backoff.reset()

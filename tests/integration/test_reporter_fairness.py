@@ -307,3 +307,33 @@ def test_owner_concurrency_is_read_from_the_environment() -> None:
     assert Settings.from_env({"CLIPSTREAM_OWNER_CONCURRENCY": "8"}).owner_concurrency == 8
     with pytest.raises(ConfigError, match="CLIPSTREAM_OWNER_CONCURRENCY"):
         Settings.from_env({"CLIPSTREAM_OWNER_CONCURRENCY": "-1"})
+
+
+async def test_run_until_idle_waits_for_capped_work_freed_during_a_pass(
+    runtime: Runtime, gate: _Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a pass whose dispatch found the owner at its cap, and whose running job ended
+    before the pass did, was taken for idle, stranding the owner's next execution."""
+    runtime = replace(runtime, settings=replace(runtime.settings, owner_concurrency=1))
+    store = runtime.store
+    [owner] = owners_in_one_partition(store, 1)
+    first, second = await queue(store, owner, 2)
+    worker = Worker(runtime)
+    dispatch = worker._dispatch_pass
+
+    async def jobs() -> int:
+        return len(worker._jobs)
+
+    async def dispatch_then_finish_what_runs() -> bool:
+        running = bool(worker._jobs)
+        leased = await dispatch()
+        if running and not leased:  # the owner was at its cap: let its job end right now
+            gate.open.set()
+            await eventually(jobs, until=lambda n: n == 0)
+        return leased
+
+    monkeypatch.setattr(worker, "_dispatch_pass", dispatch_then_finish_what_runs)
+    with anyio.fail_after(30):  # bounds a broken build; the verdict is the log below
+        await worker.run_until_idle()
+    for xid in (first, second):
+        assert isinstance((await store.history(xid))[-1], ExecutionCompleted), xid

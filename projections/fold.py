@@ -197,18 +197,8 @@ def _requested(event: ExecutionRequested) -> ExecutionView:
 
 
 def _run_item(event: RunItemRecorded) -> RunItemView:
-    return RunItemView(
-        item_id=event.item_id,
-        channel_id=event.channel_id,
-        video_id=event.video_id,
-        outcome=event.outcome,
-        collection_id=event.collection_id,
-        title=event.title,
-        published_at=event.published_at,
-        child_execution_id=event.child_execution_id,
-        reason=event.reason,
-        at=event.at,
-    )
+    """The view of a run's decision: the event's own fields (``at`` included), by name."""
+    return RunItemView(**{f: getattr(event, f) for f in RunItemView.__struct_fields__})
 
 
 def _finish(view: ExecutionView, event: AnyEvent) -> ExecutionView:

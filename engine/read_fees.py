@@ -166,10 +166,17 @@ class ReadFees:
             self._retry.append((charge, served))
 
     async def retry(self) -> int:
-        """Try every queued settlement once more; returns how many are still queued."""
-        for _ in range(len(self._retry)):
-            charge, served = self._retry.popleft()
-            await self.settle(charge, served=served)
+        """Settle the queued settlements in order, stopping at the first that Redis still fails
+        (the rest would fail the same way: one warning a tick, not one per charge); returns how
+        many are still queued."""
+        while self._retry:
+            charge, served = self._retry[0]
+            try:
+                await self.settle_now(charge, served=served)
+            except StoreUnavailable as exc:
+                log.warning("%d read charges wait for Redis: %s", len(self._retry), exc)
+                break
+            self._retry.popleft()
         return len(self._retry)
 
     async def sweep(self, *, now_ms: int | None = None, grace_ms: int = GRACE_MS) -> int:
@@ -188,24 +195,35 @@ class ReadFees:
                 except RedisError as exc:
                     raise StoreUnavailable(f"Redis failed sweeping read charges: {exc}") from exc
                 for member in members:
-                    text = member.decode() if isinstance(member, bytes) else member
-                    await self.settle_now(ReadCharge.parse(text), served=True)
+                    await self._settle_pending(keys.read_charges(partition), member)
                 settled += len(members)
                 if len(members) < SWEEP_BATCH:
                     break
         return settled
+
+    async def _settle_pending(self, key: str, member: bytes | str) -> None:
+        """Settle one pending record as served; one that cannot be parsed (written by hand, or by
+        another version) is logged and dropped, so it cannot block the charges behind it."""
+        text = member.decode() if isinstance(member, bytes) else member
+        try:
+            charge = ReadCharge.parse(text)
+        except ValueError:
+            log.error("dropping a pending read charge that cannot be parsed: %r", text)
+            await self.runtime.redis.zrem(key, member)
+            return
+        await self.settle_now(charge, served=True)
 
     async def run(self) -> None:
         """Forever: retry the queue every second and sweep every minute (the API's lifespan)."""
         last_sweep = -SWEEP_INTERVAL_S  # the first pass sweeps: what a crashed process left
         while True:
             await anyio.sleep(RETRY_INTERVAL_S)
-            await self.retry()
-            if time.monotonic() - last_sweep >= SWEEP_INTERVAL_S:
-                last_sweep = time.monotonic()
-                try:
+            try:
+                await self.retry()
+                if time.monotonic() - last_sweep >= SWEEP_INTERVAL_S:
+                    last_sweep = time.monotonic()
                     await self.sweep()
-                except StoreUnavailable as exc:
-                    log.warning("sweeping read charges failed; next sweep retries: %s", exc)
-                except Exception:  # the loop outlives any one bad record
-                    log.exception("sweeping read charges failed")
+            except StoreUnavailable as exc:
+                log.warning("settling read charges failed; the next pass retries: %s", exc)
+            except Exception:  # the loop outlives any one bad record: the API depends on it
+                log.exception("settling read charges failed")

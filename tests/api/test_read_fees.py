@@ -239,6 +239,47 @@ async def _always_failing(**_: Any) -> Any:
     raise RedisConnectionError("down")
 
 
+async def test_a_retry_while_redis_is_down_tries_once_and_keeps_the_order(
+    runtime: Runtime, alice: ApiAccount
+) -> None:
+    fees = ReadFees(runtime)
+    charges = [await fees.admit(alice.account_id, f"read:req_{i}") for i in range(3)]
+    working = fees._settle
+    calls: list[int] = []
+
+    async def down(**kwargs: Any) -> Any:
+        calls.append(1)
+        raise RedisConnectionError("down")
+
+    fees._settle = down
+    for charge in charges:
+        assert charge is not None
+        await fees.settle(charge, served=True)
+    calls.clear()
+    assert await fees.retry() == 3
+    assert len(calls) == 1  # the first failure ends the pass: no storm of calls and warnings
+
+    fees._settle = working
+    assert await fees.retry() == 0
+    reads = await _reads(runtime, alice.account_id)
+    assert sorted(r.charge_id for r in reads) == [f"read:req_{i}" for i in range(3)]
+
+
+async def test_a_sweep_drops_a_pending_record_it_cannot_parse_and_settles_the_rest(
+    runtime: Runtime, alice: ApiAccount
+) -> None:
+    fees = ReadFees(runtime)
+    charge = await fees.admit(alice.account_id, "read:req_behind")
+    assert charge is not None
+    keys = runtime.store.keys
+    pending = keys.read_charges(keys.partition(alice.account_id))
+    await runtime.redis.zadd(pending, {"not a charge": 0})  # sorts first: before the real one
+
+    assert await ReadFees(runtime).sweep(now_ms=2**50) == 2
+    assert [r.charge_id for r in await _reads(runtime, alice.account_id)] == ["read:req_behind"]
+    assert await _pending(runtime) == 0
+
+
 async def test_the_sse_stream_is_one_read_charged_when_it_closes(
     runtime: Runtime, alice: ApiAccount
 ) -> None:

@@ -222,6 +222,8 @@ class Drive:
         False after a conflict (state reloaded, or job lost) or a refused reservation (the
         pending events now fail the step instead)."""
         while self.pending:
+            if terminal:
+                self._state_the_total()
             op = AppendOp(
                 self.xid,
                 self.durable,
@@ -248,6 +250,16 @@ class Drive:
             if flushed:
                 await self._publish(flushed)
         return True
+
+    def _state_the_total(self) -> None:
+        """Set the pending ExecutionCompleted's cost from the state as it now is: it was planned
+        before its last settlement was appended, and the balance may have capped that one."""
+        assert self.state.requested is not None
+        paid = self.state.requested.fee + self.state.steps_cost
+        self.pending = [
+            msgspec.structs.replace(e, cost=paid) if isinstance(e, ExecutionCompleted) else e
+            for e in self.pending
+        ]
 
     def _refused(self, refused: BalanceRefused) -> bool:
         """Rewrite the pending events after the balance refused one of their money moves; True
@@ -351,7 +363,7 @@ class Drive:
             return True
         for event in outcome:
             self._buffer(event)
-        done = outcome[0]
+        done = outcome[-1]  # the StepCompleted comes after the events a tool returned
         self._release_held("settled" if isinstance(done, StepCompleted) else "failed")
         if isinstance(done, StepCompleted) and done.cost > 0:
             self._buffer(billing.settlement(self.xid, action.index, action.attempt, done.cost))

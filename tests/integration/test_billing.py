@@ -24,6 +24,7 @@ from engine.events import (
     ExecutionFailed,
     ExecutionRequested,
     ExecutionStarted,
+    RunItemRecorded,
     StepCompleted,
     StepFailed,
     StepSpec,
@@ -36,7 +37,7 @@ from engine.providers import registry
 from engine.providers.base import LLM, Completion, Transcriber, Transcription
 from engine.runtime import Runtime
 from engine.settings import Settings
-from engine.tools import TOOLS
+from engine.tools import TOOLS, StepResult, Tool, ToolContext
 from engine.worker import Worker
 from projections.fold import fold
 from projections.views import execution_json
@@ -180,6 +181,45 @@ async def test_a_completed_step_pays_its_actual_cost(runtime: Runtime) -> None:
     assert body["execution"]["cost_coins"] == (FEE + provider_cost) / 1_000_000
     assert [s["cost_coins"] for s in body["steps"]] == [d.cost / 1_000_000 for d in done]
     assert [s["usage"] for s in body["steps"]] == [d.usage for d in done]
+
+
+class _ReportingTool(Tool):
+    """A tool that returns an event of its own with its result, and costs 500."""
+
+    tool_id = "test_billing_reporting"
+    description = "test"
+    provider_kind = "llm"
+
+    def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
+        return 1_000
+
+    async def run(self, ctx: ToolContext) -> StepResult:
+        note = RunItemRecorded(
+            execution_id=ctx.execution_id,
+            item_id="itm_x",
+            channel_id="UC_x",
+            video_id="vid_x",
+            outcome="skipped_seen",
+        )
+        return StepResult(output={"ok": True}, cost=500, events=(note,))
+
+
+async def test_a_step_whose_tool_returns_events_still_pays_its_cost(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tool = _ReportingTool()
+    monkeypatch.setitem(TOOLS, tool.tool_id, tool)
+    owner = await funded(runtime, 1_000_000)
+    req = await request(
+        runtime, owner, [StepSpec(step_id="stp_r", tool_id=tool.tool_id)], [source_input()]
+    )
+    await Worker(runtime).run_until_idle()
+
+    history = await runtime.store.history(req.execution_id)
+    assert [c.amount for c in of_type(history, CostCharged)] == [500]
+    assert [r.reason for r in of_type(history, CostReleased)] == ["settled"]
+    assert await accounts.balance(runtime, owner) == 1_000_000 - FEE - 500
+    await audited(runtime, owner)
 
 
 async def test_running_out_mid_flight_never_calls_the_provider_of_the_next_step(
@@ -399,6 +439,7 @@ async def test_an_actual_cost_above_the_balance_is_capped_at_zero(runtime: Runti
 
     history = await runtime.store.history(req.execution_id)
     assert isinstance(history[-1], ExecutionCompleted)
+    assert history[-1].cost == FEE + estimate  # the total the log states is what was paid
     [done] = of_type(history, StepCompleted)
     assert done.cost == 3 * estimate  # what the provider reported
     [charged] = of_type(history, CostCharged)

@@ -109,7 +109,7 @@ async def update_schedule(
             for gone in set(current.collection_ids) - set(wanted):
                 txn.remove(st.children(owner, COLLECTION_SCHEDULES, gone), schedule_id)
         updated = msgspec.structs.replace(current, **fields, updated_at=now_ms())
-        if "enabled" in fields or "interval_hours" in fields:
+        if (updated.enabled, updated.interval_hours) != (current.enabled, current.interval_hours):
             _list_due(st, txn, updated, updated.updated_at)
         return updated if await txn.put(key, updated).commit() else None
 

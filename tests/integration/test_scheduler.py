@@ -145,6 +145,28 @@ async def test_disabled_schedules_never_fire(
     assert await runs_of(w) == []
 
 
+async def test_a_patch_that_repeats_the_cadence_keeps_the_due_time(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that sends the whole schedule back with every edit must not push its next run
+    back an interval each time: only a change of ``enabled`` or ``interval_hours`` re-times it."""
+    w = await scheduled_world(runtime, monkeypatch)
+    due = await due_at(w)
+    assert due is not None
+    await schedules.update_schedule(
+        runtime,
+        w.owner,
+        w.reporter_id,
+        w.schedule_id,
+        {"max_videos_per_channel": 3, "enabled": True, "interval_hours": 1},
+    )
+    assert await due_at(w) == due
+    changed = await schedules.update_schedule(
+        runtime, w.owner, w.reporter_id, w.schedule_id, {"interval_hours": 2}
+    )
+    assert await due_at(w) == changed.updated_at + 2 * HOUR_MS
+
+
 async def test_a_deleted_schedules_leftover_entry_is_dropped(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -36,7 +36,6 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine import plan
 from engine.commands import (
     collection_items,
     idempotency,
@@ -46,7 +45,14 @@ from engine.commands import (
     snapshot,
 )
 from engine.errors import EngineError, InvalidRequest, NotFound, StoreError
-from engine.events import ExecutionRequested, RunOutcome, StepSpec, Target, WorkflowSnapshot
+from engine.events import (
+    ExecutionRequested,
+    RunOutcome,
+    StepSpec,
+    Target,
+    WorkflowSnapshot,
+    is_terminal,
+)
 from engine.ids import new_execution_id, run_id
 from engine.items import Item
 from engine.resources import schedules
@@ -108,7 +114,8 @@ async def trigger_run(
             raise NotFound("no such schedule")
         current = await _run_marker(runtime, owner, schedule_id)
         live = current is not None and await in_flight(runtime, current)
-        if live and idem is None:
+        if live and not await _key_used(runtime, owner, idem):
+            # Nothing to build: a run is in flight and no earlier request answers this one.
             assert current is not None
             return RunTriggered("already_running", schedule_id, current)
         event = await build_run(
@@ -135,11 +142,18 @@ async def _run_marker(runtime: Runtime, owner: str, schedule_id: str) -> str | N
     return None if raw is None else _text(raw)
 
 
+async def _key_used(runtime: Runtime, owner: str, idem: tuple[str, str] | None) -> bool:
+    """Whether the Idempotency-Key of this trigger already names a request."""
+    if idem is None:
+        return False
+    return bool(await runtime.redis.exists(runtime.store.keys.idempotency(owner, idem[0])))
+
+
 async def in_flight(runtime: Runtime, execution_id: str) -> bool:
-    """True while the execution exists and has not ended (its history folded, so a late event
-    after the terminal one cannot fool it)."""
-    state = plan.fold(await runtime.store.history(execution_id))
-    return state.requested is not None and not state.terminal
+    """True while the execution exists and has not ended (any terminal event in its history, so
+    a late event after the terminal one cannot fool it)."""
+    history = await runtime.store.history(execution_id)
+    return bool(history) and not any(is_terminal(e) for e in history)
 
 
 async def build_run(

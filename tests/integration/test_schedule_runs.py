@@ -142,6 +142,15 @@ async def test_a_trigger_while_a_run_is_in_flight_starts_nothing_and_charges_not
     # An Idempotency-Key answers for the run it started, running or not.
     keyed = await run_now(w, key="k1")
     assert keyed.status == "already_running"
+    # While a run is in flight the answer needs nothing of the schedule's current shape: with
+    # its collections gone (a new run could not start), a fresh key is still already_running.
+    await schedules.update_schedule(
+        runtime, w.owner, w.reporter_id, w.schedule_id, {"collection_ids": []}
+    )
+    assert (await run_now(w, key="k2")).status == "already_running"
+    await schedules.update_schedule(
+        runtime, w.owner, w.reporter_id, w.schedule_id, {"collection_ids": [w.collection_ids[0]]}
+    )
 
     await settle(runtime)
     after = await run_now(w)

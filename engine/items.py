@@ -178,8 +178,8 @@ async def create_item(runtime: Runtime, owner: str, source: str, *, reuse: bool 
 
     async def attempt() -> Item | None:
         holders = await st.members(by_source) if reuse else []
-        if holders:
-            return await get_item(runtime, owner, min(holders))
+        if holders:  # in id order: the oldest first
+            return await get_item(runtime, owner, holders[0])
         item = Item(
             item_id=new_id("itm"),
             owner=owner,

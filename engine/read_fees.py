@@ -34,6 +34,7 @@ import anyio
 from redis.exceptions import RedisError
 
 from engine.errors import InsufficientBalance, StoreUnavailable
+from engine.resources.store import now_ms as wall_ms
 from engine.runtime import Runtime
 
 log = logging.getLogger("clipstream.read_fees")
@@ -69,10 +70,6 @@ redis.call('XADD', KEYS[3], '*', 'charge_id', ARGV[4], 'kind', 'read',
   'amount', string.format('%d', -amount), 'balance', string.format('%d', balance), 'at', ARGV[5])
 return amount
 """
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +121,7 @@ class ReadFees:
         try:
             admitted = await self._admit(
                 keys=[keys.balance(account_id), keys.read_charges(keys.partition(account_id))],
-                args=[charge.member, _now_ms(), self.fee],
+                args=[charge.member, wall_ms(), self.fee],
             )
         except RedisError as exc:
             raise StoreUnavailable(f"Redis failed admitting a read: {exc}") from exc
@@ -150,7 +147,7 @@ class ReadFees:
                     charge.fee,
                     "1" if served else "0",
                     charge.charge_id,
-                    _now_ms(),
+                    wall_ms(),
                 ],
             )
         except RedisError as exc:
@@ -183,7 +180,7 @@ class ReadFees:
         """Settle as served every charge admitted before ``now_ms - grace_ms``, in every partition;
         returns how many it found (a concurrent sweep may have settled some of them first).
         StoreUnavailable when Redis fails."""
-        cutoff = (_now_ms() if now_ms is None else now_ms) - grace_ms
+        cutoff = (wall_ms() if now_ms is None else now_ms) - grace_ms
         keys = self.runtime.store.keys
         settled = 0
         for partition in self.runtime.store.partitions:

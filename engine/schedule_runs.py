@@ -57,7 +57,7 @@ from engine.ids import new_execution_id, run_id
 from engine.items import Item
 from engine.resources import schedules
 from engine.resources.records import Schedule
-from engine.resources.store import MAX_RETRIES, Contended
+from engine.resources.store import MAX_RETRIES, Contended, now_ms
 from engine.runtime import Runtime
 from engine.store import Refused
 
@@ -177,7 +177,7 @@ async def build_run(
         "workflow_id": schedule.workflow_id,
         "max_age_hours": schedule.max_age_hours,
         "max_videos_per_channel": schedule.max_videos_per_channel,
-        "as_of": _now_ms(),
+        "as_of": now_ms(),
     }
     steps: list[StepSpec] = []
     inputs: list[dict[str, Any]] = []
@@ -224,10 +224,6 @@ async def _channels(runtime: Runtime, schedule: Schedule) -> list[tuple[str, Ite
         for item in items:
             found.setdefault(item.item_id, (collection_id, item))
     return list(found.values())[:MAX_CHANNELS]
-
-
-def _now_ms() -> int:
-    return int(dt.datetime.now(dt.UTC).timestamp() * 1000)
 
 
 # -- what a pick decides ------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -33,17 +32,13 @@ import anyio
 from engine.errors import EngineError, StoreError
 from engine.resources import schedules
 from engine.resources.records import SCHEDULES, Schedule
-from engine.resources.store import Store
+from engine.resources.store import Store, now_ms
 from engine.runtime import Runtime
 from engine.schedule_runs import trigger_run
 
 log = logging.getLogger("clipstream.scheduler")
 
 BATCH = 100  # due schedules read per partition per pass
-
-
-def wall_clock_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def latest_tick(due_ms: int, interval_ms: int, now_ms: int) -> int:
@@ -72,7 +67,7 @@ class Scheduler:
         self,
         runtime: Runtime,
         *,
-        clock: Callable[[], int] = wall_clock_ms,
+        clock: Callable[[], int] = now_ms,
         scheduler_id: str | None = None,
     ) -> None:
         self.runtime = runtime

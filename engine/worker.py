@@ -42,7 +42,7 @@ import secrets
 import socket
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import anyio.abc
@@ -66,25 +66,10 @@ log = logging.getLogger("clipstream.worker")
 _IDLE_MIN_S = 0.002
 _IDLE_MAX_S = 0.05
 
-# Log entries the reader acknowledges without decoding: every event but a cancel request (the
-# reader acts on it), and anything whose type prefix is not one of these (it may be undecodable).
-_INFORMATIONAL = frozenset(
-    {
-        "ExecutionRequested",
-        "ExecutionStarted",
-        "StepStarted",
-        "StepCompleted",
-        "StepFailed",
-        "StepRetryScheduled",
-        "CostCharged",
-        "CostReserved",
-        "CostReleased",
-        "ExecutionCompleted",
-        "ExecutionFailed",
-        "ExecutionCancelled",
-        "RunItemRecorded",
-    }
-)
+# Log entries the reader acknowledges without decoding: every event type but a cancel request (the
+# reader acts on it); anything whose type prefix is not one of these is decoded (it may be
+# undecodable). Derived from the union, so a new event type cannot be forgotten here.
+_INFORMATIONAL = frozenset(t.__name__ for t in get_args(AnyEvent)) - {"ExecutionCancelRequested"}
 
 
 def _default_worker_id() -> str:

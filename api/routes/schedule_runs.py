@@ -18,7 +18,7 @@ from api.auth import Caller, account_route, runtime_of
 from api.errors import request_id_of
 from api.openapi import doc
 from api.routes.executions import queries_of
-from api.routes.reporters import IDEMPOTENCY_HEADER
+from api.routes.reporters import IDEMPOTENCY_HEADER, _reporter_id
 from api.schemas import ErrorOut, PageQuery, decode_body, page_params, path_id, respond
 from engine.errors import NotFound
 from engine.events import RunOutcome, Status
@@ -98,10 +98,6 @@ class RunList(msgspec.Struct, kw_only=True):
 
 class RunResponse(msgspec.Struct, kw_only=True):
     run: RunDetailOut
-
-
-def _reporter_id(request: Request) -> str:
-    return path_id(request, "reporter_id", "rep")
 
 
 @doc(

@@ -30,7 +30,7 @@ from api.routes import (
     schedules,
     tools,
 )
-from engine.read_fees import ReadFees
+from engine.money.read_fees import ReadFees
 from engine.runtime import Runtime
 from projections.feed import FeedHub
 from projections.queries import Queries

@@ -1,7 +1,7 @@
 """Who is calling: API keys, session JWTs and the admin token.
 
 ``Authorization: Bearer ck_live_…`` is an API key (looked up by its sha256 in O(1), see
-engine.accounts); any other bearer credential is a session JWT: HS256 only (the algorithm is
+engine.money.accounts); any other bearer credential is a session JWT: HS256 only (the algorithm is
 pinned, so ``alg: none`` or an RS/HS confusion is refused), signed with ``runtime.jwt_secret``,
 with ``sub`` (the account), ``iat``, ``exp``, ``aud`` and ``iss`` all required and a small leeway
 for clock skew. Every 401 carries the same message whatever the reason, so a probe learns nothing.
@@ -28,8 +28,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.read_charging import admit_read
-from engine.accounts import API_KEY_PREFIX, account_for_api_key
-from engine.ids import is_id
+from engine.log.ids import is_id
+from engine.money.accounts import API_KEY_PREFIX, account_for_api_key
 from engine.runtime import Runtime
 
 AUDIENCE = "clipstream"

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import anyio
 
-from engine.billing import Audit, audit
 from engine.errors import ConfigError, EngineError
+from engine.money.billing import Audit, audit
 from engine.runtime import Runtime
 from engine.settings import Settings
 
@@ -63,7 +63,7 @@ def _redact(text: str) -> str:
     return re.sub(r"(token=)[^&\s\"]+", r"\1[redacted]", text)
 
 
-# -- roles -----------------------------------------------------------------------------------
+# -- roles ---------------------------------------------------------------------------------------
 
 
 async def _until_signal(stop: anyio.Event) -> None:
@@ -90,7 +90,7 @@ async def _run_role(
 
 async def _worker_role(runtime: Runtime, stop: anyio.Event, worker_id: str | None = None) -> None:
     from engine.providers import registry
-    from engine.worker import Worker
+    from engine.run.worker import Worker
 
     worker = Worker(runtime, worker_id=worker_id)
     log.info("worker %s started on %d partitions", worker.worker_id, runtime.store.keys.partitions)
@@ -108,7 +108,7 @@ async def _projector_role(runtime: Runtime, stop: anyio.Event) -> None:
 
 
 async def _scheduler_role(runtime: Runtime, stop: anyio.Event) -> None:
-    from engine.scheduler import Scheduler
+    from engine.schedules.scheduler import Scheduler
 
     scheduler = Scheduler(runtime)
     log.info(
@@ -161,7 +161,7 @@ async def _serve_all(settings: Settings, host: str, port: int) -> None:
 
 async def _print_banner(runtime: Runtime, host: str, port: int) -> None:
     from api.auth import mint_session_token
-    from engine.accounts import create_account
+    from engine.money.accounts import create_account
 
     settings = runtime.settings
     base = f"http://{host}:{port}"
@@ -200,12 +200,12 @@ def _safe_url(url: str) -> str:
     return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
 
 
-# -- operator commands ---------------------------------------------------------------------
+# -- operator commands ---------------------------------------------------------------------------
 
 
 async def _history(settings: Settings, execution_id: str) -> int:
-    from engine import codec
-    from engine.ids import is_id
+    from engine.log import codec
+    from engine.log.ids import is_id
 
     if not is_id(execution_id, "exc"):
         print(f"not an execution id: {execution_id}", file=sys.stderr)
@@ -255,7 +255,7 @@ async def _tail(settings: Settings, partitions: Sequence[int] | None, from_start
 
 
 async def _status(settings: Settings) -> int:
-    from engine.keys import WORKER_GROUP
+    from engine.log.keys import WORKER_GROUP
 
     runtime = await Runtime.open(settings)
     store = runtime.store
@@ -354,7 +354,7 @@ class _ProgressBar:
 
 async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
     from api.auth import mint_session_token
-    from engine import accounts
+    from engine.money import accounts
     from engine.settings import coins_to_micro, micro_to_coins
 
     runtime = await Runtime.open(settings)
@@ -415,7 +415,7 @@ def _print_audit(report: Audit) -> None:
         print(f"  - {problem}")
 
 
-# -- argument parsing ----------------------------------------------------------------------
+# -- argument parsing ----------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:

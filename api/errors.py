@@ -33,7 +33,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.errors import EngineError, StoreError, StoreUnavailable
-from engine.ids import new_id
+from engine.log.ids import new_id
 
 log = logging.getLogger("clipstream.api")
 
@@ -98,7 +98,7 @@ def error_response(
     )
 
 
-# -- exception handlers (registered on the Starlette app) ------------------------------------
+# -- exception handlers (registered on the Starlette app) ----------------------------------------
 
 
 async def engine_error(request: Request, exc: Exception) -> Response:
@@ -136,7 +136,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 }
 
 
-# -- the edge middleware ----------------------------------------------------------------------
+# -- the edge middleware -------------------------------------------------------------------------
 
 
 class Edge:

@@ -53,7 +53,8 @@ REF = "#/components/schemas/{name}"
 
 E = TypeVar("E", bound=Callable[..., Any])
 
-# Path parameter name -> id prefix; the pattern mirrors engine.ids (executions carry a partition).
+# Path parameter name -> id prefix; the pattern mirrors engine.log.ids (executions carry a
+# partition).
 ID_PARAMS = {
     "account_id": "acc",
     "item_id": "itm",
@@ -166,7 +167,7 @@ def operation_of(endpoint: Callable[..., Any]) -> Operation | None:
     return found if isinstance(found, Operation) else None
 
 
-# -- walking the routes -----------------------------------------------------------------------
+# -- walking the routes --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +214,7 @@ def security_of(endpoint: Callable[..., Any]) -> str | None:
     return None
 
 
-# -- the document -----------------------------------------------------------------------------
+# -- the document --------------------------------------------------------------------------------
 
 
 def _error_statuses(op: Operation, auth: str | None, has_ids: bool, read: bool) -> list[int]:

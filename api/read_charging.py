@@ -6,12 +6,13 @@ is ``free``; writes pay their own fees (async routes) or nothing (synchronous re
 realtime WebSocket is not an HTTP read and is not charged.
 
 - Before the handler, :func:`admit_read` admits the caller (402 when the balance is not positive)
-  and records the charge as pending (engine.read_fees), under a charge id unique to this request.
+  and records the charge as pending (engine.money.read_fees), under a charge id unique to this
+  request.
 - :class:`ChargeReads`, a middleware, settles it once the answer has gone out: after the last
   byte of an ordinary response, or when a stream ends (a stream is one read, however long it
   lasts). A 2xx/3xx answer is charged; an error answer (4xx, 5xx) or a request that failed before
   answering is released. Settling never delays or fails the answer: a Redis failure queues it for
-  a retry, and the sweep of engine.read_fees settles what a crashed process left.
+  a retry, and the sweep of engine.money.read_fees settles what a crashed process left.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import REQUEST_ID_HEADER, request_id_of
-from engine.ids import new_id
-from engine.read_fees import ReadCharge, ReadFees
+from engine.log.ids import new_id
+from engine.money.read_fees import ReadCharge, ReadFees
 
 _STATE_KEY = "read_charge"
 # Longest a settlement may hold a finished request; past it the sweep settles the charge.

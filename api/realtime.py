@@ -35,7 +35,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import Caller, account_route, verify_session_token
 from api.openapi import doc
-from engine.accounts import API_KEY_PREFIX
+from engine.money.accounts import API_KEY_PREFIX
 from engine.runtime import Runtime
 from projections.feed import SLOW_CONSUMER, FeedClosed, FeedHub, Message, Subscription
 
@@ -90,7 +90,7 @@ def _json(message: Message) -> str:
     return orjson.dumps(message).decode()
 
 
-# -- WebSocket -------------------------------------------------------------------------------
+# -- WebSocket -----------------------------------------------------------------------------------
 async def realtime(ws: WebSocket) -> None:
     """``GET /v1/realtime``."""
     runtime: Runtime = ws.app.state.runtime
@@ -168,7 +168,7 @@ async def _forward(ws: WebSocket, sub: Subscription, ping_s: float) -> bool:
     return gone
 
 
-# -- Server-Sent Events ----------------------------------------------------------------------
+# -- Server-Sent Events --------------------------------------------------------------------------
 def sse(message: Message) -> bytes:
     """One SSE frame: ``id:`` is the cursor, ``event:`` the message type."""
     head = f"id: {message['cursor']}\n" if "cursor" in message else ""

@@ -52,7 +52,7 @@ def changes(body: msgspec.Struct) -> dict[str, Any]:
     return {f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not UNSET}
 
 
-# -- requests -----------------------------------------------------------------------------------
+# -- requests ------------------------------------------------------------------------------------
 
 
 class CreateCollection(_Body, frozen=True):
@@ -148,7 +148,7 @@ class AttachCollection(_Body, frozen=True):
     collection_id: AnyId
 
 
-# -- query strings (documented as parameters; the handlers parse and check them) -------------
+# -- query strings (documented as parameters; the handlers parse and check them) -----------------
 
 
 class DocumentListQuery(PageQuery, kw_only=True):
@@ -160,7 +160,7 @@ class DocumentListQuery(PageQuery, kw_only=True):
     kind: DocumentKind | None = None
 
 
-# -- responses ----------------------------------------------------------------------------------
+# -- responses -----------------------------------------------------------------------------------
 
 
 class CollectionOut(msgspec.Struct, kw_only=True):
@@ -303,7 +303,7 @@ def out(body: msgspec.Struct, status: int = 200) -> Response:
     return respond(msgspec.to_builtins(body), status)
 
 
-# -- records -> responses -----------------------------------------------------------------------
+# -- records -> responses ------------------------------------------------------------------------
 
 
 def collection_out(c: Collection) -> CollectionOut:

@@ -5,7 +5,7 @@ pass: malformed JSON is ``400 invalid_request``; a wrong type, a missing or an u
 ``422 invalid_request`` whose message names the field (msgspec's message carries the path, e.g.
 ``Expected `str`, got `int` - at `$.source```). Responses are encoded with orjson.
 
-Path ids are checked by shape (``engine.ids.is_id``) before anything touches Redis: a malformed
+Path ids are checked by shape (``engine.log.ids.is_id``) before anything touches Redis: a malformed
 id is simply ``404``, like a missing one.
 """
 
@@ -20,18 +20,18 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.accounts import Account, LedgerEntry
 from engine.errors import InvalidRequest, NotFound
-from engine.events import BlobRef, Status, Target, WorkflowSnapshot
-from engine.ids import is_id
-from engine.items import Item, ItemType
+from engine.log.events import BlobRef, Status, Target, WorkflowSnapshot
+from engine.log.ids import is_id
+from engine.money.accounts import Account, LedgerEntry
+from engine.resources.items import Item, ItemType
 from engine.settings import coins_to_micro, micro_to_coins
 
 T = TypeVar("T")
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
-MAX_COINS = 1e9  # engine.accounts.MAX_MICRO in coins: every amount up to it is exact
+MAX_COINS = 1e9  # engine.money.accounts.MAX_MICRO in coins: every amount up to it is exact
 # Deeper request JSON is 400: far beyond any real body, well within orjson's encoding limit.
 MAX_JSON_DEPTH = 32
 
@@ -73,7 +73,7 @@ class TranscriptRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     text: str | None = None
 
 
-# -- query strings (documented as parameters; parsed by page_params, flag …) -----------------
+# -- query strings (documented as parameters; parsed by page_params, flag …) ---------------------
 
 
 class PageQuery(msgspec.Struct, kw_only=True):
@@ -95,7 +95,7 @@ class TranscriptQuery(msgspec.Struct, kw_only=True):
     lang: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")] | None = None
 
 
-# -- response bodies (what the handlers' dicts look like; the OpenAPI document uses them) ----
+# -- response bodies (what the handlers' dicts look like; the OpenAPI document uses them) --------
 
 
 class AccountOut(msgspec.Struct, kw_only=True):
@@ -301,7 +301,7 @@ class HealthOut(msgspec.Struct, kw_only=True):
     status: Literal["ok", "ready"]
 
 
-# -- decoding ---------------------------------------------------------------------------------
+# -- decoding ------------------------------------------------------------------------------------
 
 
 def nesting_depth(body: bytes, limit: int) -> int:
@@ -403,7 +403,7 @@ def micro(coins: float) -> int:
         raise InvalidRequest("coins: at most 6 decimal places") from None
 
 
-# -- encoding ---------------------------------------------------------------------------------
+# -- encoding ------------------------------------------------------------------------------------
 
 
 def respond(body: Any, status: int = 200) -> Response:

@@ -50,8 +50,8 @@ from websockets.exceptions import ConnectionClosed
 
 from api.auth import mint_session_token
 from bench.run import PARTITIONS, Report, _rss_mib, _settings, _synthetic_events
-from engine.events import AnyEvent, ExecutionRequested
-from engine.ids import new_execution_id, new_id
+from engine.log.events import AnyEvent, ExecutionRequested
+from engine.log.ids import new_execution_id, new_id
 from engine.runtime import Runtime
 from tests.processes import Role, role_env, wait_http
 from tests.servers import free_port

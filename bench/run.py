@@ -39,8 +39,8 @@ from typing import Any
 import httpx
 
 from bench.http_load import build_request, open_loop
-from engine import codec
-from engine.events import (
+from engine.log import codec
+from engine.log.events import (
     AnyEvent,
     ExecutionCompleted,
     ExecutionRequested,
@@ -51,7 +51,7 @@ from engine.events import (
     Target,
     WorkflowSnapshot,
 )
-from engine.ids import new_execution_id, new_id
+from engine.log.ids import new_execution_id, new_id
 from engine.runtime import Runtime
 from engine.settings import Settings
 from tests.processes import Role, role_env, wait_http

@@ -7,7 +7,7 @@ Reporter executions (DESIGN §7): ``request_process`` runs a reporter's workflow
 (resolved like an item: an item of the owner with the same detected type and id is reused, else
 one is created); ``request_process_collection`` runs it over every item of a collection in ONE
 execution whose snapshot repeats the workflow's steps once per item, each step input naming its
-``item_index`` and ``item_id`` (engine.plan treats a failure as that item's only). Both check
+``item_index`` and ``item_id`` (engine.run.plan treats a failure as that item's only). Both check
 everything (reporter, workflow, target kind, items) before the one atomic charge-and-append.
 
 Idempotency: the caller passes the client's key as given. The store keeps
@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from engine.errors import ConcurrencyConflict, EngineError, InvalidRequest, NotFound
-from engine.events import (
+from engine.log.events import (
     ExecutionCancelRequested,
     ExecutionRequested,
     StepSpec,
@@ -33,12 +33,12 @@ from engine.events import (
     WorkflowSnapshot,
     is_terminal,
 )
-from engine.ids import is_id, new_execution_id
-from engine.items import Item, create_item, detect, get_item
+from engine.log.ids import is_id, new_execution_id
+from engine.log.store import Accepted
 from engine.resources import collections, reporters
+from engine.resources.items import Item, create_item, detect, get_item
 from engine.resources.records import Workflow
 from engine.runtime import Runtime
-from engine.store import Accepted
 
 DEFAULT_LANG = "en"
 MAX_IDEMPOTENCY_KEY = 255

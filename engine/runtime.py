@@ -11,8 +11,8 @@ import secrets
 from dataclasses import dataclass
 
 from engine.connection import RedisClient, connect
+from engine.log.store import EventStore
 from engine.settings import Settings
-from engine.store import EventStore
 
 
 @dataclass(slots=True)

@@ -52,7 +52,7 @@ T = TypeVar("T")
 #   it parses to), times 1,000,000; more than 6 decimals is refused, never rounded;
 # - out: micro / 1,000,000 as a double, whose shortest decimal form is exactly the micro-coins
 #   with the point moved 6 places, for every value up to 1e15 micro-coins (a billion coins, at
-#   most 15 significant digits): engine.accounts.MAX_MICRO keeps amounts and balances there.
+#   most 15 significant digits): engine.money.accounts.MAX_MICRO keeps amounts and balances there.
 # Sums are taken over micro-coins (integers), never over coins.
 
 
@@ -106,7 +106,7 @@ class Settings:
     claim_interval_ms: int = 5_000
     max_deliveries: int = 5
     worker_concurrency: int = 64
-    owner_concurrency: int = 0  # across all workers (engine.store.dispatch); 0 = no cap
+    owner_concurrency: int = 0  # across all workers (engine.log.store.dispatch); 0 = no cap
     batch: int = 200
     scheduler_interval_ms: int = 1_000
     retention_days: int = 30

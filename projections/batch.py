@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from engine.errors import StoreError
-from engine.ids import is_id
-from engine.store import Entry, EventStore
+from engine.log.ids import is_id
+from engine.log.store import Entry, EventStore
 from projections.fold import FoldGap, apply
 from projections.views import ExecutionView
 

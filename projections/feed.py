@@ -24,10 +24,10 @@ import anyio
 import orjson
 from redis.exceptions import RedisError, ResponseError
 
-from engine.keys import Keys
+from engine.log.keys import Keys
+from engine.log.store import Entry
 from engine.runtime import Runtime
 from engine.settings import micro_to_coins
-from engine.store import Entry
 from projections.fold import FoldGap, apply
 from projections.queries import Queries
 from projections.views import ExecutionView, iso_ms
@@ -331,7 +331,7 @@ class FeedHub:
                 for sub in list(subs):
                     sub.offer(message)
 
-    # -- subscribing ----------------------------------------------------------------------------
+    # -- subscribing ------------------------------------------------------------------------------
     @asynccontextmanager
     async def subscribe(self, owner: str, since: str | None) -> AsyncIterator[Subscription]:
         """A subscription to ``owner``'s feed after ``since`` (None: start with a ``reset``)."""

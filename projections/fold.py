@@ -22,7 +22,7 @@ Costs: a step's cost is what ``CostCharged`` charged for it when any charge name
 id counted once), otherwise what its ``StepCompleted`` reported (logs written before provider cost
 was charged). The execution's cost is its fee plus its steps' costs plus charges that name no
 step: what the owner's balance actually paid, since the worker settles every completed step with a
-``CostCharged`` (engine.billing). It is derived rather than copied from
+``CostCharged`` (engine.money.billing). It is derived rather than copied from
 ``ExecutionCompleted.cost``, so it is right while the execution runs and when it is cancelled.
 ``CostReserved`` and ``CostReleased`` hold and give back an estimate while a step runs: they are
 not cost, and change nothing in the view but its seq.
@@ -34,7 +34,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from engine.events import (
+from engine.log.events import (
     PER_ITEM_KINDS,
     AnyEvent,
     CostCharged,
@@ -244,7 +244,7 @@ def _terminal(
 
 def _settle_failures(view: ExecutionView, starting: int, at: int) -> ExecutionView:
     """A per-item execution moves on to step ``starting`` (-1: it ends): a step still ``retrying``
-    with no retry scheduled failed for good (its item is skipped; see engine.plan)."""
+    with no retry scheduled failed for good (its item is skipped; see engine.run.plan)."""
     if not any(s.status == "retrying" and s.retry_at is None for s in view.steps):
         return view
     steps = [

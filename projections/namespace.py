@@ -1,7 +1,7 @@
 """Names inside one projection namespace, the live version, and the transcript index entries.
 
-A namespace is ``engine.keys.Keys.view_ns(partition, version)``; everything below lives under it,
-so one partition's views, indexes and checkpoint share one hash slot (one atomic script):
+A namespace is ``engine.log.keys.Keys.view_ns(partition, version)``; everything below lives under
+it, so one partition's views, indexes and checkpoint share one hash slot (one atomic script):
 
     {ns}:ckpt                        string: the last partition-log entry id folded
     {ns}:lease                       string: the projector holding this partition (SET NX PX)
@@ -27,8 +27,8 @@ from typing import Any
 import msgspec
 
 from engine.connection import RedisClient
-from engine.keys import Keys
-from engine.store import EventStore
+from engine.log.keys import Keys
+from engine.log.store import EventStore
 from projections.views import ExecutionView
 
 VERSION_FIELD = "projection_version"

@@ -146,7 +146,7 @@ class Projector:
     def ns(self, partition: int) -> Namespace:
         return Namespace(self.store.keys, partition, self.version)
 
-    # -- loops ----------------------------------------------------------------------------------
+    # -- loops ------------------------------------------------------------------------------------
     async def run(self, stop: anyio.Event | None = None) -> None:
         """Fold until ``stop`` is set (or the task is cancelled); Redis errors are logged and
         retried, never fatal. Leases are given back on the way out."""
@@ -210,7 +210,7 @@ class Projector:
                 return False
         return True
 
-    # -- one batch ------------------------------------------------------------------------------
+    # -- one batch --------------------------------------------------------------------------------
     async def step(self, partition: int) -> int:
         """Fold one batch of ``partition`` and commit it; the number of log entries consumed."""
         ns = self.ns(partition)
@@ -274,7 +274,7 @@ class Projector:
             self._held[ns.partition] = current
             raise CommitConflict(current)
 
-    # -- version and leases ---------------------------------------------------------------------
+    # -- version and leases -----------------------------------------------------------------------
     async def _sync_version(self) -> None:
         if self._fixed_version is not None:
             return

@@ -16,12 +16,12 @@ from typing import Any
 
 import orjson
 
-from engine import codec
 from engine.errors import InvalidRequest, StoreError
-from engine.events import ExecutionRequested
-from engine.ids import execution_partition, is_id, run_execution_id
+from engine.log import codec
+from engine.log.events import ExecutionRequested
+from engine.log.ids import execution_partition, is_id, run_execution_id
+from engine.log.store import EventStore
 from engine.runtime import Runtime
-from engine.store import EventStore
 from projections.fold import FoldGap, fold
 from projections.namespace import (
     Namespace,
@@ -60,7 +60,7 @@ class Queries:
             return False
         return execution_partition(execution_id) == self.store.keys.partition(owner)
 
-    # -- one execution ----------------------------------------------------------------------
+    # -- one execution ----------------------------------------------------------------------------
     async def get_view(self, owner: str, execution_id: str) -> ExecutionView | None:
         """The owner's execution view, folded from its stream when the projector is behind;
         None when unknown, malformed or another owner's."""
@@ -107,7 +107,7 @@ class Queries:
             return None
         return [codec.to_builtins(e) for e in events]
 
-    # -- lists ------------------------------------------------------------------------------
+    # -- lists ------------------------------------------------------------------------------------
     async def list_executions(
         self, owner: str, *, active: bool, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
@@ -130,7 +130,7 @@ class Queries:
         ns = await self._ns_of_owner(owner)
         return await self._page(ns, ns.reporter(owner, reporter_id), owner, limit, cursor)
 
-    # -- schedule runs ------------------------------------------------------------------------
+    # -- schedule runs ----------------------------------------------------------------------------
     async def list_runs(
         self, owner: str, reporter_id: str, *, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
@@ -208,7 +208,7 @@ class Queries:
                 found.append((xid, sc))
         return found[:want]
 
-    # -- transcripts ------------------------------------------------------------------------
+    # -- transcripts ------------------------------------------------------------------------------
     async def get_transcript(
         self, owner: str, item_id: str, lang: str | None
     ) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine.events import (
+from engine.log.events import (
     PER_ITEM_KINDS,
     BlobRef,
     RunOutcome,
@@ -23,7 +23,7 @@ from engine.events import (
     Target,
     WorkflowSnapshot,
 )
-from engine.ids import run_id
+from engine.log.ids import run_id
 from engine.settings import micro_to_coins
 
 StepStatus = Literal["pending", "running", "retrying", "done", "error"]
@@ -274,7 +274,7 @@ def _execution_json(view: ExecutionView) -> dict[str, Any]:
     }
 
 
-# -- schedule runs ------------------------------------------------------------------------------
+# -- schedule runs -------------------------------------------------------------------------------
 
 RUN_OUTCOMES: tuple[RunOutcome, ...] = (
     "processed",

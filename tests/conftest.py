@@ -15,9 +15,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from engine.connection import RedisClient, embedded
+from engine.log.store import EventStore
 from engine.runtime import Runtime
 from engine.settings import Settings
-from engine.store import EventStore
 from tests.servers import RedisServer, redis_server, redis_server_available, require_real_redis
 
 

@@ -11,19 +11,19 @@ from typing import Any
 
 import pytest
 
-from engine import accounts
 from engine.errors import ToolError
-from engine.events import AnyEvent, ExecutionRequested, RunItemRecorded
-from engine.items import create_item
+from engine.log.events import AnyEvent, ExecutionRequested, RunItemRecorded
+from engine.money import accounts
 from engine.providers import registry
 from engine.providers.base import ChannelListing, ChannelVideo, ProviderCall, VideoMetadata
 from engine.providers.registry import Providers
 from engine.resources import collections, reporters, schedules
+from engine.resources.items import create_item
 from engine.resources.records import Schedule
 from engine.resources.reporters import StepInput
+from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.settings import Settings
-from engine.worker import Worker
 from projections.projector import Projector
 
 HOUR_MS = 3_600_000

@@ -18,8 +18,8 @@ from api.schemas import (
     page_params,
     respond,
 )
-from engine import accounts
 from engine.errors import NotFound
+from engine.money import accounts
 
 
 @doc(summary="The caller's account and balance", response=AccountResponse, tags=["account"])

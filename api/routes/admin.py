@@ -23,7 +23,7 @@ from api.schemas import (
     path_id,
     respond,
 )
-from engine import accounts
+from engine.money import accounts
 from engine.settings import micro_to_coins
 
 

@@ -29,7 +29,7 @@ from api.schemas import (
     respond,
 )
 from engine.errors import NotFound
-from engine.ids import is_id
+from engine.log.ids import is_id
 from engine.resources import collections
 
 

@@ -21,7 +21,7 @@ from api.resource_schemas import (
 )
 from api.schemas import page_params, path_id
 from engine.errors import InvalidRequest, NotFound
-from engine.ids import is_id
+from engine.log.ids import is_id
 from engine.resources import documents
 
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,39}$")

@@ -25,7 +25,7 @@ from api.schemas import (
 )
 from engine import commands
 from engine.errors import NotFound, StoreError
-from engine.events import ExecutionRequested
+from engine.log.events import ExecutionRequested
 from projections.fold import fold
 from projections.queries import Queries
 from projections.views import execution_summary

@@ -25,8 +25,9 @@ from api.schemas import (
     path_id,
     respond,
 )
-from engine import commands, items
+from engine import commands
 from engine.errors import InvalidRequest, NotFound
+from engine.resources import items
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 

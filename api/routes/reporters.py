@@ -43,7 +43,7 @@ from api.schemas import (
 )
 from engine import commands
 from engine.errors import NotFound
-from engine.ids import is_id
+from engine.log.ids import is_id
 from engine.resources import reporters
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -76,7 +76,7 @@ def _ids(request: Request) -> tuple[str, str]:
     return _reporter_id(request), path_id(request, "workflow_id", "wf")
 
 
-# -- reporters ----------------------------------------------------------------------------------
+# -- reporters -----------------------------------------------------------------------------------
 
 
 @doc(
@@ -146,7 +146,7 @@ async def delete_reporter(request: Request, caller: Caller) -> Response:
     return Response(status_code=204)
 
 
-# -- workflows ----------------------------------------------------------------------------------
+# -- workflows -----------------------------------------------------------------------------------
 
 
 @doc(
@@ -222,7 +222,7 @@ async def delete_workflow(request: Request, caller: Caller) -> Response:
     return Response(status_code=204)
 
 
-# -- steps --------------------------------------------------------------------------------------
+# -- steps ---------------------------------------------------------------------------------------
 
 
 @doc(
@@ -270,7 +270,7 @@ async def delete_step(request: Request, caller: Caller) -> Response:
     return Response(status_code=204)
 
 
-# -- running a reporter ---------------------------------------------------------------------
+# -- running a reporter --------------------------------------------------------------------------
 
 
 def _workflow_id(value: str | None) -> str | None:

@@ -1,7 +1,7 @@
 """Schedule runs: trigger one (``POST …/schedules/{schedule_id}/run``) and read a reporter's runs
 (``GET /v1/reporters/{reporter_id}/schedule/runs`` and ``…/runs/{run_id}``).
 
-A run is an execution of kind ``schedule_run`` (engine.schedule_runs); its ``run_id`` maps to its
+A run is an execution of kind ``schedule_run`` (engine.schedules.runs); its ``run_id`` maps to its
 ``execution_id``, and the executions it starts for videos are the reporter's executions too.
 """
 
@@ -21,9 +21,9 @@ from api.routes.executions import queries_of
 from api.routes.reporters import IDEMPOTENCY_HEADER, _reporter_id
 from api.schemas import ErrorOut, PageQuery, decode_body, page_params, path_id, respond
 from engine.errors import NotFound
-from engine.events import RunOutcome, Status
+from engine.log.events import RunOutcome, Status
 from engine.resources import reporters
-from engine.schedule_runs import trigger_run
+from engine.schedules.runs import trigger_run
 
 
 class RunRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -20,7 +20,7 @@ from api.resource_schemas import (
 )
 from api.schemas import PageQuery, decode_body, page_params, path_id
 from engine.errors import NotFound
-from engine.ids import is_id
+from engine.log.ids import is_id
 from engine.resources import schedules
 
 

@@ -10,7 +10,7 @@ from api.auth import Caller, account_route
 from api.openapi import doc
 from api.resource_schemas import ToolList
 from api.schemas import respond
-from engine.catalog import catalogue
+from engine.tools.catalog import catalogue
 
 
 @doc(summary="The tool catalogue", response=ToolList, tags=["tools"])

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 ProviderKindName = Literal["transcriber", "llm", "youtube"]
 
-# The unit prices every provider charges by (the catalogue lists them; see engine.catalog).
+# The unit prices every provider charges by (the catalogue lists them; see engine.tools.catalog).
 AUDIO_MICRO_PER_SECOND = 100
 LLM_MICRO_PER_PROMPT_TOKEN = 1
 LLM_MICRO_PER_COMPLETION_TOKEN = 3

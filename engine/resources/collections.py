@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 
-from engine.ids import is_id, new_id
-from engine.items import ITEMS, Item
+from engine.log.ids import is_id, new_id
+from engine.resources.items import ITEMS, Item
 from engine.resources.records import COLLECTIONS, SCHEDULES, Collection
 from engine.resources.relations import (
     COLLECTION_ITEMS,

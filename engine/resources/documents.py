@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 
 from engine.errors import InvalidRequest
-from engine.ids import is_id, new_id
+from engine.log.ids import is_id, new_id
 from engine.resources.records import DOCUMENTS, Document
 from engine.resources.relations import ITEM_DOCUMENTS, REPORTER_DOCUMENTS
 from engine.resources.store import Store, now_ms

@@ -3,7 +3,7 @@
 A reporter lists its workflows (``repwfs``) and schedules (``repschs``); deleting it deletes them
 all in one script. Steps live inside their workflow's record: they are only ever read with it and
 replaced in order, so one record keeps a workflow and its steps consistent. Every step names a
-catalogue tool and params that validate against the tool's params schema (engine.catalog).
+catalogue tool and params that validate against the tool's params schema (engine.tools.catalog).
 
 A workflow is addressed through its reporter: another reporter's workflow id is NotFound, and a
 reporter's ``default_workflow_id`` must name one of its own workflows (InvalidRequest otherwise).
@@ -16,9 +16,8 @@ from typing import Any
 
 import msgspec
 
-from engine.catalog import check_step
 from engine.errors import EngineError, InvalidRequest, NotFound
-from engine.ids import is_id, new_id
+from engine.log.ids import is_id, new_id
 from engine.resources.records import (
     REPORTERS,
     SCHEDULES,
@@ -35,6 +34,7 @@ from engine.resources.relations import (
 from engine.resources.schedules import forget_runs
 from engine.resources.store import Store, Txn, now_ms, retrying
 from engine.runtime import Runtime
+from engine.tools.catalog import check_step
 
 MAX_STEPS = 50
 
@@ -65,7 +65,7 @@ def make_steps(steps: Sequence[StepInput], where: str = "steps") -> list[Step]:
     return out
 
 
-# -- reporters ----------------------------------------------------------------------------------
+# -- reporters -----------------------------------------------------------------------------------
 
 
 async def create_reporter(runtime: Runtime, owner: str, fields: dict[str, Any]) -> Reporter:
@@ -151,7 +151,7 @@ async def delete_reporter(runtime: Runtime, owner: str, reporter_id: str) -> Non
     await retrying(attempt)
 
 
-# -- workflows ----------------------------------------------------------------------------------
+# -- workflows -----------------------------------------------------------------------------------
 
 
 async def create_workflow(
@@ -238,7 +238,7 @@ async def delete_workflow(runtime: Runtime, owner: str, reporter_id: str, workfl
     await retrying(attempt)
 
 
-# -- steps --------------------------------------------------------------------------------------
+# -- steps ---------------------------------------------------------------------------------------
 
 
 async def add_step(
@@ -284,7 +284,7 @@ async def delete_step(
     return await _rewrite(Store(runtime), owner, reporter_id, workflow_id, without)
 
 
-# -- helpers ------------------------------------------------------------------------------------
+# -- helpers -------------------------------------------------------------------------------------
 
 
 class WorkflowInUse(EngineError):

@@ -3,12 +3,12 @@
 A schedule names one of its reporter's workflows (InvalidRequest otherwise) and any number of the
 owner's collections (NotFound for one that is not the owner's). Each attached collection lists
 the schedule in ``colschs``, so deleting the collection detaches it here in the same script.
-Running schedules is engine.schedule_runs' and engine.scheduler's business; this module stores
-them and keeps the partition's due index (``Keys.schedule_due``) in the same scripts: an enabled
-schedule is listed there as ``"{owner} {schedule_id}"`` scored with its next due tick (ms), one
-``interval_hours`` after it was created, or after ``enabled`` or ``interval_hours`` last changed; a
-disabled or deleted one is not listed. Deleting a schedule forgets its run marker and the videos
-its runs processed.
+Running schedules is engine.schedules.runs' and engine.schedules.scheduler's business; this module
+stores them and keeps the partition's due index (``Keys.schedule_due``) in the same scripts: an
+enabled schedule is listed there as ``"{owner} {schedule_id}"`` scored with its next due tick (ms),
+one ``interval_hours`` after it was created, or after ``enabled`` or ``interval_hours`` last
+changed; a disabled or deleted one is not listed. Deleting a schedule forgets its run marker and
+the videos its runs processed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from engine.errors import InvalidRequest
-from engine.ids import is_id, new_id
+from engine.log.ids import is_id, new_id
 from engine.resources.records import (
     COLLECTIONS,
     REPORTERS,
@@ -186,7 +186,7 @@ def forget_runs(st: Store, txn: Txn, owner: str, schedule_id: str) -> None:
     txn.delete(keys.schedule_run(owner, schedule_id)).delete(keys.schedule_seen(owner, schedule_id))
 
 
-# -- helpers ------------------------------------------------------------------------------------
+# -- helpers -------------------------------------------------------------------------------------
 
 
 def _unique(ids: Sequence[str]) -> list[str]:

@@ -26,7 +26,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from engine.errors import EngineError, InvalidRequest, NotFound, StoreUnavailable
-from engine.ids import is_id
+from engine.log.ids import is_id
 from engine.runtime import Runtime
 
 T = TypeVar("T")
@@ -132,7 +132,7 @@ class Store:
         self.keys = runtime.store.keys
         self._txn = runtime.redis.register_script(_TXN)
 
-    # -- key names ------------------------------------------------------------------------------
+    # -- key names --------------------------------------------------------------------------------
     def record(self, owner: str, kind: Kind[Any], resource_id: str) -> str:
         """The key of one record."""
         return self.keys.resource(owner, kind.key, resource_id)
@@ -145,7 +145,7 @@ class Store:
         """A zset of ids related to ``parent_id`` (``relation`` names it, e.g. ``wfs``)."""
         return self.keys.resource(owner, relation, parent_id)
 
-    # -- reads ----------------------------------------------------------------------------------
+    # -- reads ------------------------------------------------------------------------------------
     async def load(self, owner: str, kind: Kind[R], resource_id: str) -> tuple[R, bytes]:
         """The owner's record and its stored bytes; NotFound when missing or someone else's."""
         if not is_id(resource_id, kind.prefix):
@@ -212,7 +212,7 @@ class Txn:
             self._slots[key] = len(self._keys)
         return self._slots[key]
 
-    # -- guards ---------------------------------------------------------------------------------
+    # -- guards -----------------------------------------------------------------------------------
     def unchanged(self, key: str, raw: bytes) -> Txn:
         """The key still holds exactly ``raw``."""
         self._guards += ["eq", self._key(key), raw]
@@ -234,7 +234,7 @@ class Txn:
             self._guards += ["has", slot, member]
         return self
 
-    # -- writes ---------------------------------------------------------------------------------
+    # -- writes -----------------------------------------------------------------------------------
     def put(self, key: str, record: Any) -> Txn:
         self._writes += ["set", self._key(key), encode(record)]
         return self

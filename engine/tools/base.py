@@ -15,12 +15,12 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 
 from engine.errors import ToolError
-from engine.events import AnyEvent, StepSpec
+from engine.log.events import AnyEvent, StepSpec
 from engine.providers import registry
 from engine.providers.base import ProviderCall, ProviderKindName
-from engine.retry import RetryPolicy
 from engine.runtime import Runtime
 from engine.settings import Settings
+from engine.tools.retry import RetryPolicy
 
 ProviderKind = ProviderKindName
 P = TypeVar("P", bound="ToolParams")
@@ -130,7 +130,7 @@ class Tool(ABC):
     def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         """An upper estimate of one attempt's provider cost in micro-coins, from the step's input
         and its spec (prompt and params), in the normal case: the worker reserves it before the
-        attempt starts and settles the actual cost after (engine.billing)."""
+        attempt starts and settles the actual cost after (engine.money.billing)."""
 
     @abstractmethod
     async def run(self, ctx: ToolContext) -> StepResult:

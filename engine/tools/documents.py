@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from engine.errors import ToolError
-from engine.events import StepSpec
+from engine.log.events import StepSpec
 from engine.providers.base import Completion, estimate_audio_cost, estimate_llm_cost
 from engine.tools.base import StepResult, ToolContext
 from engine.tools.sources import Transcript, transcript_for

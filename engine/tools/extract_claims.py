@@ -18,8 +18,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from engine.events import StepSpec
-from engine.retry import RetryPolicy
+from engine.log.events import StepSpec
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams, estimate_params
 from engine.tools.documents import (
     document_result,
@@ -27,6 +26,7 @@ from engine.tools.documents import (
     item_of,
     llm_over_transcript,
 )
+from engine.tools.retry import RetryPolicy
 from engine.tools.sources import merged_usage
 
 SYSTEM_PROMPT = (

@@ -1,6 +1,6 @@
 """``llm_prompt``: the step's prompt over the previous step's output, through the LLM provider.
 
-The previous step's output comes from the step input's ``"previous"`` (see engine.plan): when it
+The previous step's output comes from the step input's ``"previous"`` (see engine.run.plan): when it
 names a blob (a transcript, say) the blob's ``text`` is used, otherwise its inline output. The
 first step of a workflow has no previous output and prompts over the step input's ``text``, if
 any. Output: ``{"kind": "completion", "text", "model"}`` inline (completions are short).
@@ -13,10 +13,10 @@ from typing import Annotated, Any
 import msgspec
 
 from engine.errors import ToolError
-from engine.events import StepSpec
+from engine.log.events import StepSpec
 from engine.providers.base import estimate_llm_cost
-from engine.retry import RetryPolicy
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams, estimate_params
+from engine.tools.retry import RetryPolicy
 
 _MAX_CONTEXT_CHARS = 48_000  # what we send of a long transcript; providers cap context anyway
 

@@ -1,6 +1,6 @@
 """Where a document step (summary, claims) finds the transcript it works on, in this order:
 
-1. the previous step's output (``input["previous"]``, see engine.plan): a transcript blob, or a
+1. the previous step's output (``input["previous"]``, see engine.run.plan): a transcript blob, or a
    document blob that names its own transcript (``{"transcript": {"sha256"}}``) or carries it
    inline (``{"transcript": {"lang", "text", "segments", "origin"}}``);
 2. ``input["transcript_ref"] = {"sha256"}``: a transcript blob the item already has;

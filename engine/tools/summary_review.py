@@ -16,8 +16,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from engine.events import StepSpec
-from engine.retry import RetryPolicy
+from engine.log.events import StepSpec
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams, estimate_params
 from engine.tools.documents import (
     EXCERPT_CHARS,
@@ -26,6 +25,7 @@ from engine.tools.documents import (
     item_of,
     llm_over_transcript,
 )
+from engine.tools.retry import RetryPolicy
 from engine.tools.sources import merged_usage
 
 Length = Literal["short", "medium", "long"]

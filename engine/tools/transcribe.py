@@ -25,11 +25,11 @@ from typing import Any
 import msgspec
 
 from engine.errors import ToolError
-from engine.events import StepSpec
+from engine.log.events import StepSpec
 from engine.providers.base import estimate_audio_cost
 from engine.providers.sim import SimTranscriber
-from engine.retry import RetryPolicy
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
+from engine.tools.retry import RetryPolicy
 
 DEFAULT_LANG = "en"
 _MS_PER_WORD = 400  # about 150 words a minute

@@ -24,9 +24,9 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from engine.errors import ToolError
-from engine.events import StepSpec
-from engine.retry import RetryPolicy
+from engine.log.events import StepSpec
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
+from engine.tools.retry import RetryPolicy
 
 MAX_DESCRIPTION_CHARS = 2_000
 _VIDEO_ID = re.compile(r"[A-Za-z0-9_-]{11}")

@@ -11,7 +11,7 @@ import pytest
 from jwt.warnings import InsecureKeyLengthWarning
 
 from api.auth import UNAUTHORIZED, mint_session_token
-from engine import accounts
+from engine.money import accounts
 from engine.runtime import Runtime
 from tests.api.conftest import ApiAccount, new_account
 

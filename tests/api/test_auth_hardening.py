@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from api.auth import LEEWAY_S, UNAUTHORIZED
-from engine.accounts import API_KEY_PREFIX
+from engine.money.accounts import API_KEY_PREFIX
 from engine.runtime import Runtime
 from tests.api.conftest import ApiAccount
 

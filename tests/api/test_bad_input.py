@@ -160,7 +160,7 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
 async def test_an_unexpected_failure_is_500_without_internals(
     client: httpx.AsyncClient, alice: ApiAccount, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine import items
+    from engine.resources import items
 
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret internal detail")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import InvalidRequest
-from engine.items import detect
+from engine.resources.items import detect
 
 VIDEO = "dQw4w9WgXcQ"
 CHANNEL = "UC" + "a" * 22

@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from api.app import routes
 from api.openapi import ID_PARAMS, endpoints, openapi_document, operation_of, undocumented
-from engine.ids import new_execution_id, new_id
+from engine.log.ids import new_execution_id, new_id
 from engine.resources.documents import create_document
 from engine.runtime import Runtime
 from tests.api.conftest import ApiAccount
@@ -211,7 +211,7 @@ async def test_served_document_and_docs_page(client: httpx.AsyncClient) -> None:
     assert not re.search(r"(src|href)=\"https?:", html)
 
 
-# -- the resource routes answer what the document says ----------------------------------------
+# -- the resource routes answer what the document says -------------------------------------------
 
 
 def strict(document: dict[str, Any]) -> dict[str, Any]:

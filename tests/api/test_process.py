@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
+from engine.run.worker import Worker
 from engine.runtime import Runtime
-from engine.worker import Worker
 from projections.projector import Projector
 from tests.api.conftest import ApiAccount, new_account
 

@@ -11,10 +11,10 @@ import anyio
 import httpx
 import pytest
 
-from engine.events import ExecutionCancelled, ExecutionCancelRequested, StepFailed, StepStarted
+from engine.log.events import ExecutionCancelled, ExecutionCancelRequested, StepFailed, StepStarted
+from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.settings import Settings
-from engine.worker import Worker
 from projections.projector import Projector
 from tests.api.conftest import ApiAccount
 from tests.helpers import eventually

@@ -14,9 +14,9 @@ from starlette.types import Message
 
 from api.app import create_app, routes
 from api.openapi import endpoints, openapi_document
-from engine import accounts
-from engine.accounts import LedgerEntry
-from engine.read_fees import GRACE_MS, ReadFees
+from engine.money import accounts
+from engine.money.accounts import LedgerEntry
+from engine.money.read_fees import GRACE_MS, ReadFees
 from engine.runtime import Runtime
 from tests.api.conftest import ApiAccount, http_scope, new_account
 from tests.api.test_realtime import running

@@ -6,9 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from engine.accounts import ledger
+from engine.money.accounts import ledger
+from engine.run.worker import Worker
 from engine.runtime import Runtime
-from engine.worker import Worker
 from projections.projector import Projector
 from tests.api.conftest import ApiAccount, new_account
 

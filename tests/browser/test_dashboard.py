@@ -35,7 +35,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from engine.keys import Keys
+from engine.log.keys import Keys
 from projections.feed import owner_feed_key
 from tests.processes import Role, role_env, wait_http
 from tests.servers import free_port
@@ -89,7 +89,7 @@ return {
 """
 
 
-# -- the system under test ---------------------------------------------------------------------
+# -- the system under test -----------------------------------------------------------------------
 
 
 class System:
@@ -194,7 +194,7 @@ class System:
             client.xtrim(self.feed_key(), maxlen=1, approximate=False)
 
 
-# -- the page ----------------------------------------------------------------------------------
+# -- the page ------------------------------------------------------------------------------------
 
 
 class Dashboard:
@@ -309,7 +309,7 @@ def finished_while_cut_off(
     return execution_id, row
 
 
-# -- the test ----------------------------------------------------------------------------------
+# -- the test ------------------------------------------------------------------------------------
 
 
 def test_dashboard_follows_executions_live_and_catches_up_after_restarts(

@@ -19,9 +19,9 @@ import anyio
 import anyio.abc
 import pytest
 
-from engine import accounts, billing, commands, plan
+from engine import commands
 from engine.errors import EngineError, InsufficientBalance
-from engine.events import (
+from engine.log.events import (
     AnyEvent,
     CostCharged,
     ExecutionRequested,
@@ -30,10 +30,12 @@ from engine.events import (
     WorkflowSnapshot,
     is_terminal,
 )
-from engine.ids import new_execution_id, new_id
+from engine.log.ids import new_execution_id, new_id
+from engine.money import accounts, billing
+from engine.run import plan
+from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.settings import Settings
-from engine.worker import Worker
 from projections.fold import fold
 from tests.helpers import eventually
 

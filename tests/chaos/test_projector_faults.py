@@ -12,7 +12,7 @@ import anyio.lowlevel
 import pytest
 import redis.asyncio as aioredis
 
-from engine.ids import new_id
+from engine.log.ids import new_id
 from engine.runtime import Runtime
 from engine.settings import Settings
 from projections import replay

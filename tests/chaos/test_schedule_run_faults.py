@@ -14,20 +14,20 @@ from typing import Any
 import anyio
 import pytest
 
-from engine import schedule_runs
-from engine.events import (
+from engine.log.events import (
     AnyEvent,
     ExecutionCompleted,
     RunItemRecorded,
     StepCompleted,
     StepStarted,
 )
-from engine.ids import new_id
+from engine.log.ids import new_id
 from engine.resources import schedules
+from engine.run.worker import Worker
 from engine.runtime import Runtime
-from engine.scheduler import Scheduler
+from engine.schedules import runs
+from engine.schedules.scheduler import Scheduler
 from engine.settings import Settings
-from engine.worker import Worker
 from tests.helpers import eventually
 from tests.processes import Role, role_env
 from tests.schedules import HOUR_MS, children, install, items_of, world
@@ -63,11 +63,11 @@ async def test_a_worker_killed_mid_pick_is_taken_over_and_no_video_starts_twice(
     for n, video in enumerate(videos):
         yt.upload("@alpha", video, hours_old=3 - n)
 
-    real_start = schedule_runs.start_video
+    real_start = runs.start_video
     entered = anyio.Event()
     started: list[str] = []
 
-    async def start_then_die(*args: Any, **kwargs: Any) -> schedule_runs.Decision:
+    async def start_then_die(*args: Any, **kwargs: Any) -> runs.Decision:
         decision = await real_start(*args, **kwargs)
         started.append(decision.video.video_id)
         if not entered.is_set():  # the first attempt dies after its first video
@@ -75,8 +75,8 @@ async def test_a_worker_killed_mid_pick_is_taken_over_and_no_video_starts_twice(
             await anyio.sleep_forever()
         return decision
 
-    monkeypatch.setattr(schedule_runs, "start_video", start_then_die)
-    run = await schedule_runs.trigger_run(
+    monkeypatch.setattr(runs, "start_video", start_then_die)
+    run = await runs.trigger_run(
         runtime, w.owner, w.schedule_id, reporter_id=None, request_id=new_id("req")
     )
     async with anyio.create_task_group() as tg:
@@ -111,7 +111,7 @@ async def test_a_scheduler_that_died_before_advancing_its_tick_starts_no_second_
     w = await world(runtime, [["@alpha"]], interval_hours=1)
     tick = w.schedule.created_at + HOUR_MS
     # What a scheduler does before it advances the index: it fired the tick, then died.
-    fired = await schedule_runs.trigger_run(
+    fired = await runs.trigger_run(
         runtime,
         w.owner,
         w.schedule_id,

@@ -11,8 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from engine import plan
-from engine.events import (
+from engine.log.events import (
     AnyEvent,
     CostCharged,
     CostReleased,
@@ -24,7 +23,8 @@ from engine.events import (
     Target,
     WorkflowSnapshot,
 )
-from engine.ids import new_execution_id, new_id
+from engine.log.ids import new_execution_id, new_id
+from engine.run import plan
 from engine.runtime import Runtime
 from engine.settings import Settings
 from tests.helpers import eventually

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from engine.events import (
+from engine.log.events import (
     AnyEvent,
     ExecutionCompleted,
     ExecutionRequested,
@@ -26,11 +26,11 @@ from engine.events import (
     Target,
     WorkflowSnapshot,
 )
-from engine.ids import new_execution_id, new_id
+from engine.log.ids import new_execution_id, new_id
+from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.tools import TOOLS, StepResult, Tool, ToolContext
-from engine.worker import Worker
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.anyio

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine import accounts
-from engine.read_fees import GRACE_MS, ReadFees
+from engine.money import accounts
+from engine.money.read_fees import GRACE_MS, ReadFees
 from engine.runtime import Runtime
 from tests.contract.builders import FEE, requested
 

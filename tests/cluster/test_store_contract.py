@@ -15,8 +15,8 @@ import pytest
 
 from engine.connection import RedisClient
 from engine.errors import StoreUnavailable
+from engine.log.store import EventStore
 from engine.settings import Settings
-from engine.store import EventStore
 from tests.contract import (
     test_store_append,
     test_store_basics,

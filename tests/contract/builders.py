@@ -3,14 +3,14 @@ requests. Kept apart from the test modules so the cluster suite can import those
 
 from __future__ import annotations
 
-from engine.events import (
+from engine.log.events import (
     ExecutionRequested,
     StepSpec,
     Target,
     WorkflowSnapshot,
 )
-from engine.ids import new_execution_id, new_id
-from engine.store import EventStore
+from engine.log.ids import new_execution_id, new_id
+from engine.log.store import EventStore
 
 FEE = 10_000  # 0.01 coin, the default flat fee
 

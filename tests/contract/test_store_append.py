@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import ConcurrencyConflict
-from engine.events import (
+from engine.log.events import (
     AnyEvent,
     ExecutionCompleted,
     ExecutionStarted,
     StepCompleted,
     StepStarted,
 )
-from engine.keys import WORKER_GROUP
-from engine.store import AppendOp, EventStore
+from engine.log.keys import WORKER_GROUP
+from engine.log.store import AppendOp, EventStore
 from tests.contract.builders import started_execution
 
 pytestmark = pytest.mark.anyio
@@ -140,7 +140,7 @@ async def test_an_undecodable_log_entry_is_read_with_no_event(store: EventStore)
     assert (entry.event, entry.raw) == (None, b"not an event")
 
 
-# -- append_many: many executions' appends in one round trip ------------------------------------
+# -- append_many: many executions' appends in one round trip -------------------------------------
 
 
 async def test_append_many_answers_each_op_on_its_own(store: EventStore) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import ConcurrencyConflict, IdempotencyMismatch, InsufficientBalance
-from engine.events import ExecutionRequested, ExecutionStarted, Target, WorkflowSnapshot
-from engine.ids import new_execution_id, new_id
-from engine.store import EventStore
+from engine.log.events import ExecutionRequested, ExecutionStarted, Target, WorkflowSnapshot
+from engine.log.ids import new_execution_id, new_id
+from engine.log.store import EventStore
 
 pytestmark = pytest.mark.anyio
 

@@ -13,9 +13,9 @@ from dataclasses import replace
 import pytest
 
 from engine.connection import RedisClient
-from engine.events import ExecutionCancelRequested, ExecutionRequested
+from engine.log.events import ExecutionCancelRequested, ExecutionRequested
+from engine.log.store import EventStore
 from engine.settings import Settings
-from engine.store import EventStore
 from tests.contract.builders import FEE, funded, owner_in, requested
 
 pytestmark = pytest.mark.anyio

@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from engine.errors import StoreUnavailable
+from engine.log.store import EventStore
 from engine.settings import Settings
-from engine.store import EventStore
 from tests.contract.builders import FEE, balance, funded, requested, started_execution
 from tests.servers import (
     RedisServer,

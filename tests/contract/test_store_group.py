@@ -13,9 +13,9 @@ from dataclasses import replace
 import pytest
 
 from engine.connection import RedisClient
-from engine.events import ExecutionRequested
+from engine.log.events import ExecutionRequested
+from engine.log.store import Entry, EventStore
 from engine.settings import Settings
-from engine.store import Entry, EventStore
 from tests.contract.builders import started_execution
 
 pytestmark = pytest.mark.anyio

@@ -9,9 +9,9 @@ import msgspec
 import pytest
 
 from engine.errors import InsufficientBalance
-from engine.events import ExecutionRequested
-from engine.ids import new_execution_id
-from engine.store import Accepted, EventStore, Refused
+from engine.log.events import ExecutionRequested
+from engine.log.ids import new_execution_id
+from engine.log.store import Accepted, EventStore, Refused
 from tests.contract.builders import FEE, balance, funded, requested
 
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""Money moved by the expected-seq append (engine.billing): reservations, settlements and
+"""Money moved by the expected-seq append (engine.money.billing): reservations, settlements and
 releases change the owner's balance, ledger and applied-charges hash in the same script as their
 events, on every backend (and on the cluster: tests/cluster). The audit recomputes the account."""
 
@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine import accounts, billing
 from engine.errors import BalanceRefused, ConcurrencyConflict
-from engine.events import (
+from engine.log.events import (
     AnyEvent,
     CostCharged,
     ExecutionRequested,
@@ -16,8 +15,9 @@ from engine.events import (
     StepCompleted,
     StepStarted,
 )
+from engine.log.store import AppendOp, EventStore
+from engine.money import accounts, billing
 from engine.runtime import Runtime
-from engine.store import AppendOp, EventStore
 from tests.contract.builders import FEE, balance, requested
 
 pytestmark = pytest.mark.anyio
@@ -57,6 +57,13 @@ def settled(xid: str, estimate: int, cost: int) -> list[AnyEvent]:
     ]
 
 
+async def append(
+    store: EventStore, xid: str, seq: int, events: list[AnyEvent], *, owner: str
+) -> list[AnyEvent]:
+    """``store.append`` with the balance moves of ``events``, as the worker appends them."""
+    return await store.append(xid, seq, events, owner=owner, moves=billing.moves_of(events))
+
+
 async def ledger(store: EventStore, owner: str) -> list[dict[str, str]]:
     rows = await store.redis.xrange(store.keys.ledger(owner), "-", "+")
     return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in rows]
@@ -72,7 +79,7 @@ async def test_reserve_settle_release_move_the_balance_with_their_events(runtime
     owner = await account(runtime, 100_000)
     req = await accepted(runtime, owner)
     xid = req.execution_id
-    await store.append(xid, 1, started(xid, 5_000), owner=owner)
+    await append(store, xid, 1, started(xid, 5_000), owner=owner)
     assert await balance(store, owner) == 100_000 - FEE - 5_000
     entry = (await ledger(store, owner))[-1]
     assert entry.pop("at")
@@ -85,7 +92,7 @@ async def test_reserve_settle_release_move_the_balance_with_their_events(runtime
     }
     assert await applied(store, owner, f"reserve:{xid}:0:1") == "-5000"
 
-    await store.append(xid, 4, settled(xid, 5_000, 3_000), owner=owner)
+    await append(store, xid, 4, settled(xid, 5_000, 3_000), owner=owner)
     assert await balance(store, owner) == 100_000 - FEE - 3_000
     rows = await ledger(store, owner)
     assert [(r["kind"], r["amount"], r["balance"]) for r in rows] == [
@@ -105,11 +112,11 @@ async def test_a_stale_append_moves_no_money(runtime: Runtime) -> None:
     store = runtime.store
     owner = await account(runtime, 100_000)
     xid = (await accepted(runtime, owner)).execution_id
-    await store.append(xid, 1, started(xid, 5_000), owner=owner)
+    await append(store, xid, 1, started(xid, 5_000), owner=owner)
     before = (await balance(store, owner), await ledger(store, owner))
     # A worker that lost its lease settles the step it was running: refused, nothing moves.
     with pytest.raises(ConcurrencyConflict):
-        await store.append(xid, 1, settled(xid, 5_000, 3_000), owner=owner)
+        await append(store, xid, 1, settled(xid, 5_000, 3_000), owner=owner)
     assert (await balance(store, owner), await ledger(store, owner)) == before
     assert await applied(store, owner, f"settle:{xid}:0:1") is None
     assert len(await store.history(xid)) == 4
@@ -122,14 +129,14 @@ async def test_a_move_the_balance_cannot_cover_refuses_the_whole_append(
     owner = await account(runtime, FEE + 10)
     xid = (await accepted(runtime, owner)).execution_id
     with pytest.raises(BalanceRefused) as info:
-        await store.append(xid, 1, started(xid, 11), owner=owner)
+        await append(store, xid, 1, started(xid, 11), owner=owner)
     assert (info.value.event_index, info.value.available) == (1, 10)
     assert [e.seq for e in await store.history(xid)] == [1]
     assert await balance(store, owner) == 10
     assert [r["kind"] for r in await ledger(store, owner)] == ["credit", "fee"]
     assert await applied(store, owner, f"reserve:{xid}:0:1") is None
     # Exactly the balance is enough: it reaches 0, never below.
-    await store.append(xid, 1, started(xid, 10), owner=owner)
+    await append(store, xid, 1, started(xid, 10), owner=owner)
     assert await balance(store, owner) == 0
 
 
@@ -139,17 +146,17 @@ async def test_the_release_pays_before_the_charge_and_a_capped_charge_fits(
     store = runtime.store
     owner = await account(runtime, FEE + 5_000)
     xid = (await accepted(runtime, owner)).execution_id
-    await store.append(xid, 1, started(xid, 5_000), owner=owner)
+    await append(store, xid, 1, started(xid, 5_000), owner=owner)
     assert await balance(store, owner) == 0
     # The actual cost (7,000) exceeds what the released reservation gives back (5,000).
     events = settled(xid, 5_000, 7_000)
     with pytest.raises(BalanceRefused) as info:
-        await store.append(xid, 4, events, owner=owner)
+        await append(store, xid, 4, events, owner=owner)
     assert (info.value.event_index, info.value.available) == (2, 5_000)
     charge = events[2]
     assert isinstance(charge, CostCharged)
     events[2] = billing.capped(charge, info.value.available)
-    await store.append(xid, 4, events, owner=owner)
+    await append(store, xid, 4, events, owner=owner)
     assert await balance(store, owner) == 0
     last = (await ledger(store, owner))[-1]
     assert (last["kind"], last["amount"], last["uncovered"]) == ("settle", "-5000", "2000")
@@ -162,9 +169,9 @@ async def test_a_charge_id_moves_money_once(runtime: Runtime) -> None:
     store = runtime.store
     owner = await account(runtime, 100_000)
     xid = (await accepted(runtime, owner)).execution_id
-    await store.append(xid, 1, started(xid, 5_000), owner=owner)
+    await append(store, xid, 1, started(xid, 5_000), owner=owner)
     # The same reservation written again under later seqs (a writer replaying its events).
-    await store.append(xid, 4, started(xid, 5_000)[1:], owner=owner)
+    await append(store, xid, 4, started(xid, 5_000)[1:], owner=owner)
     assert await balance(store, owner) == 100_000 - FEE - 5_000
     ids = [r["charge_id"] for r in await ledger(store, owner)]
     assert ids.count(f"reserve:{xid}:0:1") == 1
@@ -176,11 +183,15 @@ async def test_append_many_refuses_only_the_op_that_cannot_pay(runtime: Runtime)
     poor = await account(runtime, FEE + 1, partition=2)
     a = (await accepted(runtime, rich)).execution_id
     b = (await accepted(runtime, poor)).execution_id
+    ops = [
+        (a, 1, started(a, 5_000), rich),
+        (b, 1, started(b, 5_000), poor),
+        (a, 9, started(a, 5_000, attempt=2), rich),  # stale
+    ]
     got = await store.append_many(
         [
-            AppendOp(a, 1, started(a, 5_000), owner=rich),
-            AppendOp(b, 1, started(b, 5_000), owner=poor),
-            AppendOp(a, 9, started(a, 5_000, attempt=2), owner=rich),  # stale
+            AppendOp(xid, seq, events, owner=owner, moves=billing.moves_of(events))
+            for xid, seq, events, owner in ops
         ]
     )
     ok, refused, stale = got
@@ -197,16 +208,28 @@ async def test_money_events_need_their_owner(runtime: Runtime) -> None:
     store = runtime.store
     owner = await account(runtime, 100_000)
     xid = (await accepted(runtime, owner)).execution_id
+    events = started(xid, 5_000)
     with pytest.raises(ValueError, match="owner"):
-        await store.append(xid, 1, started(xid, 5_000))
+        await store.append(xid, 1, events, moves=billing.moves_of(events))
     assert len(await store.history(xid)) == 1
+
+
+async def test_money_events_need_their_moves(runtime: Runtime) -> None:
+    """A money event appended without its move would be in the log but not in the balance."""
+    store = runtime.store
+    owner = await account(runtime, 100_000)
+    xid = (await accepted(runtime, owner)).execution_id
+    with pytest.raises(ValueError, match="moves"):
+        await store.append(xid, 1, started(xid, 5_000), owner=owner)
+    assert len(await store.history(xid)) == 1
+    assert await balance(store, owner) == 100_000 - FEE
 
 
 async def test_the_audit_finds_what_does_not_add_up(runtime: Runtime) -> None:
     store = runtime.store
     owner = await account(runtime, 100_000)
     xid = (await accepted(runtime, owner)).execution_id
-    await store.append(xid, 1, started(xid, 5_000), owner=owner)
+    await append(store, xid, 1, started(xid, 5_000), owner=owner)
     audit = await billing.audit(runtime, owner)
     assert audit.ok, audit.problems
     assert audit.held == {f"reserve:{xid}:0:1": 5_000}  # the step is still running

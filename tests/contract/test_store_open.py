@@ -8,9 +8,9 @@ import pytest
 
 from engine.connection import RedisClient
 from engine.errors import ConfigError
-from engine.keys import WORKER_GROUP
+from engine.log.keys import WORKER_GROUP
+from engine.log.store import EventStore
 from engine.settings import Settings
-from engine.store import EventStore
 from tests.contract.builders import started_execution
 
 pytestmark = pytest.mark.anyio

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import IdempotencyMismatch, InsufficientBalance, StoreError
-from engine.events import ExecutionRequested
-from engine.ids import new_id
-from engine.store import IDEMPOTENCY_TTL_S, EventStore
+from engine.log.events import ExecutionRequested
+from engine.log.ids import new_id
+from engine.log.store import IDEMPOTENCY_TTL_S, EventStore
 from tests.contract.builders import FEE, balance, funded, requested
 
 pytestmark = pytest.mark.anyio

@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from engine import billing, codec
-from engine.events import (
+from engine.log import codec
+from engine.log.events import (
     AnyEvent,
     BlobRef,
     CostCharged,
@@ -33,6 +33,7 @@ from engine.events import (
     Target,
     WorkflowSnapshot,
 )
+from engine.money import billing
 
 T0 = 1_790_000_000_000  # a fixed clock for golden logs
 GOLDEN = Path(__file__).resolve().parent
@@ -244,8 +245,8 @@ def insufficient_balance(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
 
 
 def uncovered_cost_capped(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
-    """Provider cost passed through (engine.billing): a takeover releases the reservation of the
-    attempt a dead worker left open, the next attempt costs more than its reservation and the
+    """Provider cost passed through (engine.money.billing): a takeover releases the reservation of
+    the attempt a dead worker left open, the next attempt costs more than its reservation and the
     balance together, so its charge is capped and the rest recorded as uncovered."""
     req = requested(
         xid, owner, ["llm_prompt"], kind="process", reporter_id="rep_00000000000000000001"

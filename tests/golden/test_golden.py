@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import codec
+from engine.log import codec
 from projections.fold import fold
 from projections.views import execution_json, run_json
 

@@ -1,7 +1,7 @@
-"""Provider cost charged by the worker (engine.billing), on fakeredis and a private real Redis:
-reserve before a step, settle and release after it, release on failure, cancellation, takeover
-and dead letter, and a step the balance cannot cover is never sent to its provider. Every test
-ends with the ledger audit."""
+"""Provider cost charged by the worker (engine.money.billing), on fakeredis and a private real
+Redis: reserve before a step, settle and release after it, release on failure, cancellation,
+takeover and dead letter, and a step the balance cannot cover is never sent to its provider. Every
+test ends with the ledger audit."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import anyio
 import pytest
 
-from engine import accounts, billing
-from engine.events import (
+from engine.log.events import (
+    AnyEvent,
     CostCharged,
     CostReleased,
     CostReserved,
@@ -32,13 +32,14 @@ from engine.events import (
     Target,
     WorkflowSnapshot,
 )
-from engine.ids import new_execution_id, new_id
+from engine.log.ids import new_execution_id, new_id
+from engine.money import accounts, billing
 from engine.providers import registry
 from engine.providers.base import LLM, Completion, Transcriber, Transcription
+from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.tools import TOOLS, StepResult, Tool, ToolContext
-from engine.worker import Worker
 from projections.fold import fold
 from projections.views import execution_json
 from tests.helpers import eventually
@@ -350,16 +351,12 @@ async def test_takeover_releases_the_dead_workers_reservation_once(runtime: Runt
     [lease] = (await store.dispatch({p: 10}, "dead"))[p]
     entry = lease.entry
     held = billing.reservation(x, 0, 1, 60_000)
-    await store.append(
-        x,
-        1,
-        [
-            ExecutionStarted(execution_id=x, worker_id="dead", epoch=1),
-            held,
-            StepStarted(execution_id=x, step_index=0, attempt=1, epoch=1, worker_id="dead"),
-        ],
-        owner=owner,
-    )
+    started: list[AnyEvent] = [
+        ExecutionStarted(execution_id=x, worker_id="dead", epoch=1),
+        held,
+        StepStarted(execution_id=x, step_index=0, attempt=1, epoch=1, worker_id="dead"),
+    ]
+    await store.append(x, 1, started, owner=owner, moves=billing.moves_of(started))
     assert await accounts.balance(runtime, owner) == 1_000_000 - FEE - 60_000
     await store.hand_back(p, "dead", [entry.entry_id])
     await Worker(runtime, worker_id="heir").run_until_idle()
@@ -395,16 +392,12 @@ async def test_dead_letter_releases_what_the_execution_held(runtime: Runtime) ->
     p = store.keys.partition(owner)
     [lease] = (await store.dispatch({p: 10}, "crashy"))[p]
     entry = lease.entry
-    await store.append(
-        x,
-        1,
-        [
-            ExecutionStarted(execution_id=x, worker_id="crashy", epoch=1),
-            billing.reservation(x, 0, 1, 60_000),
-            StepStarted(execution_id=x, step_index=0, attempt=1, epoch=1, worker_id="crashy"),
-        ],
-        owner=owner,
-    )
+    started: list[AnyEvent] = [
+        ExecutionStarted(execution_id=x, worker_id="crashy", epoch=1),
+        billing.reservation(x, 0, 1, 60_000),
+        StepStarted(execution_id=x, step_index=0, attempt=1, epoch=1, worker_id="crashy"),
+    ]
+    await store.append(x, 1, started, owner=owner, moves=billing.moves_of(started))
     # Every delivery so far ended in a crash (the delivery count is the only trace).
     for _ in range(runtime.settings.max_deliveries - 1):
         await store.claim_expired(p, "crashy", min_idle_ms=0)

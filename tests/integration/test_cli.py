@@ -8,7 +8,7 @@ import sys
 import pytest
 import redis
 
-from engine.keys import Keys
+from engine.log.keys import Keys
 from engine.settings import Settings
 from tests.processes import ROOT, role_env
 from tests.servers import RedisServer

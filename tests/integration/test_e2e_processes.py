@@ -63,8 +63,9 @@ def test_transcript_through_separate_processes(
         assert [s["tool_id"] for s in steps] == ["transcribe"]
         assert steps[0]["status"] == "done"
 
-        transcript = http.get(f"/v1/items/{item_id}/transcript?lang=en", headers=auth)
-        assert transcript.status_code == 200, transcript.text
+        # The execution reads its own log at once; the transcript index is the projector's, which
+        # may still be folding what the worker wrote.
+        transcript = _wait_for(http, f"/v1/items/{item_id}/transcript?lang=en", auth)
         body = transcript.json()["transcript"]
         assert body["text"]
         assert body["segments"]
@@ -90,6 +91,19 @@ def test_transcript_through_separate_processes(
         reads = [e for e in ledger if e["kind"] == "read"]
         assert {e["amount_coins"] for e in reads} == {-0.001}
         assert ledger[0]["balance_coins"] == pytest.approx(10 - cost - 0.001 * len(reads))
+
+
+def _wait_for(client: httpx.Client, url: str, headers: dict[str, str]) -> httpx.Response:
+    """GET ``url`` until it is no longer 404 (60 s at most)."""
+    import time
+
+    end = time.monotonic() + 60
+    while True:
+        response = client.get(url, headers=headers)
+        if response.status_code != 404 or time.monotonic() > end:
+            assert response.status_code == 200, response.text
+            return response
+        time.sleep(0.05)
 
 
 def _ledger(client: httpx.Client, headers: dict[str, str]) -> list[dict[str, object]]:

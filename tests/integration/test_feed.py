@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from engine import codec
-from engine.ids import new_id
+from engine.log import codec
+from engine.log.ids import new_id
 from engine.runtime import Runtime
 from projections import replay
 from projections.feed import owner_feed_key

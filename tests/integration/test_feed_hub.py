@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from engine.ids import new_id
+from engine.log.ids import new_id
 from engine.runtime import Runtime
 from projections.feed import SLOW_CONSUMER, FeedClosed, FeedHub, Message, owner_feed_key
 from projections.projector import Projector

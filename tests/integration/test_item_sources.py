@@ -10,9 +10,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from engine.accounts import create_account
 from engine.commands import resolve_source
-from engine.items import create_item, delete_item, list_items
+from engine.money.accounts import create_account
+from engine.resources.items import create_item, delete_item, list_items
 from engine.runtime import Runtime
 
 pytestmark = pytest.mark.anyio

@@ -10,12 +10,13 @@ import anyio
 import msgspec
 import pytest
 
-from engine import codec
 from engine.errors import InvalidRequest
-from engine.events import AnyEvent, ExecutionRequested
-from engine.ids import new_execution_id, new_id
+from engine.log import codec
+from engine.log.events import AnyEvent, ExecutionRequested
+from engine.log.ids import new_execution_id, new_id
+from engine.log.store import EventStore
+from engine.money import billing
 from engine.runtime import Runtime
-from engine.store import EventStore
 from projections import replay
 from projections.namespace import Namespace, current_version
 from projections.projector import Projector
@@ -46,7 +47,7 @@ async def make(store: EventStore, owner: str, scenario: Scenario, upto: int | No
     assert isinstance(first, ExecutionRequested)
     await store.request(first)
     if len(events) > 1:
-        await store.append(xid, 1, events[1:], owner=owner)
+        await store.append(xid, 1, events[1:], owner=owner, moves=billing.moves_of(events[1:]))
     return Made(xid, owner, events)
 
 

@@ -35,8 +35,8 @@ from websockets.exceptions import ConnectionClosed
 from api.app import create_app
 from api.auth import mint_session_token
 from api.cli import redact_tokens_in_server_logs
-from engine.accounts import create_account
-from engine.ids import new_id
+from engine.log.ids import new_id
+from engine.money.accounts import create_account
 from engine.runtime import Runtime
 from projections.feed import SLOW_CONSUMER, FeedHub, owner_feed_key
 from projections.projector import Projector
@@ -341,7 +341,7 @@ async def test_a_cursor_trimmed_away_while_disconnected_gets_a_reset_then_the_li
     assert pairs(rest) == [(xid, e.seq) for e in later]
 
 
-# -- Server-Sent Events ------------------------------------------------------------------------
+# -- Server-Sent Events --------------------------------------------------------------------------
 async def sse_messages(base_url: str, headers: dict[str, str], n: int) -> list[Json]:
     """The first ``n`` messages of ``GET /v1/executions/stream`` read off the socket (``id`` is
     the frame's ``id:`` line), then the connection is dropped."""

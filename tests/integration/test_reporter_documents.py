@@ -10,8 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.drive import document_id, publish_document
-from engine.events import (
+from engine.log.events import (
     AnyEvent,
     ExecutionCompleted,
     ExecutionRequested,
@@ -22,11 +21,12 @@ from engine.events import (
     Target,
     WorkflowSnapshot,
 )
-from engine.ids import is_id, new_execution_id, new_id
+from engine.log.ids import is_id, new_execution_id, new_id
 from engine.resources.documents import content_of, list_documents
+from engine.run.drive import document_id, publish_document
+from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.settings import Settings
-from engine.worker import Worker
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.anyio

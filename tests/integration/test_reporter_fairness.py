@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from engine.errors import ConfigError
-from engine.events import (
+from engine.log.events import (
     ExecutionCompleted,
     ExecutionRequested,
     ExecutionStarted,
@@ -22,12 +22,12 @@ from engine.events import (
     Target,
     WorkflowSnapshot,
 )
-from engine.ids import new_execution_id, new_id
+from engine.log.ids import new_execution_id, new_id
+from engine.log.store import EventStore
+from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.settings import Settings
-from engine.store import EventStore
 from engine.tools import TOOLS, StepResult, Tool, ToolContext
-from engine.worker import Worker
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.anyio

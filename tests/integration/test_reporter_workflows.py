@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from engine import commands
-from engine.events import (
+from engine.log.events import (
     AnyEvent,
     ExecutionCompleted,
     ExecutionFailed,
@@ -21,9 +21,9 @@ from engine.events import (
     Target,
     WorkflowSnapshot,
 )
-from engine.ids import new_execution_id, new_id
+from engine.log.ids import new_execution_id, new_id
+from engine.run.worker import Worker
 from engine.runtime import Runtime
-from engine.worker import Worker
 from projections.projector import Projector
 from projections.queries import Queries
 
@@ -192,9 +192,9 @@ async def test_a_hanging_provider_times_out_and_fails_only_its_item(runtime: Run
 
 async def test_commands_expand_a_collection_request_in_item_order(runtime: Runtime) -> None:
     """engine.commands' snapshot: the workflow's steps once per item, inputs naming the item."""
-    from engine.accounts import create_account
-    from engine.items import create_item
+    from engine.money.accounts import create_account
     from engine.resources import collections, reporters
+    from engine.resources.items import create_item
     from engine.resources.reporters import StepInput
 
     account, _ = await create_account(runtime, name="a", coins_micro=1_000_000)

@@ -9,12 +9,12 @@ import pytest
 
 from engine import commands
 from engine.errors import InvalidRequest
-from engine.events import ExecutionCompleted, StepFailed
-from engine.ids import new_id
-from engine.items import get_item
+from engine.log.events import ExecutionCompleted, StepFailed
+from engine.log.ids import new_id
 from engine.resources import reporters, schedules
+from engine.resources.items import get_item
 from engine.runtime import Runtime
-from engine.schedule_runs import RunTriggered, trigger_run
+from engine.schedules.runs import RunTriggered, trigger_run
 from projections import replay
 from projections.queries import Queries
 from tests.schedules import World, children, install, items_of, settle, world

@@ -9,11 +9,11 @@ from dataclasses import replace
 import anyio
 import pytest
 
-from engine.events import ExecutionRequested
+from engine.log.events import ExecutionRequested
 from engine.resources import schedules
 from engine.runtime import Runtime
-from engine.schedule_runs import TICK_KEY
-from engine.scheduler import Fired, Scheduler, latest_tick
+from engine.schedules.runs import TICK_KEY
+from engine.schedules.scheduler import Fired, Scheduler, latest_tick
 from engine.settings import Settings
 from tests.helpers import eventually
 from tests.schedules import HOUR_MS, World, install, settle, world

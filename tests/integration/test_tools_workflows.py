@@ -9,19 +9,19 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.events import (
+from engine.log.events import (
     ExecutionCompleted,
     StepCompleted,
     StepFailed,
     StepRetryScheduled,
     StepSpec,
 )
-from engine.ids import new_id
+from engine.log.ids import new_id
+from engine.log.store import EventStore
 from engine.providers import registry
 from engine.providers.config import ProviderConfig
+from engine.run.worker import Worker
 from engine.runtime import Runtime
-from engine.store import EventStore
-from engine.worker import Worker
 from tests.integration.test_worker import FEE, of_type, request
 from tests.providers.stub import reply, scripted, stub_server
 

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from engine.errors import ConcurrencyConflict
-from engine.events import (
+from engine.log.events import (
     AnyEvent,
     CostReleased,
     CostReserved,
@@ -32,13 +32,13 @@ from engine.events import (
     Target,
     WorkflowSnapshot,
 )
-from engine.ids import new_execution_id, new_id
-from engine.keys import WORKER_GROUP
+from engine.log.ids import new_execution_id, new_id
+from engine.log.keys import WORKER_GROUP
+from engine.log.store import EventStore
+from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.settings import Settings
-from engine.store import EventStore
 from engine.tools import TOOLS, StepResult, Tool, ToolContext
-from engine.worker import Worker
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.anyio

@@ -9,9 +9,9 @@ from typing import Any
 import anyio
 import pytest
 
-from engine.batcher import AppendBatcher
 from engine.errors import ConcurrencyConflict
-from engine.events import (
+from engine.log.batcher import AppendBatcher
+from engine.log.events import (
     ExecutionCancelled,
     ExecutionCancelRequested,
     ExecutionCompleted,
@@ -19,9 +19,9 @@ from engine.events import (
     StepCompleted,
     StepStarted,
 )
+from engine.log.store import AppendOp, AppendResult, EventStore
+from engine.run.worker import Worker
 from engine.runtime import Runtime
-from engine.store import AppendOp, AppendResult, EventStore
-from engine.worker import Worker
 from tests.integration.test_worker import of_type, pending_count, request, transcribe
 
 pytestmark = pytest.mark.anyio

@@ -1,5 +1,5 @@
 """Every tool's cost estimate is an upper bound of what an attempt costs on the simulated
-providers (the worker reserves the estimate and settles the actual cost: engine.billing), for
+providers (the worker reserves the estimate and settles the actual cost: engine.money.billing), for
 random inputs, prompts and params."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.events import StepSpec
+from engine.log.events import StepSpec
 from engine.tools import TOOLS
 from tests.unit.test_tools_outputs import Blobs, run
 

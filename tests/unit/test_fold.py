@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from engine import codec
-from engine.events import (
+from engine.log import codec
+from engine.log.events import (
     CostCharged,
     ExecutionCancelRequested,
     ExecutionCompleted,
@@ -224,7 +224,7 @@ def test_apply_does_not_mutate_its_input() -> None:
 
 def test_a_per_item_executions_last_item_whose_retries_ran_out_ends_in_error() -> None:
     """The worker moves past a retryable failure with no retry left without another StepStarted
-    when the item was the last one: ExecutionCompleted settles it, as engine.plan does."""
+    when the item was the last one: ExecutionCompleted settles it, as engine.run.plan does."""
     req = scenarios.requested(XID, OWNER, ["llm_prompt", "llm_prompt"], kind="process_collection")
     req = msgspec.structs.replace(
         req, step_inputs=[{"item_index": i, "item_step": 0} for i in range(2)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.ids import execution_partition, is_id, new_execution_id, new_id
+from engine.log.ids import execution_partition, is_id, new_execution_id, new_id
 
 
 def test_ids_made_in_one_millisecond_sort_in_creation_order() -> None:

@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.schemas import micro
-from engine import accounts
-from engine.accounts import MAX_MICRO
 from engine.connection import embedded
 from engine.errors import InsufficientBalance, InvalidRequest
-from engine.read_fees import ReadFees
+from engine.money import accounts
+from engine.money.accounts import MAX_MICRO
+from engine.money.read_fees import ReadFees
 from engine.runtime import Runtime
 from engine.settings import MICRO, Fees, Settings, micro_to_coins
 from tests.contract.builders import requested

@@ -1,4 +1,4 @@
-"""engine.plan: the fold and every branch of next_action, as plain data."""
+"""engine.run.plan: the fold and every branch of next_action, as plain data."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from engine import billing, plan
-from engine.events import (
+from engine.log.events import (
     AnyEvent,
     BlobRef,
     ExecutionCancelled,
@@ -24,6 +23,8 @@ from engine.events import (
     Target,
     WorkflowSnapshot,
 )
+from engine.money import billing
+from engine.run import plan
 
 X = "exc_p1_00000000000000000000"
 FEE = 10_000
@@ -47,7 +48,7 @@ def requested(n_steps: int = 2, inputs: list[dict[str, Any]] | None = None) -> A
 
 def seqd(*events: AnyEvent) -> list[AnyEvent]:
     """Give events consecutive seqs from 1, as the store would."""
-    from engine.codec import stamp
+    from engine.log.codec import stamp
 
     return [stamp(e, i, at=0) for i, e in enumerate(events, 1)]
 
@@ -248,7 +249,7 @@ def test_fold_ignores_duplicates_and_refuses_gaps() -> None:
     events = seqd(requested(), started())
     state = plan.fold(events)
     assert plan.fold(events, state) == state  # the same events again: no-op
-    from engine.codec import stamp
+    from engine.log.codec import stamp
 
     with pytest.raises(ValueError, match="gap"):
         plan.apply(state, stamp(step_started(0), 5, at=0))
@@ -263,7 +264,7 @@ def test_fold_tracks_epochs_and_attempts() -> None:
     assert state.status == "running"
 
 
-# -- per-item executions (process_collection) ---------------------------------------------------
+# -- per-item executions (process_collection) ----------------------------------------------------
 
 
 def collection(items: int = 3, per_item: int = 2) -> AnyEvent:
@@ -310,7 +311,7 @@ def test_a_failed_item_skips_its_remaining_steps_and_the_next_item_goes_on() -> 
 
 
 def codec_stamp(event: AnyEvent, seq: int) -> AnyEvent:
-    from engine.codec import stamp
+    from engine.log.codec import stamp
 
     return stamp(event, seq, at=0)
 

@@ -1,4 +1,4 @@
-"""Backoff bounds, jitter and the retryable classes of engine.retry."""
+"""Backoff bounds, jitter and the retryable classes of engine.tools.retry."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 
 from engine.errors import ToolError
-from engine.retry import NON_RETRYABLE_CODES, RetryPolicy, is_retryable
+from engine.tools.retry import NON_RETRYABLE_CODES, RetryPolicy, is_retryable
 
 
 def _retryable(code: str = "provider_unavailable") -> ToolError:

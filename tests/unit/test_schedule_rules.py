@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from engine.schedule_runs import Video, decide, published_ms, seen_value
+from engine.schedules.runs import Video, decide, published_ms, seen_value
 
 NOW = 1_790_000_000_000
 HOUR = 3_600_000

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from engine.errors import ToolError
-from engine.events import StepSpec
+from engine.log.events import StepSpec
 from engine.providers.registry import Providers
 from engine.settings import Settings
 from engine.tools import TOOLS, StepResult, ToolContext

@@ -8,7 +8,6 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.catalog import catalogue, check_step
 from engine.errors import InvalidRequest
 from engine.tools import (
     TOOLS,
@@ -16,6 +15,7 @@ from engine.tools import (
     ExtractClaimsParams,
     SummaryReviewParams,
 )
+from engine.tools.catalog import catalogue, check_step
 
 EXPECTED = {
     "transcribe": "transcriber",

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from engine.errors import InvalidRequest
-from engine.ids import new_id
+from engine.log.ids import new_id
 from engine.resources.relations import COLLECTION_ITEMS, ITEM_COLLECTIONS
 from engine.resources.store import Kind, Store, now_ms, retrying
 from engine.runtime import Runtime
@@ -77,7 +77,7 @@ class Item(msgspec.Struct, frozen=True, kw_only=True):
 ITEMS: Kind[Item] = Kind(prefix="itm", key="item", noun="item", type=Item)
 
 
-# -- detection (pure) -----------------------------------------------------------------------
+# -- detection (pure) ----------------------------------------------------------------------------
 
 
 def detect(source: str) -> Detected:
@@ -161,7 +161,7 @@ def _twitter_handle(handle: str) -> Detected:
     return Detected(type="twitter", external_id=handle)
 
 
-# -- storage --------------------------------------------------------------------------------
+# -- storage -------------------------------------------------------------------------------------
 
 
 async def create_item(runtime: Runtime, owner: str, source: str, *, reuse: bool = False) -> Item:

@@ -11,7 +11,7 @@ import time
 import msgspec
 
 from engine.errors import StoreError
-from engine.events import AnyEvent
+from engine.log.events import AnyEvent
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyEvent)

@@ -5,7 +5,7 @@ Events that belong together go in one append: ExecutionStarted + StepStarted, an
 the next StepStarted or ExecutionCompleted (with the step's blob stored in the same atomic call).
 The terminal append also releases the execution's lease (and cap slot), atomically: the
 lease ends exactly when the execution does. Appends go through the worker's
-:class:`engine.batcher.AppendBatcher`, so executions that reach an append together share one
+:class:`engine.log.batcher.AppendBatcher`, so executions that reach an append together share one
 round trip.
 
 Documents: a completed step whose output is a document (its ``kind`` is in DOCUMENT_KINDS: a
@@ -18,7 +18,7 @@ that takes an execution over publishes what its predecessor may not have.
 A conflict means someone else wrote: reload and re-plan, or drop the job quietly when the lease is
 gone.
 
-Provider cost (engine.billing): a step's estimated cost is reserved in the append of its
+Provider cost (engine.money.billing): a step's estimated cost is reserved in the append of its
 StepStarted (after releasing the reservation of an attempt a dead worker left open); its outcome's
 append releases the reservation and, when it completed, charges the actual cost; every terminal
 append releases whatever is still held. The money moves in the same script as the events. When the
@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
-from engine import billing, codec, plan
 from engine.errors import BalanceRefused, ConcurrencyConflict, ToolError
-from engine.events import (
+from engine.log import codec
+from engine.log.events import (
     AnyEvent,
     BlobRef,
     CostCharged,
@@ -57,23 +57,26 @@ from engine.events import (
     StepStarted,
     is_terminal,
 )
+from engine.log.store import AppendOp
+from engine.money import billing
 from engine.resources.records import DOCUMENTS, Document
 from engine.resources.relations import ITEM_DOCUMENTS, REPORTER_DOCUMENTS
 from engine.resources.store import Store
-from engine.retry import is_retryable
+from engine.run import plan
+from engine.run.toolbox import RUNNABLE
 from engine.runtime import Runtime
-from engine.store import AppendOp
-from engine.tools import RUNNABLE, Tool, ToolContext
+from engine.tools import Tool, ToolContext
+from engine.tools.retry import is_retryable
 
 if TYPE_CHECKING:
-    from engine.worker import Worker
+    from engine.run.worker import Worker
 
 log = logging.getLogger("clipstream.worker")
 
 MAX_CONFLICTS = 50  # re-plans after conflicts before a job gives up (its lease then expires)
 # Step output kinds that are documents (transcripts are derived by the projector instead).
 DOCUMENT_KINDS = frozenset({"summary", "claims", "completion"})
-_BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"  # the alphabet of engine.ids
+_BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"  # the alphabet of engine.log.ids
 
 
 def now_ms() -> int:
@@ -184,7 +187,7 @@ class Drive:
             if self.job.lost:
                 return
 
-    # -- state -----------------------------------------------------------------------------------
+    # -- state ------------------------------------------------------------------------------------
     def _adopt(self, history: list[AnyEvent]) -> bool:
         """Take ``history`` as the truth; False when a newer lease holder has written."""
         self.state = self.base = plan.fold(history)
@@ -232,6 +235,7 @@ class Drive:
                 blobs=tuple(self.blobs),
                 ack=self.job.entry_id if terminal else None,
                 owner=self.job.owner,
+                moves=billing.moves_of(self.pending),
             )
             try:
                 written = await self.w.batcher.append(op)
@@ -330,7 +334,7 @@ class Drive:
         if self.job.cancel_seen:
             await self._reload_after_conflict()
 
-    # -- steps -----------------------------------------------------------------------------------
+    # -- steps ------------------------------------------------------------------------------------
     async def _start_step(self, action: plan.StartStep) -> bool:
         """Reserve the step's estimated cost and append StepStarted (with what was pending), run
         the tool, buffer the outcome with its money events."""
@@ -476,7 +480,7 @@ class Drive:
         return await self.store.get_blob(self.job.partition, sha256)
 
 
-# -- documents ----------------------------------------------------------------------------------
+# -- documents -----------------------------------------------------------------------------------
 
 
 def document_kind(event: StepCompleted) -> str | None:
@@ -488,9 +492,9 @@ def document_kind(event: StepCompleted) -> str | None:
 def document_id(request: ExecutionRequested, step_index: int) -> str:
     """The id of the document of step ``step_index``: the same for every attempt and worker.
 
-    Shaped like engine.ids (50 bits of ms, 50 more bits): the request's time, so the documents of
-    an execution list with it, then 34 bits of the execution id's hash and the step index, so they
-    sort by step and never collide with another execution's."""
+    Shaped like engine.log.ids (50 bits of ms, 50 more bits): the request's time, so the documents
+    of an execution list with it, then 34 bits of the execution id's hash and the step index, so
+    they sort by step and never collide with another execution's."""
     digest = int.from_bytes(hashlib.sha256(request.execution_id.encode()).digest()[:8], "big")
     low = ((digest >> 30) << 16) | (step_index & 0xFFFF)
     return f"doc_{_base32(request.at)}{_base32(low)}"

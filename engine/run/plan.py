@@ -13,7 +13,7 @@ Rules (DESIGN §5):
       the scheduled attempt. A ``StepFailed`` without one ends the execution.
     * A cancel request wins over everything but a terminal event.
     * Terminal executions (and unknown ones) need nothing.
-    * Money (engine.billing): the state lists the reservations still ``held`` (a CostReserved
+    * Money (engine.money.billing): the state lists the reservations still ``held`` (a CostReserved
       with no CostReleased yet); the worker releases them when their attempt ends, when a
       takeover starts the step again, and before any terminal event. A ``StepFailed`` with code
       ``insufficient_balance`` (a reservation the balance refused: the step never started) ends
@@ -21,7 +21,7 @@ Rules (DESIGN §5):
 
 Per-item executions (``process_collection``; ``schedule_run``, whose items are its channels): the
 snapshot's steps are the workflow's steps repeated once per item, and each ``step_inputs[i]`` names
-its ``item_index`` (see ``engine.commands`` and ``engine.schedule_runs``). A step that fails for
+its ``item_index`` (see ``engine.commands`` and ``engine.schedules.runs``). A step that fails for
 good fails *its item* only: the item's remaining steps are skipped and the next item goes on. The
 execution ends ``done`` when at least one item finished every step (the failed items are listed in
 the execution detail), and ``error`` only when every item failed, with the code of the last
@@ -39,7 +39,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
-from engine.events import (
+from engine.log.events import (
     PER_ITEM_KINDS,
     AnyEvent,
     CostCharged,
@@ -209,7 +209,7 @@ def fold(events: list[AnyEvent], state: ExecState | None = None) -> ExecState:
     return s
 
 
-# -- actions ----------------------------------------------------------------------------------
+# -- actions -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ for each due schedule:
 
     ticks      due, due + interval, due + 2 * interval …: the one fired is the latest at or before
                now, so a scheduler that was down catches up with ONE run, not a burst
-    fire       engine.schedule_runs.trigger_run with that tick: its idempotency key is the
+    fire       engine.schedules.runs.trigger_run with that tick: its idempotency key is the
                schedule and the tick, so however many schedulers race on it, it starts one run
                (the others get that run back); while the previous run is still in flight the tick
                starts nothing (one run at a time) and is passed over
@@ -34,7 +34,7 @@ from engine.resources import schedules
 from engine.resources.records import SCHEDULES, Schedule
 from engine.resources.store import Store, now_ms
 from engine.runtime import Runtime
-from engine.schedule_runs import trigger_run
+from engine.schedules.runs import trigger_run
 
 log = logging.getLogger("clipstream.scheduler")
 

@@ -1,9 +1,9 @@
 """Schedule runs: requesting one, and what its steps decide and start (docs/decisions/0003).
 
 A run IS an execution of kind ``schedule_run``; its public ``run_id`` is ``run_`` + the body of
-its execution id (engine.ids.run_id; the owner's partition gives the rest back). Its steps
+its execution id (engine.log.ids.run_id; the owner's partition gives the rest back). Its steps
 come in pairs, one pair per channel item of the schedule's collections (each pair is one *item*
-of a per-item execution, see engine.plan, so a channel that fails does not stop the others):
+of a per-item execution, see engine.run.plan, so a channel that fails does not stop the others):
 
     channel_sync   the channel's newest uploads (a blob)
     schedule_pick  the rules below over that listing; one execution of the schedule's workflow
@@ -15,14 +15,14 @@ Rules, per channel, newest first: a video a run of this schedule processed befor
 others ``capped``. A video whose request fails is ``failed`` with the reason.
 
 One run at a time: the schedule's run marker names its latest run, and a new run is appended
-only while that run is terminal (engine.store.request_run: the marker moves atomically with the
+only while that run is terminal (engine.log.store.request_run: the marker moves atomically with the
 new run's ExecutionRequested). The marker never needs clearing: the run's terminal event is what
 ends it, whoever writes it (a worker, a cancel, the dead-letter path).
 
 Nothing starts twice: a video's execution is requested with the idempotency key ``run + video``
 and recorded in the schedule's seen hash atomically with its ExecutionRequested
-(engine.store.request_once), so a pick step that runs again after a crash finds the executions it
-already started instead of starting new ones.
+(engine.log.store.request_once), so a pick step that runs again after a crash finds the executions
+it already started instead of starting new ones.
 
 Fees: the run pays the ``schedule_run`` flat fee once, when it is dispatched; the executions it
 starts pay no flat fee (their provider cost passes through to the owner as for any execution).
@@ -45,7 +45,7 @@ from engine.commands import (
     snapshot,
 )
 from engine.errors import EngineError, InvalidRequest, NotFound, StoreError
-from engine.events import (
+from engine.log.events import (
     ExecutionRequested,
     RunOutcome,
     StepSpec,
@@ -53,13 +53,13 @@ from engine.events import (
     WorkflowSnapshot,
     is_terminal,
 )
-from engine.ids import new_execution_id, run_id
-from engine.items import Item
+from engine.log.ids import new_execution_id, run_id
+from engine.log.store import Refused
 from engine.resources import schedules
+from engine.resources.items import Item
 from engine.resources.records import Schedule
 from engine.resources.store import MAX_RETRIES, Contended, now_ms
 from engine.runtime import Runtime
-from engine.store import Refused
 
 MAX_CHANNELS = 100  # channel items one run syncs, at most (the first ones, in collection order)
 SYNC_TOOL = "channel_sync"
@@ -69,7 +69,7 @@ _HOUR_MS = 3_600_000
 _MAX_LISTING = 500  # channel_sync's own limit
 
 
-# -- requesting a run ---------------------------------------------------------------------------
+# -- requesting a run ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +226,7 @@ async def _channels(runtime: Runtime, schedule: Schedule) -> list[tuple[str, Ite
     return list(found.values())[:MAX_CHANNELS]
 
 
-# -- what a pick decides ------------------------------------------------------------------------
+# -- what a pick decides -------------------------------------------------------------------------
 
 
 class Video(msgspec.Struct, frozen=True, kw_only=True):
@@ -331,7 +331,7 @@ def decide(
     return out
 
 
-# -- starting a video's execution ---------------------------------------------------------------
+# -- starting a video's execution ----------------------------------------------------------------
 
 
 def watch_url(video_id: str) -> str:

@@ -23,8 +23,8 @@ Shape (docs/architecture.md, docs/decisions/0001 and 0002):
                lets the owner exceed the cap. Log entries a dead reader left unacknowledged are
                taken over and acted on too.
 
-A job is driven by engine.drive (plan, append, run tools); its appends go through one
-:class:`engine.batcher.AppendBatcher`, so the executions that reach an append together share one
+A job is driven by engine.run.drive (plan, append, run tools); its appends go through one
+:class:`engine.log.batcher.AppendBatcher`, so the executions that reach an append together share one
 pipelined round trip, and its terminal append releases its lease (and cap slot) atomically.
 
 Throughput (DESIGN §12): one pipelined round trip leases executions in every partition, and a
@@ -47,19 +47,20 @@ from typing import Any, get_args
 import anyio
 import anyio.abc
 
-from engine import billing, plan
-from engine.batcher import AppendBatcher
-from engine.drive import MAX_CONFLICTS, Drive, Job
 from engine.errors import ConcurrencyConflict
-from engine.events import (
+from engine.log.batcher import AppendBatcher
+from engine.log.events import (
     AnyEvent,
     ExecutionCancelRequested,
     ExecutionFailed,
     ExecutionRequested,
     StepFailed,
 )
+from engine.log.store import Entry
+from engine.money import billing
+from engine.run import plan
+from engine.run.drive import MAX_CONFLICTS, Drive, Job
 from engine.runtime import Runtime
-from engine.store import Entry
 
 log = logging.getLogger("clipstream.worker")
 
@@ -125,7 +126,7 @@ class Worker:
         self._job_ended: anyio.Event | None = None
         self._room = anyio.Event()  # set when a job ends: the reader may have room again
 
-    # -- public ----------------------------------------------------------------------------------
+    # -- public -----------------------------------------------------------------------------------
     async def run(self, stop: anyio.Event | None = None) -> None:
         """Work until ``stop`` is set (or :meth:`request_stop`), then shut down gracefully:
         finish running steps within a short grace period and hand back every unfinished lease."""
@@ -202,7 +203,7 @@ class Worker:
         """Release ``job``'s lease (its execution needs nothing more) with the next batch."""
         self._releases[job.partition].append(job.entry_id)
 
-    # -- loops -------------------------------------------------------------------------------
+    # -- loops ------------------------------------------------------------------------------------
     @property
     def _cancel_check_ms(self) -> int:
         return min(self.settings.heartbeat_ms, 500)
@@ -414,7 +415,7 @@ class Worker:
         if self._jobs.get(job.execution_id) is job and job.scope is None:
             del self._jobs[job.execution_id]  # still queued: _next_waiting skips it
 
-    # -- heartbeat, cancels, claims ---------------------------------------------------------
+    # -- heartbeat, cancels, claims ---------------------------------------------------------------
     def _held_by_partition(self) -> dict[int, list[Job]]:
         held: dict[int, list[Job]] = defaultdict(list)
         for job in list(self._jobs.values()):
@@ -505,7 +506,12 @@ class Worker:
             closing.append(ExecutionFailed(execution_id=xid, code="internal", message=reason))
             try:
                 await self.store.append(
-                    xid, state.seq, closing, expire_ms=self.settings.retention_ms, owner=event.owner
+                    xid,
+                    state.seq,
+                    closing,
+                    expire_ms=self.settings.retention_ms,
+                    owner=event.owner,
+                    moves=billing.moves_of(closing),
                 )
                 break
             except ConcurrencyConflict:
@@ -513,7 +519,7 @@ class Worker:
         await self.store.dead_letter_lease(partition, entry, reason)
         log.warning("worker %s: %s %s", self.worker_id, xid, reason)
 
-    # -- shutdown --------------------------------------------------------------------------------
+    # -- shutdown ---------------------------------------------------------------------------------
     async def _jobs_settled(self) -> None:
         """Return once no job task is running."""
         while self._running:

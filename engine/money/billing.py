@@ -1,6 +1,6 @@
 """Provider cost passed through to the owner — reserve, settle, release — and the ledger audit.
 
-The flat fee is charged with ``ExecutionRequested`` (engine.store.request). Provider cost moves
+The flat fee is charged with ``ExecutionRequested`` (engine.log.store.request). Provider cost moves
 while the job runs, in three kinds of money event, each appended by the worker in the same
 expected-seq append (one Lua script, one slot: scripts.APPEND_BATCH) that moves the balance and
 writes the ledger entry:
@@ -18,7 +18,7 @@ Why this is exact:
       applies it, and a charge id already there never moves money again;
     * the money moves only when the events are appended, and the append is refused as a whole
       when the execution's seq is not the expected one: a stale worker moves nothing;
-    * a reservation stays open exactly as long as the log says (engine.plan folds it), so it is
+    * a reservation stays open exactly as long as the log says (engine.run.plan folds it), so it is
       released once, by whoever writes next.
 
 The balance never goes negative. The script refuses a move that would take it below zero, and
@@ -33,7 +33,7 @@ the worker then rewrites what it appends:
 
 Ledger entries (``keys.ledger``): ``charge_id``, ``kind``, ``amount`` (signed micro-coins:
 negative takes from the balance), ``balance`` (after), ``execution_id``, ``at``. Kinds: ``credit``
-(engine.accounts), ``fee`` (the request), ``read`` (read fees), ``reserve``, ``settle``,
+(engine.money.accounts), ``fee`` (the request), ``read`` (read fees), ``reserve``, ``settle``,
 ``release``. :func:`audit` recomputes an account from its ledger.
 """
 
@@ -41,13 +41,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from engine.errors import NotFound, StoreUnavailable
-from engine.events import AnyEvent, CostCharged, CostReleased, CostReserved
-from engine.ids import is_id
+from engine.log.events import AnyEvent, CostCharged, CostReleased, CostReserved
+from engine.log.ids import is_id
+from engine.log.store import Move
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
@@ -65,7 +66,7 @@ _RECORDED = frozenset({CREDIT, RESERVE, SETTLE, RELEASE})
 _PAGE = 1_000
 
 
-# -- charge ids and money events ----------------------------------------------------------------
+# -- charge ids and money events -----------------------------------------------------------------
 
 
 def charge_id(kind: str, execution_id: str, step_index: int, attempt: int) -> str:
@@ -108,7 +109,7 @@ def capped(charge: CostCharged, available: int) -> CostCharged:
 
 
 def releases(held: Iterable[CostReserved], reason: str) -> list[CostReleased]:
-    """The releases of the reservations ``held`` (what engine.plan lists as still open)."""
+    """The releases of the reservations ``held`` (what engine.run.plan lists as still open)."""
     return [
         CostReleased(
             execution_id=r.execution_id,
@@ -123,28 +124,25 @@ def releases(held: Iterable[CostReserved], reason: str) -> list[CostReleased]:
     ]
 
 
-class Move(NamedTuple):
-    """One balance movement of an append: ``amount`` is signed (negative takes)."""
-
-    kind: str
-    charge_id: str
-    amount: int
-    uncovered: int = 0
-
-
-def move_of(event: AnyEvent) -> Move | None:
-    """The balance movement a money event stands for (None for every other event)."""
+def move_of(event: AnyEvent, index: int = 0) -> Move | None:
+    """The balance movement a money event stands for, as the ``index``-th event of its append
+    (None for every other event)."""
     match event:
         case CostReserved():
-            return Move(RESERVE, event.charge_id, -event.amount)
+            return Move(index, RESERVE, event.charge_id, -event.amount)
         case CostCharged():
-            return Move(SETTLE, event.charge_id, -event.amount, event.uncovered)
+            return Move(index, SETTLE, event.charge_id, -event.amount, event.uncovered)
         case CostReleased():
-            return Move(RELEASE, event.charge_id, event.amount)
+            return Move(index, RELEASE, event.charge_id, event.amount)
     return None
 
 
-# -- audit ----------------------------------------------------------------------------------------
+def moves_of(events: Iterable[AnyEvent]) -> tuple[Move, ...]:
+    """The balance movements of an append of ``events``, in order (what AppendOp.moves holds)."""
+    return tuple(m for i, e in enumerate(events) if (m := move_of(e, i)) is not None)
+
+
+# -- audit ---------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)

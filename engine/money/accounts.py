@@ -27,7 +27,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from engine.errors import IdempotencyMismatch, InvalidRequest, NotFound, StoreUnavailable
-from engine.ids import is_id, new_id
+from engine.log.ids import is_id, new_id
 from engine.runtime import Runtime
 
 API_KEY_PREFIX = "ck_live_"
@@ -134,7 +134,7 @@ def _money_keys(runtime: Runtime, account_id: str) -> list[str]:
     ]
 
 
-# -- accounts ---------------------------------------------------------------------------------
+# -- accounts ------------------------------------------------------------------------------------
 
 
 async def create_account(runtime: Runtime, *, name: str, coins_micro: int) -> tuple[Account, str]:
@@ -246,7 +246,7 @@ async def ledger(
     return page, (page[-1].entry_id if len(rows) > limit else None)
 
 
-# -- API keys ---------------------------------------------------------------------------------
+# -- API keys ------------------------------------------------------------------------------------
 
 
 async def issue_api_key(runtime: Runtime, account_id: str) -> str:

@@ -1,7 +1,7 @@
 """The Lua scripts behind the store. Each touches keys of one hash slot only (cluster-safe).
 
 Kept apart from store.py so the Python around them stays readable; only store.py runs them
-(engine.billing turns money events into the moves APPEND_BATCH applies).
+(engine.money.billing turns money events into the moves APPEND_BATCH applies).
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 # Stops when n are leased, the ring is empty, or every owner left in it is at the cap.
 # KEYS[1] ring  KEYS[2] work stream  KEYS[3] running counts
 # ARGV[1] group  ARGV[2] consumer  ARGV[3] n  ARGV[4] per-owner cap (0: none)
-# ARGV[5] ready-list prefix  ARGV[6] execution-stream prefix (engine.keys: both in this slot)
+# ARGV[5] ready-list prefix  ARGV[6] execution-stream prefix (engine.log.keys: both in this slot)
 # -> per lease {entry id, {event, ...}}: the execution's history so far, ExecutionRequested first
 DISPATCH = """
 local ring, work, running = KEYS[1], KEYS[2], KEYS[3]

@@ -17,8 +17,8 @@ import anyio.abc
 import anyio.lowlevel
 
 from engine.errors import BalanceRefused, ConcurrencyConflict, StoreUnavailable
-from engine.events import AnyEvent
-from engine.store import AppendOp, AppendResult, EventStore
+from engine.log.events import AnyEvent
+from engine.log.store import AppendOp, AppendResult, EventStore
 
 log = logging.getLogger("clipstream.worker")
 

@@ -18,15 +18,15 @@ Schema evolution (golden logs under ``tests/golden/`` keep these honest):
 
 Who emits what:
     api (engine.commands)  ExecutionRequested, ExecutionCancelRequested
-    scheduler              ExecutionRequested (a schedule run, engine.schedule_runs)
+    scheduler              ExecutionRequested (a schedule run, engine.schedules.runs)
     worker                 ExecutionStarted, StepStarted, StepCompleted, StepFailed,
                            StepRetryScheduled, CostReserved, CostCharged, CostReleased,
                            ExecutionCompleted, ExecutionFailed, ExecutionCancelled; in a schedule
                            run, ExecutionRequested of each video's execution and RunItemRecorded
 
 Money events (CostReserved, CostCharged, CostReleased) are appended by the same script that moves
-the owner's balance and writes the ledger entry (engine.billing): the log and the ledger cannot
-disagree, and an append refused by its expected seq moves no money.
+the owner's balance and writes the ledger entry (engine.money.billing): the log and the ledger
+cannot disagree, and an append refused by its expected seq moves no money.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import msgspec
 
 ExecutionKind = Literal["transcript", "process", "process_collection", "schedule_run"]
 # Kinds whose steps are grouped by item (``step_inputs[i]["item_index"]``): a step failing for good
-# fails its item only (engine.plan). A schedule run's items are its channels.
+# fails its item only (engine.run.plan). A schedule run's items are its channels.
 PER_ITEM_KINDS = ("process_collection", "schedule_run")
 RunOutcome = Literal["processed", "skipped_seen", "skipped_too_old", "capped", "failed"]
 
@@ -277,6 +277,9 @@ AnyEvent = (
 )
 
 TERMINAL_EVENTS = (ExecutionCompleted, ExecutionFailed, ExecutionCancelled)
+# Events that move an owner's balance: each is appended with its Move (engine.log.store), computed
+# by engine.money.billing.
+MONEY_EVENTS = (CostReserved, CostCharged, CostReleased)
 
 
 def is_terminal(event: AnyEvent) -> bool:

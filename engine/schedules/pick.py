@@ -1,16 +1,16 @@
-"""``schedule_pick``: the second step of each channel of a schedule run (engine.schedule_runs).
+"""``schedule_pick``: the second step of each channel of a schedule run (engine.schedules.runs).
 
 Input: the channel item and the run's rules (``schedule_id``, ``workflow_id``, ``max_age_hours``,
 ``max_videos_per_channel``, ``as_of``), and under ``previous`` the ``channel_sync`` step before it,
 whose blob is the listing. It decides each video, starts one execution of the schedule's workflow
-per video it picks (engine.schedule_runs.pick), and returns one ``RunItemRecorded`` per video,
+per video it picks (engine.schedules.runs.pick), and returns one ``RunItemRecorded`` per video,
 appended with its StepCompleted. Output: the channel and the count of each outcome.
 
 Running it again (a worker died mid-step) is safe: the executions it already started are found
 through the schedule's seen hash and their idempotency keys, never started twice.
 
-Internal (engine.tools.INTERNAL): only schedule runs use it, so the tool catalogue does not list it
-and a workflow step cannot name it.
+Internal (engine.run.toolbox.INTERNAL): only schedule runs use it, so the tool catalogue does not
+list it and a workflow step cannot name it.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 import msgspec
 
 from engine.errors import NotFound, StoreError, ToolError
-from engine.events import RunItemRecorded, StepSpec
-from engine.retry import RetryPolicy
+from engine.log.events import RunItemRecorded, StepSpec
 from engine.tools.base import StepResult, Tool, ToolContext
+from engine.tools.retry import RetryPolicy
 
 
 class SchedulePick(Tool):
@@ -37,9 +37,9 @@ class SchedulePick(Tool):
         return 0  # the executions it starts pay their own way
 
     async def run(self, ctx: ToolContext) -> StepResult:
-        # Imported here, not above: engine.schedule_runs needs engine.commands, whose resources
+        # Imported here, not above: engine.schedules.runs needs engine.commands, whose resources
         # import the tool catalogue, which imports this registry.
-        from engine.schedule_runs import Listing, PickRules, pick
+        from engine.schedules.runs import Listing, PickRules, pick
 
         if ctx.runtime is None:
             raise ToolError("internal", "schedule_pick runs inside a worker", retryable=False)

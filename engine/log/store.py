@@ -1,6 +1,6 @@
 """The event store: the only module that issues stream commands.
 
-Topology (see engine.keys): each execution has its own stream whose entry ids are ``{seq}-0``,
+Topology (see engine.log.keys): each execution has its own stream whose entry ids are ``{seq}-0``,
 and every event appended to it is appended, in the same script, to its partition's log. Workers
 read the partition logs through the consumer group ``workers`` (the entries only inform them);
 projectors read them by range from their own checkpoints.
@@ -28,7 +28,6 @@ from typing import Any, Literal, NamedTuple, cast
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from engine import billing, codec, scripts
 from engine.connection import RedisClient
 from engine.errors import (
     BalanceRefused,
@@ -39,9 +38,10 @@ from engine.errors import (
     StoreError,
     StoreUnavailable,
 )
-from engine.events import AnyEvent, ExecutionRequested
-from engine.ids import execution_partition
-from engine.keys import WORKER_GROUP, Keys
+from engine.log import codec, scripts
+from engine.log.events import MONEY_EVENTS, AnyEvent, ExecutionRequested
+from engine.log.ids import execution_partition
+from engine.log.keys import WORKER_GROUP, Keys
 from engine.settings import Settings
 
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -90,15 +90,27 @@ class RawEntry:
         return Entry(self.entry_id, event, self.raw, self.deliveries)
 
 
+class Move(NamedTuple):
+    """One balance movement of an append, computed by engine.money.billing: the ``event_index``-th
+    event of the append stands for it; ``amount`` is signed (negative takes from the balance)."""
+
+    event_index: int
+    kind: str
+    charge_id: str
+    amount: int
+    uncovered: int = 0
+
+
 class AppendOp(NamedTuple):
     """One execution's expected-seq append inside :meth:`EventStore.append_many`.
 
     ``blobs`` are ``(sha256, data)`` pairs stored (SET NX, in the execution's partition) before
     the events, so an event never names a blob that is not stored. ``ack`` is the execution's
     lease (its work-stream entry id): released atomically with a successful append (the terminal
-    one), never after a conflict. ``owner`` is the execution's owner, needed when the events
-    include money events (engine.billing): their balance moves, ledger entries and applied charge
-    ids are written by the same script, or nothing is.
+    one), never after a conflict. ``moves`` are the balance movements of the money events among
+    ``events`` (engine.money.billing.moves_of), one per money event: they, their ledger entries
+    and their applied charge ids are written by the same script, or nothing is. ``owner`` is the
+    execution's owner, needed when there are moves.
     """
 
     execution_id: str
@@ -108,6 +120,7 @@ class AppendOp(NamedTuple):
     blobs: Sequence[tuple[str, bytes]] = ()
     ack: str | None = None
     owner: str | None = None
+    moves: Sequence[Move] = ()
 
 
 RefusalReason = Literal["running", "seen", "moved"]
@@ -151,6 +164,17 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _checked_moves(op: AppendOp) -> Sequence[Move]:
+    """``op.moves``, after checking that they name exactly the money events of ``op.events``, in
+    order: a money event appended without its move would be in the log but not in the balance."""
+    money = [i for i, e in enumerate(op.events) if isinstance(e, MONEY_EVENTS)]
+    if [m.event_index for m in op.moves] != money:
+        raise ValueError(
+            f"{op.execution_id}: the moves do not match the money events of the append"
+        )
+    return op.moves
+
+
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -176,7 +200,7 @@ class EventStore:
         self._dispatch = redis.register_script(scripts.DISPATCH)
         self._release = redis.register_script(scripts.RELEASE)
 
-    # -- setup ----------------------------------------------------------------------------------
+    # -- setup ------------------------------------------------------------------------------------
     async def open(self) -> None:
         """Record (or read back) the partition count and create the worker group on every log
         and work stream.
@@ -208,7 +232,7 @@ class EventStore:
     def partitions(self) -> range:
         return range(self.keys.partitions)
 
-    # -- writes ---------------------------------------------------------------------------------
+    # -- writes -----------------------------------------------------------------------------------
     async def request(
         self,
         event: ExecutionRequested,
@@ -356,17 +380,20 @@ class EventStore:
         *,
         expire_ms: int = 0,
         owner: str | None = None,
+        moves: Sequence[Move] = (),
     ) -> list[AnyEvent]:
         """Append ``events`` as seq ``expected_seq + 1 …`` only if the execution is at
         ``expected_seq``; returns them stamped. ConcurrencyConflict otherwise.
 
-        ``expire_ms`` sets the execution stream's retention (for terminal events). ``owner`` is
-        required when ``events`` include money events; BalanceRefused (nothing written) when one
-        would take the owner's balance below zero.
+        ``expire_ms`` sets the execution stream's retention (for terminal events). ``moves`` and
+        ``owner`` as in :class:`AppendOp`; BalanceRefused (nothing written) when a move would take
+        the owner's balance below zero.
         """
         if not events:
             return []
-        op = AppendOp(execution_id, expected_seq, events, expire_ms=expire_ms, owner=owner)
+        op = AppendOp(
+            execution_id, expected_seq, events, expire_ms=expire_ms, owner=owner, moves=moves
+        )
         now = _now_ms()
         stamped = self._stamp(op, now)
         keys, args = self._batch_call(execution_partition(execution_id), [(op, stamped)], now)
@@ -424,7 +451,7 @@ class EventStore:
         ]
         args: list[Any] = [WORKER_GROUP, now]
         for op, events in ops:
-            moves = [m for m in map(billing.move_of, events) if m is not None]
+            moves = _checked_moves(op)
             keys.append(self.keys.execution(op.execution_id))
             if moves:
                 keys += self._money_keys(op, partition)
@@ -453,8 +480,7 @@ class EventStore:
             return stamped
         if status == 0:
             return ConcurrencyConflict(op.execution_id, op.expected_seq, seq)
-        money = [i for i, e in enumerate(stamped) if billing.move_of(e) is not None]
-        return BalanceRefused(op.execution_id, money[refused - 1], available)
+        return BalanceRefused(op.execution_id, op.moves[refused - 1].event_index, available)
 
     async def _pipelined(
         self, script: Any, calls: Sequence[tuple[list[str], list[Any]]]
@@ -507,7 +533,7 @@ class EventStore:
         if replicated < n:
             raise StoreUnavailable(f"only {replicated} of {n} replicas confirmed the write")
 
-    # -- reads ----------------------------------------------------------------------------------
+    # -- reads ------------------------------------------------------------------------------------
     async def history(self, execution_id: str, after_seq: int = 0) -> list[AnyEvent]:
         """The execution's events after ``after_seq``, in order (empty when unknown)."""
         start = f"({after_seq}-0" if after_seq else "-"
@@ -545,7 +571,7 @@ class EventStore:
     async def log_length(self, partition: int) -> int:
         return int(await self.redis.xlen(self.keys.log(partition)))
 
-    # -- the worker group on the logs: entries that inform workers ---------------------------
+    # -- the worker group on the logs: entries that inform workers --------------------------------
     async def read_group(
         self, partitions: Sequence[int], consumer: str, count: int
     ) -> dict[int, list[Entry]]:
@@ -595,7 +621,7 @@ class EventStore:
         between a read and its batch of acks), so they are acted on and acknowledged after all."""
         return await self._claim_idle(self.keys.log(partition), consumer, min_idle_ms, count)
 
-    # -- leases: the worker group on the work streams ----------------------------------------
+    # -- leases: the worker group on the work streams ---------------------------------------------
     async def dispatch(
         self, counts: Mapping[int, int], consumer: str, owner_cap: int = 0
     ) -> dict[int, list[Lease]]:
@@ -735,7 +761,7 @@ class EventStore:
             for eid, fields in reversed(rows)
         ]
 
-    # -- blobs ------------------------------------------------------------------------------
+    # -- blobs ------------------------------------------------------------------------------------
     async def put_blob(self, partition: int, sha256: str, data: bytes) -> None:
         """Store a large output once under its content hash (a second put is a no-op)."""
         await self.redis.set(self.keys.blob(partition, sha256), data, nx=True)
@@ -744,7 +770,7 @@ class EventStore:
         data = await self.redis.get(self.keys.blob(partition, sha256))
         return bytes(data) if data is not None else None
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- helpers ----------------------------------------------------------------------------------
     def _log_of(self, execution_id: str) -> str:
         return self.keys.log(execution_partition(execution_id))
 

@@ -5,8 +5,8 @@ every such key carries the partition's hash tag ``{pN}``: one owner's keys share
 so a script may touch any of them atomically. Keys without a tag (``meta``, API-key hashes) are only
 ever used by single-key commands.
 
-Two scripts (DISPATCH in engine.scripts) find a key from a value they read: the ready list of the
-owner next in the ring and the stream of the execution they lease. They are given the prefix of
+Two scripts (DISPATCH in engine.log.scripts) find a key from a value they read: the ready list of
+the owner next in the ring and the stream of the execution they lease. They are given the prefix of
 those names (``ready_prefix``, ``execution_prefix``), the same prefix ``ready`` and ``execution``
 build on, so every name is still spelled here and still carries the partition's tag.
 
@@ -48,7 +48,7 @@ import hashlib
 import zlib
 from dataclasses import dataclass
 
-from engine.ids import execution_partition
+from engine.log.ids import execution_partition
 
 WORKER_GROUP = "workers"
 
@@ -65,14 +65,14 @@ class Keys:
     prefix: str = "cs:"
     partitions: int = 16
 
-    # -- routing ------------------------------------------------------------------------------
+    # -- routing ----------------------------------------------------------------------------------
     def partition(self, owner_id: str) -> int:
         return partition_of(owner_id, self.partitions)
 
     def tag(self, partition: int) -> str:
         return f"{self.prefix}{{p{partition}}}"
 
-    # -- global (single-key use only) ---------------------------------------------------------
+    # -- global (single-key use only) -------------------------------------------------------------
     @property
     def meta(self) -> str:
         return f"{self.prefix}meta"
@@ -80,7 +80,7 @@ class Keys:
     def api_key(self, key_hash: str) -> str:
         return f"{self.prefix}apikey:{key_hash}"
 
-    # -- the log --------------------------------------------------------------------------------
+    # -- the log ----------------------------------------------------------------------------------
     def log(self, partition: int) -> str:
         return f"{self.tag(partition)}:log"
 
@@ -94,7 +94,7 @@ class Keys:
     def dead(self, partition: int) -> str:
         return f"{self.tag(partition)}:dead"
 
-    # -- dispatch (engine.store: request, dispatch, leases) ---------------------------------------
+    # -- dispatch (engine.log.store: request, dispatch, leases) -----------------------------------
     def ready(self, owner_id: str) -> str:
         return f"{self.ready_prefix(self.partition(owner_id))}{owner_id}"
 
@@ -111,7 +111,7 @@ class Keys:
     def running(self, partition: int) -> str:
         return f"{self.tag(partition)}:running"
 
-    # -- money ----------------------------------------------------------------------------------
+    # -- money ------------------------------------------------------------------------------------
     def balance(self, account_id: str) -> str:
         return f"{self.tag(self.partition(account_id))}:bal:{account_id}"
 
@@ -127,7 +127,7 @@ class Keys:
     def idempotency(self, account_id: str, key_digest: str) -> str:
         return f"{self.tag(self.partition(account_id))}:idem:{account_id}:{key_digest}"
 
-    # -- synchronous resources -----------------------------------------------------------------
+    # -- synchronous resources --------------------------------------------------------------------
     def account(self, account_id: str) -> str:
         return f"{self.tag(self.partition(account_id))}:acct:{account_id}"
 
@@ -146,7 +146,7 @@ class Keys:
     def blob(self, partition: int, sha256: str) -> str:
         return f"{self.tag(partition)}:blob:{sha256}"
 
-    # -- schedules ------------------------------------------------------------------------------
+    # -- schedules --------------------------------------------------------------------------------
     def schedule_due(self, partition: int) -> str:
         return f"{self.tag(partition)}:schdue"
 
@@ -156,7 +156,7 @@ class Keys:
     def schedule_seen(self, owner_id: str, schedule_id: str) -> str:
         return f"{self.tag(self.partition(owner_id))}:schseen:{schedule_id}"
 
-    # -- projections ----------------------------------------------------------------------------
+    # -- projections ------------------------------------------------------------------------------
     def view_ns(self, partition: int, version: int) -> str:
         """The prefix of projection namespace ``version`` in ``partition``."""
         return f"{self.tag(partition)}:v{version}"

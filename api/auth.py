@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import hmac
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -28,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.read_charging import admit_read
+from engine import clock
 from engine.log.ids import is_id
 from engine.money.accounts import API_KEY_PREFIX, account_for_api_key
 from engine.runtime import Runtime
@@ -61,7 +61,7 @@ def unauthorized() -> HTTPException:
 
 def mint_session_token(runtime: Runtime, account_id: str, ttl_s: int = SESSION_TTL_S) -> str:
     """A session JWT for ``account_id`` valid for ``ttl_s`` seconds."""
-    now = int(time.time())
+    now = clock.now_ms() // 1000
     claims = {
         "sub": account_id,
         "iat": now,

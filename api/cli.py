@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 
 import anyio
 
+from engine.connection import as_str
 from engine.errors import ConfigError, EngineError
-from engine.money.billing import Audit, audit
+from engine.money.audit import Audit, audit_account
 from engine.runtime import Runtime
 from engine.settings import Settings
 
@@ -269,7 +270,7 @@ async def _status(settings: Settings) -> int:
         for p in store.partitions:
             length = await store.redis.xlen(store.keys.log(p))
             groups = await store.redis.xinfo_groups(store.keys.log(p))
-            group = next((g for g in groups if _s(g["name"]) == WORKER_GROUP), None)
+            group = next((g for g in groups if as_str(g["name"]) == WORKER_GROUP), None)
             lag = group.get("lag") if group else None
             consumers = group["consumers"] if group else 0
             queued = await store.queued(p)
@@ -278,15 +279,11 @@ async def _status(settings: Settings) -> int:
             ckpt = await store.redis.get(f"{store.keys.view_ns(p, version)}:ckpt")
             print(
                 f"{p:>4} {length:>9} {lag if lag is not None else '-':>7} {queued:>8} "
-                f"{leased:>8} {consumers:>9} {dead:>6}  {_s(ckpt) if ckpt else '-'}"
+                f"{leased:>8} {consumers:>9} {dead:>6}  {as_str(ckpt) if ckpt else '-'}"
             )
     finally:
         await runtime.close()
     return 0
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def _dead_letters(settings: Settings) -> int:
@@ -380,7 +377,7 @@ async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
             account_id = await accounts.revoke_api_key(runtime, args.key)
             print(f"revoked an API key of {account_id}")
         elif args.accounts_command == "audit":
-            report = await audit(runtime, args.account_id)
+            report = await audit_account(runtime, args.account_id)
             _print_audit(report)
             return 0 if report.ok else 1
     finally:

@@ -17,12 +17,13 @@ from starlette.responses import Response
 
 from api.openapi import id_pattern
 from api.schemas import PageQuery, iso, respond
+from engine.language import LANG_PATTERN
 from engine.resources.records import Collection, Document, Reporter, Schedule, Step, Workflow
 from engine.resources.reporters import StepInput
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Text = Annotated[str, msgspec.Meta(max_length=2000)]
-Language = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")]
+Language = Annotated[str, msgspec.Meta(pattern=LANG_PATTERN)]
 Visibility = Literal["private", "public"]
 TargetKind = Literal["youtube_video", "youtube_channel", "collection"]
 Hours = Annotated[int, msgspec.Meta(ge=1, le=720)]

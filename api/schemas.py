@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engine.errors import InvalidRequest, NotFound
+from engine.language import LANG_PATTERN
 from engine.log.events import BlobRef, Status, Target, WorkflowSnapshot
 from engine.log.ids import is_id
 from engine.money.accounts import Account, LedgerEntry
@@ -29,6 +30,9 @@ from engine.settings import coins_to_micro, micro_to_coins
 
 T = TypeVar("T")
 
+# The header a client names a retried POST with (DESIGN §5: the same key and body within 24 h is
+# the same request).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_COINS = 1e9  # engine.money.accounts.MAX_MICRO in coins: every amount up to it is exact
@@ -68,7 +72,7 @@ class CreateItem(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froze
 class TranscriptRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """``POST /v1/items/{id}/transcript``; ``text`` given: it is the transcript."""
 
-    lang: Annotated[str, msgspec.Meta(min_length=2, max_length=16)] | None = None
+    lang: Annotated[str, msgspec.Meta(pattern=LANG_PATTERN)] | None = None
     embed: bool = False
     text: str | None = None
 
@@ -92,7 +96,7 @@ class ExecutionListQuery(PageQuery, kw_only=True):
 class TranscriptQuery(msgspec.Struct, kw_only=True):
     """``GET /v1/items/{item_id}/transcript?lang=``: absent, the newest in any language."""
 
-    lang: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")] | None = None
+    lang: Annotated[str, msgspec.Meta(pattern=LANG_PATTERN)] | None = None
 
 
 # -- response bodies (what the handlers' dicts look like; the OpenAPI document uses them) --------

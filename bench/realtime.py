@@ -49,7 +49,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from api.auth import mint_session_token
-from bench.run import PARTITIONS, Report, _rss_mib, _settings, _synthetic_events
+from bench.common import PARTITIONS, Report, bench_settings, rss_mib, synthetic_events
 from engine.log.events import AnyEvent, ExecutionRequested
 from engine.log.ids import new_execution_id, new_id
 from engine.runtime import Runtime
@@ -119,7 +119,7 @@ class Writer:
     def _new_execution(self, owner: str) -> tuple[str, list[AnyEvent], int]:
         xid = new_execution_id(self.runtime.store.keys.partition(owner))
         # The store stamps each event's seq and time again as it appends it.
-        return xid, _synthetic_events(xid, owner, 0), 0
+        return xid, synthetic_events(xid, owner, 0), 0
 
 
 def _allow_open_files(count: int) -> None:
@@ -217,7 +217,7 @@ async def bench_realtime(
     """Run the scenario against the redis-server at ``url`` and add its rows to ``report``."""
     _allow_open_files(subscribers + 1_024)
     env = role_env(url, CLIPSTREAM_PARTITIONS=str(PARTITIONS), CLIPSTREAM_SIM_LATENCY_MS="0")
-    settings = replace(_settings(url), jwt_secret=env["CLIPSTREAM_JWT_SECRET"])
+    settings = replace(bench_settings(url), jwt_secret=env["CLIPSTREAM_JWT_SECRET"])
     runtime = await Runtime.open(settings)
     await runtime.redis.flushall()
     await runtime.close()
@@ -246,8 +246,8 @@ async def bench_realtime(
                 for conn in conns:
                     closing.start_soon(conn.close)
         _add_rows(report, deliveries, subscribers, rate, seconds, shares)
-        report.rss[f"api (realtime, {subscribers:,} subscribers)"] = _rss_mib(api.proc.pid)
-        report.rss["projector (realtime)"] = _rss_mib(projector.proc.pid)
+        report.rss[f"api (realtime, {subscribers:,} subscribers)"] = rss_mib(api.proc.pid)
+        report.rss["projector (realtime)"] = rss_mib(projector.proc.pid)
     finally:
         api.terminate()
         projector.terminate()

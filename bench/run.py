@@ -32,91 +32,34 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from bench.common import (
+    PARTITIONS,
+    THREE_STEPS,
+    TRANSCRIPT,
+    Report,
+    bench_settings,
+    rss_mib,
+    synthetic_events,
+    transcript_request,
+)
 from bench.http_load import build_request, open_loop
+from bench.realtime import bench_realtime
+from engine.connection import as_str
 from engine.log import codec
 from engine.log.events import (
-    AnyEvent,
     ExecutionCompleted,
-    ExecutionRequested,
     ExecutionStarted,
-    StepCompleted,
-    StepSpec,
-    StepStarted,
-    Target,
-    WorkflowSnapshot,
 )
 from engine.log.ids import new_execution_id, new_id
 from engine.runtime import Runtime
-from engine.settings import Settings
 from tests.processes import Role, role_env, wait_http
 from tests.servers import free_port, redis_server
 
-PARTITIONS = 16
 SCENARIOS = ("drain", "workflow", "latency", "replay", "realtime")
-
-
-@dataclass
-class Result:
-    name: str
-    value: str
-    note: str = ""
-
-
-@dataclass
-class Report:
-    rows: list[Result] = field(default_factory=list)
-    rss: dict[str, float] = field(default_factory=dict)
-
-    def add(self, name: str, value: str, note: str = "") -> None:
-        self.rows.append(Result(name, value, note))
-        print(f"  {name:<52} {value:>14}  {note}", flush=True)
-
-
-def _settings(url: str) -> Settings:
-    return replace(Settings(), redis_url=url, partitions=PARTITIONS, sim_latency_ms=0)
-
-
-TRANSCRIPT = ("transcribe",)
-THREE_STEPS = ("transcribe", "summary_review", "extract_claims")
-
-
-def _transcript_request(
-    owner: str, partition: int, i: int, tools: tuple[str, ...] = TRANSCRIPT
-) -> ExecutionRequested:
-    item_id = new_id("itm")
-    return ExecutionRequested(
-        execution_id=new_execution_id(partition),
-        owner=owner,
-        kind="transcript",
-        target=Target(kind="youtube_video", item_id=item_id, external_id=f"vid{i:08d}"),
-        workflow=WorkflowSnapshot(
-            workflow_id=None,
-            name="+".join(tools),
-            target_kind="youtube_video",
-            steps=[
-                StepSpec(step_id=f"step_{n}", tool_id=tool, params={"lang": "en"})
-                for n, tool in enumerate(tools, 1)
-            ],
-        ),
-        step_inputs=[
-            {
-                "item_id": item_id,
-                "source": f"https://youtu.be/vid{i:08d}",
-                "external_id": f"vid{i:08d}",
-                "lang": "en",
-                "text": None,
-            }
-            for _ in tools
-        ],
-        fee=10_000,
-        request_id=new_id("req"),
-    )
 
 
 async def _preload(
@@ -131,7 +74,7 @@ async def _preload(
         batch = []
         for i in range(start, min(n, start + 500)):
             owner = accounts[i % owners]
-            request = _transcript_request(owner, store.keys.partition(owner), i, tools)
+            request = transcript_request(owner, store.keys.partition(owner), i, tools)
             batch.append(store.request(request))
         await asyncio.gather(*batch)
 
@@ -143,7 +86,8 @@ async def _log_tails(runtime: Runtime) -> dict[int, str]:
         pipe.xinfo_stream(store.keys.log(p))
     infos = await pipe.execute()
     return {
-        p: _s(info["last-generated-id"]) for p, info in zip(store.partitions, infos, strict=True)
+        p: as_str(info["last-generated-id"])
+        for p, info in zip(store.partitions, infos, strict=True)
     }
 
 
@@ -154,7 +98,7 @@ async def _checkpoints(runtime: Runtime) -> dict[int, str]:
     for p in store.partitions:
         pipe.get(f"{store.keys.view_ns(p, version)}:ckpt")
     return {
-        p: _s(v) if v else "0-0"
+        p: as_str(v) if v else "0-0"
         for p, v in zip(store.partitions, await pipe.execute(), strict=True)
     }
 
@@ -175,21 +119,6 @@ async def _entries_behind(runtime: Runtime, checkpoints: dict[int, str]) -> int:
     return sum(len(rows) for rows in await pipe.execute())
 
 
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _rss_mib(pid: int) -> float:
-    """Peak resident memory of a process (VmHWM), MiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
 async def bench_drain(
     report: Report,
     url: str,
@@ -201,10 +130,10 @@ async def bench_drain(
     latency_ms: int = 0,
     label: str = "one-step transcripts/s",
 ) -> None:
-    runtime = await Runtime.open(_settings(url))
+    runtime = await Runtime.open(bench_settings(url))
     await runtime.redis.flushall()
     await runtime.close()
-    runtime = await Runtime.open(_settings(url))
+    runtime = await Runtime.open(bench_settings(url))
     try:
         await _preload(runtime, n, tools)
         env = role_env(
@@ -237,7 +166,7 @@ async def bench_drain(
             for proc in procs:
                 report.rss[f"{proc.args[0]} (drain, {workers} workers)"] = max(
                     report.rss.get(f"{proc.args[0]} (drain, {workers} workers)", 0.0),
-                    _rss_mib(proc.proc.pid),
+                    rss_mib(proc.proc.pid),
                 )
         finally:
             for proc in procs:
@@ -294,7 +223,7 @@ async def _span(runtime: Runtime) -> tuple[int, int, int]:
 
 
 async def bench_latency(report: Report, url: str, rate: int, seconds: float, logs: Path) -> None:
-    runtime = await Runtime.open(_settings(url))
+    runtime = await Runtime.open(bench_settings(url))
     await runtime.redis.flushall()
     await runtime.close()
     port = free_port()
@@ -342,57 +271,20 @@ async def bench_latency(report: Report, url: str, rate: int, seconds: float, log
             f"{p50:.1f} / {p99:.1f}",
             f"{total:,} requests over {seconds:.0f}s, {errors} non-202",
         )
-        report.rss["api (latency run)"] = _rss_mib(api.proc.pid)
+        report.rss["api (latency run)"] = rss_mib(api.proc.pid)
     finally:
         api.terminate()
         for proc in others:
             proc.terminate()
 
 
-def _synthetic_events(execution_id: str, owner: str, i: int) -> list[AnyEvent]:
-    req = _transcript_request(owner, 0, i)
-    req = replace_struct(req, execution_id=execution_id)
-    now = 1_790_000_000_000 + i
-    return [
-        codec.stamp(req, 1, now),
-        codec.stamp(
-            ExecutionStarted(execution_id=execution_id, worker_id="bench", epoch=1), 2, now
-        ),
-        codec.stamp(
-            StepStarted(
-                execution_id=execution_id, step_index=0, attempt=1, epoch=1, worker_id="bench"
-            ),
-            3,
-            now,
-        ),
-        codec.stamp(
-            StepCompleted(
-                execution_id=execution_id,
-                step_index=0,
-                attempt=1,
-                output={"kind": "note", "chars": 42},
-                cost=1_200,
-            ),
-            4,
-            now,
-        ),
-        codec.stamp(ExecutionCompleted(execution_id=execution_id, cost=11_200), 5, now),
-    ]
-
-
-def replace_struct(event: ExecutionRequested, **changes: Any) -> ExecutionRequested:
-    import msgspec
-
-    return msgspec.structs.replace(event, **changes)
-
-
 async def bench_replay(report: Report, url: str, events: int) -> None:
     from projections import replay
 
-    runtime = await Runtime.open(_settings(url))
+    runtime = await Runtime.open(bench_settings(url))
     await runtime.redis.flushall()
     await runtime.close()
-    runtime = await Runtime.open(_settings(url))
+    runtime = await Runtime.open(bench_settings(url))
     try:
         store = runtime.store
         owners = [new_id("acc") for _ in range(256)]
@@ -403,7 +295,7 @@ async def bench_replay(report: Report, url: str, events: int) -> None:
             owner = owners[i % len(owners)]
             p = store.keys.partition(owner)
             xid = new_execution_id(p)
-            for ev in _synthetic_events(xid, owner, i):
+            for ev in synthetic_events(xid, owner, i):
                 pipe.xadd(store.keys.log(p), {"e": codec.encode(ev)})
             if len(pipe) >= 20_000:
                 await pipe.execute()
@@ -480,8 +372,6 @@ async def main_async(args: argparse.Namespace) -> Report:
             if "replay" in args.only:
                 await bench_replay(report, server.url, replay_events)
             if "realtime" in args.only:
-                from bench.realtime import bench_realtime  # it imports this module's helpers
-
                 await bench_realtime(
                     report,
                     server.url,

@@ -50,3 +50,9 @@ def embedded() -> aioredis.Redis:
         timeout=30,
     )
     return client
+
+
+def as_str(value: bytes | str, *, errors: str = "strict") -> str:
+    """A Redis reply as ``str``: the client answers bytes (``decode_responses`` is off, so that
+    event payloads stay bytes); ``errors="replace"`` shows bytes that are not UTF-8 as U+FFFD."""
+    return value.decode(errors=errors) if isinstance(value, bytes) else value

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from engine.connection import RedisClient, connect
+from engine.connection import RedisClient, as_str, connect
 from engine.log.store import EventStore
 from engine.settings import Settings
 
@@ -45,4 +45,4 @@ async def _secret(
         return configured, False
     await store.redis.hsetnx(store.keys.meta, name, prefix + secrets.token_urlsafe(32))
     value = await store.redis.hget(store.keys.meta, name)
-    return (value.decode() if isinstance(value, bytes) else str(value)), True
+    return as_str(value), True

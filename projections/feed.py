@@ -24,6 +24,7 @@ import anyio
 import orjson
 from redis.exceptions import RedisError, ResponseError
 
+from engine.connection import as_str
 from engine.log.keys import Keys
 from engine.log.store import Entry
 from engine.runtime import Runtime
@@ -225,8 +226,8 @@ class Subscription:
         after = self._history_after
         assert after is not None
         rows = await self.hub.redis.xrange(self.key, f"({after}", self.live, count=HISTORY_PAGE)
-        self._pending = [event_message(_s(i), f) for i, f in rows]
-        self._history_after = _s(rows[-1][0]) if len(rows) == HISTORY_PAGE else None
+        self._pending = [event_message(as_str(i), f) for i, f in rows]
+        self._history_after = as_str(rows[-1][0]) if len(rows) == HISTORY_PAGE else None
 
     def __aiter__(self) -> Subscription:
         return self
@@ -319,14 +320,14 @@ class FeedHub:
     def _dispatch(self, group: _Group, reply: Any) -> None:
         items = reply.items() if isinstance(reply, dict) else reply
         for raw_key, rows in items:
-            key = _s(raw_key)
+            key = as_str(raw_key)
             if key not in group.positions:
                 continue
             if rows and isinstance(rows[0], list) and len(rows) == 1:
                 rows = rows[0]  # RESP3 shape
             subs = self._subscribers.get(key, set())
             for entry_id, fields in rows:
-                message = event_message(_s(entry_id), fields)
+                message = event_message(as_str(entry_id), fields)
                 group.positions[key] = message["cursor"]
                 for sub in list(subs):
                     sub.offer(message)
@@ -356,7 +357,7 @@ class FeedHub:
         group = self._group(self.keys.partition(sub.owner))
         if key not in group.positions:
             newest = await self.redis.xrevrange(key, "+", "-", count=1)
-            start = _s(newest[0][0]) if newest else "0-0"
+            start = as_str(newest[0][0]) if newest else "0-0"
             if key not in group.positions:  # nobody joined it during the await
                 group.positions[key] = start
                 if group.scope is not None:
@@ -380,8 +381,8 @@ class FeedHub:
             info = await self.redis.xinfo_stream(key)
         except ResponseError:
             return since != "0-0"  # no feed at all: only the empty cursor is still valid
-        deleted = _s(info.get("max-deleted-entry-id") or b"0-0")
-        last = _s(info.get("last-generated-id") or b"0-0")
+        deleted = as_str(info.get("max-deleted-entry-id") or b"0-0")
+        last = as_str(info.get("last-generated-id") or b"0-0")
         after = cursor_key(since)
         if cursor_key(deleted) > after or after > cursor_key(last):
             return True
@@ -392,7 +393,7 @@ class FeedHub:
         if not removed:
             return False
         # Trimmed to nothing: whatever came after the cursor is gone.
-        oldest_kept = cursor_key(_s(first[0])) if first else cursor_key(last)
+        oldest_kept = cursor_key(as_str(first[0])) if first else cursor_key(last)
         return after < oldest_kept
 
     async def _reset(self, owner: str, cursor: str) -> Message:
@@ -400,7 +401,3 @@ class FeedHub:
             owner, active=True, limit=self.snapshot_limit, cursor=None
         )
         return {"type": "reset", "cursor": cursor, "executions": executions}
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -26,7 +26,8 @@ from typing import Any
 
 import msgspec
 
-from engine.connection import RedisClient
+from engine.connection import RedisClient, as_str
+from engine.language import valid_lang
 from engine.log.keys import Keys
 from engine.log.store import EventStore
 from projections.views import ExecutionView
@@ -35,13 +36,7 @@ VERSION_FIELD = "projection_version"
 DEFAULT_VERSION = 1
 
 # Names that become part of a key: anything else is refused rather than escaped.
-_LANG = re.compile(r"^[A-Za-z0-9_-]{1,35}$")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def valid_lang(lang: str) -> bool:
-    """A language tag we index (``en``, ``pt-BR``)."""
-    return _LANG.match(lang) is not None
 
 
 def valid_name(value: str) -> bool:
@@ -193,7 +188,5 @@ async def checkpoints(
     out: dict[int, str] = {}
     for p in partitions:
         raw = await redis.get(Namespace(keys, p, version).ckpt)
-        out[p] = (
-            (raw.decode() if isinstance(raw, bytes) else str(raw)) if raw is not None else "0-0"
-        )
+        out[p] = "0-0" if raw is None else as_str(raw)
     return out

@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from engine.connection import as_str
 from engine.errors import StoreError
 from engine.runtime import Runtime
 from projections import scripts
@@ -266,7 +267,7 @@ class Projector:
         keys, args = commit_args(ns, views, after, new, skipped, feed)
         result = await self._commit(keys=keys, args=args)
         if int(result[0]) != 1:
-            current = _s(result[1])
+            current = as_str(result[1])
             self.stats.conflicts += 1
             log.info(
                 "partition %d: checkpoint moved to %s by another projector", ns.partition, current
@@ -307,7 +308,7 @@ class Projector:
 
     async def _read_ckpt(self, ns: Namespace) -> str:
         raw = await self.redis.get(ns.ckpt)
-        return _s(raw) if raw is not None else "0-0"
+        return as_str(raw) if raw is not None else "0-0"
 
     async def _release_all(self) -> None:
         if not self._held:
@@ -319,7 +320,3 @@ class Projector:
                     await self._release(keys=[self.ns(p).lease], args=[self.projector_id])
                 except Exception as exc:  # shutting down: the lease expires on its own
                     log.debug("release of partition %d failed: %s", p, exc)
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

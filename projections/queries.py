@@ -16,7 +16,9 @@ from typing import Any
 
 import orjson
 
+from engine.connection import as_str
 from engine.errors import InvalidRequest, StoreError
+from engine.language import valid_lang
 from engine.log import codec
 from engine.log.events import ExecutionRequested
 from engine.log.ids import execution_partition, is_id, run_execution_id
@@ -27,7 +29,6 @@ from projections.namespace import (
     Namespace,
     current_version,
     decode_pointer,
-    valid_lang,
     valid_name,
 )
 from projections.views import (
@@ -188,7 +189,7 @@ class Queries:
         """Members in (score, member) descending order strictly below ``after``."""
         if after is None:
             rows = await self.redis.zrevrange(key, 0, want - 1, withscores=True)
-            return [(_s(m), int(s)) for m, s in rows]
+            return [(as_str(m), int(s)) for m, s in rows]
         score, member = after
         found: list[tuple[str, int]] = []
         offset = 0
@@ -202,7 +203,7 @@ class Queries:
                 break
             offset += len(rows)
             for m, s in rows:
-                xid, sc = _s(m), int(s)
+                xid, sc = as_str(m), int(s)
                 if sc == score and xid >= member:
                     continue
                 found.append((xid, sc))
@@ -221,7 +222,7 @@ class Queries:
             newest = await self.redis.zrevrange(ns.transcript_langs(owner, item_id), 0, 0)
             if not newest:
                 return None
-            lang = _s(newest[0])
+            lang = as_str(newest[0])
         raw = await self.redis.get(ns.transcript(owner, item_id, lang))
         if raw is None:
             return None
@@ -265,7 +266,3 @@ def _parse_cursor(cursor: str) -> tuple[int, str]:
     if not sep or not score.isdigit() or not is_id(xid, "exc"):
         raise InvalidRequest("malformed cursor")
     return int(score), xid
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from engine.connection import as_str
 from engine.errors import InvalidRequest, StoreError
 from engine.runtime import Runtime
 from projections import scripts
@@ -178,8 +179,8 @@ async def compare(runtime: Runtime, a: int, b: int) -> ParityReport:
     differing: list[str] = []
     for p in store.partitions:
         ns_a, ns_b = Namespace(store.keys, p, a), Namespace(store.keys, p, b)
-        ids_a = {_s(x) for x in await redis.zrange(ns_a.all, 0, -1)}
-        ids_b = {_s(x) for x in await redis.zrange(ns_b.all, 0, -1)}
+        ids_a = {as_str(x) for x in await redis.zrange(ns_a.all, 0, -1)}
+        ids_b = {as_str(x) for x in await redis.zrange(ns_b.all, 0, -1)}
         count_a += len(ids_a)
         count_b += len(ids_b)
         missing_a += sorted(ids_b - ids_a)
@@ -233,7 +234,7 @@ async def drop(runtime: Runtime, version: int) -> int:
     deleted = 0
     pending: list[str] = []
     async for raw in runtime.redis.scan_iter(match=f"{prefix}{{p*}}:v{version}:*", count=1000):
-        key = _s(raw)
+        key = as_str(raw)
         if owned.match(key):
             pending.append(key)
         if len(pending) >= WRITE_BATCH:
@@ -250,7 +251,3 @@ async def _delete(runtime: Runtime, keys: list[str]) -> int:
     for key in keys:
         pipe.unlink(key)
     return sum(int(n) for n in await pipe.execute())
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

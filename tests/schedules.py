@@ -24,6 +24,7 @@ from engine.resources.reporters import StepInput
 from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.settings import Settings
+from engine.tools.catalog import check_step
 from projections.projector import Projector
 
 HOUR_MS = 3_600_000
@@ -118,6 +119,7 @@ async def world(
         reporter.reporter_id,
         {"name": "wf", "target_kind": "youtube_video"},
         [StepInput(tool_id="transcribe")],
+        check_step=check_step,
     )
     found: dict[str, str] = {}
     collection_ids = []

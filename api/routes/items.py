@@ -11,6 +11,7 @@ from api.errors import request_id_of
 from api.openapi import doc
 from api.routes.executions import accepted, queries_of
 from api.schemas import (
+    IDEMPOTENCY_HEADER,
     CreateItem,
     ExecutionResponse,
     ItemList,
@@ -27,9 +28,8 @@ from api.schemas import (
 )
 from engine import commands
 from engine.errors import InvalidRequest, NotFound
+from engine.language import LANG_HINT, canonical_lang, valid_lang
 from engine.resources import items
-
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 @doc(
@@ -119,8 +119,10 @@ async def get_transcript(request: Request, caller: Caller) -> Response:
     runtime = runtime_of(request)
     item_id = path_id(request, "item_id", "itm")
     lang = request.query_params.get("lang") or None  # None: the newest, in any language
-    if lang is not None and not commands.valid_lang(lang):
-        raise InvalidRequest("lang: a language code such as en or pt-BR")
+    if lang is not None:
+        if not valid_lang(lang):
+            raise InvalidRequest(f"lang: {LANG_HINT}")
+        lang = canonical_lang(lang)
     await items.get_item(runtime, caller.account_id, item_id)
     transcript = await queries_of(request).get_transcript(caller.account_id, item_id, lang)
     if transcript is None:

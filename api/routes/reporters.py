@@ -33,6 +33,7 @@ from api.resource_schemas import (
 )
 from api.routes.executions import accepted, queries_of
 from api.schemas import (
+    IDEMPOTENCY_HEADER,
     ExecutionList,
     ExecutionResponse,
     PageQuery,
@@ -45,8 +46,7 @@ from engine import commands
 from engine.errors import NotFound
 from engine.log.ids import is_id
 from engine.resources import reporters
-
-IDEMPOTENCY_HEADER = "Idempotency-Key"
+from engine.tools.catalog import check_step
 
 
 class ProcessRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -167,6 +167,7 @@ async def create_workflow(request: Request, caller: Caller) -> Response:
         reporter_id,
         {"name": body.name, "target_kind": body.target_kind},
         body.steps,
+        check_step=check_step,
     )
     return out(WorkflowResponse(workflow=workflow_out(created)), 201)
 
@@ -238,7 +239,9 @@ async def add_step(request: Request, caller: Caller) -> Response:
     """``POST …/workflows/{workflow_id}/steps`` → 201 ``{step, workflow}`` (appended)."""
     ids = _ids(request)
     body = await decode_body(request, CreateStep)
-    workflow, step = await reporters.add_step(runtime_of(request), caller.account_id, *ids, body)
+    workflow, step = await reporters.add_step(
+        runtime_of(request), caller.account_id, *ids, body, check_step=check_step
+    )
     return out(StepResponse(step=step_out(step), workflow=workflow_out(workflow)), 201)
 
 
@@ -255,7 +258,7 @@ async def replace_steps(request: Request, caller: Caller) -> Response:
     ids = _ids(request)
     body = await decode_body(request, ReplaceSteps)
     workflow = await reporters.replace_steps(
-        runtime_of(request), caller.account_id, *ids, body.steps
+        runtime_of(request), caller.account_id, *ids, body.steps, check_step=check_step
     )
     return out(WorkflowResponse(workflow=workflow_out(workflow)))
 

@@ -18,8 +18,16 @@ from api.auth import Caller, account_route, runtime_of
 from api.errors import request_id_of
 from api.openapi import doc
 from api.routes.executions import queries_of
-from api.routes.reporters import IDEMPOTENCY_HEADER, _reporter_id
-from api.schemas import ErrorOut, PageQuery, decode_body, page_params, path_id, respond
+from api.routes.reporters import _reporter_id
+from api.schemas import (
+    IDEMPOTENCY_HEADER,
+    ErrorOut,
+    PageQuery,
+    decode_body,
+    page_params,
+    path_id,
+    respond,
+)
 from engine.errors import NotFound
 from engine.log.events import RunOutcome, Status
 from engine.resources import reporters

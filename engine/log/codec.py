@@ -6,10 +6,9 @@ events endpoint. One module-level encoder and one typed decoder, reused everywhe
 
 from __future__ import annotations
 
-import time
-
 import msgspec
 
+from engine import clock
 from engine.errors import StoreError
 from engine.log.events import AnyEvent
 
@@ -38,7 +37,7 @@ def decode(data: bytes | str) -> AnyEvent:
 
 def stamp(event: AnyEvent, seq: int, at: int | None = None) -> AnyEvent:
     """A copy of ``event`` with its seq (and, unless given, the current time) filled in."""
-    now = int(time.time() * 1000) if at is None else at
+    now = clock.now_ms() if at is None else at
     return msgspec.structs.replace(event, seq=seq, at=now)
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
+
+from engine import clock
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _BODY = r"[0-9a-hjkmnp-tv-z]{20}"
@@ -41,7 +42,7 @@ def _body(now_ms: int | None = None) -> str:
     afresh (as ULIDs do), so ids made by one process sort in creation order: lists page on them.
     """
     global _last_ms, _last_rand
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    ms = clock.now_ms() if now_ms is None else now_ms
     if ms == _last_ms and _last_rand + 1 < (1 << _RAND_BITS):
         rand = _last_rand + 1
     else:
@@ -55,6 +56,15 @@ def new_id(kind: str, now_ms: int | None = None) -> str:
     if kind not in PREFIXES or kind == "exc":
         raise ValueError(f"unknown id kind {kind!r}")
     return f"{kind}_{_body(now_ms)}"
+
+
+def derived_id(kind: str, ms: int, low: int) -> str:
+    """An id of ``kind`` made from given parts rather than the clock and randomness: ``ms`` in the
+    time-ordered half, ``low`` (50 bits) in the other. For ids that whoever makes them must make
+    the same (a step's document, made again by a retry or a takeover)."""
+    if kind not in PREFIXES or kind == "exc":
+        raise ValueError(f"unknown id kind {kind!r}")
+    return f"{kind}_{_encode(ms)}{_encode(low & ((1 << _RAND_BITS) - 1))}"
 
 
 def new_execution_id(partition: int, now_ms: int | None = None) -> str:

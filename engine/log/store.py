@@ -21,14 +21,14 @@ A stale worker's late write is refused by the expected-version append, never dup
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, cast
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from engine.connection import RedisClient
+from engine.clock import now_ms
+from engine.connection import RedisClient, as_str
 from engine.errors import (
     BalanceRefused,
     ConcurrencyConflict,
@@ -160,10 +160,6 @@ class Accepted:
     event: ExecutionRequested | None = None
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _checked_moves(op: AppendOp) -> Sequence[Move]:
     """``op.moves``, after checking that they name exactly the money events of ``op.events``, in
     order: a money event appended without its move would be in the log but not in the balance."""
@@ -173,14 +169,6 @@ def _checked_moves(op: AppendOp) -> Sequence[Move]:
             f"{op.execution_id}: the moves do not match the money events of the append"
         )
     return op.moves
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 class EventStore:
@@ -351,21 +339,21 @@ class EventStore:
         self, script: Any, text: str, event: ExecutionRequested, keys: list[str], args: list[Any]
     ) -> Accepted | Refused:
         result, replicated = await self._run_request(script, text, keys, args)
-        status = _s(result[0])
+        status = as_str(result[0])
         if status in ("running", "seen", "moved"):
-            return Refused(cast(RefusalReason, status), _s(result[1]))
+            return Refused(cast(RefusalReason, status), as_str(result[1]))
         return self._accepted(event, result, replicated)
 
     def _accepted(self, event: ExecutionRequested, result: Any, replicated: int) -> Accepted:
         """The answer of a request script (scripts.REQUEST) as Accepted, or its error raised."""
-        status = _s(result[0])
+        status = as_str(result[0])
         if status == "ok":
             self._check_replicas(replicated)
             return Accepted(
                 event.execution_id, duplicate=False, balance=int(result[2]), event=event
             )
         if status == "duplicate":
-            return Accepted(_s(result[1]), duplicate=True)
+            return Accepted(as_str(result[1]), duplicate=True)
         if status == "mismatch":
             raise IdempotencyMismatch("this Idempotency-Key was used with a different request body")
         if status == "insufficient":
@@ -394,7 +382,7 @@ class EventStore:
         op = AppendOp(
             execution_id, expected_seq, events, expire_ms=expire_ms, owner=owner, moves=moves
         )
-        now = _now_ms()
+        now = now_ms()
         stamped = self._stamp(op, now)
         keys, args = self._batch_call(execution_partition(execution_id), [(op, stamped)], now)
         result = self._result(op, stamped, await self._run(self._append_batch, keys, args), 0)
@@ -414,7 +402,7 @@ class EventStore:
         """
         if not ops:
             return []
-        now = _now_ms()
+        now = now_ms()
         stamped = [self._stamp(op, now) for op in ops]
         by_partition: dict[int, list[int]] = {}
         for i, op in enumerate(ops):
@@ -657,13 +645,13 @@ class EventStore:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for owner in owners:
-            pipe.llen(self.keys.ready(_s(owner)))
+            pipe.llen(self.keys.ready(as_str(owner)))
         return sum(int(n) for n in await pipe.execute())
 
     async def leased(self, partition: int) -> dict[str, int]:
         """Executions leased right now in ``partition``, by owner (what the cap counts)."""
         counts = await self.redis.hgetall(self.keys.running(partition))
-        return {_s(owner): int(n) for owner, n in counts.items()}
+        return {as_str(owner): int(n) for owner, n in counts.items()}
 
     async def renew(self, partition: int, consumer: str, entry_ids: Sequence[str]) -> list[bool]:
         """Renew the leases ``consumer`` still holds; False for each one lost to a takeover."""
@@ -720,7 +708,7 @@ class EventStore:
         while True:
             args: list[Any] = [WORKER_GROUP, consumer, min_idle_ms, cursor, count]
             reply = await self._run(self._claim, keys, args)
-            cursor = _s(reply[0])
+            cursor = as_str(reply[0])
             for entry_id, flat, deliveries in reply[1]:
                 fields = dict(zip(flat[::2], flat[1::2], strict=True))
                 claimed.append(self._entry(entry_id, fields, int(deliveries)))
@@ -747,7 +735,7 @@ class EventStore:
             reason,
             entry.raw,
             entry.deliveries,
-            _now_ms(),
+            now_ms(),
         ]
         await self._run(self._dead_letter, keys, args)
 
@@ -757,7 +745,10 @@ class EventStore:
         # A poison payload need not be UTF-8 (that may be why it was dead-lettered): listing it
         # must not fail, so undecodable bytes are shown as U+FFFD.
         return [
-            {"dead_id": _s(eid), **{_s(k): _text(v) for k, v in fields.items()}}
+            {
+                "dead_id": as_str(eid),
+                **{as_str(k): as_str(v, errors="replace") for k, v in fields.items()},
+            }
             for eid, fields in reversed(rows)
         ]
 
@@ -778,7 +769,7 @@ class EventStore:
     def _raw_entry(entry_id: bytes | str, fields: dict[Any, Any], deliveries: int = 1) -> RawEntry:
         value = fields.get(codec.FIELD) or fields.get("e") or b""
         raw = value.encode() if isinstance(value, str) else bytes(value)
-        return RawEntry(_s(entry_id), raw, deliveries)
+        return RawEntry(as_str(entry_id), raw, deliveries)
 
     @classmethod
     def _entry(cls, entry_id: bytes | str, fields: dict[Any, Any], deliveries: int = 1) -> Entry:
@@ -787,7 +778,7 @@ class EventStore:
     @staticmethod
     def _lease(entry_id: bytes | str, history: list[bytes]) -> Lease:
         events = [codec.decode(raw) for raw in history]
-        return Lease(Entry(_s(entry_id), events[0], bytes(history[0])), events)
+        return Lease(Entry(as_str(entry_id), events[0], bytes(history[0])), events)
 
     @staticmethod
     async def _run(script: Any, keys: list[str], args: list[Any]) -> Any:

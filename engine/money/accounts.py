@@ -20,12 +20,13 @@ import hashlib
 import hmac
 import re
 import secrets
-import time
 from typing import Any
 
 import msgspec
 from redis.exceptions import RedisError
 
+from engine.clock import now_ms
+from engine.connection import as_str
 from engine.errors import IdempotencyMismatch, InvalidRequest, NotFound, StoreUnavailable
 from engine.log.ids import is_id, new_id
 from engine.runtime import Runtime
@@ -104,14 +105,6 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
     created_at: int
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def key_hash(api_key: str) -> str:
     """The sha256 (hex) under which an API key is stored."""
     return hashlib.sha256(api_key.encode()).hexdigest()
@@ -148,7 +141,7 @@ async def create_account(runtime: Runtime, *, name: str, coins_micro: int) -> tu
     if not 0 <= coins_micro <= MAX_MICRO:
         raise InvalidRequest("coins: must be between 0 and 1e9")
     account_id = new_id("acc")
-    now = _now_ms()
+    now = now_ms()
     created = await _script(
         runtime,
         _CREATE,
@@ -172,7 +165,7 @@ async def get_account(runtime: Runtime, account_id: str) -> Account:
     record, balance = await pipe.execute()
     if not record:
         raise NotFound("no such account")
-    fields = {_s(k): _s(v) for k, v in record.items()}
+    fields = {as_str(k): as_str(v) for k, v in record.items()}
     return Account(
         account_id=account_id,
         name=fields.get("name", ""),
@@ -203,22 +196,22 @@ async def credit(runtime: Runtime, account_id: str, coins_micro: int, *, credit_
         runtime,
         _CREDIT,
         _money_keys(runtime, account_id),
-        [f"credit:{account_id}:{credit_id}", coins_micro, _now_ms(), MAX_MICRO],
+        [f"credit:{account_id}:{credit_id}", coins_micro, now_ms(), MAX_MICRO],
     )
-    status = _s(status)
+    status = as_str(status)
     if status == "missing":
         raise NotFound("no such account")
     if status == "mismatch":
         raise IdempotencyMismatch("this credit_id was already used with another amount")
     if status == "too_much":
         raise InvalidRequest("coins: a balance is at most 1e9 coins")
-    return int(_s(value))
+    return int(as_str(value))
 
 
 def _ledger_entry(entry_id: bytes | str, fields: dict[bytes | str, bytes | str]) -> LedgerEntry:
-    values = {_s(k): _s(v) for k, v in fields.items()}
+    values = {as_str(k): as_str(v) for k, v in fields.items()}
     return LedgerEntry(
-        entry_id=_s(entry_id),
+        entry_id=as_str(entry_id),
         charge_id=values.get("charge_id", ""),
         kind=values.get("kind", ""),
         amount=int(values.get("amount", "0")),
@@ -260,7 +253,7 @@ async def issue_api_key(runtime: Runtime, account_id: str) -> str:
     keys = runtime.store.keys
     # Index first: a crash before the key is stored leaves a dangling hash, never a live key
     # that the account's index cannot revoke.
-    await runtime.redis.zadd(keys.resource_index(account_id, "apikey"), {digest: _now_ms()})
+    await runtime.redis.zadd(keys.resource_index(account_id, "apikey"), {digest: now_ms()})
     await runtime.redis.set(keys.api_key(digest), f"{account_id}|{digest}")
     return api_key
 
@@ -273,7 +266,7 @@ async def account_for_api_key(runtime: Runtime, api_key: str) -> str | None:
     stored = await runtime.redis.get(runtime.store.keys.api_key(digest))
     if stored is None:
         return None
-    account_id, _, stored_hash = _s(stored).partition("|")
+    account_id, _, stored_hash = as_str(stored).partition("|")
     # The lookup already matched on the hash; the constant-time comparison guards against a
     # record that is not what its key name claims (e.g. written by hand).
     if not hmac.compare_digest(stored_hash.encode(), digest.encode()):
@@ -285,7 +278,7 @@ async def api_key_hashes(runtime: Runtime, account_id: str) -> list[str]:
     """The hashes of the account's live API keys, oldest first."""
     keys = runtime.store.keys
     rows = await runtime.redis.zrange(keys.resource_index(account_id, "apikey"), 0, -1)
-    return [_s(h) for h in rows]
+    return [as_str(h) for h in rows]
 
 
 async def revoke_api_key(runtime: Runtime, key_or_hash: str) -> str:
@@ -303,7 +296,7 @@ async def revoke_api_key(runtime: Runtime, key_or_hash: str) -> str:
     stored = await runtime.redis.get(keys.api_key(digest))
     if stored is None:
         raise NotFound("no such API key")
-    account_id = _s(stored).partition("|")[0]
+    account_id = as_str(stored).partition("|")[0]
     # Key first: once it is gone the key no longer authenticates, whatever happens next.
     await runtime.redis.delete(keys.api_key(digest))
     await runtime.redis.zrem(keys.resource_index(account_id, "apikey"), digest)

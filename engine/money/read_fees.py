@@ -33,8 +33,9 @@ from dataclasses import dataclass
 import anyio
 from redis.exceptions import RedisError
 
+from engine import clock
+from engine.connection import as_str
 from engine.errors import InsufficientBalance, StoreUnavailable
-from engine.resources.store import now_ms as wall_ms
 from engine.runtime import Runtime
 
 log = logging.getLogger("clipstream.read_fees")
@@ -121,7 +122,7 @@ class ReadFees:
         try:
             admitted = await self._admit(
                 keys=[keys.balance(account_id), keys.read_charges(keys.partition(account_id))],
-                args=[charge.member, wall_ms(), self.fee],
+                args=[charge.member, clock.now_ms(), self.fee],
             )
         except RedisError as exc:
             raise StoreUnavailable(f"Redis failed admitting a read: {exc}") from exc
@@ -147,7 +148,7 @@ class ReadFees:
                     charge.fee,
                     "1" if served else "0",
                     charge.charge_id,
-                    wall_ms(),
+                    clock.now_ms(),
                 ],
             )
         except RedisError as exc:
@@ -180,7 +181,7 @@ class ReadFees:
         """Settle as served every charge admitted before ``now_ms - grace_ms``, in every partition;
         returns how many it found (a concurrent sweep may have settled some of them first).
         StoreUnavailable when Redis fails."""
-        cutoff = (wall_ms() if now_ms is None else now_ms) - grace_ms
+        cutoff = (clock.now_ms() if now_ms is None else now_ms) - grace_ms
         keys = self.runtime.store.keys
         settled = 0
         for partition in self.runtime.store.partitions:
@@ -201,7 +202,7 @@ class ReadFees:
     async def _settle_pending(self, key: str, member: bytes | str) -> None:
         """Settle one pending record as served; one that cannot be parsed (written by hand, or by
         another version) is logged and dropped, so it cannot block the charges behind it."""
-        text = member.decode() if isinstance(member, bytes) else member
+        text = as_str(member)
         try:
             charge = ReadCharge.parse(text)
         except ValueError:

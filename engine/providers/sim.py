@@ -34,11 +34,11 @@ import datetime as dt
 import hashlib
 import math
 import random
-import time
 from typing import Any
 
 import anyio
 
+from engine.clock import now_ms
 from engine.errors import ToolError
 from engine.providers.base import (
     AUDIO_MICRO_PER_SECOND,
@@ -283,7 +283,7 @@ class SimYouTube:
         rng = random.Random(seed_of("channel", channel_id))
         total = rng.randint(5, 60)
         slot_s = rng.randint(6, 72) * 3_600
-        now_s = int(call.overrides.get("now_ms", time.time() * 1000)) // 1000
+        now_s = int(call.overrides.get("now_ms", now_ms())) // 1000
         slot = now_s // slot_s
         videos: list[ChannelVideo] = []
         while len(videos) < min(total, max_videos):

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from engine.clock import now_ms
 from engine.log.ids import is_id, new_id
 from engine.resources.items import ITEMS, Item
 from engine.resources.records import COLLECTIONS, SCHEDULES, Collection
@@ -20,8 +21,10 @@ from engine.resources.relations import (
     COLLECTION_SCHEDULES,
     ITEM_COLLECTIONS,
 )
-from engine.resources.store import Store, now_ms, retrying
+from engine.resources.store import Store, retrying
 from engine.runtime import Runtime
+
+_ITEM_PAGE = 100  # items read per page when a collection is walked whole
 
 
 async def create_collection(runtime: Runtime, owner: str, fields: dict[str, Any]) -> Collection:
@@ -134,3 +137,21 @@ async def list_items(
     await st.load(owner, COLLECTIONS, collection_id)
     key = st.children(owner, COLLECTION_ITEMS, collection_id)
     return await st.list(owner, ITEMS, key, limit=limit, cursor=cursor)
+
+
+async def collection_items(
+    runtime: Runtime, owner: str, collection_id: str, target_kind: str, max_items: int
+) -> list[Item]:
+    """Up to ``max_items`` items of the collection that a ``target_kind`` workflow runs on
+    (``collection``: every item; an item type: the items of that type), oldest first."""
+    found: list[Item] = []
+    cursor: str | None = None
+    while True:
+        page, cursor = await list_items(
+            runtime, owner, collection_id, limit=_ITEM_PAGE, cursor=cursor
+        )
+        found.extend(i for i in page if target_kind in ("collection", i.type))
+        if cursor is None:
+            break
+    found.reverse()  # pages are newest first; items run in the order they were added
+    return found[:max_items]

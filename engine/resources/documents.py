@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 
+from engine.clock import now_ms
 from engine.errors import InvalidRequest
 from engine.log.ids import is_id, new_id
 from engine.resources.records import DOCUMENTS, Document
 from engine.resources.relations import ITEM_DOCUMENTS, REPORTER_DOCUMENTS
-from engine.resources.store import Store, now_ms
+from engine.resources.store import Store
 from engine.runtime import Runtime
 
 _SCAN_BATCH = 200

@@ -25,10 +25,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from engine.clock import now_ms
 from engine.errors import InvalidRequest
 from engine.log.ids import new_id
 from engine.resources.relations import COLLECTION_ITEMS, ITEM_COLLECTIONS
-from engine.resources.store import Kind, Store, now_ms, retrying
+from engine.resources.store import Kind, Store, retrying
 from engine.runtime import Runtime
 
 ItemType = Literal["youtube_video", "youtube_channel", "twitter", "rss"]
@@ -196,6 +197,13 @@ async def create_item(runtime: Runtime, owner: str, source: str, *, reuse: bool 
         return item if await txn.commit() else None
 
     return await retrying(attempt)
+
+
+async def resolve_source(runtime: Runtime, owner: str, source: str) -> Item:
+    """The owner's item for ``source``: the one holding the same detected type and id, else a new
+    one (concurrent calls for one new source make one item). InvalidRequest for a source that
+    cannot be classified."""
+    return await create_item(runtime, owner, source, reuse=True)
 
 
 async def get_item(runtime: Runtime, owner: str, item_id: str) -> Item:

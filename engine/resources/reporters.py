@@ -3,7 +3,8 @@
 A reporter lists its workflows (``repwfs``) and schedules (``repschs``); deleting it deletes them
 all in one script. Steps live inside their workflow's record: they are only ever read with it and
 replaced in order, so one record keeps a workflow and its steps consistent. Every step names a
-catalogue tool and params that validate against the tool's params schema (engine.tools.catalog).
+catalogue tool and params that validate against the tool's params schema: the caller passes the
+check (engine.tools.catalog.check_step), so resources know nothing of tools.
 
 A workflow is addressed through its reporter: another reporter's workflow id is NotFound, and a
 reporter's ``default_workflow_id`` must name one of its own workflows (InvalidRequest otherwise).
@@ -16,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from engine.clock import now_ms
 from engine.errors import EngineError, InvalidRequest, NotFound
 from engine.log.ids import is_id, new_id
 from engine.resources.records import (
@@ -32,11 +34,14 @@ from engine.resources.relations import (
     REPORTER_WORKFLOWS,
 )
 from engine.resources.schedules import forget_runs
-from engine.resources.store import Store, Txn, now_ms, retrying
+from engine.resources.store import Store, Txn, retrying
 from engine.runtime import Runtime
-from engine.tools.catalog import check_step
 
 MAX_STEPS = 50
+
+# Checks one step — its tool id, its params, and where the request names it (for the message) —
+# and raises InvalidRequest when the step is not one the worker can run.
+StepCheck = Callable[[str, dict[str, Any], str], None]
 
 
 class StepInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -47,8 +52,11 @@ class StepInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     params: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-def make_steps(steps: Sequence[StepInput], where: str = "steps") -> list[Step]:
-    """Validated steps with fresh ids; InvalidRequest naming the first bad one."""
+def make_steps(
+    steps: Sequence[StepInput], check_step: StepCheck, where: str = "steps"
+) -> list[Step]:
+    """Steps with fresh ids, each passed by ``check_step``; InvalidRequest naming the first bad
+    one."""
     if len(steps) > MAX_STEPS:
         raise InvalidRequest(f"{where}: at most {MAX_STEPS} steps")
     out = []
@@ -160,8 +168,10 @@ async def create_workflow(
     reporter_id: str,
     fields: dict[str, Any],
     steps: Sequence[StepInput] = (),
+    *,
+    check_step: StepCheck,
 ) -> Workflow:
-    """Store a new workflow under the owner's reporter, with validated ``steps``."""
+    """Store a new workflow under the owner's reporter, with ``steps`` passed by ``check_step``."""
     st = Store(runtime)
     await st.load(owner, REPORTERS, reporter_id)
     now = now_ms()
@@ -169,7 +179,7 @@ async def create_workflow(
         workflow_id=new_id("wf"),
         reporter_id=reporter_id,
         owner=owner,
-        steps=make_steps(steps),
+        steps=make_steps(steps, check_step),
         created_at=now,
         updated_at=now,
         **fields,
@@ -188,6 +198,23 @@ async def get_workflow(
 ) -> Workflow:
     """The workflow of the owner's reporter; NotFound otherwise (another reporter's included)."""
     workflow, _ = await _load_workflow(Store(runtime), owner, reporter_id, workflow_id)
+    return workflow
+
+
+async def reporter_workflow(
+    runtime: Runtime, owner: str, reporter_id: str, workflow_id: str | None
+) -> Workflow:
+    """The workflow a reporter runs: ``workflow_id``, else the reporter's default.
+
+    NotFound for a missing reporter or workflow (or another owner's); InvalidRequest when there is
+    no default, or the workflow has no steps."""
+    reporter = await get_reporter(runtime, owner, reporter_id)
+    chosen = workflow_id or reporter.default_workflow_id
+    if chosen is None:
+        raise InvalidRequest("workflow_id: the reporter has no default workflow; name one")
+    workflow = await get_workflow(runtime, owner, reporter_id, chosen)
+    if not workflow.steps:
+        raise InvalidRequest(f"workflow_id: workflow {workflow.workflow_id} has no steps")
     return workflow
 
 
@@ -242,10 +269,17 @@ async def delete_workflow(runtime: Runtime, owner: str, reporter_id: str, workfl
 
 
 async def add_step(
-    runtime: Runtime, owner: str, reporter_id: str, workflow_id: str, step: StepInput
+    runtime: Runtime,
+    owner: str,
+    reporter_id: str,
+    workflow_id: str,
+    step: StepInput,
+    *,
+    check_step: StepCheck,
 ) -> tuple[Workflow, Step]:
-    """Append one validated step to the workflow; the workflow and the new step."""
-    [new] = make_steps([step], "step")
+    """Append one step, passed by ``check_step``, to the workflow; the workflow and the new
+    step."""
+    [new] = make_steps([step], check_step, "step")
     workflow = await _rewrite(
         Store(runtime),
         owner,
@@ -262,9 +296,12 @@ async def replace_steps(
     reporter_id: str,
     workflow_id: str,
     steps: Sequence[StepInput],
+    *,
+    check_step: StepCheck,
 ) -> Workflow:
-    """Replace every step of the workflow with ``steps``, in order (fresh step ids)."""
-    new = make_steps(steps)
+    """Replace every step of the workflow with ``steps`` (each passed by ``check_step``), in
+    order (fresh step ids)."""
+    new = make_steps(steps, check_step)
     return await _rewrite(
         Store(runtime), owner, reporter_id, workflow_id, lambda wf: {"steps": new}
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from engine.clock import now_ms
 from engine.errors import InvalidRequest
 from engine.log.ids import is_id, new_id
 from engine.resources.records import (
@@ -32,7 +33,7 @@ from engine.resources.relations import (
     REPORTER_SCHEDULES,
     REPORTER_WORKFLOWS,
 )
-from engine.resources.store import Store, Txn, now_ms, retrying
+from engine.resources.store import Store, Txn, retrying
 from engine.runtime import Runtime
 
 MAX_COLLECTIONS = 100

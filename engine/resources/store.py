@@ -17,7 +17,6 @@ record is NotFound, exactly like a missing one.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -25,6 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import msgspec
 from redis.exceptions import RedisError
 
+from engine.connection import as_str
 from engine.errors import EngineError, InvalidRequest, NotFound, StoreUnavailable
 from engine.log.ids import is_id
 from engine.runtime import Runtime
@@ -80,11 +80,6 @@ class Contended(EngineError):
     code = "conflict"
 
 
-def now_ms() -> int:
-    """The wall clock in ms since the epoch (timestamps for display, never for ordering)."""
-    return int(time.time() * 1000)
-
-
 class Owned(Protocol):
     """What every record has: the owner it belongs to."""
 
@@ -118,10 +113,6 @@ _encoder = msgspec.json.Encoder()
 def encode(record: Any) -> bytes:
     """A record's JSON (msgspec; the same bytes for the same record, so guards can compare)."""
     return _encoder.encode(record)
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class Store:
@@ -170,7 +161,7 @@ class Store:
 
     async def members(self, key: str) -> list[str]:
         """Every member of an index zset, in id order."""
-        return [_s(m) for m in await self.redis.zrange(key, 0, -1)]
+        return [as_str(m) for m in await self.redis.zrange(key, 0, -1)]
 
     async def page(
         self, key: str, prefix: str, *, limit: int, cursor: str | None
@@ -180,7 +171,8 @@ class Store:
             raise InvalidRequest("cursor: not a cursor this list returned")
         top = f"({cursor}" if cursor else "+"
         ids = [
-            _s(i) for i in await self.redis.zrevrangebylex(key, top, "-", start=0, num=limit + 1)
+            as_str(i)
+            for i in await self.redis.zrevrangebylex(key, top, "-", start=0, num=limit + 1)
         ]
         page = ids[:limit]
         return page, (page[-1] if len(ids) > limit else None)

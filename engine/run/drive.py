@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
+from engine.clock import now_ms
 from engine.errors import BalanceRefused, ConcurrencyConflict, ToolError
 from engine.log import codec
 from engine.log.events import (
@@ -57,6 +58,7 @@ from engine.log.events import (
     StepStarted,
     is_terminal,
 )
+from engine.log.ids import derived_id
 from engine.log.store import AppendOp
 from engine.money import billing
 from engine.resources.records import DOCUMENTS, Document
@@ -76,11 +78,6 @@ log = logging.getLogger("clipstream.worker")
 MAX_CONFLICTS = 50  # re-plans after conflicts before a job gives up (its lease then expires)
 # Step output kinds that are documents (transcripts are derived by the projector instead).
 DOCUMENT_KINDS = frozenset({"summary", "claims", "completion"})
-_BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"  # the alphabet of engine.log.ids
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(eq=False, slots=True)
@@ -497,15 +494,7 @@ def document_id(request: ExecutionRequested, step_index: int) -> str:
     they sort by step and never collide with another execution's."""
     digest = int.from_bytes(hashlib.sha256(request.execution_id.encode()).digest()[:8], "big")
     low = ((digest >> 30) << 16) | (step_index & 0xFFFF)
-    return f"doc_{_base32(request.at)}{_base32(low)}"
-
-
-def _base32(value: int) -> str:
-    out = []
-    for _ in range(10):
-        out.append(_BASE32[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+    return derived_id("doc", request.at, low)
 
 
 async def publish_document(

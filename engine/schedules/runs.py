@@ -36,14 +36,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine.commands import (
-    collection_items,
-    idempotency,
-    item_input,
-    reporter_workflow,
-    resolve_source,
-    snapshot,
-)
+from engine.clock import now_ms
+from engine.connection import as_str
 from engine.errors import EngineError, InvalidRequest, NotFound, StoreError
 from engine.log.events import (
     ExecutionRequested,
@@ -55,10 +49,11 @@ from engine.log.events import (
 )
 from engine.log.ids import new_execution_id, run_id
 from engine.log.store import Refused
-from engine.resources import schedules
+from engine.requests import idempotency, item_input, process_request, snapshot
+from engine.resources import collections, items, reporters, schedules
 from engine.resources.items import Item
 from engine.resources.records import Schedule
-from engine.resources.store import MAX_RETRIES, Contended, now_ms
+from engine.resources.store import MAX_RETRIES, Contended
 from engine.runtime import Runtime
 
 MAX_CHANNELS = 100  # channel items one run syncs, at most (the first ones, in collection order)
@@ -139,7 +134,7 @@ async def trigger_run(
 
 async def _run_marker(runtime: Runtime, owner: str, schedule_id: str) -> str | None:
     raw = await runtime.redis.get(runtime.store.keys.schedule_run(owner, schedule_id))
-    return None if raw is None else _text(raw)
+    return None if raw is None else as_str(raw)
 
 
 async def _key_used(runtime: Runtime, owner: str, idem: tuple[str, str] | None) -> bool:
@@ -161,7 +156,9 @@ async def build_run(
 ) -> ExecutionRequested:
     """The ExecutionRequested of a run of ``schedule``: a sync and a pick step per channel."""
     owner = schedule.owner
-    workflow = await reporter_workflow(runtime, owner, schedule.reporter_id, schedule.workflow_id)
+    workflow = await reporters.reporter_workflow(
+        runtime, owner, schedule.reporter_id, schedule.workflow_id
+    )
     if workflow.target_kind != "youtube_video":
         raise InvalidRequest(
             f"workflow_id: a schedule runs its workflow on each new video; workflow "
@@ -216,12 +213,12 @@ async def _channels(runtime: Runtime, schedule: Schedule) -> list[tuple[str, Ite
     found: dict[str, tuple[str, Item]] = {}
     for collection_id in schedule.collection_ids:
         try:
-            items = await collection_items(
+            found_items = await collections.collection_items(
                 runtime, schedule.owner, collection_id, "youtube_channel", MAX_CHANNELS
             )
         except NotFound:
             continue  # deleted since the schedule was read: it is detached by now
-        for item in items:
+        for item in found_items:
             found.setdefault(item.item_id, (collection_id, item))
     return list(found.values())[:MAX_CHANNELS]
 
@@ -354,18 +351,13 @@ async def start_video(
     store = runtime.store
     # The video as one of the owner's items (the one it has, or a new one), so its transcript and
     # documents land on an item like those of any process request.
-    item = await resolve_source(runtime, owner, watch_url(video.video_id))
-    step_input = item_input(item)
+    item = await items.resolve_source(runtime, owner, watch_url(video.video_id))
     key = f"{run}:{video.video_id}"
-    event = ExecutionRequested(
-        execution_id=new_execution_id(store.keys.partition(owner)),
-        owner=owner,
-        kind="process",
-        target=Target(
-            kind=item.type, item_id=item.item_id, source=item.source, external_id=item.external_id
-        ),
-        workflow=workflow,
-        step_inputs=[step_input for _ in workflow.steps],
+    event = process_request(
+        new_execution_id(store.keys.partition(owner)),
+        owner,
+        item,
+        workflow,
         fee=0,
         request_id=request_id,
         idempotency_key=key,
@@ -395,7 +387,7 @@ async def pick(
     seen_key = runtime.store.keys.schedule_seen(owner, rules.schedule_id)
     ids = [v.video_id for v in listing.videos]
     values = await runtime.redis.hmget(seen_key, ids) if ids else []
-    seen = {vid: _text(raw) for vid, raw in zip(ids, values, strict=True) if raw is not None}
+    seen = {vid: as_str(raw) for vid, raw in zip(ids, values, strict=True) if raw is not None}
     decisions = decide(
         listing.videos,
         seen,
@@ -407,7 +399,7 @@ async def pick(
     if not any(d.outcome == "processed" and d.execution_id is None for d in decisions):
         return decisions
     workflow = snapshot(
-        await reporter_workflow(runtime, owner, rules.reporter_id, rules.workflow_id)
+        await reporters.reporter_workflow(runtime, owner, rules.reporter_id, rules.workflow_id)
     )
     out: list[Decision] = []
     for decision in decisions:
@@ -428,7 +420,3 @@ async def pick(
                 decision = Decision(decision.video, "failed", reason=str(exc))
         out.append(decision)
     return out
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

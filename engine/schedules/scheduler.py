@@ -29,10 +29,12 @@ from typing import Literal
 
 import anyio
 
+from engine.clock import now_ms
+from engine.connection import as_str
 from engine.errors import EngineError, StoreError
 from engine.resources import schedules
 from engine.resources.records import SCHEDULES, Schedule
-from engine.resources.store import Store, now_ms
+from engine.resources.store import Store
 from engine.runtime import Runtime
 from engine.schedules.runs import trigger_run
 
@@ -99,7 +101,7 @@ class Scheduler:
                 due_key, "-inf", now, start=0, num=BATCH, withscores=True
             )
             for member, score in rows:
-                owner, _, schedule_id = _text(member).partition(" ")
+                owner, _, schedule_id = as_str(member).partition(" ")
                 result = await self._fire(due_key, owner, schedule_id, int(score), now)
                 if result is not None:
                     fired.append(result)
@@ -146,7 +148,3 @@ class Scheduler:
         txn = st.txn().absent(key) if raw is None else st.txn().unchanged(key, bytes(raw))
         await txn.remove(due_key, schedules.due_member(owner, schedule_id)).commit()
         return None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

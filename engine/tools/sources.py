@@ -20,9 +20,10 @@ from typing import Any
 import msgspec
 
 from engine.errors import ToolError
+from engine.language import DEFAULT_LANG
 from engine.providers.sim import SimTranscriber
 from engine.tools.base import ToolContext
-from engine.tools.transcribe import DEFAULT_LANG, segments_of
+from engine.tools.transcribe import segments_of
 
 _MAX_HOPS = 4  # document -> transcript chains are one hop; this only stops a cycle
 

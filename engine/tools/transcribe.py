@@ -25,13 +25,13 @@ from typing import Any
 import msgspec
 
 from engine.errors import ToolError
+from engine.language import DEFAULT_LANG
 from engine.log.events import StepSpec
 from engine.providers.base import estimate_audio_cost
 from engine.providers.sim import SimTranscriber
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
 from engine.tools.retry import RetryPolicy
 
-DEFAULT_LANG = "en"
 _MS_PER_WORD = 400  # about 150 words a minute
 _SENTENCE = re.compile(r"[^.!?]+[.!?]*")
 _encoder = msgspec.json.Encoder()

@@ -12,9 +12,9 @@ import anyio
 import httpx
 import pytest
 
-from engine.commands import idempotency
 from engine.connection import connect, embedded
 from engine.money import accounts
+from engine.requests import idempotency
 from engine.runtime import Runtime
 from engine.settings import Settings
 from tests.api.conftest import ApiAccount

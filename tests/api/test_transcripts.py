@@ -230,3 +230,32 @@ async def test_other_owners_executions_are_404_without_data(
     assert (await client.get("/v1/executions/me", headers=bob.key_auth)).json()["executions"] == []
     events = (await client.get(f"/v1/executions/{xid}/events", headers=alice.key_auth)).json()
     assert "ExecutionCancelRequested" not in [e["type"] for e in events["events"]]
+
+
+async def test_a_language_code_is_one_code_in_any_case(
+    client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount
+) -> None:
+    """One language rule everywhere: ``PT-br`` asked for is the ``pt-BR`` transcript, found by
+    any spelling of the code; what is not a code is 422 on both routes."""
+    item_id = await _item(client, alice)
+    accepted = await client.post(
+        f"/v1/items/{item_id}/transcript",
+        json={"lang": "PT-br", "text": TEXT},
+        headers=alice.key_auth,
+    )
+    assert accepted.status_code == 202, accepted.text
+    await _drain(runtime)
+    for spelling in ("pt-BR", "pt-br", "PT-BR"):
+        got = await client.get(
+            f"/v1/items/{item_id}/transcript", params={"lang": spelling}, headers=alice.key_auth
+        )
+        assert got.status_code == 200, (spelling, got.text)
+        assert got.json()["transcript"]["lang"] == "pt-BR"
+    bad = await client.post(
+        f"/v1/items/{item_id}/transcript", json={"lang": "english"}, headers=alice.key_auth
+    )
+    assert bad.status_code == 422, bad.text
+    bad_query = await client.get(
+        f"/v1/items/{item_id}/transcript", params={"lang": "e"}, headers=alice.key_auth
+    )
+    assert bad_query.status_code == 422, bad_query.text

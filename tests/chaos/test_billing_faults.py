@@ -32,6 +32,7 @@ from engine.log.events import (
 )
 from engine.log.ids import new_execution_id, new_id
 from engine.money import accounts, billing
+from engine.money.audit import audit_account
 from engine.run import plan
 from engine.run.worker import Worker
 from engine.runtime import Runtime
@@ -180,7 +181,7 @@ async def test_money_adds_up_after_kills_redeliveries_and_cancels(runtime: Runti
 
     histories = await runtime.store.histories(ids)
     for owner in owners:
-        audit = await billing.audit(runtime, owner)
+        audit = await audit_account(runtime, owner)
         assert audit.ok, (owner, audit.problems)
         assert audit.held == {}, owner
     ledger_ids = await _ledger_charge_ids(runtime, owners)

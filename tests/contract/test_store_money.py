@@ -17,6 +17,7 @@ from engine.log.events import (
 )
 from engine.log.store import AppendOp, EventStore
 from engine.money import accounts, billing
+from engine.money.audit import audit_account
 from engine.runtime import Runtime
 from tests.contract.builders import FEE, balance, requested
 
@@ -102,7 +103,7 @@ async def test_reserve_settle_release_move_the_balance_with_their_events(runtime
         ("release", "5000", "90000"),
         ("settle", "-3000", "87000"),
     ]
-    audit = await billing.audit(runtime, owner)
+    audit = await audit_account(runtime, owner)
     assert audit.ok, audit.problems
     assert (audit.credits, audit.charges, audit.releases) == (100_000, 18_000, 5_000)
     assert audit.held == {}
@@ -160,7 +161,7 @@ async def test_the_release_pays_before_the_charge_and_a_capped_charge_fits(
     assert await balance(store, owner) == 0
     last = (await ledger(store, owner))[-1]
     assert (last["kind"], last["amount"], last["uncovered"]) == ("settle", "-5000", "2000")
-    audit = await billing.audit(runtime, owner)
+    audit = await audit_account(runtime, owner)
     assert audit.ok, audit.problems
     assert audit.uncovered == 2_000
 
@@ -230,7 +231,7 @@ async def test_the_audit_finds_what_does_not_add_up(runtime: Runtime) -> None:
     owner = await account(runtime, 100_000)
     xid = (await accepted(runtime, owner)).execution_id
     await append(store, xid, 1, started(xid, 5_000), owner=owner)
-    audit = await billing.audit(runtime, owner)
+    audit = await audit_account(runtime, owner)
     assert audit.ok, audit.problems
     assert audit.held == {f"reserve:{xid}:0:1": 5_000}  # the step is still running
 
@@ -238,7 +239,7 @@ async def test_the_audit_finds_what_does_not_add_up(runtime: Runtime) -> None:
     await store.redis.incrby(store.keys.balance(owner), 7)
     rows = await store.redis.xrange(store.keys.ledger(owner), "-", "+")
     await store.redis.xadd(store.keys.ledger(owner), rows[-1][1])
-    problems = (await billing.audit(runtime, owner)).problems
+    problems = (await audit_account(runtime, owner)).problems
     assert any("appears twice" in p for p in problems), problems
     assert any(p.startswith("balance is 85007") for p in problems), problems
     assert any("entries up to it add up" in p for p in problems), problems

@@ -34,6 +34,7 @@ from engine.log.events import (
 )
 from engine.log.ids import new_execution_id, new_id
 from engine.money import accounts, billing
+from engine.money.audit import Audit, audit_account
 from engine.providers import registry
 from engine.providers.base import LLM, Completion, Transcriber, Transcription
 from engine.run.worker import Worker
@@ -142,9 +143,9 @@ async def request(
     return event
 
 
-async def audited(runtime: Runtime, owner: str) -> billing.Audit:
+async def audited(runtime: Runtime, owner: str) -> Audit:
     """The owner's audit, which must hold with nothing left reserved."""
-    audit = await billing.audit(runtime, owner)
+    audit = await audit_account(runtime, owner)
     assert audit.ok, audit.problems
     assert audit.held == {}
     assert audit.balance == await accounts.balance(runtime, owner)

@@ -10,9 +10,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from engine.commands import resolve_source
 from engine.money.accounts import create_account
-from engine.resources.items import create_item, delete_item, list_items
+from engine.resources.items import create_item, delete_item, list_items, resolve_source
 from engine.runtime import Runtime
 
 pytestmark = pytest.mark.anyio

@@ -24,6 +24,7 @@ from engine.log.events import (
 from engine.log.ids import new_execution_id, new_id
 from engine.run.worker import Worker
 from engine.runtime import Runtime
+from engine.tools.catalog import check_step
 from projections.projector import Projector
 from projections.queries import Queries
 
@@ -206,6 +207,7 @@ async def test_commands_expand_a_collection_request_in_item_order(runtime: Runti
         rep.reporter_id,
         {"name": "w", "target_kind": "collection"},
         [StepInput(tool_id="transcribe"), StepInput(tool_id="llm_prompt", prompt_text="S")],
+        check_step=check_step,
     )
     col = await collections.create_collection(runtime, owner, {"name": "c"})
     made = []

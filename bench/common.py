@@ -1,0 +1,131 @@
+"""What the benchmarks share: the report table, settings, the synthetic executions they queue and
+the memory probe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from engine.log import codec
+from engine.log.events import (
+    AnyEvent,
+    ExecutionCompleted,
+    ExecutionRequested,
+    ExecutionStarted,
+    StepCompleted,
+    StepSpec,
+    StepStarted,
+    Target,
+    WorkflowSnapshot,
+)
+from engine.log.ids import new_execution_id, new_id
+from engine.settings import Settings
+
+PARTITIONS = 16
+
+
+@dataclass
+class Result:
+    name: str
+    value: str
+    note: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Result] = field(default_factory=list)
+    rss: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, value: str, note: str = "") -> None:
+        self.rows.append(Result(name, value, note))
+        print(f"  {name:<52} {value:>14}  {note}", flush=True)
+
+
+def bench_settings(url: str) -> Settings:
+    return replace(Settings(), redis_url=url, partitions=PARTITIONS, sim_latency_ms=0)
+
+
+TRANSCRIPT = ("transcribe",)
+THREE_STEPS = ("transcribe", "summary_review", "extract_claims")
+
+
+def transcript_request(
+    owner: str, partition: int, i: int, tools: tuple[str, ...] = TRANSCRIPT
+) -> ExecutionRequested:
+    item_id = new_id("itm")
+    return ExecutionRequested(
+        execution_id=new_execution_id(partition),
+        owner=owner,
+        kind="transcript",
+        target=Target(kind="youtube_video", item_id=item_id, external_id=f"vid{i:08d}"),
+        workflow=WorkflowSnapshot(
+            workflow_id=None,
+            name="+".join(tools),
+            target_kind="youtube_video",
+            steps=[
+                StepSpec(step_id=f"step_{n}", tool_id=tool, params={"lang": "en"})
+                for n, tool in enumerate(tools, 1)
+            ],
+        ),
+        step_inputs=[
+            {
+                "item_id": item_id,
+                "source": f"https://youtu.be/vid{i:08d}",
+                "external_id": f"vid{i:08d}",
+                "lang": "en",
+                "text": None,
+            }
+            for _ in tools
+        ],
+        fee=10_000,
+        request_id=new_id("req"),
+    )
+
+
+def rss_mib(pid: int) -> float:
+    """Peak resident memory of a process (VmHWM), MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def synthetic_events(execution_id: str, owner: str, i: int) -> list[AnyEvent]:
+    req = transcript_request(owner, 0, i)
+    req = replace_struct(req, execution_id=execution_id)
+    now = 1_790_000_000_000 + i
+    return [
+        codec.stamp(req, 1, now),
+        codec.stamp(
+            ExecutionStarted(execution_id=execution_id, worker_id="bench", epoch=1), 2, now
+        ),
+        codec.stamp(
+            StepStarted(
+                execution_id=execution_id, step_index=0, attempt=1, epoch=1, worker_id="bench"
+            ),
+            3,
+            now,
+        ),
+        codec.stamp(
+            StepCompleted(
+                execution_id=execution_id,
+                step_index=0,
+                attempt=1,
+                output={"kind": "note", "chars": 42},
+                cost=1_200,
+            ),
+            4,
+            now,
+        ),
+        codec.stamp(ExecutionCompleted(execution_id=execution_id, cost=11_200), 5, now),
+    ]
+
+
+def replace_struct(event: ExecutionRequested, **changes: Any) -> ExecutionRequested:
+    import msgspec
+
+    return msgspec.structs.replace(event, **changes)

@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 
 from api.app import create_app
 from api.auth import mint_session_token
-from api.cli import TokenRedactingFilter
+from api.cli.redact import TokenRedactingFilter
 from api.realtime import ORIGINS_ENV, origin_allowed
 from engine.runtime import Runtime
 from projections.projector import Projector

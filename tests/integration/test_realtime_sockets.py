@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed
 
 from api.app import create_app
 from api.auth import mint_session_token
-from api.cli import redact_tokens_in_server_logs
+from api.cli.redact import redact_tokens_in_server_logs
 from engine.log.ids import new_id
 from engine.money.accounts import create_account
 from engine.runtime import Runtime

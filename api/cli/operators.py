@@ -1,0 +1,229 @@
+"""The operator commands: ``history`` (one execution's events), ``tail`` (the logs live),
+``status`` (each partition's queues and checkpoint), ``dead-letters`` and ``replay`` (rebuild the
+projections into a new version, compare, switch).
+
+Each opens its own runtime on the configured Redis, prints, and returns its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from api.cli.runner import Subcommands, run, until_signal
+from engine.connection import as_str
+from engine.errors import ConfigError
+from engine.runtime import Runtime
+from engine.settings import Settings
+
+
+def add_parsers(sub: Subcommands) -> None:
+    """Add the operator commands to the ``clipstream`` parser."""
+    history = sub.add_parser("history", help="print one execution's events as JSON lines")
+    history.add_argument("execution_id")
+    history.set_defaults(handler=_history_command)
+    tail = sub.add_parser("tail", help="follow the partition logs live")
+    tail.add_argument(
+        "-p",
+        "--partition",
+        type=int,
+        action="append",
+        dest="partitions",
+        help="only this partition (repeatable)",
+    )
+    tail.add_argument("--from-start", action="store_true", help="print the whole log first")
+    tail.set_defaults(handler=_tail_command)
+    sub.add_parser(
+        "status", help="partitions, group lag, queued, leased, dead letters, checkpoints"
+    ).set_defaults(handler=_status_command)
+    sub.add_parser("dead-letters", help="list dead-lettered entries").set_defaults(
+        handler=_dead_letters_command
+    )
+    replay = sub.add_parser(
+        "replay", help="rebuild every projection into a new version and compare with the live one"
+    )
+    replay.add_argument("--switch", action="store_true", help="make the rebuilt version live")
+    replay.add_argument(
+        "--drop-previous",
+        action="store_true",
+        help="with --switch: delete the version that was live before",
+    )
+    replay.set_defaults(handler=_replay_command)
+
+
+# -- the commands: parsed arguments in, exit code out ---------------------------------------------
+
+
+def _history_command(settings: Settings, args: argparse.Namespace) -> int:
+    return run(_history, settings, args.execution_id)
+
+
+def _tail_command(settings: Settings, args: argparse.Namespace) -> int:
+    return run(_tail, settings, args.partitions, args.from_start)
+
+
+def _status_command(settings: Settings, args: argparse.Namespace) -> int:
+    return run(_status, settings)
+
+
+def _dead_letters_command(settings: Settings, args: argparse.Namespace) -> int:
+    return run(_dead_letters, settings)
+
+
+def _replay_command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.drop_previous and not args.switch:
+        raise ConfigError("--drop-previous needs --switch: the live version is never dropped")
+    return run(_replay, settings, args.switch, args.drop_previous)
+
+
+# -- what they do --------------------------------------------------------------------------------
+
+
+async def _history(settings: Settings, execution_id: str) -> int:
+    from engine.log import codec
+    from engine.log.ids import is_id
+
+    if not is_id(execution_id, "exc"):
+        print(f"not an execution id: {execution_id}", file=sys.stderr)
+        return 2
+    runtime = await Runtime.open(settings)
+    try:
+        events = await runtime.store.history(execution_id)
+    finally:
+        await runtime.close()
+    if not events:
+        print(f"{execution_id}: no events (unknown, or expired after retention)", file=sys.stderr)
+        return 1
+    for event in events:
+        print(codec.encode(event).decode())
+    return 0
+
+
+async def _tail(settings: Settings, partitions: Sequence[int] | None, from_start: bool) -> int:
+    runtime = await Runtime.open(settings)
+    store = runtime.store
+    chosen = list(partitions) if partitions else list(store.partitions)
+    cursors: dict[int, str] = {}
+    for p in chosen:
+        if from_start:
+            cursors[p] = "0-0"
+        else:
+            last = await store.redis.xrevrange(store.keys.log(p), "+", "-", count=1)
+            cursors[p] = last[0][0].decode() if last else "0-0"
+    stop = anyio.Event()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(until_signal, stop)
+            while not stop.is_set():
+                quiet = True
+                for p in chosen:
+                    for entry in await store.read_log(p, cursors[p], 500):
+                        quiet = False
+                        cursors[p] = entry.entry_id
+                        print(f"p{p} {entry.entry_id} {entry.raw.decode(errors='replace')}")
+                if quiet:
+                    with anyio.move_on_after(0.2):
+                        await stop.wait()
+            tg.cancel_scope.cancel()
+    finally:
+        await runtime.close()
+    return 0
+
+
+async def _status(settings: Settings) -> int:
+    from engine.log.keys import WORKER_GROUP
+
+    runtime = await Runtime.open(settings)
+    store = runtime.store
+    try:
+        version = int(await store.redis.hget(store.keys.meta, "projection_version") or 1)
+        print(f"partitions: {store.keys.partitions}   projection version: {version}")
+        print(
+            f"{'part':>4} {'log':>9} {'lag':>7} {'queued':>8} {'leased':>8} {'consumers':>9} "
+            f"{'dead':>6}  checkpoint"
+        )
+        for p in store.partitions:
+            length = await store.redis.xlen(store.keys.log(p))
+            groups = await store.redis.xinfo_groups(store.keys.log(p))
+            group = next((g for g in groups if as_str(g["name"]) == WORKER_GROUP), None)
+            lag = group.get("lag") if group else None
+            consumers = group["consumers"] if group else 0
+            queued = await store.queued(p)
+            leased = sum((await store.leased(p)).values())
+            dead = await store.redis.xlen(store.keys.dead(p))
+            ckpt = await store.redis.get(f"{store.keys.view_ns(p, version)}:ckpt")
+            print(
+                f"{p:>4} {length:>9} {lag if lag is not None else '-':>7} {queued:>8} "
+                f"{leased:>8} {consumers:>9} {dead:>6}  {as_str(ckpt) if ckpt else '-'}"
+            )
+    finally:
+        await runtime.close()
+    return 0
+
+
+async def _dead_letters(settings: Settings) -> int:
+    runtime = await Runtime.open(settings)
+    try:
+        found = 0
+        for p in runtime.store.partitions:
+            for row in await runtime.store.dead_letters(p):
+                found += 1
+                print(
+                    f"p{p} {row['dead_id']} entry={row.get('entry_id')} "
+                    f"deliveries={row.get('deliveries')} reason={row.get('reason')}"
+                )
+        if not found:
+            print("no dead letters")
+    finally:
+        await runtime.close()
+    return 0
+
+
+async def _replay(settings: Settings, switch: bool, drop_previous: bool) -> int:
+    from projections import replay
+
+    runtime = await Runtime.open(settings)
+    try:
+        bar = _ProgressBar()
+        report = await replay.rebuild(runtime, progress=bar.update)
+        bar.finish()
+        print(report.describe())
+        current = report.previous_version
+        parity = await replay.compare(runtime, current, report.version)
+        print(parity.describe())
+        if switch:
+            await replay.switch(runtime, report.version)
+            print(f"switched to projection version {report.version}")
+            if drop_previous:
+                removed = await replay.drop(runtime, current)
+                print(f"dropped projection version {current} ({removed:,} keys)")
+        else:
+            print(f"not switched: run again with --switch to make version {report.version} live")
+    finally:
+        await runtime.close()
+    return 0
+
+
+class _ProgressBar:
+    """The replay's progress on stderr, one line redrawn at each whole percent."""
+
+    def __init__(self, width: int = 40) -> None:
+        self.width = width
+        self._last = -1
+
+    def update(self, done: int, total: int) -> None:
+        pct = 100 if total <= 0 else min(100, done * 100 // total)
+        if pct == self._last:
+            return
+        self._last = pct
+        filled = self.width * pct // 100
+        bar = "#" * filled + "-" * (self.width - filled)
+        print(
+            f"\r[{bar}] {pct:3d}%  {done:,}/{total:,} events", end="", file=sys.stderr, flush=True
+        )
+
+    def finish(self) -> None:
+        print(file=sys.stderr)

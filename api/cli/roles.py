@@ -1,0 +1,210 @@
+"""The roles: ``serve`` (all of them in one process), ``api``, ``worker``, ``projector`` and
+``scheduler``, each running until SIGTERM or SIGINT.
+
+A single role needs a real Redis (``CLIPSTREAM_REDIS_URL``); only ``serve`` can share the
+embedded in-memory store between its roles, and on it prints a demo account to start with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from api.cli.redact import redact_tokens_in_server_logs, safe_url
+from api.cli.runner import Subcommands, run, until_signal
+from engine.runtime import Runtime
+from engine.settings import Settings
+
+log = logging.getLogger("clipstream")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def add_parsers(sub: Subcommands) -> None:
+    """Add the role commands to the ``clipstream`` parser."""
+
+    def with_address(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--host", default=DEFAULT_HOST, help=f"bind address ({DEFAULT_HOST})")
+        p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT})")
+        return p
+
+    with_address(
+        sub.add_parser("serve", help="API, worker, projector and scheduler in one process")
+    ).set_defaults(handler=_serve_command)
+    with_address(
+        sub.add_parser("api", help="the HTTP API only (needs CLIPSTREAM_REDIS_URL)")
+    ).set_defaults(handler=_api_command)
+    worker = sub.add_parser("worker", help="run executions (needs CLIPSTREAM_REDIS_URL)")
+    worker.add_argument("--id", dest="worker_id", help="consumer name (default: host-pid-random)")
+    worker.set_defaults(handler=_worker_command)
+    sub.add_parser(
+        "projector", help="fold the logs into views (needs CLIPSTREAM_REDIS_URL)"
+    ).set_defaults(handler=_projector_command)
+    sub.add_parser(
+        "scheduler",
+        help="fire due schedules, each tick once however many run (needs CLIPSTREAM_REDIS_URL)",
+    ).set_defaults(handler=_scheduler_command)
+
+
+# -- the commands: each runs its role until it is asked to stop ----------------------------------
+
+
+def _serve_command(settings: Settings, args: argparse.Namespace) -> int:
+    run(_serve_all, settings, args.host, args.port)
+    return 0
+
+
+def _api_command(settings: Settings, args: argparse.Namespace) -> int:
+    run(_run_api, settings, args.host, args.port)
+    return 0
+
+
+def _worker_command(settings: Settings, args: argparse.Namespace) -> int:
+    run(_run_role, settings, functools.partial(_worker_role, worker_id=args.worker_id))
+    return 0
+
+
+def _projector_command(settings: Settings, args: argparse.Namespace) -> int:
+    run(_run_role, settings, _projector_role)
+    return 0
+
+
+def _scheduler_command(settings: Settings, args: argparse.Namespace) -> int:
+    run(_run_role, settings, _scheduler_role)
+    return 0
+
+
+# -- the roles -----------------------------------------------------------------------------------
+
+
+async def _run_role(
+    settings: Settings, role: Callable[[Runtime, anyio.Event], Awaitable[None]]
+) -> None:
+    runtime = await Runtime.open(settings)
+    stop = anyio.Event()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(until_signal, stop)
+            await role(runtime, stop)
+            tg.cancel_scope.cancel()
+    finally:
+        await runtime.close()
+
+
+async def _worker_role(runtime: Runtime, stop: anyio.Event, worker_id: str | None = None) -> None:
+    from engine.providers import registry
+    from engine.run.worker import Worker
+
+    worker = Worker(runtime, worker_id=worker_id)
+    log.info("worker %s started on %d partitions", worker.worker_id, runtime.store.keys.partitions)
+    try:
+        await worker.run(stop)
+    finally:
+        await registry.current().aclose()  # the HTTP providers' connection pools
+
+
+async def _projector_role(runtime: Runtime, stop: anyio.Event) -> None:
+    from projections.projector import Projector
+
+    log.info("projector started")
+    await Projector(runtime).run(stop)
+
+
+async def _scheduler_role(runtime: Runtime, stop: anyio.Event) -> None:
+    from engine.schedules.scheduler import Scheduler
+
+    scheduler = Scheduler(runtime)
+    log.info(
+        "scheduler %s started (a pass every %d ms)",
+        scheduler.scheduler_id,
+        runtime.settings.scheduler_interval_ms,
+    )
+    await scheduler.run(stop)
+
+
+def _uvicorn_server(runtime: Runtime, host: str, port: int) -> Any:
+    import uvicorn
+
+    from api.app import create_app
+
+    config = uvicorn.Config(
+        create_app(runtime),
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=False,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    return server
+
+
+async def _serve_api(runtime: Runtime, host: str, port: int) -> None:
+    server = _uvicorn_server(runtime, host, port)
+    redact_tokens_in_server_logs()
+    await server.serve()
+
+
+async def _run_api(settings: Settings, host: str, port: int) -> None:
+    runtime = await Runtime.open(settings)
+    try:
+        await _serve_api(runtime, host, port)
+    finally:
+        await runtime.close()
+
+
+async def _serve_all(settings: Settings, host: str, port: int) -> None:
+    """API, worker, projector and scheduler in one process, sharing one store."""
+    runtime = await Runtime.open(settings)
+    stop = anyio.Event()
+    try:
+        await _print_banner(runtime, host, port)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_worker_role, runtime, stop)
+            tg.start_soon(_projector_role, runtime, stop)
+            tg.start_soon(_scheduler_role, runtime, stop)
+            # uvicorn handles SIGINT/SIGTERM itself; when it returns, the other roles stop.
+            await _serve_api(runtime, host, port)
+            stop.set()
+    finally:
+        await runtime.close()
+
+
+async def _print_banner(runtime: Runtime, host: str, port: int) -> None:
+    from api.auth import mint_session_token
+    from engine.money.accounts import create_account
+
+    settings = runtime.settings
+    base = f"http://{host}:{port}"
+    lines = ["", "clipstream is starting"]
+    if settings.embedded:
+        lines.append(
+            "  store:        EMBEDDED in-memory store - all data lives in this process and is "
+            "lost when it stops (set CLIPSTREAM_REDIS_URL to use Redis)"
+        )
+    else:
+        lines.append(f"  store:        {safe_url(settings.redis_url or '')}")
+    lines.append(f"  api:          {base}")
+    lines.append(f"  dashboard:    {base}/ (sign in with a session JWT)")
+    if runtime.admin_token_generated:
+        lines.append(f"  admin token:  {runtime.admin_token}")
+    if settings.embedded:
+        account, api_key = await create_account(runtime, name="demo", coins_micro=100_000_000)
+        token = mint_session_token(runtime, account.account_id)
+        lines += [
+            f"  demo account: {account.account_id} (100 coins)",
+            f"  api key:      {api_key}",
+            f"  session JWT:  {token}",
+            "",
+            "  try:",
+            f"    export CS={base} KEY={api_key}",
+            '    curl -s -X POST $CS/v1/items -H "Authorization: Bearer $KEY" \\',
+            '         -d \'{"source": "https://www.youtube.com/watch?v=dQw4w9WgXcQ"}\'',
+        ]
+    print("\n".join(lines) + "\n", flush=True)

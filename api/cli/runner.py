@@ -1,0 +1,44 @@
+"""How the ``clipstream`` command runs its coroutines: on uvloop when it is installed, and until
+SIGTERM or SIGINT asks the long-running ones to stop."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias, TypeVar
+
+import anyio
+
+from engine.settings import Settings
+
+log = logging.getLogger("clipstream")
+
+T = TypeVar("T")
+
+# What a command does once its arguments are parsed and the settings read: its exit code.
+Handler = Callable[[Settings, argparse.Namespace], int]
+# The ``sub`` of ``ArgumentParser.add_subparsers()``, where each module adds its commands
+# (argparse names no public type for it).
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def run(func: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run a command's main coroutine, on uvloop when it is installed (it comes with
+    uvicorn[standard])."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return anyio.run(func, *args)
+    return anyio.run(func, *args, backend_options={"use_uvloop": True})
+
+
+async def until_signal(stop: anyio.Event) -> None:
+    """Set ``stop`` at the first SIGTERM or SIGINT (a graceful stop: the roles finish their
+    current work and return)."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s: stopping gracefully", signal.Signals(signum).name)
+            stop.set()
+            return

@@ -1,8 +1,9 @@
 """What an execution request looks like: the ``ExecutionRequested`` of each kind, built from what
 the caller has already read and checked. Pure: no Redis, no clock, no ids drawn here.
 
-engine.commands (what the API calls) and engine.schedules.runs (a run and the executions it
-starts) build their requests with these, so a "process an item" request is written once.
+engine.commands (what the API calls), engine.schedules.runs (a run) and engine.schedules.pick (the
+executions a run starts) build their requests with these, so a "process an item" request is
+written once.
 
 Idempotency: the store keeps ``sha256(key)`` -> ``fingerprint``, where the fingerprint is
 ``sha256`` of the command, its target and its canonical parameters (sorted-key JSON of the decoded

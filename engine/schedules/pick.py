@@ -2,12 +2,15 @@
 
 Input: the channel item and the run's rules (``schedule_id``, ``workflow_id``, ``max_age_hours``,
 ``max_videos_per_channel``, ``as_of``), and under ``previous`` the ``channel_sync`` step before it,
-whose blob is the listing. It decides each video, starts one execution of the schedule's workflow
-per video it picks (engine.schedules.runs.pick), and returns one ``RunItemRecorded`` per video,
-appended with its StepCompleted. Output: the channel and the count of each outcome.
+whose blob is the listing. It decides each video (engine.schedules.rules.decide), starts one
+execution of the schedule's workflow per video it picks (:func:`pick_videos`), and returns one
+``RunItemRecorded`` per video, appended with its StepCompleted. Output: the channel and the count
+of each outcome.
 
-Running it again (a worker died mid-step) is safe: the executions it already started are found
-through the schedule's seen hash and their idempotency keys, never started twice.
+Nothing starts twice: a video's execution is requested with the idempotency key ``run:video``
+and recorded in the schedule's seen hash atomically with its ExecutionRequested
+(engine.log.store.request_once), so a pick that runs again after a crash (a worker died mid-step)
+finds the executions it already started instead of starting new ones.
 
 Internal (engine.run.toolbox.INTERNAL): only schedule runs use it, so the tool catalogue does not
 list it and a workflow step cannot name it.
@@ -20,8 +23,23 @@ from typing import Any
 
 import msgspec
 
-from engine.errors import NotFound, StoreError, ToolError
-from engine.log.events import RunItemRecorded, StepSpec
+from engine.connection import as_str
+from engine.errors import EngineError, NotFound, StoreError, ToolError
+from engine.log.events import RunItemRecorded, StepSpec, WorkflowSnapshot
+from engine.log.ids import new_execution_id
+from engine.log.store import Refused
+from engine.requests import idempotency, process_request, snapshot
+from engine.resources import items, reporters
+from engine.runtime import Runtime
+from engine.schedules.rules import (
+    Decision,
+    Listing,
+    PickRules,
+    Video,
+    decide,
+    seen_parts,
+    seen_value,
+)
 from engine.tools.base import StepResult, Tool, ToolContext
 from engine.tools.retry import RetryPolicy
 
@@ -37,10 +55,6 @@ class SchedulePick(Tool):
         return 0  # the executions it starts pay their own way
 
     async def run(self, ctx: ToolContext) -> StepResult:
-        # Imported here, not above: engine.schedules.runs needs engine.commands, whose resources
-        # import the tool catalogue, which imports this registry.
-        from engine.schedules.runs import Listing, PickRules, pick
-
         if ctx.runtime is None:
             raise ToolError("internal", "schedule_pick runs inside a worker", retryable=False)
         try:
@@ -53,7 +67,7 @@ class SchedulePick(Tool):
             message = f"unreadable channel listing: {exc}"
             raise ToolError("internal", message, retryable=False) from None
         try:
-            decisions = await pick(
+            decisions = await pick_videos(
                 ctx.runtime, ctx.owner, run=ctx.execution_id, rules=rules, listing=listing
             )
         except NotFound as exc:  # the workflow went with its reporter meanwhile
@@ -90,3 +104,95 @@ async def _listing_blob(ctx: ToolContext) -> bytes:
     if blob is None:
         raise ToolError("internal", f"blob {ref['sha256']} is missing", retryable=False)
     return blob
+
+
+async def pick_videos(
+    runtime: Runtime, owner: str, *, run: str, rules: PickRules, listing: Listing
+) -> list[Decision]:
+    """Decide every video of ``listing`` for run ``run``, then start the picked ones. A video
+    whose request the engine refuses is ``failed`` with the reason; Redis failing raises (the
+    step is retried, and finds what it started through the seen hash)."""
+    seen_key = runtime.store.keys.schedule_seen(owner, rules.schedule_id)
+    ids = [v.video_id for v in listing.videos]
+    values = await runtime.redis.hmget(seen_key, ids) if ids else []
+    seen = {vid: as_str(raw) for vid, raw in zip(ids, values, strict=True) if raw is not None}
+    decisions = decide(
+        listing.videos,
+        seen,
+        run=run,
+        as_of_ms=rules.as_of,
+        max_age_hours=rules.max_age_hours,
+        cap=rules.max_videos_per_channel,
+    )
+    if not any(d.outcome == "processed" and d.execution_id is None for d in decisions):
+        return decisions
+    workflow = snapshot(
+        await reporters.reporter_workflow(runtime, owner, rules.reporter_id, rules.workflow_id)
+    )
+    out: list[Decision] = []
+    for decision in decisions:
+        if decision.outcome == "processed" and decision.execution_id is None:
+            try:
+                decision = await start_video(
+                    runtime,
+                    owner,
+                    run=run,
+                    schedule_id=rules.schedule_id,
+                    workflow=workflow,
+                    video=decision.video,
+                    request_id=run,
+                )
+            except StoreError:
+                raise
+            except EngineError as exc:
+                decision = Decision(decision.video, "failed", reason=str(exc))
+        out.append(decision)
+    return out
+
+
+def watch_url(video_id: str) -> str:
+    """The YouTube watch URL of a video: the source of the item it is processed on."""
+    return f"https://www.youtube.com/watch?v={video_id}"
+
+
+async def start_video(
+    runtime: Runtime,
+    owner: str,
+    *,
+    run: str,
+    schedule_id: str,
+    workflow: WorkflowSnapshot,
+    video: Video,
+    request_id: str,
+) -> Decision:
+    """Request the execution of ``workflow`` (the schedule's) over ``video`` for run ``run``,
+    once: ``processed`` with its execution id (new, or the one this run started before), or
+    ``skipped_seen`` when another run of the schedule processed the video meanwhile."""
+    store = runtime.store
+    # The video as one of the owner's items (the one it has, or a new one), so its transcript and
+    # documents land on an item like those of any process request.
+    item = await items.resolve_source(runtime, owner, watch_url(video.video_id))
+    key = f"{run}:{video.video_id}"
+    event = process_request(
+        new_execution_id(store.keys.partition(owner)),
+        owner,
+        item,
+        workflow,
+        fee=0,
+        request_id=request_id,
+        idempotency_key=key,
+        reporter_id=workflow.reporter_id,
+        schedule_id=schedule_id,
+        run_execution_id=run,
+    )
+    result = await store.request_once(
+        event,
+        idempotency=idempotency(key, f"schedule-video {schedule_id}", {"run": run}),
+        seen_key=store.keys.schedule_seen(owner, schedule_id),
+        seen_field=video.video_id,
+        seen_value=seen_value(run, event.execution_id),
+    )
+    if not isinstance(result, Refused):
+        return Decision(video, "processed", result.execution_id)
+    by, execution_id = seen_parts(result.holder)
+    return Decision(video, "processed" if by == run else "skipped_seen", execution_id)

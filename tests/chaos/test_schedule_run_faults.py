@@ -25,7 +25,8 @@ from engine.log.ids import new_id
 from engine.resources import schedules
 from engine.run.worker import Worker
 from engine.runtime import Runtime
-from engine.schedules import runs
+from engine.schedules import pick, runs
+from engine.schedules.rules import Decision
 from engine.schedules.scheduler import Scheduler
 from engine.settings import Settings
 from tests.helpers import eventually
@@ -63,11 +64,11 @@ async def test_a_worker_killed_mid_pick_is_taken_over_and_no_video_starts_twice(
     for n, video in enumerate(videos):
         yt.upload("@alpha", video, hours_old=3 - n)
 
-    real_start = runs.start_video
+    real_start = pick.start_video
     entered = anyio.Event()
     started: list[str] = []
 
-    async def start_then_die(*args: Any, **kwargs: Any) -> runs.Decision:
+    async def start_then_die(*args: Any, **kwargs: Any) -> Decision:
         decision = await real_start(*args, **kwargs)
         started.append(decision.video.video_id)
         if not entered.is_set():  # the first attempt dies after its first video
@@ -75,7 +76,7 @@ async def test_a_worker_killed_mid_pick_is_taken_over_and_no_video_starts_twice(
             await anyio.sleep_forever()
         return decision
 
-    monkeypatch.setattr(runs, "start_video", start_then_die)
+    monkeypatch.setattr(pick, "start_video", start_then_die)
     run = await runs.trigger_run(
         runtime, w.owner, w.schedule_id, reporter_id=None, request_id=new_id("req")
     )

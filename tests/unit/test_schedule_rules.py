@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from engine.schedules.runs import Video, decide, published_ms, seen_value
+import msgspec
+import pytest
+
+from engine.schedules.rules import (
+    Listing,
+    PickRules,
+    Video,
+    decide,
+    published_ms,
+    seen_parts,
+    seen_value,
+)
 
 NOW = 1_790_000_000_000
 HOUR = 3_600_000
@@ -76,3 +87,69 @@ def test_published_ms_reads_the_apis_times() -> None:
     assert published_ms("2026-09-21T14:13:20") == NOW  # no zone: UTC
     assert published_ms("yesterday") is None
     assert published_ms(None) is None
+
+
+def test_what_this_run_recorded_stays_processed_whatever_its_age() -> None:
+    """A pick that runs again keeps what it started even when the video would now be judged too
+    old or beyond the cap: the seen hash, not the listing, says what was started."""
+    seen = {"old": seen_value("runA", "exc_p1_00000000000000000003")}
+    decided = decide(
+        [video("old", 30), video("new", 1)], seen, run="runA", as_of_ms=NOW, max_age_hours=24, cap=1
+    )
+    assert [(d.video.video_id, d.outcome, d.execution_id) for d in decided] == [
+        ("new", "capped", None),
+        ("old", "processed", "exc_p1_00000000000000000003"),
+    ]
+
+
+def test_an_empty_listing_decides_nothing() -> None:
+    assert outcomes([]) == []
+
+
+def test_seen_parts_reads_back_what_seen_value_wrote() -> None:
+    assert seen_parts(seen_value("exc_p3_run", "exc_p3_video")) == ("exc_p3_run", "exc_p3_video")
+    assert seen_parts("exc_p3_run") == ("exc_p3_run", "")  # a malformed entry names no execution
+
+
+def test_a_picks_input_decodes_with_the_fields_other_steps_share() -> None:
+    """The pick's input carries the channel item's fields and the chain's ``previous`` besides
+    its rules; the rules take what they name and ignore the rest."""
+    given = {
+        "item_id": "itm_channel",
+        "item_type": "youtube_channel",
+        "source": "https://www.youtube.com/@alpha",
+        "external_id": "@alpha",
+        "collection_id": "col_1",
+        "item_index": 0,
+        "item_step": 1,
+        "schedule_id": "sch_1",
+        "reporter_id": "rep_1",
+        "workflow_id": "wf_1",
+        "max_age_hours": 24,
+        "max_videos_per_channel": 3,
+        "as_of": NOW,
+        "previous": {"output_ref": {"sha256": "ab" * 32}},
+    }
+    rules = msgspec.convert(given, PickRules)
+    assert (rules.item_id, rules.collection_id, rules.schedule_id, rules.as_of) == (
+        "itm_channel",
+        "col_1",
+        "sch_1",
+        NOW,
+    )
+    with pytest.raises(msgspec.ValidationError, match="as_of"):
+        msgspec.convert({k: v for k, v in given.items() if k != "as_of"}, PickRules)
+
+
+def test_a_channel_listing_decodes_from_the_sync_blob() -> None:
+    blob = (
+        b'{"kind": "channel_videos", "channel_id": "UCalpha", "title": "Alpha", "videos": ['
+        b'{"video_id": "v1", "title": "One", "published_at": "2026-09-21T14:13:20Z"},'
+        b'{"video_id": "v2", "title": "Two", "published_at": null}]}'
+    )
+    listing = msgspec.json.decode(blob, type=Listing)
+    assert listing.channel_id == "UCalpha"
+    assert listing.videos == [
+        Video(video_id="v1", title="One", published_at="2026-09-21T14:13:20Z"),
+        Video(video_id="v2", title="Two", published_at=None),
+    ]

@@ -1,5 +1,5 @@
-"""What the benchmarks share: the report table, settings, the synthetic executions they queue and
-the memory probe."""
+"""What the benchmarks share: the report table, settings, a runtime on an emptied Redis, the
+synthetic executions they queue and the memory probe."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from engine.log.events import (
     WorkflowSnapshot,
 )
 from engine.log.ids import new_execution_id, new_id
+from engine.runtime import Runtime
 from engine.settings import Settings
 
 PARTITIONS = 16
@@ -44,6 +45,16 @@ class Report:
 
 def bench_settings(url: str) -> Settings:
     return replace(Settings(), redis_url=url, partitions=PARTITIONS, sim_latency_ms=0)
+
+
+async def fresh_runtime(settings: Settings) -> Runtime:
+    """A runtime on the emptied Redis of ``settings``: every scenario starts from nothing. It is
+    opened again after the flush, so its store sets itself up (groups, scripts) in the empty
+    server."""
+    runtime = await Runtime.open(settings)
+    await runtime.redis.flushall()
+    await runtime.close()
+    return await Runtime.open(settings)
 
 
 TRANSCRIPT = ("transcribe",)

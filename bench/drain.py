@@ -1,0 +1,199 @@
+"""The drain scenario (``drain`` and ``workflow`` in bench.run): N executions queued up front,
+then W worker processes and one projector drain them.
+
+It reports executions/s, from the first ExecutionStarted to the last ExecutionCompleted (the
+events' own timestamps, so process start-up is excluded), and how far the projection trailed the
+log while it ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from bench.common import (
+    PARTITIONS,
+    TRANSCRIPT,
+    Report,
+    bench_settings,
+    fresh_runtime,
+    rss_mib,
+    transcript_request,
+)
+from engine.connection import as_str
+from engine.log.events import ExecutionCompleted, ExecutionStarted
+from engine.log.ids import new_id
+from engine.runtime import Runtime
+from tests.processes import Role, role_env
+
+DEADLINE_S = 600  # a drain that takes longer is broken, not slow
+POLL_S = 0.25
+
+# Counting the entries between a checkpoint and the log's end means reading them (a stream has no
+# range count): up to 50,000 per partition, which at a 150k-entry lag cost the harness a third of
+# a core and Redis as much again, taken from the processes being measured. So it is sampled every
+# 2 s (every 8th poll), not every 0.25 s: the peak it reports may be up to 2 s of lag early.
+_BEHIND_EVERY = 8
+
+
+async def bench_drain(
+    report: Report,
+    url: str,
+    n: int,
+    workers: int,
+    logs: Path,
+    *,
+    tools: tuple[str, ...] = TRANSCRIPT,
+    latency_ms: int = 0,
+    label: str = "one-step transcripts/s",
+) -> None:
+    """Queue ``n`` executions of ``tools`` in the emptied Redis at ``url``, drain them with
+    ``workers`` worker processes (providers answering after ``latency_ms``) and one projector,
+    and add the throughput and the projection's lag to ``report``."""
+    runtime = await fresh_runtime(bench_settings(url))
+    try:
+        await _preload(runtime, n, tools)
+        procs = _start_roles(url, workers, latency_ms, logs)
+        try:
+            max_behind, views_current = await _wait_drained(runtime)
+            for proc in procs:
+                key = f"{proc.args[0]} (drain, {workers} workers)"
+                report.rss[key] = max(report.rss.get(key, 0.0), rss_mib(proc.proc.pid))
+        finally:
+            for proc in procs:
+                proc.terminate()
+        first_start, last_done, completed = await _span(runtime)
+        secs = (last_done - first_start) / 1000
+        report.add(
+            f"drain: {label}, {workers} worker process(es)",
+            f"{completed / secs:,.0f}",
+            f"{completed:,} of {n:,} executions done in {secs:.1f}s",
+        )
+        lag_ms = views_current * 1000 - last_done
+        report.add(
+            f"projection: max entries behind the log ({label}, {workers}w)",
+            f"{max_behind:,}",
+            f"all views current {lag_ms / 1000:.1f}s after the last completion (±0.25s)",
+        )
+    finally:
+        await runtime.close()
+
+
+async def _preload(
+    runtime: Runtime, n: int, tools: tuple[str, ...] = TRANSCRIPT, owners: int = 64
+) -> None:
+    """Queue ``n`` executions of ``tools`` spread over ``owners`` accounts, 500 at a time."""
+    store = runtime.store
+    accounts = [new_id("acc") for _ in range(owners)]
+    for acc in accounts:
+        await store.redis.set(store.keys.balance(acc), 10**15)
+    for start in range(0, n, 500):
+        batch = []
+        for i in range(start, min(n, start + 500)):
+            owner = accounts[i % owners]
+            request = transcript_request(owner, store.keys.partition(owner), i, tools)
+            batch.append(store.request(request))
+        await asyncio.gather(*batch)
+
+
+def _start_roles(url: str, workers: int, latency_ms: int, logs: Path) -> list[Role]:
+    """``workers`` worker processes and one projector, as they are deployed."""
+    env = role_env(
+        url,
+        CLIPSTREAM_PARTITIONS=str(PARTITIONS),
+        CLIPSTREAM_SIM_LATENCY_MS=str(latency_ms),
+        CLIPSTREAM_WORKER_CONCURRENCY="200",
+        CLIPSTREAM_LEASE_MS="15000",
+        CLIPSTREAM_HEARTBEAT_MS="3000",
+        CLIPSTREAM_CLAIM_INTERVAL_MS="5000",
+    )
+    procs = [Role(["worker"], env, logs / f"drain{workers}-w{i}.log") for i in range(workers)]
+    procs.append(Role(["projector"], env, logs / f"drain{workers}-proj.log"))
+    return procs
+
+
+async def _wait_drained(runtime: Runtime) -> tuple[int, float]:
+    """Poll until every execution has ended and every view is current: (the most log entries the
+    projection was seen behind, the wall-clock time it was found current)."""
+    max_behind = 0
+    deadline = time.monotonic() + DEADLINE_S
+    polls = 0
+    while True:
+        await asyncio.sleep(POLL_S)
+        tails = await _log_tails(runtime)
+        ckpts = await _checkpoints(runtime)
+        if polls % _BEHIND_EVERY == 0:
+            max_behind = max(max_behind, await _entries_behind(runtime, ckpts))
+        polls += 1
+        if await _all_acked(runtime) and tails == ckpts:
+            return max_behind, time.time()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"drain did not finish within {DEADLINE_S} s")
+
+
+async def _log_tails(runtime: Runtime) -> dict[int, str]:
+    store = runtime.store
+    pipe = store.redis.pipeline(transaction=False)
+    for p in store.partitions:
+        pipe.xinfo_stream(store.keys.log(p))
+    infos = await pipe.execute()
+    return {
+        p: as_str(info["last-generated-id"])
+        for p, info in zip(store.partitions, infos, strict=True)
+    }
+
+
+async def _checkpoints(runtime: Runtime) -> dict[int, str]:
+    store = runtime.store
+    version = int(await store.redis.hget(store.keys.meta, "projection_version") or 1)
+    pipe = store.redis.pipeline(transaction=False)
+    for p in store.partitions:
+        pipe.get(f"{store.keys.view_ns(p, version)}:ckpt")
+    return {
+        p: as_str(v) if v else "0-0"
+        for p, v in zip(store.partitions, await pipe.execute(), strict=True)
+    }
+
+
+async def _entries_behind(runtime: Runtime, checkpoints: dict[int, str]) -> int:
+    store = runtime.store
+    pipe = store.redis.pipeline(transaction=False)
+    for p, ckpt in checkpoints.items():
+        start = "-" if ckpt in ("0", "0-0") else f"({ckpt}"
+        pipe.xrange(store.keys.log(p), start, "+", count=50_000)
+    return sum(len(rows) for rows in await pipe.execute())
+
+
+async def _all_acked(runtime: Runtime) -> bool:
+    """True when every queued execution has ended (no owner left in a ring, no lease pending) and
+    the worker group has read and acknowledged every log entry."""
+    store = runtime.store
+    for p in store.partitions:
+        if await store.redis.llen(store.keys.ring(p)):
+            return False
+        for stream in (store.keys.work(p), store.keys.log(p)):
+            group = (await store.redis.xinfo_groups(stream))[0]
+            if int(group["pending"]) or group.get("lag") not in (0, None):
+                return False
+    return True
+
+
+async def _span(runtime: Runtime) -> tuple[int, int, int]:
+    """(first ExecutionStarted.at, last ExecutionCompleted.at, completions) over all logs."""
+    store = runtime.store
+    first, last, completed = 2**62, 0, 0
+    for p in store.partitions:
+        after = "0-0"
+        while True:
+            entries = await store.read_log(p, after, 10_000)
+            if not entries:
+                break
+            after = entries[-1].entry_id
+            for e in entries:
+                if isinstance(e.event, ExecutionStarted):
+                    first = min(first, e.event.at)
+                elif isinstance(e.event, ExecutionCompleted):
+                    last = max(last, e.event.at)
+                    completed += 1
+    return first, last, completed

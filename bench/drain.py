@@ -93,7 +93,7 @@ async def _preload(
         for i in range(start, min(n, start + 500)):
             owner = accounts[i % owners]
             request = transcript_request(owner, store.keys.partition(owner), i, tools)
-            batch.append(store.request(request))
+            batch.append(store.admission.request(request))
         await asyncio.gather(*batch)
 
 
@@ -186,7 +186,7 @@ async def _span(runtime: Runtime) -> tuple[int, int, int]:
     for p in store.partitions:
         after = "0-0"
         while True:
-            entries = await store.read_log(p, after, 10_000)
+            entries = await store.log.read_log(p, after, 10_000)
             if not entries:
                 break
             after = entries[-1].entry_id

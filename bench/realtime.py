@@ -107,9 +107,9 @@ class Writer:
         if k == 0:
             request = events[0]
             assert isinstance(request, ExecutionRequested)
-            await store.request(request)
+            await store.admission.request(request)
         else:
-            await store.append(xid, k, [events[k]])
+            await store.log.append(xid, k, [events[k]])
         if deliveries is not None:
             deliveries.stamps[(xid, k + 1)] = stamp
         self._current[owner] = (xid, events, k + 1)

@@ -1,7 +1,8 @@
 """What the API calls to start and stop executions. No HTTP here.
 
 Each command builds its event and hands it to the store, which charges, checks idempotency and
-appends atomically (``EventStore.request``) or appends with the expected seq (``append``).
+appends atomically (``store.admission.request``) or appends with the expected seq
+(``store.log.append``).
 
 Reporter executions (DESIGN §7): ``request_process`` runs a reporter's workflow over one source
 (resolved like an item: an item of the owner with the same detected type and id is reused, else
@@ -21,13 +22,13 @@ from typing import get_args
 
 from engine.errors import ConcurrencyConflict, EngineError, InvalidRequest, NotFound
 from engine.language import DEFAULT_LANG, LANG_HINT, canonical_lang, valid_lang
+from engine.log.admission import Accepted
 from engine.log.events import (
     ExecutionCancelRequested,
     ExecutionRequested,
     is_terminal,
 )
 from engine.log.ids import is_id, new_execution_id
-from engine.log.store import Accepted
 from engine.requests import (
     collection_request,
     idempotency,
@@ -90,7 +91,7 @@ async def request_transcript(
         request_id=request_id,
         idempotency_key=idempotency_key,
     )
-    return await store.request(event, idempotency=idem)
+    return await store.admission.request(event, idempotency=idem)
 
 
 async def request_process(
@@ -134,7 +135,7 @@ async def request_process(
         idempotency_key=idempotency_key,
         reporter_id=reporter_id,
     )
-    return await store.request(event, idempotency=idem)
+    return await store.admission.request(event, idempotency=idem)
 
 
 async def request_process_collection(
@@ -186,7 +187,7 @@ async def request_process_collection(
         idempotency_key=idempotency_key,
         reporter_id=reporter_id,
     )
-    return await store.request(event, idempotency=idem)
+    return await store.admission.request(event, idempotency=idem)
 
 
 async def cancel(runtime: Runtime, owner: str, execution_id: str, *, reason: str = "") -> None:
@@ -199,7 +200,7 @@ async def cancel(runtime: Runtime, owner: str, execution_id: str, *, reason: str
         raise NotFound("no such execution")
     store = runtime.store
     for _ in range(_CANCEL_ATTEMPTS):
-        history = await store.history(execution_id)
+        history = await store.log.history(execution_id)
         first = history[0] if history else None
         if not isinstance(first, ExecutionRequested) or first.owner != owner:
             raise NotFound("no such execution")
@@ -211,7 +212,7 @@ async def cancel(runtime: Runtime, owner: str, execution_id: str, *, reason: str
             execution_id=execution_id, requested_by=owner, reason=reason
         )
         try:
-            await store.append(execution_id, history[-1].seq, [request])
+            await store.log.append(execution_id, history[-1].seq, [request])
             return
         except ConcurrencyConflict:
             continue  # the worker appended meanwhile: look again

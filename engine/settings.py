@@ -106,7 +106,7 @@ class Settings:
     claim_interval_ms: int = 5_000
     max_deliveries: int = 5
     worker_concurrency: int = 64
-    owner_concurrency: int = 0  # across all workers (engine.log.store.dispatch); 0 = no cap
+    owner_concurrency: int = 0  # across all workers (engine.log.leases: dispatch); 0 = no cap
     batch: int = 200
     scheduler_interval_ms: int = 1_000
     retention_days: int = 30

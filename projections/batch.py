@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from engine.errors import StoreError
+from engine.log.entries import Entry
 from engine.log.ids import is_id
-from engine.log.store import Entry, EventStore
+from engine.log.store import EventStore
 from projections.fold import FoldGap, apply
 from projections.views import ExecutionView
 
@@ -65,13 +66,13 @@ async def repair(store: EventStore, views: dict[str, ExecutionView], folded: Fol
     if not folded.broken:
         return
     try:
-        histories = await store.histories(list(folded.broken))
+        histories = await store.log.histories(list(folded.broken))
     except StoreError:
         # An undecodable event in the stream itself: fall back to one execution at a time.
         histories = {}
         for xid in folded.broken:
             try:
-                histories[xid] = await store.history(xid)
+                histories[xid] = await store.log.history(xid)
             except StoreError:
                 histories[xid] = []
     for xid, upto in folded.broken.items():

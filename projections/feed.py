@@ -25,8 +25,8 @@ import orjson
 from redis.exceptions import RedisError, ResponseError
 
 from engine.connection import as_str
+from engine.log.entries import Entry
 from engine.log.keys import Keys
-from engine.log.store import Entry
 from engine.runtime import Runtime
 from engine.settings import micro_to_coins
 from projections.fold import FoldGap, apply

@@ -207,7 +207,7 @@ class Projector:
             ckpt = self._held.get(p)
             if ckpt is None:
                 ckpt = await self._read_ckpt(self.ns(p))
-            if await self.store.read_log(p, ckpt, 1):
+            if await self.store.log.read_log(p, ckpt, 1):
                 return False
         return True
 
@@ -216,7 +216,7 @@ class Projector:
         """Fold one batch of ``partition`` and commit it; the number of log entries consumed."""
         ns = self.ns(partition)
         after = self._held[partition]
-        entries = await self.store.read_log(partition, after, self.runtime.settings.batch)
+        entries = await self.store.log.read_log(partition, after, self.runtime.settings.batch)
         if not entries:
             return 0
         touched = list(dict.fromkeys(e.event.execution_id for e in entries if e.event is not None))

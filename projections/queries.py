@@ -83,7 +83,7 @@ class Queries:
 
     async def _fold_stream(self, execution_id: str) -> ExecutionView | None:
         try:
-            events = await self.store.history(execution_id)
+            events = await self.store.log.history(execution_id)
         except StoreError:
             return None
         if not events:
@@ -102,7 +102,7 @@ class Queries:
         """The raw events of an owned execution, in order; None when not the owner's."""
         if not self._owns_partition(owner, execution_id):
             return None
-        events = await self.store.history(execution_id)
+        events = await self.store.log.history(execution_id)
         first = events[0] if events else None
         if not isinstance(first, ExecutionRequested) or first.owner != owner:
             return None
@@ -227,7 +227,7 @@ class Queries:
         if raw is None:
             return None
         pointer = decode_pointer(raw)
-        blob = await self.store.get_blob(ns.partition, pointer.sha256)
+        blob = await self.store.blobs.get(ns.partition, pointer.sha256)
         if blob is None:
             return None
         text, segments = _transcript_body(blob)

@@ -108,7 +108,7 @@ async def rebuild(
     chosen = list(partitions if partitions is not None else store.partitions)
     total = 0
     for p in chosen:
-        total += await store.log_length(p)
+        total += await store.log.log_length(p)
     done = events = executions = skipped = gaps = 0
     if progress is not None:
         progress(0, total)
@@ -117,7 +117,7 @@ async def rebuild(
         after = "0-0"
         part_skipped = 0
         while True:
-            entries = await store.read_log(p, after, PAGE)
+            entries = await store.log.read_log(p, after, PAGE)
             if not entries:
                 break
             folded = fold_entries(views, entries)

@@ -80,5 +80,14 @@ async def store(redis: RedisClient, settings: Settings) -> EventStore:
 
 
 @pytest.fixture
+async def hour_store(redis: RedisClient, settings: Settings) -> EventStore:
+    """A store whose leases last an hour: an entry a test has just touched is never idle long
+    enough to be claimed by accident, however slow the machine."""
+    st = EventStore(redis, replace(settings, lease_ms=3_600_000))
+    await st.open()
+    return st
+
+
+@pytest.fixture
 async def runtime(redis: RedisClient, settings: Settings) -> Runtime:
     return await Runtime.open(settings, redis)

@@ -165,7 +165,7 @@ def items_of(history: list[AnyEvent]) -> list[tuple[str, str]]:
 async def children(runtime: Runtime, owner: str, run_execution_id: str) -> list[ExecutionRequested]:
     """Every execution a run started, read from the owner's partition log."""
     store = runtime.store
-    entries = await store.read_log(store.keys.partition(owner), "0-0", 100_000)
+    entries = await store.log.read_log(store.keys.partition(owner), "0-0", 100_000)
     return [
         e.event
         for e in entries

@@ -91,7 +91,7 @@ async def _history(settings: Settings, execution_id: str) -> int:
         return 2
     runtime = await Runtime.open(settings)
     try:
-        events = await runtime.store.history(execution_id)
+        events = await runtime.store.log.history(execution_id)
     finally:
         await runtime.close()
     if not events:
@@ -120,7 +120,7 @@ async def _tail(settings: Settings, partitions: Sequence[int] | None, from_start
             while not stop.is_set():
                 quiet = True
                 for p in chosen:
-                    for entry in await store.read_log(p, cursors[p], 500):
+                    for entry in await store.log.read_log(p, cursors[p], 500):
                         quiet = False
                         cursors[p] = entry.entry_id
                         print(f"p{p} {entry.entry_id} {entry.raw.decode(errors='replace')}")
@@ -151,8 +151,8 @@ async def _status(settings: Settings) -> int:
             group = next((g for g in groups if as_str(g["name"]) == WORKER_GROUP), None)
             lag = group.get("lag") if group else None
             consumers = group["consumers"] if group else 0
-            queued = await store.queued(p)
-            leased = sum((await store.leased(p)).values())
+            queued = await store.leases.queued(p)
+            leased = sum((await store.leases.leased(p)).values())
             dead = await store.redis.xlen(store.keys.dead(p))
             ckpt = await store.redis.get(f"{store.keys.view_ns(p, version)}:ckpt")
             print(
@@ -169,7 +169,7 @@ async def _dead_letters(settings: Settings) -> int:
     try:
         found = 0
         for p in runtime.store.partitions:
-            for row in await runtime.store.dead_letters(p):
+            for row in await runtime.store.leases.dead_letters(p):
                 found += 1
                 print(
                     f"p{p} {row['dead_id']} entry={row.get('entry_id')} "

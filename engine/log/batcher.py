@@ -3,8 +3,8 @@
 Every execution a worker drives reaches its appends at its own moment, but with many executions in
 flight most of them reach one in the same scheduling tick. An :class:`AppendBatcher` collects the
 appends queued while the previous round trip is in flight (or during one pass of the event loop)
-and writes them with one pipelined :meth:`EventStore.append_many`; each caller then gets its own
-answer, exactly as if it had called :meth:`EventStore.append` alone. Nothing waits on a timer: a
+and writes them with one pipelined :meth:`EventLog.append_many`; each caller then gets its own
+answer, exactly as if it had called :meth:`EventLog.append` alone. Nothing waits on a timer: a
 lone append is sent at the next pass of the event loop.
 """
 
@@ -17,8 +17,8 @@ import anyio.abc
 import anyio.lowlevel
 
 from engine.errors import BalanceRefused, ConcurrencyConflict, StoreUnavailable
+from engine.log.event_log import AppendOp, AppendResult, EventLog
 from engine.log.events import AnyEvent
-from engine.log.store import AppendOp, AppendResult, EventStore
 
 log = logging.getLogger("clipstream.worker")
 
@@ -43,8 +43,10 @@ class AppendBatcher:
     :meth:`run` must be running (a task of the worker's task group) for appends to be written.
     """
 
-    def __init__(self, store: EventStore, *, max_batch: int = 200, max_in_flight: int = 2) -> None:
-        self.store = store
+    def __init__(
+        self, event_log: EventLog, *, max_batch: int = 200, max_in_flight: int = 2
+    ) -> None:
+        self.event_log = event_log
         self.max_batch = max(1, max_batch)
         self._queue: list[_Pending] = []
         self._wake = anyio.Event()
@@ -52,7 +54,7 @@ class AppendBatcher:
 
     async def append(self, op: AppendOp) -> list[AnyEvent]:
         """Append ``op`` in the next batch: the events stamped, or ConcurrencyConflict /
-        BalanceRefused / StoreUnavailable exactly as :meth:`EventStore.append` raises them.
+        BalanceRefused / StoreUnavailable exactly as :meth:`EventLog.append` raises them.
 
         A caller cancelled before its append was sent withdraws it (a job that lost its lease
         writes nothing more); once sent, it is written or refused by the expected seq as usual.
@@ -100,7 +102,7 @@ class AppendBatcher:
     async def _flush(self, batch: list[_Pending]) -> None:
         try:
             try:
-                results = await self.store.append_many([p.op for p in batch])
+                results = await self.event_log.append_many([p.op for p in batch])
             except StoreUnavailable as exc:
                 results = [exc] * len(batch)
             except Exception as exc:  # a bug must not leave callers waiting forever

@@ -277,8 +277,8 @@ AnyEvent = (
 )
 
 TERMINAL_EVENTS = (ExecutionCompleted, ExecutionFailed, ExecutionCancelled)
-# Events that move an owner's balance: each is appended with its Move (engine.log.store), computed
-# by engine.money.billing.
+# Events that move an owner's balance: each is appended with its Move (engine.log.event_log),
+# computed by engine.money.billing.
 MONEY_EVENTS = (CostReserved, CostCharged, CostReleased)
 
 

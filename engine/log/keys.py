@@ -5,7 +5,7 @@ every such key carries the partition's hash tag ``{pN}``: one owner's keys share
 so a script may touch any of them atomically. Keys without a tag (``meta``, API-key hashes) are only
 ever used by single-key commands.
 
-Two scripts (DISPATCH in engine.log.scripts) find a key from a value they read: the ready list of
+Two scripts (DISPATCH in engine.log.leases) find a key from a value they read: the ready list of
 the owner next in the ring and the stream of the execution they lease. They are given the prefix of
 those names (``ready_prefix``, ``execution_prefix``), the same prefix ``ready`` and ``execution``
 build on, so every name is still spelled here and still carries the partition's tag.
@@ -94,7 +94,7 @@ class Keys:
     def dead(self, partition: int) -> str:
         return f"{self.tag(partition)}:dead"
 
-    # -- dispatch (engine.log.store: request, dispatch, leases) -----------------------------------
+    # -- dispatch (engine.log.admission: request; engine.log.leases: dispatch, leases) -----------
     def ready(self, owner_id: str) -> str:
         return f"{self.ready_prefix(self.partition(owner_id))}{owner_id}"
 

@@ -1,9 +1,9 @@
 """Provider cost passed through to the owner — reserve, settle, release — as pure arithmetic.
 
-The flat fee is charged with ``ExecutionRequested`` (engine.log.store.request). Provider cost moves
+The flat fee is charged with ``ExecutionRequested`` (engine.log.admission). Provider cost moves
 while the job runs, in three kinds of money event, each appended by the worker in the same
-expected-seq append (one Lua script, one slot: scripts.APPEND_BATCH) that moves the balance and
-writes the ledger entry:
+expected-seq append (one Lua script, one slot: engine.log.event_log.APPEND_BATCH) that moves the
+balance and writes the ledger entry:
 
     CostReserved  reserve:{execution}:{step}:{attempt}  -estimate  in the append of StepStarted
     CostReleased  release:{execution}:{step}:{attempt}  +estimate  when the attempt ends, however
@@ -41,8 +41,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from engine.log.event_log import Move
 from engine.log.events import AnyEvent, CostCharged, CostReleased, CostReserved
-from engine.log.store import Move
 
 RESERVE = "reserve"
 SETTLE = "settle"

@@ -40,7 +40,7 @@ async def create_document(
         raise InvalidRequest("kind: letters, digits and _ only")
     sha256 = hashlib.sha256(content).hexdigest()
     st = Store(runtime)
-    await runtime.store.put_blob(runtime.store.keys.partition(owner), sha256, content)
+    await runtime.store.blobs.put(runtime.store.keys.partition(owner), sha256, content)
     document = Document(
         document_id=new_id("doc"),
         owner=owner,
@@ -78,7 +78,7 @@ async def get_document(runtime: Runtime, owner: str, document_id: str) -> Docume
 
 async def content_of(runtime: Runtime, owner: str, document: Document) -> bytes | None:
     """The document's content (None only if its blob was lost)."""
-    return await runtime.store.get_blob(runtime.store.keys.partition(owner), document.sha256)
+    return await runtime.store.blobs.get(runtime.store.keys.partition(owner), document.sha256)
 
 
 async def list_documents(

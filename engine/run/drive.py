@@ -41,6 +41,7 @@ import msgspec
 from engine.clock import now_ms
 from engine.errors import BalanceRefused, ConcurrencyConflict, ToolError
 from engine.log import codec
+from engine.log.event_log import AppendOp
 from engine.log.events import (
     AnyEvent,
     BlobRef,
@@ -59,7 +60,6 @@ from engine.log.events import (
     is_terminal,
 )
 from engine.log.ids import derived_id
-from engine.log.store import AppendOp
 from engine.money import billing
 from engine.resources.records import DOCUMENTS, Document
 from engine.resources.relations import ITEM_DOCUMENTS, REPORTER_DOCUMENTS
@@ -118,7 +118,7 @@ class Drive:
         history = self.job.history
         self.job.history = None
         if history is None:
-            history = await self.store.history(self.xid)
+            history = await self.store.log.history(self.xid)
         if not self._adopt(history):
             return
         if self.job.epoch > 1:
@@ -293,11 +293,13 @@ class Drive:
         self.conflicts += 1
         if self.conflicts > MAX_CONFLICTS:
             raise RuntimeError(f"{self.xid}: {self.conflicts} conflicts in a row")
-        history = await self.store.history(self.xid)
+        history = await self.store.log.history(self.xid)
         if not self._adopt(history):
             return
         # Someone else wrote: a cancel request, or a worker that took our lease over.
-        still = await self.store.renew(self.job.partition, self.w.worker_id, [self.job.entry_id])
+        still = await self.store.leases.renew(
+            self.job.partition, self.w.worker_id, [self.job.entry_id]
+        )
         if still != [True] and not self.state.terminal:
             self.job.lost = True
 
@@ -474,7 +476,7 @@ class Drive:
                 await publish_document(self.w.runtime, req, event)
 
     async def _load_blob(self, sha256: str) -> bytes | None:
-        return await self.store.get_blob(self.job.partition, sha256)
+        return await self.store.blobs.get(self.job.partition, sha256)
 
 
 # -- documents -----------------------------------------------------------------------------------
@@ -516,7 +518,7 @@ async def publish_document(
     else:
         content = msgspec.json.encode(event.output)
         sha256, size = hashlib.sha256(content).hexdigest(), len(content)
-        await runtime.store.put_blob(runtime.store.keys.partition(owner), sha256, content)
+        await runtime.store.blobs.put(runtime.store.keys.partition(owner), sha256, content)
     index = event.step_index
     step_input = request.step_inputs[index] if index < len(request.step_inputs) else {}
     item_id = step_input.get("item_id") or request.target.item_id

@@ -1,7 +1,7 @@
 """The worker: the consumer loop that drives executions to their end.
 
 Shape (docs/architecture.md, docs/decisions/0001 and 0002):
-    dispatch   executions are leased from Redis (``store.dispatch``), never read ahead: each
+    dispatch   executions are leased from Redis (``store.leases.dispatch``), never read ahead: each
                partition keeps a ready list per owner and a ring of owners, and every lease goes
                to the next owner in the ring, skipping owners at the global cap
                (``owner_concurrency``: leases of one owner across all workers). How deep one
@@ -49,6 +49,7 @@ import anyio.abc
 
 from engine.errors import ConcurrencyConflict
 from engine.log.batcher import AppendBatcher
+from engine.log.entries import Entry
 from engine.log.events import (
     AnyEvent,
     ExecutionCancelRequested,
@@ -56,7 +57,6 @@ from engine.log.events import (
     ExecutionRequested,
     StepFailed,
 )
-from engine.log.store import Entry
 from engine.money import billing
 from engine.run import plan
 from engine.run.drive import MAX_CONFLICTS, Drive, Job
@@ -112,7 +112,7 @@ class Worker:
         self.settings = runtime.settings
         self.worker_id = worker_id or _default_worker_id()
         self.rng = random.Random()
-        self.batcher = AppendBatcher(self.store, max_batch=self.settings.batch)
+        self.batcher = AppendBatcher(self.store.log, max_batch=self.settings.batch)
         self._jobs: dict[str, Job] = {}  # every lease held, by execution id
         self._waiting: dict[str, deque[Job]] = {}  # owner -> jobs waiting for a lane
         self._owners: deque[str] = deque()  # round-robin order of owners with waiting jobs
@@ -244,7 +244,7 @@ class Worker:
         leased_any = False
         while room > 0 and partitions:
             share = -(-room // len(partitions))
-            leased = await self.store.dispatch(
+            leased = await self.store.leases.dispatch(
                 {p: share for p in partitions}, self.worker_id, self.settings.owner_concurrency
             )
             fresh = [
@@ -267,7 +267,9 @@ class Worker:
         if self._stopping:
             return False
         count = self.settings.batch
-        batches = await self.store.read_group_raw(self.store.partitions, self.worker_id, count)
+        batches = await self.store.leases.read_group_raw(
+            self.store.partitions, self.worker_id, count
+        )
         for p, raws in batches.items():
             acks = self._acks[p]
             for raw in raws:
@@ -282,7 +284,7 @@ class Worker:
         interrupting our job when it is a cancel request for one)."""
         event = entry.event
         if event is None:
-            await self.store.dead_letter(partition, entry, "undecodable entry")
+            await self.store.leases.dead_letter(partition, entry, "undecodable entry")
             return
         if isinstance(event, ExecutionCancelRequested):
             job = self._jobs.get(event.execution_id)
@@ -320,7 +322,7 @@ class Worker:
         if not jobs:
             return
         unknown = [j.execution_id for j in jobs if j.history is None]
-        histories = await self.store.histories(unknown) if unknown else {}
+        histories = await self.store.log.histories(unknown) if unknown else {}
         for job in jobs:
             if job.history is None:
                 job.history = histories.get(job.execution_id, [])
@@ -396,10 +398,10 @@ class Worker:
         """Acknowledge the log entries read and release the leases of finished jobs."""
         if any(self._acks.values()):
             acks, self._acks = dict(self._acks), defaultdict(list)
-            await self.store.ack_many(acks)
+            await self.store.leases.ack_many(acks)
         if any(self._releases.values()):
             releases, self._releases = dict(self._releases), defaultdict(list)
-            await self.store.release_many(releases)
+            await self.store.leases.release_many(releases)
 
     def _interrupt(self, job: Job) -> None:
         """A cancel was requested: abort the provider call (or retry wait) in progress."""
@@ -426,7 +428,7 @@ class Worker:
     async def _heartbeat(self) -> None:
         """Renew every lease held; a lease lost to a takeover stops its job."""
         for p, jobs in self._held_by_partition().items():
-            still = await self.store.renew(p, self.worker_id, [j.entry_id for j in jobs])
+            still = await self.store.leases.renew(p, self.worker_id, [j.entry_id for j in jobs])
             for job, ok in zip(jobs, still, strict=True):
                 if not ok and not job.finished:
                     log.info("worker %s lost the lease of %s", self.worker_id, job.execution_id)
@@ -439,7 +441,7 @@ class Worker:
         ]
         if not waiting:
             return
-        histories = await self.store.histories([j.execution_id for j in waiting])
+        histories = await self.store.log.histories([j.execution_id for j in waiting])
         for job in waiting:
             events = histories.get(job.execution_id, [])
             if any(isinstance(e, ExecutionCancelRequested) for e in events):
@@ -454,14 +456,18 @@ class Worker:
         fresh: list[Job] = []
         lease_ms = self.settings.lease_ms
         for p in self.store.partitions:
-            for entry in await self.store.reclaim_log(p, self.worker_id, min_idle_ms=lease_ms):
+            for entry in await self.store.leases.reclaim_log(
+                p, self.worker_id, min_idle_ms=lease_ms
+            ):
                 claimed_any = True
                 await self._on_log_entry(p, entry)
-            for entry in await self.store.claim_expired(p, self.worker_id, min_idle_ms=lease_ms):
+            for entry in await self.store.leases.claim_expired(
+                p, self.worker_id, min_idle_ms=lease_ms
+            ):
                 claimed_any = True
                 event = entry.event
                 if not isinstance(event, ExecutionRequested):
-                    await self.store.dead_letter_lease(p, entry, "undecodable lease")
+                    await self.store.leases.dead_letter_lease(p, entry, "undecodable lease")
                 elif entry.deliveries > self.settings.max_deliveries:
                     await self._dead_letter_execution(p, entry, event)
                 elif (job := self._job(p, entry, None)) is not None:
@@ -487,7 +493,7 @@ class Worker:
         )
         xid = event.execution_id
         for _ in range(MAX_CONFLICTS):
-            state = plan.fold(await self.store.history(xid))
+            state = plan.fold(await self.store.log.history(xid))
             if state.requested is None or state.terminal:
                 break
             closing: list[AnyEvent] = []
@@ -505,7 +511,7 @@ class Worker:
             closing += billing.releases(state.held.values(), "ended")
             closing.append(ExecutionFailed(execution_id=xid, code="internal", message=reason))
             try:
-                await self.store.append(
+                await self.store.log.append(
                     xid,
                     state.seq,
                     closing,
@@ -516,7 +522,7 @@ class Worker:
                 break
             except ConcurrencyConflict:
                 continue
-        await self.store.dead_letter_lease(partition, entry, reason)
+        await self.store.leases.dead_letter_lease(partition, entry, reason)
         log.warning("worker %s: %s %s", self.worker_id, xid, reason)
 
     # -- shutdown ---------------------------------------------------------------------------------
@@ -545,7 +551,7 @@ class Worker:
                 unfinished[job.partition].append(job.entry_id)
         for p, ids in unfinished.items():
             try:
-                await self.store.hand_back(p, self.worker_id, ids)
+                await self.store.leases.hand_back(p, self.worker_id, ids)
             except Exception:
                 # The leases then simply expire: slower takeover, nothing lost.
                 log.exception("worker %s: hand back failed on partition %d", self.worker_id, p)

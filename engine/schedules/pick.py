@@ -9,8 +9,8 @@ of each outcome.
 
 Nothing starts twice: a video's execution is requested with the idempotency key ``run:video``
 and recorded in the schedule's seen hash atomically with its ExecutionRequested
-(engine.log.store.request_once), so a pick that runs again after a crash (a worker died mid-step)
-finds the executions it already started instead of starting new ones.
+(engine.log.admission, ``request_once``), so a pick that runs again after a crash (a worker died
+mid-step) finds the executions it already started instead of starting new ones.
 
 Internal (engine.run.toolbox.INTERNAL): only schedule runs use it, so the tool catalogue does not
 list it and a workflow step cannot name it.
@@ -25,9 +25,9 @@ import msgspec
 
 from engine.connection import as_str
 from engine.errors import EngineError, NotFound, StoreError, ToolError
+from engine.log.admission import Refused
 from engine.log.events import RunItemRecorded, StepSpec, WorkflowSnapshot
 from engine.log.ids import new_execution_id
-from engine.log.store import Refused
 from engine.requests import idempotency, process_request, snapshot
 from engine.resources import items, reporters
 from engine.runtime import Runtime
@@ -185,7 +185,7 @@ async def start_video(
         schedule_id=schedule_id,
         run_execution_id=run,
     )
-    result = await store.request_once(
+    result = await store.admission.request_once(
         event,
         idempotency=idempotency(key, f"schedule-video {schedule_id}", {"run": run}),
         seen_key=store.keys.schedule_seen(owner, schedule_id),

@@ -11,9 +11,9 @@ of a per-item execution, see engine.run.plan, so a channel that fails does not s
                    event per video, with its StepCompleted
 
 One run at a time: the schedule's run marker names its latest run, and a new run is appended
-only while that run is terminal (engine.log.store.request_run: the marker moves atomically with the
-new run's ExecutionRequested). The marker never needs clearing: the run's terminal event is what
-ends it, whoever writes it (a worker, a cancel, the dead-letter path).
+only while that run is terminal (engine.log.admission, ``request_run``: the marker moves atomically
+with the new run's ExecutionRequested). The marker never needs clearing: the run's terminal event
+is what ends it, whoever writes it (a worker, a cancel, the dead-letter path).
 
 Fees: the run pays the ``schedule_run`` flat fee once, when it is dispatched; the executions it
 starts pay no flat fee (their provider cost passes through to the owner as for any execution).
@@ -27,6 +27,7 @@ from typing import Any, Literal
 from engine.clock import now_ms
 from engine.connection import as_str
 from engine.errors import InvalidRequest, NotFound
+from engine.log.admission import Refused
 from engine.log.events import (
     ExecutionRequested,
     StepSpec,
@@ -35,7 +36,6 @@ from engine.log.events import (
     is_terminal,
 )
 from engine.log.ids import new_execution_id, run_id
-from engine.log.store import Refused
 from engine.requests import idempotency, item_input
 from engine.resources import collections, reporters, schedules
 from engine.resources.items import Item
@@ -99,7 +99,7 @@ async def trigger_run(
         event = await build_run(
             runtime, schedule, request_id=request_id, idempotency_key=idempotency_key
         )
-        result = await store.request_run(
+        result = await store.admission.request_run(
             event,
             idempotency=idem,
             schedule_key=schedules.schedule_key(runtime, owner, schedule_id),
@@ -130,7 +130,7 @@ async def _key_used(runtime: Runtime, owner: str, idem: tuple[str, str] | None) 
 async def in_flight(runtime: Runtime, execution_id: str) -> bool:
     """True while the execution exists and has not ended (any terminal event in its history, so
     a late event after the terminal one cannot fool it)."""
-    history = await runtime.store.history(execution_id)
+    history = await runtime.store.log.history(execution_id)
     return bool(history) and not any(is_terminal(e) for e in history)
 
 

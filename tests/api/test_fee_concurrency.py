@@ -88,7 +88,7 @@ async def test_a_thousand_requests_against_a_hundred_fees(
     # Each fee entry's balance is distinct: no two requests saw the same balance.
     assert sorted(e.balance for e in fees) == list(range(0, OPENING, FEE))
     store = runtime.store
-    log = await store.read_log(store.keys.partition(alice.account_id), "0-0", 2_000)
+    log = await store.log.read_log(store.keys.partition(alice.account_id), "0-0", 2_000)
     assert {e.event.execution_id for e in log if e.event is not None} == accepted
 
     # At zero, GET /v1/me still answers; reads, the ledger included, are 402.

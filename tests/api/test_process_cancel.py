@@ -68,12 +68,13 @@ async def test_cancel_aborts_the_running_call_and_ends_in_cancelled(
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
         await eventually(
-            lambda: store.history(xid), until=lambda h: any(isinstance(e, StepStarted) for e in h)
+            lambda: store.log.history(xid),
+            until=lambda h: any(isinstance(e, StepStarted) for e in h),
         )
         cancelled = await client.post(f"/v1/executions/{xid}/cancel", headers=alice.key_auth)
         assert cancelled.status_code == 202, cancelled.text
         history = await eventually(
-            lambda: store.history(xid), until=lambda h: isinstance(h[-1], ExecutionCancelled)
+            lambda: store.log.history(xid), until=lambda h: isinstance(h[-1], ExecutionCancelled)
         )
         worker.request_stop()
 

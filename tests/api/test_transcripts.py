@@ -168,7 +168,7 @@ async def test_no_balance_is_402_and_nothing_is_appended(
     assert refused.json()["error"]["code"] == "insufficient_balance"
 
     store = runtime.store
-    log = await store.read_log(store.keys.partition(poor.account_id), "0-0", 1000)
+    log = await store.log.read_log(store.keys.partition(poor.account_id), "0-0", 1000)
     assert [
         e for e in log if e.event is not None and getattr(e.event, "owner", None) == poor.account_id
     ] == []

@@ -89,7 +89,7 @@ async def _request(runtime: Runtime, owner: str, tools: list[str]) -> str | None
         request_id=new_id("req"),
     )
     try:
-        await runtime.store.request(event)
+        await runtime.store.admission.request(event)
     except InsufficientBalance:
         return None
     return event.execution_id
@@ -128,8 +128,8 @@ async def _steal(runtime: Runtime) -> None:
     holders lose their leases and other workers take them over."""
     store = runtime.store
     for p in store.partitions:
-        entries = await store.claim_expired(p, "ghost", min_idle_ms=0)
-        await store.hand_back(p, "ghost", [e.entry_id for e in entries])
+        entries = await store.leases.claim_expired(p, "ghost", min_idle_ms=0)
+        await store.leases.hand_back(p, "ghost", [e.entry_id for e in entries])
 
 
 async def _cancel(runtime: Runtime, owner: str, xid: str) -> None:
@@ -155,7 +155,7 @@ async def test_money_adds_up_after_kills_redeliveries_and_cancels(runtime: Runti
     ids = list(executions)
 
     async def all_ended() -> dict[str, list[AnyEvent]]:
-        return await runtime.store.histories(ids)
+        return await runtime.store.log.histories(ids)
 
     with anyio.fail_after(110):  # bounds a broken build; the verdicts come after
         async with anyio.create_task_group() as tg:
@@ -179,7 +179,7 @@ async def test_money_adds_up_after_kills_redeliveries_and_cancels(runtime: Runti
             )
             crew.stop()
 
-    histories = await runtime.store.histories(ids)
+    histories = await runtime.store.log.histories(ids)
     for owner in owners:
         audit = await audit_account(runtime, owner)
         assert audit.ok, (owner, audit.problems)

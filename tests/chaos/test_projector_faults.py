@@ -47,7 +47,7 @@ async def _assert_complete_and_identical(runtime: Runtime) -> None:
     """Every checkpoint at its log's tail, and the live views equal a fresh replay."""
     store = runtime.store
     for p, after in (await checkpoints(runtime.redis, store.keys, store.partitions)).items():
-        assert await store.read_log(p, after, 1) == []
+        assert await store.log.read_log(p, after, 1) == []
     report = await replay.rebuild(runtime)
     parity = await replay.compare(runtime, 1, report.version)
     assert parity.identical, parity.describe()
@@ -97,7 +97,7 @@ async def test_a_paused_projector_that_lost_its_lease_discards_its_batch(
     runtime: Runtime,
 ) -> None:
     await _fill(runtime, owners=2)
-    busy = [p for p in runtime.store.partitions if await runtime.store.log_length(p)]
+    busy = [p for p in runtime.store.partitions if await runtime.store.log.log_length(p)]
     paused = Projector(runtime, partitions=busy[:1])
     other = Projector(runtime)
     loads = 0

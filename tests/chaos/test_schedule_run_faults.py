@@ -50,7 +50,7 @@ async def _finish(runtime: Runtime, execution_id: str) -> list[AnyEvent]:
 
     async def one_pass() -> list[AnyEvent]:
         await Worker(runtime).run_until_idle()
-        return await runtime.store.history(execution_id)
+        return await runtime.store.log.history(execution_id)
 
     return await eventually(one_pass, until=lambda h: isinstance(h[-1], ExecutionCompleted))
 
@@ -86,7 +86,7 @@ async def test_a_worker_killed_mid_pick_is_taken_over_and_no_video_starts_twice(
             await entered.wait()
         tg.cancel_scope.cancel()  # the crash: mid-pick, nothing handed back
 
-    crashed = await runtime.store.history(run.execution_id)
+    crashed = await runtime.store.log.history(run.execution_id)
     assert isinstance(crashed[-1], StepStarted)
     assert crashed[-1].step_index == 1  # the pick, after the sync completed
     history = await _finish(runtime, run.execution_id)
@@ -161,13 +161,13 @@ async def test_killed_processes_mid_run_leave_one_run_and_each_video_started_onc
         marker = keys.schedule_run(w.owner, w.schedule_id)
         run_xid = (await eventually(lambda: runtime.redis.get(marker), deadline_s=60)).decode()
         await eventually(
-            lambda: runtime.store.history(run_xid),
+            lambda: runtime.store.log.history(run_xid),
             until=lambda h: bool(_started(h, 2)),  # the second channel's sync is in flight
             deadline_s=60,
         )
         for role in first:
             role.kill()
-        crashed = await runtime.store.history(run_xid)
+        crashed = await runtime.store.log.history(run_xid)
         assert not isinstance(crashed[-1], ExecutionCompleted)
 
         second = [
@@ -176,7 +176,7 @@ async def test_killed_processes_mid_run_leave_one_run_and_each_video_started_onc
         ]
         with anyio.fail_after(90):
             history = await eventually(
-                lambda: runtime.store.history(run_xid),
+                lambda: runtime.store.log.history(run_xid),
                 until=lambda h: isinstance(h[-1], ExecutionCompleted),
                 deadline_s=80,
             )

@@ -62,7 +62,7 @@ async def _request(runtime: Runtime, slow_step: int) -> ExecutionRequested:
     )
     for index, step_input in enumerate(event.step_inputs):
         step_input["sim"] = {"latency_ms": SLOW_STEP_MS if index == slow_step else 0}
-    await store.request(event)
+    await store.admission.request(event)
     return event
 
 
@@ -91,11 +91,11 @@ async def test_killed_worker_mid_step_is_taken_over(
         first = Role(["worker"], env, tmp_path / "first.log")
         # Every execution is inside its slow step: the steps before it are completed and durable.
         await eventually(
-            lambda: runtime.store.histories(ids),
+            lambda: runtime.store.log.histories(ids),
             until=lambda hs: all(_step_started(h, killed_in) for h in hs.values()),
         )
         first.kill()
-        before = await runtime.store.histories(ids)
+        before = await runtime.store.log.histories(ids)
         assert not any(isinstance(h[-1], ExecutionCompleted) for h in before.values())
         recorded = {xid: _outputs(h) for xid, h in before.items()}
         assert all(sorted(r) == list(range(killed_in)) for r in recorded.values())
@@ -103,7 +103,7 @@ async def test_killed_worker_mid_step_is_taken_over(
         second = Role(["worker"], env, tmp_path / "second.log")
         with anyio.fail_after(90):
             done = await eventually(
-                lambda: runtime.store.histories(ids),
+                lambda: runtime.store.log.histories(ids),
                 until=lambda hs: all(isinstance(h[-1], ExecutionCompleted) for h in hs.values()),
                 deadline_s=80,
             )

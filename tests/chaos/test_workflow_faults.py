@@ -104,7 +104,7 @@ async def _request(runtime: Runtime, *, items: int) -> ExecutionRequested:
         fee=10_000,
         request_id=new_id("req"),
     )
-    await store.request(event)
+    await store.admission.request(event)
     return event
 
 
@@ -117,7 +117,7 @@ async def _finish(runtime: Runtime, execution_id: str) -> list[AnyEvent]:
 
     async def one_pass() -> list[AnyEvent]:
         await Worker(runtime).run_until_idle()
-        return await runtime.store.history(execution_id)
+        return await runtime.store.log.history(execution_id)
 
     return await eventually(one_pass, until=lambda h: isinstance(h[-1], ExecutionCompleted))
 
@@ -147,7 +147,7 @@ async def test_a_worker_killed_at_a_step_boundary_is_taken_over(
             await chain.entered.wait()
         tg.cancel_scope.cancel()  # the crash: mid-call, nothing handed back
 
-    crashed = await runtime.store.history(req.execution_id)
+    crashed = await runtime.store.log.history(req.execution_id)
     assert isinstance(crashed[-1], StepStarted)
     assert crashed[-1].step_index == crash_at
     history = await _finish(runtime, req.execution_id)

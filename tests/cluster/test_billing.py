@@ -32,7 +32,7 @@ async def test_credit_fee_and_ledger_on_every_node(runtime: Runtime) -> None:
         assert await accounts.credit(runtime, account_id, 50_000, credit_id="inv-1") == 150_000
         assert await accounts.credit(runtime, account_id, 50_000, credit_id="inv-1") == 150_000
         req = requested(runtime.store, account_id)
-        accepted = await runtime.store.request(req, idempotency=("k", "body"))
+        accepted = await runtime.store.admission.request(req, idempotency=("k", "body"))
         assert accepted.balance == 150_000 - FEE
         entries, cursor = await accounts.ledger(runtime, account_id, limit=2, cursor=None)
         older, last = await accounts.ledger(runtime, account_id, limit=2, cursor=cursor)

@@ -47,9 +47,6 @@ for _module in CONTRACT_MODULES:
         if _name.startswith("test_") and callable(_value):
             assert _name not in globals(), f"two contract tests are called {_name}"
             globals()[_name] = _value
-# Module-level fixtures the contract tests rely on (e.g. test_store_group's ``leases``).
-leases = test_store_group.leases
-hour_leases = test_store_dispatch.hour_leases
 
 
 async def test_partitions_really_span_several_nodes(store: EventStore) -> None:
@@ -93,5 +90,5 @@ async def test_wait_for_replicas_asks_the_node_that_took_the_write(
     owner = await funded(store, FEE)
     req = requested(store, owner)
     with pytest.raises(StoreUnavailable, match="0 of 1 replicas"):
-        await store.request(req)
-    assert [e.seq for e in await store.history(req.execution_id)] == [1]
+        await store.admission.request(req)
+    assert [e.seq for e in await store.log.history(req.execution_id)] == [1]

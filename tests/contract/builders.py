@@ -58,5 +58,5 @@ async def started_execution(store: EventStore, partition: int | None = None) -> 
     """A funded owner's execution, accepted (seq 1 in its stream and in the partition log)."""
     owner = await funded(store, FEE, partition)
     req = requested(store, owner)
-    await store.request(req)
+    await store.admission.request(req)
     return req

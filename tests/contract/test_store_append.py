@@ -1,11 +1,12 @@
-"""Expected-version append and the reads over it: ``append``, ``append_many``, ``history``,
-``histories``, ``read_log`` and ``log_length``, on every backend."""
+"""Expected-version append and the reads over it (``store.log``): ``append``, ``append_many``,
+``history``, ``histories``, ``read_log`` and ``log_length``, on every backend."""
 
 from __future__ import annotations
 
 import pytest
 
 from engine.errors import ConcurrencyConflict
+from engine.log.event_log import AppendOp
 from engine.log.events import (
     AnyEvent,
     ExecutionCompleted,
@@ -14,7 +15,7 @@ from engine.log.events import (
     StepStarted,
 )
 from engine.log.keys import WORKER_GROUP
-from engine.log.store import AppendOp, EventStore
+from engine.log.store import EventStore
 from tests.contract.builders import started_execution
 
 pytestmark = pytest.mark.anyio
@@ -34,40 +35,40 @@ def _completed(execution_id: str) -> AnyEvent:
 
 async def test_append_stamps_consecutive_seqs(store: EventStore) -> None:
     req = await started_execution(store)
-    stamped = await store.append(req.execution_id, 1, _step(req.execution_id))
+    stamped = await store.log.append(req.execution_id, 1, _step(req.execution_id))
     assert [e.seq for e in stamped] == [2, 3, 4]
     assert all(e.at > 0 for e in stamped)
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     assert history[0].seq == 1
     assert history[1:] == stamped
-    [done] = await store.append(req.execution_id, 4, [_completed(req.execution_id)])
+    [done] = await store.log.append(req.execution_id, 4, [_completed(req.execution_id)])
     assert done.seq == 5
 
 
 async def test_append_of_nothing_is_a_no_op(store: EventStore) -> None:
     req = await started_execution(store)
-    assert await store.append(req.execution_id, 7, []) == []
-    assert len(await store.history(req.execution_id)) == 1
+    assert await store.log.append(req.execution_id, 7, []) == []
+    assert len(await store.log.history(req.execution_id)) == 1
 
 
 async def test_a_stale_batch_appends_none_of_its_events(store: EventStore) -> None:
     req = await started_execution(store)
     p = store.keys.partition(req.owner)
-    await store.append(req.execution_id, 1, _step(req.execution_id)[:1])
+    await store.log.append(req.execution_id, 1, _step(req.execution_id)[:1])
     for expected in (0, 1, 3):
         with pytest.raises(ConcurrencyConflict) as info:
-            await store.append(req.execution_id, expected, _step(req.execution_id))
+            await store.log.append(req.execution_id, expected, _step(req.execution_id))
         assert (info.value.expected, info.value.actual) == (expected, 2)
-    assert [e.seq for e in await store.history(req.execution_id)] == [1, 2]
-    assert await store.log_length(p) == 2
+    assert [e.seq for e in await store.log.history(req.execution_id)] == [1, 2]
+    assert await store.log.log_length(p) == 2
 
 
 async def test_a_batch_lands_in_the_log_in_order_and_together(store: EventStore) -> None:
     a = await started_execution(store, partition=1)
     b = await started_execution(store, partition=1)
-    await store.append(a.execution_id, 1, _step(a.execution_id))
-    await store.append(b.execution_id, 1, _step(b.execution_id)[:1])
-    log = await store.read_log(1, "0-0", 100)
+    await store.log.append(a.execution_id, 1, _step(a.execution_id))
+    await store.log.append(b.execution_id, 1, _step(b.execution_id)[:1])
+    log = await store.log.read_log(1, "0-0", 100)
     assert [(e.event.execution_id, e.event.seq) for e in log if e.event] == [
         (a.execution_id, 1),
         (b.execution_id, 1),
@@ -78,65 +79,65 @@ async def test_a_batch_lands_in_the_log_in_order_and_together(store: EventStore)
     ]
     # Each log entry carries the same bytes as the execution stream's event.
     assert [e.event for e in log if e.event and e.event.execution_id == a.execution_id] == (
-        await store.history(a.execution_id)
+        await store.log.history(a.execution_id)
     )
 
 
 async def test_append_sets_the_retention_only_when_asked(store: EventStore) -> None:
     req = await started_execution(store)
     key = store.keys.execution(req.execution_id)
-    await store.append(req.execution_id, 1, _step(req.execution_id))
+    await store.log.append(req.execution_id, 1, _step(req.execution_id))
     assert await store.redis.pttl(key) == -1
-    await store.append(req.execution_id, 4, [_completed(req.execution_id)], expire_ms=60_000)
+    await store.log.append(req.execution_id, 4, [_completed(req.execution_id)], expire_ms=60_000)
     assert 0 < await store.redis.pttl(key) <= 60_000
 
 
 async def test_history_after_a_seq(store: EventStore) -> None:
     req = await started_execution(store)
-    await store.append(req.execution_id, 1, _step(req.execution_id))
-    assert [e.seq for e in await store.history(req.execution_id, after_seq=2)] == [3, 4]
-    assert await store.history(req.execution_id, after_seq=4) == []
-    assert await store.history("exc_p0_0000000000aaaaaaaaaa") == []
+    await store.log.append(req.execution_id, 1, _step(req.execution_id))
+    assert [e.seq for e in await store.log.history(req.execution_id, after_seq=2)] == [3, 4]
+    assert await store.log.history(req.execution_id, after_seq=4) == []
+    assert await store.log.history("exc_p0_0000000000aaaaaaaaaa") == []
 
 
 async def test_histories_reads_several_partitions_at_once(store: EventStore) -> None:
     reqs = [await started_execution(store, partition=p) for p in store.partitions]
-    await store.append(reqs[0].execution_id, 1, _step(reqs[0].execution_id))
+    await store.log.append(reqs[0].execution_id, 1, _step(reqs[0].execution_id))
     unknown = "exc_p2_0000000000aaaaaaaaaa"
-    got = await store.histories([r.execution_id for r in reqs] + [unknown])
+    got = await store.log.histories([r.execution_id for r in reqs] + [unknown])
     assert got[unknown] == []
     assert [len(got[r.execution_id]) for r in reqs] == [4] + [1] * (len(reqs) - 1)
     for r in reqs:
-        assert got[r.execution_id] == await store.history(r.execution_id)
-    assert await store.histories([]) == {}
+        assert got[r.execution_id] == await store.log.history(r.execution_id)
+    assert await store.log.histories([]) == {}
 
 
 async def test_read_log_pages_are_exclusive_and_complete(store: EventStore) -> None:
     reqs = [await started_execution(store, partition=2) for _ in range(3)]
     for r in reqs:
-        await store.append(r.execution_id, 1, _step(r.execution_id))
-    assert await store.log_length(2) == 12
+        await store.log.append(r.execution_id, 1, _step(r.execution_id))
+    assert await store.log.log_length(2) == 12
     seen: list[str] = []
     after = "0-0"
-    while page := await store.read_log(2, after, 5):
+    while page := await store.log.read_log(2, after, 5):
         assert len(page) <= 5
         seen += [e.entry_id for e in page]
         after = page[-1].entry_id
     assert len(seen) == len(set(seen)) == 12
-    assert seen == [e.entry_id for e in await store.read_log(2, "0", 100)]
-    assert await store.read_log(2, seen[-1], 5) == []
-    assert [e.entry_id for e in await store.read_log(2, seen[4], 2)] == seen[5:7]
+    assert seen == [e.entry_id for e in await store.log.read_log(2, "0", 100)]
+    assert await store.log.read_log(2, seen[-1], 5) == []
+    assert [e.entry_id for e in await store.log.read_log(2, seen[4], 2)] == seen[5:7]
 
 
 async def test_read_log_of_other_partitions_is_empty(store: EventStore) -> None:
     await started_execution(store, partition=0)
-    assert await store.read_log(1, "0-0", 10) == []
-    assert await store.log_length(1) == 0
+    assert await store.log.read_log(1, "0-0", 10) == []
+    assert await store.log.log_length(1) == 0
 
 
 async def test_an_undecodable_log_entry_is_read_with_no_event(store: EventStore) -> None:
     await store.redis.xadd(store.keys.log(3), {"e": b"not an event"})
-    [entry] = await store.read_log(3, "0-0", 10)
+    [entry] = await store.log.read_log(3, "0-0", 10)
     assert (entry.event, entry.raw) == (None, b"not an event")
 
 
@@ -147,7 +148,7 @@ async def test_append_many_answers_each_op_on_its_own(store: EventStore) -> None
     a = await started_execution(store, partition=1)
     b = await started_execution(store, partition=2)
     c = await started_execution(store, partition=1)
-    got = await store.append_many(
+    got = await store.log.append_many(
         [
             AppendOp(a.execution_id, 1, _step(a.execution_id)),
             AppendOp(b.execution_id, 3, _step(b.execution_id)),  # stale: b is at seq 1
@@ -157,47 +158,49 @@ async def test_append_many_answers_each_op_on_its_own(store: EventStore) -> None
     ok_a, conflict_b, ok_c = got
     assert isinstance(ok_a, list)
     assert [e.seq for e in ok_a] == [2, 3, 4]
-    assert ok_a == (await store.history(a.execution_id))[1:]
+    assert ok_a == (await store.log.history(a.execution_id))[1:]
     assert isinstance(conflict_b, ConcurrencyConflict)
     assert (conflict_b.expected, conflict_b.actual) == (3, 1)
-    assert [e.seq for e in await store.history(b.execution_id)] == [1]
+    assert [e.seq for e in await store.log.history(b.execution_id)] == [1]
     assert isinstance(ok_c, list)
     assert [e.seq for e in ok_c] == [2]
-    assert await store.append_many([]) == []
+    assert await store.log.append_many([]) == []
 
 
 async def test_append_many_is_the_same_append_as_append(store: EventStore) -> None:
     a = await started_execution(store, partition=0)
-    [first] = await store.append_many([AppendOp(a.execution_id, 1, _step(a.execution_id))])
+    [first] = await store.log.append_many([AppendOp(a.execution_id, 1, _step(a.execution_id))])
     assert isinstance(first, list)
     # The single-op append sees exactly what append_many wrote, and vice versa.
     with pytest.raises(ConcurrencyConflict):
-        await store.append(a.execution_id, 1, [_completed(a.execution_id)])
-    await store.append(a.execution_id, 4, [_completed(a.execution_id)])
-    [late] = await store.append_many([AppendOp(a.execution_id, 4, [_completed(a.execution_id)])])
+        await store.log.append(a.execution_id, 1, [_completed(a.execution_id)])
+    await store.log.append(a.execution_id, 4, [_completed(a.execution_id)])
+    [late] = await store.log.append_many(
+        [AppendOp(a.execution_id, 4, [_completed(a.execution_id)])]
+    )
     assert isinstance(late, ConcurrencyConflict)
     assert late.actual == 5
-    log = await store.read_log(0, "0-0", 100)
-    assert [e.event for e in log] == await store.history(a.execution_id)
+    log = await store.log.read_log(0, "0-0", 100)
+    assert [e.event for e in log] == await store.log.history(a.execution_id)
 
 
 async def test_append_many_stores_blobs_only_with_a_successful_append(store: EventStore) -> None:
     a = await started_execution(store, partition=3)
     b = await started_execution(store, partition=3)
     blob_a, blob_b = b"a" * 10_000, b"b" * 10
-    await store.append_many(
+    await store.log.append_many(
         [
             AppendOp(a.execution_id, 1, _step(a.execution_id), blobs=[("sha-a", blob_a)]),
             AppendOp(b.execution_id, 9, _step(b.execution_id), blobs=[("sha-b", blob_b)]),
         ]
     )
-    assert await store.get_blob(3, "sha-a") == blob_a
-    assert await store.get_blob(3, "sha-b") is None  # its append conflicted: nothing written
+    assert await store.blobs.get(3, "sha-a") == blob_a
+    assert await store.blobs.get(3, "sha-b") is None  # its append conflicted: nothing written
     # A blob is stored once: a second op naming the same hash keeps the first bytes.
-    await store.append_many(
+    await store.log.append_many(
         [AppendOp(a.execution_id, 4, [_completed(a.execution_id)], blobs=[("sha-a", b"x")])]
     )
-    assert await store.get_blob(3, "sha-a") == blob_a
+    assert await store.blobs.get(3, "sha-a") == blob_a
 
 
 async def test_append_many_acknowledges_the_entry_only_with_the_append(store: EventStore) -> None:
@@ -205,11 +208,11 @@ async def test_append_many_acknowledges_the_entry_only_with_the_append(store: Ev
     b = await started_execution(store, partition=2)
     entries = {
         lease.entry.event.execution_id: lease.entry.entry_id
-        for lease in (await store.dispatch({2: 10}, "w1"))[2]
+        for lease in (await store.leases.dispatch({2: 10}, "w1"))[2]
         if lease.entry.event
     }
     key = store.keys.execution(a.execution_id)
-    await store.append_many(
+    await store.log.append_many(
         [
             AppendOp(
                 a.execution_id, 1, [_completed(a.execution_id)], 60_000, (), entries[a.execution_id]
@@ -221,7 +224,7 @@ async def test_append_many_acknowledges_the_entry_only_with_the_append(store: Ev
     )
     pending = await store.redis.xpending_range(store.keys.work(2), WORKER_GROUP, "-", "+", 10)
     assert [p["message_id"].decode() for p in pending] == [entries[b.execution_id]]
-    assert await store.leased(2) == {b.owner: 1}  # a's cap slot went with its lease
+    assert await store.leases.leased(2) == {b.owner: 1}  # a's cap slot went with its lease
     assert 0 < await store.redis.pttl(key) <= 60_000
     assert await store.redis.pttl(store.keys.execution(b.execution_id)) == -1
 
@@ -229,6 +232,6 @@ async def test_append_many_acknowledges_the_entry_only_with_the_append(store: Ev
 async def test_append_many_survives_a_script_flush(store: EventStore) -> None:
     a = await started_execution(store, partition=1)
     await store.redis.script_flush()
-    [got] = await store.append_many([AppendOp(a.execution_id, 1, _step(a.execution_id))])
+    [got] = await store.log.append_many([AppendOp(a.execution_id, 1, _step(a.execution_id))])
     assert isinstance(got, list)
     assert [e.seq for e in got] == [2, 3, 4]

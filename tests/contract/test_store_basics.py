@@ -31,27 +31,27 @@ async def test_append_refuses_a_stale_expected_seq(store: EventStore) -> None:
     owner = new_id("acc")
     await store.redis.set(store.keys.balance(owner), 10_000)
     req = _requested(store, owner)
-    await store.request(req)
+    await store.admission.request(req)
     started = ExecutionStarted(execution_id=req.execution_id, worker_id="w1", epoch=1)
-    [stamped] = await store.append(req.execution_id, 1, [started])
+    [stamped] = await store.log.append(req.execution_id, 1, [started])
     assert stamped.seq == 2
     with pytest.raises(ConcurrencyConflict) as info:
-        await store.append(req.execution_id, 1, [started])
+        await store.log.append(req.execution_id, 1, [started])
     assert info.value.actual == 2
-    assert [e.seq for e in await store.history(req.execution_id)] == [1, 2]
-    log = await store.read_log(store.keys.partition(owner), "0-0", 10)
+    assert [e.seq for e in await store.log.history(req.execution_id)] == [1, 2]
+    log = await store.log.read_log(store.keys.partition(owner), "0-0", 10)
     assert [e.event.seq for e in log if e.event] == [1, 2]
 
 
 async def test_request_charges_once_per_idempotency_key(store: EventStore) -> None:
     owner = new_id("acc")
     await store.redis.set(store.keys.balance(owner), 25_000)
-    first = await store.request(_requested(store, owner), idempotency=("k1", "body-a"))
-    again = await store.request(_requested(store, owner), idempotency=("k1", "body-a"))
+    first = await store.admission.request(_requested(store, owner), idempotency=("k1", "body-a"))
+    again = await store.admission.request(_requested(store, owner), idempotency=("k1", "body-a"))
     assert again.duplicate
     assert again.execution_id == first.execution_id
     with pytest.raises(IdempotencyMismatch):
-        await store.request(_requested(store, owner), idempotency=("k1", "body-b"))
+        await store.admission.request(_requested(store, owner), idempotency=("k1", "body-b"))
     assert int(await store.redis.get(store.keys.balance(owner))) == 15_000
 
 
@@ -60,21 +60,21 @@ async def test_request_without_balance_appends_nothing(store: EventStore) -> Non
     await store.redis.set(store.keys.balance(owner), 9_999)
     req = _requested(store, owner)
     with pytest.raises(InsufficientBalance):
-        await store.request(req)
-    assert await store.history(req.execution_id) == []
+        await store.admission.request(req)
+    assert await store.log.history(req.execution_id) == []
     assert int(await store.redis.get(store.keys.balance(owner))) == 9_999
 
 
 async def test_lease_renewal_fails_after_takeover(store: EventStore) -> None:
     owner = new_id("acc")
     await store.redis.set(store.keys.balance(owner), 10_000)
-    await store.request(_requested(store, owner))
+    await store.admission.request(_requested(store, owner))
     p = store.keys.partition(owner)
-    got = await store.dispatch({p: 10}, "w1")
+    got = await store.leases.dispatch({p: 10}, "w1")
     ids = [lease.entry.entry_id for lease in got[p]]
-    assert await store.renew(p, "w1", ids) == [True]
-    await store.hand_back(p, "w1", ids)
-    claimed = await store.claim_expired(p, "w2", min_idle_ms=store.settings.lease_ms)
+    assert await store.leases.renew(p, "w1", ids) == [True]
+    await store.leases.hand_back(p, "w1", ids)
+    claimed = await store.leases.claim_expired(p, "w2", min_idle_ms=store.settings.lease_ms)
     assert [(e.entry_id, e.deliveries) for e in claimed] == [(ids[0], 2)]
-    assert await store.renew(p, "w1", ids) == [False]
-    assert await store.renew(p, "w2", ids) == [True]
+    assert await store.leases.renew(p, "w1", ids) == [False]
+    assert await store.leases.renew(p, "w2", ids) == [True]

@@ -44,9 +44,9 @@ async def test_events_group_and_leases_survive_a_restart(
     await store.open()
     req = await started_execution(store, partition=1)
     queued = await started_execution(store, partition=1)
-    [leased] = [lease.entry for lease in (await store.dispatch({1: 1}, "w1"))[1]]
-    history = await store.history(req.execution_id)
-    log = await store.read_log(1, "0-0", 10)
+    [leased] = [lease.entry for lease in (await store.leases.dispatch({1: 1}, "w1"))[1]]
+    history = await store.log.history(req.execution_id)
+    log = await store.log.read_log(1, "0-0", 10)
     await client.aclose()
 
     if crash:
@@ -59,15 +59,15 @@ async def test_events_group_and_leases_survive_a_restart(
     try:
         store = EventStore(client, settings)
         await store.open()
-        assert await store.history(req.execution_id) == history
-        assert await store.read_log(1, "0-0", 10) == log
+        assert await store.log.history(req.execution_id) == history
+        assert await store.log.read_log(1, "0-0", 10) == log
         # The lease is still w1's; the ready list still holds what was not leased.
-        assert await store.renew(1, "w1", [leased.entry_id]) == [True]
-        [rest] = [lease.entry for lease in (await store.dispatch({1: 10}, "w2"))[1]]
+        assert await store.leases.renew(1, "w1", [leased.entry_id]) == [True]
+        [rest] = [lease.entry for lease in (await store.leases.dispatch({1: 10}, "w2"))[1]]
         assert rest.event is not None
         assert rest.event.execution_id == queued.execution_id
-        await store.hand_back(1, "w1", [leased.entry_id])
-        [claimed] = await store.claim_expired(1, "w3", min_idle_ms=settings.lease_ms)
+        await store.leases.hand_back(1, "w1", [leased.entry_id])
+        [claimed] = await store.leases.claim_expired(1, "w3", min_idle_ms=settings.lease_ms)
         assert (claimed.entry_id, claimed.deliveries) == (leased.entry_id, 2)
     finally:
         await client.aclose()
@@ -117,9 +117,9 @@ async def test_a_request_the_replicas_did_not_confirm_is_unavailable(
         owner = await funded(store, 2 * FEE)
         req = requested(store, owner)
         with pytest.raises(StoreUnavailable, match="0 of 1 replicas"):
-            await store.request(req, idempotency=("k1", "body"))
+            await store.admission.request(req, idempotency=("k1", "body"))
         # The primary kept the write: a retry with the same key finds it and charges nothing.
-        again = await store.request(requested(store, owner), idempotency=("k1", "body"))
+        again = await store.admission.request(requested(store, owner), idempotency=("k1", "body"))
         assert again.duplicate
         assert again.execution_id == req.execution_id
         assert await balance(store, owner) == FEE

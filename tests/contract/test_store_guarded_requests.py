@@ -1,5 +1,5 @@
-"""``EventStore.request_run`` and ``request_once``, the guarded requests of schedule runs, on every
-backend (the cluster suite re-collects this module): one run at a time, a video once per
+"""``store.admission.request_run`` and ``request_once``, the guarded requests of schedule runs,
+on every backend (the cluster suite re-collects this module): one run at a time, a video once per
 schedule, a repeated Idempotency-Key answered as by ``request``, and nothing appended or charged
 when a guard refuses."""
 
@@ -9,9 +9,10 @@ import msgspec
 import pytest
 
 from engine.errors import InsufficientBalance
+from engine.log.admission import Accepted, Refused
 from engine.log.events import ExecutionRequested
 from engine.log.ids import new_execution_id
-from engine.log.store import Accepted, EventStore, Refused
+from engine.log.store import EventStore
 from tests.contract.builders import FEE, balance, funded, requested
 
 pytestmark = pytest.mark.anyio
@@ -41,7 +42,7 @@ async def test_a_run_is_appended_and_named_by_the_marker(store: EventStore) -> N
     owner = await funded(store, 5 * FEE)
     key = await schedule_record(store, owner)
     run = run_of(store, owner)
-    result = await store.request_run(
+    result = await store.admission.request_run(
         run, idempotency=None, schedule_key=key, schedule_raw=b"{}", current_run=None, live=False
     )
     assert isinstance(result, Accepted)
@@ -58,7 +59,7 @@ async def test_a_live_run_or_a_moved_read_refuses_and_charges_nothing(store: Eve
 
     async def attempt(current: str | None, live: bool, raw: bytes = b"{}") -> Accepted | Refused:
         run = run_of(store, owner)
-        result = await store.request_run(
+        result = await store.admission.request_run(
             run,
             idempotency=None,
             schedule_key=key,
@@ -67,7 +68,7 @@ async def test_a_live_run_or_a_moved_read_refuses_and_charges_nothing(store: Eve
             live=live,
         )
         if isinstance(result, Refused):
-            assert await store.history(run.execution_id) == []
+            assert await store.log.history(run.execution_id) == []
         return result
 
     first = await attempt(None, False)
@@ -87,10 +88,10 @@ async def test_a_repeated_key_gets_its_run_back_even_while_it_runs(store: EventS
     key = await schedule_record(store, owner)
     idem = ("digest", "fingerprint")
     first = run_of(store, owner)
-    await store.request_run(
+    await store.admission.request_run(
         first, idempotency=idem, schedule_key=key, schedule_raw=b"{}", current_run=None, live=False
     )
-    again = await store.request_run(
+    again = await store.admission.request_run(
         run_of(store, owner),
         idempotency=idem,
         schedule_key=key,
@@ -106,7 +107,7 @@ async def test_a_run_that_cannot_pay_moves_no_marker(store: EventStore) -> None:
     owner = await funded(store, FEE - 1)
     key = await schedule_record(store, owner)
     with pytest.raises(InsufficientBalance):
-        await store.request_run(
+        await store.admission.request_run(
             run_of(store, owner),
             idempotency=None,
             schedule_key=key,
@@ -121,13 +122,13 @@ async def test_a_video_is_requested_once_per_schedule(store: EventStore) -> None
     owner = await funded(store, 0)
     seen = store.keys.schedule_seen(owner, SCHEDULE)
     first = requested(store, owner, fee=0)
-    result = await store.request_once(
+    result = await store.admission.request_once(
         first, idempotency=("k1", "f"), seen_key=seen, seen_field="vid", seen_value="run1 x"
     )
     assert isinstance(result, Accepted)
     assert await store.redis.hget(seen, "vid") == b"run1 x"
     # The same key (the same run asking again): its execution back.
-    again = await store.request_once(
+    again = await store.admission.request_once(
         requested(store, owner, fee=0),
         idempotency=("k1", "f"),
         seen_key=seen,
@@ -137,10 +138,10 @@ async def test_a_video_is_requested_once_per_schedule(store: EventStore) -> None
     assert again == Accepted(first.execution_id, duplicate=True)
     # Another key (another run): refused with what the first recorded, nothing appended.
     other = requested(store, owner, fee=0)
-    refused = await store.request_once(
+    refused = await store.admission.request_once(
         other, idempotency=("k2", "f"), seen_key=seen, seen_field="vid", seen_value="run2 z"
     )
     assert refused == Refused("seen", "run1 x")
-    assert await store.history(other.execution_id) == []
-    log = await store.read_log(store.keys.partition(owner), "0-0", 10)
+    assert await store.log.history(other.execution_id) == []
+    log = await store.log.read_log(store.keys.partition(owner), "0-0", 10)
     assert [e.event.execution_id for e in log if e.event] == [first.execution_id]

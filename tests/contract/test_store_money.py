@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import BalanceRefused, ConcurrencyConflict
+from engine.log.event_log import AppendOp
 from engine.log.events import (
     AnyEvent,
     CostCharged,
@@ -15,7 +16,7 @@ from engine.log.events import (
     StepCompleted,
     StepStarted,
 )
-from engine.log.store import AppendOp, EventStore
+from engine.log.store import EventStore
 from engine.money import accounts, billing
 from engine.money.audit import audit_account
 from engine.runtime import Runtime
@@ -36,7 +37,7 @@ async def account(runtime: Runtime, micro: int, partition: int | None = None) ->
 async def accepted(runtime: Runtime, owner: str) -> ExecutionRequested:
     """An execution of ``owner`` whose fee was charged (seq 1)."""
     req = requested(runtime.store, owner)
-    await runtime.store.request(req)
+    await runtime.store.admission.request(req)
     return req
 
 
@@ -61,8 +62,8 @@ def settled(xid: str, estimate: int, cost: int) -> list[AnyEvent]:
 async def append(
     store: EventStore, xid: str, seq: int, events: list[AnyEvent], *, owner: str
 ) -> list[AnyEvent]:
-    """``store.append`` with the balance moves of ``events``, as the worker appends them."""
-    return await store.append(xid, seq, events, owner=owner, moves=billing.moves_of(events))
+    """``store.log.append`` with the balance moves of ``events``, as the worker appends them."""
+    return await store.log.append(xid, seq, events, owner=owner, moves=billing.moves_of(events))
 
 
 async def ledger(store: EventStore, owner: str) -> list[dict[str, str]]:
@@ -120,7 +121,7 @@ async def test_a_stale_append_moves_no_money(runtime: Runtime) -> None:
         await append(store, xid, 1, settled(xid, 5_000, 3_000), owner=owner)
     assert (await balance(store, owner), await ledger(store, owner)) == before
     assert await applied(store, owner, f"settle:{xid}:0:1") is None
-    assert len(await store.history(xid)) == 4
+    assert len(await store.log.history(xid)) == 4
 
 
 async def test_a_move_the_balance_cannot_cover_refuses_the_whole_append(
@@ -132,7 +133,7 @@ async def test_a_move_the_balance_cannot_cover_refuses_the_whole_append(
     with pytest.raises(BalanceRefused) as info:
         await append(store, xid, 1, started(xid, 11), owner=owner)
     assert (info.value.event_index, info.value.available) == (1, 10)
-    assert [e.seq for e in await store.history(xid)] == [1]
+    assert [e.seq for e in await store.log.history(xid)] == [1]
     assert await balance(store, owner) == 10
     assert [r["kind"] for r in await ledger(store, owner)] == ["credit", "fee"]
     assert await applied(store, owner, f"reserve:{xid}:0:1") is None
@@ -189,7 +190,7 @@ async def test_append_many_refuses_only_the_op_that_cannot_pay(runtime: Runtime)
         (b, 1, started(b, 5_000), poor),
         (a, 9, started(a, 5_000, attempt=2), rich),  # stale
     ]
-    got = await store.append_many(
+    got = await store.log.append_many(
         [
             AppendOp(xid, seq, events, owner=owner, moves=billing.moves_of(events))
             for xid, seq, events, owner in ops
@@ -201,7 +202,7 @@ async def test_append_many_refuses_only_the_op_that_cannot_pay(runtime: Runtime)
     assert (refused.execution_id, refused.event_index, refused.available) == (b, 1, 1)
     assert isinstance(stale, ConcurrencyConflict)
     assert (await balance(store, rich), await balance(store, poor)) == (85_000, 1)
-    assert len(await store.history(b)) == 1
+    assert len(await store.log.history(b)) == 1
     assert await applied(store, rich, f"reserve:{a}:0:2") is None
 
 
@@ -211,8 +212,8 @@ async def test_money_events_need_their_owner(runtime: Runtime) -> None:
     xid = (await accepted(runtime, owner)).execution_id
     events = started(xid, 5_000)
     with pytest.raises(ValueError, match="owner"):
-        await store.append(xid, 1, events, moves=billing.moves_of(events))
-    assert len(await store.history(xid)) == 1
+        await store.log.append(xid, 1, events, moves=billing.moves_of(events))
+    assert len(await store.log.history(xid)) == 1
 
 
 async def test_money_events_need_their_moves(runtime: Runtime) -> None:
@@ -221,8 +222,8 @@ async def test_money_events_need_their_moves(runtime: Runtime) -> None:
     owner = await account(runtime, 100_000)
     xid = (await accepted(runtime, owner)).execution_id
     with pytest.raises(ValueError, match="moves"):
-        await store.append(xid, 1, started(xid, 5_000), owner=owner)
-    assert len(await store.history(xid)) == 1
+        await store.log.append(xid, 1, started(xid, 5_000), owner=owner)
+    assert len(await store.log.history(xid)) == 1
     assert await balance(store, owner) == 100_000 - FEE
 
 

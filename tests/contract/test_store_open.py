@@ -49,18 +49,18 @@ async def test_a_default_count_adopts_the_stored_one(
     second = await _opened(redis, replace(settings, partitions=16, partitions_explicit=False))
     assert second.partitions == range(3)
     assert second.keys.partition(req.owner) == first.keys.partition(req.owner)
-    assert await second.history(req.execution_id) == await first.history(req.execution_id)
+    assert await second.log.history(req.execution_id) == await first.log.history(req.execution_id)
 
 
 async def test_reopening_keeps_the_group_position(store: EventStore) -> None:
     await started_execution(store, partition=0)
-    assert len((await store.read_group([0], "w1", 10))[0]) == 1
+    assert len((await store.leases.read_group([0], "w1", 10))[0]) == 1
     again = EventStore(store.redis, store.settings)
     await again.open()
     await again.open()
-    assert await again.read_group([0], "w1", 10) == {}
+    assert await again.leases.read_group([0], "w1", 10) == {}
     later = await started_execution(again, partition=0)
-    [entry] = (await again.read_group([0], "w2", 10))[0]
+    [entry] = (await again.leases.read_group([0], "w2", 10))[0]
     assert entry.event is not None
     assert entry.event.execution_id == later.execution_id
 
@@ -70,16 +70,16 @@ async def test_prefixes_keep_deployments_apart(redis: RedisClient, settings: Set
     b = await _opened(redis, replace(settings, prefix="b:", partitions=5, partitions_explicit=True))
     await started_execution(a, partition=1)
     assert b.partitions == range(5)
-    assert await b.read_log(1, "0-0", 10) == []
-    assert await b.read_group([1], "w1", 10) == {}
+    assert await b.log.read_log(1, "0-0", 10) == []
+    assert await b.leases.read_group([1], "w1", 10) == {}
 
 
 async def test_a_blob_is_stored_once_by_its_hash(store: EventStore) -> None:
-    assert await store.get_blob(0, "ab" * 32) is None
-    await store.put_blob(0, "ab" * 32, b"first")
-    await store.put_blob(0, "ab" * 32, b"second")
-    assert await store.get_blob(0, "ab" * 32) == b"first"
-    assert await store.get_blob(1, "ab" * 32) is None
+    assert await store.blobs.get(0, "ab" * 32) is None
+    await store.blobs.put(0, "ab" * 32, b"first")
+    await store.blobs.put(0, "ab" * 32, b"second")
+    assert await store.blobs.get(0, "ab" * 32) == b"first"
+    assert await store.blobs.get(1, "ab" * 32) is None
     big = bytes(range(256)) * 4096
-    await store.put_blob(1, "cd" * 32, big)
-    assert await store.get_blob(1, "cd" * 32) == big
+    await store.blobs.put(1, "cd" * 32, big)
+    assert await store.blobs.get(1, "cd" * 32) == big

@@ -139,7 +139,7 @@ async def request(
         fee=FEE,
         request_id=new_id("req"),
     )
-    await runtime.store.request(event)
+    await runtime.store.admission.request(event)
     return event
 
 
@@ -157,7 +157,7 @@ async def test_a_completed_step_pays_its_actual_cost(runtime: Runtime) -> None:
     req = await request(runtime, owner, [transcribe(), llm("Summarise.")], [source_input()])
     await Worker(runtime).run_until_idle()
 
-    history = await runtime.store.history(req.execution_id)
+    history = await runtime.store.log.history(req.execution_id)
     done = of_type(history, StepCompleted)
     assert [d.cost > 0 for d in done] == [True, True]
     reserved = of_type(history, CostReserved)
@@ -217,7 +217,7 @@ async def test_a_step_whose_tool_returns_events_still_pays_its_cost(
     )
     await Worker(runtime).run_until_idle()
 
-    history = await runtime.store.history(req.execution_id)
+    history = await runtime.store.log.history(req.execution_id)
     assert [c.amount for c in of_type(history, CostCharged)] == [500]
     assert [r.reason for r in of_type(history, CostReleased)] == ["settled"]
     assert await accounts.balance(runtime, owner) == 1_000_000 - FEE - 500
@@ -236,7 +236,7 @@ async def test_running_out_mid_flight_never_calls_the_provider_of_the_next_step(
     await Worker(runtime).run_until_idle()
 
     assert providers.calls == Counter({"llm": 1})  # the transcriber was never called
-    history = await runtime.store.history(req.execution_id)
+    history = await runtime.store.log.history(req.execution_id)
     [done] = of_type(history, StepCompleted)
     assert done.step_index == 0
     assert [s.step_index for s in of_type(history, StepStarted)] == [0]
@@ -271,7 +271,7 @@ async def test_a_balance_that_cannot_cover_the_first_step_starts_nothing(
     await Worker(runtime).run_until_idle()
 
     assert providers.calls == Counter()
-    history = await runtime.store.history(req.execution_id)
+    history = await runtime.store.log.history(req.execution_id)
     assert [type(e).__name__ for e in history] == [
         "ExecutionRequested",
         "ExecutionStarted",
@@ -290,7 +290,7 @@ async def test_a_failed_attempt_is_released_and_the_retry_reserves_again(
     req = await request(runtime, owner, [transcribe()], inputs)
     await Worker(runtime).run_until_idle()
 
-    history = await runtime.store.history(req.execution_id)
+    history = await runtime.store.log.history(req.execution_id)
     assert isinstance(history[-1], ExecutionCompleted)
     [done] = of_type(history, StepCompleted)
     assert done.attempt == 2
@@ -308,7 +308,7 @@ async def test_a_step_failing_for_good_charges_nothing_but_the_fee(runtime: Runt
     req = await request(runtime, owner, [transcribe()], [source_input(sim={"fail": "fatal"})])
     await Worker(runtime).run_until_idle()
 
-    history = await runtime.store.history(req.execution_id)
+    history = await runtime.store.log.history(req.execution_id)
     assert [type(e).__name__ for e in history[-3:]] == [
         "StepFailed",
         "CostReleased",
@@ -326,17 +326,18 @@ async def test_cancel_releases_the_reservation_of_the_running_step(runtime: Runt
     async with anyio.create_task_group() as tg:
         tg.start_soon(Worker(runtime).run_until_idle)
         history = await eventually(
-            lambda: store.history(req.execution_id), until=lambda h: bool(of_type(h, StepStarted))
+            lambda: store.log.history(req.execution_id),
+            until=lambda h: bool(of_type(h, StepStarted)),
         )
         assert await accounts.balance(runtime, owner) < 1_000_000 - FEE  # reserved
         cancel = ExecutionCancelRequested(execution_id=req.execution_id, requested_by=owner)
-        await store.append(req.execution_id, len(history), [cancel])
+        await store.log.append(req.execution_id, len(history), [cancel])
         with anyio.fail_after(10):  # bounds a broken build; the verdict is the log below
             await eventually(
-                lambda: store.history(req.execution_id),
+                lambda: store.log.history(req.execution_id),
                 until=lambda h: isinstance(h[-1], ExecutionCancelled),
             )
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     [released] = of_type(history, CostReleased)
     assert released.reason == "cancelled"
     assert await accounts.balance(runtime, owner) == 1_000_000 - FEE
@@ -349,7 +350,7 @@ async def test_takeover_releases_the_dead_workers_reservation_once(runtime: Runt
     store, x = runtime.store, req.execution_id
     p = store.keys.partition(owner)
     # A worker that reserved step 0 and started it, then died mid-call.
-    [lease] = (await store.dispatch({p: 10}, "dead"))[p]
+    [lease] = (await store.leases.dispatch({p: 10}, "dead"))[p]
     entry = lease.entry
     held = billing.reservation(x, 0, 1, 60_000)
     started: list[AnyEvent] = [
@@ -357,12 +358,12 @@ async def test_takeover_releases_the_dead_workers_reservation_once(runtime: Runt
         held,
         StepStarted(execution_id=x, step_index=0, attempt=1, epoch=1, worker_id="dead"),
     ]
-    await store.append(x, 1, started, owner=owner, moves=billing.moves_of(started))
+    await store.log.append(x, 1, started, owner=owner, moves=billing.moves_of(started))
     assert await accounts.balance(runtime, owner) == 1_000_000 - FEE - 60_000
-    await store.hand_back(p, "dead", [entry.entry_id])
+    await store.leases.hand_back(p, "dead", [entry.entry_id])
     await Worker(runtime, worker_id="heir").run_until_idle()
 
-    history = await store.history(x)
+    history = await store.log.history(x)
     assert isinstance(history[-1], ExecutionCompleted)
     # The heir's first append releases the abandoned reservation, then reserves its own attempt.
     assert [type(e).__name__ for e in history[4:7]] == [
@@ -391,21 +392,21 @@ async def test_dead_letter_releases_what_the_execution_held(runtime: Runtime) ->
     req = await request(runtime, owner, [transcribe()], [source_input()])
     store, x = runtime.store, req.execution_id
     p = store.keys.partition(owner)
-    [lease] = (await store.dispatch({p: 10}, "crashy"))[p]
+    [lease] = (await store.leases.dispatch({p: 10}, "crashy"))[p]
     entry = lease.entry
     started: list[AnyEvent] = [
         ExecutionStarted(execution_id=x, worker_id="crashy", epoch=1),
         billing.reservation(x, 0, 1, 60_000),
         StepStarted(execution_id=x, step_index=0, attempt=1, epoch=1, worker_id="crashy"),
     ]
-    await store.append(x, 1, started, owner=owner, moves=billing.moves_of(started))
+    await store.log.append(x, 1, started, owner=owner, moves=billing.moves_of(started))
     # Every delivery so far ended in a crash (the delivery count is the only trace).
     for _ in range(runtime.settings.max_deliveries - 1):
-        await store.claim_expired(p, "crashy", min_idle_ms=0)
-    await store.hand_back(p, "crashy", [entry.entry_id])
+        await store.leases.claim_expired(p, "crashy", min_idle_ms=0)
+    await store.leases.hand_back(p, "crashy", [entry.entry_id])
     await Worker(runtime).run_until_idle()
 
-    history = await store.history(x)
+    history = await store.log.history(x)
     assert [type(e).__name__ for e in history[-3:]] == [
         "StepFailed",
         "CostReleased",
@@ -431,7 +432,7 @@ async def test_an_actual_cost_above_the_balance_is_capped_at_zero(runtime: Runti
     finally:
         registry.configure(before)
 
-    history = await runtime.store.history(req.execution_id)
+    history = await runtime.store.log.history(req.execution_id)
     assert isinstance(history[-1], ExecutionCompleted)
     assert history[-1].cost == FEE + estimate  # the total the log states is what was paid
     [done] = of_type(history, StepCompleted)

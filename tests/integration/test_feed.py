@@ -85,7 +85,7 @@ async def test_a_retried_batch_commit_does_not_append_twice(runtime: Runtime) ->
     p = runtime.store.keys.partition(owner)
     projector.version = 1
     projector._held[p] = "0-0"
-    entries = await runtime.store.read_log(p, "0-0", 100)
+    entries = await runtime.store.log.read_log(p, "0-0", 100)
     commits: list[tuple[list[str], list[Any]]] = []
     real_commit = projector._commit
 

@@ -45,9 +45,9 @@ async def make(store: EventStore, owner: str, scenario: Scenario, upto: int | No
     events = scenario(xid, owner)[:upto]
     first = events[0]
     assert isinstance(first, ExecutionRequested)
-    await store.request(first)
+    await store.admission.request(first)
     if len(events) > 1:
-        await store.append(xid, 1, events[1:], owner=owner, moves=billing.moves_of(events[1:]))
+        await store.log.append(xid, 1, events[1:], owner=owner, moves=billing.moves_of(events[1:]))
     return Made(xid, owner, events)
 
 
@@ -95,7 +95,7 @@ async def test_projector_folds_what_the_store_appended(runtime: Runtime) -> None
     }
 
     # The running one finishes: it leaves the active index.
-    await runtime.store.append(
+    await runtime.store.log.append(
         running.execution_id, 4, scenarios.three_steps(running.execution_id, owner)[4:]
     )
     await Projector(runtime).run_until_idle()
@@ -223,7 +223,7 @@ async def test_list_pages_newest_first_with_a_stable_cursor(runtime: Runtime) ->
 async def test_transcript_query_reads_the_newest_blob(runtime: Runtime) -> None:
     owner = new_id("acc")
     p = runtime.store.keys.partition(owner)
-    await runtime.store.put_blob(
+    await runtime.store.blobs.put(
         p,
         "a" * 64,
         b'{"lang":"en","text":"hello","segments":[{"start_ms":0,"end_ms":9,"text":"hello"}]}',
@@ -333,7 +333,7 @@ async def test_running_projector_follows_appends_and_a_switch_then_stops(runtime
 async def test_reporter_index_and_newest_transcript_language(runtime: Runtime) -> None:
     owner = new_id("acc")
     p = runtime.store.keys.partition(owner)
-    await runtime.store.put_blob(p, "a" * 64, b'{"text": "english", "segments": []}')
+    await runtime.store.blobs.put(p, "a" * 64, b'{"text": "english", "segments": []}')
     xid_en = new_execution_id(p)
     xid_pt = new_execution_id(p)
     en = scenarios.transcript_done(xid_en, owner, t0=scenarios.T0, lang="en")

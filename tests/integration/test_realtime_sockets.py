@@ -335,7 +335,7 @@ async def test_a_cursor_trimmed_away_while_disconnected_gets_a_reset_then_the_li
             assert reset["type"] == "reset"
             assert reset["cursor"] == newest
             assert [e["execution_id"] for e in reset["executions"]] == [xid]
-            await runtime.store.append(xid, 3, later)
+            await runtime.store.log.append(xid, 3, later)
             await Projector(runtime).run_until_idle()
             rest = await client.take_events(len(later))
     assert pairs(rest) == [(xid, e.seq) for e in later]

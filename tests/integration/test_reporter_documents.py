@@ -59,7 +59,7 @@ async def _request(runtime: Runtime, n_summaries: int = 2) -> ExecutionRequested
         request_id=new_id("req"),
         reporter_id=new_id("rep"),
     )
-    accepted = await store.request(event)
+    accepted = await store.admission.request(event)
     assert accepted.event is not None
     return accepted.event
 
@@ -73,7 +73,7 @@ async def _documents(runtime: Runtime, req: ExecutionRequested) -> list[Any]:
 async def test_each_document_step_makes_one_document(runtime: Runtime) -> None:
     req = await _request(runtime)
     await Worker(runtime).run_until_idle()
-    history = await runtime.store.history(req.execution_id)
+    history = await runtime.store.log.history(req.execution_id)
     assert isinstance(history[-1], ExecutionCompleted)
     completions = [e for e in history if isinstance(e, StepCompleted) and e.step_index > 0]
 
@@ -105,7 +105,7 @@ async def test_a_takeover_publishes_what_a_dead_worker_did_not(runtime: Runtime)
     output = {"kind": "completion", "text": "written before the crash", "model": "sim-1"}
     req2 = await _request(runtime)
     p = store.keys.partition(req2.owner)
-    await store.dispatch({p: 10}, "dead")  # the dead worker's lease (delivery 1)
+    await store.leases.dispatch({p: 10}, "dead")  # the dead worker's lease (delivery 1)
     dead: list[AnyEvent] = [
         ExecutionStarted(execution_id=req2.execution_id, worker_id="dead", epoch=1),
         StepStarted(
@@ -117,12 +117,12 @@ async def test_a_takeover_publishes_what_a_dead_worker_did_not(runtime: Runtime)
         ),
         StepCompleted(execution_id=req2.execution_id, step_index=1, attempt=1, output=output),
     ]
-    await store.append(req2.execution_id, 1, dead)
+    await store.log.append(req2.execution_id, 1, dead)
     assert await _documents(runtime, req2) == []
 
     async def one_pass() -> list[Any]:
         await Worker(runtime, worker_id="heir").run_until_idle()
-        return await store.history(req2.execution_id)
+        return await store.log.history(req2.execution_id)
 
     history = await eventually(one_pass, until=lambda h: isinstance(h[-1], ExecutionCompleted))
     assert [e.step_index for e in history if isinstance(e, StepStarted)] == [0, 1, 2]

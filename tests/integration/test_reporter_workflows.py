@@ -82,7 +82,7 @@ async def collection_request(
         request_id=new_id("req"),
         reporter_id=new_id("rep"),
     )
-    await store.request(event)
+    await store.admission.request(event)
     return event
 
 
@@ -103,7 +103,7 @@ async def test_one_failed_item_is_recorded_and_the_others_keep_their_results(
     req = await collection_request(runtime, 3, overrides={1: {"fail": "fatal"}})
     await Worker(runtime).run_until_idle()
 
-    history = await runtime.store.history(req.execution_id)
+    history = await runtime.store.log.history(req.execution_id)
     assert isinstance(history[-1], ExecutionCompleted)
     started = [e.step_index for e in of_type(history, StepStarted)]
     assert started == [0, 1, 2, 4, 5]  # item 1's summary (step 3) was skipped, never started
@@ -150,7 +150,7 @@ async def test_every_item_failing_ends_the_execution_in_error(runtime: Runtime) 
         runtime, 2, overrides={0: {"fail": "fatal"}, 1: {"fail": "fatal"}}
     )
     await Worker(runtime).run_until_idle()
-    history = await runtime.store.history(req.execution_id)
+    history = await runtime.store.log.history(req.execution_id)
     end = history[-1]
     assert isinstance(end, ExecutionFailed)
     assert end.code == "provider_failed"
@@ -165,7 +165,7 @@ async def test_a_retried_item_step_succeeds_and_counts_its_attempts(runtime: Run
         runtime, 2, overrides={0: {"fail_attempts": 2, "retry_after_ms": 1}}
     )
     await Worker(runtime).run_until_idle()
-    history = await runtime.store.history(req.execution_id)
+    history = await runtime.store.log.history(req.execution_id)
     assert isinstance(history[-1], ExecutionCompleted)
     body = await detail(runtime, req)
     attempts = {s["step_index"]: s["attempts"] for s in body["steps"]}
@@ -180,7 +180,7 @@ async def test_a_hanging_provider_times_out_and_fails_only_its_item(runtime: Run
         runtime, 2, overrides={0: {"hang": True, "retry_after_ms": 1}}, steps=steps
     )
     await Worker(runtime).run_until_idle()
-    history = await runtime.store.history(req.execution_id)
+    history = await runtime.store.log.history(req.execution_id)
     assert isinstance(history[-1], ExecutionCompleted)
     failures = of_type(history, StepFailed)
     assert failures

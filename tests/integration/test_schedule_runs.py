@@ -53,7 +53,7 @@ async def test_a_run_applies_the_rules_and_starts_one_execution_per_picked_video
     assert first.run_id == "run_" + first.execution_id.rsplit("_", 1)[1]
     await settle(runtime)
 
-    history = await runtime.store.history(first.execution_id)
+    history = await runtime.store.log.history(first.execution_id)
     assert isinstance(history[-1], ExecutionCompleted)
     assert items_of(history) == [
         ("v1000000000", "processed"),
@@ -67,7 +67,7 @@ async def test_a_run_applies_the_rules_and_starts_one_execution_per_picked_video
         assert (child.kind, child.fee, child.schedule_id) == ("process", 0, w.schedule_id)
         assert child.reporter_id == w.reporter_id
         assert [s.tool_id for s in child.workflow.steps] == ["transcribe"]
-        done = await runtime.store.history(child.execution_id)
+        done = await runtime.store.log.history(child.execution_id)
         assert isinstance(done[-1], ExecutionCompleted), child.execution_id
         # Each video is one of the owner's items, holding the transcript the execution made.
         assert child.target.item_id is not None
@@ -83,7 +83,7 @@ async def test_a_run_applies_the_rules_and_starts_one_execution_per_picked_video
     assert second.status == "dispatched"
     assert second.execution_id != first.execution_id
     await settle(runtime)
-    assert items_of(await runtime.store.history(second.execution_id)) == [
+    assert items_of(await runtime.store.log.history(second.execution_id)) == [
         ("v0000000000", "processed"),
         ("v1000000000", "skipped_seen"),
         ("v2000000000", "skipped_seen"),
@@ -183,7 +183,7 @@ async def test_a_channel_whose_sync_fails_is_recorded_and_the_others_go_on(
     run = await run_now(w)
     await settle(runtime)
 
-    history = await runtime.store.history(run.execution_id)
+    history = await runtime.store.log.history(run.execution_id)
     assert isinstance(history[-1], ExecutionCompleted)
     assert sorted(items_of(history)) == [
         ("a1000000000", "processed"),
@@ -226,7 +226,9 @@ async def test_a_channel_in_two_collections_is_synced_once(
     run = await run_now(w)
     await settle(runtime)
     assert yt.calls["@alpha"] == 1
-    assert items_of(await runtime.store.history(run.execution_id)) == [("a1000000000", "processed")]
+    assert items_of(await runtime.store.log.history(run.execution_id)) == [
+        ("a1000000000", "processed")
+    ]
 
 
 async def test_a_schedule_with_no_channel_or_a_workflow_not_on_videos_is_refused(

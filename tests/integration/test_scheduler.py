@@ -34,7 +34,7 @@ class Clock:
 async def runs_of(w: World) -> list[ExecutionRequested]:
     """The schedule's runs, oldest first, from the owner's partition log."""
     store = w.runtime.store
-    entries = await store.read_log(store.keys.partition(w.owner), "0-0", 100_000)
+    entries = await store.log.read_log(store.keys.partition(w.owner), "0-0", 100_000)
     return [
         e.event
         for e in entries

@@ -34,7 +34,7 @@ def step(tool_id: str, prompt: str = "", **params: Any) -> StepSpec:
 
 async def blob_of(store: EventStore, owner: str, done: StepCompleted) -> Any:
     assert done.output_ref is not None
-    data = await store.get_blob(store.keys.partition(owner), done.output_ref.sha256)
+    data = await store.blobs.get(store.keys.partition(owner), done.output_ref.sha256)
     assert data is not None
     return msgspec.json.decode(data)
 
@@ -45,7 +45,7 @@ async def test_transcript_summary_claims_flow_forward(runtime: Runtime) -> None:
     req = await request(store, steps)
     await Worker(runtime).run_until_idle()
 
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     assert isinstance(history[-1], ExecutionCompleted)
     transcript, summary, claims = of_type(history, StepCompleted)
     assert [transcript.output["kind"], summary.output["kind"], claims.output["kind"]] == [
@@ -72,7 +72,7 @@ async def test_a_summary_without_a_transcript_step_fetches_one(runtime: Runtime)
     req = await request(store, [step("summary_review", length="short")])
     await Worker(runtime).run_until_idle()
 
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     [summary] = of_type(history, StepCompleted)
     assert summary.usage["audio_seconds"] > 0
     assert summary.usage["completion_tokens"] > 0
@@ -88,10 +88,10 @@ async def test_youtube_steps(runtime: Runtime) -> None:
     sync = await request(store, [step("channel_sync", max_videos=3)], channel)
     await Worker(runtime).run_until_idle()
 
-    [video] = of_type(await store.history(meta.execution_id), StepCompleted)
+    [video] = of_type(await store.log.history(meta.execution_id), StepCompleted)
     assert video.output["kind"] == "video_metadata"
     assert video.output["video_id"] == meta.step_inputs[0]["source"].rsplit("/", 1)[-1]
-    [listing] = of_type(await store.history(sync.execution_id), StepCompleted)
+    [listing] = of_type(await store.log.history(sync.execution_id), StepCompleted)
     doc = await blob_of(store, sync.owner, listing)
     assert len(doc["videos"]) == listing.output["count"] == 3
 
@@ -116,7 +116,7 @@ async def test_http_llm_retried_with_one_idempotency_key(
         await Worker(runtime).run_until_idle()
         await providers.aclose()
 
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     assert [(f.code, f.retryable) for f in of_type(history, StepFailed)] == [
         ("provider_unavailable", True),
         ("rate_limited", True),

@@ -1,7 +1,7 @@
 """The worker against the store, on fakeredis and on a private real Redis.
 
-Executions are requested directly with ``store.request`` (what engine.commands does for the API)
-and the worker is driven with ``run_until_idle``: no sleep decides a verdict.
+Executions are requested directly with ``store.admission.request`` (what engine.commands does for
+the API) and the worker is driven with ``run_until_idle``: no sleep decides a verdict.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ async def request(
         fee=FEE,
         request_id=new_id("req"),
     )
-    await store.request(event)
+    await store.admission.request(event)
     return event
 
 
@@ -99,7 +99,7 @@ async def test_one_step_transcript_completes_with_its_blob(runtime: Runtime) -> 
     req = await request(store, [transcribe()])
     await Worker(runtime).run_until_idle()
 
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     assert [type(e).__name__ for e in history] == [
         "ExecutionRequested",
         "ExecutionStarted",
@@ -112,7 +112,7 @@ async def test_one_step_transcript_completes_with_its_blob(runtime: Runtime) -> 
     ]
     [done] = of_type(history, StepCompleted)
     assert done.output_ref is not None
-    blob = await store.get_blob(store.keys.partition(req.owner), done.output_ref.sha256)
+    blob = await store.blobs.get(store.keys.partition(req.owner), done.output_ref.sha256)
     assert blob is not None
     assert len(blob) == done.output_ref.size
     transcript = msgspec.json.decode(blob)
@@ -146,13 +146,13 @@ async def test_provided_text_skips_the_provider(runtime: Runtime) -> None:
     bad = replace(runtime.settings, sim_fail_rate=1.0)
     await Worker(replace(runtime, settings=bad)).run_until_idle()
 
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     [done] = of_type(history, StepCompleted)
     assert done.cost == 0
     assert done.usage == {}
     assert of_type(history, StepStarted)[0].estimated_cost == 0
     assert done.output_ref is not None
-    blob = await store.get_blob(store.keys.partition(req.owner), done.output_ref.sha256)
+    blob = await store.blobs.get(store.keys.partition(req.owner), done.output_ref.sha256)
     assert blob is not None
     transcript = msgspec.json.decode(blob)
     assert transcript["origin"] == "provided"
@@ -170,7 +170,7 @@ async def test_multi_step_workflow_runs_in_order(runtime: Runtime) -> None:
     req = await request(store, steps)
     await Worker(runtime).run_until_idle()
 
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     completed = of_type(history, StepCompleted)
     assert [c.step_index for c in completed] == [0, 1, 2]
     started = of_type(history, StepStarted)
@@ -192,7 +192,7 @@ async def test_retryable_failures_are_retried_then_succeed(runtime: Runtime) -> 
     req = await request(store, [transcribe()], inputs)
     await Worker(runtime).run_until_idle()
 
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     assert [s.attempt for s in of_type(history, StepStarted)] == [1, 2, 3]
     failures = of_type(history, StepFailed)
     assert [(f.attempt, f.retryable) for f in failures] == [(1, True), (2, True)]
@@ -209,7 +209,7 @@ async def test_exhausted_retries_fail_the_execution(runtime: Runtime) -> None:
     req = await request(store, [transcribe()], inputs)
     await Worker(runtime).run_until_idle()
 
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     attempts = TOOLS["transcribe"].retry.max_attempts
     assert len(of_type(history, StepFailed)) == attempts
     assert len(of_type(history, StepRetryScheduled)) == attempts - 1
@@ -224,7 +224,7 @@ async def test_non_retryable_failure_fails_at_once(runtime: Runtime) -> None:
     req = await request(store, [transcribe(), llm("never runs")], inputs)
     await Worker(runtime).run_until_idle()
 
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     [failed] = of_type(history, StepFailed)
     assert failed.retryable is False
     assert failed.code == "provider_rejected"
@@ -242,7 +242,7 @@ async def test_step_timeout_ends_in_timeout(runtime: Runtime) -> None:
     req = await request(store, [transcribe(timeout_s=0.05)], inputs)
     await Worker(runtime).run_until_idle()
 
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     failures = of_type(history, StepFailed)
     assert failures
     assert all(f.code == "timeout" for f in failures)
@@ -259,17 +259,18 @@ async def test_cancel_aborts_a_hanging_call(runtime: Runtime) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run_until_idle)
         history = await eventually(
-            lambda: store.history(req.execution_id), until=lambda h: bool(of_type(h, StepStarted))
+            lambda: store.log.history(req.execution_id),
+            until=lambda h: bool(of_type(h, StepStarted)),
         )
         # What engine.commands.cancel appends for the API.
         cancel = ExecutionCancelRequested(execution_id=req.execution_id, requested_by=req.owner)
-        await store.append(req.execution_id, len(history), [cancel])
+        await store.log.append(req.execution_id, len(history), [cancel])
         with anyio.fail_after(10):  # bounds a broken build; the verdict is the log below
             await eventually(
-                lambda: store.history(req.execution_id),
+                lambda: store.log.history(req.execution_id),
                 until=lambda h: isinstance(h[-1], ExecutionCancelled),
             )
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     assert [type(e).__name__ for e in history[-4:]] == [
         "ExecutionCancelRequested",
         "StepFailed",
@@ -326,16 +327,16 @@ async def test_stale_worker_late_append_is_refused(
         tg.start_soon(stale.run_until_idle)
         await gate.entered.wait()
         # Another worker takes the lease over (epoch 2) and restarts the step.
-        claimed = await store.claim_expired(p, "thief", min_idle_ms=0)
+        claimed = await store.leases.claim_expired(p, "thief", min_idle_ms=0)
         [trigger] = [c for c in claimed if isinstance(c.event, ExecutionRequested)]
         assert trigger.deliveries == 2
-        seq = len(await store.history(req.execution_id))
+        seq = len(await store.log.history(req.execution_id))
         thief_step = StepStarted(
             execution_id=req.execution_id, step_index=0, attempt=2, epoch=2, worker_id="thief"
         )
-        await store.append(req.execution_id, seq, [thief_step])
+        await store.log.append(req.execution_id, seq, [thief_step])
         gate.gate.set()  # the stale worker's call returns; its append must be refused
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     assert [type(e).__name__ for e in history] == [
         "ExecutionRequested",
         "ExecutionStarted",
@@ -348,7 +349,7 @@ async def test_stale_worker_late_append_is_refused(
     assert trigger.entry_id in {x["message_id"].decode() for x in pending}
     assert {x["consumer"] for x in pending} == {b"thief"}
     with pytest.raises(ConcurrencyConflict):
-        await store.append(req.execution_id, 3, [thief_step])
+        await store.log.append(req.execution_id, 3, [thief_step])
 
 
 async def test_redelivered_entry_of_a_finished_execution_changes_nothing(
@@ -359,10 +360,10 @@ async def test_redelivered_entry_of_a_finished_execution_changes_nothing(
     store = runtime.store
     req = await request(store, [transcribe()])
     p = store.keys.partition(req.owner)
-    [lease] = (await store.dispatch({p: 10}, "first"))[p]
+    [lease] = (await store.leases.dispatch({p: 10}, "first"))[p]
     entry = lease.entry
     x = req.execution_id
-    await store.append(
+    await store.log.append(
         x,
         1,
         [
@@ -372,11 +373,11 @@ async def test_redelivered_entry_of_a_finished_execution_changes_nothing(
             ExecutionCompleted(execution_id=x, cost=FEE),
         ],
     )
-    before = await store.history(x)
-    await store.hand_back(p, "first", [entry.entry_id])
+    before = await store.log.history(x)
+    await store.leases.hand_back(p, "first", [entry.entry_id])
 
     await Worker(runtime, worker_id="second").run_until_idle()
-    assert await store.history(x) == before
+    assert await store.log.history(x) == before
     assert await pending_count(store, req) == 0
 
 
@@ -385,12 +386,12 @@ async def test_takeover_continues_after_the_last_completed_step(runtime: Runtime
     req = await request(store, [transcribe(), llm("Summarise."), llm("Review.")])
     p = store.keys.partition(req.owner)
     # A worker that died after step 0 completed and step 1 started.
-    [lease] = (await store.dispatch({p: 10}, "dead"))[p]
+    [lease] = (await store.leases.dispatch({p: 10}, "dead"))[p]
     entry = lease.entry
     await Worker(runtime, worker_id="helper").run_until_idle()  # nothing to do: lease is held
-    assert len(await store.history(req.execution_id)) == 1
+    assert len(await store.log.history(req.execution_id)) == 1
     x = req.execution_id
-    await store.append(
+    await store.log.append(
         x,
         1,
         [
@@ -400,10 +401,10 @@ async def test_takeover_continues_after_the_last_completed_step(runtime: Runtime
             StepStarted(execution_id=x, step_index=1, attempt=1, epoch=1, worker_id="dead"),
         ],
     )
-    await store.hand_back(p, "dead", [entry.entry_id])
+    await store.leases.hand_back(p, "dead", [entry.entry_id])
     await Worker(runtime, worker_id="heir").run_until_idle()
 
-    history = await store.history(x)
+    history = await store.log.history(x)
     assert isinstance(history[-1], ExecutionCompleted)
     assert [c.step_index for c in of_type(history, StepCompleted)] == [0, 1, 2]
     restarted = of_type(history, StepStarted)[2:]
@@ -414,21 +415,21 @@ async def test_dead_letter_after_max_deliveries(runtime: Runtime) -> None:
     store = runtime.store
     req = await request(store, [transcribe()])
     p = store.keys.partition(req.owner)
-    [lease] = (await store.dispatch({p: 10}, "crashy"))[p]
+    [lease] = (await store.leases.dispatch({p: 10}, "crashy"))[p]
     entry = lease.entry
     # Every delivery so far ended in a crash (the delivery count is the only trace).
     for _ in range(runtime.settings.max_deliveries - 1):
-        await store.claim_expired(p, "crashy", min_idle_ms=0)
-    await store.hand_back(p, "crashy", [entry.entry_id])
+        await store.leases.claim_expired(p, "crashy", min_idle_ms=0)
+    await store.leases.hand_back(p, "crashy", [entry.entry_id])
 
     await Worker(runtime).run_until_idle()
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     assert [type(e).__name__ for e in history] == ["ExecutionRequested", "ExecutionFailed"]
     failed = history[-1]
     assert isinstance(failed, ExecutionFailed)
     assert failed.code == "internal"
     assert "dead-lettered" in failed.message
-    [dead] = await store.dead_letters(p)
+    [dead] = await store.leases.dead_letters(p)
     assert dead["entry_id"] == entry.entry_id
     assert int(dead["deliveries"]) == runtime.settings.max_deliveries + 1
     assert await pending_count(store, req) == 0
@@ -438,7 +439,7 @@ async def test_undecodable_entry_is_dead_lettered(runtime: Runtime) -> None:
     store = runtime.store
     await store.redis.xadd(store.keys.log(2), {"e": b"{not json"})
     await Worker(runtime).run_until_idle()
-    [dead] = await store.dead_letters(2)
+    [dead] = await store.leases.dead_letters(2)
     assert dead["reason"] == "undecodable entry"
     assert int((await store.redis.xpending(store.keys.log(2), WORKER_GROUP))["pending"]) == 0
 
@@ -460,12 +461,12 @@ async def test_graceful_stop_hands_back_unfinished_work(
         stop.set()  # SIGTERM: the gate never opens, so the grace period runs out
     assert worker.in_flight == 0
     # The lease is claimable at once (no lease timeout to wait for) and step 0 stays done.
-    claimed = await store.claim_expired(p, "next", min_idle_ms=runtime.settings.lease_ms)
+    claimed = await store.leases.claim_expired(p, "next", min_idle_ms=runtime.settings.lease_ms)
     assert [c.entry_id for c in claimed if isinstance(c.event, ExecutionRequested)] != []
-    await store.hand_back(p, "next", [c.entry_id for c in claimed])
+    await store.leases.hand_back(p, "next", [c.entry_id for c in claimed])
     gate.gate.set()
     await Worker(runtime, worker_id="next").run_until_idle()
-    history = await store.history(req.execution_id)
+    history = await store.log.history(req.execution_id)
     assert isinstance(history[-1], ExecutionCompleted)
     assert [c.step_index for c in of_type(history, StepCompleted)] == [0, 1]
     assert [(s.step_index, s.attempt) for s in of_type(history, StepStarted)] == [

@@ -109,7 +109,9 @@ async def _run_ops(opening: int, read_fee: int, steps: list[Op]) -> _Outcome:
                 model += value
             elif kind == "fee":
                 try:
-                    await runtime.store.request(requested(runtime.store, owner, fee=value))
+                    await runtime.store.admission.request(
+                        requested(runtime.store, owner, fee=value)
+                    )
                     assert value <= model
                     model -= value
                 except InsufficientBalance:

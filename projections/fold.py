@@ -101,46 +101,11 @@ def _apply(view: ExecutionView, event: AnyEvent) -> ExecutionView:
         case ExecutionStarted():
             return _running(view, event.at)
         case StepStarted():
-            if view.kind in PER_ITEM_KINDS:
-                view = _settle_failures(view, event.step_index, event.at)
-            step = _step(view, event.step_index)
-            step = _replace(
-                step,
-                status="running",
-                attempts=max(step.attempts, event.attempt),
-                input=event.input or step.input,
-                started_at=step.started_at if step.started_at is not None else event.at,
-                retry_at=None,
-            )
-            return _with_step(_running(view, event.at), step)
+            return _step_started(view, event)
         case StepCompleted():
-            step = _step(view, event.step_index)
-            started = step.started_at
-            duration = event.duration_ms or (event.at - started if started is not None else None)
-            step = _replace(
-                step,
-                status="done",
-                attempts=max(step.attempts, event.attempt),
-                output=event.output,
-                output_ref=event.output_ref,
-                usage=event.usage,
-                reported=event.cost,
-                finished_at=event.at,
-                duration_ms=duration,
-                error=None,
-                retry_at=None,
-            )
-            return _with_step(view, step)
+            return _step_completed(view, event)
         case StepFailed():
-            step = _step(view, event.step_index)
-            step = _replace(
-                step,
-                status="retrying" if event.retryable else "error",
-                attempts=max(step.attempts, event.attempt),
-                error=ErrorView(code=event.code, message=event.message),
-                finished_at=None if event.retryable else event.at,
-            )
-            return _with_step(view, step)
+            return _step_failed(view, event)
         case StepRetryScheduled():
             step = _step(view, event.step_index)
             step = _replace(step, status="retrying", retry_at=event.not_before)
@@ -163,6 +128,53 @@ def _apply(view: ExecutionView, event: AnyEvent) -> ExecutionView:
             return _terminal(view, "error", error, event.at)
         case RunItemRecorded():
             return _replace(view, run_items=[*view.run_items, _run_item(event)])
+
+
+def _step_started(view: ExecutionView, event: StepStarted) -> ExecutionView:
+    if view.kind in PER_ITEM_KINDS:
+        view = _settle_failures(view, event.step_index, event.at)
+    step = _step(view, event.step_index)
+    step = _replace(
+        step,
+        status="running",
+        attempts=max(step.attempts, event.attempt),
+        input=event.input or step.input,
+        started_at=step.started_at if step.started_at is not None else event.at,
+        retry_at=None,
+    )
+    return _with_step(_running(view, event.at), step)
+
+
+def _step_completed(view: ExecutionView, event: StepCompleted) -> ExecutionView:
+    step = _step(view, event.step_index)
+    started = step.started_at
+    duration = event.duration_ms or (event.at - started if started is not None else None)
+    step = _replace(
+        step,
+        status="done",
+        attempts=max(step.attempts, event.attempt),
+        output=event.output,
+        output_ref=event.output_ref,
+        usage=event.usage,
+        reported=event.cost,
+        finished_at=event.at,
+        duration_ms=duration,
+        error=None,
+        retry_at=None,
+    )
+    return _with_step(view, step)
+
+
+def _step_failed(view: ExecutionView, event: StepFailed) -> ExecutionView:
+    step = _step(view, event.step_index)
+    step = _replace(
+        step,
+        status="retrying" if event.retryable else "error",
+        attempts=max(step.attempts, event.attempt),
+        error=ErrorView(code=event.code, message=event.message),
+        finished_at=None if event.retryable else event.at,
+    )
+    return _with_step(view, step)
 
 
 def _requested(event: ExecutionRequested) -> ExecutionView:

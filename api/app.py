@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute
 
 from api import dashboard, docs_page, openapi, realtime
 from api.errors import EXCEPTION_HANDLERS, Edge
+from api.feed_hub import FeedHub
 from api.read_charging import ChargeReads
 from api.routes import (
     account,
@@ -32,7 +33,6 @@ from api.routes import (
 )
 from engine.money.read_fees import ReadFees
 from engine.runtime import Runtime
-from projections.feed import FeedHub
 from projections.queries import Queries
 
 

@@ -1,5 +1,5 @@
 """The realtime feed at the HTTP edge (DESIGN §8): a WebSocket for browsers and an SSE stream for
-integrations, both over the process's :class:`projections.feed.FeedHub`.
+integrations, both over the process's :class:`api.feed_hub.FeedHub`.
 
 ``GET /v1/realtime?token=<session JWT>[&since=<cursor>]`` (WebSocket): a session JWT only (an API
 key in a URL would end up in browser history and proxy logs), and a browser's ``Origin`` must be
@@ -34,10 +34,11 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import Caller, account_route, verify_session_token
+from api.feed_hub import SLOW_CONSUMER, FeedClosed, FeedHub, Subscription
 from api.openapi import doc
+from api.render import Message
 from engine.money.accounts import API_KEY_PREFIX
 from engine.runtime import Runtime
-from projections.feed import SLOW_CONSUMER, FeedClosed, FeedHub, Message, Subscription
 
 log = logging.getLogger("clipstream.realtime")
 

@@ -1,8 +1,15 @@
-"""The realtime feed: one stream per owner that the projector appends to, and the hub that tails it
-for the API's subscribers.
+"""The realtime feed's stream: one per owner, appended to by the projector, read by the API's hub
+(``api.feed_hub``).
 
     {prefix}{{pN}}:feed:{owner}   stream: one entry per event folded for the owner, MAXLEN ~ N
-        fields: execution_id, seq, type, summary (JSON: the execution after that event)
+        fields: execution_id, seq, type, summary, v
+
+``summary`` is JSON of the execution right after that event. ``v`` says what it is:
+
+    v = "2"    a :class:`projections.views.FeedSummary` (view data: times in ms, money in
+               micro-coins); the API renders it (``api.render``) once per event.
+    no v       written before the API rendered feed entries: the summary is the client JSON
+               itself (ISO-8601 times, coins), sent on as it was stored.
 
 The key sits under the owner's partition hash tag, outside any projection namespace (the feed is
 live-only and outlives a version switch), so the projector appends to it in the same Lua call that
@@ -13,30 +20,25 @@ id is the subscriber's cursor.
 
 from __future__ import annotations
 
-import logging
-import re
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
+import msgspec
 import orjson
-from redis.exceptions import RedisError, ResponseError
 
-from engine.connection import as_str
 from engine.log.entries import Entry
 from engine.log.keys import Keys
-from engine.runtime import Runtime
-from engine.settings import micro_to_coins
 from projections.fold import FoldGap, apply
-from projections.queries import Queries
-from projections.views import ExecutionView, iso_ms
-
-log = logging.getLogger("clipstream.feed")
+from projections.views import ExecutionView, FeedSummary, steps_done
 
 # Entries kept per owner (approximately: XADD MAXLEN ~ trims whole radix-tree nodes).
 FEED_MAXLEN = 10_000
+# The ``v`` of the entries this version writes (see the module docstring).
+SUMMARY_VERSION = b"2"
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(FeedSummary)
 
 
 def feed_key(keys: Keys, partition: int, owner: str) -> str:
@@ -49,24 +51,22 @@ def owner_feed_key(keys: Keys, owner: str) -> str:
     return feed_key(keys, keys.partition(owner), owner)
 
 
-def feed_summary(view: ExecutionView) -> dict[str, Any]:
+def feed_summary(view: ExecutionView) -> FeedSummary:
     """The compact execution a feed entry carries: enough for a live list and a progress bar."""
-    error = view.error
-    return {
-        "execution_id": view.execution_id,
-        "kind": view.kind,
-        "status": view.status,
-        "current_step": view.current_step,
-        "steps_done": sum(1 for s in view.steps if s.status == "done"),
-        "steps_total": len(view.steps),
-        "cost_coins": micro_to_coins(view.cost),
-        "error": None if error is None else {"code": error.code, "message": error.message},
-        "cancel_requested": view.cancel_requested,
-        # ISO-8601 like every other execution a client sees (REST, the reset snapshot).
-        "created_at": iso_ms(view.created_at),
-        "updated_at": iso_ms(view.updated_at),
-        "finished_at": iso_ms(view.finished_at),
-    }
+    return FeedSummary(
+        execution_id=view.execution_id,
+        kind=view.kind,
+        status=view.status,
+        current_step=view.current_step,
+        steps_done=steps_done(view.steps),
+        steps_total=len(view.steps),
+        cost=view.cost,
+        error=view.error,
+        cancel_requested=view.cancel_requested,
+        created_at=view.created_at,
+        updated_at=view.updated_at,
+        finished_at=view.finished_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,281 +123,34 @@ def feed_records(
                 repaired.add(xid)  # folded from its stream: only the repaired view is known
         current[xid] = view
         emitted[xid] = event.seq
-        summary = orjson.dumps(feed_summary(view))
+        summary = _encoder.encode(feed_summary(view))
         out.append(FeedRecord(final.owner, xid, event.seq, event_type(event), summary))
     return out
 
 
-# -- the hub: one process's subscribers, fed by one reader per slot group ------------------------
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """One entry read back from a feed stream. ``summary`` is a :class:`FeedSummary`, or for an
+    entry written before summaries were view data, the client JSON it stored (a dict)."""
 
-SLOW_CONSUMER = "slow consumer; resume with your cursor"
-BUFFER = 1_000  # messages a subscriber may fall behind before it is closed
-HISTORY_PAGE = 500
-_CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
-
-Message = dict[str, Any]
-
-
-class FeedClosed(Exception):
-    """The hub closed this subscription (``reason`` says why); the client resumes with its last
-    cursor."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    cursor: str
+    execution_id: str
+    seq: int
+    type: str
+    summary: FeedSummary | dict[str, Any]
 
 
-def cursor_key(cursor: str) -> tuple[int, int]:
-    """A stream entry id as a comparable pair."""
-    ms, _, seq = cursor.partition("-")
-    return int(ms), int(seq or 0)
+def read_entry(entry_id: str, fields: Mapping[bytes, bytes]) -> FeedEntry:
+    """A feed stream entry (its id and fields, as XRANGE/XREAD give them) as a :class:`FeedEntry`.
 
-
-def valid_cursor(cursor: str) -> bool:
-    """A cursor of the shape this feed hands out (a stream entry id)."""
-    return _CURSOR.match(cursor) is not None
-
-
-def event_message(entry_id: str, fields: Mapping[bytes, bytes]) -> Message:
-    """The ``event`` message of one feed entry."""
-    return {
-        "type": "event",
-        "cursor": entry_id,
-        "execution_id": fields[b"execution_id"].decode(),
-        "seq": int(fields[b"seq"]),
-        "event": fields[b"type"].decode(),
-        "execution": orjson.loads(fields[b"summary"]),
-    }
-
-
-class Subscription:
-    """One client's view of its owner's feed: :meth:`receive` gives the history after the
-    cursor (or a ``reset``), then the live tail, deduplicated by cursor."""
-
-    def __init__(self, hub: FeedHub, owner: str, key: str, buffer: int) -> None:
-        self.hub, self.owner, self.key = hub, owner, key
-        self._send, self._recv = anyio.create_memory_object_stream[Message](buffer)
-        self.reason: str | None = None
-        self.closed = anyio.Event()
-        self.last = (0, 0)  # the newest cursor handed out: older live entries are duplicates
-        self.live = "0-0"  # where the live tail starts (history is read up to here)
-        self._pending: list[Message] = []  # a reset or a page of history, handed out first
-        self._history_after: str | None = None  # more history to page through after this id
-
-    # called by the hub (no await: the fan-out never waits for a client)
-    def offer(self, message: Message) -> None:
-        if self.reason is not None:
-            return
-        try:
-            self._send.send_nowait(message)
-        except anyio.WouldBlock:
-            self.close(SLOW_CONSUMER)
-
-    def close(self, reason: str) -> None:
-        """End the subscription: ``receive`` raises :class:`FeedClosed` from now on."""
-        if self.reason is None:
-            self.reason = reason
-            self._send.close()
-            self._recv.close()  # whatever was buffered is dropped: the client resumes by cursor
-            self.closed.set()
-            self.hub.unsubscribe(self)
-
-    async def receive(self) -> Message:
-        """The next message; FeedClosed once the hub closed the subscription."""
-        while True:
-            if self.reason is not None:
-                raise FeedClosed(self.reason)
-            if not self._pending and self._history_after is not None:
-                await self._next_page()
-            if self._pending:
-                message = self._pending.pop(0)
-            else:
-                try:
-                    message = await self._recv.receive()
-                except (anyio.EndOfStream, anyio.ClosedResourceError):
-                    raise FeedClosed(self.reason or "closed") from None
-            cursor = cursor_key(message["cursor"])
-            if message["type"] == "event" and cursor <= self.last:
-                continue  # already handed out by the history read
-            self.last = max(self.last, cursor)
-            return message
-
-    async def _next_page(self) -> None:
-        after = self._history_after
-        assert after is not None
-        rows = await self.hub.redis.xrange(self.key, f"({after}", self.live, count=HISTORY_PAGE)
-        self._pending = [event_message(as_str(i), f) for i, f in rows]
-        self._history_after = as_str(rows[-1][0]) if len(rows) == HISTORY_PAGE else None
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Message:
-        try:
-            return await self.receive()
-        except FeedClosed:
-            raise StopAsyncIteration from None
-
-
-@dataclass(slots=True)
-class _Group:
-    """The feed keys of one partition, tailed by one reader with one XREAD (one hash slot)."""
-
-    positions: dict[str, str]  # key -> the last entry id read
-    wake: anyio.Event
-    scope: anyio.CancelScope | None = None
-
-
-class FeedHub:
-    """Tails the feeds of the owners that have subscribers, for one API process.
-
-    ``run()`` (a task for the life of the app) starts one reader per partition, each tailing its
-    partition's subscribed feeds with one XREAD (one hash slot, so the same on a cluster). One XREAD
-    over every key would be fewer connections, but with a thousand owners building that one command
-    costs redis-py milliseconds per read and every event waits for it. A reader blocks at most
-    ``block_ms`` and is woken at once when a new owner's key joins its group. Fan-out is
-    ``send_nowait`` into each subscriber's bounded buffer: a full buffer closes that subscriber,
-    never waits for it.
-    """
-
-    def __init__(
-        self,
-        runtime: Runtime,
-        *,
-        buffer: int = BUFFER,
-        block_ms: int = 1_000,
-        snapshot_limit: int = 100,
-    ) -> None:
-        self.runtime = runtime
-        self.redis = runtime.redis
-        self.keys = runtime.store.keys
-        self.buffer = buffer
-        self.block_ms = block_ms
-        self.snapshot_limit = snapshot_limit
-        self._groups = [_Group({}, anyio.Event()) for _ in runtime.store.partitions]
-        self._subscribers: dict[str, set[Subscription]] = {}
-        self.running = False
-
-    def _group(self, key_partition: int) -> _Group:
-        return self._groups[key_partition]
-
-    async def run(self) -> None:
-        """Read until cancelled."""
-        self.running = True
-        try:
-            async with anyio.create_task_group() as tg:
-                for group in self._groups:
-                    tg.start_soon(self._reader, group)
-        finally:
-            self.running = False
-            for subs in list(self._subscribers.values()):
-                for sub in list(subs):
-                    sub.close("server shutting down")
-
-    async def _reader(self, group: _Group) -> None:
-        failures = 0
-        while True:
-            if not group.positions:
-                await group.wake.wait()
-                group.wake = anyio.Event()
-                continue
-            streams = dict(group.positions)
-            reply: Any = None
-            with anyio.CancelScope() as scope:
-                group.scope = scope
-                try:
-                    reply = await self.redis.xread(streams, count=HISTORY_PAGE, block=self.block_ms)
-                    failures = 0
-                except (RedisError, OSError) as exc:
-                    failures += 1
-                    log.warning("feed read failed, retrying: %s", exc)
-                    await anyio.sleep(min(0.05 * 2**failures, 1.0))
-            group.scope = None
-            if scope.cancelled_caught or not reply:
-                continue  # a key joined (re-read with it), or nothing new within the block
-            self._dispatch(group, reply)
-
-    def _dispatch(self, group: _Group, reply: Any) -> None:
-        items = reply.items() if isinstance(reply, dict) else reply
-        for raw_key, rows in items:
-            key = as_str(raw_key)
-            if key not in group.positions:
-                continue
-            if rows and isinstance(rows[0], list) and len(rows) == 1:
-                rows = rows[0]  # RESP3 shape
-            subs = self._subscribers.get(key, set())
-            for entry_id, fields in rows:
-                message = event_message(as_str(entry_id), fields)
-                group.positions[key] = message["cursor"]
-                for sub in list(subs):
-                    sub.offer(message)
-
-    # -- subscribing ------------------------------------------------------------------------------
-    @asynccontextmanager
-    async def subscribe(self, owner: str, since: str | None) -> AsyncIterator[Subscription]:
-        """A subscription to ``owner``'s feed after ``since`` (None: start with a ``reset``)."""
-        key = owner_feed_key(self.keys, owner)
-        sub = Subscription(self, owner, key, self.buffer)
-        try:
-            await self._join(sub)
-            if since is None or not valid_cursor(since) or await self._trimmed(key, since):
-                sub._pending = [await self._reset(owner, sub.live)]
-            else:
-                sub.last = cursor_key(since)
-                if cursor_key(since) < cursor_key(sub.live):
-                    sub._history_after = since
-            yield sub
-        finally:
-            sub.close("unsubscribed")
-
-    async def _join(self, sub: Subscription) -> None:
-        """Register ``sub`` and fix where its live tail starts: the hub's position for the key
-        (or the stream's last id when nobody tails it yet), taken before any history is read."""
-        key = sub.key
-        group = self._group(self.keys.partition(sub.owner))
-        if key not in group.positions:
-            newest = await self.redis.xrevrange(key, "+", "-", count=1)
-            start = as_str(newest[0][0]) if newest else "0-0"
-            if key not in group.positions:  # nobody joined it during the await
-                group.positions[key] = start
-                if group.scope is not None:
-                    group.scope.cancel()  # re-read with the new key now, not after the block
-                group.wake.set()
-        sub.live = group.positions[key]
-        self._subscribers.setdefault(key, set()).add(sub)
-
-    def unsubscribe(self, sub: Subscription) -> None:
-        subs = self._subscribers.get(sub.key)
-        if subs is None:
-            return
-        subs.discard(sub)
-        if not subs:
-            del self._subscribers[sub.key]
-            self._group(self.keys.partition(sub.owner)).positions.pop(sub.key, None)
-
-    async def _trimmed(self, key: str, since: str) -> bool:
-        """True when entries after ``since`` may be gone (trimmed, or the cursor is not ours)."""
-        try:
-            info = await self.redis.xinfo_stream(key)
-        except ResponseError:
-            return since != "0-0"  # no feed at all: only the empty cursor is still valid
-        deleted = as_str(info.get("max-deleted-entry-id") or b"0-0")
-        last = as_str(info.get("last-generated-id") or b"0-0")
-        after = cursor_key(since)
-        if cursor_key(deleted) > after or after > cursor_key(last):
-            return True
-        # Servers that do not track the deleted id: anything removed, and the cursor before the
-        # first entry kept, may hide a gap.
-        first = info.get("first-entry")
-        removed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)
-        if not removed:
-            return False
-        # Trimmed to nothing: whatever came after the cursor is gone.
-        oldest_kept = cursor_key(as_str(first[0])) if first else cursor_key(last)
-        return after < oldest_kept
-
-    async def _reset(self, owner: str, cursor: str) -> Message:
-        executions, _ = await Queries(self.runtime).list_executions(
-            owner, active=True, limit=self.snapshot_limit, cursor=None
-        )
-        return {"type": "reset", "cursor": cursor, "executions": executions}
+    Raises msgspec/orjson decode errors for a summary that is not JSON of its version."""
+    raw = fields[b"summary"]
+    current = fields.get(b"v") == SUMMARY_VERSION
+    summary: FeedSummary | dict[str, Any] = _decoder.decode(raw) if current else orjson.loads(raw)
+    return FeedEntry(
+        cursor=entry_id,
+        execution_id=fields[b"execution_id"].decode(),
+        seq=int(fields[b"seq"]),
+        type=fields[b"type"].decode(),
+        summary=summary,
+    )

@@ -1,4 +1,5 @@
-"""What the API reads: executions, lists, transcripts and raw histories of one owner.
+"""What the API reads: executions, lists, schedule runs, transcripts and raw histories of one
+owner, as views (``projections.views``); the API renders them (``api.render``).
 
 Every call is owner-scoped: another owner's execution looks exactly like an unknown one (None).
 Ids are checked by shape before they come near a key. The live projection version is read on
@@ -12,18 +13,18 @@ answers 404.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from engine.connection import as_str
 from engine.errors import InvalidRequest, StoreError
 from engine.language import valid_lang
-from engine.log import codec
-from engine.log.events import ExecutionRequested
+from engine.log.events import AnyEvent, ExecutionRequested
 from engine.log.ids import execution_partition, is_id, run_execution_id
 from engine.log.store import EventStore
 from engine.runtime import Runtime
+from projections import progress
 from projections.fold import FoldGap, fold
 from projections.namespace import (
     Namespace,
@@ -33,13 +34,14 @@ from projections.namespace import (
 )
 from projections.views import (
     ExecutionView,
+    Page,
+    RunDetailView,
+    RunView,
+    TranscriptView,
     decode_view,
-    execution_json,
-    execution_summary,
-    iso_ms,
-    run_json,
-    run_summary,
 )
+
+V = TypeVar("V")
 
 MAX_LIMIT = 100
 
@@ -93,65 +95,62 @@ class Queries:
         except (FoldGap, ValueError):
             return None
 
-    async def get_execution(self, owner: str, execution_id: str) -> dict[str, Any] | None:
-        """The body of ``GET /v1/executions/{id}`` (see ``views.execution_json``) or None."""
-        view = await self.get_view(owner, execution_id)
-        return execution_json(view) if view is not None else None
-
-    async def history(self, owner: str, execution_id: str) -> list[dict[str, Any]] | None:
-        """The raw events of an owned execution, in order; None when not the owner's."""
+    async def history(self, owner: str, execution_id: str) -> list[AnyEvent] | None:
+        """The events of an owned execution, in order; None when not the owner's."""
         if not self._owns_partition(owner, execution_id):
             return None
         events = await self.store.log.history(execution_id)
         first = events[0] if events else None
         if not isinstance(first, ExecutionRequested) or first.owner != owner:
             return None
-        return [codec.to_builtins(e) for e in events]
+        return events
 
     # -- lists ------------------------------------------------------------------------------------
     async def list_executions(
         self, owner: str, *, active: bool, limit: int, cursor: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """The owner's executions, newest first (``active``: pending and running only), as
-        summaries, and the cursor of the next page (None on the last page).
+    ) -> Page[ExecutionView]:
+        """A page of the owner's executions, newest first (``active``: pending and running
+        only), with the cursor of the next page (None on the last page).
 
         InvalidRequest for a malformed cursor.
         """
         ns = await self._ns_of_owner(owner)
         key = ns.active(owner) if active else ns.owned(owner)
-        return await self._page(ns, key, owner, limit, cursor)
+        return await self._page(ns, key, owner, limit, cursor, _same)
 
     async def list_reporter_executions(
         self, owner: str, reporter_id: str, *, limit: int, cursor: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> Page[ExecutionView]:
         """A reporter's executions (scheduled runs too), newest first, paged like
         :meth:`list_executions`."""
         if not valid_name(reporter_id):
-            return [], None
+            return Page(views=[], next_cursor=None)
         ns = await self._ns_of_owner(owner)
-        return await self._page(ns, ns.reporter(owner, reporter_id), owner, limit, cursor)
+        key = ns.reporter(owner, reporter_id)
+        return await self._page(ns, key, owner, limit, cursor, _same)
 
     # -- schedule runs ----------------------------------------------------------------------------
     async def list_runs(
         self, owner: str, reporter_id: str, *, limit: int, cursor: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """The runs of a reporter's schedules, newest first, as run summaries
-        (``views.run_summary``), paged like :meth:`list_executions`."""
+    ) -> Page[RunView]:
+        """The runs of a reporter's schedules, newest first (``progress.run``), paged like
+        :meth:`list_executions`."""
         if not valid_name(reporter_id):
-            return [], None
+            return Page(views=[], next_cursor=None)
         ns = await self._ns_of_owner(owner)
-        return await self._page(ns, ns.runs(owner, reporter_id), owner, limit, cursor, run_summary)
+        key = ns.runs(owner, reporter_id)
+        return await self._page(ns, key, owner, limit, cursor, progress.run)
 
-    async def get_run(self, owner: str, reporter_id: str, run: str) -> dict[str, Any] | None:
-        """One run of a reporter's schedules with its per-item events (``views.run_json``); None
-        when it is not a run of that reporter of this owner."""
+    async def get_run(self, owner: str, reporter_id: str, run: str) -> RunDetailView | None:
+        """One run of a reporter's schedules with its per-item events (``progress.run_detail``);
+        None when it is not a run of that reporter of this owner."""
         execution_id = run_execution_id(run, self.store.keys.partition(owner))
         if execution_id is None:
             return None
         view = await self.get_view(owner, execution_id)
         if view is None or view.kind != "schedule_run" or view.reporter_id != reporter_id:
             return None
-        return run_json(view)
+        return progress.run_detail(view)
 
     async def _page(
         self,
@@ -160,28 +159,29 @@ class Queries:
         owner: str,
         limit: int,
         cursor: str | None,
-        render: Callable[[ExecutionView], dict[str, Any]] = execution_summary,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+        derive: Callable[[ExecutionView], V],
+    ) -> Page[V]:
+        """The views of the members of ``key`` after ``cursor`` (``derive``d), newest first."""
         limit = max(1, min(limit, MAX_LIMIT))
         after = _parse_cursor(cursor) if cursor else None
         ids = await self._ids_before(key, after, limit + 1)
         more = len(ids) > limit
         ids = ids[:limit]
         if not ids:
-            return [], None
+            return Page(views=[], next_cursor=None)
         pipe = self.redis.pipeline(transaction=False)
         for xid, _ in ids:
             pipe.get(ns.view(xid))
         raws = await pipe.execute()
-        out: list[dict[str, Any]] = []
+        out: list[V] = []
         for raw in raws:
             if raw is None:
                 continue
             view = decode_view(raw)
             if view.owner == owner:
-                out.append(render(view))
+                out.append(derive(view))
         last_id, last_score = ids[-1]
-        return out, (_make_cursor(last_score, last_id) if more else None)
+        return Page(views=out, next_cursor=_make_cursor(last_score, last_id) if more else None)
 
     async def _ids_before(
         self, key: str, after: tuple[int, str] | None, want: int
@@ -212,9 +212,9 @@ class Queries:
     # -- transcripts ------------------------------------------------------------------------------
     async def get_transcript(
         self, owner: str, item_id: str, lang: str | None
-    ) -> dict[str, Any] | None:
-        """The newest transcript of the owner's item in ``lang`` (None: in any language):
-        ``{"item_id", "lang", "text", "segments", "execution_id", "created_at"}``, or None."""
+    ) -> TranscriptView | None:
+        """The newest transcript of the owner's item in ``lang`` (None: in any language), or
+        None."""
         if not valid_name(item_id) or (lang is not None and not valid_lang(lang)):
             return None
         ns = await self._ns_of_owner(owner)
@@ -231,14 +231,18 @@ class Queries:
         if blob is None:
             return None
         text, segments = _transcript_body(blob)
-        return {
-            "item_id": pointer.item_id,
-            "lang": pointer.lang,
-            "text": text,
-            "segments": segments,
-            "execution_id": pointer.execution_id,
-            "created_at": iso_ms(pointer.created_at),
-        }
+        return TranscriptView(
+            item_id=pointer.item_id,
+            lang=pointer.lang,
+            text=text,
+            segments=segments,
+            execution_id=pointer.execution_id,
+            created_at=pointer.created_at,
+        )
+
+
+def _same(view: ExecutionView) -> ExecutionView:
+    return view
 
 
 def _transcript_body(blob: bytes) -> tuple[str, list[Any]]:

@@ -15,7 +15,8 @@ from __future__ import annotations
 #   then per view 6 args: execution id, view JSON, created_at, active '1'|'0', reporter '1'|'0',
 #   schedule run '1'|'0'
 #   then per transcript 3 args: pointer JSON, created_at, lang
-#   then per feed entry 4 args: execution id, seq, event type, summary JSON
+#   then per feed entry 4 args: execution id, seq, event type, summary JSON (a FeedSummary: the
+#   entry's v is 2, see projections.feed)
 # The feed entries are appended here, with the checkpoint, so a batch retried after a crash or a
 # lost compare-and-set never appends them twice.
 # -> {1, new ckpt} or {0, current ckpt} when another projector moved it
@@ -49,7 +50,8 @@ end
 local n_feed = tonumber(ARGV[6] or '0')
 for _ = 1, n_feed do
   redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[7], '*',
-    'execution_id', ARGV[a], 'seq', ARGV[a + 1], 'type', ARGV[a + 2], 'summary', ARGV[a + 3])
+    'execution_id', ARGV[a], 'seq', ARGV[a + 1], 'type', ARGV[a + 2], 'summary', ARGV[a + 3],
+    'v', '2')
   k, a = k + 1, a + 4
 end
 local skipped = tonumber(ARGV[3])

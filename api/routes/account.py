@@ -7,17 +7,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from api import render
 from api.auth import Caller, account_route, runtime_of, unauthorized
 from api.openapi import doc
-from api.schemas import (
-    AccountResponse,
-    LedgerPage,
-    PageQuery,
-    account_body,
-    ledger_entry_body,
-    page_params,
-    respond,
-)
+from api.parse import page_params
+from api.render import respond
+from api.schemas.requests import PageQuery
+from api.schemas.resources import AccountResponse, LedgerPage
 from engine.errors import NotFound
 from engine.money import accounts
 
@@ -30,7 +26,7 @@ async def me(request: Request, caller: Caller) -> Response:
         account = await accounts.get_account(runtime_of(request), caller.account_id)
     except NotFound:
         raise unauthorized() from None  # a valid token for an account that does not exist
-    return respond({"account": account_body(account)})
+    return respond(AccountResponse(account=render.account(account)))
 
 
 @doc(
@@ -50,7 +46,8 @@ async def ledger(request: Request, caller: Caller) -> Response:
     entries, next_cursor = await accounts.ledger(
         runtime_of(request), caller.account_id, limit=limit, cursor=cursor
     )
-    return respond({"entries": [ledger_entry_body(e) for e in entries], "next_cursor": next_cursor})
+    rendered = [render.ledger_entry(e) for e in entries]
+    return respond(LedgerPage(entries=rendered, next_cursor=next_cursor))
 
 
 ROUTES: list[BaseRoute] = [

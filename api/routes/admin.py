@@ -6,25 +6,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from api import render
 from api.auth import admin_route, mint_session_token, runtime_of
 from api.openapi import doc
-from api.schemas import (
+from api.parse import decode_body, micro, path_id
+from api.render import respond
+from api.schemas.requests import CreateAccount, Credit, MintToken
+from api.schemas.resources import (
     AccountResponse,
     AdminAccountResponse,
-    CreateAccount,
     CreatedAccount,
-    Credit,
     IssuedKey,
     MintedToken,
-    MintToken,
-    account_body,
-    decode_body,
-    micro,
-    path_id,
-    respond,
 )
 from engine.money import accounts
-from engine.settings import micro_to_coins
 
 
 @doc(
@@ -42,14 +37,9 @@ async def create_account(request: Request) -> Response:
     account, api_key = await accounts.create_account(
         runtime, name=body.name, coins_micro=micro(body.coins)
     )
-    return respond(
-        {
-            "account": account_body(account),
-            "api_key": api_key,
-            "session_token": mint_session_token(runtime, account.account_id),
-        },
-        201,
-    )
+    token = mint_session_token(runtime, account.account_id)
+    created = CreatedAccount(account=render.account(account), api_key=api_key, session_token=token)
+    return respond(created, 201)
 
 
 @doc(
@@ -66,7 +56,8 @@ async def credit(request: Request) -> Response:
     account_id = path_id(request, "account_id", "acc")
     body = await decode_body(request, Credit)
     await accounts.credit(runtime, account_id, micro(body.coins), credit_id=body.credit_id)
-    return respond({"account": account_body(await accounts.get_account(runtime, account_id))})
+    account = await accounts.get_account(runtime, account_id)
+    return respond(AccountResponse(account=render.account(account)))
 
 
 @doc(summary="Issue an API key", response=IssuedKey, status=201, tags=["admin"])
@@ -76,10 +67,8 @@ async def issue_key(request: Request) -> Response:
     runtime = runtime_of(request)
     account_id = path_id(request, "account_id", "acc")
     api_key = await accounts.issue_api_key(runtime, account_id)
-    return respond(
-        {"account_id": account_id, "api_key": api_key, "key_hash": accounts.key_hash(api_key)},
-        201,
-    )
+    key_hash = accounts.key_hash(api_key)
+    return respond(IssuedKey(account_id=account_id, api_key=api_key, key_hash=key_hash), 201)
 
 
 @doc(summary="Revoke an API key", status=204, tags=["admin"])
@@ -106,7 +95,7 @@ async def mint_token(request: Request) -> Response:
     body = await decode_body(request, MintToken, optional=True)
     await accounts.get_account(runtime, account_id)  # no tokens for accounts that do not exist
     token = mint_session_token(runtime, account_id, ttl_s=body.ttl_s)
-    return respond({"account_id": account_id, "session_token": token, "ttl_s": body.ttl_s}, 201)
+    return respond(MintedToken(account_id=account_id, session_token=token, ttl_s=body.ttl_s), 201)
 
 
 @doc(summary="An account with its exact balance", response=AdminAccountResponse, tags=["admin"])
@@ -115,10 +104,7 @@ async def get_account(request: Request) -> Response:
     """``GET /admin/accounts/{account_id}`` → the account with its balance."""
     runtime = runtime_of(request)
     account = await accounts.get_account(runtime, path_id(request, "account_id", "acc"))
-    body = account_body(account)
-    body["balance_micro"] = account.balance
-    body["balance_coins"] = micro_to_coins(account.balance)
-    return respond({"account": body})
+    return respond(AdminAccountResponse(account=render.admin_account(account)))
 
 
 ROUTES: list[BaseRoute] = [

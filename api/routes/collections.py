@@ -6,28 +6,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from api import render
 from api.auth import Caller, account_route, runtime_of
 from api.openapi import doc
-from api.resource_schemas import (
+from api.parse import decode_body, page_params, path_id
+from api.render import respond
+from api.schemas.requests import (
     AddCollectionItem,
-    CollectionList,
-    CollectionResponse,
     CreateCollection,
+    PageQuery,
     UpdateCollection,
     changes,
-    collection_out,
-    out,
 )
-from api.schemas import (
-    ItemList,
-    ItemResponse,
-    PageQuery,
-    decode_body,
-    item_body,
-    page_params,
-    path_id,
-    respond,
-)
+from api.schemas.resources import CollectionList, CollectionResponse, ItemList, ItemResponse
 from engine.errors import NotFound
 from engine.log.ids import is_id
 from engine.resources import collections
@@ -51,7 +42,7 @@ async def create_collection(request: Request, caller: Caller) -> Response:
     created = await collections.create_collection(
         runtime_of(request), caller.account_id, changes(body)
     )
-    return out(CollectionResponse(collection=collection_out(created)), 201)
+    return respond(CollectionResponse(collection=render.collection(created)), 201)
 
 
 @doc(summary="List collections", response=CollectionList, query=PageQuery, tags=["collections"])
@@ -62,9 +53,8 @@ async def list_collections(request: Request, caller: Caller) -> Response:
     page, next_cursor = await collections.list_collections(
         runtime_of(request), caller.account_id, limit=limit, cursor=cursor
     )
-    return out(
-        CollectionList(collections=[collection_out(c) for c in page], next_cursor=next_cursor)
-    )
+    rendered = [render.collection(c) for c in page]
+    return respond(CollectionList(collections=rendered, next_cursor=next_cursor))
 
 
 @doc(summary="A collection", response=CollectionResponse, tags=["collections"])
@@ -74,7 +64,7 @@ async def get_collection(request: Request, caller: Caller) -> Response:
     found = await collections.get_collection(
         runtime_of(request), caller.account_id, _collection_id(request)
     )
-    return out(CollectionResponse(collection=collection_out(found)))
+    return respond(CollectionResponse(collection=render.collection(found)))
 
 
 @doc(
@@ -92,7 +82,7 @@ async def update_collection(request: Request, caller: Caller) -> Response:
     updated = await collections.update_collection(
         runtime_of(request), caller.account_id, collection_id, changes(body)
     )
-    return out(CollectionResponse(collection=collection_out(updated)))
+    return respond(CollectionResponse(collection=render.collection(updated)))
 
 
 @doc(summary="Delete a collection", status=204, errors=[409], tags=["collections"])
@@ -123,7 +113,7 @@ async def add_item(request: Request, caller: Caller) -> Response:
     item = await collections.add_item(
         runtime_of(request), caller.account_id, collection_id, body.item_id
     )
-    return respond({"item": item_body(item)}, 201)
+    return respond(ItemResponse(item=render.item(item)), 201)
 
 
 @doc(summary="Remove an item from a collection", status=204, tags=["collections", "items"])
@@ -150,7 +140,7 @@ async def list_items(request: Request, caller: Caller) -> Response:
     page, next_cursor = await collections.list_items(
         runtime_of(request), caller.account_id, collection_id, limit=limit, cursor=cursor
     )
-    return respond({"items": [item_body(i) for i in page], "next_cursor": next_cursor})
+    return respond(ItemList(items=[render.item(i) for i in page], next_cursor=next_cursor))
 
 
 ROUTES: list[BaseRoute] = [

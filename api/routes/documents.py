@@ -10,16 +10,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from api import render
 from api.auth import Caller, account_route, runtime_of
 from api.openapi import doc
-from api.resource_schemas import (
-    DocumentList,
-    DocumentListQuery,
-    DocumentResponse,
-    document_out,
-    out,
-)
-from api.schemas import page_params, path_id
+from api.parse import page_params, path_id
+from api.render import respond
+from api.schemas.requests import DocumentListQuery
+from api.schemas.resources import DocumentList, DocumentResponse
 from engine.errors import InvalidRequest, NotFound
 from engine.log.ids import is_id
 from engine.resources import documents
@@ -60,7 +57,8 @@ async def list_documents(request: Request, caller: Caller) -> Response:
     )
     page = found[:limit]
     next_cursor = page[-1].document_id if len(found) > limit else None
-    return out(DocumentList(documents=[document_out(d) for d in page], next_cursor=next_cursor))
+    rendered = [render.document(d) for d in page]
+    return respond(DocumentList(documents=rendered, next_cursor=next_cursor))
 
 
 @doc(summary="A document with its content", response=DocumentResponse, tags=["documents"])
@@ -73,7 +71,7 @@ async def get_document(request: Request, caller: Caller) -> Response:
     if found is None:
         raise NotFound("no such document")
     raw = await documents.content_of(runtime, caller.account_id, found)
-    return out(DocumentResponse(document=document_out(found, _content(raw))))
+    return respond(DocumentResponse(document=render.document(found, _content(raw))))
 
 
 def _content(raw: bytes | None) -> Any:

@@ -10,25 +10,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from api import render
 from api.auth import Caller, account_route, runtime_of
 from api.openapi import doc
-from api.schemas import (
-    EventList,
-    ExecutionDetail,
-    ExecutionList,
-    ExecutionListQuery,
-    ExecutionResponse,
-    flag,
-    page_params,
-    path_id,
-    respond,
-)
+from api.parse import flag, page_params, path_id
+from api.render import respond
+from api.schemas.executions import EventList, ExecutionDetail, ExecutionList, ExecutionResponse
+from api.schemas.requests import ExecutionListQuery
 from engine import commands
 from engine.errors import NotFound, StoreError
 from engine.log.events import ExecutionRequested
 from projections.fold import fold
 from projections.queries import Queries
-from projections.views import execution_summary
 
 
 def queries_of(request: Request) -> Queries:
@@ -46,11 +39,13 @@ async def accepted(
     back); otherwise (a repeated Idempotency-Key, a cancel) the execution as it is now.
     """
     if appended is not None:
-        return respond({"execution": execution_summary(fold([appended]))}, 202)
-    detail = await queries_of(request).get_execution(caller.account_id, execution_id)
-    if detail is None:  # the append was acknowledged, so read-your-writes must find it
-        raise StoreError(f"accepted execution {execution_id} is not readable")
-    return respond({"execution": detail["execution"]}, 202)
+        view = fold([appended])
+    else:
+        found = await queries_of(request).get_view(caller.account_id, execution_id)
+        if found is None:  # the append was acknowledged, so read-your-writes must find it
+            raise StoreError(f"accepted execution {execution_id} is not readable")
+        view = found
+    return respond(ExecutionResponse(execution=render.execution(view)), 202)
 
 
 @doc(
@@ -62,10 +57,10 @@ async def accepted(
 async def get_execution(request: Request, caller: Caller) -> Response:
     """``GET /v1/executions/{execution_id}`` → ``{execution, workflow, steps, step_inputs}``."""
     execution_id = path_id(request, "execution_id", "exc")
-    detail = await queries_of(request).get_execution(caller.account_id, execution_id)
-    if detail is None:
+    view = await queries_of(request).get_view(caller.account_id, execution_id)
+    if view is None:
         raise NotFound("no such execution")
-    return respond(detail)
+    return respond(render.execution_detail(view))
 
 
 @doc(
@@ -78,10 +73,10 @@ async def get_execution(request: Request, caller: Caller) -> Response:
 async def my_executions(request: Request, caller: Caller) -> Response:
     """``GET /v1/executions/me?active=1&limit=&cursor=`` → newest first, with ``next_cursor``."""
     limit, cursor = page_params(request)
-    executions, next_cursor = await queries_of(request).list_executions(
+    page = await queries_of(request).list_executions(
         caller.account_id, active=flag(request, "active"), limit=limit, cursor=cursor
     )
-    return respond({"executions": executions, "next_cursor": next_cursor})
+    return respond(render.execution_list(page))
 
 
 @doc(summary="The raw event history", response=EventList, tags=["executions"])
@@ -89,10 +84,10 @@ async def my_executions(request: Request, caller: Caller) -> Response:
 async def execution_events(request: Request, caller: Caller) -> Response:
     """``GET /v1/executions/{execution_id}/events`` → ``{"events": [...]}`` (the raw history)."""
     execution_id = path_id(request, "execution_id", "exc")
-    events = await queries_of(request).history(caller.account_id, execution_id)
-    if events is None:
+    history = await queries_of(request).history(caller.account_id, execution_id)
+    if history is None:
         raise NotFound("no such execution")
-    return respond({"events": events})
+    return respond(render.events(history))
 
 
 @doc(

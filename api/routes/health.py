@@ -10,13 +10,14 @@ from starlette.routing import BaseRoute, Route
 from api.auth import runtime_of
 from api.errors import error_response, request_id_of
 from api.openapi import doc
-from api.schemas import HealthOut, respond
+from api.render import respond
+from api.schemas.resources import HealthOut
 
 
 @doc(summary="Liveness", response=HealthOut, tags=["health"])
 async def healthz(request: Request) -> Response:
     """``GET /healthz``: the process is alive and serving."""
-    return respond({"status": "ok"})
+    return respond(HealthOut(status="ok"))
 
 
 @doc(summary="Readiness: Redis answers", response=HealthOut, tags=["health"])
@@ -26,7 +27,7 @@ async def readyz(request: Request) -> Response:
         await runtime_of(request).redis.ping()
     except (RedisError, OSError):
         return error_response(503, "unavailable", "Redis does not answer", request_id_of(request))
-    return respond({"status": "ready"})
+    return respond(HealthOut(status="ready"))
 
 
 ROUTES: list[BaseRoute] = [

@@ -6,26 +6,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from api import render
 from api.auth import Caller, account_route, runtime_of
 from api.errors import request_id_of
 from api.openapi import doc
+from api.parse import IDEMPOTENCY_HEADER, decode_body, page_params, path_id
+from api.render import respond
 from api.routes.executions import accepted, queries_of
-from api.schemas import (
-    IDEMPOTENCY_HEADER,
-    CreateItem,
-    ExecutionResponse,
-    ItemList,
-    ItemResponse,
-    PageQuery,
-    TranscriptQuery,
-    TranscriptRequest,
-    TranscriptResponse,
-    decode_body,
-    item_body,
-    page_params,
-    path_id,
-    respond,
-)
+from api.schemas.executions import ExecutionResponse, TranscriptResponse
+from api.schemas.requests import CreateItem, PageQuery, TranscriptQuery, TranscriptRequest
+from api.schemas.resources import ItemList, ItemResponse
 from engine import commands
 from engine.errors import InvalidRequest, NotFound
 from engine.language import LANG_HINT, canonical_lang, valid_lang
@@ -44,7 +34,7 @@ async def create_item(request: Request, caller: Caller) -> Response:
     """``POST /v1/items {source}`` → 201 the item with its detected type."""
     body = await decode_body(request, CreateItem)
     item = await items.create_item(runtime_of(request), caller.account_id, body.source)
-    return respond({"item": item_body(item)}, 201)
+    return respond(ItemResponse(item=render.item(item)), 201)
 
 
 @doc(summary="List items", response=ItemList, query=PageQuery, tags=["items"])
@@ -55,7 +45,7 @@ async def list_items(request: Request, caller: Caller) -> Response:
     page, next_cursor = await items.list_items(
         runtime_of(request), caller.account_id, limit=limit, cursor=cursor
     )
-    return respond({"items": [item_body(i) for i in page], "next_cursor": next_cursor})
+    return respond(ItemList(items=[render.item(i) for i in page], next_cursor=next_cursor))
 
 
 @doc(summary="An item", response=ItemResponse, tags=["items"])
@@ -64,7 +54,7 @@ async def get_item(request: Request, caller: Caller) -> Response:
     """``GET /v1/items/{item_id}``."""
     item_id = path_id(request, "item_id", "itm")
     item = await items.get_item(runtime_of(request), caller.account_id, item_id)
-    return respond({"item": item_body(item)})
+    return respond(ItemResponse(item=render.item(item)))
 
 
 @doc(summary="Delete an item", status=204, tags=["items"])
@@ -127,7 +117,7 @@ async def get_transcript(request: Request, caller: Caller) -> Response:
     transcript = await queries_of(request).get_transcript(caller.account_id, item_id, lang)
     if transcript is None:
         raise NotFound("no transcript for this item yet")
-    return respond({"transcript": transcript})
+    return respond(TranscriptResponse(transcript=render.transcript(transcript)))
 
 
 ROUTES: list[BaseRoute] = [

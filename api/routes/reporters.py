@@ -3,69 +3,42 @@ over a source or a collection (202 ``{execution}``) and listing its executions."
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from api import render
 from api.auth import Caller, account_route, runtime_of
 from api.errors import request_id_of
 from api.openapi import doc
-from api.resource_schemas import (
+from api.parse import IDEMPOTENCY_HEADER, decode_body, page_params, path_id
+from api.render import respond
+from api.routes.executions import accepted, queries_of
+from api.schemas.executions import ExecutionList, ExecutionResponse
+from api.schemas.requests import (
     CreateReporter,
     CreateStep,
     CreateWorkflow,
+    PageQuery,
+    ProcessCollectionRequest,
+    ProcessRequest,
     ReplaceSteps,
+    UpdateReporter,
+    UpdateWorkflow,
+    changes,
+)
+from api.schemas.resources import (
     ReporterList,
     ReporterResponse,
     StepResponse,
-    UpdateReporter,
-    UpdateWorkflow,
     WorkflowList,
     WorkflowResponse,
-    changes,
-    out,
-    reporter_out,
-    step_out,
-    workflow_out,
-)
-from api.routes.executions import accepted, queries_of
-from api.schemas import (
-    IDEMPOTENCY_HEADER,
-    ExecutionList,
-    ExecutionResponse,
-    PageQuery,
-    decode_body,
-    page_params,
-    path_id,
-    respond,
 )
 from engine import commands
 from engine.errors import NotFound
 from engine.log.ids import is_id
 from engine.resources import reporters
 from engine.tools.catalog import check_step
-
-
-class ProcessRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """``POST /v1/reporters/{reporter_id}/process``: a URL or handle, and the workflow to run
-    (default: the reporter's default workflow)."""
-
-    source: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
-    workflow_id: str | None = None
-
-
-class ProcessCollectionRequest(
-    msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True
-):
-    """``POST /v1/reporters/{reporter_id}/process-collection``: one execution over the items of
-    the collection (at most ``max_items``, oldest first)."""
-
-    collection_id: str
-    workflow_id: str | None = None
-    max_items: Annotated[int, msgspec.Meta(ge=1, le=commands.MAX_COLLECTION_ITEMS)] | None = None
 
 
 def _reporter_id(request: Request) -> str:
@@ -91,7 +64,7 @@ async def create_reporter(request: Request, caller: Caller) -> Response:
     """``POST /v1/reporters`` → 201 ``{reporter}``."""
     body = await decode_body(request, CreateReporter)
     created = await reporters.create_reporter(runtime_of(request), caller.account_id, changes(body))
-    return out(ReporterResponse(reporter=reporter_out(created)), 201)
+    return respond(ReporterResponse(reporter=render.reporter(created)), 201)
 
 
 @doc(summary="List reporters", response=ReporterList, query=PageQuery, tags=["reporters"])
@@ -102,7 +75,9 @@ async def list_reporters(request: Request, caller: Caller) -> Response:
     page, next_cursor = await reporters.list_reporters(
         runtime_of(request), caller.account_id, limit=limit, cursor=cursor
     )
-    return out(ReporterList(reporters=[reporter_out(r) for r in page], next_cursor=next_cursor))
+    return respond(
+        ReporterList(reporters=[render.reporter(r) for r in page], next_cursor=next_cursor)
+    )
 
 
 @doc(summary="A reporter", response=ReporterResponse, tags=["reporters"])
@@ -112,7 +87,7 @@ async def get_reporter(request: Request, caller: Caller) -> Response:
     found = await reporters.get_reporter(
         runtime_of(request), caller.account_id, _reporter_id(request)
     )
-    return out(ReporterResponse(reporter=reporter_out(found)))
+    return respond(ReporterResponse(reporter=render.reporter(found)))
 
 
 @doc(
@@ -130,7 +105,7 @@ async def update_reporter(request: Request, caller: Caller) -> Response:
     updated = await reporters.update_reporter(
         runtime_of(request), caller.account_id, reporter_id, changes(body)
     )
-    return out(ReporterResponse(reporter=reporter_out(updated)))
+    return respond(ReporterResponse(reporter=render.reporter(updated)))
 
 
 @doc(
@@ -169,7 +144,7 @@ async def create_workflow(request: Request, caller: Caller) -> Response:
         body.steps,
         check_step=check_step,
     )
-    return out(WorkflowResponse(workflow=workflow_out(created)), 201)
+    return respond(WorkflowResponse(workflow=render.workflow(created)), 201)
 
 
 @doc(
@@ -186,7 +161,9 @@ async def list_workflows(request: Request, caller: Caller) -> Response:
     page, next_cursor = await reporters.list_workflows(
         runtime_of(request), caller.account_id, reporter_id, limit=limit, cursor=cursor
     )
-    return out(WorkflowList(workflows=[workflow_out(w) for w in page], next_cursor=next_cursor))
+    return respond(
+        WorkflowList(workflows=[render.workflow(w) for w in page], next_cursor=next_cursor)
+    )
 
 
 @doc(summary="A workflow with its steps", response=WorkflowResponse, tags=["workflows"])
@@ -194,7 +171,7 @@ async def list_workflows(request: Request, caller: Caller) -> Response:
 async def get_workflow(request: Request, caller: Caller) -> Response:
     """``GET /v1/reporters/{reporter_id}/workflows/{workflow_id}``."""
     found = await reporters.get_workflow(runtime_of(request), caller.account_id, *_ids(request))
-    return out(WorkflowResponse(workflow=workflow_out(found)))
+    return respond(WorkflowResponse(workflow=render.workflow(found)))
 
 
 @doc(
@@ -212,7 +189,7 @@ async def update_workflow(request: Request, caller: Caller) -> Response:
     updated = await reporters.update_workflow(
         runtime_of(request), caller.account_id, *ids, changes(body)
     )
-    return out(WorkflowResponse(workflow=workflow_out(updated)))
+    return respond(WorkflowResponse(workflow=render.workflow(updated)))
 
 
 @doc(summary="Delete a workflow", status=204, errors=[409], tags=["workflows"])
@@ -242,7 +219,9 @@ async def add_step(request: Request, caller: Caller) -> Response:
     workflow, step = await reporters.add_step(
         runtime_of(request), caller.account_id, *ids, body, check_step=check_step
     )
-    return out(StepResponse(step=step_out(step), workflow=workflow_out(workflow)), 201)
+    return respond(
+        StepResponse(step=render.workflow_step(step), workflow=render.workflow(workflow)), 201
+    )
 
 
 @doc(
@@ -260,7 +239,7 @@ async def replace_steps(request: Request, caller: Caller) -> Response:
     workflow = await reporters.replace_steps(
         runtime_of(request), caller.account_id, *ids, body.steps, check_step=check_step
     )
-    return out(WorkflowResponse(workflow=workflow_out(workflow)))
+    return respond(WorkflowResponse(workflow=render.workflow(workflow)))
 
 
 @doc(summary="Delete a step from a workflow", status=204, errors=[409], tags=["workflows"])
@@ -356,10 +335,10 @@ async def reporter_executions(request: Request, caller: Caller) -> Response:
     reporter_id = _reporter_id(request)
     limit, cursor = page_params(request)
     await reporters.get_reporter(runtime_of(request), caller.account_id, reporter_id)
-    executions, next_cursor = await queries_of(request).list_reporter_executions(
+    page = await queries_of(request).list_reporter_executions(
         caller.account_id, reporter_id, limit=limit, cursor=cursor
     )
-    return respond({"executions": executions, "next_cursor": next_cursor})
+    return respond(render.execution_list(page))
 
 
 _WF = "/v1/reporters/{reporter_id}/workflows"

@@ -6,19 +6,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from api import render
 from api.auth import Caller, account_route, runtime_of
 from api.openapi import doc
-from api.resource_schemas import (
+from api.parse import decode_body, page_params, path_id
+from api.render import respond
+from api.schemas.requests import (
     AttachCollection,
     CreateSchedule,
-    ScheduleList,
-    ScheduleResponse,
+    PageQuery,
     UpdateSchedule,
     changes,
-    out,
-    schedule_out,
 )
-from api.schemas import PageQuery, decode_body, page_params, path_id
+from api.schemas.resources import ScheduleList, ScheduleResponse
 from engine.errors import NotFound
 from engine.log.ids import is_id
 from engine.resources import schedules
@@ -57,7 +57,7 @@ async def create_schedule(request: Request, caller: Caller) -> Response:
     created = await schedules.create_schedule(
         runtime_of(request), caller.account_id, reporter_id, fields
     )
-    return out(ScheduleResponse(schedule=schedule_out(created)), 201)
+    return respond(ScheduleResponse(schedule=render.schedule(created)), 201)
 
 
 @doc(
@@ -74,7 +74,8 @@ async def list_schedules(request: Request, caller: Caller) -> Response:
     page, next_cursor = await schedules.list_schedules(
         runtime_of(request), caller.account_id, reporter_id, limit=limit, cursor=cursor
     )
-    return out(ScheduleList(schedules=[schedule_out(s) for s in page], next_cursor=next_cursor))
+    rendered = [render.schedule(s) for s in page]
+    return respond(ScheduleList(schedules=rendered, next_cursor=next_cursor))
 
 
 @doc(summary="A schedule", response=ScheduleResponse, tags=["schedules"])
@@ -82,7 +83,7 @@ async def list_schedules(request: Request, caller: Caller) -> Response:
 async def get_schedule(request: Request, caller: Caller) -> Response:
     """``GET …/schedules/{schedule_id}``."""
     found = await schedules.get_schedule(runtime_of(request), caller.account_id, *_ids(request))
-    return out(ScheduleResponse(schedule=schedule_out(found)))
+    return respond(ScheduleResponse(schedule=render.schedule(found)))
 
 
 @doc(
@@ -101,7 +102,7 @@ async def update_schedule(request: Request, caller: Caller) -> Response:
     if "collection_ids" in fields:
         fields["collection_ids"] = _collection_ids(fields["collection_ids"])
     updated = await schedules.update_schedule(runtime_of(request), caller.account_id, *ids, fields)
-    return out(ScheduleResponse(schedule=schedule_out(updated)))
+    return respond(ScheduleResponse(schedule=render.schedule(updated)))
 
 
 @doc(summary="Delete a schedule", status=204, errors=[409], tags=["schedules"])
@@ -128,7 +129,7 @@ async def attach_collection(request: Request, caller: Caller) -> Response:
     updated = await schedules.attach_collection(
         runtime_of(request), caller.account_id, *ids, collection_id
     )
-    return out(ScheduleResponse(schedule=schedule_out(updated)))
+    return respond(ScheduleResponse(schedule=render.schedule(updated)))
 
 
 @doc(

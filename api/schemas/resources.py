@@ -1,167 +1,108 @@
-"""Request and response Structs of the synchronous resources (collections, reporters, workflows,
-steps, schedules, documents, tools).
+"""What clients get back about the synchronous resources: accounts and their ledger, items,
+collections, reporters, workflows and their steps, schedules, documents, the tool catalogue and
+the health probes.
 
-Requests forbid unknown fields, so a server-owned field (``owner``, ids, timestamps) is a 422
-naming it. PATCH bodies leave every field UNSET by default: only the fields given change.
-Responses are Structs too (one source for validation, encoding and the OpenAPI document); they
-are turned into builtins and encoded with orjson at the edge.
+Response Structs describe a body once: ``api.render`` builds them from the engine's records (it
+is the only code that does), the handlers encode them (``api.render.respond``) and the OpenAPI
+document is built from them. UNSET fields are left out of the body.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
-from msgspec import UNSET, UnsetType
-from starlette.responses import Response
+from msgspec import UNSET
 
-from api.openapi import id_pattern
-from api.schemas import PageQuery, iso, respond
-from engine.language import LANG_PATTERN
-from engine.resources.records import Collection, Document, Reporter, Schedule, Step, Workflow
-from engine.resources.reporters import StepInput
+from api.schemas.requests import TargetKind, Visibility
+from engine.resources.items import ItemType
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Text = Annotated[str, msgspec.Meta(max_length=2000)]
-Language = Annotated[str, msgspec.Meta(pattern=LANG_PATTERN)]
-Visibility = Literal["private", "public"]
-TargetKind = Literal["youtube_video", "youtube_channel", "collection"]
-Hours = Annotated[int, msgspec.Meta(ge=1, le=720)]
-AgeHours = Annotated[int, msgspec.Meta(ge=1, le=8760)]
-PerChannel = Annotated[int, msgspec.Meta(ge=1, le=100)]
-AnyId = Annotated[str, msgspec.Meta(max_length=64)]
-DocumentKind = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+# -- accounts ------------------------------------------------------------------------------------
 
 
-def _id_pattern(param: str) -> str:
-    """The pattern of ids of the kind ``param`` names (the one path parameters carry)."""
-    pattern = id_pattern(param)
-    assert pattern is not None, param
-    return pattern
+class AccountOut(msgspec.Struct, kw_only=True):
+    """An account as its owner sees it."""
+
+    account_id: str
+    name: str
+    balance_coins: float
 
 
-ItemIdFilter = Annotated[str, msgspec.Meta(pattern=_id_pattern("item_id"))]
-ReporterIdFilter = Annotated[str, msgspec.Meta(pattern=_id_pattern("reporter_id"))]
+class AccountResponse(msgspec.Struct, kw_only=True):
+    account: AccountOut
 
 
-class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    pass
+class LedgerEntryOut(msgspec.Struct, kw_only=True):
+    """One movement of the account's coins. ``amount_coins`` is signed (a credit is positive, a
+    charge negative) and ``balance_coins`` is the balance right after it. ``kind``: ``credit``,
+    ``fee`` (an execution's flat fee), ``read`` (a read's fee), and kinds added later, shown as
+    they are. ``execution_id`` names the execution a charge belongs to, when it belongs to one."""
+
+    charge_id: str
+    kind: str
+    amount_coins: float
+    balance_coins: float
+    execution_id: str | None
+    at: str
 
 
-def changes(body: msgspec.Struct) -> dict[str, Any]:
-    """The fields a PATCH body sets."""
-    return {f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not UNSET}
+class LedgerPage(msgspec.Struct, kw_only=True):
+    """``GET /v1/me/ledger``: newest first; ``next_cursor`` pages on to older entries."""
+
+    entries: list[LedgerEntryOut]
+    next_cursor: str | None
 
 
-# -- requests ------------------------------------------------------------------------------------
+class AdminAccountOut(AccountOut, kw_only=True):
+    """An account as an operator sees it: the exact balance too."""
+
+    balance_micro: int
 
 
-class CreateCollection(_Body, frozen=True):
-    """``POST /v1/collections``."""
-
-    name: Name
-    description: Text | None = None
-    visibility: Visibility = "private"
-    language: Language | None = None
+class AdminAccountResponse(msgspec.Struct, kw_only=True):
+    account: AdminAccountOut
 
 
-class UpdateCollection(_Body, frozen=True):
-    """``PATCH /v1/collections/{collection_id}``."""
+class CreatedAccount(msgspec.Struct, kw_only=True):
+    """``POST /admin/accounts``: the account, its first API key and a session token."""
 
-    name: Name | UnsetType = UNSET
-    description: Text | UnsetType | None = UNSET
-    visibility: Visibility | UnsetType = UNSET
-    language: Language | UnsetType | None = UNSET
-
-
-class AddCollectionItem(_Body, frozen=True):
-    """``POST /v1/collections/{collection_id}/items``."""
-
-    item_id: AnyId
+    account: AccountOut
+    api_key: str
+    session_token: str
 
 
-class CreateReporter(_Body, frozen=True):
-    """``POST /v1/reporters``."""
+class IssuedKey(msgspec.Struct, kw_only=True):
+    """A new API key (shown once) and its sha256, by which it is revoked."""
 
-    name: Name
-    description: Text | None = None
-    default_workflow_id: AnyId | None = None
-
-
-class UpdateReporter(_Body, frozen=True):
-    """``PATCH /v1/reporters/{reporter_id}``."""
-
-    name: Name | UnsetType = UNSET
-    description: Text | UnsetType | None = UNSET
-    default_workflow_id: AnyId | UnsetType | None = UNSET
+    account_id: str
+    api_key: str
+    key_hash: str
 
 
-class CreateStep(StepInput, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST …/workflows/{workflow_id}/steps``: one step, appended."""
+class MintedToken(msgspec.Struct, kw_only=True):
+    account_id: str
+    session_token: str
+    ttl_s: int
 
 
-class ReplaceSteps(_Body, frozen=True):
-    """``PUT …/workflows/{workflow_id}/steps``: every step, in order."""
-
-    steps: list[StepInput]
+# -- items and collections -----------------------------------------------------------------------
 
 
-class CreateWorkflow(_Body, frozen=True):
-    """``POST /v1/reporters/{reporter_id}/workflows``."""
-
-    name: Name
-    target_kind: TargetKind
-    steps: list[StepInput] = msgspec.field(default_factory=list)
-
-
-class UpdateWorkflow(_Body, frozen=True):
-    """``PATCH …/workflows/{workflow_id}`` (steps have their own routes)."""
-
-    name: Name | UnsetType = UNSET
-    target_kind: TargetKind | UnsetType = UNSET
+class ItemOut(msgspec.Struct, kw_only=True):
+    item_id: str
+    source: str
+    type: ItemType
+    external_id: str
+    created_at: str
 
 
-class CreateSchedule(_Body, frozen=True):
-    """``POST /v1/reporters/{reporter_id}/schedules``."""
-
-    workflow_id: AnyId
-    interval_hours: Hours
-    max_age_hours: AgeHours = 168
-    max_videos_per_channel: PerChannel = 5
-    enabled: bool = True
-    collection_ids: list[AnyId] = msgspec.field(default_factory=list)
+class ItemResponse(msgspec.Struct, kw_only=True):
+    item: ItemOut
 
 
-class UpdateSchedule(_Body, frozen=True):
-    """``PATCH …/schedules/{schedule_id}``; ``collection_ids`` replaces the attached set."""
-
-    workflow_id: AnyId | UnsetType = UNSET
-    interval_hours: Hours | UnsetType = UNSET
-    max_age_hours: AgeHours | UnsetType = UNSET
-    max_videos_per_channel: PerChannel | UnsetType = UNSET
-    enabled: bool | UnsetType = UNSET
-    collection_ids: list[AnyId] | UnsetType = UNSET
-
-
-class AttachCollection(_Body, frozen=True):
-    """``POST …/schedules/{schedule_id}/collections``."""
-
-    collection_id: AnyId
-
-
-# -- query strings (documented as parameters; the handlers parse and check them) -----------------
-
-
-class DocumentListQuery(PageQuery, kw_only=True):
-    """``GET /v1/documents?item_id=&reporter_id=&kind=``: filters, each optional; the cursor is
-    the last ``document_id`` of the previous page."""
-
-    item_id: ItemIdFilter | None = None
-    reporter_id: ReporterIdFilter | None = None
-    kind: DocumentKind | None = None
-
-
-# -- responses -----------------------------------------------------------------------------------
+class ItemList(msgspec.Struct, kw_only=True):
+    items: list[ItemOut]
+    next_cursor: str | None
 
 
 class CollectionOut(msgspec.Struct, kw_only=True):
@@ -172,6 +113,18 @@ class CollectionOut(msgspec.Struct, kw_only=True):
     language: str | None
     created_at: str
     updated_at: str
+
+
+class CollectionResponse(msgspec.Struct, kw_only=True):
+    collection: CollectionOut
+
+
+class CollectionList(msgspec.Struct, kw_only=True):
+    collections: list[CollectionOut]
+    next_cursor: str | None
+
+
+# -- reporters, workflows, steps, schedules ------------------------------------------------------
 
 
 class StepOut(msgspec.Struct, kw_only=True):
@@ -213,51 +166,6 @@ class ScheduleOut(msgspec.Struct, kw_only=True):
     updated_at: str
 
 
-class DocumentOut(msgspec.Struct, kw_only=True):
-    """A document; ``content`` only when one is fetched by id (JSON content decoded)."""
-
-    document_id: str
-    kind: str
-    item_id: str | None
-    reporter_id: str | None
-    execution_id: str | None
-    title: str | None
-    size: int
-    created_at: str
-    content: Any = UNSET
-
-
-class PricingUnit(msgspec.Struct, kw_only=True):
-    unit: str
-    coins_per_unit: float
-
-
-class Pricing(msgspec.Struct, kw_only=True):
-    currency: str
-    units: list[PricingUnit]
-
-
-class ToolOut(msgspec.Struct, kw_only=True):
-    tool_id: str
-    description: str
-    provider: str
-    params_schema: dict[str, Any]
-    pricing: Pricing
-
-
-class ToolList(msgspec.Struct, kw_only=True):
-    tools: list[ToolOut]
-
-
-class CollectionResponse(msgspec.Struct, kw_only=True):
-    collection: CollectionOut
-
-
-class CollectionList(msgspec.Struct, kw_only=True):
-    collections: list[CollectionOut]
-    next_cursor: str | None
-
-
 class ReporterResponse(msgspec.Struct, kw_only=True):
     reporter: ReporterOut
 
@@ -290,6 +198,23 @@ class ScheduleList(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
+# -- documents -----------------------------------------------------------------------------------
+
+
+class DocumentOut(msgspec.Struct, kw_only=True):
+    """A document; ``content`` only when one is fetched by id (JSON content decoded)."""
+
+    document_id: str
+    kind: str
+    item_id: str | None
+    reporter_id: str | None
+    execution_id: str | None
+    title: str | None
+    size: int
+    created_at: str
+    content: Any = UNSET
+
+
 class DocumentResponse(msgspec.Struct, kw_only=True):
     document: DocumentOut
 
@@ -299,77 +224,30 @@ class DocumentList(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
-def out(body: msgspec.Struct, status: int = 200) -> Response:
-    """A response Struct as JSON (UNSET fields left out)."""
-    return respond(msgspec.to_builtins(body), status)
+# -- the tool catalogue and the probes -----------------------------------------------------------
 
 
-# -- records -> responses ------------------------------------------------------------------------
+class PricingUnit(msgspec.Struct, kw_only=True):
+    unit: str
+    coins_per_unit: float
 
 
-def collection_out(c: Collection) -> CollectionOut:
-    return CollectionOut(
-        collection_id=c.collection_id,
-        name=c.name,
-        description=c.description,
-        visibility=c.visibility,
-        language=c.language,
-        created_at=iso(c.created_at),
-        updated_at=iso(c.updated_at),
-    )
+class Pricing(msgspec.Struct, kw_only=True):
+    currency: str
+    units: list[PricingUnit]
 
 
-def reporter_out(r: Reporter) -> ReporterOut:
-    return ReporterOut(
-        reporter_id=r.reporter_id,
-        name=r.name,
-        description=r.description,
-        default_workflow_id=r.default_workflow_id,
-        created_at=iso(r.created_at),
-        updated_at=iso(r.updated_at),
-    )
+class ToolOut(msgspec.Struct, kw_only=True):
+    tool_id: str
+    description: str
+    provider: str
+    params_schema: dict[str, Any]
+    pricing: Pricing
 
 
-def step_out(s: Step) -> StepOut:
-    return StepOut(step_id=s.step_id, tool_id=s.tool_id, prompt_text=s.prompt_text, params=s.params)
+class ToolList(msgspec.Struct, kw_only=True):
+    tools: list[ToolOut]
 
 
-def workflow_out(w: Workflow) -> WorkflowOut:
-    return WorkflowOut(
-        workflow_id=w.workflow_id,
-        reporter_id=w.reporter_id,
-        name=w.name,
-        target_kind=w.target_kind,
-        steps=[step_out(s) for s in w.steps],
-        created_at=iso(w.created_at),
-        updated_at=iso(w.updated_at),
-    )
-
-
-def schedule_out(s: Schedule) -> ScheduleOut:
-    return ScheduleOut(
-        schedule_id=s.schedule_id,
-        reporter_id=s.reporter_id,
-        workflow_id=s.workflow_id,
-        interval_hours=s.interval_hours,
-        max_age_hours=s.max_age_hours,
-        max_videos_per_channel=s.max_videos_per_channel,
-        enabled=s.enabled,
-        collection_ids=list(s.collection_ids),
-        created_at=iso(s.created_at),
-        updated_at=iso(s.updated_at),
-    )
-
-
-def document_out(d: Document, content: Any = UNSET) -> DocumentOut:
-    return DocumentOut(
-        document_id=d.document_id,
-        kind=d.kind,
-        item_id=d.item_id,
-        reporter_id=d.reporter_id,
-        execution_id=d.execution_id,
-        title=d.title,
-        size=d.size,
-        created_at=iso(d.created_at),
-        content=content,
-    )
+class HealthOut(msgspec.Struct, kw_only=True):
+    status: Literal["ok", "ready"]

@@ -33,7 +33,7 @@ from engine.providers.base import ProviderCall
 
 T = TypeVar("T")
 
-# The provider's own header, the same name as ours (api.schemas): a provider that supports it
+# The provider's own header, the same name as ours (api.parse): a provider that supports it
 # never bills one call twice.
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # A provider asking for a longer pause than this is treated as asking for this long: a step's

@@ -1,9 +1,9 @@
-"""The tool catalogue as clients see it, and the check every workflow step passes.
+"""The tool catalogue, and the check every workflow step passes.
 
 A read-only view of :data:`engine.tools.TOOLS`: what each tool is, which provider kind it calls,
-the JSON schema of its params (``msgspec.json.schema`` of the same Struct the step is validated
-with, so the document and the check cannot disagree) and what its provider charges per unit (the
-simulated providers' cost model, the one the worker charges).
+its params Struct (the API shows its ``msgspec.json.schema``: the document and the check cannot
+disagree) and what its provider charges per unit in micro-coins (the simulated providers' cost
+model, the one the worker charges). How clients see an entry is ``api.render``'s business.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import msgspec
 
 from engine.errors import InvalidRequest
 from engine.providers import sim
-from engine.settings import micro_to_coins
 from engine.tools import TOOLS, ProviderKind, Tool
 
 # What one unit of work costs, per provider kind, in micro-coins.
@@ -28,34 +27,21 @@ _UNIT_PRICES: dict[ProviderKind, list[tuple[str, int]]] = {
 }
 
 
-def pricing(tool: Tool) -> dict[str, Any]:
-    """What ``tool`` charges: ``{"currency": "coins", "units": [{"unit", "coins_per_unit"}]}``,
-    the units of its own provider kind and of those it may also call (a summary transcribes an
-    item that has no transcript yet). A step supplied its own input (a transcript's ``text``)
-    costs nothing; the YouTube Data API costs quota, not coins."""
-    units = [
-        {"unit": unit, "coins_per_unit": micro_to_coins(micro)}
+def unit_prices(tool: Tool) -> list[tuple[str, int]]:
+    """What ``tool`` charges, as (unit, micro-coins per unit): the units of its own provider kind
+    and of those it may also call (a summary transcribes an item that has no transcript yet). A
+    step supplied its own input (a transcript's ``text``) costs nothing; the YouTube Data API
+    costs quota, not coins."""
+    return [
+        (unit, micro)
         for kind in (tool.provider_kind, *tool.also_uses)
         for unit, micro in _UNIT_PRICES.get(kind, [])
     ]
-    return {"currency": "coins", "units": units}
 
 
-def tool_entry(tool: Tool) -> dict[str, Any]:
-    """One catalogue entry: ``tool_id``, ``description``, ``provider``, ``params_schema``,
-    ``pricing``."""
-    return {
-        "tool_id": tool.tool_id,
-        "description": tool.description,
-        "provider": tool.provider_kind,
-        "params_schema": msgspec.json.schema(tool.params_schema),
-        "pricing": pricing(tool),
-    }
-
-
-def catalogue() -> list[dict[str, Any]]:
+def catalogue() -> list[Tool]:
     """Every tool a step may name, by ``tool_id``."""
-    return [tool_entry(TOOLS[tool_id]) for tool_id in sorted(TOOLS)]
+    return [TOOLS[tool_id] for tool_id in sorted(TOOLS)]
 
 
 def check_step(tool_id: str, params: dict[str, Any], where: str = "step") -> None:

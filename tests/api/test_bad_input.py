@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from api.schemas import nesting_depth
+from api.parse import nesting_depth
 from tests.api.conftest import BODY_LIMIT, ApiAccount
 
 pytestmark = pytest.mark.anyio

@@ -298,13 +298,13 @@ def golden_id(n: int) -> str:
 def write_golden() -> None:
     """Rewrite ``*.jsonl`` and ``*.view.json`` from the scenarios (a deliberate act)."""
     from projections.fold import fold
-    from projections.views import execution_json
+    from tests.rendered import execution_body
 
     enc = msgspec.json.Encoder()
     for n, (name, scenario) in enumerate(sorted(SCENARIOS.items()), 1):
         events = scenario(golden_id(n), GOLDEN_OWNER)
         (GOLDEN / f"{name}.jsonl").write_bytes(b"".join(codec.encode(e) + b"\n" for e in events))
-        view = execution_json(fold(events))
+        view = execution_body(fold(events))
         (GOLDEN / f"{name}.view.json").write_bytes(msgspec.json.format(enc.encode(view)) + b"\n")
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from engine.log import codec
 from projections.fold import fold
-from projections.views import execution_json, run_json
+from tests.rendered import execution_body, run_body
 
 GOLDEN = Path(__file__).resolve().parent
 LOGS = sorted(GOLDEN.glob("*.jsonl"))
@@ -38,7 +38,7 @@ def test_golden_log_folds_to_its_stored_view(log: Path) -> None:
     events = [codec.decode(line) for line in log.read_bytes().splitlines() if line.strip()]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     expected = json.loads(log.with_suffix(".view.json").read_text())
-    assert execution_json(fold(events)) == expected
+    assert execution_body(fold(events)) == expected
 
 
 @pytest.mark.parametrize("log", LOGS, ids=[p.stem for p in LOGS])
@@ -54,4 +54,4 @@ def test_a_schedule_runs_log_folds_to_its_stored_run() -> None:
     log = GOLDEN / "schedule_run.jsonl"
     events = [codec.decode(line) for line in log.read_bytes().splitlines() if line.strip()]
     expected = json.loads((GOLDEN / "schedule_run.run.json").read_text())
-    assert run_json(fold(events)) == expected
+    assert run_body(fold(events)) == expected

@@ -42,9 +42,9 @@ from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.tools import TOOLS, StepResult, Tool, ToolContext
 from projections.fold import fold
-from projections.views import execution_json
 from tests.helpers import eventually
 from tests.integration.test_worker import llm, of_type, transcribe
+from tests.rendered import execution_body
 
 pytestmark = pytest.mark.anyio
 
@@ -179,7 +179,7 @@ async def test_a_completed_step_pays_its_actual_cost(runtime: Runtime) -> None:
     audit = await audited(runtime, owner)
     assert audit.totals["settle"] == -provider_cost
     # The execution shows what the balance paid: the fee plus each step's cost.
-    body = execution_json(fold(history))
+    body = execution_body(fold(history))
     assert body["execution"]["cost_coins"] == (FEE + provider_cost) / 1_000_000
     assert [s["cost_coins"] for s in body["steps"]] == [d.cost / 1_000_000 for d in done]
     assert [s["usage"] for s in body["steps"]] == [d.usage for d in done]
@@ -253,7 +253,7 @@ async def test_running_out_mid_flight_never_calls_the_provider_of_the_next_step(
 
     assert await accounts.balance(runtime, owner) == estimate - done.cost
     await audited(runtime, owner)
-    body = execution_json(fold(history))
+    body = execution_body(fold(history))
     assert body["execution"]["status"] == "error"
     assert body["execution"]["error"]["code"] == "insufficient_balance"
     assert body["execution"]["cost_coins"] == (FEE + done.cost) / 1_000_000
@@ -443,5 +443,5 @@ async def test_an_actual_cost_above_the_balance_is_capped_at_zero(runtime: Runti
     audit = await audited(runtime, owner)
     assert audit.uncovered == 2 * estimate
     # The execution shows what was paid.
-    body = execution_json(fold(history))
+    body = execution_body(fold(history))
     assert body["execution"]["cost_coins"] == (FEE + estimate) / 1_000_000

@@ -1,21 +1,26 @@
 """The feed hub on both backends: history after a cursor then the live tail with no gap, a reset
 when the cursor is older than what is kept, slow subscribers closed without holding up others,
-and one owner's subscriber never seeing another owner's events."""
+one owner's subscriber never seeing another owner's events, entries rendered once each, and
+entries an earlier version wrote still delivered."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 import anyio
+import orjson
 import pytest
 
+from api import render
+from api.feed_hub import SLOW_CONSUMER, FeedClosed, FeedHub
+from api.render import Message
 from engine.log.ids import new_id
 from engine.runtime import Runtime
-from projections.feed import SLOW_CONSUMER, FeedClosed, FeedHub, Message, owner_feed_key
+from projections.feed import FeedEntry, owner_feed_key
 from projections.projector import Projector
-from projections.queries import Queries
 from tests.golden import scenarios
 from tests.integration.test_projector import make
+from tests.rendered import RenderedQueries
 
 pytestmark = pytest.mark.anyio
 
@@ -60,7 +65,9 @@ async def test_no_cursor_starts_with_a_reset_snapshot_then_live_events(
     assert seqs(got) == [(later.execution_id, e.seq) for e in later.events]
     assert got[-1]["execution"]["status"] == "error"
     # An event's execution carries its times as the reset snapshot and the REST views do.
-    [listed], _ = await Queries(runtime).list_executions(owner, active=False, limit=1, cursor=None)
+    [listed], _ = await RenderedQueries(runtime).list_executions(
+        owner, active=False, limit=1, cursor=None
+    )
     assert listed["execution_id"] == later.execution_id
     for field in ("created_at", "updated_at", "finished_at"):
         assert got[-1]["execution"][field] == listed[field]
@@ -170,3 +177,68 @@ async def test_another_owners_ten_thousand_events_never_reach_a_subscriber(
         assert len(await runtime.redis.xrange(owner_feed_key(runtime.store.keys, owner))) == len(
             mine.events
         )
+
+
+async def test_entries_the_previous_version_wrote_are_sent_as_stored_beside_new_ones(
+    runtime: Runtime, hub: FeedHub
+) -> None:
+    """A feed written across an upgrade: entries whose summary is the client JSON itself (no
+    ``v``) are read back and sent on unchanged, in history and live, between rendered ones."""
+    owner = new_id("acc")
+    key = owner_feed_key(runtime.store.keys, owner)
+    xid = "exc_p1_00000000000000000042"
+    legacy = {
+        "execution_id": xid,
+        "kind": "transcript",
+        "status": "running",
+        "current_step": 0,
+        "steps_done": 0,
+        "steps_total": 1,
+        "cost_coins": 0.01,
+        "error": None,
+        "cancel_requested": False,
+        "created_at": "2026-01-02T03:04:05.678Z",
+        "updated_at": "2026-01-02T03:04:05.700Z",
+        "finished_at": None,
+    }
+
+    async def add_legacy(seq: int) -> None:
+        fields = {"execution_id": xid, "seq": seq, "type": "StepStarted"}
+        await runtime.redis.xadd(key, {**fields, "summary": orjson.dumps(legacy)})
+
+    await add_legacy(1)
+    async with hub.subscribe(owner, "0-0") as sub:
+        made = await make(runtime.store, owner, scenarios.cancelled)
+        await Projector(runtime).run_until_idle()
+        await add_legacy(2)
+        got = await take(sub, 1 + len(made.events) + 1)
+    assert seqs(got) == [(xid, 1), *[(made.execution_id, e.seq) for e in made.events], (xid, 2)]
+    assert got[0]["execution"] == legacy == got[-1]["execution"]
+    rendered = got[-2]["execution"]
+    assert set(rendered) == set(legacy)
+    assert isinstance(rendered["created_at"], str)
+    assert rendered["created_at"].endswith("Z")
+
+
+async def test_each_entry_is_rendered_once_whatever_the_number_of_subscribers(
+    runtime: Runtime, hub: FeedHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real = render.feed_event
+
+    def counting(entry: FeedEntry) -> Message:
+        calls.append(entry.cursor)
+        return real(entry)
+
+    monkeypatch.setattr(render, "feed_event", counting)
+    owner = new_id("acc")
+    async with (
+        hub.subscribe(owner, "0-0") as one,
+        hub.subscribe(owner, "0-0") as two,
+        hub.subscribe(owner, "0-0") as three,
+    ):
+        made = await make(runtime.store, owner, scenarios.cancelled)
+        await Projector(runtime).run_until_idle()
+        for sub in (one, two, three):
+            assert len(await take(sub, len(made.events))) == len(made.events)
+    assert len(calls) == len(made.events) == len(set(calls))

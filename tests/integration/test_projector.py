@@ -20,10 +20,10 @@ from engine.runtime import Runtime
 from projections import replay
 from projections.namespace import Namespace, current_version
 from projections.projector import Projector
-from projections.queries import Queries
 from projections.views import decode_view, encode_view
 from tests.golden import scenarios
 from tests.helpers import eventually
+from tests.rendered import RenderedQueries
 
 pytestmark = pytest.mark.anyio
 
@@ -70,7 +70,7 @@ async def test_projector_folds_what_the_store_appended(runtime: Runtime) -> None
     pending = await make(runtime.store, owner, scenarios.three_steps, upto=1)
     await Projector(runtime).run_until_idle()
 
-    queries = Queries(runtime)
+    queries = RenderedQueries(runtime)
     body = await queries.get_execution(owner, done.execution_id)
     assert body is not None
     assert body["execution"]["status"] == "done"
@@ -143,7 +143,7 @@ async def test_undecodable_entries_are_skipped_and_counted(runtime: Runtime) -> 
     await projector.run_until_idle()
     assert projector.stats.skipped == 2
     assert int(await runtime.redis.get(Namespace(runtime.store.keys, p, 1).skipped)) == 2
-    body = await Queries(runtime).get_execution(owner, made.execution_id)
+    body = await RenderedQueries(runtime).get_execution(owner, made.execution_id)
     assert body is not None
     assert body["execution"]["status"] == "done"
 
@@ -157,7 +157,7 @@ async def test_a_gap_in_the_log_is_repaired_from_the_execution_stream(runtime: R
     for entry_id, _ in await runtime.redis.xrange(log, "-", "+", count=4):
         await runtime.redis.xdel(log, entry_id)
     await Projector(runtime).run_until_idle()
-    view = await Queries(runtime).get_view(owner, made.execution_id)
+    view = await RenderedQueries(runtime).get_view(owner, made.execution_id)
     assert view is not None
     assert (view.status, view.seq) == ("done", 9)
 
@@ -165,7 +165,7 @@ async def test_a_gap_in_the_log_is_repaired_from_the_execution_stream(runtime: R
 async def test_read_your_writes_before_the_projector_runs(runtime: Runtime) -> None:
     owner = new_id("acc")
     made = await make(runtime.store, owner, scenarios.transcript_done, upto=1)
-    queries = Queries(runtime)
+    queries = RenderedQueries(runtime)
     body = await queries.get_execution(owner, made.execution_id)
     assert body is not None
     assert body["execution"]["status"] == "pending"
@@ -179,7 +179,7 @@ async def test_another_owner_and_bad_ids_see_nothing(runtime: Runtime) -> None:
     owner = new_id("acc")
     made = await make(runtime.store, owner, scenarios.transcript_done)
     await Projector(runtime).run_until_idle()
-    queries = Queries(runtime)
+    queries = RenderedQueries(runtime)
     stranger = new_id("acc")
     # a stranger in the same partition, so the partition check alone cannot be what refuses
     while runtime.store.keys.partition(stranger) != runtime.store.keys.partition(owner):
@@ -198,7 +198,7 @@ async def test_list_pages_newest_first_with_a_stable_cursor(runtime: Runtime) ->
     owner = new_id("acc")
     made = [await make(runtime.store, owner, scenarios.transcript_done, upto=1) for _ in range(5)]
     await Projector(runtime).run_until_idle()
-    queries = Queries(runtime)
+    queries = RenderedQueries(runtime)
     seen: list[str] = []
     cursor: str | None = None
     pages = 0
@@ -230,7 +230,7 @@ async def test_transcript_query_reads_the_newest_blob(runtime: Runtime) -> None:
     )
     made = await make(runtime.store, owner, scenarios.transcript_done)
     await Projector(runtime).run_until_idle()
-    queries = Queries(runtime)
+    queries = RenderedQueries(runtime)
     item = "itm_00000000000000000001"
     got = await queries.get_transcript(owner, item, "en")
     assert got is not None
@@ -269,7 +269,7 @@ async def test_replay_is_identical_to_the_live_views_and_switch_moves_everyone(
     assert projector.version == 2
     await replay.drop(runtime, 1)
     assert await views_of(runtime, 1) == {}
-    queries = Queries(runtime)
+    queries = RenderedQueries(runtime)
     page, _ = await queries.list_executions(owners[0], active=False, limit=100, cursor=None)
     assert late.execution_id in {e["execution_id"] for e in page}
     assert len(page) == len(scenarios.SCENARIOS) + 1
@@ -311,7 +311,7 @@ async def test_two_projectors_at_once_give_the_same_views(runtime: Runtime) -> N
 
 async def test_running_projector_follows_appends_and_a_switch_then_stops(runtime: Runtime) -> None:
     owner = new_id("acc")
-    queries = Queries(runtime)
+    queries = RenderedQueries(runtime)
     ns = Namespace(runtime.store.keys, runtime.store.keys.partition(owner), 1)
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
@@ -344,7 +344,7 @@ async def test_reporter_index_and_newest_transcript_language(runtime: Runtime) -
         await runtime.redis.xadd(runtime.store.keys.log(p), {"e": codec.encode(event)})
     retried = await make(runtime.store, owner, scenarios.retried_then_done)
     await Projector(runtime).run_until_idle()
-    queries = Queries(runtime)
+    queries = RenderedQueries(runtime)
     item = "itm_00000000000000000001"
     newest = await queries.get_transcript(owner, item, None)
     assert newest is not None

@@ -35,10 +35,11 @@ from websockets.exceptions import ConnectionClosed
 from api.app import create_app
 from api.auth import mint_session_token
 from api.cli.redact import redact_tokens_in_server_logs
+from api.feed_hub import SLOW_CONSUMER, FeedHub
 from engine.log.ids import new_id
 from engine.money.accounts import create_account
 from engine.runtime import Runtime
-from projections.feed import SLOW_CONSUMER, FeedHub, owner_feed_key
+from projections.feed import owner_feed_key
 from projections.projector import Projector
 from tests.api.test_realtime import next_events
 from tests.golden import scenarios

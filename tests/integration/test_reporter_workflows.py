@@ -26,7 +26,7 @@ from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.tools.catalog import check_step
 from projections.projector import Projector
-from projections.queries import Queries
+from tests.rendered import RenderedQueries
 
 pytestmark = pytest.mark.anyio
 
@@ -92,7 +92,7 @@ def of_type(events: list[AnyEvent], kind: type[Any]) -> list[Any]:
 
 async def detail(runtime: Runtime, req: ExecutionRequested) -> dict[str, Any]:
     await Projector(runtime).run_until_idle()
-    found = await Queries(runtime).get_execution(req.owner, req.execution_id)
+    found = await RenderedQueries(runtime).get_execution(req.owner, req.execution_id)
     assert found is not None
     return found
 

@@ -16,7 +16,7 @@ from engine.resources.items import get_item
 from engine.runtime import Runtime
 from engine.schedules.runs import RunTriggered, trigger_run
 from projections import replay
-from projections.queries import Queries
+from tests.rendered import RenderedQueries
 from tests.schedules import World, children, install, items_of, settle, world
 
 pytestmark = pytest.mark.anyio
@@ -73,7 +73,7 @@ async def test_a_run_applies_the_rules_and_starts_one_execution_per_picked_video
         assert child.target.item_id is not None
         item = await get_item(runtime, w.owner, child.target.item_id)
         assert (item.type, item.external_id) == ("youtube_video", child.target.external_id)
-        transcript = await Queries(runtime).get_transcript(w.owner, item.item_id, None)
+        transcript = await RenderedQueries(runtime).get_transcript(w.owner, item.item_id, None)
         assert transcript is not None
         assert transcript["execution_id"] == child.execution_id
 
@@ -95,7 +95,7 @@ async def test_a_run_applies_the_rules_and_starts_one_execution_per_picked_video
     # One flat fee per run; the executions a run starts pay none.
     assert await fee_entries(runtime, w.owner) == [first.execution_id, second.execution_id]
 
-    run = await Queries(runtime).get_run(w.owner, w.reporter_id, second.run_id)
+    run = await RenderedQueries(runtime).get_run(w.owner, w.reporter_id, second.run_id)
     assert run is not None
     assert (run["status"], run["schedule_id"], run["execution_id"]) == (
         "done",
@@ -112,9 +112,11 @@ async def test_a_run_applies_the_rules_and_starts_one_execution_per_picked_video
     seen = {i["video_id"]: i["execution_id"] for i in run["items"] if i["outcome"] != "processed"}
     first_children = {c.target.external_id: c.execution_id for c in started}
     assert seen["v1000000000"] == first_children["v1000000000"]  # who processed it before
-    listed, _ = await Queries(runtime).list_runs(w.owner, w.reporter_id, limit=10, cursor=None)
+    listed, _ = await RenderedQueries(runtime).list_runs(
+        w.owner, w.reporter_id, limit=10, cursor=None
+    )
     assert [r["run_id"] for r in listed] == [second.run_id, first.run_id]
-    executions, _ = await Queries(runtime).list_reporter_executions(
+    executions, _ = await RenderedQueries(runtime).list_reporter_executions(
         w.owner, w.reporter_id, limit=100, cursor=None
     )
     ids = {e["execution_id"] for e in executions}
@@ -191,7 +193,7 @@ async def test_a_channel_whose_sync_fails_is_recorded_and_the_others_go_on(
     ]
     failed = [e for e in history if isinstance(e, StepFailed)]
     assert [(f.code, f.retryable) for f in failed] == [("provider_rejected", False)]
-    view = await Queries(runtime).get_run(w.owner, w.reporter_id, run.run_id)
+    view = await RenderedQueries(runtime).get_run(w.owner, w.reporter_id, run.run_id)
     assert view is not None
     assert (view["status"], view["channels_total"], view["channels_failed"]) == ("done", 3, 1)
     assert view["counts"]["processed"] == 2
@@ -210,7 +212,7 @@ async def test_a_run_whose_every_channel_fails_ends_in_error(
     yt.failing.add("@broken")
     run = await run_now(w)
     await settle(runtime)
-    view = await Queries(runtime).get_run(w.owner, w.reporter_id, run.run_id)
+    view = await RenderedQueries(runtime).get_run(w.owner, w.reporter_id, run.run_id)
     assert view is not None
     assert view["status"] == "error"
     assert view["error"]["code"] == "provider_failed"
@@ -276,7 +278,7 @@ async def test_replay_rebuilds_the_runs_views_and_their_index(
     for _ in range(2):
         await run_now(w)
         await settle(runtime)
-    queries = Queries(runtime)
+    queries = RenderedQueries(runtime)
 
     async def runs_now() -> list[dict[str, object]]:
         listed, _ = await queries.list_runs(w.owner, w.reporter_id, limit=10, cursor=None)
@@ -307,7 +309,7 @@ async def test_a_cancelled_run_frees_its_schedule(
     await commands.cancel(runtime, w.owner, first.execution_id)
     assert (await run_now(w)).status == "already_running"  # until the cancel is carried out
     await settle(runtime)
-    view = await Queries(runtime).get_run(w.owner, w.reporter_id, first.run_id)
+    view = await RenderedQueries(runtime).get_run(w.owner, w.reporter_id, first.run_id)
     assert view is not None
     assert (view["status"], view["error"]["code"]) == ("error", "cancelled")
     assert (await run_now(w)).status == "dispatched"

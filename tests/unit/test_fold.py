@@ -18,8 +18,9 @@ from engine.log.events import (
 )
 from projections.fold import FoldGap, apply, fold
 from projections.namespace import transcripts_of
-from projections.views import execution_json, execution_summary, is_active
+from projections.views import is_active
 from tests.golden import scenarios
+from tests.rendered import execution_body, summary_body
 
 XID = "exc_p1_00000000000000000009"
 OWNER = "acc_00000000000000000009"
@@ -34,7 +35,7 @@ def test_requested_is_pending_with_every_step_waiting() -> None:
     assert view.cost == view.fee == 10_000
     assert view.current_step == 0
     assert [s.status for s in view.steps] == ["pending"] * 3
-    body = execution_json(view)
+    body = execution_body(view)
     assert body["steps"] == []
     assert [s["tool_id"] for s in body["step_inputs"]] == ["transcribe", "llm_prompt", "llm_prompt"]
     assert body["step_inputs"][0]["input"] == {"item_id": "itm_00000000000000000001", "lang": "en"}
@@ -76,7 +77,7 @@ def test_three_steps_complete_in_order_with_costs_and_current_step() -> None:
     assert view.cost == 12_000
     assert view.finished_at == events[-1].at
     assert view.steps[2].input == {"previous": "claims"}  # the input the worker actually used
-    summary = execution_summary(view)
+    summary = summary_body(view)
     assert summary["steps_done"] == summary["steps_total"] == 3
     assert summary["cost_coins"] == pytest.approx(0.012)
     assert summary["fee_coins"] == pytest.approx(0.01)
@@ -110,7 +111,7 @@ def test_non_retryable_failure_ends_in_error_provider_failed() -> None:
     assert view.error.code == "provider_failed"
     assert view.steps[0].status == "error"
     assert view.steps[1].status == "pending"
-    body = execution_json(view)
+    body = execution_body(view)
     assert [s["step_index"] for s in body["steps"]] == [0]
     assert [s["step_index"] for s in body["step_inputs"]] == [1]
 
@@ -134,7 +135,7 @@ def test_insufficient_balance_carries_http_402() -> None:
     assert view.status == "error"
     assert view.error is not None
     assert (view.error.code, view.error.http_status) == ("insufficient_balance", 402)
-    assert execution_summary(view)["error"]["http_status"] == 402
+    assert summary_body(view)["error"]["http_status"] == 402
 
 
 def test_terminal_status_is_final() -> None:
@@ -213,13 +214,13 @@ def test_transcript_pointer_comes_from_the_completed_transcribe_step() -> None:
 def test_apply_does_not_mutate_its_input() -> None:
     events = scenarios.three_steps(XID, OWNER)
     view = fold(events[:3])
-    before = execution_json(view)
+    before = execution_body(view)
     completed = events[3]
     assert isinstance(completed, StepCompleted)
     apply(view, completed)
     apply(view, codec.stamp(ExecutionCancelRequested(execution_id=XID, requested_by=OWNER), 4))
     apply(view, codec.stamp(ExecutionCompleted(execution_id=XID), 4))
-    assert execution_json(view) == before
+    assert execution_body(view) == before
 
 
 def test_a_per_item_executions_last_item_whose_retries_ran_out_ends_in_error() -> None:
@@ -250,4 +251,4 @@ def test_a_per_item_executions_last_item_whose_retries_ran_out_ends_in_error() -
     view = fold(events)
     assert view.status == "done"
     assert [s.status for s in view.steps] == ["done", "error"]
-    assert [i["status"] for i in execution_json(view)["items"]] == ["done", "error"]
+    assert [i["status"] for i in execution_body(view)["items"]] == ["done", "error"]

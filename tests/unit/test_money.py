@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.schemas import micro
+from api.parse import micro
 from engine.connection import embedded
 from engine.errors import InsufficientBalance, InvalidRequest
 from engine.money import accounts

@@ -1,5 +1,5 @@
-"""Every tool's params schema: defaults, bounds, unknown fields refused, and the catalogue
-listing exactly the registered tools with the same schemas."""
+"""Every tool's params schema: defaults, bounds, unknown fields refused, and the catalogue (as
+``GET /v1/tools`` renders it) listing exactly the registered tools with the same schemas."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from api import render
 from engine.errors import InvalidRequest
 from engine.tools import (
     TOOLS,
@@ -36,7 +37,7 @@ def test_every_issue_tool_is_registered_with_its_provider_kind() -> None:
 
 
 def test_catalogue_follows_the_tools() -> None:
-    entries = {e["tool_id"]: e for e in catalogue()}
+    entries = {e["tool_id"]: e for e in msgspec.to_builtins([render.tool(t) for t in catalogue()])}
     assert set(entries) == set(TOOLS)
     for tid, entry in entries.items():
         assert entry["params_schema"] == msgspec.json.schema(TOOLS[tid].params_schema)

@@ -24,7 +24,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from redis.exceptions import RedisError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -32,6 +31,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.openapi import ErrorBody, ErrorDetail
+from api.render import encode
 from engine.errors import EngineError, StoreError, StoreUnavailable
 from engine.log.ids import new_id
 
@@ -91,10 +92,12 @@ def error_response(
     request_id: str,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """The JSON error body of DESIGN §7."""
-    body = {"error": {"code": code, "message": message, "request_id": request_id}, "erro": message}
+    """The JSON error body of DESIGN §7 (:class:`api.openapi.ErrorBody`)."""
+    body = ErrorBody(
+        error=ErrorDetail(code=code, message=message, request_id=request_id), erro=message
+    )
     return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+        encode(body), status_code=status, media_type="application/json", headers=headers
     )
 
 

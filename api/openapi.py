@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -382,7 +381,7 @@ async def openapi_json(request: Request) -> Response:
     state = request.app.state
     body: bytes | None = getattr(state, "openapi_json", None)
     if body is None:
-        body = orjson.dumps(openapi_document(request.app.routes))
+        body = msgspec.json.encode(openapi_document(request.app.routes))
         state.openapi_json = body
     return Response(body, media_type="application/json")
 

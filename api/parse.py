@@ -27,7 +27,7 @@ T = TypeVar("T")
 # The header a client names a retried POST with (DESIGN §5: the same key and body within 24 h is
 # the same request).
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-# Deeper request JSON is 400: far beyond any real body, well within orjson's encoding limit.
+# Deeper request JSON is 400: far beyond any real body, well within what the encoder nests.
 MAX_JSON_DEPTH = 32
 
 
@@ -69,7 +69,7 @@ async def decode_body(request: Request, kind: type[T], *, optional: bool = False
 
     JSON nested deeper than :data:`MAX_JSON_DEPTH` is refused (400) before decoding: msgspec
     would recurse into free-form fields (``params``) until RecursionError, and what it stored
-    would be deeper than orjson encodes on the way out.
+    would be deeper than ``api.render.encode`` can answer with.
     """
     body = await request.body()
     if optional and not body.strip():

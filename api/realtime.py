@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import anyio
-import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -36,7 +35,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from api.auth import Caller, account_route, verify_session_token
 from api.feed_hub import SLOW_CONSUMER, FeedClosed, FeedHub, Subscription
 from api.openapi import doc
-from api.render import Message
+from api.render import Message, encode
 from engine.money.accounts import API_KEY_PREFIX
 from engine.runtime import Runtime
 
@@ -50,7 +49,7 @@ CLOSE_RESTART = 1012  # "service restart": the client reconnects with its cursor
 CLOSE_GRACE_S = 5.0  # how long the close of a hub-ended subscription may wait on the client
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 EVENT_STREAM = "text/event-stream"
-_PING = orjson.dumps({"type": "ping"}).decode()
+_PING = encode({"type": "ping"}).decode()
 
 
 def allowed_origins() -> frozenset[str] | None:
@@ -88,7 +87,7 @@ def hub_of(app_state: object) -> FeedHub:
 
 
 def _json(message: Message) -> str:
-    return orjson.dumps(message).decode()
+    return encode(message).decode()
 
 
 # -- WebSocket -----------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
 import msgspec
-import orjson
 from starlette.responses import Response
 
 from api.schemas.executions import (
@@ -83,6 +82,7 @@ S = TypeVar("S", bound=msgspec.Struct)
 # A realtime message (``api.realtime``): JSON-ready builtins, encoded once per send.
 Message = dict[str, Any]
 
+_encoder = msgspec.json.Encoder()
 _EPOCH = datetime(1970, 1, 1)  # naive, read as UTC: isoformat then has no offset to strip
 
 
@@ -103,10 +103,11 @@ def iso(ms: int | None) -> str | None:
     return f"{(_EPOCH + timedelta(seconds=seconds)).isoformat()}.{millis:03d}Z"
 
 
-def encode(body: msgspec.Struct) -> bytes:
-    """A response Struct as JSON (UNSET fields left out): orjson, the one encoder of the API's
-    bodies (msgspec turns the Struct into builtins first)."""
-    return orjson.dumps(msgspec.to_builtins(body))
+def encode(body: msgspec.Struct | Message) -> bytes:
+    """A response Struct (UNSET fields left out) or a realtime message as JSON: msgspec, the one
+    encoder of the API's bodies. It encodes whatever msgspec decoded from a request (an integer
+    beyond 64 bits in free-form params included, which orjson refuses)."""
+    return _encoder.encode(body)
 
 
 def respond(body: msgspec.Struct, status: int = 200) -> Response:

@@ -194,3 +194,23 @@ async def test_other_owner_and_other_reporter_are_404(
         assert "secret-name" not in response.text
     got = (await client.get(wf_url, headers=alice.key_auth)).json()["workflow"]
     assert got == wf
+
+
+async def test_a_number_beyond_64_bits_in_free_form_params_is_answered_as_given(
+    client: httpx.AsyncClient, alice: ApiAccount
+) -> None:
+    """``sim`` is free-form JSON: an integer too large for 64 bits decodes and is stored, so the
+    answers must be able to carry it too (they were a 500, and the workflow list with them)."""
+    rid = await reporter(client, alice)
+    huge = 123456789012345678901234567890
+    body = (
+        b'{"name":"wf","target_kind":"youtube_video","steps":[{"tool_id":"llm_prompt",'
+        b'"params":{"sim":{"seed":' + str(huge).encode() + b"}}}]}"
+    )
+    headers = {**alice.key_auth, "Content-Type": "application/json"}
+    created = await client.post(f"/v1/reporters/{rid}/workflows", content=body, headers=headers)
+    assert created.status_code == 201, created.text
+    assert f'"seed":{huge}'.encode() in created.content
+    listed = await client.get(f"/v1/reporters/{rid}/workflows", headers=alice.key_auth)
+    assert listed.status_code == 200, listed.text
+    assert f'"seed":{huge}'.encode() in listed.content

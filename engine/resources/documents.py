@@ -1,9 +1,15 @@
 """Documents ``doc_``: the outputs of executions, stored once and listed by item, reporter, kind.
 
-:func:`create_document` is what workflows call when a step produces a document: the content goes
-to a blob under its sha256 (written before the record, so a record never names a missing blob) and
-the record is listed in the owner's index and, when it has them, its item's (``itemdocs``) and
-reporter's (``repdocs``) indexes, so those filters read one zset instead of scanning.
+A document's content is a blob under its sha256 (written before the record, so a record never
+names a missing blob); its record is listed in the owner's index and, when it has them, its item's
+(``itemdocs``) and reporter's (``repdocs``) indexes, so those filters read one zset instead of
+scanning. Two ways in:
+
+* :func:`publish_document`: the worker (engine.run.drive) publishes the output of a durable
+  StepCompleted whose ``kind`` is in DOCUMENT_KINDS (a summary, claims, an LLM completion). Its id
+  is derived from the execution and the step index (:func:`document_id`) and the record is written
+  only if absent, so a retry or a takeover never makes two.
+* :func:`create_document`: a document made outside an execution, under a fresh id.
 
 Transcripts are documents too, but they are not stored here: the projector derives them from the
 log (projections.documents), and the API lists both sources merged in id order.
@@ -13,15 +19,76 @@ from __future__ import annotations
 
 import hashlib
 
+import msgspec
+
 from engine.clock import now_ms
 from engine.errors import InvalidRequest
-from engine.log.ids import is_id, new_id
+from engine.log.events import ExecutionRequested, StepCompleted
+from engine.log.ids import derived_id, is_id, new_id
 from engine.resources.records import DOCUMENTS, Document
 from engine.resources.relations import ITEM_DOCUMENTS, REPORTER_DOCUMENTS
 from engine.resources.store import Store
 from engine.runtime import Runtime
 
 _SCAN_BATCH = 200
+# Step output kinds that are documents (transcripts are derived by the projector instead).
+DOCUMENT_KINDS = frozenset({"summary", "claims", "completion"})
+
+
+def document_kind(event: StepCompleted) -> str | None:
+    """The document kind of a step's output, or None when the output is not a document."""
+    kind = event.output.get("kind")
+    return kind if isinstance(kind, str) and kind in DOCUMENT_KINDS else None
+
+
+def document_id(request: ExecutionRequested, step_index: int) -> str:
+    """The id of the document of step ``step_index``: the same for every attempt and worker.
+
+    Shaped like engine.log.ids (50 bits of ms, 50 more bits): the request's time, so the documents
+    of an execution list with it, then 34 bits of the execution id's hash and the step index, so
+    they sort by step and never collide with another execution's."""
+    digest = int.from_bytes(hashlib.sha256(request.execution_id.encode()).digest()[:8], "big")
+    low = ((digest >> 30) << 16) | (step_index & 0xFFFF)
+    return derived_id("doc", request.at, low)
+
+
+async def publish_document(
+    runtime: Runtime, request: ExecutionRequested, event: StepCompleted
+) -> Document | None:
+    """Create the document of a durable StepCompleted unless it exists; None when it did (or when
+    the step's output is not a document).
+
+    The content is the step's blob (already stored under its hash by the append) or, for a small
+    inline output, the output's JSON (stored here first, so a record never names a missing blob).
+    """
+    kind = document_kind(event)
+    if kind is None:
+        return None
+    owner = request.owner
+    ref = event.output_ref
+    if ref is not None:
+        sha256, size = ref.sha256, ref.size
+    else:
+        content = msgspec.json.encode(event.output)
+        sha256, size = hashlib.sha256(content).hexdigest(), len(content)
+        await runtime.store.blobs.put(runtime.store.keys.partition(owner), sha256, content)
+    index = event.step_index
+    step_input = request.step_inputs[index] if index < len(request.step_inputs) else {}
+    item_id = step_input.get("item_id") or request.target.item_id
+    spec = request.workflow.steps[index] if index < len(request.workflow.steps) else None
+    document = Document(
+        document_id=document_id(request, index),
+        owner=owner,
+        kind=kind,
+        item_id=item_id if isinstance(item_id, str) else None,
+        reporter_id=request.reporter_id or request.workflow.reporter_id,
+        execution_id=request.execution_id,
+        title=f"{request.workflow.name}: step {index} ({spec.tool_id if spec else '?'})",
+        sha256=sha256,
+        size=size,
+        created_at=event.at,
+    )
+    return document if await _insert(runtime, document) else None
 
 
 async def create_document(
@@ -39,7 +106,6 @@ async def create_document(
     if not kind.isidentifier():
         raise InvalidRequest("kind: letters, digits and _ only")
     sha256 = hashlib.sha256(content).hexdigest()
-    st = Store(runtime)
     await runtime.store.blobs.put(runtime.store.keys.partition(owner), sha256, content)
     document = Document(
         document_id=new_id("doc"),
@@ -53,19 +119,22 @@ async def create_document(
         size=len(content),
         created_at=now_ms(),
     )
-    key = st.record(owner, DOCUMENTS, document.document_id)
-    txn = (
-        st.txn()
-        .absent(key)
-        .put(key, document)
-        .add(st.index(owner, DOCUMENTS), document.document_id)
-    )
-    if item_id is not None:
-        txn.add(st.children(owner, ITEM_DOCUMENTS, item_id), document.document_id)
-    if reporter_id is not None:
-        txn.add(st.children(owner, REPORTER_DOCUMENTS, reporter_id), document.document_id)
-    await txn.commit()
+    await _insert(runtime, document)
     return document
+
+
+async def _insert(runtime: Runtime, document: Document) -> bool:
+    """Write ``document``'s record and list it in its indexes, unless a record with its id exists
+    (False then: nothing was written)."""
+    st = Store(runtime)
+    owner, document_id = document.owner, document.document_id
+    key = st.record(owner, DOCUMENTS, document_id)
+    txn = st.txn().absent(key).put(key, document).add(st.index(owner, DOCUMENTS), document_id)
+    if document.item_id is not None:
+        txn.add(st.children(owner, ITEM_DOCUMENTS, document.item_id), document_id)
+    if document.reporter_id is not None:
+        txn.add(st.children(owner, REPORTER_DOCUMENTS, document.reporter_id), document_id)
+    return await txn.commit()
 
 
 async def get_document(runtime: Runtime, owner: str, document_id: str) -> Document | None:

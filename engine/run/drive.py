@@ -8,12 +8,10 @@ lease ends exactly when the execution does. Appends go through the worker's
 :class:`engine.log.batcher.AppendBatcher`, so executions that reach an append together share one
 round trip.
 
-Documents: a completed step whose output is a document (its ``kind`` is in DOCUMENT_KINDS: a
-summary, claims, an LLM completion) is published as a ``doc_`` record once its StepCompleted is
-durable, and always before the terminal append (the last step's StepCompleted is appended on its
-own first when it makes a document). The document id is derived from the execution and the step
-index, and the record is written only if absent, so a retry or a takeover never makes two; a worker
-that takes an execution over publishes what its predecessor may not have.
+Documents (engine.resources.documents): a completed step whose output is a document is published
+once its StepCompleted is durable, and always before the terminal append (the last step's
+StepCompleted is appended on its own first when it makes a document). Publishing is idempotent, so
+a worker that takes an execution over publishes what its predecessor may not have.
 
 A conflict means someone else wrote: reload and re-plan, or drop the job quietly when the lease is
 gone.
@@ -50,7 +48,6 @@ from engine.log.events import (
     ExecutionCancelled,
     ExecutionCompleted,
     ExecutionFailed,
-    ExecutionRequested,
     ExecutionStarted,
     StepCompleted,
     StepFailed,
@@ -59,14 +56,10 @@ from engine.log.events import (
     StepStarted,
     is_terminal,
 )
-from engine.log.ids import derived_id
 from engine.money import billing
-from engine.resources.records import DOCUMENTS, Document
-from engine.resources.relations import ITEM_DOCUMENTS, REPORTER_DOCUMENTS
-from engine.resources.store import Store
+from engine.resources.documents import document_kind, publish_document
 from engine.run import plan
 from engine.run.toolbox import RUNNABLE
-from engine.runtime import Runtime
 from engine.tools import Tool, ToolContext
 from engine.tools.retry import is_retryable
 
@@ -76,8 +69,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("clipstream.worker")
 
 MAX_CONFLICTS = 50  # re-plans after conflicts before a job gives up (its lease then expires)
-# Step output kinds that are documents (transcripts are derived by the projector instead).
-DOCUMENT_KINDS = frozenset({"summary", "claims", "completion"})
 
 
 @dataclass(eq=False, slots=True)
@@ -477,75 +468,3 @@ class Drive:
 
     async def _load_blob(self, sha256: str) -> bytes | None:
         return await self.store.blobs.get(self.job.partition, sha256)
-
-
-# -- documents -----------------------------------------------------------------------------------
-
-
-def document_kind(event: StepCompleted) -> str | None:
-    """The document kind of a step's output, or None when the output is not a document."""
-    kind = event.output.get("kind")
-    return kind if isinstance(kind, str) and kind in DOCUMENT_KINDS else None
-
-
-def document_id(request: ExecutionRequested, step_index: int) -> str:
-    """The id of the document of step ``step_index``: the same for every attempt and worker.
-
-    Shaped like engine.log.ids (50 bits of ms, 50 more bits): the request's time, so the documents
-    of an execution list with it, then 34 bits of the execution id's hash and the step index, so
-    they sort by step and never collide with another execution's."""
-    digest = int.from_bytes(hashlib.sha256(request.execution_id.encode()).digest()[:8], "big")
-    low = ((digest >> 30) << 16) | (step_index & 0xFFFF)
-    return derived_id("doc", request.at, low)
-
-
-async def publish_document(
-    runtime: Runtime, request: ExecutionRequested, event: StepCompleted
-) -> Document | None:
-    """Create the document of a durable StepCompleted unless it exists; None when it did.
-
-    The content is the step's blob (already stored under its hash by the append) or, for a small
-    inline output, the output's JSON (stored here first, so a record never names a missing blob).
-    Written like engine.resources.documents.create_document, but under a derived id and only if
-    absent."""
-    kind = document_kind(event)
-    if kind is None:
-        return None
-    owner = request.owner
-    ref = event.output_ref
-    if ref is not None:
-        sha256, size = ref.sha256, ref.size
-    else:
-        content = msgspec.json.encode(event.output)
-        sha256, size = hashlib.sha256(content).hexdigest(), len(content)
-        await runtime.store.blobs.put(runtime.store.keys.partition(owner), sha256, content)
-    index = event.step_index
-    step_input = request.step_inputs[index] if index < len(request.step_inputs) else {}
-    item_id = step_input.get("item_id") or request.target.item_id
-    reporter_id = request.reporter_id or request.workflow.reporter_id
-    spec = request.workflow.steps[index] if index < len(request.workflow.steps) else None
-    document = Document(
-        document_id=document_id(request, index),
-        owner=owner,
-        kind=kind,
-        item_id=item_id if isinstance(item_id, str) else None,
-        reporter_id=reporter_id,
-        execution_id=request.execution_id,
-        title=f"{request.workflow.name}: step {index} ({spec.tool_id if spec else '?'})",
-        sha256=sha256,
-        size=size,
-        created_at=event.at,
-    )
-    st = Store(runtime)
-    key = st.record(owner, DOCUMENTS, document.document_id)
-    txn = (
-        st.txn()
-        .absent(key)
-        .put(key, document)
-        .add(st.index(owner, DOCUMENTS), document.document_id)
-    )
-    if document.item_id is not None:
-        txn.add(st.children(owner, ITEM_DOCUMENTS, document.item_id), document.document_id)
-    if reporter_id is not None:
-        txn.add(st.children(owner, REPORTER_DOCUMENTS, reporter_id), document.document_id)
-    return document if await txn.commit() else None

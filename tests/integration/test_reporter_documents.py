@@ -22,8 +22,7 @@ from engine.log.events import (
     WorkflowSnapshot,
 )
 from engine.log.ids import is_id, new_execution_id, new_id
-from engine.resources.documents import content_of, list_documents
-from engine.run.drive import document_id, publish_document
+from engine.resources.documents import content_of, document_id, list_documents, publish_document
 from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.settings import Settings

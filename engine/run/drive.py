@@ -6,7 +6,7 @@ the next StepStarted or ExecutionCompleted (with the step's blob stored in the s
 The terminal append also releases the execution's lease (and cap slot), atomically: the
 lease ends exactly when the execution does. Appends go through the worker's
 :class:`engine.log.batcher.AppendBatcher`, so executions that reach an append together share one
-round trip.
+round trip. A drive sees only its :class:`engine.run.job.DriveContext`, never the worker.
 
 Documents (engine.resources.documents): a completed step whose output is a document is published
 once its StepCompleted is durable, and always before the terminal append (the last step's
@@ -30,8 +30,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -59,43 +57,23 @@ from engine.log.events import (
 from engine.money import billing
 from engine.resources.documents import document_kind, publish_document
 from engine.run import plan
+from engine.run.job import DriveContext, Job
 from engine.run.toolbox import RUNNABLE
 from engine.tools import Tool, ToolContext
 from engine.tools.retry import is_retryable
-
-if TYPE_CHECKING:
-    from engine.run.worker import Worker
 
 log = logging.getLogger("clipstream.worker")
 
 MAX_CONFLICTS = 50  # re-plans after conflicts before a job gives up (its lease then expires)
 
 
-@dataclass(eq=False, slots=True)
-class Job:
-    """One execution a worker holds the lease of (queued or running)."""
-
-    execution_id: str
-    owner: str
-    partition: int
-    entry_id: str
-    epoch: int
-    history: list[AnyEvent] | None = None  # known before the job runs; consumed by the first plan
-    scope: anyio.CancelScope | None = None  # the whole job (lease lost, shutdown)
-    call_scope: anyio.CancelScope | None = None  # the provider call or retry wait in progress
-    known_seq: int = 0
-    cancel_seen: bool = False
-    lost: bool = False
-    finished: bool = False  # terminal appended (or found), or abandoned: never hand back
-
-
 class Drive:
     """Drives one execution: plan, append, run tools, until terminal, lost or stopping."""
 
-    def __init__(self, worker: Worker, job: Job) -> None:
-        self.w = worker
+    def __init__(self, ctx: DriveContext, job: Job) -> None:
+        self.ctx = ctx
         self.job = job
-        self.store = worker.store
+        self.store = ctx.store
         self.xid = job.execution_id
         self.state = plan.ExecState()
         self.base = self.state  # the state at ``durable``, before the pending events
@@ -123,13 +101,12 @@ class Drive:
                     self._finish(acked=False)
                     return
                 case plan.StartExecution():
+                    worker_id, epoch = self.ctx.worker_id, self.job.epoch
                     self._buffer(
-                        ExecutionStarted(
-                            execution_id=self.xid, worker_id=self.w.worker_id, epoch=self.job.epoch
-                        )
+                        ExecutionStarted(execution_id=self.xid, worker_id=worker_id, epoch=epoch)
                     )
                 case plan.StartStep():
-                    if self.w.stopping:
+                    if self.ctx.stopping():
                         await self._flush()  # keep what is done; the next worker goes on
                         return
                     if not await self._start_step(action) and self.job.lost:
@@ -139,7 +116,7 @@ class Drive:
                         if self.job.lost:
                             return
                         continue
-                    if self.w.stopping:
+                    if self.ctx.stopping():
                         return
                     await self._wait(at_ms)
                 case plan.Complete(cost=cost):
@@ -205,7 +182,7 @@ class Drive:
 
     def _finish(self, *, acked: bool) -> None:
         if not acked:
-            self.w.ack(self.job)
+            self.ctx.ack(self.job)
         self.job.finished = True
 
     async def _flush(self, *, terminal: bool = False) -> bool:
@@ -219,14 +196,14 @@ class Drive:
                 self.xid,
                 self.durable,
                 tuple(self.pending),
-                expire_ms=self.w.settings.retention_ms if terminal else 0,
+                expire_ms=self.ctx.settings.retention_ms if terminal else 0,
                 blobs=tuple(self.blobs),
                 ack=self.job.entry_id if terminal else None,
                 owner=self.job.owner,
                 moves=billing.moves_of(self.pending),
             )
             try:
-                written = await self.w.batcher.append(op)
+                written = await self.ctx.batcher.append(op)
             except ConcurrencyConflict:
                 await self._reload_after_conflict()
                 return False
@@ -289,7 +266,7 @@ class Drive:
             return
         # Someone else wrote: a cancel request, or a worker that took our lease over.
         still = await self.store.leases.renew(
-            self.job.partition, self.w.worker_id, [self.job.entry_id]
+            self.job.partition, self.ctx.worker_id, [self.job.entry_id]
         )
         if still != [True] and not self.state.terminal:
             self.job.lost = True
@@ -344,7 +321,7 @@ class Drive:
                 step_index=action.index,
                 attempt=action.attempt,
                 epoch=self.job.epoch,
-                worker_id=self.w.worker_id,
+                worker_id=self.ctx.worker_id,
                 input=action.input,
                 estimated_cost=estimated,
             )
@@ -380,9 +357,9 @@ class Drive:
                 attempt=action.attempt,
                 spec=spec,
                 input=action.input,
-                settings=self.w.settings,
+                settings=self.ctx.settings,
                 load_blob=self._load_blob,
-                runtime=self.w.runtime,
+                runtime=self.ctx.runtime,
             )
             timeout = tool.timeout_for(spec)
             # One scope for both ends of a call: its deadline is the tool's timeout, and a cancel
@@ -445,7 +422,7 @@ class Drive:
         ]
         if tool is not None and tool.retry.should_retry(error, action.attempt):
             delay = tool.retry.delay_ms(
-                action.attempt, self.w.rng, retry_after_ms=error.retry_after_ms
+                action.attempt, self.ctx.rng, retry_after_ms=error.retry_after_ms
             )
             events.append(
                 StepRetryScheduled(
@@ -464,7 +441,7 @@ class Drive:
             return
         for event in completed:
             if document_kind(event):
-                await publish_document(self.w.runtime, req, event)
+                await publish_document(self.ctx.runtime, req, event)
 
     async def _load_blob(self, sha256: str) -> bytes | None:
         return await self.store.blobs.get(self.job.partition, sha256)

@@ -23,7 +23,8 @@ Shape (docs/architecture.md, docs/decisions/0001 and 0002):
                lets the owner exceed the cap. Log entries a dead reader left unacknowledged are
                taken over and acted on too.
 
-A job is driven by engine.run.drive (plan, append, run tools); its appends go through one
+A job is driven by engine.run.drive (plan, append, run tools), which sees only the
+:class:`engine.run.job.DriveContext` the worker gives it; its appends go through one
 :class:`engine.log.batcher.AppendBatcher`, so the executions that reach an append together share one
 pipelined round trip, and its terminal append releases its lease (and cap slot) atomically.
 
@@ -59,7 +60,8 @@ from engine.log.events import (
 )
 from engine.money import billing
 from engine.run import plan
-from engine.run.drive import MAX_CONFLICTS, Drive, Job
+from engine.run.drive import MAX_CONFLICTS, Drive
+from engine.run.job import DriveContext, Job
 from engine.runtime import Runtime
 
 log = logging.getLogger("clipstream.worker")
@@ -118,6 +120,7 @@ class Worker:
         self._owners: deque[str] = deque()  # round-robin order of owners with waiting jobs
         self._running = 0  # jobs handed to a lane and not ended yet
         self._idle: list[_Lane] = []  # lanes waiting for a job
+        self._ctx: DriveContext | None = None  # what the drives see, once the lanes started
         self._acks: dict[int, list[str]] = defaultdict(list)  # log entries read
         self._releases: dict[int, list[str]] = defaultdict(list)  # leases of finished jobs
         self._stop: anyio.Event | None = None
@@ -311,6 +314,17 @@ class Worker:
         )
 
     def _start_lanes(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start the batcher and the lanes, and fix the context their drives see."""
+        self._ctx = DriveContext(
+            runtime=self.runtime,
+            settings=self.settings,
+            store=self.store,
+            batcher=self.batcher,
+            worker_id=self.worker_id,
+            rng=self.rng,
+            stopping=lambda: self._stopping,
+            ack=self.ack,
+        )
         self._idle = []
         tg.start_soon(self.batcher.run)
         for _ in range(self.settings.worker_concurrency):
@@ -377,10 +391,11 @@ class Worker:
         try:
             if self._stopping:
                 return  # handed over just as shutdown began: its lease is handed back
+            assert self._ctx is not None
             with anyio.CancelScope() as scope:
                 job.scope = scope
                 if not job.lost:
-                    await Drive(self, job).run()
+                    await Drive(self._ctx, job).run()
         except Exception:
             # A bug or Redis failing: stop renewing, so the lease expires and a claim retries it
             # (and dead-letters it after max_deliveries): nothing loops forever.

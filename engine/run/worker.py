@@ -54,13 +54,11 @@ from engine.log.entries import Entry
 from engine.log.events import (
     AnyEvent,
     ExecutionCancelRequested,
-    ExecutionFailed,
     ExecutionRequested,
-    StepFailed,
 )
 from engine.money import billing
-from engine.run import plan
-from engine.run.drive import MAX_CONFLICTS, Drive
+from engine.run import decide, plan
+from engine.run.drive import Drive
 from engine.run.job import DriveContext, Job
 from engine.runtime import Runtime
 
@@ -507,24 +505,11 @@ class Worker:
             f"dead-lettered as entry {entry.entry_id} of partition {partition}"
         )
         xid = event.execution_id
-        for _ in range(MAX_CONFLICTS):
+        for _ in range(decide.MAX_CONFLICTS):
             state = plan.fold(await self.store.log.history(xid))
             if state.requested is None or state.terminal:
                 break
-            closing: list[AnyEvent] = []
-            if state.in_flight is not None:
-                closing.append(
-                    StepFailed(
-                        execution_id=xid,
-                        step_index=state.in_flight.step_index,
-                        attempt=state.in_flight.attempt,
-                        code="internal",
-                        message="abandoned: the execution was dead-lettered",
-                        retryable=False,
-                    )
-                )
-            closing += billing.releases(state.held.values(), "ended")
-            closing.append(ExecutionFailed(execution_id=xid, code="internal", message=reason))
+            closing = decide.closing(state, decide.DeadLettered(reason))
             try:
                 await self.store.log.append(
                     xid,

@@ -1,0 +1,234 @@
+"""Pure decisions of the shell: the events the drive (and the worker's dead-letter path) append.
+
+engine.run.plan says *what* happens next; this module says *which events* that takes, and how the
+pending events are rewritten when the store answers. No Redis, no clock of its own: ``now_ms`` and
+the ``random.Random`` come in as arguments, and events come back unstamped (the shell stamps them
+with their seq as it buffers them) unless a rewrite must keep the seq they already have.
+
+    start of an attempt    release of a reservation an abandoned attempt left open, reservation
+                           of the estimate (when there is one), StepStarted
+    end of an attempt      StepFailed and, when the tool's policy allows, StepRetryScheduled
+                           (:func:`failed_attempt`); then release of the reservation and, for a
+                           StepCompleted with a cost, its settlement (:func:`attempt_closed`)
+    end of an execution    :func:`closing`: complete, fail, cancel, dead-letter, all in one place
+    balance refused        :func:`after_refusal`: a settlement capped at the balance, or a
+                           StepFailed ``insufficient_balance`` in place of the StepStarted
+    terminal append        :func:`with_total` restates the total of a pending ExecutionCompleted;
+                           :func:`documents_first` says what goes in an append of its own first
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import msgspec
+
+from engine.errors import ToolError
+from engine.log import codec
+from engine.log.events import (
+    AnyEvent,
+    CostCharged,
+    CostReserved,
+    ExecutionCancelled,
+    ExecutionCompleted,
+    ExecutionFailed,
+    StepCompleted,
+    StepFailed,
+    StepRetryScheduled,
+    StepStarted,
+    is_terminal,
+)
+from engine.money import billing
+from engine.resources.documents import document_kind
+from engine.run import plan
+from engine.run.plan import ExecState
+from engine.tools.retry import RetryPolicy, is_retryable
+
+MAX_CONFLICTS = 50  # re-plans after conflicts before a job gives up (its lease then expires)
+
+
+def step_start(
+    state: ExecState, action: plan.StartStep, *, estimated: int, epoch: int, worker_id: str
+) -> list[AnyEvent]:
+    """The events that start ``action``'s attempt, appended together: the release of every
+    reservation still held (an attempt whose worker died or lost its lease mid-call; this attempt
+    replaces it), the reservation of the ``estimated`` cost when there is one, the StepStarted."""
+    xid = state.execution_id
+    events: list[AnyEvent] = [*billing.releases(state.held.values(), "abandoned")]
+    if estimated > 0:
+        events.append(billing.reservation(xid, action.index, action.attempt, estimated))
+    events.append(
+        StepStarted(
+            execution_id=xid,
+            step_index=action.index,
+            attempt=action.attempt,
+            epoch=epoch,
+            worker_id=worker_id,
+            input=action.input,
+            estimated_cost=estimated,
+        )
+    )
+    return events
+
+
+def failed_attempt(
+    execution_id: str,
+    action: plan.StartStep,
+    error: ToolError,
+    policy: RetryPolicy | None,
+    *,
+    now_ms: int,
+    rng: random.Random,
+) -> list[AnyEvent]:
+    """The outcome of ``action``'s attempt failing with ``error``: its StepFailed and, when the
+    tool's retry ``policy`` allows another attempt, the StepRetryScheduled of the next one, not
+    before ``now_ms`` plus the policy's delay (``policy`` None: an unknown tool, never retried)."""
+    events: list[AnyEvent] = [
+        StepFailed(
+            execution_id=execution_id,
+            step_index=action.index,
+            attempt=action.attempt,
+            code=error.code,
+            message=error.message,
+            retryable=is_retryable(error),
+        )
+    ]
+    if policy is not None and policy.should_retry(error, action.attempt):
+        delay = policy.delay_ms(action.attempt, rng, retry_after_ms=error.retry_after_ms)
+        events.append(
+            StepRetryScheduled(
+                execution_id=execution_id,
+                step_index=action.index,
+                next_attempt=action.attempt + 1,
+                not_before=now_ms + delay,
+            )
+        )
+    return events
+
+
+def attempt_closed(state: ExecState, action: plan.StartStep, done: AnyEvent) -> list[AnyEvent]:
+    """What follows an attempt's outcome (already folded into ``state``; ``done`` is its last
+    event): the release of the reservations still held and, when the attempt completed with a
+    cost, the settlement of that cost (after the release, so the freed estimate pays for it)."""
+    completed = isinstance(done, StepCompleted)
+    events: list[AnyEvent] = [
+        *billing.releases(state.held.values(), "settled" if completed else "failed")
+    ]
+    if isinstance(done, StepCompleted) and done.cost > 0:
+        events.append(
+            billing.settlement(state.execution_id, action.index, action.attempt, done.cost)
+        )
+    return events
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    """The execution was delivered too often (engine.run.claims): it ends in ``internal`` error
+    with ``reason``, the step in flight (if any) closed as abandoned."""
+
+    reason: str
+
+
+Ending = plan.Complete | plan.Fail | plan.Cancel | DeadLettered
+
+
+def closing(state: ExecState, ending: Ending) -> list[AnyEvent]:
+    """The events that end the execution, appended together with the ack of its entry: the
+    attempt in flight closed (on a cancel or a dead letter), every reservation still held
+    released, then the terminal event."""
+    xid = state.execution_id
+    events: list[AnyEvent] = []
+    match ending:
+        case plan.Complete(cost=cost):
+            events += billing.releases(state.held.values(), "ended")
+            events.append(ExecutionCompleted(execution_id=xid, cost=cost))
+        case plan.Fail(code=code, message=message, http_status=status):
+            events += billing.releases(state.held.values(), "ended")
+            events.append(
+                ExecutionFailed(execution_id=xid, code=code, message=message, http_status=status)
+            )
+        case plan.Cancel(step_index=index, attempt=attempt):
+            if index is not None and attempt is not None:
+                events.append(_closed(xid, index, attempt, "cancelled", "cancelled on request"))
+            events += billing.releases(state.held.values(), "cancelled")
+            events.append(ExecutionCancelled(execution_id=xid, step_index=index))
+        case DeadLettered(reason=reason):
+            if (flight := state.in_flight) is not None:
+                abandoned = "abandoned: the execution was dead-lettered"
+                events.append(
+                    _closed(xid, flight.step_index, flight.attempt, "internal", abandoned)
+                )
+            events += billing.releases(state.held.values(), "ended")
+            events.append(ExecutionFailed(execution_id=xid, code="internal", message=reason))
+    return events
+
+
+def _closed(execution_id: str, index: int, attempt: int, code: str, message: str) -> StepFailed:
+    """The StepFailed that closes the attempt in flight when the execution ends around it."""
+    return StepFailed(
+        execution_id=execution_id,
+        step_index=index,
+        attempt=attempt,
+        code=code,
+        message=message,
+        retryable=False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Rewritten:
+    """The pending events after a refusal (stamped, from the first pending seq on), and whether
+    they are worth appending again at once (``again``)."""
+
+    pending: list[AnyEvent]
+    again: bool
+
+
+def after_refusal(pending: list[AnyEvent], index: int, available: int, *, now_ms: int) -> Rewritten:
+    """Rewrite the (stamped) ``pending`` events after the balance refused the money move of
+    ``pending[index]`` with ``available`` micro-coins left.
+
+    A refused settlement: the step did run, so the charge is capped at the balance (the rest
+    recorded as uncovered) and the events go again at once. A refused reservation: the step must
+    not start, so a StepFailed ``insufficient_balance`` takes the place of the reservation and of
+    everything after it (its StepStarted); the plan then fails the execution with 402.
+    Rewritten events keep the seq of the event they replace and are stamped at ``now_ms``."""
+    event = pending[index]
+    if isinstance(event, CostCharged):
+        rewritten = list(pending)
+        rewritten[index] = codec.stamp(billing.capped(event, available), event.seq, now_ms)
+        return Rewritten(rewritten, again=True)
+    assert isinstance(event, CostReserved), event
+    failed = StepFailed(
+        execution_id=event.execution_id,
+        step_index=event.step_index,
+        attempt=event.attempt,
+        code="insufficient_balance",
+        message=f"the balance ({available} micro-coins) cannot cover the "
+        f"step's estimated cost ({event.amount})",
+        retryable=False,
+    )
+    return Rewritten([*pending[:index], codec.stamp(failed, event.seq, now_ms)], again=False)
+
+
+def with_total(pending: list[AnyEvent], state: ExecState) -> list[AnyEvent]:
+    """``pending`` with the cost of its ExecutionCompleted (if any) restated from ``state``: the
+    completion was planned before its last settlement was appended, and the balance may have
+    capped that one, so the total paid is known only now."""
+    assert state.requested is not None
+    paid = state.requested.fee + state.steps_cost
+    return [
+        msgspec.structs.replace(e, cost=paid) if isinstance(e, ExecutionCompleted) else e
+        for e in pending
+    ]
+
+
+def documents_first(pending: list[AnyEvent]) -> int:
+    """How many of the ``pending`` events (the terminal ones last) to append on their own before
+    the terminal append: every non-terminal one when one of them is a StepCompleted that makes a
+    document, so its document is published before the execution ends; else 0 (one append)."""
+    head = [e for e in pending if not is_terminal(e)]
+    if any(isinstance(e, StepCompleted) and document_kind(e) for e in head):
+        return len(head)
+    return 0

@@ -38,6 +38,18 @@ class Job:
     lost: bool = False
     finished: bool = False  # terminal appended (or found), or abandoned: never hand back
 
+    def interrupt(self) -> None:
+        """A cancel was requested: abort the provider call (or retry wait) in progress."""
+        self.cancel_seen = True
+        if self.call_scope is not None:
+            self.call_scope.cancel()
+
+    def lose(self) -> None:
+        """Another worker took the lease over: stop at once, write nothing more."""
+        self.lost = True
+        if self.scope is not None:
+            self.scope.cancel()
+
 
 @dataclass(frozen=True, slots=True)
 class DriveContext:

@@ -7,9 +7,10 @@ Shape (docs/architecture.md, docs/decisions/0001 and 0002):
                (``owner_concurrency``: leases of one owner across all workers). How deep one
                owner's backlog is, or how many workers read it, does not change when another
                owner's execution starts: at the next lease any worker takes in that partition.
-    jobs       up to ``worker_concurrency`` executions driven at once, one anyio task each. The
-               worker leases at most twice that many, so a lane that ends a job starts the next
-               without a round trip; the queued ones are served round-robin by owner too.
+    jobs       up to ``worker_concurrency`` executions driven at once, by as many long-lived
+               lanes (no task per execution). The worker leases at most twice that many, so a
+               lane that ends a job starts the next without a round trip; the queued ones are
+               served round-robin by owner too.
     reader     read_group on every partition log (non-blocking, batched): every entry only
                informs the worker and is acknowledged in batches, except that a cancel request for
                a job we hold interrupts it now and an undecodable entry is dead-lettered.
@@ -22,6 +23,10 @@ Shape (docs/architecture.md, docs/decisions/0001 and 0002):
                A lease taken over keeps its owner's cap slot, so a crash neither leaks a slot nor
                lets the owner exceed the cap. Log entries a dead reader left unacknowledged are
                taken over and acted on too.
+
+Where each part lives: the jobs and lanes in engine.run.lanes, the heartbeat and the cancels in
+engine.run.heartbeat, what becomes of a claimed lease (dead letters included) in engine.run.claims;
+this module is the loop that runs them all, with the dispatch, the reader and the shutdown.
 
 A job is driven by engine.run.drive (plan, append, run tools), which sees only the
 :class:`engine.run.job.DriveContext` the worker gives it; its appends go through one
@@ -41,25 +46,19 @@ import os
 import random
 import secrets
 import socket
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, get_args
 
 import anyio
 import anyio.abc
 
-from engine.errors import ConcurrencyConflict
 from engine.log.batcher import AppendBatcher
 from engine.log.entries import Entry
-from engine.log.events import (
-    AnyEvent,
-    ExecutionCancelRequested,
-    ExecutionRequested,
-)
-from engine.money import billing
-from engine.run import decide, plan
-from engine.run.drive import Drive
+from engine.log.events import AnyEvent, ExecutionCancelRequested, ExecutionRequested
+from engine.run import claims, heartbeat
 from engine.run.job import DriveContext, Job
+from engine.run.lanes import Lanes
 from engine.runtime import Runtime
 
 log = logging.getLogger("clipstream.worker")
@@ -92,17 +91,6 @@ class _Backoff:
         return current
 
 
-class _Lane:
-    """One of the worker's ``worker_concurrency`` long-lived tasks: it drives jobs one after
-    another (no task is started per execution), and waits here when there is none."""
-
-    __slots__ = ("job", "wake")
-
-    def __init__(self) -> None:
-        self.job: Job | None = None
-        self.wake = anyio.Event()
-
-
 class Worker:
     """Drives executions from the partition logs to their terminal event."""
 
@@ -114,18 +102,12 @@ class Worker:
         self.rng = random.Random()
         self.batcher = AppendBatcher(self.store.log, max_batch=self.settings.batch)
         self._jobs: dict[str, Job] = {}  # every lease held, by execution id
-        self._waiting: dict[str, deque[Job]] = {}  # owner -> jobs waiting for a lane
-        self._owners: deque[str] = deque()  # round-robin order of owners with waiting jobs
-        self._running = 0  # jobs handed to a lane and not ended yet
-        self._idle: list[_Lane] = []  # lanes waiting for a job
-        self._ctx: DriveContext | None = None  # what the drives see, once the lanes started
+        self._lanes = Lanes(self._jobs, lambda: self._stopping)
         self._acks: dict[int, list[str]] = defaultdict(list)  # log entries read
         self._releases: dict[int, list[str]] = defaultdict(list)  # leases of finished jobs
         self._stop: anyio.Event | None = None
         self._stop_requested = False
         self._stopping = False
-        self._job_ended: anyio.Event | None = None
-        self._room = anyio.Event()  # set when a job ends: the reader may have room again
 
     # -- public -----------------------------------------------------------------------------------
     async def run(self, stop: anyio.Event | None = None) -> None:
@@ -151,8 +133,7 @@ class Worker:
                 with anyio.move_on_after(_IDLE_MAX_S if self._full else backoff.next()):
                     if self._full:
                         # Backpressure: lease again as soon as a job ends, not after a backoff.
-                        self._room = anyio.Event()
-                        await self._room.wait()
+                        await self._lanes.room()
                     else:
                         await self._stop.wait()
             await self._shutdown()
@@ -290,7 +271,7 @@ class Worker:
         if isinstance(event, ExecutionCancelRequested):
             job = self._jobs.get(event.execution_id)
             if job is not None:
-                self._interrupt(job)
+                job.interrupt()
         self._acks[partition].append(entry.entry_id)
 
     def _job(self, partition: int, entry: Entry, history: list[AnyEvent] | None) -> Job | None:
@@ -312,8 +293,8 @@ class Worker:
         )
 
     def _start_lanes(self, tg: anyio.abc.TaskGroup) -> None:
-        """Start the batcher and the lanes, and fix the context their drives see."""
-        self._ctx = DriveContext(
+        """Start the batcher and the lanes, with the context their drives see."""
+        ctx = DriveContext(
             runtime=self.runtime,
             settings=self.settings,
             store=self.store,
@@ -323,10 +304,8 @@ class Worker:
             stopping=lambda: self._stopping,
             ack=self.ack,
         )
-        self._idle = []
         tg.start_soon(self.batcher.run)
-        for _ in range(self.settings.worker_concurrency):
-            tg.start_soon(self._lane)
+        self._lanes.start(tg, self.settings.worker_concurrency, ctx)
 
     async def _admit(self, new: Iterable[Job]) -> None:
         """Load the histories the new jobs need in one round trip, then queue them."""
@@ -339,73 +318,7 @@ class Worker:
             if job.history is None:
                 job.history = histories.get(job.execution_id, [])
             self._jobs[job.execution_id] = job
-            queue = self._waiting.get(job.owner)
-            if queue is None:
-                queue = self._waiting[job.owner] = deque()
-                self._owners.append(job.owner)
-            queue.append(job)
-        self._hand_out()
-
-    def _hand_out(self) -> None:
-        """Hand waiting jobs to idle lanes, taking owners in turn."""
-        while self._idle and not self._stopping:
-            job = self._next_waiting()
-            if job is None:
-                return
-            lane = self._idle.pop()
-            lane.job = job
-            lane.wake.set()
-
-    def _next_waiting(self) -> Job | None:
-        """The next queued job, round-robin by owner (None when none is queued). The job returned
-        counts as running. (The owner cap was applied when the job was leased.)"""
-        while self._owners:
-            owner = self._owners.popleft()
-            queue = self._waiting[owner]
-            job = queue.popleft()
-            if queue:
-                self._owners.append(owner)
-            else:
-                del self._waiting[owner]
-            if not job.lost:
-                self._running += 1
-                return job
-        return None
-
-    async def _lane(self) -> None:
-        lane = _Lane()
-        while True:
-            job, lane.job = lane.job, None
-            if job is None:
-                job = None if self._stopping else self._next_waiting()
-                if job is None:
-                    lane.wake = anyio.Event()
-                    self._idle.append(lane)
-                    await lane.wake.wait()
-                    continue
-            await self._job_task(job)
-
-    async def _job_task(self, job: Job) -> None:
-        try:
-            if self._stopping:
-                return  # handed over just as shutdown began: its lease is handed back
-            assert self._ctx is not None
-            with anyio.CancelScope() as scope:
-                job.scope = scope
-                if not job.lost:
-                    await Drive(self._ctx, job).run()
-        except Exception:
-            # A bug or Redis failing: stop renewing, so the lease expires and a claim retries it
-            # (and dead-letters it after max_deliveries): nothing loops forever.
-            log.exception("worker %s: execution %s failed", self.worker_id, job.execution_id)
-            job.finished = True
-        finally:
-            self._running -= 1
-            if self._job_ended is not None:
-                self._job_ended.set()
-            self._room.set()
-            if (job.finished or job.lost) and self._jobs.get(job.execution_id) is job:
-                del self._jobs[job.execution_id]
+        self._lanes.add(jobs)
 
     async def _flush_acks(self) -> None:
         """Acknowledge the log entries read and release the leases of finished jobs."""
@@ -416,49 +329,14 @@ class Worker:
             releases, self._releases = dict(self._releases), defaultdict(list)
             await self.store.leases.release_many(releases)
 
-    def _interrupt(self, job: Job) -> None:
-        """A cancel was requested: abort the provider call (or retry wait) in progress."""
-        job.cancel_seen = True
-        if job.call_scope is not None:
-            job.call_scope.cancel()
-
-    def _lose(self, job: Job) -> None:
-        """Another worker took the lease over: stop at once, write nothing more."""
-        job.lost = True
-        if job.scope is not None:
-            job.scope.cancel()
-        if self._jobs.get(job.execution_id) is job and job.scope is None:
-            del self._jobs[job.execution_id]  # still queued: _next_waiting skips it
-
     # -- heartbeat, cancels, claims ---------------------------------------------------------------
-    def _held_by_partition(self) -> dict[int, list[Job]]:
-        held: dict[int, list[Job]] = defaultdict(list)
-        for job in list(self._jobs.values()):
-            if not (job.lost or job.finished):
-                held[job.partition].append(job)
-        return held
-
     async def _heartbeat(self) -> None:
         """Renew every lease held; a lease lost to a takeover stops its job."""
-        for p, jobs in self._held_by_partition().items():
-            still = await self.store.leases.renew(p, self.worker_id, [j.entry_id for j in jobs])
-            for job, ok in zip(jobs, still, strict=True):
-                if not ok and not job.finished:
-                    log.info("worker %s lost the lease of %s", self.worker_id, job.execution_id)
-                    self._lose(job)
+        await heartbeat.renew(self.store, self.worker_id, self._jobs)
 
     async def _check_cancels(self) -> None:
         """Jobs waiting on a provider or a retry: has a cancel been requested meanwhile?"""
-        waiting = [
-            j for j in list(self._jobs.values()) if j.call_scope is not None and not j.cancel_seen
-        ]
-        if not waiting:
-            return
-        histories = await self.store.log.histories([j.execution_id for j in waiting])
-        for job in waiting:
-            events = histories.get(job.execution_id, [])
-            if any(isinstance(e, ExecutionCancelRequested) for e in events):
-                self._interrupt(job)
+        await heartbeat.check_cancels(self.store, list(self._jobs.values()))
 
     async def _claim_pass(self) -> bool:
         """Take over expired leases (and log entries a dead reader left unacknowledged) on every
@@ -467,23 +345,16 @@ class Worker:
             return False
         claimed_any = False
         fresh: list[Job] = []
-        lease_ms = self.settings.lease_ms
+        leases, lease_ms = self.store.leases, self.settings.lease_ms
         for p in self.store.partitions:
-            for entry in await self.store.leases.reclaim_log(
-                p, self.worker_id, min_idle_ms=lease_ms
-            ):
+            for entry in await leases.reclaim_log(p, self.worker_id, min_idle_ms=lease_ms):
                 claimed_any = True
                 await self._on_log_entry(p, entry)
-            for entry in await self.store.leases.claim_expired(
-                p, self.worker_id, min_idle_ms=lease_ms
-            ):
+            for entry in await leases.claim_expired(p, self.worker_id, min_idle_ms=lease_ms):
                 claimed_any = True
-                event = entry.event
-                if not isinstance(event, ExecutionRequested):
-                    await self.store.leases.dead_letter_lease(p, entry, "undecodable lease")
-                elif entry.deliveries > self.settings.max_deliveries:
-                    await self._dead_letter_execution(p, entry, event)
-                elif (job := self._job(p, entry, None)) is not None:
+                if await claims.triage(self.store, self.settings, self.worker_id, p, entry) is None:
+                    continue
+                if (job := self._job(p, entry, None)) is not None:
                     log.info(
                         "worker %s took over %s (epoch %d)",
                         self.worker_id,
@@ -495,43 +366,7 @@ class Worker:
         await self._flush_acks()
         return claimed_any
 
-    async def _dead_letter_execution(
-        self, partition: int, entry: Entry, event: ExecutionRequested
-    ) -> None:
-        """Poison work: end the execution in error first, then move the entry to the dead
-        letters (a crash in between redelivers it and this runs again, idempotently)."""
-        reason = (
-            f"delivered {entry.deliveries} times (max {self.settings.max_deliveries}): "
-            f"dead-lettered as entry {entry.entry_id} of partition {partition}"
-        )
-        xid = event.execution_id
-        for _ in range(decide.MAX_CONFLICTS):
-            state = plan.fold(await self.store.log.history(xid))
-            if state.requested is None or state.terminal:
-                break
-            closing = decide.closing(state, decide.DeadLettered(reason))
-            try:
-                await self.store.log.append(
-                    xid,
-                    state.seq,
-                    closing,
-                    expire_ms=self.settings.retention_ms,
-                    owner=event.owner,
-                    moves=billing.moves_of(closing),
-                )
-                break
-            except ConcurrencyConflict:
-                continue
-        await self.store.leases.dead_letter_lease(partition, entry, reason)
-        log.warning("worker %s: %s %s", self.worker_id, xid, reason)
-
     # -- shutdown ---------------------------------------------------------------------------------
-    async def _jobs_settled(self) -> None:
-        """Return once no job task is running."""
-        while self._running:
-            self._job_ended = anyio.Event()
-            await self._job_ended.wait()
-
     @property
     def _grace_s(self) -> float:
         return min(5.0, self.settings.lease_ms / 2000)
@@ -540,11 +375,11 @@ class Worker:
         """Stop taking work, let running steps finish briefly, hand back what is unfinished."""
         self._stopping = True
         with anyio.move_on_after(self._grace_s):
-            await self._jobs_settled()
+            await self._lanes.settled()
         for job in list(self._jobs.values()):
             if job.scope is not None:
                 job.scope.cancel()
-        await self._jobs_settled()
+        await self._lanes.settled()
         unfinished: dict[int, list[str]] = defaultdict(list)
         for job in self._jobs.values():
             if not (job.finished or job.lost):
@@ -556,8 +391,7 @@ class Worker:
                 # The leases then simply expire: slower takeover, nothing lost.
                 log.exception("worker %s: hand back failed on partition %d", self.worker_id, p)
         self._jobs.clear()
-        self._waiting.clear()
-        self._owners.clear()
+        self._lanes.queue.clear()
         await self._guarded(self._flush_acks)
         log.info(
             "worker %s stopped; handed back %d", self.worker_id, sum(map(len, unfinished.values()))

@@ -120,13 +120,8 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
         case ExecutionRequested():
             return replace(s, seq=seq, execution_id=event.execution_id, requested=event)
         case ExecutionStarted():
-            return replace(
-                s,
-                seq=seq,
-                started=True,
-                status="running",
-                last_epoch=max(s.last_epoch, event.epoch),
-            )
+            epoch = max(s.last_epoch, event.epoch)
+            return replace(s, seq=seq, started=True, status="running", last_epoch=epoch)
         case StepStarted():
             attempts = {**s.attempts, event.step_index: event.attempt}
             s = _settle_item_failure(s)
@@ -160,6 +155,25 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
             return replace(s, seq=seq, retry=event)
         case ExecutionCompleted() if s.per_item:
             return replace(_settle_item_failure(s), seq=seq, status="done", in_flight=None)
+        case CostCharged() | CostReserved() | CostReleased():
+            return _apply_money(s, event, seq)
+        case ExecutionCompleted():
+            return replace(s, seq=seq, status="done", in_flight=None)
+        case ExecutionFailed() | ExecutionCancelled():
+            return replace(s, seq=seq, status="error", in_flight=None)
+        case ExecutionCancelRequested():
+            return replace(s, seq=seq, cancel_requested=True)
+        case RunItemRecorded():
+            return replace(s, seq=seq)  # a record for the run's view; planning needs nothing
+    return replace(s, seq=seq)  # pragma: no cover - the match is exhaustive over AnyEvent
+
+
+def _apply_money(
+    s: ExecState, event: CostCharged | CostReserved | CostReleased, seq: int
+) -> ExecState:
+    """The state after a money event (engine.money.billing): what was charged, and by which
+    step; the reservations still held."""
+    match event:
         case CostCharged():
             step_charges = s.step_charges
             if event.step_index is not None:
@@ -171,15 +185,6 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
         case CostReleased():
             held = {k: v for k, v in s.held.items() if k != event.reservation}
             return replace(s, seq=seq, held=held)
-        case ExecutionCompleted():
-            return replace(s, seq=seq, status="done", in_flight=None)
-        case ExecutionFailed() | ExecutionCancelled():
-            return replace(s, seq=seq, status="error", in_flight=None)
-        case ExecutionCancelRequested():
-            return replace(s, seq=seq, cancel_requested=True)
-        case RunItemRecorded():
-            return replace(s, seq=seq)  # a record for the run's view; planning needs nothing
-    return replace(s, seq=seq)  # pragma: no cover - the match is exhaustive over AnyEvent
 
 
 def _settle_item_failure(s: ExecState) -> ExecState:

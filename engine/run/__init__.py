@@ -8,7 +8,8 @@ one execution's (with ``call``, one attempt's tool call), ``worker`` is the loop
 drive may run.
 
 Inside: the worker imports the drive, the drive sees only its ``job.DriveContext``, never the
-worker; ``plan`` and ``decide`` import no sibling but ``plan``. Below: any room of the engine but
-``commands`` (engine.tools, engine.schedules for the internal pick step, engine.resources,
-engine.money, engine.log, ...); nothing outside the engine.
+worker; ``plan`` and ``decide`` import no sibling but ``plan``, and no clock (a contract in
+pyproject.toml holds them to it). Below: any room of the engine but ``commands`` (engine.tools,
+engine.schedules for the internal pick step, engine.resources, engine.money, engine.log, ...);
+nothing outside the engine.
 """

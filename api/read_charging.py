@@ -1,18 +1,19 @@
 """Read fees at the HTTP edge (DESIGN §6): which requests pay, and when.
 
 A read is an authenticated ``GET`` of the account API: every route declared
-``account_route("read")``, the SSE stream ``GET /v1/executions/stream`` included. ``GET /v1/me``
-is ``free``; writes pay their own fees (async routes) or nothing (synchronous resources); the
-realtime WebSocket is not an HTTP read and is not charged.
+``account_route("read")`` or ``account_route("own")``, the SSE stream ``GET /v1/executions/stream``
+included. ``GET /v1/me`` is ``free``; writes pay their own fees (async routes) or nothing
+(synchronous resources); the realtime WebSocket is not an HTTP read and is not charged.
 
-- Before the handler, :func:`admit_read` admits the caller (402 when the balance is not positive)
-  and records the charge as pending (engine.money.read_fees), under a charge id unique to this
-  request.
+- Before the handler, :func:`admit_read` admits the caller and takes the fee, pending, under a
+  charge id unique to this request (engine.money.read_fees): 402 when the balance does not cover
+  it — except for an ``own`` read (``/v1/me/ledger``, the owner's execution and its events,
+  DESIGN §6), which is then served free.
 - :class:`ChargeReads`, a middleware, settles it once the answer has gone out: after the last
   byte of an ordinary response, or when a stream ends (a stream is one read, however long it
-  lasts). A 2xx/3xx answer is charged; an error answer (4xx, 5xx) or a request that failed before
-  answering is released. Settling never delays or fails the answer: a Redis failure queues it for
-  a retry, and the sweep of engine.money.read_fees settles what a crashed process left.
+  lasts). A 2xx/3xx answer keeps the fee; an error answer (4xx, 5xx) or a request that failed
+  before answering gets it back. Settling never delays or fails the answer: a Redis failure queues
+  it for a retry, and the sweep of engine.money.read_fees settles what a crashed process left.
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ def charge_id(request: Request) -> str:
     return f"read:{request_id}"
 
 
-async def admit_read(request: Request, account_id: str) -> None:
-    """Admit this read for ``account_id`` (InsufficientBalance: 402) and leave its pending charge
-    for :class:`ChargeReads` to settle."""
-    charge = await read_fees_of(request).admit(account_id, charge_id(request))
+async def admit_read(request: Request, account_id: str, *, lenient: bool = False) -> None:
+    """Admit this read for ``account_id`` (InsufficientBalance: 402, unless ``lenient``) and leave
+    its pending charge for :class:`ChargeReads` to settle."""
+    charge = await read_fees_of(request).admit(account_id, charge_id(request), lenient=lenient)
     if charge is not None:
         request.scope.setdefault("state", {})[_STATE_KEY] = charge
 

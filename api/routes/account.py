@@ -35,7 +35,7 @@ async def me(request: Request, caller: Caller) -> Response:
     query=PageQuery,
     tags=["account"],
 )
-@account_route("read")
+@account_route("own")
 async def ledger(request: Request, caller: Caller) -> Response:
     """``GET /v1/me/ledger?limit=&cursor=`` → ``{"entries": [...], "next_cursor": ...}``.
 

@@ -53,7 +53,7 @@ async def accepted(
     response=ExecutionDetail,
     tags=["executions"],
 )
-@account_route("read")
+@account_route("own")
 async def get_execution(request: Request, caller: Caller) -> Response:
     """``GET /v1/executions/{execution_id}`` → ``{execution, workflow, steps, step_inputs}``."""
     execution_id = path_id(request, "execution_id", "exc")
@@ -80,7 +80,7 @@ async def my_executions(request: Request, caller: Caller) -> Response:
 
 
 @doc(summary="The raw event history", response=EventList, tags=["executions"])
-@account_route("read")
+@account_route("own")
 async def execution_events(request: Request, caller: Caller) -> Response:
     """``GET /v1/executions/{execution_id}/events`` → ``{"events": [...]}`` (the raw history)."""
     execution_id = path_id(request, "execution_id", "exc")

@@ -11,11 +11,12 @@ from engine.connection import as_str
 from engine.errors import NotFound, StoreUnavailable
 from engine.log.ids import is_id
 from engine.money.billing import CREDIT, RELEASE, RESERVE, SETTLE
+from engine.money.read_fees import READ, READ_RELEASE, release_id
 from engine.runtime import Runtime
 
 # Kinds whose entries give to the balance; every other kind takes from it (fee, read, reserve,
 # settle, and whatever kind a later change adds).
-GIVING = frozenset({CREDIT, RELEASE})
+GIVING = frozenset({CREDIT, RELEASE, READ_RELEASE})
 # Kinds whose charge ids the applied-charges hash must record (the fee is made idempotent by its
 # execution stream instead, and read fees by their own scheme).
 RECORDED = frozenset({CREDIT, RESERVE, SETTLE, RELEASE})
@@ -74,7 +75,8 @@ async def audit_account(runtime: Runtime, account_id: str) -> Audit:
 
     Checks: balance == credits - charges + releases; each entry's ``balance`` is the running sum
     of the amounts before it and never negative; no charge id twice; amounts have their kind's
-    sign; each release gives back exactly its reservation; the applied-charges hash records every
+    sign; each release gives back exactly its reservation, each read release exactly the read fee
+    taken before it; the applied-charges hash records every
     credit, reserve, settle and release with its amount. Open reservations (executions still
     running, or a dead worker's not yet taken over) are listed in ``held``: at a quiescent point,
     with every execution ended, there are none. NotFound for an unknown account.
@@ -94,6 +96,7 @@ async def audit_account(runtime: Runtime, account_id: str) -> Audit:
     result = Audit(account_id=account_id, balance=stored, entries=len(rows))
     reserved: dict[str, int] = {}
     released: dict[str, int] = {}
+    reads: dict[str, int] = {}  # read fees taken, by the charge id of their give-back
     seen: set[str] = set()
     running = 0
     for row, recorded in zip(rows, applied, strict=True):
@@ -108,10 +111,16 @@ async def audit_account(runtime: Runtime, account_id: str) -> Audit:
         elif kind == RELEASE:
             result.releases += amount
             released[cid] = amount
+        elif kind == READ_RELEASE:
+            result.releases += amount
+            if reads.pop(cid, None) != amount:
+                result.problems.append(f"{cid} gives back {amount}, not a read fee taken before")
         else:
             result.charges -= amount
             if kind == RESERVE:
                 reserved[cid] = -amount
+            elif kind == READ:
+                reads[release_id(cid)] = -amount
     _check_releases(result, reserved, released)
     if stored != result.expected_balance:
         result.problems.append(

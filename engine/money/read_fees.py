@@ -1,26 +1,31 @@
-"""Read fees: every read of the account API pays ``fees.read``, charged after its answer is sent.
+"""Read fees: every read of the account API pays ``fees.read``, reserved when it is admitted.
 
 A read goes through two steps, each one script on the owner's slot (balance, ledger and the
 partition's pending zset ``keys.read_charges`` share it):
 
-1. **admit**, before the handler runs: a balance that is not positive refuses the read (402);
-   otherwise the charge is recorded as pending (member ``{charge_id}|{account}|{fee}``, scored by
-   the time) in the same call.
+1. **admit**, before the handler runs: when the balance covers the fee, the fee is taken, a
+   ``read`` entry is written to the ledger and the charge is recorded as pending (member
+   ``{charge_id}|{account}|{fee}``, scored by the time) — all in one call, so any number of
+   concurrent reads never take more than the balance holds. When it does not cover it, the read is
+   refused (402), unless it is one the owner may always make (``lenient``: ``/v1/me/ledger``, the
+   owner's own execution and its events, DESIGN §6): that one is served free, nothing recorded.
 2. **settle**, once the answer has gone out: remove the pending member and, only when that removal
-   happened, take ``min(fee, balance)`` and append a ``read`` entry to the ledger. A served read is
-   charged; a read that answered an error is released (nothing taken). The removal is the guard:
-   settling one charge twice (a retry, two sweepers, a retry racing a sweeper) takes it once.
+   happened, keep the fee (a served read: nothing more to write) or give it back (a read that
+   answered an error: the fee returns to the balance with a ``read_release`` ledger entry). The
+   removal is the guard: settling one charge twice (a retry, two sweepers, a retry racing a
+   sweeper) gives back at most once.
+
+The ledger is exact at every instant: the balance always equals what its entries add up to, pending
+reads included (they are ``read`` entries already).
 
 Never lost: a settlement that fails (Redis unreachable) never fails the read, which has already
 been answered. It waits in a bounded in-memory queue and is retried with the same charge. What the
 queue cannot hold, or what a crashed API process held, the **sweep** finds: any API process
 periodically settles, as served, the pending charges admitted more than :data:`GRACE_MS` ago. The
-record was written before the handler ran, so an admitted read is charged at most once and at
-least once; the price is that a read cut short by a crash is charged as if it had been served
-(the two cannot be told apart afterwards).
+price is that a read cut short by a crash keeps its fee as if it had been served (the two cannot be
+told apart afterwards).
 
-Never negative: the charge is capped at the balance. A read admitted with less than the fee left
-takes what is left; one settled at a zero balance takes nothing and writes no ledger entry.
+Never negative: a read is admitted only when the balance covers its whole fee.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from enum import IntEnum
 
 import anyio
 from redis.exceptions import RedisError
@@ -37,6 +43,7 @@ from engine import clock
 from engine.connection import as_str
 from engine.errors import InsufficientBalance, StoreUnavailable
 from engine.runtime import Runtime
+from engine.settings import micro_to_coins
 
 log = logging.getLogger("clipstream.read_fees")
 
@@ -46,31 +53,54 @@ RETRY_INTERVAL_S = 1.0
 SWEEP_INTERVAL_S = 60.0
 SWEEP_BATCH = 500
 
-# Admit a read: refuse a balance that is not positive, else record the pending charge.
-# KEYS[1] balance  KEYS[2] pending read charges
-# ARGV[1] member  ARGV[2] now ms  ARGV[3] fee (micro; 0: reads are free, nothing to record)
-# -> 1 admitted | 0 refused
+READ = "read"  # ledger kind of a read's fee (negative)
+READ_RELEASE = "read_release"  # ledger kind of a fee given back (positive)
+
+# Admit a read: take the fee when the balance covers it (ledger entry and pending record in the
+# same call); else refuse it, or serve it free when it is lenient.
+# KEYS[1] balance  KEYS[2] ledger  KEYS[3] pending read charges
+# ARGV[1] member  ARGV[2] now ms  ARGV[3] fee (micro, > 0)  ARGV[4] charge id  ARGV[5] '1' lenient
+# -> 1 admitted and charged | 2 admitted free | 0 refused
 _ADMIT = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') <= 0 then return 0 end
-if tonumber(ARGV[3]) > 0 then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]) end
+local fee = tonumber(ARGV[3])
+if tonumber(redis.call('GET', KEYS[1]) or '0') < fee then
+  if ARGV[5] == '1' then return 2 end
+  return 0
+end
+local balance = redis.call('DECRBY', KEYS[1], fee)
+redis.call('XADD', KEYS[2], '*', 'charge_id', ARGV[4], 'kind', 'read',
+  'amount', string.format('%d', -fee), 'balance', string.format('%d', balance), 'at', ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 return 1
 """
 
-# Settle a pending read charge once: charge it (capped at the balance) or release it.
+# Settle a pending read charge once: keep its fee, or give it back.
 # KEYS[1] pending read charges  KEYS[2] balance  KEYS[3] ledger
-# ARGV[1] member  ARGV[2] fee (micro)  ARGV[3] '1' charge / '0' release  ARGV[4] charge id
+# ARGV[1] member  ARGV[2] fee (micro)  ARGV[3] '1' keep / '0' give back  ARGV[4] release charge id
 # ARGV[5] now ms
-# -> micro-coins taken (0: released, already settled, or nothing left to take)
+# -> micro-coins given back (0: kept, or already settled)
 _SETTLE = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-if ARGV[3] ~= '1' then return 0 end
-local amount = math.min(tonumber(ARGV[2]), tonumber(redis.call('GET', KEYS[2]) or '0'))
-if amount <= 0 then return 0 end
-local balance = redis.call('DECRBY', KEYS[2], amount)
-redis.call('XADD', KEYS[3], '*', 'charge_id', ARGV[4], 'kind', 'read',
-  'amount', string.format('%d', -amount), 'balance', string.format('%d', balance), 'at', ARGV[5])
-return amount
+if ARGV[3] == '1' then return 0 end
+local balance = redis.call('INCRBY', KEYS[2], ARGV[2])
+redis.call('XADD', KEYS[3], '*', 'charge_id', ARGV[4], 'kind', 'read_release',
+  'amount', ARGV[2], 'balance', string.format('%d', balance), 'at', ARGV[5])
+return tonumber(ARGV[2])
 """
+
+
+def release_id(charge_id: str) -> str:
+    """The charge id of the ledger entry that gives a read's fee back: ``read:X`` ->
+    ``read_release:X``."""
+    return f"{READ_RELEASE}:{charge_id.removeprefix(READ + ':')}"
+
+
+class Admission(IntEnum):
+    """What :meth:`ReadFees.admit`'s script answered."""
+
+    REFUSED = 0
+    CHARGED = 1
+    FREE = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,33 +141,47 @@ class ReadFees:
         """Settlements waiting for a retry."""
         return len(self._retry)
 
-    async def admit(self, account_id: str, charge_id: str) -> ReadCharge | None:
-        """Let ``account_id`` read, recording the charge as pending; None when reads are free.
+    async def admit(
+        self, account_id: str, charge_id: str, *, lenient: bool = False
+    ) -> ReadCharge | None:
+        """Let ``account_id`` read: its fee is taken now and pending until :meth:`settle`. None
+        when nothing was taken (reads are free, or a ``lenient`` read the balance cannot cover).
 
-        InsufficientBalance when the balance is not positive; StoreUnavailable when Redis fails
-        (the read cannot be admitted, and is not charged).
+        InsufficientBalance when the balance does not cover the fee (and the read is not
+        lenient); StoreUnavailable when Redis fails (the read is not admitted, nothing taken).
         """
+        if self.fee <= 0:
+            return None
         charge = ReadCharge(charge_id, account_id, self.fee)
         keys = self.runtime.store.keys
         try:
-            admitted = await self._admit(
-                keys=[keys.balance(account_id), keys.read_charges(keys.partition(account_id))],
-                args=[charge.member, clock.now_ms(), self.fee],
+            answer = await self._admit(
+                keys=[
+                    keys.balance(account_id),
+                    keys.ledger(account_id),
+                    keys.read_charges(keys.partition(account_id)),
+                ],
+                args=[charge.member, clock.now_ms(), self.fee, charge_id, "1" if lenient else "0"],
             )
         except RedisError as exc:
             raise StoreUnavailable(f"Redis failed admitting a read: {exc}") from exc
-        if not int(admitted):
-            raise InsufficientBalance("the balance is not positive: top up to read (GET /v1/me)")
-        return charge if self.fee > 0 else None
+        admission = Admission(int(answer))
+        if admission is Admission.REFUSED:
+            raise InsufficientBalance(
+                f"the balance does not cover a read ({micro_to_coins(self.fee)} coins): top up "
+                "to read (GET /v1/me answers at any balance)"
+            )
+        return charge if admission is Admission.CHARGED else None
 
     async def settle_now(self, charge: ReadCharge, *, served: bool) -> int:
-        """Settle ``charge`` (charge it when ``served``, else release it); the micro-coins taken.
+        """Settle ``charge``: keep its fee when ``served``, else give it back; the micro-coins
+        given back (0 when kept, or when it was already settled).
 
         StoreUnavailable when Redis fails: nothing happened, and the same call may be repeated.
         """
         keys = self.runtime.store.keys
         try:
-            taken = await self._settle(
+            given = await self._settle(
                 keys=[
                     keys.read_charges(keys.partition(charge.account_id)),
                     keys.balance(charge.account_id),
@@ -147,13 +191,13 @@ class ReadFees:
                     charge.member,
                     charge.fee,
                     "1" if served else "0",
-                    charge.charge_id,
+                    release_id(charge.charge_id),
                     clock.now_ms(),
                 ],
             )
         except RedisError as exc:
             raise StoreUnavailable(f"Redis failed settling {charge.charge_id}: {exc}") from exc
-        return int(taken)
+        return int(given)
 
     async def settle(self, charge: ReadCharge, *, served: bool) -> None:
         """Settle ``charge``, or queue it for a retry when Redis fails. Never raises."""

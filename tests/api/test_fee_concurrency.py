@@ -1,6 +1,7 @@
 """Flat fees under concurrency, through the HTTP API on both backends: a balance that covers
 exactly 100 fees accepts exactly 100 of 1,000 requests sent at once, and concurrent copies of one
-Idempotency-Key make one execution and pay one fee."""
+Idempotency-Key make one execution and pay one fee; read fees likewise: 1,000 reads at once
+against a balance for 100 serve exactly 100."""
 
 from __future__ import annotations
 
@@ -14,15 +15,17 @@ import pytest
 
 from engine.connection import connect, embedded
 from engine.money import accounts
+from engine.money.audit import audit_account
 from engine.requests import idempotency
 from engine.runtime import Runtime
 from engine.settings import Settings
-from tests.api.conftest import ApiAccount
+from tests.api.conftest import ApiAccount, new_account
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.anyio
 
 FEE = 10_000  # the default transcript fee, micro-coins
+READ = 1_000  # the default read fee
 OPENING = 1_000_000  # what the conftest accounts start with: exactly 100 fees
 
 
@@ -91,10 +94,39 @@ async def test_a_thousand_requests_against_a_hundred_fees(
     log = await store.log.read_log(store.keys.partition(alice.account_id), "0-0", 2_000)
     assert {e.event.execution_id for e in log if e.event is not None} == accepted
 
-    # At zero, GET /v1/me still answers; reads, the ledger included, are 402.
+    # At zero, GET /v1/me and the ledger still answer (free); other reads are 402.
     me = await client.get("/v1/me", headers=alice.key_auth)
     assert me.json()["account"]["balance_coins"] == 0
-    assert (await client.get("/v1/me/ledger", headers=alice.key_auth)).status_code == 402
+    assert (await client.get("/v1/me/ledger", headers=alice.key_auth)).status_code == 200
+    assert (await client.get("/v1/items", headers=alice.key_auth)).status_code == 402
+    assert await accounts.balance(runtime, alice.account_id) == 0
+
+
+async def test_a_thousand_reads_against_a_balance_for_a_hundred(
+    client: httpx.AsyncClient, runtime: Runtime, admin: dict[str, str]
+) -> None:
+    """Each read's fee is taken when it is admitted, in one script with the balance check: of
+    1,000 reads sent at once against a balance for exactly 100, exactly 100 are served."""
+    reader = await new_account(client, admin, coins=0.1, name="reader")  # 100 reads of 0.001
+    responses: list[httpx.Response] = []
+
+    async def read() -> None:
+        responses.append(await client.get("/v1/items", headers=reader.key_auth))
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for _ in range(1_000):
+                tg.start_soon(read)
+
+    assert Counter(r.status_code for r in responses) == {200: 100, 402: 900}
+    assert await accounts.balance(runtime, reader.account_id) == 0
+    entries, _ = await accounts.ledger(runtime, reader.account_id, limit=200, cursor=None)
+    reads = [e for e in entries if e.kind == "read"]
+    assert len(reads) == 100
+    assert {e.amount for e in reads} == {-READ}
+    assert sorted(e.balance for e in reads) == list(range(0, 100 * READ, READ))
+    audit = await audit_account(runtime, reader.account_id)
+    assert audit.ok, audit.problems
 
 
 async def test_ten_concurrent_copies_of_one_key_make_one_execution_and_pay_once(

@@ -45,34 +45,38 @@ async def test_entries_newest_first_in_stable_pages(
     )
     assert credited.status_code == 200, credited.text
 
-    first = await _page(client, alice, limit=3)
+    first_read = await client.get("/v1/me/ledger", params={"limit": 4}, headers=alice.key_auth)
+    first, first_id = first_read.json(), first_read.headers["x-request-id"]
     second = await _page(client, alice, limit=3, cursor=first["next_cursor"])
     assert second["next_cursor"] is None
     entries = first["entries"] + second["entries"]
+    # The first page's own read fee is on top: it was taken when that read was admitted.
     assert [(e["kind"], e["amount_coins"], e["balance_coins"]) for e in entries] == [
+        ("read", -0.001, 3.469),
         ("credit", 2.5, 3.47),
         ("fee", -0.01, 0.97),
         ("fee", -0.01, 0.98),
         ("fee", -0.01, 0.99),
         ("credit", 1.0, 1.0),
     ]
-    assert [e["execution_id"] for e in entries] == [None, *reversed(executions), None]
+    assert [e["execution_id"] for e in entries] == [None, None, *reversed(executions), None]
     assert [e["charge_id"] for e in entries] == [
+        f"read:{first_id}",
         f"credit:{alice.account_id}:invoice-1",
         *(f"fee:{x}" for x in reversed(executions)),
         f"credit:{alice.account_id}:opening",
     ]
     assert all(e["at"].endswith("Z") for e in entries)
     me = (await client.get("/v1/me", headers=alice.key_auth)).json()["account"]
-    # Where the ledger ends, less the two pages' reads (each charged after it was answered).
-    assert me["balance_coins"] == pytest.approx(3.47 - 2 * 0.001)
+    # Where the ledger ends, less the second page's read (the first is in the page).
+    assert me["balance_coins"] == 3.468
 
 
 async def test_a_later_entry_never_shifts_the_next_page(
     client: httpx.AsyncClient, alice: ApiAccount
 ) -> None:
     await _transcripts(client, alice, 2)
-    first = await _page(client, alice, limit=2)
+    first = await _page(client, alice, limit=3)  # its own read fee, then the two fees
     await _transcripts(client, alice, 1)
     second = await _page(client, alice, limit=2, cursor=first["next_cursor"])
     assert [e["kind"] for e in second["entries"]] == ["credit"]
@@ -84,7 +88,8 @@ async def test_each_owner_sees_only_its_own_ledger(
 ) -> None:
     await _transcripts(client, alice, 2)
     bobs = await _page(client, bob)
-    assert [e["charge_id"] for e in bobs["entries"]] == [f"credit:{bob.account_id}:opening"]
+    assert [e["kind"] for e in bobs["entries"]] == ["read", "credit"]  # this read, the opening
+    assert bobs["entries"][1]["charge_id"] == f"credit:{bob.account_id}:opening"
 
 
 @pytest.mark.parametrize(
@@ -108,7 +113,8 @@ async def test_kinds_it_does_not_know_are_shown_as_they_are(
         {"charge_id": "reserve:x", "kind": "reserve", "amount": "-2500", "balance": "997500",
          "execution_id": "exc_p1_0000000000000000000a", "at": "1700000000000", "extra": "kept out"},
     )  # fmt: skip
-    [newest, _] = (await _page(client, alice))["entries"]
+    [this_read, newest, _] = (await _page(client, alice))["entries"]
+    assert this_read["kind"] == "read"
     assert newest == {
         "charge_id": "reserve:x",
         "kind": "reserve",

@@ -1,6 +1,7 @@
-"""Read fees (DESIGN §6): every read of the account API pays ``fees.read`` once, after its answer
-has gone out; a failed charge never fails the read and is applied later; at a balance that is not
-positive reads answer 402, while ``GET /v1/me`` always answers."""
+"""Read fees (DESIGN §6): every read of the account API pays ``fees.read`` once, taken when it is
+admitted and kept once its answer has gone out (given back when it answered an error); a failed
+settlement never fails the read and is applied later; a read the balance cannot cover answers 402,
+while ``GET /v1/me``, the ledger and the owner's own execution always answer."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from api.app import create_app, routes
 from api.openapi import endpoints, openapi_document
 from engine.money import accounts
 from engine.money.accounts import LedgerEntry
+from engine.money.audit import audit_account
 from engine.money.read_fees import GRACE_MS, ReadFees
 from engine.runtime import Runtime
 from tests.api.conftest import ApiAccount, http_scope, new_account
@@ -47,15 +49,16 @@ def _fees(app: Starlette) -> ReadFees:
     return fees
 
 
-async def test_a_read_is_charged_once_after_its_answer_went_out(
+async def test_a_read_is_reserved_at_admission_and_kept_once_its_answer_went_out(
     runtime: Runtime, alice: ApiAccount
 ) -> None:
-    """At the ASGI level: when the last byte of the answer is handed to the server, nothing has
-    been charged yet; once the request is over, exactly one read is."""
+    """At the ASGI level: when the last byte of the answer is handed to the server, the fee is
+    already taken and still pending; once the request is over it is kept, exactly once."""
     app = create_app(runtime)
     scope = http_scope("/v1/items", alice.key_auth)
     sent: list[Message] = []
     balance_when_sent: list[int] = []
+    pending_when_sent: list[int] = []
 
     async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -64,10 +67,11 @@ async def test_a_read_is_charged_once_after_its_answer_went_out(
         sent.append(message)
         if message["type"] == "http.response.body" and not message.get("more_body"):
             balance_when_sent.append(await accounts.balance(runtime, alice.account_id))
+            pending_when_sent.append(await _pending(runtime))
 
     await app(scope, receive, send)
     assert sent[0]["status"] == 200
-    assert balance_when_sent == [OPENING]
+    assert (balance_when_sent, pending_when_sent) == ([OPENING - READ], [1])
     assert await accounts.balance(runtime, alice.account_id) == OPENING - READ
     request_id = dict(sent[0]["headers"])[b"x-request-id"].decode()
     [read] = await _reads(runtime, alice.account_id)
@@ -116,14 +120,24 @@ async def test_an_error_answer_is_not_charged(
     bad = await client.get("/v1/items", params={"limit": "0"}, headers=alice.key_auth)
     assert bad.status_code == 422
     assert await accounts.balance(runtime, alice.account_id) == OPENING
-    assert await _pending(runtime) == 0  # released, so no sweep will charge them either
+    assert await _pending(runtime) == 0  # given back, so no sweep will keep them either
+    # Each took its fee at admission and gave it back: the ledger says so, entry by entry.
+    moves = [(e.kind, e.amount, e.balance) for e in await _entries(runtime, alice.account_id)]
+    assert moves[:4] == [
+        ("read_release", READ, OPENING),
+        ("read", -READ, OPENING - READ),
+        ("read_release", READ, OPENING),
+        ("read", -READ, OPENING - READ),
+    ]
+    audit = await audit_account(runtime, alice.account_id)
+    assert audit.ok, audit.problems
 
 
 async def test_at_zero_reads_are_402_and_me_still_answers(
     client: httpx.AsyncClient, runtime: Runtime, admin: dict[str, str]
 ) -> None:
     broke = await new_account(client, admin, coins=0, name="broke")
-    for path in ("/v1/items", "/v1/me/ledger", "/v1/executions/me", "/v1/tools"):
+    for path in ("/v1/items", "/v1/executions/me", "/v1/tools"):
         refused = await client.get(path, headers=broke.key_auth)
         assert refused.status_code == 402, path
         assert refused.json()["error"]["code"] == "insufficient_balance"
@@ -148,21 +162,19 @@ async def test_at_zero_reads_are_402_and_me_still_answers(
     assert await accounts.balance(runtime, broke.account_id) == 10_000 - READ
 
 
-async def test_the_last_read_takes_what_is_left_and_the_balance_never_goes_negative(
+async def test_a_read_the_balance_cannot_cover_whole_is_refused(
     client: httpx.AsyncClient, runtime: Runtime, admin: dict[str, str]
 ) -> None:
     low = await new_account(client, admin, coins=0.0015, name="low")
-    for _ in range(2):
-        assert (await client.get("/v1/items", headers=low.key_auth)).status_code == 200
-    assert (await client.get("/v1/items", headers=low.key_auth)).status_code == 402
-    assert [(r.amount, r.balance) for r in await _reads(runtime, low.account_id)] == [
-        (-500, 0),
-        (-1_000, 500),
-    ]
-    assert await accounts.balance(runtime, low.account_id) == 0
+    assert (await client.get("/v1/items", headers=low.key_auth)).status_code == 200
+    refused = await client.get("/v1/items", headers=low.key_auth)
+    assert refused.status_code == 402
+    assert "0.001 coins" in refused.json()["error"]["message"]
+    assert [(r.amount, r.balance) for r in await _reads(runtime, low.account_id)] == [(-1_000, 500)]
+    assert await accounts.balance(runtime, low.account_id) == 500
 
 
-async def test_a_read_whose_charge_fails_answers_200_and_is_charged_on_retry(
+async def test_an_error_read_whose_settlement_fails_gets_its_fee_back_on_retry(
     runtime: Runtime, alice: ApiAccount
 ) -> None:
     app = create_app(runtime)
@@ -178,16 +190,16 @@ async def test_a_read_whose_charge_fails_answers_200_and_is_charged_on_retry(
     fees._settle = flaky
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        read = await http.get("/v1/items", headers=alice.key_auth)
-    assert read.status_code == 200, read.text
-    assert read.json() == {"items": [], "next_cursor": None}
-    assert await accounts.balance(runtime, alice.account_id) == OPENING
+        read = await http.get("/v1/items/itm_00000000000000000000", headers=alice.key_auth)
+    assert read.status_code == 404, read.text
+    assert await accounts.balance(runtime, alice.account_id) == OPENING - READ
     assert (fees.queued, await _pending(runtime)) == (1, 1)
 
     assert await fees.retry() == 0
-    assert await accounts.balance(runtime, alice.account_id) == OPENING - READ
-    assert await fees.retry() == 0  # nothing left: retrying never charges twice
-    assert len(await _reads(runtime, alice.account_id)) == 1
+    assert await accounts.balance(runtime, alice.account_id) == OPENING
+    assert await fees.retry() == 0  # nothing left: retrying never gives back twice
+    kinds = [e.kind for e in await _entries(runtime, alice.account_id)]
+    assert kinds == ["read_release", "read", "credit"]
     assert await _pending(runtime) == 0
 
 
@@ -201,12 +213,14 @@ async def test_a_charge_its_process_lost_is_settled_by_a_sweep_once(
     assert charge is not None
     survivor = ReadFees(runtime)
     assert await survivor.sweep() == 0  # still within its grace period: maybe still being served
-    assert await accounts.balance(runtime, alice.account_id) == OPENING
+    assert await _pending(runtime) == 1
 
     later = await _admitted_at(runtime, charge.member, alice.account_id) + GRACE_MS + 1
     assert await survivor.sweep(now_ms=later) == 1
     assert await survivor.sweep(now_ms=later) == 0
-    assert await died.settle_now(charge, served=True) == 0  # a late settlement finds it settled
+    assert await _pending(runtime) == 0
+    # A late settlement finds it settled: it gives nothing back.
+    assert await died.settle_now(charge, served=False) == 0
     [read] = await _reads(runtime, alice.account_id)
     assert (read.charge_id, read.amount) == ("read:req_lost", -READ)
     assert await accounts.balance(runtime, alice.account_id) == OPENING - READ
@@ -227,10 +241,10 @@ async def test_a_full_retry_queue_leaves_the_rest_to_the_sweep(
     for charge in charges:
         assert charge is not None
         await fees.settle(charge, served=True)
-    assert fees.queued == 1
-    assert await accounts.balance(runtime, alice.account_id) == OPENING
+    assert (fees.queued, await _pending(runtime)) == (1, 3)
 
     assert await ReadFees(runtime).sweep(now_ms=2**50) == 3
+    assert await _pending(runtime) == 0
     assert len(await _reads(runtime, alice.account_id)) == 3
     assert await accounts.balance(runtime, alice.account_id) == OPENING - 3 * READ
 
@@ -254,15 +268,16 @@ async def test_a_retry_while_redis_is_down_tries_once_and_keeps_the_order(
     fees._settle = down
     for charge in charges:
         assert charge is not None
-        await fees.settle(charge, served=True)
+        await fees.settle(charge, served=False)
     calls.clear()
     assert await fees.retry() == 3
     assert len(calls) == 1  # the first failure ends the pass: no storm of calls and warnings
 
     fees._settle = working
     assert await fees.retry() == 0
-    reads = await _reads(runtime, alice.account_id)
-    assert sorted(r.charge_id for r in reads) == [f"read:req_{i}" for i in range(3)]
+    given = [e.charge_id for e in await _entries(runtime, alice.account_id)]
+    assert given[:3] == [f"read_release:req_{i}" for i in (2, 1, 0)]  # newest first
+    assert await accounts.balance(runtime, alice.account_id) == OPENING
 
 
 async def test_a_sweep_drops_a_pending_record_it_cannot_parse_and_settles_the_rest(
@@ -292,11 +307,18 @@ async def test_the_sse_stream_is_one_read_charged_when_it_closes(
 
 
 def test_the_document_says_which_routes_can_answer_402() -> None:
-    """Every charged read documents the 402 it gives at a zero balance; GET /v1/me never does."""
+    """Every charged read documents the 402 it gives at a zero balance; the reads that always
+    answer (GET /v1/me, the ledger, the owner's execution and its events) never do."""
     document = openapi_document(routes())
     for ep in endpoints(routes()):
         responses = document["paths"][ep.path][ep.method.lower()]["responses"]
         if getattr(ep.endpoint, "access", None) == "read":
             assert "402" in responses, f"{ep.method} {ep.path}"
-    assert "402" not in document["paths"]["/v1/me"]["get"]["responses"]
-    assert "402" in document["paths"]["/v1/me/ledger"]["get"]["responses"]
+    for path in (
+        "/v1/me",
+        "/v1/me/ledger",
+        "/v1/executions/{execution_id}",
+        "/v1/executions/{execution_id}/events",
+    ):
+        assert "402" not in document["paths"][path]["get"]["responses"], path
+    assert "402" in document["paths"]["/v1/executions/me"]["get"]["responses"]

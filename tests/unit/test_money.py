@@ -81,8 +81,8 @@ def test_the_ledger_adds_up_to_the_balance_which_never_goes_negative(
     opening: int, read_fee: int, steps: list[Op]
 ) -> None:
     """The real scripts (on the in-memory store) against a model in integers: every fee is taken
-    whole or refused, every read is capped at the balance, and each ledger entry's balance is
-    the one before it plus its amount."""
+    whole or refused, every read's fee too (and given back whole when the read answered an
+    error), and each ledger entry's balance is the one before it plus its amount."""
     outcome = anyio.run(_run_ops, opening, read_fee, steps)
     assert outcome.ledger_sum == outcome.balance == outcome.model
 
@@ -120,12 +120,15 @@ async def _run_ops(opening: int, read_fee: int, steps: list[Op]) -> _Outcome:
                 try:
                     charge = await reads.admit(owner, f"read:r{n}")
                 except InsufficientBalance:
-                    assert model <= 0
+                    assert read_fee > model
                     continue
-                if charge is not None:
-                    taken = await reads.settle_now(charge, served=value == 1)
-                    assert taken == (min(read_fee, model) if value == 1 else 0)
-                    model -= taken
+                if charge is None:
+                    assert read_fee == 0
+                    continue
+                model -= read_fee  # taken whole at admission
+                given = await reads.settle_now(charge, served=value == 1)
+                assert given == (0 if value == 1 else read_fee)
+                model += given
         entries, _ = await accounts.ledger(runtime, owner, limit=100, cursor=None)
         before = 0
         for entry in reversed(entries):  # oldest first

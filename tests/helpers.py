@@ -9,6 +9,8 @@ from typing import TypeVar
 
 import anyio
 
+from engine.settings import coins_to_micro
+
 T = TypeVar("T")
 
 
@@ -29,3 +31,10 @@ async def eventually(
         if time.monotonic() > end:
             raise AssertionError(f"condition not met within {deadline_s}s; last: {result!r}")
         await anyio.sleep(interval_s)
+
+
+def micro(coins: object) -> int:
+    """A JSON number of coins as exact micro-coins (money is compared exactly, never with a
+    tolerance: the API's coins are micro-coins / 10**6, whose shortest form has 6 decimals)."""
+    assert isinstance(coins, int | float), coins
+    return coins_to_micro(repr(coins))

@@ -12,6 +12,7 @@ from engine.run.worker import Worker
 from engine.runtime import Runtime
 from projections.projector import Projector
 from tests.api.conftest import ApiAccount, new_account
+from tests.helpers import micro
 
 pytestmark = pytest.mark.anyio
 
@@ -88,7 +89,7 @@ async def test_process_runs_the_default_workflow_and_the_snapshot_survives_edits
     items = await _ok(await client.get("/v1/items", headers=alice.key_auth))
     assert len(items["items"]) == 1
     # The flat fee, and the one read in between.
-    assert await _balance(client, alice) == pytest.approx(before - 0.01 - 0.001)
+    assert micro(await _balance(client, alice)) == micro(before) - 10_000 - 1_000
 
     xid = execution["execution_id"]
     pending = await _ok(await client.get(f"/v1/executions/{xid}", headers=alice.key_auth))
@@ -206,7 +207,7 @@ async def test_idempotency_key_returns_the_same_execution_and_charges_once(
     first = await _ok(await client.post(url, json={"source": VIDEO}, headers=headers), 202)
     again = await _ok(await client.post(url, json={"source": VIDEO}, headers=headers), 202)
     assert again["execution"]["execution_id"] == first["execution"]["execution_id"]
-    assert await _balance(client, alice) == pytest.approx(before - 0.01)
+    assert micro(await _balance(client, alice)) == micro(before) - 10_000
     other = await client.post(url, json={"source": OTHER_VIDEO}, headers=headers)
     assert other.status_code == 409
 
@@ -270,7 +271,7 @@ async def test_process_collection_is_one_execution_with_per_item_progress(
         ),
         202,
     )
-    assert await _balance(client, alice) == pytest.approx(before - 0.01)
+    assert micro(await _balance(client, alice)) == micro(before) - 10_000
     xid = accepted["execution"]["execution_id"]
     assert accepted["execution"]["kind"] == "process_collection"
     pending = await _ok(await client.get(f"/v1/executions/{xid}", headers=alice.key_auth))

@@ -13,6 +13,7 @@ from engine.runtime import Runtime
 from tests.api.conftest import ApiAccount, new_account
 from tests.api.test_collections import make, pages
 from tests.api.test_workflows import reporter, workflow
+from tests.helpers import micro
 from tests.schedules import FakeYouTube, install, settle
 
 pytestmark = pytest.mark.anyio
@@ -71,7 +72,7 @@ async def test_trigger_runs_and_reads(
         "schedule_id": sid,
         "run_id": body["run_id"],
     }
-    assert await coins(client, alice) == pytest.approx(before - 0.01)  # the fee, once
+    assert micro(await coins(client, alice)) == micro(before) - 10_000  # the fee, once
 
     # Read-your-writes: the run is readable before the projector ran.
     url = f"/v1/reporters/{rid}/schedule/runs/{body['run_id']}"

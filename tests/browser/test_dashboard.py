@@ -36,7 +36,9 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from engine.log.keys import Keys
+from engine.settings import coins_to_micro
 from projections.feed import owner_feed_key
+from tests.helpers import micro
 from tests.processes import Role, role_env, wait_http
 from tests.servers import free_port
 
@@ -272,11 +274,11 @@ class Dashboard:
         return row
 
 
-def coins(shown: str) -> float:
-    """The number of a cost as the page shows it (``0.013081 coins``)."""
+def coins(shown: str) -> int:
+    """The micro-coins of a cost as the page shows it (``0.013081 coins``), exactly."""
     number, unit = shown.split()
     assert unit == "coins", shown
-    return float(number)
+    return coins_to_micro(number)
 
 
 def settled(page: Dashboard, system: System, execution_id: str, status: str) -> Json:
@@ -284,7 +286,7 @@ def settled(page: Dashboard, system: System, execution_id: str, status: str) -> 
     page.wait_row(execution_id, f"shows {status}", lambda r: r["status"] == status)
     cost = system.execution(execution_id)["cost_coins"]
     return page.wait_row(
-        execution_id, f"shows the cost {cost}", lambda r: coins(r["cost"]) == pytest.approx(cost)
+        execution_id, f"shows the cost {cost}", lambda r: coins(r["cost"]) == micro(cost)
     )
 
 
@@ -336,7 +338,7 @@ def test_dashboard_follows_executions_live_and_catches_up_after_restarts(
         row = page.wait_row(summary, "shows pending", lambda r: r["status"] == "pending")
         assert (row["list"], row["done"], row["total"]) == ("active", 0, 2)
         assert row["steps"].startswith("0 of 2 steps")
-        assert coins(row["cost"]) == pytest.approx(0.01)  # the fee, so far
+        assert coins(row["cost"]) == 10_000  # the fee, so far
 
         # A worker runs it to the end; one more stops half way, one more is refused.
         system.start_worker()

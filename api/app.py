@@ -1,4 +1,5 @@
-"""The Starlette app: routes, exception handlers and the edge middleware.
+"""The Starlette app: routes, exception handlers and the middleware (outermost first: the edge of
+api.errors, the abuse limits of api.rate_limits, the read charges of api.read_charging).
 
 ``create_app(runtime)`` builds it around an open :class:`engine.runtime.Runtime`; the caller owns
 the runtime (opens and closes it), so the same app serves ``clipstream serve`` and the tests.
@@ -17,6 +18,7 @@ from starlette.routing import BaseRoute
 from api import dashboard, docs_page, openapi, realtime
 from api.errors import EXCEPTION_HANDLERS, Edge
 from api.feed_hub import FeedHub
+from api.rate_limits import Limiter, RateLimits
 from api.read_charging import ChargeReads
 from api.routes import (
     account,
@@ -61,6 +63,7 @@ def create_app(runtime: Runtime) -> Starlette:
     """The HTTP API over ``runtime``."""
     hub = FeedHub(runtime)
     read_fees = ReadFees(runtime)
+    limiter = Limiter(runtime)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -77,12 +80,14 @@ def create_app(runtime: Runtime) -> Starlette:
         lifespan=lifespan,
         middleware=[
             Middleware(Edge, max_body_bytes=runtime.settings.max_body_bytes),
+            Middleware(RateLimits, limiter=limiter),
             Middleware(ChargeReads, fees=read_fees),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.runtime = runtime
     app.state.read_fees = read_fees
+    app.state.limiter = limiter
     app.state.queries = Queries(runtime)
     app.state.feed_hub = hub
     return app

@@ -2,21 +2,28 @@
 
 ``Authorization: Bearer ck_live_…`` is an API key (looked up by its sha256 in O(1), see
 engine.money.accounts); any other bearer credential is a session JWT: HS256 only (the algorithm is
-pinned, so ``alg: none`` or an RS/HS confusion is refused), signed with ``runtime.jwt_secret``,
-with ``sub`` (the account), ``iat``, ``exp``, ``aud`` and ``iss`` all required and a small leeway
-for clock skew. Every 401 carries the same message whatever the reason, so a probe learns nothing.
+pinned, so ``alg: none`` or an RS/HS confusion is refused), signed with the current JWT secret and
+naming it by ``kid`` (a token of the previous secret verifies during its grace period, an unknown
+``kid`` never: engine.credentials), with ``sub`` (the account), ``iat``, ``exp``, ``aud`` and
+``iss`` all required and a small leeway for clock skew. Every 401 carries the same message
+whatever the reason, so a probe learns nothing.
 
-Admin routes take ``Authorization: Bearer <admin token>``, compared in constant time.
+Admin routes take ``Authorization: Bearer <admin token>``, whose sha256 is compared in constant
+time with the configured token's (the process keeps only that hash).
+
+Every failed authentication counts against the client address's failed-authentication limit, and
+every authenticated request against its credential's limit (api.rate_limits): 429 past either.
 
 Each account route declares its :data:`Access` class: ``free`` (never charged: ``GET /v1/me``),
-``read`` or ``write``. It is recorded on the endpoint (``endpoint.access``), and a ``read`` is
-admitted and charged by this one wrapper (api.read_charging) rather than by every handler.
+``read``, ``own`` (a read the owner may always make: charged when the balance covers it, free
+when it does not — ``/v1/me/ledger``, the owner's execution and its events, DESIGN §6) or
+``write``. It is recorded on the endpoint (``endpoint.access``), and a read is admitted and
+charged by this one wrapper (api.read_charging) rather than by every handler.
 """
 
 from __future__ import annotations
 
 import functools
-import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -26,10 +33,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.rate_limits import RateLimited, client_address, limiter_of, together
 from api.read_charging import admit_read
 from engine import clock
 from engine.log.ids import is_id
-from engine.money.accounts import API_KEY_PREFIX, account_for_api_key
+from engine.money.accounts import API_KEY_PREFIX, account_for_api_key, key_hash
 from engine.runtime import Runtime
 
 AUDIENCE = "clipstream"
@@ -38,7 +46,7 @@ SESSION_TTL_S = 86_400
 LEEWAY_S = 30
 UNAUTHORIZED = "missing or invalid credentials"
 
-Access = Literal["free", "read", "write"]
+Access = Literal["free", "read", "own", "write"]
 Via = Literal["api_key", "session"]
 
 
@@ -60,7 +68,8 @@ def unauthorized() -> HTTPException:
 
 
 def mint_session_token(runtime: Runtime, account_id: str, ttl_s: int = SESSION_TTL_S) -> str:
-    """A session JWT for ``account_id`` valid for ``ttl_s`` seconds."""
+    """A session JWT for ``account_id`` valid for ``ttl_s`` seconds, signed with the current
+    secret and naming it by ``kid``."""
     now = clock.now_ms() // 1000
     claims = {
         "sub": account_id,
@@ -69,15 +78,23 @@ def mint_session_token(runtime: Runtime, account_id: str, ttl_s: int = SESSION_T
         "aud": AUDIENCE,
         "iss": ISSUER,
     }
-    return jwt.encode(claims, runtime.jwt_secret, algorithm="HS256")
+    key = runtime.jwt_keys.current
+    return jwt.encode(claims, key.secret, algorithm="HS256", headers={"kid": key.kid})
 
 
 def verify_session_token(runtime: Runtime, token: str) -> str | None:
-    """The account id of a valid session JWT, or None (bad signature, expired, wrong claims …)."""
+    """The account id of a valid session JWT, or None (bad signature, expired, wrong claims,
+    a key id that is not the current secret's nor, in its grace period, the previous one's …)."""
     try:
+        kid = jwt.get_unverified_header(token).get("kid")
+        secret = runtime.jwt_keys.verifying(
+            kid if isinstance(kid, str) else None, clock.now_ms() // 1000
+        )
+        if secret is None or (kid is not None and not isinstance(kid, str)):
+            return None
         claims = jwt.decode(
             token,
-            runtime.jwt_secret,
+            secret,
             algorithms=["HS256"],
             audience=AUDIENCE,
             issuer=ISSUER,
@@ -100,26 +117,43 @@ def bearer(request: Request) -> str | None:
 
 
 async def authenticate(runtime: Runtime, request: Request) -> Caller:
-    """The calling account; the one 401 when there is none."""
+    """The calling account; the one 401 when there is none (spending one of the address's failed
+    authentications), 429 past the credential's limit (api.rate_limits)."""
+    limiter = limiter_of(request)
     credential = bearer(request)
     if credential is None:
-        raise unauthorized()
+        raise await _failed(request)
     if credential.startswith(API_KEY_PREFIX):
-        account_id = await account_for_api_key(runtime, credential)
+        # The key's limit is counted by its hash while it is looked up: one round trip's time.
+        counted, account_id = await together(
+            limiter.hit(limiter.key, f"key:{key_hash(credential)}"),
+            account_for_api_key(runtime, credential),
+        )
         if account_id is None:
-            raise unauthorized()
+            raise await _failed(request)
+        if isinstance(counted, RateLimited):
+            raise counted
         return Caller(account_id, "api_key")
     account_id = verify_session_token(runtime, credential)
     if account_id is None:
-        raise unauthorized()
+        raise await _failed(request)
+    await limiter.hit(limiter.key, f"account:{account_id}")
     return Caller(account_id, "session")
 
 
-def require_admin(runtime: Runtime, request: Request) -> None:
-    """401 unless the request carries the admin token."""
-    credential = bearer(request) or ""
-    if not hmac.compare_digest(credential.encode(), runtime.admin_token.encode()):
-        raise unauthorized()
+async def _failed(request: Request) -> HTTPException:
+    """The 401 of a failed authentication, spent from the address's ``auth`` budget (429 when
+    that was its last)."""
+    limiter = limiter_of(request)
+    await limiter.hit(limiter.auth, client_address(request))
+    return unauthorized()
+
+
+async def require_admin(runtime: Runtime, request: Request) -> None:
+    """401 unless the request carries the admin token (a failure spends one of the address's
+    failed authentications)."""
+    if not runtime.admin_token.check(bearer(request) or ""):
+        raise await _failed(request)
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -131,16 +165,17 @@ def runtime_of(request: Request) -> Runtime:
 def account_route(access: Access) -> Callable[[AccountHandler], Endpoint]:
     """Wrap a handler that needs an account: it receives the authenticated :class:`Caller`.
 
-    A ``read`` is admitted first: 402 when the balance is not positive, else its fee is charged
-    once the answer has gone out (api.read_charging).
+    A ``read`` is admitted first: 402 when the balance does not cover its fee, else the fee is
+    taken and kept once the answer has gone out (api.read_charging); an ``own`` read the balance
+    cannot cover is served free.
     """
 
     def wrap(handler: AccountHandler) -> Endpoint:
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
             caller = await authenticate(runtime_of(request), request)
-            if access == "read":
-                await admit_read(request, caller.account_id)
+            if access in ("read", "own"):
+                await admit_read(request, caller.account_id, lenient=access == "own")
             return await handler(request, caller)
 
         endpoint.access = access  # type: ignore[attr-defined]
@@ -154,7 +189,7 @@ def admin_route(handler: Endpoint) -> Endpoint:
 
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
-        require_admin(runtime_of(request), request)
+        await require_admin(runtime_of(request), request)
         return await handler(request)
 
     endpoint.admin = True  # type: ignore[attr-defined]  # read by api.openapi (security)

@@ -11,10 +11,13 @@ are ``503 unavailable``; anything else is ``500 internal`` with a generic messag
 to the log, never to the client).
 
 :class:`Edge` is the outermost ASGI middleware: it gives every request an id (the client's
-``X-Request-ID`` when well-formed, else a fresh ``req_…``), echoes it on every response, refuses
-bodies over ``max_body_bytes`` (by ``Content-Length`` at once, and by counting the bytes actually
-streamed, so a chunked upload cannot slip past), and turns any exception that escaped the handlers
-into the 500 body.
+``X-Request-ID`` when it is short and plain — 1 to 64 letters, digits, ``.``, ``_`` or ``-``,
+starting with a letter or digit — else a fresh ``req_…``, so what is echoed and logged is never
+the client's arbitrary text), echoes it on every response, refuses a body that is not
+``application/json`` (415: a form or ``text/plain`` never reaches a handler), refuses bodies over
+``max_body_bytes`` (by ``Content-Length`` at once, and by counting the bytes actually streamed, so
+a chunked upload cannot slip past), and turns any exception that escaped the handlers into the 500
+body.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,7 +42,8 @@ from engine.log.ids import new_id
 log = logging.getLogger("clipstream.api")
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 # Engine error code -> HTTP status. Codes not listed are internal (500).
 ENGINE_STATUS = {
@@ -79,7 +83,7 @@ class PayloadTooLarge(HTTPException):
         super().__init__(413, f"the request body is larger than {limit} bytes")
 
 
-def request_id_of(request: Request) -> str:
+def request_id_of(request: HTTPConnection) -> str:
     """The id :class:`Edge` gave this request."""
     rid: str = request.scope.get("state", {}).get("request_id") or new_id("req")
     return rid
@@ -166,6 +170,16 @@ class Edge:
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
+        if scope["method"] in _BODY_METHODS and _has_body(headers) and not _is_json(headers):
+            response = error_response(
+                415,
+                "unsupported_media_type",
+                "the request body must be JSON, sent as Content-Type: application/json",
+                request_id,
+            )
+            await response(scope, receive, send_with_id)
+            return
+
         limit = self.max_body_bytes
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -203,3 +217,18 @@ class Edge:
                 raise
             response = error_response(500, "internal", _GENERIC[500], request_id)
             await response(scope, receive, send_with_id)
+
+
+def _has_body(headers: Headers) -> bool:
+    """True when the request says it sends a body (a length above 0, or chunks)."""
+    declared = headers.get("content-length", "0").strip()
+    return "transfer-encoding" in headers or not declared.isdigit() or int(declared) > 0
+
+
+def _is_json(headers: Headers) -> bool:
+    """True when the body is declared JSON: ``application/json`` (any parameters, such as a
+    charset) or a ``+json`` type."""
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )

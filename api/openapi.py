@@ -26,9 +26,9 @@ What is derived rather than declared:
 - the security from the wrapper: ``account_route`` endpoints take an API key or a session JWT,
   ``admin_route`` endpoints the admin token, the others none;
 - the error responses every such endpoint can give: 401 when authenticated, 402 when it is a
-  charged read (``account_route("read")``), 404 when it has path parameters, 400/413/422 when
-  it takes a body, 422 when it takes a query, 500 and 503 always; ``errors`` adds the rest (402,
-  409 …). Every error response is the body of DESIGN §7 (:class:`ErrorBody`).
+  charged read (``account_route("read")``), 404 when it has path parameters, 400/413/415/422
+  when it takes a body, 422 when it takes a query, 429 on every route but the probes (the rate
+  limits), 500 and 503 always; ``errors`` adds the rest (402, 403, 409 …). Every error response is the body of DESIGN §7 (:class:`ErrorBody`).
 
 :func:`openapi_document` builds the document; ``GET /openapi.json`` serves it (:data:`ROUTES`).
 """
@@ -216,8 +216,12 @@ def security_of(endpoint: Callable[..., Any]) -> str | None:
 # -- the document --------------------------------------------------------------------------------
 
 
-def _error_statuses(op: Operation, auth: str | None, has_ids: bool, read: bool) -> list[int]:
+def _error_statuses(
+    op: Operation, auth: str | None, has_ids: bool, read: bool, limited: bool
+) -> list[int]:
     statuses = set(op.errors) | {500, 503}
+    if limited:  # api.rate_limits: every route but the probes
+        statuses.add(429)
     if auth is not None:
         statuses.add(401)
     if read:
@@ -225,7 +229,7 @@ def _error_statuses(op: Operation, auth: str | None, has_ids: bool, read: bool) 
     if has_ids:
         statuses.add(404)
     if op.request is not None:
-        statuses |= {400, 413, 422}
+        statuses |= {400, 413, 415, 422}
     if op.query is not None:
         statuses.add(422)
     return sorted(statuses)
@@ -280,7 +284,8 @@ def _operation(
     # status 0: a route without doc(); "default" promises nothing about its answer.
     responses[str(op.status) if op.status else "default"] = success
     read = getattr(ep.endpoint, "access", None) == "read"  # refused at a balance of 0
-    for status in _error_statuses(op, auth, has_ids, read):
+    limited = ep.path not in ("/healthz", "/readyz", "/metrics")
+    for status in _error_statuses(op, auth, has_ids, read, limited):
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
     out["responses"] = responses
     if auth == "account":

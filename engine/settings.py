@@ -7,8 +7,30 @@ misconfigured process fails at start instead of misbehaving later.
     CLIPSTREAM_REDIS_CLUSTER      1: connect with RedisCluster                         (0)
     CLIPSTREAM_PREFIX             key prefix, so deployments can share one Redis        (cs:)
     CLIPSTREAM_PARTITIONS         partitions when the store is first created (1-1024)   (16)
-    CLIPSTREAM_ADMIN_TOKEN        admin token; unset: generated once, kept in Redis, printed
-    CLIPSTREAM_JWT_SECRET         HS256 secret of session tokens; unset: generated, kept in Redis
+    CLIPSTREAM_ADMIN_TOKEN        admin token (32+ random characters; kept as its sha256 only).
+                                  On Redis the API refuses to start without it, and every role
+                                  refuses a weak one; on the embedded store, unset: generated
+                                  for the life of the process and printed by `serve`
+    CLIPSTREAM_JWT_SECRET         HS256 secret of session tokens, same rules (never printed)
+    CLIPSTREAM_ADMIN_TOKEN_FILE, CLIPSTREAM_JWT_SECRET_FILE
+                                  read the secret from a file instead (Docker secrets); setting
+                                  both a variable and its _FILE is an error
+    CLIPSTREAM_JWT_PREVIOUS_SECRET  the JWT secret before a rotation: tokens it signed stay
+                                  valid until CLIPSTREAM_JWT_PREVIOUS_UNTIL (an ISO 8601 time
+                                  with its zone, or Unix seconds), required with it
+    CLIPSTREAM_RATE_KEY           requests per credential (API key; session: the account),
+                                  all API processes together; N/second|minute|hour|day or off
+                                                                                       (1200/minute)
+    CLIPSTREAM_RATE_IP            requests per client address                          (2400/minute)
+    CLIPSTREAM_RATE_AUTH_FAILURES failed authentications per client address           (30/minute)
+    CLIPSTREAM_FORWARDED_ALLOW_IPS  proxies whose X-Forwarded-For names the client address
+                                  (comma-separated addresses or networks); unset: the TCP peer
+                                  is the client
+    CLIPSTREAM_QUOTA_ITEMS        items one account may hold                            (10000)
+    CLIPSTREAM_QUOTA_COLLECTIONS  collections one account may hold                      (1000)
+    CLIPSTREAM_QUOTA_REPORTERS    reporters one account may hold                        (100)
+    CLIPSTREAM_QUOTA_WORKFLOWS    workflows one account may hold, all reporters         (1000)
+    CLIPSTREAM_QUOTA_SCHEDULES    schedules one account may hold, all reporters         (100)
     CLIPSTREAM_SIM_LATENCY_MS     latency of the simulated providers                   (250)
     CLIPSTREAM_SIM_FAIL_RATE      share of simulated provider calls that fail, 0-1      (0)
     CLIPSTREAM_LEASE_MS           a worker's lease; an idle lease is taken over         (15000)
@@ -89,6 +111,41 @@ class Fees:
 
 
 @dataclass(frozen=True, slots=True)
+class Rate:
+    """A rate limit: ``amount`` requests per ``seconds``."""
+
+    amount: int
+    seconds: int
+
+    def __str__(self) -> str:
+        return f"{self.amount}/{_UNIT_NAMES.get(self.seconds, f'{self.seconds}s')}"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """The abuse limits of the API (api.rate_limits); None: that limit is off."""
+
+    key: Rate | None = Rate(1_200, 60)
+    ip: Rate | None = Rate(2_400, 60)
+    auth_failures: Rate | None = Rate(30, 60)
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    """How many of each resource one account may hold (``403 quota_exceeded`` past it)."""
+
+    items: int = 10_000
+    collections: int = 1_000
+    reporters: int = 100
+    workflows: int = 1_000
+    schedules: int = 100
+
+
+_LIMITS = RateLimits()
+_QUOTAS = Quotas()
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Every knob of a clipstream process. Build with :meth:`from_env` or directly in tests."""
 
@@ -97,8 +154,10 @@ class Settings:
     prefix: str = "cs:"
     partitions: int = 16
     partitions_explicit: bool = False
-    admin_token: str | None = None
-    jwt_secret: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_previous_secret: str | None = field(default=None, repr=False)
+    jwt_previous_until: int = 0  # epoch seconds
     sim_latency_ms: int = 250
     sim_fail_rate: float = 0.0
     lease_ms: int = 15_000
@@ -114,6 +173,9 @@ class Settings:
     wait_timeout_ms: int = 1_000
     max_body_bytes: int = 1_048_576
     fees: Fees = field(default_factory=Fees)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    forwarded_allow_ips: str | None = None
+    quotas: Quotas = field(default_factory=Quotas)
 
     @property
     def embedded(self) -> bool:
@@ -136,8 +198,10 @@ class Settings:
             prefix=reader.get("PREFIX", _prefix, "cs:"),
             partitions=reader.get("PARTITIONS", _int_in(1, 1024), 16),
             partitions_explicit="CLIPSTREAM_PARTITIONS" in src,
-            admin_token=reader.get("ADMIN_TOKEN", _secret, None),
-            jwt_secret=reader.get("JWT_SECRET", _secret, None),
+            admin_token=reader.secret("ADMIN_TOKEN"),
+            jwt_secret=reader.secret("JWT_SECRET"),
+            jwt_previous_secret=reader.get("JWT_PREVIOUS_SECRET", _secret, None),
+            jwt_previous_until=reader.get("JWT_PREVIOUS_UNTIL", _instant, 0),
             sim_latency_ms=reader.get("SIM_LATENCY_MS", _int_in(0, 600_000), 250),
             sim_fail_rate=reader.get("SIM_FAIL_RATE", _rate, 0.0),
             lease_ms=reader.get("LEASE_MS", _int_in(500, 3_600_000), 15_000),
@@ -161,7 +225,25 @@ class Settings:
                 schedule_run=reader.get("FEE_SCHEDULE_RUN", _coins, 10_000),
                 read=reader.get("FEE_READ", _coins, 1_000),
             ),
+            rate_limits=RateLimits(
+                key=reader.get("RATE_KEY", _rate_limit, _LIMITS.key),
+                ip=reader.get("RATE_IP", _rate_limit, _LIMITS.ip),
+                auth_failures=reader.get("RATE_AUTH_FAILURES", _rate_limit, _LIMITS.auth_failures),
+            ),
+            forwarded_allow_ips=reader.get("FORWARDED_ALLOW_IPS", _addresses, None),
+            quotas=Quotas(
+                items=reader.get("QUOTA_ITEMS", _int_in(0, 10**9), _QUOTAS.items),
+                collections=reader.get("QUOTA_COLLECTIONS", _int_in(0, 10**9), _QUOTAS.collections),
+                reporters=reader.get("QUOTA_REPORTERS", _int_in(0, 10**9), _QUOTAS.reporters),
+                workflows=reader.get("QUOTA_WORKFLOWS", _int_in(0, 10**9), _QUOTAS.workflows),
+                schedules=reader.get("QUOTA_SCHEDULES", _int_in(0, 10**9), _QUOTAS.schedules),
+            ),
         )
+        if settings.jwt_previous_secret is not None and settings.jwt_previous_until == 0:
+            raise ConfigError(
+                "CLIPSTREAM_JWT_PREVIOUS_SECRET needs CLIPSTREAM_JWT_PREVIOUS_UNTIL: the end of "
+                "its grace period (e.g. 2027-01-31T00:00:00Z)"
+            )
         if settings.heartbeat_ms * 3 > settings.lease_ms:
             raise ConfigError(
                 "CLIPSTREAM_HEARTBEAT_MS must be at most a third of CLIPSTREAM_LEASE_MS "
@@ -173,6 +255,23 @@ class Settings:
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
+
+    def secret(self, name: str) -> str | None:
+        """``CLIPSTREAM_{name}``, or the content of the file ``CLIPSTREAM_{name}_FILE`` names."""
+        path = self._env.get(f"CLIPSTREAM_{name}_FILE")
+        if not path:
+            return self.get(name, _secret, None)
+        if self._env.get(f"CLIPSTREAM_{name}"):
+            raise ConfigError(f"set CLIPSTREAM_{name} or CLIPSTREAM_{name}_FILE, not both")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = handle.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"CLIPSTREAM_{name}_FILE cannot be read: {exc.strerror}") from None
+        try:
+            return _secret(raw)
+        except ValueError as exc:
+            raise ConfigError(f"the secret in CLIPSTREAM_{name}_FILE is invalid: {exc}") from None
 
     def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
         raw = self._env.get(f"CLIPSTREAM_{name}")
@@ -210,6 +309,50 @@ def _secret(raw: str) -> str:
     if len(raw) < 32:
         raise ValueError("must be at least 32 characters")
     return raw
+
+
+_UNITS = {"second": 1, "minute": 60, "hour": 3_600, "day": 86_400}
+_UNIT_NAMES = {seconds: name for name, seconds in _UNITS.items()}
+
+
+def _rate_limit(raw: str) -> Rate | None:
+    text = raw.strip().lower()
+    if text in ("off", "0", "none"):
+        return None
+    match = re.fullmatch(r"(\d{1,9})\s*/\s*(second|minute|hour|day)", text)
+    if match is None or int(match.group(1)) < 1:
+        raise ValueError("expected N/second, N/minute, N/hour or N/day (N >= 1), or off")
+    return Rate(int(match.group(1)), _UNITS[match.group(2)])
+
+
+def _addresses(raw: str) -> str:
+    import ipaddress
+
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("expected comma-separated addresses or networks")
+    for part in parts:
+        if part != "*":
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not an address or a network") from None
+    return ",".join(parts)
+
+
+def _instant(raw: str) -> int:
+    from datetime import datetime
+
+    text = raw.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("expected an ISO 8601 time with its zone, or Unix seconds") from None
+    if moment.tzinfo is None:
+        raise ValueError("the time needs its zone (e.g. 2027-01-31T00:00:00Z)")
+    return int(moment.timestamp())
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:

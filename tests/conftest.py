@@ -17,8 +17,13 @@ import redis.asyncio as aioredis
 from engine.connection import RedisClient, embedded
 from engine.log.store import EventStore
 from engine.runtime import Runtime
-from engine.settings import Settings
+from engine.settings import Rate, RateLimits, Settings
 from tests.servers import RedisServer, redis_server, redis_server_available, require_real_redis
+
+
+TEST_LIMITS = RateLimits(
+    key=Rate(1_000_000, 60), ip=Rate(1_000_000, 60), auth_failures=Rate(100_000, 60)
+)
 
 
 @pytest.fixture
@@ -60,9 +65,11 @@ async def redis(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[R
 
 @pytest.fixture
 def settings() -> Settings:
-    """Settings for tests: few partitions, instant simulated providers, short leases."""
+    """Settings for tests: few partitions, instant simulated providers, short leases, and rate
+    limits far above what a test sends (the tests of the limits set their own)."""
     return replace(
         Settings(),
+        rate_limits=TEST_LIMITS,
         partitions=4,
         sim_latency_ms=0,
         lease_ms=1_500,

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import httpx
 
+from engine.credentials import generate
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# Secrets of the role processes a test session starts: drawn once per session, as strong as a
+# deployment's must be (on Redis the API refuses weak ones).
+ADMIN_TOKEN = generate("adm_")
+JWT_SECRET = generate()
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def role_env(redis_url: str, **overrides: str) -> dict[str, str]:
@@ -26,8 +34,12 @@ def role_env(redis_url: str, **overrides: str) -> dict[str, str]:
         CLIPSTREAM_LEASE_MS="1500",
         CLIPSTREAM_HEARTBEAT_MS="300",
         CLIPSTREAM_CLAIM_INTERVAL_MS="200",
-        CLIPSTREAM_ADMIN_TOKEN="adm_test_token_0123456789abcdefghij",
-        CLIPSTREAM_JWT_SECRET="test-jwt-secret-0123456789abcdef",
+        CLIPSTREAM_ADMIN_TOKEN=ADMIN_TOKEN,
+        CLIPSTREAM_JWT_SECRET=JWT_SECRET,
+        # Limits far above what a test sends: the tests of the limits set their own.
+        CLIPSTREAM_RATE_KEY="1000000/minute",
+        CLIPSTREAM_RATE_IP="1000000/minute",
+        CLIPSTREAM_RATE_AUTH_FAILURES="100000/minute",
         PYTHONUNBUFFERED="1",
     )
     env.update(overrides)

@@ -133,12 +133,16 @@ def _uvicorn_server(runtime: Runtime, host: str, port: int) -> Any:
 
     from api.app import create_app
 
+    # The client address the rate limits count by: the TCP peer, or, behind the proxies
+    # CLIPSTREAM_FORWARDED_ALLOW_IPS names (and only them), the address their X-Forwarded-For gives.
+    forwarded = runtime.settings.forwarded_allow_ips
     config = uvicorn.Config(
         create_app(runtime),
         host=host,
         port=port,
         log_level="info",
-        proxy_headers=False,
+        proxy_headers=forwarded is not None,
+        forwarded_allow_ips=forwarded or "",
         server_header=False,
     )
     server = uvicorn.Server(config)
@@ -154,6 +158,7 @@ async def _serve_api(runtime: Runtime, host: str, port: int) -> None:
 async def _run_api(settings: Settings, host: str, port: int) -> None:
     runtime = await Runtime.open(settings)
     try:
+        runtime.require_secrets()  # no API without an admin token and a JWT secret
         await _serve_api(runtime, host, port)
     finally:
         await runtime.close()
@@ -164,6 +169,7 @@ async def _serve_all(settings: Settings, host: str, port: int) -> None:
     runtime = await Runtime.open(settings)
     stop = anyio.Event()
     try:
+        runtime.require_secrets()  # no API without an admin token and a JWT secret
         await _print_banner(runtime, host, port)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_worker_role, runtime, stop)
@@ -192,8 +198,8 @@ async def _print_banner(runtime: Runtime, host: str, port: int) -> None:
         lines.append(f"  store:        {safe_url(settings.redis_url or '')}")
     lines.append(f"  api:          {base}")
     lines.append(f"  dashboard:    {base}/ (sign in with a session JWT)")
-    if runtime.admin_token_generated:
-        lines.append(f"  admin token:  {runtime.admin_token}")
+    if runtime.generated_admin_token is not None:  # only the one this process made, once
+        lines.append(f"  admin token:  {runtime.generated_admin_token}")
     if settings.embedded:
         account, api_key = await create_account(runtime, name="demo", coins_micro=100_000_000)
         token = mint_session_token(runtime, account.account_id)

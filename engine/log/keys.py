@@ -10,8 +10,10 @@ the owner next in the ring and the stream of the execution they lease. They are 
 those names (``ready_prefix``, ``execution_prefix``), the same prefix ``ready`` and ``execution``
 build on, so every name is still spelled here and still carries the partition's tag.
 
-    {prefix}meta                       hash: partitions, generated secrets, projection version
+    {prefix}meta                       hash: partitions, projection version
     {prefix}apikey:{sha256}            string: account id of an API key (key hash only)
+    {prefix}rl:{{LIMITER/…}}[/-1]      strings: the rate limits' sliding-window counters (the
+                                       ``limits`` library names the rest: api.rate_limits)
     {prefix}{{pN}}:log                 stream: every event of the partition (the partition log)
     {prefix}{{pN}}:x:{execution_id}    stream: one execution's events, entry id ``{seq}-0``
     {prefix}{{pN}}:dead                stream: dead-lettered log entries with the reason
@@ -76,6 +78,12 @@ class Keys:
     @property
     def meta(self) -> str:
         return f"{self.prefix}meta"
+
+    @property
+    def rate_limits(self) -> str:
+        """The prefix of the rate limits' counters (``limits`` adds ``:`` and its own name, hash
+        tag included)."""
+        return f"{self.prefix}rl"
 
     def api_key(self, key_hash: str) -> str:
         return f"{self.prefix}apikey:{key_hash}"

@@ -70,7 +70,7 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def admin(runtime: Runtime) -> dict[str, str]:
-    return {"Authorization": f"Bearer {runtime.admin_token}"}
+    return {"Authorization": f"Bearer {runtime.generated_admin_token}"}
 
 
 async def new_account(

@@ -120,7 +120,7 @@ async def test_unknown_credentials_are_refused(client: httpx.AsyncClient, mutate
 async def test_forged_expired_and_unsigned_jwts_are_refused(
     client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount
 ) -> None:
-    secret = runtime.jwt_secret
+    secret = runtime.jwt_keys.current.secret
     now = int(time.time())
     bad = [
         jwt.encode(_claims(alice.account_id), "another-secret-of-32-characters!", "HS256"),

@@ -64,7 +64,7 @@ async def _me(client: httpx.AsyncClient, token: str) -> httpx.Response:
 async def test_a_changed_payload_under_the_old_signature_is_refused(
     client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount, bob: ApiAccount
 ) -> None:
-    token = jwt.encode(_claims(alice.account_id), runtime.jwt_secret, "HS256")
+    token = jwt.encode(_claims(alice.account_id), runtime.jwt_keys.current.secret, "HS256")
     header, _, signature = token.split(".")
     forged_payload = _b64(orjson.dumps(_claims(bob.account_id)))
     assert (await _me(client, token)).status_code == 200
@@ -82,7 +82,7 @@ async def test_unsigned_and_confused_algorithms_are_refused(
     # An RS256 header signed with the HMAC secret as if it were a public key.
     rs_header = _b64(orjson.dumps({"alg": "RS256", "typ": "JWT"}))
     signing_input = f"{rs_header}.{payload}".encode()
-    mac = hmac.new(runtime.jwt_secret.encode(), signing_input, hashlib.sha256).digest()
+    mac = hmac.new(runtime.jwt_keys.current.secret.encode(), signing_input, hashlib.sha256).digest()
     _refusal(await _me(client, f"{rs_header}.{payload}.{_b64(mac)}"))
 
 
@@ -90,7 +90,9 @@ async def test_unsigned_and_confused_algorithms_are_refused(
 async def test_every_required_claim_is_required(
     client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount, missing: str
 ) -> None:
-    token = jwt.encode(_claims(alice.account_id, **{missing: None}), runtime.jwt_secret, "HS256")
+    token = jwt.encode(
+        _claims(alice.account_id, **{missing: None}), runtime.jwt_keys.current.secret, "HS256"
+    )
     _refusal(await _me(client, token))
 
 
@@ -101,15 +103,19 @@ async def test_expiry_has_a_small_leeway_and_no_more(
     # Margins of 10 s keep the verdict independent of how long the request takes.
     within = _claims(alice.account_id, iat=now - 600, exp=now - LEEWAY_S + 10)
     beyond = _claims(alice.account_id, iat=now - 600, exp=now - LEEWAY_S - 10)
-    assert (await _me(client, jwt.encode(within, runtime.jwt_secret, "HS256"))).status_code == 200
-    _refusal(await _me(client, jwt.encode(beyond, runtime.jwt_secret, "HS256")))
+    assert (
+        await _me(client, jwt.encode(within, runtime.jwt_keys.current.secret, "HS256"))
+    ).status_code == 200
+    _refusal(await _me(client, jwt.encode(beyond, runtime.jwt_keys.current.secret, "HS256")))
 
 
 async def test_a_token_for_an_account_that_does_not_exist_is_the_same_401(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     ghost = "acc_" + "0" * 20
-    _refusal(await _me(client, jwt.encode(_claims(ghost), runtime.jwt_secret, "HS256")))
+    _refusal(
+        await _me(client, jwt.encode(_claims(ghost), runtime.jwt_keys.current.secret, "HS256"))
+    )
 
 
 async def test_api_key_format(client: httpx.AsyncClient, alice: ApiAccount) -> None:
@@ -127,7 +133,9 @@ async def test_api_key_format(client: httpx.AsyncClient, alice: ApiAccount) -> N
 async def test_every_refusal_has_the_same_body(
     client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount, admin: dict[str, str]
 ) -> None:
-    expired = jwt.encode(_claims(alice.account_id, iat=1, exp=2), runtime.jwt_secret, "HS256")
+    expired = jwt.encode(
+        _claims(alice.account_id, iat=1, exp=2), runtime.jwt_keys.current.secret, "HS256"
+    )
     answers = [
         await client.get("/v1/me"),
         await client.get("/v1/me", headers={"Authorization": "Basic eDp5"}),

@@ -25,11 +25,15 @@ def _error(response: httpx.Response, status: int, code: str) -> str:
     return message
 
 
+def _json(who: ApiAccount) -> dict[str, str]:
+    return {**who.key_auth, "Content-Type": "application/json"}
+
+
 @pytest.mark.parametrize("raw", [b"{", b"not json", b'{"source": "x",}', b""])
 async def test_malformed_json_is_400(
     client: httpx.AsyncClient, alice: ApiAccount, raw: bytes
 ) -> None:
-    response = await client.post("/v1/items", content=raw, headers=alice.key_auth)
+    response = await client.post("/v1/items", content=raw, headers=_json(alice))
     _error(response, 400, "invalid_request")
 
 
@@ -78,7 +82,7 @@ async def test_huge_body_with_content_length_is_413(
     client: httpx.AsyncClient, alice: ApiAccount
 ) -> None:
     big = b'{"source": "' + b"a" * BODY_LIMIT + b'"}'
-    response = await client.post("/v1/items", content=big, headers=alice.key_auth)
+    response = await client.post("/v1/items", content=big, headers=_json(alice))
     _error(response, 413, "payload_too_large")
 
 
@@ -91,7 +95,7 @@ async def test_huge_streamed_body_without_content_length_is_413(
             yield b"a" * (BODY_LIMIT // 4)
         yield b'"}'
 
-    request = client.build_request("POST", "/v1/items", content=chunks(), headers=alice.key_auth)
+    request = client.build_request("POST", "/v1/items", content=chunks(), headers=_json(alice))
     assert "content-length" not in request.headers
     response = await client.send(request)
     _error(response, 413, "payload_too_large")
@@ -104,7 +108,7 @@ async def test_a_body_under_the_limit_is_accepted(
         yield b'{"source": '
         yield b'"https://x.com/jack"}'
 
-    request = client.build_request("POST", "/v1/items", content=chunks(), headers=alice.key_auth)
+    request = client.build_request("POST", "/v1/items", content=chunks(), headers=_json(alice))
     assert (await client.send(request)).status_code == 201
 
 
@@ -188,7 +192,7 @@ DEEP = 10_000
 async def test_deeply_nested_json_is_400(
     client: httpx.AsyncClient, alice: ApiAccount, raw: bytes
 ) -> None:
-    response = await client.post("/v1/items", content=raw, headers=alice.key_auth)
+    response = await client.post("/v1/items", content=raw, headers=_json(alice))
     _error(response, 400, "invalid_request")
 
 
@@ -204,7 +208,7 @@ async def test_deeply_nested_free_form_params_are_400(
     response = await client.post(
         f"/v1/reporters/{reporter_id}/workflows",
         content=b'{"name": "w", "target_kind": "youtube_video", "steps": [' + deep + b"]}",
-        headers=alice.key_auth,
+        headers=_json(alice),
     )
     _error(response, 400, "invalid_request")
 
@@ -224,3 +228,67 @@ async def test_credit_with_a_large_balance_is_not_a_500(
     response = await client.post(url, json={"coins": 1e8, "credit_id": "big"}, headers=admin)
     assert response.status_code == 200, response.text
     assert response.json()["account"]["balance_coins"] == 1e8 + 1
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "x" * 65,  # long
+        "trace:with:colons",
+        "-leading-dash",
+        "<script>alert(1)</script>",
+        "ok\u00e9",
+        "line\r\nInjected: yes",
+    ],
+)
+async def test_a_request_id_that_is_not_short_and_plain_is_replaced(
+    client: httpx.AsyncClient, given: str
+) -> None:
+    try:
+        answer = await client.get("/healthz", headers={"X-Request-ID": given})
+    except (UnicodeEncodeError, httpx.LocalProtocolError):
+        return  # the client itself refuses to send it: it never reaches a log either
+    assert answer.headers["x-request-id"].startswith("req_")
+    assert given not in answer.text
+    plain = "A1.b_c-" + "9" * 57  # 64: the longest kept
+    assert (await client.get("/healthz", headers={"X-Request-ID": plain})).headers[
+        "x-request-id"
+    ] == plain
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/plain", b'{"source": "https://youtu.be/dQw4w9WgXcQ"}'),
+        ("application/x-www-form-urlencoded", b"source=https%3A%2F%2Fyoutu.be%2FdQw4w9WgXcQ"),
+        ("multipart/form-data; boundary=x", b"--x\r\n\r\n--x--"),
+        (None, b'{"source": "https://youtu.be/dQw4w9WgXcQ"}'),
+    ],
+)
+async def test_a_body_that_is_not_json_is_415_and_creates_nothing(
+    client: httpx.AsyncClient, alice: ApiAccount, content_type: str | None, body: bytes
+) -> None:
+    headers = dict(alice.key_auth)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    _error(
+        await client.post("/v1/items", content=body, headers=headers),
+        415,
+        "unsupported_media_type",
+    )
+    assert (await client.get("/v1/items", headers=alice.key_auth)).json()["items"] == []
+    if body.startswith(b"{"):  # the same bytes declared as JSON are accepted
+        for json_type in ("application/json", "application/json; charset=utf-8"):
+            headers["Content-Type"] = json_type
+            created = await client.post("/v1/items", content=body, headers=headers)
+            assert created.status_code == 201, created.text
+
+
+async def test_a_post_without_a_body_needs_no_content_type(
+    client: httpx.AsyncClient, alice: ApiAccount
+) -> None:
+    # An execution id that does not exist: the route is reached (404), not refused at the edge.
+    missing = await client.post(
+        "/v1/executions/exc_p1_0000000000000000000a/cancel", headers=alice.key_auth
+    )
+    assert missing.status_code == 404, missing.text

@@ -107,7 +107,7 @@ def live_app(test_settings: Settings) -> Iterator[Live]:
         transport = httpx.ASGITransport(app=app)
         client = httpx.AsyncClient(transport=transport, base_url=BASE)
         try:
-            admin = {"Authorization": f"Bearer {runtime.admin_token}"}
+            admin = {"Authorization": f"Bearer {runtime.generated_admin_token}"}
             tenants, ids = portal.call(_seed, client, admin)
             yield Live(portal, client, admin, tenants, ids, app.routes)
         finally:

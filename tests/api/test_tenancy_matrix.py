@@ -212,7 +212,7 @@ async def test_another_tenants_ids_are_404_and_leave_nothing_changed(
         response = await client.request(
             ep.method,
             url,
-            headers=credential,
+            headers={**credential, "Content-Type": "application/json"},
             content=None if body is None else orjson.dumps(body),
         )
         assert response.status_code == 404, f"{ep.method} {url}: {response.text}"

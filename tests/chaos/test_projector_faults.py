@@ -130,12 +130,7 @@ async def test_sigkilled_projector_process_then_a_fresh_one_equals_replay(
     runtime = await Runtime.open(settings, client)
     try:
         await _fill(runtime, owners=12)
-        env = role_env(
-            real_redis_server.url,
-            CLIPSTREAM_BATCH="2",
-            CLIPSTREAM_ADMIN_TOKEN="adm_" + "t" * 40,
-            CLIPSTREAM_JWT_SECRET="s" * 40,
-        )
+        env = role_env(real_redis_server.url, CLIPSTREAM_BATCH="2")
         role = Role(["projector"], env, tmp_path / "projector.log")
         try:
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import redis
 
 from engine.log.keys import Keys
 from engine.settings import Settings
-from tests.processes import ROOT, role_env
-from tests.servers import RedisServer
+from tests.processes import ROOT, role_env, roles, wait_http
+from tests.servers import RedisServer, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -110,3 +111,44 @@ def test_status_and_replay_on_an_empty_store(real_redis_server: RedisServer) -> 
     assert replay.returncode == 0, replay.stderr
     assert "identical" in replay.stdout
     assert "switched to projection version" in replay.stdout
+
+
+def test_the_api_on_redis_refuses_to_start_without_its_secrets(
+    real_redis_server: RedisServer,
+) -> None:
+    env = role_env(real_redis_server.url)
+    del env["CLIPSTREAM_ADMIN_TOKEN"], env["CLIPSTREAM_JWT_SECRET"]
+    result = cli("api", "--port", "1", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "CLIPSTREAM_ADMIN_TOKEN and CLIPSTREAM_JWT_SECRET must be set" in result.stderr
+    assert "secrets.token_urlsafe" in result.stderr  # and says how to make them
+
+
+@pytest.mark.parametrize("role", ["api", "worker"])
+def test_a_weak_secret_on_redis_stops_every_role_without_echoing_it(
+    real_redis_server: RedisServer, role: str
+) -> None:
+    weak = "dev-jwt-secret-not-secret-0123456789"  # the old compose default
+    env = role_env(real_redis_server.url, CLIPSTREAM_JWT_SECRET=weak)
+    result = cli(role, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "CLIPSTREAM_JWT_SECRET is too weak" in result.stderr
+    assert weak not in result.stderr + result.stdout
+
+
+def test_serve_prints_an_admin_token_only_when_it_made_one(tmp_path: Path) -> None:
+    for configured in (False, True):
+        env = role_env("redis://unused")
+        del env["CLIPSTREAM_REDIS_URL"]
+        if not configured:
+            del env["CLIPSTREAM_ADMIN_TOKEN"]
+        port = free_port()
+        with roles([["serve", "--port", str(port)]], env, tmp_path) as [serve]:
+            wait_http(f"http://127.0.0.1:{port}/healthz", role=serve)
+            banner = serve.output()
+        assert ("admin token:" in banner) is not configured, banner
+        assert env.get("CLIPSTREAM_ADMIN_TOKEN", "absent") not in banner
+        if not configured:
+            token = _field(banner.replace("  admin token:", "admin_token:"), "admin_token")
+            assert token.startswith("adm_")
+        (tmp_path / "0-serve.log").unlink()

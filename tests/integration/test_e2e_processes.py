@@ -8,12 +8,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import role_env, roles, wait_http
+from tests.helpers import micro
+from tests.processes import ADMIN_HEADERS, role_env, roles, wait_http
 from tests.servers import RedisServer, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-ADMIN = {"Authorization": "Bearer adm_test_token_0123456789abcdefghij"}
+ADMIN = ADMIN_HEADERS
 
 
 def _poll(
@@ -79,18 +80,22 @@ def test_transcript_through_separate_processes(
         # still be settling.
         execution = done["execution"]
         assert isinstance(execution, dict)
-        cost = execution["cost_coins"]
-        assert cost > execution["fee_coins"] == pytest.approx(0.01)
+        cost = micro(execution["cost_coins"])
+        assert micro(execution["fee_coins"]) == 10_000
+        assert cost > 10_000
         ledger = _ledger(http, auth)
         assert ledger[-1]["kind"] == "credit"
-        assert ledger[-1]["amount_coins"] == 10
-        paid = [e for e in ledger[:-1] if e["kind"] != "read"]
+        assert micro(ledger[-1]["amount_coins"]) == 10_000_000
+        paid = [e for e in ledger[:-1] if not str(e["kind"]).startswith("read")]
         assert {e["kind"] for e in paid} == {"fee", "reserve", "release", "settle"}
         assert {e["execution_id"] for e in paid} == {execution_id}
-        assert sum(float(str(e["amount_coins"])) for e in paid) == pytest.approx(-cost)
-        reads = [e for e in ledger if e["kind"] == "read"]
-        assert {e["amount_coins"] for e in reads} == {-0.001}
-        assert ledger[0]["balance_coins"] == pytest.approx(10 - cost - 0.001 * len(reads))
+        assert sum(micro(e["amount_coins"]) for e in paid) == -cost
+        reads = [micro(e["amount_coins"]) for e in ledger if e["kind"] == "read"]
+        given_back = [micro(e["amount_coins"]) for e in ledger if e["kind"] == "read_release"]
+        assert set(reads) == {-1_000}
+        assert set(given_back) <= {1_000}
+        kept = len(reads) - len(given_back)
+        assert micro(ledger[0]["balance_coins"]) == 10_000_000 - cost - 1_000 * kept
 
 
 def _wait_for(client: httpx.Client, url: str, headers: dict[str, str]) -> httpx.Response:

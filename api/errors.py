@@ -51,6 +51,7 @@ ENGINE_STATUS = {
     "not_found": 404,
     "conflict": 409,
     "insufficient_balance": 402,
+    "quota_exceeded": 403,
     "unavailable": 503,
 }
 # HTTP status -> error code.

@@ -28,7 +28,8 @@ What is derived rather than declared:
 - the error responses every such endpoint can give: 401 when authenticated, 402 when it is a
   charged read (``account_route("read")``), 404 when it has path parameters, 400/413/415/422
   when it takes a body, 422 when it takes a query, 429 on every route but the probes (the rate
-  limits), 500 and 503 always; ``errors`` adds the rest (402, 403, 409 …). Every error response is the body of DESIGN §7 (:class:`ErrorBody`).
+  limits), 500 and 503 always; ``errors`` adds the rest (402, 403, 409 …). Every error
+  response is the body of DESIGN §7 (:class:`ErrorBody`).
 
 :func:`openapi_document` builds the document; ``GET /openapi.json`` serves it (:data:`ROUTES`).
 """

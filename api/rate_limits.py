@@ -29,8 +29,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio

@@ -29,8 +29,9 @@ misconfigured process fails at start instead of misbehaving later.
     CLIPSTREAM_QUOTA_ITEMS        items one account may hold                            (10000)
     CLIPSTREAM_QUOTA_COLLECTIONS  collections one account may hold                      (1000)
     CLIPSTREAM_QUOTA_REPORTERS    reporters one account may hold                        (100)
-    CLIPSTREAM_QUOTA_WORKFLOWS    workflows one account may hold, all reporters         (1000)
-    CLIPSTREAM_QUOTA_SCHEDULES    schedules one account may hold, all reporters         (100)
+    CLIPSTREAM_QUOTA_WORKFLOWS    workflows one reporter may hold                       (100)
+    CLIPSTREAM_QUOTA_SCHEDULES    schedules one reporter may hold (so an account holds at
+                                  most reporters x workflows, reporters x schedules)    (20)
     CLIPSTREAM_SIM_LATENCY_MS     latency of the simulated providers                   (250)
     CLIPSTREAM_SIM_FAIL_RATE      share of simulated provider calls that fail, 0-1      (0)
     CLIPSTREAM_LEASE_MS           a worker's lease; an idle lease is taken over         (15000)
@@ -132,13 +133,14 @@ class RateLimits:
 
 @dataclass(frozen=True, slots=True)
 class Quotas:
-    """How many of each resource one account may hold (``403 quota_exceeded`` past it)."""
+    """How many of each resource one account may hold (``403 quota_exceeded`` past it);
+    workflows and schedules are counted per reporter, which the reporters' quota bounds."""
 
     items: int = 10_000
     collections: int = 1_000
     reporters: int = 100
-    workflows: int = 1_000
-    schedules: int = 100
+    workflows: int = 100  # per reporter
+    schedules: int = 20  # per reporter
 
 
 _LIMITS = RateLimits()

@@ -20,7 +20,6 @@ from engine.runtime import Runtime
 from engine.settings import Rate, RateLimits, Settings
 from tests.servers import RedisServer, redis_server, redis_server_available, require_real_redis
 
-
 TEST_LIMITS = RateLimits(
     key=Rate(1_000_000, 60), ip=Rate(1_000_000, 60), auth_failures=Rate(100_000, 60)
 )

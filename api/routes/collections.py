@@ -33,6 +33,7 @@ def _collection_id(request: Request) -> str:
     request=CreateCollection,
     response=CollectionResponse,
     status=201,
+    errors=[403],  # quota_exceeded
     tags=["collections"],
 )
 @account_route("write")

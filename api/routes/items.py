@@ -27,6 +27,7 @@ from engine.resources import items
     request=CreateItem,
     response=ItemResponse,
     status=201,
+    errors=[403],  # quota_exceeded
     tags=["items"],
 )
 @account_route("write")

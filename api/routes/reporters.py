@@ -57,6 +57,7 @@ def _ids(request: Request) -> tuple[str, str]:
     request=CreateReporter,
     response=ReporterResponse,
     status=201,
+    errors=[403],  # quota_exceeded
     tags=["reporters"],
 )
 @account_route("write")
@@ -129,6 +130,7 @@ async def delete_reporter(request: Request, caller: Caller) -> Response:
     request=CreateWorkflow,
     response=WorkflowResponse,
     status=201,
+    errors=[403],  # quota_exceeded
     tags=["workflows"],
 )
 @account_route("write")
@@ -266,7 +268,7 @@ def _workflow_id(value: str | None) -> str | None:
     request=ProcessRequest,
     response=ExecutionResponse,
     status=202,
-    errors=[402, 409],
+    errors=[402, 403, 409],  # 403: a new source's item would pass the items quota
     tags=["reporters", "executions"],
 )
 @account_route("write")

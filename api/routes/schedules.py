@@ -45,6 +45,7 @@ def _collection_ids(ids: list[str]) -> list[str]:
     request=CreateSchedule,
     response=ScheduleResponse,
     status=201,
+    errors=[403],  # quota_exceeded
     tags=["schedules"],
 )
 @account_route("write")

@@ -36,7 +36,8 @@ async def create_collection(runtime: Runtime, owner: str, fields: dict[str, Any]
     st = Store(runtime)
     key = st.record(owner, COLLECTIONS, collection.collection_id)
     index = st.index(owner, COLLECTIONS)
-    await st.txn().insert(key, collection, index, collection.collection_id).commit()
+    txn = st.txn().within(index, runtime.settings.quotas.collections, "collections")
+    await txn.insert(key, collection, index, collection.collection_id).commit()
     return collection
 
 

@@ -190,7 +190,8 @@ async def create_item(runtime: Runtime, owner: str, source: str, *, reuse: bool 
             created_at=now_ms(),
         )
         key = st.record(owner, ITEMS, item.item_id)
-        txn = st.txn().insert(key, item, st.index(owner, ITEMS), item.item_id)
+        txn = st.txn().within(st.index(owner, ITEMS), runtime.settings.quotas.items, "items")
+        txn.insert(key, item, st.index(owner, ITEMS), item.item_id)
         if reuse:  # nobody made an item of this source meanwhile
             txn.exactly(by_source, [])
         txn.add(by_source, item.item_id)

@@ -87,7 +87,8 @@ async def create_reporter(runtime: Runtime, owner: str, fields: dict[str, Any]) 
     st = Store(runtime)
     key = st.record(owner, REPORTERS, reporter.reporter_id)
     index = st.index(owner, REPORTERS)
-    await st.txn().insert(key, reporter, index, reporter.reporter_id).commit()
+    txn = st.txn().within(index, runtime.settings.quotas.reporters, "reporters")
+    await txn.insert(key, reporter, index, reporter.reporter_id).commit()
     return reporter
 
 
@@ -187,6 +188,7 @@ async def create_workflow(
     key = st.record(owner, WORKFLOWS, workflow.workflow_id)
     children = st.children(owner, REPORTER_WORKFLOWS, reporter_id)
     txn = st.txn().exists(st.record(owner, REPORTERS, reporter_id))
+    txn.within(children, runtime.settings.quotas.workflows, "workflows in this reporter")
     txn.insert(key, workflow, children, workflow.workflow_id)
     if not await txn.commit():
         raise REPORTERS.missing()  # the reporter was deleted meanwhile

@@ -62,6 +62,7 @@ async def create_schedule(
     await _guard_workflow(st, txn, owner, reporter_id, schedule.workflow_id)
     await _attach(st, txn, owner, schedule.schedule_id, collection_ids)
     children = st.children(owner, REPORTER_SCHEDULES, reporter_id)
+    txn.within(children, runtime.settings.quotas.schedules, "schedules in this reporter")
     txn.insert(key, schedule, children, schedule.schedule_id)
     _list_due(st, txn, schedule, now)
     if not await txn.commit():

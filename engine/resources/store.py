@@ -6,10 +6,12 @@ newest first is a reverse lexicographic range, and the cursor is the last id of 
 Every key of one owner carries the owner's hash tag, so any set of them can change in one script.
 
 Writes go through :class:`Txn`, one Lua call that first checks guards (a record still holds the
-bytes we read, a record exists, an index still has exactly the members we read) and then applies
-every write, all or nothing. A guard that fails means another request changed what we read: the
-caller reads again and retries (:func:`retrying`). That is how cascades (delete a reporter with its
-workflows and schedules) stay consistent without locks, on a single Redis and on a cluster.
+bytes we read, a record exists, an index still has exactly the members we read, an index is under
+its quota) and then applies every write, all or nothing. The quota guard is checked in the same
+script as the insert, so concurrent creates never pass a quota (``403 quota_exceeded``). A guard
+that fails means another request changed what we read: the caller reads again and retries
+(:func:`retrying`). That is how cascades (delete a reporter with its workflows and schedules) stay
+consistent without locks, on a single Redis and on a cluster.
 
 The record key does not name the owner, so every read checks the stored owner: another owner's
 record is NotFound, exactly like a missing one.
@@ -33,9 +35,10 @@ T = TypeVar("T")
 MAX_RETRIES = 8
 
 # ARGV: n guards, then triples (op, key index, value) — guards first, then writes.
-# Guards: eq (GET == value), absent, exists, card (ZCARD == value), has (ZSCORE not nil).
+# Guards: eq (GET == value), absent, exists, card (ZCARD == value), has (ZSCORE not nil),
+# below (ZCARD < value: a quota, whose failure is told apart).
 # Writes: set, del, zadd (score 0), zaddat (value "score member"), zrem.
-# -> 1 applied | 0 a guard failed (nothing written)
+# -> 1 applied | 0 a guard failed | -1 a quota is full (nothing written either way)
 _TXN = """
 local n = tonumber(ARGV[1])
 local i = 2
@@ -51,6 +54,8 @@ for _ = 1, n do
     if redis.call('ZCARD', key) ~= tonumber(value) then return 0 end
   elseif op == 'has' then
     if not redis.call('ZSCORE', key, value) then return 0 end
+  elseif op == 'below' then
+    if redis.call('ZCARD', key) >= tonumber(value) then return -1 end
   end
   i = i + 3
 end
@@ -78,6 +83,12 @@ class Contended(EngineError):
     """A write kept losing to concurrent writes of the same records (409)."""
 
     code = "conflict"
+
+
+class QuotaExceeded(EngineError):
+    """The account already holds as many of these as its quota allows (403)."""
+
+    code = "quota_exceeded"
 
 
 class Owned(Protocol):
@@ -197,6 +208,7 @@ class Txn:
         self._slots: dict[str, int] = {}
         self._guards: list[Any] = []
         self._writes: list[Any] = []
+        self._quota = ""
 
     def _key(self, key: str) -> int:
         if key not in self._slots:
@@ -224,6 +236,13 @@ class Txn:
         self._guards += ["card", slot, len(members)]
         for member in members:
             self._guards += ["has", slot, member]
+        return self
+
+    def within(self, key: str, quota: int, what: str) -> Txn:
+        """The zset ``key`` (an owner's index, a reporter's children) holds fewer than ``quota``
+        members: else the commit raises QuotaExceeded naming ``what`` (e.g. "items")."""
+        self._guards += ["below", self._key(key), quota]
+        self._quota = f"the account holds its quota of {quota} {what}: delete some first"
         return self
 
     # -- writes -----------------------------------------------------------------------------------
@@ -254,13 +273,16 @@ class Txn:
         return self
 
     async def commit(self) -> bool:
-        """Apply the writes if every guard holds; False (nothing written) when one does not."""
+        """Apply the writes if every guard holds; False (nothing written) when one does not.
+        QuotaExceeded (nothing written) when a :meth:`within` quota is full."""
         args = [len(self._guards) // 3, *self._guards, *self._writes]
         try:
-            applied = await self._store._txn(keys=self._keys, args=args)
+            applied = int(await self._store._txn(keys=self._keys, args=args))
         except RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return int(applied) == 1
+        if applied == -1:
+            raise QuotaExceeded(self._quota)
+        return applied == 1
 
 
 async def retrying(attempt: Callable[[], Awaitable[T | None]]) -> T:

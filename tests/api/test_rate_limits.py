@@ -100,7 +100,7 @@ async def test_failed_authentications_are_limited_harder_and_then_even_a_good_ke
     redis: RedisClient, settings: Settings
 ) -> None:
     runtime = await _runtime(redis, settings, auth_failures=Rate(3, 60))
-    account, key = await accounts.create_account(runtime, name="v", coins_micro=10**6)
+    _, key = await accounts.create_account(runtime, name="v", coins_micro=10**6)
     good = {"Authorization": f"Bearer {key}"}
     async with api(runtime, "192.0.2.66") as attacker, api(runtime, "192.0.2.10") as victim:
         for n in range(3):

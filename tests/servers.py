@@ -1,4 +1,5 @@
-"""Private redis-server processes for the tests: a single server and a 3-master cluster.
+"""Private redis-server processes for the tests: a single server, a primary with a replica, and
+a local cluster (3 masters, with or without a replica each, for the failover tests).
 
 Never the shared server on 6379: each test session starts its own on free ports, in a temp
 directory, and stops it at the end.
@@ -84,9 +85,11 @@ class RedisServer:
         appendonly: bool = False,
         cluster: bool = False,
         replica_of: RedisServer | None = None,
+        node_timeout_ms: int = 5_000,
     ) -> None:
         self.directory = directory
         self.port = free_port(cluster=cluster)
+        self.node_timeout_ms = node_timeout_ms
         self.appendonly = appendonly
         self.cluster = cluster
         self.replica_of = replica_of
@@ -116,7 +119,7 @@ class RedisServer:
             args += [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", f"nodes-{self.port}.conf",
-                "--cluster-node-timeout", "5000",
+                "--cluster-node-timeout", str(self.node_timeout_ms),
             ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_ready(self.port)
@@ -177,13 +180,17 @@ def _wait_replica_synced(port: int, deadline_s: float = 20.0) -> None:
 
 
 @contextmanager
-def redis_cluster(masters: int = 3) -> Iterator[list[RedisServer]]:
-    """A local cluster of ``masters`` masters, no replicas, all 16384 slots assigned."""
+def redis_cluster(
+    masters: int = 3, *, replicas: int = 0, node_timeout_ms: int = 5_000
+) -> Iterator[list[RedisServer]]:
+    """A local cluster of ``masters`` masters, each with ``replicas`` replicas, all 16384 slots
+    assigned, every replica in sync. Nodes keep their ``nodes-{port}.conf`` in one directory, so
+    a node stopped and started again rejoins the cluster it knew."""
     with tempfile.TemporaryDirectory(prefix="cs-cluster-") as tmp:
         nodes: list[RedisServer] = []
         taken: set[int] = set()
-        while len(nodes) < masters:
-            node = RedisServer(Path(tmp), cluster=True)
+        while len(nodes) < masters * (1 + replicas):
+            node = RedisServer(Path(tmp), cluster=True, node_timeout_ms=node_timeout_ms)
             ports = {node.port, node.port + CLUSTER_BUS_OFFSET}
             if not ports & taken:  # free_port can hand out the same port twice in a row
                 taken |= ports
@@ -192,19 +199,120 @@ def redis_cluster(masters: int = 3) -> Iterator[list[RedisServer]]:
             for node in nodes:
                 node.start()
             addresses = [f"127.0.0.1:{n.port}" for n in nodes]
-            create = ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0"]
-            done = subprocess.run(
-                [*create, "--cluster-yes"], capture_output=True, text=True, timeout=30
-            )
+            create = [
+                "redis-cli", "--cluster", "create", *addresses,
+                "--cluster-replicas", str(replicas), "--cluster-yes",
+            ]  # fmt: skip
+            done = subprocess.run(create, capture_output=True, text=True, timeout=60)
             if done.returncode != 0:
                 raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
             # Every node must agree before a client may route by any of them.
             for node in nodes:
                 _wait_cluster_ok(node.port)
+            if replicas:
+                wait_cluster_settled(nodes, masters=masters)
             yield nodes
         finally:
             for node in nodes:
-                node.stop()
+                node.stop(kill=True)
+
+
+def cluster_roles(node: RedisServer) -> dict[str, str]:
+    """What ``node`` knows of the cluster: ``{"127.0.0.1:port": "master" | "slave" | "fail"}``
+    for every node it sees (a failed node is ``fail`` whatever it was)."""
+    client = redis.Redis(port=node.port, socket_timeout=5)
+    try:
+        text = client.execute_command("CLUSTER", "NODES")  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
+    if isinstance(text, bytes):
+        text = text.decode()
+    roles: dict[str, str] = {}
+    for line in str(text).splitlines():
+        fields = line.split()
+        address = fields[1].split("@", 1)[0]
+        flags = fields[2].split(",")
+        if "fail" in flags or "fail?" in flags:
+            roles[address] = "fail"
+        else:
+            roles[address] = "master" if "master" in flags else "slave"
+    return roles
+
+
+def role_of(node: RedisServer) -> tuple[str, str]:
+    """The node's own replication view: (``master`` | ``slave``, its master's link status)."""
+    client = redis.Redis(port=node.port, socket_timeout=5)
+    try:
+        info = client.info("replication")
+    finally:
+        client.close()
+    return str(info.get("role")), str(info.get("master_link_status", ""))
+
+
+def replicas_of(master: RedisServer, nodes: list[RedisServer]) -> list[RedisServer]:
+    """The nodes replicating ``master`` now."""
+    client = redis.Redis(port=master.port, socket_timeout=5)
+    try:
+        info = client.info("replication")
+    finally:
+        client.close()
+    ports = {
+        int(value["port"])
+        for key, value in info.items()
+        if key.startswith("slave") and isinstance(value, dict)
+    }
+    return [n for n in nodes if n.port in ports]
+
+
+def wait_failover(
+    nodes: list[RedisServer], killed: RedisServer, replica: RedisServer, deadline_s: float = 60.0
+) -> None:
+    """After the master ``killed`` died: until ``replica`` has been promoted, every live node sees
+    ``killed`` failed, and every live node serves all slots again (``cluster_state:ok``)."""
+    end = time.monotonic() + deadline_s
+    gone = f"127.0.0.1:{killed.port}"
+    live = [n for n in nodes if n.proc is not None and n is not killed]
+    while True:
+        try:
+            promoted = role_of(replica)[0] == "master"
+            seen = all(cluster_roles(n).get(gone) == "fail" for n in live)
+        except redis.RedisError:
+            promoted = seen = False
+        if promoted and seen:
+            for node in live:
+                _wait_cluster_ok(node.port, max(1.0, end - time.monotonic()))
+            return
+        if time.monotonic() > end:
+            raise RuntimeError(f"no failover of {gone} to 127.0.0.1:{replica.port}")
+        time.sleep(0.1)
+
+
+def wait_cluster_settled(
+    nodes: list[RedisServer], *, masters: int, deadline_s: float = 60.0
+) -> None:
+    """Until the live nodes agree on ``masters`` masters, no node is seen failed, and every
+    replica's link to its master is up (its first sync done)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        live = [n for n in nodes if n.proc is not None]
+        try:
+            views = [cluster_roles(n) for n in live]
+            synced = all(role_of(n) in {("master", ""), ("slave", "up")} for n in live)
+        except redis.RedisError:
+            views, synced = [], False
+        settled = (
+            bool(views)
+            and synced
+            and all(
+                list(v.values()).count("master") == masters and "fail" not in v.values()
+                for v in views
+            )
+        )
+        if settled:
+            return
+        if time.monotonic() > end:
+            raise RuntimeError(f"the cluster did not settle: {views}")
+        time.sleep(0.1)
 
 
 def _wait_cluster_ok(port: int, deadline_s: float = 20.0) -> None:

@@ -5,13 +5,16 @@ same story, nothing stays reserved, and every account's audit holds.
 
 In-process, on both backends. Killing a worker is cancelling its task group: no hand back, no
 last write, exactly what Redis sees of a SIGKILL. Timing only shapes the chaos: the verdicts are
-invariants over the final log and ledgers.
+invariants over the final log and ledgers, and a check, in the log too, that every kind of fault
+did land (leases taken over by another worker, redeliveries, retries, cancels, owners running
+out), so a run where the chaos missed cannot pass.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -24,8 +27,10 @@ from engine.errors import EngineError, InsufficientBalance
 from engine.log.events import (
     AnyEvent,
     CostCharged,
+    ExecutionFailed,
     ExecutionRequested,
     StepSpec,
+    StepStarted,
     Target,
     WorkflowSnapshot,
     is_terminal,
@@ -103,6 +108,7 @@ class _Crew:
         self.tg = tg
         self.scopes: list[anyio.CancelScope] = []
         self.born = 0
+        self.killed = 0
 
     async def _live(self, scope: anyio.CancelScope) -> None:
         self.born += 1
@@ -116,6 +122,7 @@ class _Crew:
 
     def kill(self, rng: random.Random) -> None:
         self.scopes.pop(rng.randrange(len(self.scopes))).cancel()
+        self.killed += 1
         self.hire()
 
     def stop(self) -> None:
@@ -123,13 +130,16 @@ class _Crew:
             scope.cancel()
 
 
-async def _steal(runtime: Runtime) -> None:
+async def _steal(runtime: Runtime) -> int:
     """Redeliver every pending entry: claim all of them for a ghost and hand them back, so their
-    holders lose their leases and other workers take them over."""
+    holders lose their leases and other workers take them over; how many were stolen."""
     store = runtime.store
+    stolen = 0
     for p in store.partitions:
         entries = await store.leases.claim_expired(p, "ghost", min_idle_ms=0)
         await store.leases.hand_back(p, "ghost", [e.entry_id for e in entries])
+        stolen += len(entries)
+    return stolen
 
 
 async def _cancel(runtime: Runtime, owner: str, xid: str) -> None:
@@ -157,6 +167,7 @@ async def test_money_adds_up_after_kills_redeliveries_and_cancels(runtime: Runti
     async def all_ended() -> dict[str, list[AnyEvent]]:
         return await runtime.store.log.histories(ids)
 
+    steals: list[int] = []
     with anyio.fail_after(110):  # bounds a broken build; the verdicts come after
         async with anyio.create_task_group() as tg:
             crew = _Crew(runtime, tg)
@@ -168,9 +179,10 @@ async def test_money_adds_up_after_kills_redeliveries_and_cancels(runtime: Runti
                 if chaos == "kill":
                     crew.kill(rng)
                 elif chaos == "steal":
-                    await _steal(runtime)
-                else:
-                    xid = rng.choice(ids)
+                    steals.append(await _steal(runtime))
+                else:  # an execution still running, so the cancel has something to stop
+                    running = [x for x, h in (await all_ended()).items() if not is_terminal(h[-1])]
+                    xid = rng.choice(running or ids)
                     await _cancel(runtime, executions[xid], xid)
             await eventually(
                 all_ended,
@@ -194,9 +206,34 @@ async def test_money_adds_up_after_kills_redeliveries_and_cancels(runtime: Runti
         view = fold(history)
         charged = sum(e.amount for e in history if isinstance(e, CostCharged))
         assert view.cost == FEE + charged, xid
-    # The chaos did what it is for.
+    _the_chaos_happened(histories, crew, steals)
+
+
+def _the_chaos_happened(
+    histories: dict[str, list[AnyEvent]], crew: _Crew, steals: list[int]
+) -> None:
+    """The faults were injected and had their effect, seen in the log: without this, a run where
+    no fault landed (the kills missed, the steals found nothing) would pass as well."""
+    starts = [e for h in histories.values() for e in h if isinstance(e, StepStarted)]
     kinds = {type(e).__name__ for h in histories.values() for e in h}
-    assert {"CostReserved", "CostReleased", "CostCharged"} <= kinds
+    # Workers were killed and replaced.
+    assert crew.killed > 0, crew.killed
+    assert crew.born > 3, crew.born
+    # Takeovers: a lease re-delivered (its epoch bumped) and a step restarted by another worker.
+    assert max(e.epoch for e in starts) > 1, "no lease was ever taken over"
+    assert any(
+        len({e.worker_id for e in h if isinstance(e, StepStarted)}) > 1 for h in histories.values()
+    ), "no execution moved to another worker"
+    # Redeliveries: the steals found leases held and handed them back.
+    assert sum(steals) > 0, "the steals redelivered nothing"
+    # Retries after provider failures, and the money events they move.
+    assert any(e.attempt > 1 for e in starts), "no attempt was retried"
+    assert {"CostReserved", "CostReleased", "CostCharged", "StepFailed"} <= kinds
+    # Owners ran out part-way, and cancels landed on running executions.
+    ends = Counter(type(h[-1]).__name__ for h in histories.values())
+    assert ends["ExecutionCancelled"] > 0, ends
+    failed = [h[-1] for h in histories.values() if isinstance(h[-1], ExecutionFailed)]
+    assert any(e.code == "insufficient_balance" for e in failed), ends
 
 
 async def _ledger_charge_ids(runtime: Runtime, owners: list[str]) -> dict[str, list[str]]:

@@ -4,6 +4,7 @@ test needs to drive and inspect it (the API's base URLs, a Redis client, the key
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ class Deployment:
             base = f"http://127.0.0.1:{port}"
             wait_http(f"{base}/healthz", role=started)
             self.api_bases.append(base)
+        else:  # its store opened, its loop running: a fault from now on meets a running role
+            _wait_output(started, f"{role} ")
         return started
 
     def check_alive(self) -> None:
@@ -74,6 +77,15 @@ class Deployment:
 
     def logs_of(self, name: str) -> str:
         return "\n".join(r.output() for r in self.roles if r.args[0] == name)
+
+
+def _wait_output(role: Role, text: str, deadline_s: float = 60.0) -> None:
+    """Until the role has logged ``text`` followed by ``started``."""
+    end = time.monotonic() + deadline_s
+    while not any(text in line and "started" in line for line in role.output().splitlines()):
+        if role.proc.poll() is not None or time.monotonic() > end:
+            raise RuntimeError(f"{role.args} did not start:\n{role.output()[-4000:]}")
+        time.sleep(0.05)
 
 
 def deployment_env(url: str, *, cluster: bool, **overrides: str) -> dict[str, str]:

@@ -49,8 +49,8 @@ async def other(deployment: Deployment) -> AsyncIterator[httpx.AsyncClient]:
 async def check_money(http: httpx.AsyncClient, who: Tenant, opening: int) -> list[Json]:
     """The account's money, exactly: the ledger adds up to the balance entry by entry; each
     execution in it paid its fee at most once (a schedule's videos have none: the run paid) and
-    exactly the cost it shows; reads kept their fee or got
-    it back. Returns the ledger (newest first)."""
+    exactly the cost it shows; reads kept their fee or got it back. Returns the ledger (newest
+    first)."""
     entries = await ledger(http, who)
     running = 0
     for entry in reversed(entries):

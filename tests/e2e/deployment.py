@@ -68,6 +68,11 @@ class Deployment:
             _wait_output(started, f"{role} ")
         return started
 
+    def stop(self, role: Role) -> None:
+        """Stop one role process started for a test (SIGTERM) and forget it."""
+        role.terminate()
+        self.roles.remove(role)
+
     def check_alive(self) -> None:
         """AssertionError with its log when a role process has exited."""
         for role in self.roles:

@@ -74,7 +74,8 @@ def victim_of(deployment: Deployment, tenants: list[Tenant]) -> RedisServer:
     client: RedisCluster = deployment.redis()
     try:
         owners = Counter(
-            client.get_node_from_key(deployment.keys.balance(t.account_id)).port for t in tenants
+            client.get_node_from_key(deployment.keys.balance(t.account_id)).port  # type: ignore[no-untyped-call]
+            for t in tenants
         )
     finally:
         client.close()

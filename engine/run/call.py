@@ -1,10 +1,11 @@
 """One attempt of a step: call its tool under the tool's timeout, interruptible by a cancel
 request, and turn the answer into the attempt's outcome events.
 
-A tool reports failure with a ToolError. Anything else it raises is a bug: logged, and recorded as
-a StepFailed ``internal``, so it never escapes the worker's loop. No answer within the timeout is a
-retryable ``timeout``. Whether a failed attempt is retried, and when, is decided by
-engine.run.decide.failed_attempt.
+A tool reports failure with a ToolError. Redis failing under a tool (a blob it reads, during a
+failover or a restart) is a retryable ``unavailable``: the attempt may succeed once Redis is back.
+Anything else it raises is a bug: logged, and recorded as a StepFailed ``internal``, so it never
+escapes the worker's loop. No answer within the timeout is a retryable ``timeout``. Whether a failed
+attempt is retried, and when, is decided by engine.run.decide.failed_attempt.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
+from redis.exceptions import RedisClusterException, RedisError
 
 from engine.clock import now_ms
-from engine.errors import ToolError
+from engine.errors import StoreError, ToolError
 from engine.log.events import AnyEvent, BlobRef, StepCompleted, StepSpec
 from engine.run import decide, plan
 from engine.run.job import DriveContext, Job
@@ -67,6 +69,11 @@ async def attempt(
                 result = await tool.run(tool_ctx)
             except ToolError as exc:
                 error = exc
+            except (StoreError, RedisError, RedisClusterException, OSError) as exc:
+                log.warning(
+                    "tool %s on %s met Redis failing: %r", spec.tool_id, job.execution_id, exc
+                )
+                error = ToolError("unavailable", f"the store failed: {exc}", retryable=True)
             except Exception as exc:
                 # A tool's bug never escapes the loop: it becomes a typed StepFailed.
                 log.exception("tool %s failed on %s", spec.tool_id, job.execution_id)

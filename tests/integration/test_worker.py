@@ -510,3 +510,30 @@ async def test_one_owners_flood_does_not_starve_another(
     assert sorted(recorder.owners) == sorted([flood] * 6 + [single])
     # Round-robin by owner: the single execution runs second, not after the whole flood.
     assert recorder.owners.index(single) <= 1
+
+
+async def test_redis_failing_under_a_tool_is_a_retryable_failure(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob read that meets Redis down (a failover, a restart) fails the attempt retryably:
+    the execution goes on once Redis answers, where it used to end ``error`` (``internal``)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    store = runtime.store
+    req = await request(store, [transcribe(), llm("Summarise this transcript.")])
+    real_get = store.blobs.get
+    failures = [RedisConnectionError("Connection refused")]
+
+    async def flaky_get(partition: int, sha256: str) -> bytes | None:
+        if failures:
+            raise failures.pop()
+        return await real_get(partition, sha256)
+
+    monkeypatch.setattr(store.blobs, "get", flaky_get)
+    await Worker(runtime).run_until_idle()
+
+    history = await store.log.history(req.execution_id)
+    [failed] = of_type(history, StepFailed)
+    assert (failed.step_index, failed.code, failed.retryable) == (1, "unavailable", True)
+    assert [c.step_index for c in of_type(history, StepCompleted)] == [0, 1]
+    assert isinstance(history[-1], ExecutionCompleted)

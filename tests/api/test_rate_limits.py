@@ -153,3 +153,37 @@ async def test_the_counters_live_under_the_deployment_prefix(
     assert all(
         re.fullmatch(r"cs:rl:\{LIMITER/ip/203\.0\.113\.7/9/60/second\}(/-1)?", n) for n in names
     )
+
+
+async def test_a_websocket_past_the_address_limit_is_closed_before_its_handshake(
+    redis: RedisClient, settings: Settings
+) -> None:
+    runtime = await _runtime(redis, settings, ip=Rate(2, 60))
+    app = create_app(runtime)
+    async with api(runtime, "198.51.100.9") as http:  # spend the address's budget over HTTP
+        for _ in range(2):
+            await http.get("/openapi.json")
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": "/v1/realtime",
+        "raw_path": b"/v1/realtime",
+        "query_string": b"token=x",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("198.51.100.9", 5000),
+        "server": ("testserver", 80),
+        "subprotocols": [],
+        "state": {},
+    }
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": "rate_limited"}]

@@ -142,8 +142,8 @@ async def authenticate(runtime: Runtime, request: Request) -> Caller:
 
 
 async def _failed(request: Request) -> HTTPException:
-    """The 401 of a failed authentication, spent from the address's ``auth`` budget (429 when
-    that was its last)."""
+    """The 401 of a failed authentication, spent from the address's ``auth`` budget (429 instead
+    once the budget is spent)."""
     limiter = limiter_of(request)
     await limiter.hit(limiter.auth, client_address(request))
     return unauthorized()

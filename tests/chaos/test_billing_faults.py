@@ -74,15 +74,21 @@ def settings(settings: Settings) -> Settings:
     )
 
 
-async def _request(runtime: Runtime, owner: str, tools: list[str]) -> str | None:
-    """An execution of ``tools`` for ``owner`` (None when its fee was refused)."""
+async def _request(
+    runtime: Runtime, owner: str, tools: list[str], *, hang: bool = False
+) -> str | None:
+    """An execution of ``tools`` for ``owner`` (None when its fee was refused); with ``hang``,
+    its steps never answer: only a cancel ends it."""
     item = new_id("itm")
     inputs: list[dict[str, Any]] = [
         {"item_id": item, "source": f"https://youtu.be/{item[-11:]}", "lang": "en"}
     ]
     if tools[0] == "llm_prompt":
         inputs = [{"text": "A short statement. Another one follows it."}]
-    steps = [StepSpec(step_id=new_id("stp"), tool_id=t, prompt_text="Go.") for t in tools]
+    params: dict[str, Any] = {"sim": {"hang": True}} if hang else {}
+    steps = [
+        StepSpec(step_id=new_id("stp"), tool_id=t, prompt_text="Go.", params=params) for t in tools
+    ]
     event = ExecutionRequested(
         execution_id=new_execution_id(runtime.store.keys.partition(owner)),
         owner=owner,
@@ -162,6 +168,15 @@ async def test_money_adds_up_after_kills_redeliveries_and_cancels(runtime: Runti
             xid = await _request(runtime, owner, rng.choice(WORKFLOWS))
             if xid is not None:
                 executions[xid] = owner
+    # Faults that must land whatever the timing: executions only a cancel can end, and an owner
+    # whose balance pays the fee and nothing more.
+    hanging = [await _request(runtime, owners[0], ["llm_prompt"], hang=True) for _ in range(2)]
+    broke, _ = await accounts.create_account(runtime, name="broke", coins_micro=FEE)
+    owners.append(broke.account_id)
+    starved = await _request(runtime, broke.account_id, ["transcribe"])
+    for xid, owner in [(x, owners[0]) for x in hanging] + [(starved, broke.account_id)]:
+        assert xid is not None
+        executions[xid] = owner
     ids = list(executions)
 
     async def all_ended() -> dict[str, list[AnyEvent]]:
@@ -184,6 +199,9 @@ async def test_money_adds_up_after_kills_redeliveries_and_cancels(runtime: Runti
                     running = [x for x, h in (await all_ended()).items() if not is_terminal(h[-1])]
                     xid = rng.choice(running or ids)
                     await _cancel(runtime, executions[xid], xid)
+            for xid in hanging:
+                assert xid is not None
+                await _cancel(runtime, owners[0], xid)
             await eventually(
                 all_ended,
                 until=lambda hs: all(h and is_terminal(h[-1]) for h in hs.values()),

@@ -54,11 +54,11 @@ async def test_read_charges_admit_settle_and_sweep_on_every_node(runtime: Runtim
         await fees.admit(account_id, f"read:req_lost_{account_id}")  # its process dies
         assert served is not None
         assert released is not None
-        assert await fees.settle_now(served, served=True) == READ
-        assert await fees.settle_now(released, served=False) == 0
+        assert await fees.settle_now(served, served=True) == 0  # kept: taken at admission
+        assert await fees.settle_now(released, served=False) == READ  # given back
     # The lost ones (one per account, on every node) are found by one sweep over all partitions.
     assert await ReadFees(runtime).sweep(now_ms=2**50, grace_ms=GRACE_MS) == len(ids)
     for account_id in ids:
         assert await accounts.balance(runtime, account_id) == 100_000 - 2 * READ
         entries, _ = await accounts.ledger(runtime, account_id, limit=10, cursor=None)
-        assert [e.kind for e in entries] == ["read", "read", "credit"]
+        assert [e.kind for e in entries] == ["read_release", "read", "read", "read", "credit"]

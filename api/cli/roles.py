@@ -211,6 +211,6 @@ async def _print_banner(runtime: Runtime, host: str, port: int) -> None:
             "  try:",
             f"    export CS={base} KEY={api_key}",
             '    curl -s -X POST $CS/v1/items -H "Authorization: Bearer $KEY" \\',
-            '         -d \'{"source": "https://www.youtube.com/watch?v=dQw4w9WgXcQ"}\'',
+            '         --json \'{"source": "https://www.youtube.com/watch?v=dQw4w9WgXcQ"}\'',
         ]
     print("\n".join(lines) + "\n", flush=True)

@@ -4,6 +4,11 @@
     ├── ConfigError            a setting is missing or malformed (raised at start)
     ├── StoreError             Redis failed or answered something we cannot use
     │   └── StoreUnavailable   Redis could not be reached, or durability (WAIT) was not met
+    ├── ArchiveError           the archive tier (engine.archive) failed or holds something wrong
+    │   ├── ArchiveUnavailable the archive store could not be read or written (S3 errors, a full
+    │   │                      disk): archiving and trimming wait, nothing is lost
+    │   └── ArchiveCorrupt     an object does not match its checksum or the manifest, or two
+    │                          archivers wrote different bytes under one name
     ├── ConcurrencyConflict    an expected-version append found another seq (a stale writer)
     ├── NotFound               no such resource for this owner
     ├── InvalidRequest         input the engine refuses (bad id, unknown tool, …)
@@ -40,6 +45,23 @@ class StoreUnavailable(StoreError):
     """Redis is unreachable, or the configured durability could not be confirmed."""
 
     code = "unavailable"
+
+
+class ArchiveError(EngineError):
+    """The archive tier failed or holds something it should not."""
+
+    code = "internal"
+
+
+class ArchiveUnavailable(ArchiveError):
+    """The archive store could not be read or written (network, credentials, a full disk)."""
+
+    code = "unavailable"
+
+
+class ArchiveCorrupt(ArchiveError):
+    """An archived object does not match its checksum or the manifest, or a name already holds
+    other bytes than the ones about to be written there (two writers disagreeing)."""
 
 
 class ConcurrencyConflict(EngineError):

@@ -4,13 +4,15 @@
 secret (engine.credentials): on the embedded store a missing one is generated for the life of the
 process; on Redis a weak one refuses to start, and a missing one refuses to start the roles that
 need it (:meth:`Runtime.require_secrets`, called by ``api`` and ``serve``). Nothing secret is ever
-written to Redis, and the admin token is kept only as its hash.
+written to Redis, and the admin token is kept only as its hash. It also opens the archive store
+when ``CLIPSTREAM_ARCHIVE_URL`` names one (``archive``; None without: engine.archive).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.archive.stores import ArchiveStore, open_archive
 from engine.connection import RedisClient, connect
 from engine.credentials import AdminToken, JwtKeys, Resolved, resolve
 from engine.errors import ConfigError
@@ -24,6 +26,7 @@ class Runtime:
     redis: RedisClient
     store: EventStore
     secrets: Resolved
+    archive: ArchiveStore | None = None
 
     @classmethod
     async def open(cls, settings: Settings, redis: RedisClient | None = None) -> Runtime:
@@ -39,7 +42,8 @@ class Runtime:
         client = connect(settings) if redis is None else redis
         store = EventStore(client, settings)
         await store.open()
-        return cls(settings, client, store, resolved)
+        archive = open_archive(settings.archive_url) if settings.archive_url else None
+        return cls(settings, client, store, resolved, archive)
 
     def require_secrets(self) -> None:
         """ConfigError unless both secrets are set: the API refuses to start without them."""

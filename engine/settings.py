@@ -43,7 +43,15 @@ misconfigured process fails at start instead of misbehaving later.
                                   together (set it alike on every worker); 0: no cap    (0)
     CLIPSTREAM_BATCH              entries read per call by workers and projectors       (200)
     CLIPSTREAM_SCHEDULER_INTERVAL_MS  how often a scheduler looks for due schedules     (1000)
-    CLIPSTREAM_RETENTION_DAYS     how long a finished execution's stream is kept        (30)
+    CLIPSTREAM_RETENTION_DAYS     how long a finished execution's stream is kept when
+                                  there is no archive                                  (30)
+    CLIPSTREAM_ARCHIVE_URL        where the archive tier lives: file:///dir, s3://bucket/prefix or
+                                  memory:// (engine.archive.stores); unset: no archive, nothing that
+                                  replay needs is trimmed (the embedded store: memory://)
+    CLIPSTREAM_HOT_SECONDS        how long log entries, finished executions' streams, feed and
+                                  ledger entries stay in Redis (archived ones beyond it)  (3600)
+    CLIPSTREAM_VIEW_RETENTION_SECONDS  views of executions finished longer ago are evicted
+                                  (read back from the archive on demand); 0: kept      (0)
     CLIPSTREAM_WAIT_REPLICAS      replicas that must confirm an append before 202       (0)
     CLIPSTREAM_WAIT_TIMEOUT_MS    how long to wait for them before answering 503        (1000)
     CLIPSTREAM_MAX_BODY_BYTES     largest request body accepted                         (1048576)
@@ -171,6 +179,9 @@ class Settings:
     batch: int = 200
     scheduler_interval_ms: int = 1_000
     retention_days: int = 30
+    archive_url: str | None = None
+    hot_seconds: int = 3_600
+    view_retention_seconds: int = 0  # 0: views are kept
     wait_replicas: int = 0
     wait_timeout_ms: int = 1_000
     max_body_bytes: int = 1_048_576
@@ -187,6 +198,23 @@ class Settings:
     @property
     def retention_ms(self) -> int:
         return self.retention_days * 86_400_000
+
+    @property
+    def hot_ms(self) -> int:
+        """The hot window: how long archived history also stays in Redis."""
+        return self.hot_seconds * 1000
+
+    @property
+    def archived(self) -> bool:
+        """True when an archive tier is configured (``clipstream serve`` on the embedded store
+        configures ``memory://`` when none is given)."""
+        return self.archive_url is not None
+
+    @property
+    def stream_retention_ms(self) -> int:
+        """How long a finished execution's own stream is kept: the hot window when an archive
+        holds its events (they stay in the partition log until archived), else the retention."""
+        return max(self.hot_ms, 1) if self.archived else self.retention_ms
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -217,6 +245,11 @@ class Settings:
                 "SCHEDULER_INTERVAL_MS", _int_in(50, 3_600_000), 1_000
             ),
             retention_days=reader.get("RETENTION_DAYS", _int_in(1, 3650), 30),
+            archive_url=reader.get("ARCHIVE_URL", _archive_url, None),
+            hot_seconds=reader.get("HOT_SECONDS", _int_in(0, 365 * 86_400), 3_600),
+            view_retention_seconds=reader.get(
+                "VIEW_RETENTION_SECONDS", _int_in(0, 10 * 365 * 86_400), 0
+            ),
             wait_replicas=reader.get("WAIT_REPLICAS", _int_in(0, 16), 0),
             wait_timeout_ms=reader.get("WAIT_TIMEOUT_MS", _int_in(1, 60_000), 1_000),
             max_body_bytes=reader.get("MAX_BODY_BYTES", _int_in(1024, 1 << 30), 1_048_576),
@@ -288,6 +321,12 @@ class _Reader:
 def _redis_url(raw: str) -> str:
     if not re.match(r"^(redis|rediss|unix)://", raw):
         raise ValueError("expected redis://, rediss:// or unix://")
+    return raw
+
+
+def _archive_url(raw: str) -> str:
+    if not re.match(r"^(file:///.|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/|$)|memory://$)", raw):
+        raise ValueError("expected file:///absolute/dir, s3://bucket[/prefix] or memory://")
     return raw
 
 

@@ -42,8 +42,9 @@ _decoder = msgspec.json.Decoder(FeedSummary)
 
 
 def feed_key(keys: Keys, partition: int, owner: str) -> str:
-    """The feed stream of ``owner``, whose partition is ``partition``."""
-    return f"{keys.tag(partition)}:feed:{owner}"
+    """The feed stream of ``owner``, whose partition is ``partition`` (named by engine.log.keys,
+    whose archiver keeps the feeds to their window)."""
+    return keys.feed(partition, owner)
 
 
 def owner_feed_key(keys: Keys, owner: str) -> str:

@@ -190,3 +190,21 @@ async def checkpoints(
         raw = await redis.get(Namespace(keys, p, version).ckpt)
         out[p] = "0-0" if raw is None else as_str(raw)
     return out
+
+
+async def checkpoint_positions(redis: RedisClient, keys: Keys, partition: int) -> dict[str, str]:
+    """The log position of every projection version the archiver must not trim past in
+    ``partition`` (engine.archive.trim.Consumers): the live version (``"0-0"`` before its first
+    fold), every older one still present (until ``replay --drop-previous`` or ``drop`` removes
+    it) and a rebuilt one not switched to yet."""
+    live = await current_version(redis, keys)
+    versions = list(range(1, live + 2))
+    pipe = redis.pipeline(transaction=False)
+    for version in versions:
+        pipe.get(Namespace(keys, partition, version).ckpt)
+    raws = await pipe.execute()
+    out = {f"projection v{live}": "0-0"}
+    for version, raw in zip(versions, raws, strict=True):
+        if raw is not None:
+            out[f"projection v{version}"] = as_str(raw)
+    return out

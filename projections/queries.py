@@ -7,7 +7,8 @@ every call, so a ``replay.switch`` is seen at once.
 
 Read-your-writes: when an execution's view is missing (the projector has not caught up with a
 request just accepted), its own stream is folded on the fly, so a GET right after the 202 never
-answers 404.
+answers 404. An execution whose view was evicted (view retention) and whose stream expired is
+folded the same way from its events in the archive (engine.archive.reader): slower, still correct.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any, TypeVar
 
 import orjson
 
+from engine.archive import reader
 from engine.connection import as_str
-from engine.errors import InvalidRequest, StoreError
+from engine.errors import ArchiveError, InvalidRequest, StoreError
 from engine.language import valid_lang
 from engine.log.events import AnyEvent, ExecutionRequested
 from engine.log.ids import execution_partition, is_id, run_execution_id
@@ -83,10 +85,14 @@ class Queries:
             return None
         return view
 
+    async def _events(self, execution_id: str) -> list[AnyEvent]:
+        """The execution's events: its stream, or the archive once the stream has expired."""
+        return await reader.execution_history(self.store, self.runtime.archive, execution_id)
+
     async def _fold_stream(self, execution_id: str) -> ExecutionView | None:
         try:
-            events = await self.store.log.history(execution_id)
-        except StoreError:
+            events = await self._events(execution_id)
+        except (StoreError, ArchiveError):
             return None
         if not events:
             return None
@@ -99,7 +105,7 @@ class Queries:
         """The events of an owned execution, in order; None when not the owner's."""
         if not self._owns_partition(owner, execution_id):
             return None
-        events = await self.store.log.history(execution_id)
+        events = await self._events(execution_id)
         first = events[0] if events else None
         if not isinstance(first, ExecutionRequested) or first.owner != owner:
             return None

@@ -1,5 +1,5 @@
-"""The ``clipstream`` command: the roles (serve, api, worker, projector, scheduler) and operator
-tools.
+"""The ``clipstream`` command: the roles (serve, api, worker, projector, scheduler, archiver) and
+operator tools.
 
 Every command reads its configuration once from ``CLIPSTREAM_*`` (see engine.settings). With no
 ``CLIPSTREAM_REDIS_URL`` the roles run on an embedded in-memory store, which only ``serve`` can
@@ -9,6 +9,7 @@ This module parses the arguments, reads the settings and maps errors to exit cod
 lives with its own concern, which adds its parser and names its handler:
 
     roles.py      serve, api, worker, projector, scheduler
+    archive.py    archiver (the role), archive status | verify | export
     operators.py  history, tail, status, dead-letters, replay
     accounts.py   accounts create | credit | token | key | revoke | audit
     runner.py     running a command's coroutine (uvloop) and stopping it on a signal
@@ -22,7 +23,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from api.cli import accounts, operators, roles
+from api.cli import accounts, archive, operators, roles
 from api.cli.runner import Handler
 from engine.errors import ConfigError, EngineError
 from engine.settings import Settings
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     roles.add_parsers(sub)
+    archive.add_parsers(sub)
     operators.add_parsers(sub)
     accounts.add_parser(sub)
     return parser

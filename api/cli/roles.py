@@ -1,5 +1,5 @@
 """The roles: ``serve`` (all of them in one process), ``api``, ``worker``, ``projector`` and
-``scheduler``, each running until SIGTERM or SIGINT.
+``scheduler``, each running until SIGTERM or SIGINT (``archiver``: api.cli.archive).
 
 A single role needs a real Redis (``CLIPSTREAM_REDIS_URL``); only ``serve`` can share the
 embedded in-memory store between its roles, and on it prints a demo account to start with.
@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import anyio
 
+from api.cli.archive import archiver_role
 from api.cli.redact import redact_tokens_in_server_logs, safe_url
-from api.cli.runner import Subcommands, run, until_signal
+from api.cli.runner import Subcommands, run, run_role
 from engine.runtime import Runtime
 from engine.settings import Settings
 
@@ -35,7 +36,9 @@ def add_parsers(sub: Subcommands) -> None:
         return p
 
     with_address(
-        sub.add_parser("serve", help="API, worker, projector and scheduler in one process")
+        sub.add_parser(
+            "serve", help="API, worker, projector, scheduler and archiver in one process"
+        )
     ).set_defaults(handler=_serve_command)
     with_address(
         sub.add_parser("api", help="the HTTP API only (needs CLIPSTREAM_REDIS_URL)")
@@ -56,6 +59,9 @@ def add_parsers(sub: Subcommands) -> None:
 
 
 def _serve_command(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.embedded and settings.archive_url is None:
+        # The embedded store keeps its archive in memory too: bounded Redis, same process.
+        settings = replace(settings, archive_url="memory://")
     run(_serve_all, settings, args.host, args.port)
     return 0
 
@@ -66,35 +72,21 @@ def _api_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _worker_command(settings: Settings, args: argparse.Namespace) -> int:
-    run(_run_role, settings, functools.partial(_worker_role, worker_id=args.worker_id))
+    run(run_role, settings, functools.partial(_worker_role, worker_id=args.worker_id))
     return 0
 
 
 def _projector_command(settings: Settings, args: argparse.Namespace) -> int:
-    run(_run_role, settings, _projector_role)
+    run(run_role, settings, _projector_role)
     return 0
 
 
 def _scheduler_command(settings: Settings, args: argparse.Namespace) -> int:
-    run(_run_role, settings, _scheduler_role)
+    run(run_role, settings, _scheduler_role)
     return 0
 
 
 # -- the roles -----------------------------------------------------------------------------------
-
-
-async def _run_role(
-    settings: Settings, role: Callable[[Runtime, anyio.Event], Awaitable[None]]
-) -> None:
-    runtime = await Runtime.open(settings)
-    stop = anyio.Event()
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(until_signal, stop)
-            await role(runtime, stop)
-            tg.cancel_scope.cancel()
-    finally:
-        await runtime.close()
 
 
 async def _worker_role(runtime: Runtime, stop: anyio.Event, worker_id: str | None = None) -> None:
@@ -165,7 +157,7 @@ async def _run_api(settings: Settings, host: str, port: int) -> None:
 
 
 async def _serve_all(settings: Settings, host: str, port: int) -> None:
-    """API, worker, projector and scheduler in one process, sharing one store."""
+    """API, worker, projector, scheduler and archiver in one process, sharing one store."""
     runtime = await Runtime.open(settings)
     stop = anyio.Event()
     try:
@@ -175,6 +167,7 @@ async def _serve_all(settings: Settings, host: str, port: int) -> None:
             tg.start_soon(_worker_role, runtime, stop)
             tg.start_soon(_projector_role, runtime, stop)
             tg.start_soon(_scheduler_role, runtime, stop)
+            tg.start_soon(archiver_role, runtime, stop)
             # uvicorn handles SIGINT/SIGTERM itself; when it returns, the other roles stop.
             await _serve_api(runtime, host, port)
             stop.set()
@@ -196,6 +189,7 @@ async def _print_banner(runtime: Runtime, host: str, port: int) -> None:
         )
     else:
         lines.append(f"  store:        {safe_url(settings.redis_url or '')}")
+    lines.append(f"  archive:      {_archive_line(runtime)}")
     lines.append(f"  api:          {base}")
     lines.append(f"  dashboard:    {base}/ (sign in with a session JWT)")
     if runtime.generated_admin_token is not None:  # only the one this process made, once
@@ -214,3 +208,16 @@ async def _print_banner(runtime: Runtime, host: str, port: int) -> None:
             '         --json \'{"source": "https://www.youtube.com/watch?v=dQw4w9WgXcQ"}\'',
         ]
     print("\n".join(lines) + "\n", flush=True)
+
+
+def _archive_line(runtime: Runtime) -> str:
+    """Where the archive tier is, for the banner."""
+    archive, hot = runtime.archive, runtime.settings.hot_seconds
+    if archive is None:
+        return (
+            "NONE - nothing replay needs is ever trimmed, so Redis grows without bound "
+            "(set CLIPSTREAM_ARCHIVE_URL to file:///dir or s3://bucket/prefix)"
+        )
+    if archive.url == "memory://":
+        return f"in this process's memory (lost when it stops); Redis keeps the last {hot}s"
+    return f"{archive.url}; Redis keeps the last {hot}s"

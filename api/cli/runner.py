@@ -11,6 +11,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import anyio
 
+from engine.runtime import Runtime
 from engine.settings import Settings
 
 log = logging.getLogger("clipstream")
@@ -42,3 +43,18 @@ async def until_signal(stop: anyio.Event) -> None:
             log.info("received %s: stopping gracefully", signal.Signals(signum).name)
             stop.set()
             return
+
+
+async def run_role(
+    settings: Settings, role: Callable[[Runtime, anyio.Event], Awaitable[None]]
+) -> None:
+    """Open a runtime and run one role on it until SIGTERM or SIGINT."""
+    runtime = await Runtime.open(settings)
+    stop = anyio.Event()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(until_signal, stop)
+            await role(runtime, stop)
+            tg.cancel_scope.cancel()
+    finally:
+        await runtime.close()

@@ -88,6 +88,17 @@ def execution_partition(execution_id: str) -> int:
     return int(m.group("partition"))
 
 
+def id_time_ms(value: str) -> int | None:
+    """The creation time (ms) a well-formed id carries in its time-ordered half; None otherwise."""
+    m = _EXECUTION.match(value) or _SIMPLE.match(value)
+    if m is None:
+        return None
+    ms = 0
+    for char in m.group("body")[:10]:
+        ms = ms * 32 + _ALPHABET.index(char)
+    return ms
+
+
 def run_id(execution_id: str) -> str:
     """The public id of the schedule run that is execution ``execution_id``."""
     m = _EXECUTION.match(execution_id)

@@ -41,6 +41,14 @@ build on, so every name is still spelled here and still carries the partition's 
                                        flight until that execution is terminal)
     {prefix}{{pN}}:schseen:{schedule}  hash: video id -> ``{run execution id} {execution id}`` of
                                        every video a run of the schedule processed
+    {prefix}{{pN}}:feed:{owner}        stream: the owner's realtime feed (projections.feed)
+    {prefix}{{pN}}:accounts            set: the partition's accounts (whose ledgers and feeds the
+                                       archiver keeps to their hot window)
+    {prefix}{{pN}}:archive             hash: the archive's position and health for the partition,
+                                       mirrored from its manifest (engine.archive)
+    {prefix}{{pN}}:archive:lease       string: the archiver holding the partition (SET NX PX)
+    {prefix}{{pN}}:charges:open        hash: execution id -> charge ids already archived while
+                                       the execution ran, forgotten from ``charges`` when it ends
     {prefix}{{pN}}:v{n}:...            projection namespace n (views, indexes, checkpoint)
 """
 
@@ -163,6 +171,23 @@ class Keys:
 
     def schedule_seen(self, owner_id: str, schedule_id: str) -> str:
         return f"{self.tag(self.partition(owner_id))}:schseen:{schedule_id}"
+
+    def feed(self, partition: int, owner_id: str) -> str:
+        """The realtime feed of ``owner_id``, whose partition is ``partition``."""
+        return f"{self.tag(partition)}:feed:{owner_id}"
+
+    # -- retention and the archive (engine.archive) ----------------------------------------------
+    def accounts(self, partition: int) -> str:
+        return f"{self.tag(partition)}:accounts"
+
+    def archive(self, partition: int) -> str:
+        return f"{self.tag(partition)}:archive"
+
+    def archive_lease(self, partition: int) -> str:
+        return f"{self.tag(partition)}:archive:lease"
+
+    def open_charges(self, partition: int) -> str:
+        return f"{self.tag(partition)}:charges:open"
 
     # -- projections ------------------------------------------------------------------------------
     def view_ns(self, partition: int, version: int) -> str:

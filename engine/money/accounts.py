@@ -42,13 +42,16 @@ MAX_NAME = 200
 MAX_MICRO = 10**15
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
-# Create the record, set the opening balance and record it as the first credit, all or nothing.
+# Create the record, set the opening balance and record it as the first credit, and list the
+# account in its partition (whose ledgers and feeds the archiver keeps), all or nothing.
 # KEYS[1] account hash  KEYS[2] balance  KEYS[3] ledger  KEYS[4] applied charges
+# KEYS[5] the partition's accounts
 # ARGV[1] account id  ARGV[2] name  ARGV[3] created at ms  ARGV[4] coins (micro)  ARGV[5] charge id
 # -> 1, or 0 when the account already exists
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'account_id', ARGV[1], 'name', ARGV[2], 'created_at', ARGV[3])
+redis.call('SADD', KEYS[5], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[4])
 if tonumber(ARGV[4]) > 0 then
   redis.call('HSET', KEYS[4], ARGV[5], ARGV[4])
@@ -124,6 +127,7 @@ def _money_keys(runtime: Runtime, account_id: str) -> list[str]:
         keys.balance(account_id),
         keys.ledger(account_id),
         keys.charges(keys.partition(account_id)),
+        keys.accounts(keys.partition(account_id)),
     ]
 
 

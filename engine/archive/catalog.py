@@ -1,0 +1,72 @@
+"""Reading what a partition's archive holds: its latest manifest and its segments, each checked
+against the sha256 the manifest records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from engine.archive import manifest as mf
+from engine.archive.segments import (
+    LedgerSegmentInfo,
+    SegmentInfo,
+    decompress,
+    ledger_rows,
+    log_rows,
+)
+from engine.archive.stores import ArchiveStore
+from engine.errors import ArchiveCorrupt
+
+
+async def manifest_names(archive: ArchiveStore, partition: int) -> list[tuple[int, str]]:
+    """Every manifest generation of ``partition`` with its object name, oldest first."""
+    found = []
+    for name in await archive.list(mf.manifest_dir(partition)):
+        generation = mf.generation_of(name)
+        if generation is not None:
+            found.append((generation, name))
+    return sorted(found)
+
+
+async def latest_manifest(archive: ArchiveStore, partition: int) -> mf.Manifest:
+    """The highest generation of ``partition``'s manifest (an empty one when none was written)."""
+    names = await manifest_names(archive, partition)
+    if not names:
+        return mf.Manifest(partition=partition)
+    generation, name = names[-1]
+    data = await archive.get(name)
+    if data is None:  # pruned between the listing and the read: list again
+        return await latest_manifest(archive, partition)
+    try:
+        manifest = mf.decode(data)
+    except Exception as exc:
+        raise ArchiveCorrupt(f"{name} is not a readable manifest: {exc}") from exc
+    if manifest.partition != partition or manifest.generation != generation:
+        raise ArchiveCorrupt(f"{name} names partition {manifest.partition} generation "
+                             f"{manifest.generation}")  # fmt: skip
+    return manifest
+
+
+async def segment_bytes(archive: ArchiveStore, info: SegmentInfo | LedgerSegmentInfo) -> bytes:
+    """A segment's lines, decompressed; ArchiveCorrupt when it is missing or its bytes do not
+    match the manifest's sha256."""
+    data = await archive.get(info.name)
+    if data is None:
+        raise ArchiveCorrupt(f"{info.name} is listed in the manifest but missing")
+    try:
+        return decompress(data, info.sha256)
+    except ArchiveCorrupt as exc:
+        raise ArchiveCorrupt(f"{info.name}: {exc}") from exc
+
+
+async def log_segment(
+    archive: ArchiveStore, info: SegmentInfo
+) -> Iterator[tuple[str, dict[bytes, bytes]]]:
+    """The (entry id, fields) rows of a log segment."""
+    return log_rows(await segment_bytes(archive, info))
+
+
+async def ledger_segment(
+    archive: ArchiveStore, info: LedgerSegmentInfo
+) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """The (account, entry id, fields) rows of a ledger segment."""
+    return ledger_rows(await segment_bytes(archive, info))

@@ -1,0 +1,230 @@
+"""Reading history across the two tiers: the archive first, then the hot tail in Redis.
+
+    log_pages          a partition log after a position (replay, export)
+    ledger_rows        an account's whole ledger, oldest first (the audit)
+    ledger_page        a page of an account's ledger, newest first (``GET /v1/me/ledger``)
+    execution_history  one execution's events when its own stream has expired
+
+Each reader copes with the archiver trimming while it reads: the archiver records how far it is
+about to trim (``{pN}:archive`` ``trimmed_below``, ``ledger_through``) *before* trimming, and a
+reader checks it again *after* reading the hot tail; when it moved past what the reader took from
+the archive, the reader goes back to the archive for the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from engine.archive import catalog
+from engine.archive.manifest import Manifest
+from engine.archive.segments import id_key, parse_id, successor
+from engine.archive.stores import ArchiveStore
+from engine.connection import as_str
+from engine.errors import ArchiveCorrupt, StoreUnavailable
+from engine.log.entries import Entry, entry_from_row
+from engine.log.events import AnyEvent, ExecutionRequested, is_terminal
+from engine.log.ids import execution_partition, id_time_ms
+from engine.log.store import EventStore
+
+PAGE = 10_000
+# How far from the time in its id an execution's ExecutionRequested may be in the log (the API's
+# clock against Redis's): past this window an id is taken for one that never existed.
+ID_SKEW_MS = 300_000
+
+
+async def _mirror(store: EventStore, partition: int, field: str) -> str | None:
+    try:
+        raw = await store.redis.hget(store.keys.archive(partition), field)
+    except RedisError as exc:
+        raise StoreUnavailable(str(exc)) from exc
+    return as_str(raw) if raw else None
+
+
+async def _trimmed_past(store: EventStore, partition: int, position: str) -> bool:
+    """True when the archiver may have trimmed entries right after ``position``."""
+    trimmed = await _mirror(store, partition, "trimmed_below")
+    return trimmed is not None and id_key(trimmed) > id_key(successor(position))
+
+
+# -- the log -------------------------------------------------------------------------------------
+
+
+async def log_pages(
+    store: EventStore,
+    archive: ArchiveStore | None,
+    partition: int,
+    after: str = "0-0",
+    page: int = PAGE,
+) -> AsyncIterator[list[Entry]]:
+    """The entries of ``partition``'s log strictly after ``after``, in order, in pages: the
+    archived ones from their segments, then the hot tail from Redis."""
+    position = after
+    while True:
+        if archive is not None:
+            manifest = await catalog.latest_manifest(archive, partition)
+            async for entries in _archived_pages(archive, manifest, position, page):
+                position = entries[-1].entry_id
+                yield entries
+            if id_key(manifest.position) > id_key(position):
+                position = manifest.position  # the rest of the last segment was before `after`
+        try:
+            while True:
+                entries = await store.log.read_log(partition, position, page)
+                if archive is not None and await _trimmed_past(store, partition, position):
+                    raise _BackToArchive
+                if not entries:
+                    return
+                position = entries[-1].entry_id
+                yield entries
+        except _BackToArchive:
+            assert archive is not None
+            if id_key((await catalog.latest_manifest(archive, partition)).position) <= id_key(
+                position
+            ):
+                raise ArchiveCorrupt(
+                    f"partition {partition}: entries after {position} were trimmed from Redis "
+                    "but are not in the archive"
+                ) from None
+
+
+class _BackToArchive(Exception):
+    """The archiver trimmed past the reader's position while it read the hot tail."""
+
+
+async def _archived_pages(
+    archive: ArchiveStore, manifest: Manifest, after: str, page: int
+) -> AsyncIterator[list[Entry]]:
+    low = id_key(after)
+    for info in manifest.segments:
+        if id_key(info.last) <= low:
+            continue
+        batch: list[Entry] = []
+        for entry_id, fields in await catalog.log_segment(archive, info):
+            if id_key(entry_id) <= low:
+                continue
+            batch.append(entry_from_row(entry_id, fields))
+            if len(batch) >= page:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+# -- ledgers -------------------------------------------------------------------------------------
+
+LedgerRow = tuple[str, dict[str, str]]  # entry id, fields
+
+
+async def _hot_ledger(
+    store: EventStore, account: str, *, top: str = "+", limit: int | None = None
+) -> tuple[int, list[LedgerRow]]:
+    """(ledger_through, the account's hot ledger entries after it, newest first), consistent
+    with each other."""
+    partition = store.keys.partition(account)
+    while True:
+        through = int(await _mirror(store, partition, "ledger_through") or 0)
+        try:
+            rows = await store.redis.xrevrange(
+                store.keys.ledger(account), max=top, min=f"{through + 1}-0", count=limit
+            )
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if int(await _mirror(store, partition, "ledger_through") or 0) == through:
+            return through, [
+                (as_str(i), {as_str(k): as_str(v) for k, v in f.items()}) for i, f in rows
+            ]
+
+
+async def _archived_ledger(
+    archive: ArchiveStore, partition: int, account: str, through: int, *, newest_first: bool
+) -> AsyncIterator[list[LedgerRow]]:
+    """The account's archived ledger entries, segment by segment (only segments through
+    ``through``: what the hot read left out)."""
+    manifest = await catalog.latest_manifest(archive, partition)
+    segments = [s for s in manifest.ledger_segments if s.through_ms <= through]
+    if newest_first:
+        segments.reverse()
+    for info in segments:
+        if account not in info.accounts:
+            continue
+        rows = [(i, f) for a, i, f in await catalog.ledger_segment(archive, info) if a == account]
+        if newest_first:
+            rows.reverse()
+        if rows:
+            yield rows
+
+
+async def ledger_rows(
+    store: EventStore, archive: ArchiveStore | None, account: str
+) -> list[LedgerRow]:
+    """The account's whole ledger, oldest first: archived entries, then the hot ones."""
+    through, hot = await _hot_ledger(store, account)
+    rows: list[LedgerRow] = []
+    if archive is not None and through:
+        partition = store.keys.partition(account)
+        async for chunk in _archived_ledger(
+            archive, partition, account, through, newest_first=False
+        ):
+            rows.extend(chunk)
+    rows.extend(reversed(hot))
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPage:
+    rows: list[LedgerRow]
+    next_cursor: str | None
+
+
+async def ledger_page(
+    store: EventStore, archive: ArchiveStore | None, account: str, limit: int, cursor: str | None
+) -> LedgerPage:
+    """Up to ``limit`` entries of the account's ledger before ``cursor`` (an entry id), newest
+    first: the hot ones, then on into the archive."""
+    top = f"({cursor}" if cursor else "+"
+    through, rows = await _hot_ledger(store, account, top=top, limit=limit + 1)
+    if len(rows) <= limit and archive is not None and through:
+        below = id_key(cursor) if cursor else (2**63, 0)
+        partition = store.keys.partition(account)
+        async for chunk in _archived_ledger(
+            archive, partition, account, through, newest_first=True
+        ):
+            rows.extend(r for r in chunk if id_key(r[0]) < below)
+            if len(rows) > limit:
+                break
+    page = rows[:limit]
+    return LedgerPage(page, page[-1][0] if len(rows) > limit else None)
+
+
+# -- one execution -------------------------------------------------------------------------------
+
+
+async def execution_history(
+    store: EventStore, archive: ArchiveStore | None, execution_id: str
+) -> list[AnyEvent]:
+    """The execution's events, in order: its own stream while Redis keeps it, else found in the
+    partition log (archive, then hot tail) from the time its id carries. Empty when unknown."""
+    events = await store.log.history(execution_id)
+    born = id_time_ms(execution_id)
+    if events or archive is None or born is None:
+        return events
+    partition = execution_partition(execution_id)
+    needle = f'"execution_id":"{execution_id}"'.encode()
+    start = max(0, born - ID_SKEW_MS)
+    found: list[AnyEvent] = []
+    async for entries in log_pages(store, archive, partition, f"{start}-0", page=2_000):
+        for entry in entries:
+            if needle not in entry.raw or entry.event is None:
+                continue
+            if entry.event.execution_id == execution_id and entry.event.seq == len(found) + 1:
+                found.append(entry.event)
+                if is_terminal(entry.event):
+                    return found
+        if not found and parse_id(entries[-1].entry_id)[0] > born + ID_SKEW_MS:
+            return []  # no such execution: it would have been requested by now
+    if found and not isinstance(found[0], ExecutionRequested):
+        return []
+    return found

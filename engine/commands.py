@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import get_args
 
+from engine.archive import reader
 from engine.errors import ConcurrencyConflict, EngineError, InvalidRequest, NotFound
 from engine.language import DEFAULT_LANG, LANG_HINT, canonical_lang, valid_lang
 from engine.log.admission import Accepted
@@ -200,7 +201,8 @@ async def cancel(runtime: Runtime, owner: str, execution_id: str, *, reason: str
         raise NotFound("no such execution")
     store = runtime.store
     for _ in range(_CANCEL_ATTEMPTS):
-        history = await store.log.history(execution_id)
+        # Once a finished execution's stream has expired, its history is in the archive.
+        history = await reader.execution_history(store, runtime.archive, execution_id)
         first = history[0] if history else None
         if not isinstance(first, ExecutionRequested) or first.owner != owner:
             raise NotFound("no such execution")

@@ -1,7 +1,8 @@
 """Rebuild every projection from the logs into a new version beside the live one, compare the two,
 switch, and drop old versions. No printing here: the CLI draws the progress bar and the report.
 
-A rebuild reads each partition log from the start in pages of 10,000 (XRANGE), folds in memory
+A rebuild reads each partition log from the start in pages of 10,000 (its archived segments, then
+the hot tail in Redis: engine.archive.reader.log_pages), folds in memory
 with the same code as the live projector (``projections.batch``), and writes the views, indexes
 and checkpoint of version ``current + 1`` in batches, the checkpoint last. After
 ``switch`` the live projectors continue from the new namespace's checkpoints, so events appended
@@ -15,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from engine.archive import reader
+from engine.archive.catalog import latest_manifest
 from engine.connection import as_str
 from engine.errors import InvalidRequest, StoreError
 from engine.runtime import Runtime
@@ -108,7 +111,7 @@ async def rebuild(
     chosen = list(partitions if partitions is not None else store.partitions)
     total = 0
     for p in chosen:
-        total += await store.log.log_length(p)
+        total += await store.log.log_length(p) + await _archived(runtime, p)
     done = events = executions = skipped = gaps = 0
     if progress is not None:
         progress(0, total)
@@ -116,10 +119,7 @@ async def rebuild(
         views: dict[str, ExecutionView] = {}
         after = "0-0"
         part_skipped = 0
-        while True:
-            entries = await store.log.read_log(p, after, PAGE)
-            if not entries:
-                break
+        async for entries in reader.log_pages(store, runtime.archive, p, "0-0", PAGE):
             folded = fold_entries(views, entries)
             await repair(store, views, folded)
             events += folded.events
@@ -144,6 +144,13 @@ async def rebuild(
         gaps=gaps,
         seconds=time.perf_counter() - started,
     )
+
+
+async def _archived(runtime: Runtime, partition: int) -> int:
+    """Entries of ``partition`` in the archive (for the progress bar; some may also be hot)."""
+    if runtime.archive is None:
+        return 0
+    return (await latest_manifest(runtime.archive, partition)).entries
 
 
 async def _write_namespace(

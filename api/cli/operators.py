@@ -83,6 +83,7 @@ def _replay_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _history(settings: Settings, execution_id: str) -> int:
+    from engine.archive import reader
     from engine.log import codec
     from engine.log.ids import is_id
 
@@ -91,11 +92,11 @@ async def _history(settings: Settings, execution_id: str) -> int:
         return 2
     runtime = await Runtime.open(settings)
     try:
-        events = await runtime.store.log.history(execution_id)
+        events = await reader.execution_history(runtime.store, runtime.archive, execution_id)
     finally:
         await runtime.close()
     if not events:
-        print(f"{execution_id}: no events (unknown, or expired after retention)", file=sys.stderr)
+        print(f"{execution_id}: no events (unknown, or expired and not archived)", file=sys.stderr)
         return 1
     for event in events:
         print(codec.encode(event).decode())

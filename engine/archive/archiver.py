@@ -153,12 +153,14 @@ class Archiver:
         await self._maintain_leases()
         worked = False
         for p in list(self._held):
-            if await self._partition(p):
+            if await self.archive_partition(p):
                 worked = True
         return worked
 
     # -- one partition ----------------------------------------------------------------------------
-    async def _partition(self, partition: int) -> bool:
+    async def archive_partition(self, partition: int) -> bool:
+        """One pass over a partition this archiver holds: copy, commit, mirror, trim. True when a
+        log segment was archived. Archive errors are recorded, not raised."""
         held = self._held[partition]
         worked = False
         try:
@@ -179,7 +181,7 @@ class Archiver:
     async def _copy(self, partition: int, held: _Held, archive: ArchiveStore) -> bool:
         copier = self._copier(archive)
         now = await redis_time_ms(self.redis)
-        await self._check_no_gap(partition, held.manifest)
+        await self._check_no_gap(partition, held, archive)
         recover, held.recover = held.recover, False
         worked = False
         for n in range(SEGMENTS_PER_PASS):
@@ -208,14 +210,19 @@ class Archiver:
                 )
         return worked
 
-    async def _check_no_gap(self, partition: int, manifest: mf.Manifest) -> None:
-        """ArchiveCorrupt when Redis trimmed past what this archive holds (the archive was
-        replaced or lost): archiving on would leave a gap."""
-        trimmed = await self.redis.hget(self.store.keys.archive(partition), "trimmed_below")
-        if trimmed and id_key(as_str(trimmed)) > id_key(successor(manifest.position)):
+    async def _check_no_gap(self, partition: int, held: _Held, archive: ArchiveStore) -> None:
+        """Catch up with what another archiver committed meanwhile; ArchiveCorrupt when Redis was
+        trimmed past what this archive holds (the archive was replaced or lost): archiving on
+        would leave a gap."""
+        raw = await self.redis.hget(self.store.keys.archive(partition), "trimmed_below")
+        trimmed = as_str(raw) if raw else "0-0"
+        if id_key(trimmed) <= id_key(successor(held.manifest.position)):
+            return
+        held.manifest = await latest_manifest(archive, partition)
+        if id_key(trimmed) > id_key(successor(held.manifest.position)):
             raise ArchiveCorrupt(
-                f"partition {partition}: the log was trimmed below {as_str(trimmed)} but this "
-                f"archive ends at {manifest.position}: it is not the archive those entries went to"
+                f"partition {partition}: the log was trimmed below {trimmed} but this archive "
+                f"ends at {held.manifest.position}: it is not the archive those entries went to"
             )
 
     async def _trim(self, partition: int, held: _Held) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 from redis.exceptions import RedisError
 
+from engine.archive import reader
 from engine.clock import now_ms
 from engine.connection import as_str
 from engine.errors import IdempotencyMismatch, InvalidRequest, NotFound, StoreUnavailable
@@ -212,10 +213,9 @@ async def credit(runtime: Runtime, account_id: str, coins_micro: int, *, credit_
     return int(as_str(value))
 
 
-def _ledger_entry(entry_id: bytes | str, fields: dict[bytes | str, bytes | str]) -> LedgerEntry:
-    values = {as_str(k): as_str(v) for k, v in fields.items()}
+def _ledger_entry(entry_id: str, values: dict[str, str]) -> LedgerEntry:
     return LedgerEntry(
-        entry_id=as_str(entry_id),
+        entry_id=entry_id,
         charge_id=values.get("charge_id", ""),
         kind=values.get("kind", ""),
         amount=int(values.get("amount", "0")),
@@ -231,16 +231,13 @@ async def ledger(
     """A page of the account's ledger, newest first, and the cursor of the next page (None: last).
 
     The cursor is the last entry's stream id: entries written meanwhile go on top and never shift
-    a page. InvalidRequest for a cursor this listing did not return.
+    a page. Past the entries Redis keeps (the hot window), the pages go on into the archive
+    (engine.archive.reader). InvalidRequest for a cursor this listing did not return.
     """
     if cursor is not None and not _ENTRY_ID.match(cursor):
         raise InvalidRequest("cursor: not a cursor this list returned")
-    top = f"({cursor}" if cursor else "+"
-    rows = await runtime.redis.xrevrange(
-        runtime.store.keys.ledger(account_id), max=top, min="-", count=limit + 1
-    )
-    page = [_ledger_entry(entry_id, fields) for entry_id, fields in rows[:limit]]
-    return page, (page[-1].entry_id if len(rows) > limit else None)
+    found = await reader.ledger_page(runtime.store, runtime.archive, account_id, limit, cursor)
+    return [_ledger_entry(entry_id, fields) for entry_id, fields in found.rows], found.next_cursor
 
 
 # -- API keys ------------------------------------------------------------------------------------

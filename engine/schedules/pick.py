@@ -8,7 +8,8 @@ execution of the schedule's workflow per video it picks (:func:`pick_videos`), a
 of each outcome.
 
 Nothing starts twice: a video's execution is requested with the idempotency key ``run:video``
-and recorded in the schedule's seen hash atomically with its ExecutionRequested
+and recorded in the schedule's seen hash (with its publication time, by which the hash forgets
+videos older than the age window) atomically with its ExecutionRequested
 (engine.log.admission, ``request_once``), so a pick that runs again after a crash (a worker died
 mid-step) finds the executions it already started instead of starting new ones.
 
@@ -37,6 +38,8 @@ from engine.schedules.rules import (
     PickRules,
     Video,
     decide,
+    forgettable,
+    published_ms,
     seen_parts,
     seen_value,
 )
@@ -113,6 +116,7 @@ async def pick_videos(
     whose request the engine refuses is ``failed`` with the reason; Redis failing raises (the
     step is retried, and finds what it started through the seen hash)."""
     seen_key = runtime.store.keys.schedule_seen(owner, rules.schedule_id)
+    await _forget_old(runtime, seen_key, rules)
     ids = [v.video_id for v in listing.videos]
     values = await runtime.redis.hmget(seen_key, ids) if ids else []
     seen = {vid: as_str(raw) for vid, raw in zip(ids, values, strict=True) if raw is not None}
@@ -148,6 +152,15 @@ async def pick_videos(
                 decision = Decision(decision.video, "failed", reason=str(exc))
         out.append(decision)
     return out
+
+
+async def _forget_old(runtime: Runtime, seen_key: str, rules: PickRules) -> None:
+    """Drop from the schedule's seen hash the videos older than its age window: no run can pick
+    them again, so the hash holds one window of videos, not every video ever processed."""
+    seen = {as_str(k): as_str(v) for k, v in (await runtime.redis.hgetall(seen_key)).items()}
+    old = forgettable(seen, as_of_ms=rules.as_of, max_age_hours=rules.max_age_hours)
+    if old:
+        await runtime.redis.hdel(seen_key, *old)
 
 
 def watch_url(video_id: str) -> str:
@@ -190,7 +203,7 @@ async def start_video(
         idempotency=idempotency(key, f"schedule-video {schedule_id}", {"run": run}),
         seen_key=store.keys.schedule_seen(owner, schedule_id),
         seen_field=video.video_id,
-        seen_value=seen_value(run, event.execution_id),
+        seen_value=seen_value(run, event.execution_id, published_ms(video.published_at)),
     )
     if not isinstance(result, Refused):
         return Decision(video, "processed", result.execution_id)

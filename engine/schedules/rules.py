@@ -7,8 +7,9 @@ Rules, per channel, newest first: a video a run of this schedule processed befor
 others ``capped``. A video with no readable publication date is ``failed``, and so is one whose
 request the engine refuses (engine.schedules.pick, which starts the picked videos).
 
-Also the shapes a pick reads (its input, the ``channel_sync`` listing) and what the schedule's
-seen hash records for a processed video. Imports only the event vocabulary (engine.log.events).
+Also the shapes a pick reads (its input, the ``channel_sync`` listing), what the schedule's seen
+hash records for a processed video, and which of its videos it may forget (those older than the
+age window can never be picked again). Imports only the event vocabulary (engine.log.events).
 """
 
 from __future__ import annotations
@@ -64,15 +65,29 @@ class Decision:
     reason: str = ""
 
 
-def seen_value(run: str, execution_id: str) -> str:
-    """What the seen hash records for a processed video: the run and the video's execution."""
-    return f"{run} {execution_id}"
+def seen_value(run: str, execution_id: str, published: int | None = None) -> str:
+    """What the seen hash records for a processed video: the run, the video's execution and,
+    when known, its publication time (ms), by which the hash forgets it (:func:`forgettable`)."""
+    return f"{run} {execution_id}" if published is None else f"{run} {execution_id} {published}"
 
 
 def seen_parts(value: str) -> tuple[str, str]:
     """The run and the execution a seen-hash value names (the inverse of :func:`seen_value`)."""
-    run, _, execution_id = value.partition(" ")
-    return run, execution_id
+    run, _, rest = value.partition(" ")
+    return run, rest.partition(" ")[0]
+
+
+def forgettable(seen: dict[str, str], *, as_of_ms: int, max_age_hours: int) -> list[str]:
+    """The videos of a seen hash that no run from ``as_of_ms`` on can pick again: published
+    more than ``max_age_hours`` before it, they are ``skipped_too_old`` whether seen or not.
+    Entries recorded without a publication time are kept."""
+    oldest = as_of_ms - max_age_hours * _HOUR_MS
+    out = []
+    for video_id, value in seen.items():
+        published = value.split(" ")[2:3]
+        if published and published[0].isdigit() and int(published[0]) < oldest:
+            out.append(video_id)
+    return out
 
 
 def published_ms(published_at: str | None) -> int | None:

@@ -20,6 +20,7 @@ from engine.archive.archiver import Archiver
 from engine.archive.copy import Cut
 from engine.archive.stores import ArchiveStore, open_archive
 from engine.connection import RedisClient
+from engine.errors import ArchiveUnavailable
 from engine.runtime import Runtime
 from engine.settings import Settings
 from projections.namespace import checkpoint_positions
@@ -139,3 +140,40 @@ def new_archiver(runtime: Runtime, **kwargs: object) -> Archiver:
     consumers = functools.partial(checkpoint_positions, runtime.redis, runtime.store.keys)
     kwargs.setdefault("cut", Cut(min_entries=1, max_wait_ms=0))
     return Archiver(runtime.store, runtime.archive, consumers, **kwargs)  # type: ignore[arg-type]
+
+
+class FaultyArchive:
+    """An archive store whose operations fail on demand, as a store that is down or full does:
+    ``failing`` names the operations that raise (``put``, ``get``, ``list``, ``delete``);
+    ``manifests_fail`` fails only manifest writes (a crash between a segment and its manifest)."""
+
+    def __init__(self, inner: ArchiveStore) -> None:
+        self.inner = inner
+        self.failing: set[str] = set()
+        self.manifests_fail = False
+        self.calls = 0
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    def _check(self, op: str, name: str) -> None:
+        self.calls += 1
+        if op in self.failing or (op == "put" and self.manifests_fail and "/manifest/" in name):
+            raise ArchiveUnavailable(f"archive {op} of {name} failed: injected fault")
+
+    async def put_new(self, name: str, data: bytes) -> bool:
+        self._check("put", name)
+        return await self.inner.put_new(name, data)
+
+    async def get(self, name: str) -> bytes | None:
+        self._check("get", name)
+        return await self.inner.get(name)
+
+    async def list(self, prefix: str, after: str | None = None) -> list[str]:
+        self._check("list", prefix)
+        return await self.inner.list(prefix, after)
+
+    async def delete(self, name: str) -> None:
+        self._check("delete", name)
+        await self.inner.delete(name)

@@ -69,7 +69,8 @@ async def archive_everything(runtime: Runtime, archiver: Archiver) -> None:
     lasts = {}
     for p in store.partitions:
         last = await runtime.redis.xrevrange(store.keys.log(p), "+", "-", count=1)
-        lasts[p] = last[0][0].decode() if last else "0-0"
+        if last:  # an empty log has nothing left to archive
+            lasts[p] = last[0][0].decode()
 
     async def done() -> bool:
         await archiver.pass_once()

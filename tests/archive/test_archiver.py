@@ -139,3 +139,69 @@ async def test_a_log_is_never_trimmed_past_the_projector(
         hot = await log_ids(runtime, p)
         assert hot == unfolded[p]  # archived, yet kept for the projector that has not taken them
     await settle(runtime)
+
+
+async def test_replay_from_the_archive_and_the_tail_equals_the_live_views(
+    arch_runtime: Runtime,
+) -> None:
+    from projections import replay
+
+    runtime = arch_runtime
+    who = await owners(runtime, 3)
+    await transcripts(runtime, who, 3)
+    await settle(runtime)
+    await archive_everything(runtime, new_archiver(runtime))
+    await transcripts(runtime, who, 2)  # a hot tail beside the archive
+    await settle(runtime)
+    assert any([await log_ids(runtime, p) for p in runtime.store.partitions])
+    report = await replay.rebuild(runtime)
+    assert report.events > 0
+    parity = await replay.compare(runtime, report.previous_version, report.version)
+    assert parity.identical, parity.describe()
+    assert parity.count_a == 15
+
+
+async def test_feeds_keep_the_hot_window(arch_runtime: Runtime) -> None:
+    runtime = arch_runtime
+    who = await owners(runtime, 2)
+    await transcripts(runtime, who, 2)
+    await settle(runtime)
+    keys = runtime.store.keys
+    feeds = [keys.feed(keys.partition(o.account_id), o.account_id) for o in who]
+    assert all([await runtime.redis.xlen(f) for f in feeds])
+    await archive_everything(runtime, new_archiver(runtime))
+    assert [await runtime.redis.xlen(f) for f in feeds] == [0, 0]  # hot window 0: all older
+
+
+async def test_evicted_views_are_folded_from_the_archive_on_demand(
+    redis: object, archived_settings: object
+) -> None:
+    from dataclasses import replace
+
+    from engine.settings import Settings
+    from projections.queries import Queries
+    from projections.retention import ViewRetention
+
+    assert isinstance(archived_settings, Settings)
+    runtime = await Runtime.open(replace(archived_settings, view_retention_seconds=1), redis)
+    who = await owners(runtime, 2)
+    ids = await transcripts(runtime, who, 2)
+    await settle(runtime)
+    queries = Queries(runtime)
+    live = {x: await queries.get_view(who[i % 2].account_id, x) for i, x in enumerate(ids)}
+    await archive_everything(runtime, new_archiver(runtime))
+    import anyio
+
+    await anyio.sleep(1.1)  # finished more than the retention (1 s) ago
+    retention = ViewRetention(runtime)
+    assert await retention.sweep() == len(ids)
+    keys = runtime.store.keys
+    version = await current_version(runtime.redis, keys)
+    for i, xid in enumerate(ids):
+        owner = who[i % 2].account_id
+        ns = Namespace(keys, keys.partition(owner), version)
+        assert not await runtime.redis.exists(ns.view(xid), keys.execution(xid))
+        assert await queries.get_view(owner, xid) == live[xid]  # folded from the archive
+        assert await queries.get_view(who[(i + 1) % 2].account_id, xid) is None  # not theirs
+    page = await queries.list_executions(who[0].account_id, active=False, limit=10, cursor=None)
+    assert page.views == []  # evicted from the lists too

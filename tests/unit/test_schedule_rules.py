@@ -12,6 +12,7 @@ from engine.schedules.rules import (
     PickRules,
     Video,
     decide,
+    forgettable,
     published_ms,
     seen_parts,
     seen_value,
@@ -153,3 +154,20 @@ def test_a_channel_listing_decodes_from_the_sync_blob() -> None:
         Video(video_id="v1", title="One", published_at="2026-09-21T14:13:20Z"),
         Video(video_id="v2", title="Two", published_at=None),
     ]
+
+
+def test_the_seen_hash_forgets_videos_older_than_the_age_window() -> None:
+    hour = 3_600_000
+    as_of = 100 * hour
+    seen = {
+        "old": seen_value("exc_r1", "exc_v1", as_of - 49 * hour),
+        "recent": seen_value("exc_r1", "exc_v2", as_of - 47 * hour),
+        "undated": seen_value("exc_r1", "exc_v3"),  # recorded before the time was kept
+    }
+    assert forgettable(seen, as_of_ms=as_of, max_age_hours=48) == ["old"]
+    assert seen_parts(seen["old"]) == ("exc_r1", "exc_v1")
+    assert seen_parts(seen["undated"]) == ("exc_r1", "exc_v3")
+    # Forgotten or not, a video that old is never picked again: skipped as too old.
+    video = Video(video_id="old", published_at="1970-01-03T03:00:00Z")  # as_of - 49 h
+    decisions = decide([video], {}, run="exc_r2", as_of_ms=as_of, max_age_hours=48, cap=5)
+    assert [d.outcome for d in decisions] == ["skipped_too_old"]

@@ -50,6 +50,8 @@ misconfigured process fails at start instead of misbehaving later.
                                   replay needs is trimmed (the embedded store: memory://)
     CLIPSTREAM_HOT_SECONDS        how long log entries, finished executions' streams, feed and
                                   ledger entries stay in Redis (archived ones beyond it)  (3600)
+    CLIPSTREAM_ARCHIVE_SEGMENT_ENTRIES  a log segment is cut once this many entries wait  (2000)
+    CLIPSTREAM_ARCHIVE_SEGMENT_MS  ... or once its oldest entry has waited this long     (30000)
     CLIPSTREAM_VIEW_RETENTION_SECONDS  views of executions finished longer ago are evicted
                                   (read back from the archive on demand); 0: kept      (0)
     CLIPSTREAM_WAIT_REPLICAS      replicas that must confirm an append before 202       (0)
@@ -181,6 +183,8 @@ class Settings:
     retention_days: int = 30
     archive_url: str | None = None
     hot_seconds: int = 3_600
+    archive_segment_entries: int = 2_000
+    archive_segment_ms: int = 30_000
     view_retention_seconds: int = 0  # 0: views are kept
     wait_replicas: int = 0
     wait_timeout_ms: int = 1_000
@@ -247,6 +251,10 @@ class Settings:
             retention_days=reader.get("RETENTION_DAYS", _int_in(1, 3650), 30),
             archive_url=reader.get("ARCHIVE_URL", _archive_url, None),
             hot_seconds=reader.get("HOT_SECONDS", _int_in(0, 365 * 86_400), 3_600),
+            archive_segment_entries=reader.get(
+                "ARCHIVE_SEGMENT_ENTRIES", _int_in(1, 1_000_000), 2_000
+            ),
+            archive_segment_ms=reader.get("ARCHIVE_SEGMENT_MS", _int_in(0, 86_400_000), 30_000),
             view_retention_seconds=reader.get(
                 "VIEW_RETENTION_SECONDS", _int_in(0, 10 * 365 * 86_400), 0
             ),

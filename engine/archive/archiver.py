@@ -101,7 +101,7 @@ class Archiver:
         self.archiver_id = archiver_id or f"arc_{secrets.token_hex(6)}"
         self.interval_s = interval_s
         self.hot_ms = store.settings.hot_ms
-        self.cut = cut or Cut()
+        self.cut = cut or Cut.of(store.settings)
         self.partitions = list(partitions if partitions is not None else store.partitions)
         self.stats = ArchiverStats()
         self._held: dict[int, _Held] = {}

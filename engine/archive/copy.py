@@ -47,6 +47,7 @@ from engine.archive.stores import ArchiveStore
 from engine.connection import RedisClient, as_str
 from engine.errors import ArchiveCorrupt, StoreUnavailable
 from engine.log.keys import Keys
+from engine.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,12 @@ class Cut:
     min_entries: int = 2_000
     max_entries: int = 20_000
     max_wait_ms: int = 30_000
+
+    @classmethod
+    def of(cls, settings: Settings) -> Cut:
+        """The cut ``CLIPSTREAM_ARCHIVE_SEGMENT_ENTRIES`` and ``_SEGMENT_MS`` configure."""
+        entries = settings.archive_segment_entries
+        return cls(entries, max(entries, 20_000), settings.archive_segment_ms)
 
 
 @dataclass(slots=True)

@@ -299,3 +299,69 @@ def real_redis_server_flush(server: RedisServer) -> None:
     client = redis.Redis.from_url(server.url)
     client.flushall()
     client.close()
+
+
+def test_without_an_archive_nothing_replay_needs_is_trimmed(
+    real_redis_server: RedisServer, tmp_path: Path
+) -> None:
+    import redis
+
+    real_redis_server_flush(real_redis_server)
+    env = role_env(real_redis_server.url, CLIPSTREAM_HOT_SECONDS="0")
+    with deployment(env, tmp_path) as d:
+        archiver = d.archiver()
+        d.transcripts(4)
+        d.wait_done()
+        status = cli(env, "archive", "status")
+        assert status.returncode == 0, status.stderr
+        assert "archive: NONE" in status.stdout
+        assert "nothing replay needs is trimmed" in status.stdout
+        time.sleep(1.5)  # a few archiver passes (one a second)
+        assert archiver.proc.poll() is None, archiver.output()
+        assert "archive none" in archiver.output()
+        with redis.Redis.from_url(real_redis_server.url) as client:
+            total = sum(client.xlen(f"cs:{{p{p}}}:log") for p in range(4))
+            info = sum(client.xinfo_stream(f"cs:{{p{p}}}:log")["entries-added"] for p in range(4))
+        assert total == info == 4 * 8  # every entry ever appended is still there
+        replay = cli(env, "replay")
+        assert "identical" in replay.stdout, replay.stdout + replay.stderr
+
+
+def test_serve_on_the_embedded_store_archives_in_memory(tmp_path: Path) -> None:
+    port = free_port()
+    env = role_env(
+        "redis://unused",
+        CLIPSTREAM_HOT_SECONDS="0",
+        CLIPSTREAM_ARCHIVE_SEGMENT_ENTRIES="1",
+        CLIPSTREAM_ARCHIVE_SEGMENT_MS="0",
+    )
+    del env["CLIPSTREAM_REDIS_URL"]
+    serve = Role(["serve", "--port", str(port)], env, tmp_path / "serve.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/healthz", role=serve)
+        banner = serve.output()
+        assert "archive:      in this process's memory (lost when it stops)" in banner
+        key = next(line.split()[-1] for line in banner.splitlines() if "api key:" in line)
+        auth = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=base, timeout=30) as http:
+            item = http.post("/v1/items", json={"source": "https://youtu.be/dQw4w9WgXcQ"},
+                             headers=auth).json()["item"]["item_id"]  # fmt: skip
+            xid = http.post(f"/v1/items/{item}/transcript", json={}, headers=auth).json()[
+                "execution"
+            ]["execution_id"]
+            end = time.monotonic() + 60
+            while (
+                http.get(f"/v1/executions/{xid}", headers=auth).json()["execution"]["status"]
+                != "done"
+            ):
+                assert time.monotonic() < end
+                time.sleep(0.1)
+            time.sleep(1.5)  # the archiver's next passes: archived, stream expired, log trimmed
+            events = http.get(f"/v1/executions/{xid}/events", headers=auth)
+            assert events.status_code == 200, events.text
+            assert [e["seq"] for e in events.json()["events"]] == list(range(1, 9))
+            ledger = http.get("/v1/me/ledger", headers=auth).json()["entries"]
+            assert {e["kind"] for e in ledger} >= {"credit", "fee", "settle"}
+    finally:
+        serve.terminate()

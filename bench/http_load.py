@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -40,27 +41,35 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def open_loop(
-    host: str, port: int, request: bytes, *, rate: float, total: int, connections: int = 64
+    host: str,
+    port: int,
+    request: bytes | Sequence[bytes],
+    *,
+    rate: float,
+    total: int,
+    connections: int = 64,
 ) -> LoadResult:
-    """Send ``total`` copies of ``request`` at ``rate`` per second over a pool of connections."""
+    """Send ``total`` requests at ``rate`` per second over a pool of connections: copies of
+    ``request``, or the given requests in turn."""
     result = LoadResult()
-    queue: asyncio.Queue[float] = asyncio.Queue()
+    requests = [request] if isinstance(request, bytes) else list(request)
+    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
     t0 = time.perf_counter() + 0.05
     for i in range(total):
-        queue.put_nowait(t0 + i / rate)
+        queue.put_nowait((t0 + i / rate, requests[i % len(requests)]))
 
     async def connection() -> None:
         reader, writer = await asyncio.open_connection(host, port)
         try:
             while True:
                 try:
-                    scheduled = queue.get_nowait()
+                    scheduled, payload = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
                 delay = scheduled - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                writer.write(request)
+                writer.write(payload)
                 status = await _read_response(reader)
                 result.latencies_ms.append((time.perf_counter() - scheduled) * 1000)
                 result.statuses[status] = result.statuses.get(status, 0) + 1

@@ -18,9 +18,12 @@ Scenarios:
   replay    `projections.replay.rebuild` over a synthetic log of >= 1,000,000 events: events/s.
   realtime  append -> WebSocket delivery latency p50/p99 with --subscribers (1,000) connected to
             one API process at --event-rate (200) events/s; see bench/realtime.py.
+  soak      (only with --only soak) 10 minutes at 220 one-step transcripts/s with the archive on
+            a directory and a 60 s hot window: Redis memory flat, bytes kept per finished
+            execution, nothing lost, replay from the archive; see bench/soak.py.
 
-drain and workflow are bench/drain.py, realtime is bench/realtime.py; this module runs the others
-and the command.
+drain and workflow are bench/drain.py, realtime is bench/realtime.py, soak is bench/soak.py; this
+module runs the others and the command.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from bench.common import (
 from bench.drain import bench_drain
 from bench.http_load import build_request, open_loop
 from bench.realtime import bench_realtime
+from bench.soak import bench_soak
 from engine.log import codec
 from engine.log.ids import new_execution_id, new_id
 from engine.runtime import Runtime
@@ -58,6 +62,7 @@ from tests.processes import Role, role_env, wait_http
 from tests.servers import free_port, redis_server
 
 SCENARIOS = ("drain", "workflow", "latency", "replay", "realtime")
+EXTRA_SCENARIOS = ("soak",)  # run only when named: the soak alone takes about 17 minutes
 
 
 async def bench_latency(report: Report, url: str, rate: int, seconds: float, logs: Path) -> None:
@@ -215,6 +220,8 @@ async def main_async(args: argparse.Namespace) -> Report:
                     seconds=3 if args.quick else 20,
                     logs=logs,
                 )
+            if "soak" in args.only:
+                await bench_soak(report, server.url, logs, quick=args.quick)
         except Exception:
             _dump_logs(logs)
             raise
@@ -257,7 +264,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=SCENARIOS,
+        choices=SCENARIOS + EXTRA_SCENARIOS,
         default=list(SCENARIOS),
         help="run only these scenarios",
     )

@@ -12,6 +12,9 @@ it, so one partition's views, indexes and checkpoint share one hash slot (one at
     {ns}:active:{owner}              zset: an owner's pending and running executions
     {ns}:rep:{owner}:{reporter_id}   zset: a reporter's executions, by created_at
     {ns}:runs:{owner}:{reporter_id}  zset: the runs of a reporter's schedules, by created_at
+    {ns}:packed                      string: created_at through which finished views were packed
+    {ns}:unpacked                    zset: views past that mark not finished yet, to pack later
+                                     (both projections.retention)
     {ns}:tr:{owner}:{item_id}:{lang} string: the newest transcript pointer (JSON)
     {ns}:trl:{owner}:{item_id}       zset: the item's transcript languages, by time
 
@@ -74,6 +77,14 @@ class Namespace:
 
     def view(self, execution_id: str) -> str:
         return f"{self.base}:x:{execution_id}"
+
+    @property
+    def packed(self) -> str:
+        return f"{self.base}:packed"
+
+    @property
+    def unpacked(self) -> str:
+        return f"{self.base}:unpacked"
 
     def owned(self, owner: str) -> str:
         return f"{self.base}:own:{owner}"

@@ -2,7 +2,8 @@
 
 The archiver role composes the engine's archiver (engine.archive.archiver) with what only this
 layer may join to it: the projections' checkpoints, which the trim floor must stay below, and the
-view retention sweep (projections.retention).
+finished views' sweep (projections.retention: packed past the hot window, evicted past the view
+retention).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def _archiver_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def archiver_role(runtime: Runtime, stop: anyio.Event) -> None:
-    """The archiver (and, when configured, the view retention sweep) until ``stop``."""
+    """The archiver and the finished views' sweep (packing, and eviction when configured) until
+    ``stop``."""
     from engine.archive.archiver import Archiver
     from projections.namespace import checkpoint_positions
     from projections.retention import ViewRetention
@@ -73,8 +75,7 @@ async def archiver_role(runtime: Runtime, stop: anyio.Event) -> None:
     log.info("archiver %s started: archive %s, hot window %ds", archiver.archiver_id, where,
              runtime.settings.hot_seconds)  # fmt: skip
     async with anyio.create_task_group() as tg:
-        if runtime.settings.view_retention_seconds and runtime.archive is not None:
-            tg.start_soon(ViewRetention(runtime).run, stop)
+        tg.start_soon(ViewRetention(runtime).run, stop)
         await archiver.run(stop)
 
 

@@ -205,3 +205,53 @@ async def test_evicted_views_are_folded_from_the_archive_on_demand(
         assert await queries.get_view(who[(i + 1) % 2].account_id, xid) is None  # not theirs
     page = await queries.list_executions(who[0].account_id, active=False, limit=10, cursor=None)
     assert page.views == []  # evicted from the lists too
+
+
+async def test_finished_views_are_packed_at_rest_and_read_the_same(arch_runtime: Runtime) -> None:
+    from projections.queries import Queries
+    from projections.retention import ViewRetention
+    from projections.views import is_packed
+
+    runtime = arch_runtime
+    who = await owners(runtime, 2)
+    ids = await transcripts(runtime, who, 3)
+    await settle(runtime)
+    queries = Queries(runtime)
+    owner_of = {x: who[i % 2].account_id for i, x in enumerate(ids)}
+    live = {x: await queries.get_view(owner_of[x], x) for x in ids}
+    keys = runtime.store.keys
+    version = await current_version(runtime.redis, keys)
+
+    def view_key(xid: str) -> str:
+        return Namespace(keys, keys.partition(owner_of[xid]), version).view(xid)
+
+    sizes = {x: len(await runtime.redis.get(view_key(x))) for x in ids}
+    sweep = ViewRetention(runtime)
+    await sweep.sweep()  # hot window 0: every finished view is past it
+    assert sweep.packed == len(ids)
+    for xid in ids:
+        raw = await runtime.redis.get(view_key(xid))
+        assert is_packed(raw)
+        assert len(raw) < sizes[xid] * 0.6
+        assert await queries.get_view(owner_of[xid], xid) == live[xid]
+    page = await queries.list_executions(who[0].account_id, active=False, limit=10, cursor=None)
+    assert {v.execution_id for v in page.views} == {
+        x for x in ids if owner_of[x] == who[0].account_id
+    }
+    await sweep.sweep()
+    assert sweep.packed == len(ids)  # the watermark: nothing packed twice
+    # A running execution is packed once it has finished.
+    more = await transcripts(runtime, who[:1], 1)
+    from projections.projector import Projector
+
+    await Projector(runtime).run_until_idle()  # requested, not run yet
+    await sweep.sweep()
+    assert not is_packed(await runtime.redis.get(view_key_for(runtime, who[0].account_id, more[0])))
+    await settle(runtime)
+    await sweep.sweep()
+    assert sweep.packed == len(ids) + 1
+
+
+def view_key_for(runtime: Runtime, owner: str, xid: str) -> str:
+    keys = runtime.store.keys
+    return Namespace(keys, keys.partition(owner), 1).view(xid)

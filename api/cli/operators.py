@@ -1,6 +1,6 @@
 """The operator commands: ``history`` (one execution's events), ``tail`` (the logs live),
-``status`` (each partition's queues and checkpoint), ``dead-letters`` and ``replay`` (rebuild the
-projections into a new version, compare, switch).
+``status`` (each partition's queues and checkpoint, where the archive is), ``dead-letters`` and
+``replay`` (rebuild the projections into a new version, compare, switch).
 
 Each opens its own runtime on the configured Redis, prints, and returns its exit code.
 """
@@ -142,6 +142,10 @@ async def _status(settings: Settings) -> int:
     try:
         version = int(await store.redis.hget(store.keys.meta, "projection_version") or 1)
         print(f"partitions: {store.keys.partitions}   projection version: {version}")
+        if runtime.archive is None:
+            print("archive: NONE (nothing replay needs is trimmed; set CLIPSTREAM_ARCHIVE_URL)")
+        else:
+            print(f"archive: {runtime.archive.url} (positions: clipstream archive status)")
         print(
             f"{'part':>4} {'log':>9} {'lag':>7} {'queued':>8} {'leased':>8} {'consumers':>9} "
             f"{'dead':>6}  checkpoint"

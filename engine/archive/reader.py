@@ -24,7 +24,7 @@ from engine.archive.segments import id_key, parse_id, successor
 from engine.archive.stores import ArchiveStore
 from engine.connection import as_str
 from engine.errors import ArchiveCorrupt, StoreUnavailable
-from engine.log.entries import Entry, entry_from_row
+from engine.log.entries import Entry, RawEntry, entry_from_row
 from engine.log.events import AnyEvent, ExecutionRequested, is_terminal
 from engine.log.ids import execution_partition, id_time_ms
 from engine.log.store import EventStore
@@ -101,11 +101,18 @@ async def _archived_pages(
     for info in manifest.segments:
         if id_key(info.last) <= low:
             continue
+        rows = await catalog.log_segment(archive, info)
+        whole = id_key(info.first) > low  # the common case: no entry to skip, no id to compare
         batch: list[Entry] = []
-        for entry_id, fields in await catalog.log_segment(archive, info):
-            if id_key(entry_id) <= low:
+        for entry_id, fields in rows:
+            if not whole and id_key(entry_id) <= low:
                 continue
-            batch.append(entry_from_row(entry_id, fields))
+            raw = fields.get(b"e")
+            batch.append(
+                RawEntry(entry_id, raw).decode()
+                if raw is not None and len(fields) == 1
+                else entry_from_row(entry_id, fields)
+            )
             if len(batch) >= page:
                 yield batch
                 batch = []

@@ -80,18 +80,26 @@ class Queries:
             except ValueError:
                 view = None
         if view is None:
-            view = await self._fold_stream(execution_id)
+            # No view: a request just accepted (its stream folds at once), a view evicted by the
+            # view retention (only then is the log searched), or no such execution.
+            known = self.runtime.settings.view_retention_seconds > 0
+            view = await self._fold_stream(execution_id, known=known)
         if view is None or view.owner != owner:
             return None
         return view
 
-    async def _events(self, execution_id: str) -> list[AnyEvent]:
-        """The execution's events: its stream, or the archive once the stream has expired."""
+    async def _events(self, execution_id: str, *, known: bool) -> list[AnyEvent]:
+        """The execution's events: its stream, or once that has expired, the partition log
+        (archive, then hot tail) when the execution is ``known`` to have existed: searching the
+        log for an id that never did costs a scan of the minutes around its time."""
+        events = await self.store.log.history(execution_id)
+        if events or not known:
+            return events
         return await reader.execution_history(self.store, self.runtime.archive, execution_id)
 
-    async def _fold_stream(self, execution_id: str) -> ExecutionView | None:
+    async def _fold_stream(self, execution_id: str, *, known: bool) -> ExecutionView | None:
         try:
-            events = await self._events(execution_id)
+            events = await self._events(execution_id, known=known)
         except (StoreError, ArchiveError):
             return None
         if not events:
@@ -105,7 +113,10 @@ class Queries:
         """The events of an owned execution, in order; None when not the owner's."""
         if not self._owns_partition(owner, execution_id):
             return None
-        events = await self._events(execution_id)
+        ns = await self._ns_of_owner(owner)
+        known = bool(await self.redis.exists(ns.view(execution_id)))
+        known = known or self.runtime.settings.view_retention_seconds > 0
+        events = await self._events(execution_id, known=known)
         first = events[0] if events else None
         if not isinstance(first, ExecutionRequested) or first.owner != owner:
             return None

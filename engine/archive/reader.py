@@ -30,9 +30,9 @@ from engine.log.ids import execution_partition, id_time_ms
 from engine.log.store import EventStore
 
 PAGE = 10_000
-# How far from the time in its id an execution's ExecutionRequested may be in the log (the API's
-# clock against Redis's): past this window an id is taken for one that never existed.
-ID_SKEW_MS = 300_000
+# How far from the time in its id an execution's ExecutionRequested may be in the log (the API
+# host's clock against Redis's, NTP-synchronised): past it an id is taken for one that never was.
+ID_SKEW_MS = 60_000
 
 
 async def _mirror(store: EventStore, partition: int, field: str) -> str | None:

@@ -89,6 +89,26 @@ async def archive_status(store: EventStore) -> list[PartitionStatus]:
     return out
 
 
+def archive_gauges(
+    statuses: Sequence[PartitionStatus], configured: bool
+) -> dict[str, dict[int, float]]:
+    """The archive's figures as metric families by partition, for a scrape (``/metrics``):
+    ``clipstream_archive_configured`` (0: nothing replay needs is trimmed), the position's
+    time, the lag in entries and seconds, archived bytes, entries kept in Redis, and 1 where the
+    last attempt failed."""
+    return {
+        "clipstream_archive_configured": {-1: 1.0 if configured else 0.0},
+        "clipstream_archive_position_ms": {
+            s.partition: float(id_key(s.position)[0]) for s in statuses
+        },
+        "clipstream_archive_lag_entries": {s.partition: float(s.lag_entries) for s in statuses},
+        "clipstream_archive_lag_seconds": {s.partition: s.lag_ms / 1000 for s in statuses},
+        "clipstream_archive_bytes": {s.partition: float(s.archived_bytes) for s in statuses},
+        "clipstream_log_entries_hot": {s.partition: float(s.log_length) for s in statuses},
+        "clipstream_archive_error": {s.partition: 1.0 if s.error else 0.0 for s in statuses},
+    }
+
+
 # -- verify --------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from engine.archive import catalog, reader
-from engine.archive.report import archive_status, verify
+from engine.archive.report import archive_gauges, archive_status, verify
 from engine.archive.segments import id_key
 from engine.archive.stores import ArchiveStore, open_archive
 from engine.errors import ArchiveCorrupt
@@ -133,9 +133,15 @@ async def test_a_failing_archive_stops_trimming_and_loses_nothing(
             await runtime.redis.xlen(runtime.store.keys.ledger(owner.account_id))
             == ledgers[owner.account_id]
         )
-    errors = [s.error for s in await archive_status(runtime.store) if before[s.partition]]
+    statuses = await archive_status(runtime.store)
+    errors = [s.error for s in statuses if before[s.partition]]
     assert errors
     assert all("injected fault" in e for e in errors)
+    gauges = archive_gauges(statuses, configured=True)  # what /metrics shows
+    assert {p for p, v in gauges["clipstream_archive_error"].items() if v} == {
+        p for p, ids in before.items() if ids
+    }
+    assert sum(gauges["clipstream_archive_lag_entries"].values()) > 0
     assert archiver.stats.errors > 0
 
     faulty.failing = set()

@@ -308,7 +308,9 @@ async def check_nothing_lost(soak: Soak, runtime: Runtime, accepted: int) -> Non
         for account in await runtime.redis.smembers(store.keys.accounts(p)):
             accounts += 1
             audits += (await audit_account(runtime, as_str(account))).ok
+    stored = sum(f.stat().st_size for f in soak.archive.rglob("*.jsonl.zst"))
     soak.figures.update(
+        archive_bytes_per_execution=round(stored / max(1, report.executions)),
         replay_events=report.events,
         replay_events_per_s=round(report.events / seconds),
         replay_executions=report.executions,
@@ -404,6 +406,11 @@ async def bench_soak(report: Report, url: str, logs: Path, *, quick: bool) -> No
         "soak: RSS growth after settling (MiB)",
         "see note",
         str(f.get("rss_growth_after_settle_mib")),
+    )
+    report.add(
+        "soak: archive bytes per execution",
+        f"{f['archive_bytes_per_execution']:,}",
+        "log and ledger segments (zstd), over every execution the replay found",
     )
     report.add(
         "soak: replay from archive + tail (events/s)",

@@ -10,7 +10,8 @@ A pass, for every partition held:
     1. log segments (engine.archive.copy), each committed in a new manifest generation, then
        mirrored into ``{pN}:archive`` (the position the trim floor and ``status`` read)
     2. a ledger segment, committed the same way, then the ledgers trimmed to it
-    3. the log trimmed to its floor (engine.archive.trim), the feeds to their window
+    3. the log trimmed to its floor (engine.archive.trim); every 10 s the feeds to their window
+       and every ledger to what the archive holds
 
 An archive store that fails (S3 errors, a full disk) stops 1-3 for that partition: the error is
 recorded in ``{pN}:archive`` (``clipstream archive status``) and the pass is tried again later;
@@ -244,7 +245,12 @@ class Archiver:
             return
         held.feeds_trimmed = time.monotonic()
         now = await redis_time_ms(self.redis)
-        await retention.trim_feeds(self.redis, self.store.keys, partition, now - self.hot_ms)
+        # The mirrored ledger position, which readers go by (never ahead of what they see).
+        mirrored = await self.redis.hget(self.store.keys.archive(partition), "ledger_through")
+        through = int(mirrored or 0) if self.archive is not None else 0
+        await retention.trim_feeds(
+            self.redis, self.store.keys, partition, now - self.hot_ms, through
+        )
 
     # -- the mirror in Redis ----------------------------------------------------------------------
     async def _mirror(self, partition: int, manifest: mf.Manifest) -> None:

@@ -95,13 +95,20 @@ async def trim_ledgers(
         raise StoreUnavailable(f"trimming ledgers: {exc}") from exc
 
 
-async def trim_feeds(redis: RedisClient, keys: Keys, partition: int, cut_ms: int) -> None:
-    """Trim the feeds of the partition's accounts to their window (entries from ``cut_ms`` on)."""
+async def trim_feeds(
+    redis: RedisClient, keys: Keys, partition: int, cut_ms: int, ledger_through: int = 0
+) -> None:
+    """Trim the feeds of the partition's accounts to their window (entries from ``cut_ms`` on),
+    and, when ``ledger_through`` is given, their ledgers below it (what a crash between a ledger
+    segment and its trim left, or an account with no entry since)."""
     try:
         accounts = [as_str(a) for a in await redis.smembers(keys.accounts(partition))]
         pipe = redis.pipeline(transaction=False)
         for account in accounts:
             pipe.xtrim(keys.feed(partition, account), minid=f"{cut_ms}-0", approximate=False)
+            if ledger_through:
+                minid = f"{ledger_through + 1}-0"
+                pipe.xtrim(keys.ledger(account), minid=minid, approximate=False)
         if accounts:
             await pipe.execute()
     except RedisError as exc:

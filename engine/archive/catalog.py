@@ -1,17 +1,19 @@
-"""Reading what a partition's archive holds: its latest manifest and its segments, each checked
-against the sha256 the manifest records."""
+"""Reading what a partition's archive holds: its latest manifest, its segments (those of its
+volumes too), each checked against the sha256 the manifest records."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from engine.archive import manifest as mf
 from engine.archive.segments import (
     LedgerSegmentInfo,
     SegmentInfo,
     decompress,
+    id_key,
     ledger_rows,
     log_rows,
+    sha256,
 )
 from engine.archive.stores import ArchiveStore
 from engine.errors import ArchiveCorrupt
@@ -70,3 +72,39 @@ async def ledger_segment(
 ) -> Iterator[tuple[str, str, dict[str, str]]]:
     """The (account, entry id, fields) rows of a ledger segment."""
     return ledger_rows(await segment_bytes(archive, info))
+
+
+async def _volume(archive: ArchiveStore, info: mf.VolumeInfo) -> bytes:
+    data = await archive.get(info.name)
+    if data is None:
+        raise ArchiveCorrupt(f"{info.name} is listed in the manifest but missing")
+    if sha256(data) != info.sha256:
+        raise ArchiveCorrupt(f"{info.name}: volume checksum mismatch (sha256)")
+    return data
+
+
+async def log_segments(
+    archive: ArchiveStore, manifest: mf.Manifest, after: str = "0-0"
+) -> AsyncIterator[SegmentInfo]:
+    """The manifest's log segments in order, those of its volumes first, skipping what ends at or
+    before ``after`` (a volume that does is not even read)."""
+    low = id_key(after)
+    for volume in manifest.volumes:
+        if id_key(volume.last) > low:
+            for info in mf.decode_log_volume(await _volume(archive, volume)):
+                if id_key(info.last) > low:
+                    yield info
+    for info in manifest.segments:
+        if id_key(info.last) > low:
+            yield info
+
+
+async def ledger_segments(
+    archive: ArchiveStore, manifest: mf.Manifest
+) -> AsyncIterator[LedgerSegmentInfo]:
+    """The manifest's ledger segments in order, those of its volumes first."""
+    for volume in manifest.ledger_volumes:
+        for info in mf.decode_ledger_volume(await _volume(archive, volume)):
+            yield info
+    for info in manifest.ledger_segments:
+        yield info

@@ -191,10 +191,13 @@ class Copier:
     # -- objects and the manifest -----------------------------------------------------------------
     async def _put(self, name: str, encoded: Encoded) -> None:
         """Write a segment create-only; a name already taken must hold the very same bytes."""
-        if await self.archive.put_new(name, encoded.data):
+        await self._put_bytes(name, encoded.data, encoded.sha256)
+
+    async def _put_bytes(self, name: str, data: bytes, digest: str) -> None:
+        if await self.archive.put_new(name, data):
             return
         existing = await self.archive.get(name)
-        if existing is None or sha256(existing) != encoded.sha256:
+        if existing is None or sha256(existing) != digest:
             raise ArchiveCorrupt(
                 f"{name} already holds other bytes than this archiver's: two archivers disagree, "
                 "or the object was damaged (clipstream archive verify)"
@@ -203,11 +206,26 @@ class Copier:
     async def commit(self, partition: int, new: mf.Manifest) -> tuple[mf.Manifest, bool]:
         """Write manifest generation ``new`` create-only: (the current manifest, True) when it
         was written, (the generation another archiver wrote first, False) otherwise."""
+        new = await self._roll_volumes(partition, new)
         name = mf.manifest_name(partition, new.generation)
         if await self.archive.put_new(name, mf.encode(new)):
             await self._prune(partition, new.generation)
             return new, True
         return await latest_manifest(self.archive, partition), False
+
+    async def _roll_volumes(self, partition: int, manifest: mf.Manifest) -> mf.Manifest:
+        """Freeze the oldest segments into a volume when the manifest lists too many (the same
+        segments always make the same volume, so a retry writes the very same object)."""
+        if len(manifest.segments) > mf.MAX_SEGMENTS:
+            info, data = mf.log_volume(partition, manifest.segments[: mf.VOLUME_SEGMENTS])
+            await self._put_bytes(info.name, data, info.sha256)
+            manifest = mf.with_volume(manifest, "log", info)
+        if len(manifest.ledger_segments) > mf.MAX_SEGMENTS:
+            ledger = manifest.ledger_segments[: mf.VOLUME_SEGMENTS]
+            info, data = mf.ledger_volume(partition, ledger)
+            await self._put_bytes(info.name, data, info.sha256)
+            manifest = mf.with_volume(manifest, "ledger", info)
+        return manifest
 
     async def _prune(self, partition: int, generation: int) -> None:
         """Delete generations older than the last few (every one lists all the segments)."""

@@ -98,9 +98,7 @@ async def _archived_pages(
     archive: ArchiveStore, manifest: Manifest, after: str, page: int
 ) -> AsyncIterator[list[Entry]]:
     low = id_key(after)
-    for info in manifest.segments:
-        if id_key(info.last) <= low:
-            continue
+    async for info in catalog.log_segments(archive, manifest, after):
         rows = await catalog.log_segment(archive, info)
         whole = id_key(info.first) > low  # the common case: no entry to skip, no id to compare
         batch: list[Entry] = []
@@ -151,7 +149,9 @@ async def _archived_ledger(
     """The account's archived ledger entries, segment by segment (only segments through
     ``through``: what the hot read left out)."""
     manifest = await catalog.latest_manifest(archive, partition)
-    segments = [s for s in manifest.ledger_segments if s.through_ms <= through]
+    segments = [
+        s async for s in catalog.ledger_segments(archive, manifest) if s.through_ms <= through
+    ]
     if newest_first:
         segments.reverse()
     for info in segments:

@@ -143,18 +143,28 @@ async def verify(
         except ArchiveError as exc:
             result.problems.append(f"p{p}: {exc}")
             continue
-        await _verify_log(store, archive, manifest, result)
-        await _verify_ledger(archive, manifest, result)
-        await _orphans(archive, manifest, result)
+        try:
+            logs = [info async for info in catalog.log_segments(archive, manifest)]
+            ledgers = [info async for info in catalog.ledger_segments(archive, manifest)]
+        except ArchiveError as exc:  # a volume missing or damaged
+            result.problems.append(f"p{p}: {exc}")
+            continue
+        await _verify_log(store, archive, manifest, logs, result)
+        await _verify_ledger(archive, manifest, ledgers, result)
+        await _orphans(archive, manifest, logs, ledgers, result)
     return result
 
 
 async def _verify_log(
-    store: EventStore, archive: ArchiveStore, manifest: Manifest, result: Verification
+    store: EventStore,
+    archive: ArchiveStore,
+    manifest: Manifest,
+    segments: list[SegmentInfo],
+    result: Verification,
 ) -> None:
     p = manifest.partition
     previous: SegmentInfo | None = None
-    for info in manifest.segments:
+    for info in segments:
         result.segments += 1
         ids = await _segment_ids(archive, info, result)
         if ids is not None:
@@ -170,10 +180,12 @@ async def _verify_log(
                 result.problems.append(f"gap: Redis holds entries between {previous.name} and "
                                        f"{info.name} that no segment has")  # fmt: skip
         previous = info
-    totals = (sum(s.count for s in manifest.segments), sum(s.bytes for s in manifest.segments))
-    if totals != (manifest.entries, manifest.bytes):
+    if (sum(s.count for s in segments), sum(s.bytes for s in segments)) != (
+        manifest.entries,
+        manifest.bytes,
+    ):
         result.problems.append(f"p{p}: the manifest's totals do not add up")
-    if manifest.segments and manifest.position != manifest.segments[-1].last:
+    if segments and manifest.position != segments[-1].last:
         result.problems.append(f"p{p}: the manifest's position is not its last segment's end")
 
 
@@ -202,10 +214,14 @@ async def _missing_between(store: EventStore, partition: int, last: str, first: 
     return bool(rows)
 
 
-async def _verify_ledger(archive: ArchiveStore, manifest: Manifest, result: Verification) -> None:
+async def _verify_ledger(
+    archive: ArchiveStore,
+    manifest: Manifest,
+    segments: list[LedgerSegmentInfo],
+    result: Verification,
+) -> None:
     after = 0
-    info: LedgerSegmentInfo
-    for info in manifest.ledger_segments:
+    for info in segments:
         result.segments += 1
         if info.after_ms != after:
             result.problems.append(f"{info.name}: ledger gap or overlap after {after}")
@@ -225,9 +241,16 @@ async def _verify_ledger(archive: ArchiveStore, manifest: Manifest, result: Veri
         result.problems.append(f"p{manifest.partition}: ledger position is not its last segment's")
 
 
-async def _orphans(archive: ArchiveStore, manifest: Manifest, result: Verification) -> None:
-    listed = {s.name for s in manifest.segments} | {s.name for s in manifest.ledger_segments}
-    for kind in ("log", "ledger"):
+async def _orphans(
+    archive: ArchiveStore,
+    manifest: Manifest,
+    logs: list[SegmentInfo],
+    ledgers: list[LedgerSegmentInfo],
+    result: Verification,
+) -> None:
+    listed = {s.name for s in logs} | {s.name for s in ledgers}
+    listed |= {v.name for v in [*manifest.volumes, *manifest.ledger_volumes]}
+    for kind in ("log", "ledger", "volumes"):
         for name in await archive.list(f"{partition_dir(manifest.partition)}/{kind}/"):
             if name not in listed:
                 result.warnings.append(f"{name}: not in the manifest (a crashed or losing write)")

@@ -1,5 +1,5 @@
 """The segment format: immutable, compressed, checksummed runs of log or ledger entries. Pure: no
-I/O, no clock. docs/archive-format.md describes the same bytes for readers without clipstream.
+I/O, no clock. docs/archive.md describes the same bytes for readers without clipstream.
 
 A segment is one zstd frame (level 3, content checksum on, content size in the header) of JSON
 lines, one line per entry, in order:

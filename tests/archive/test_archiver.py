@@ -255,3 +255,37 @@ async def test_finished_views_are_packed_at_rest_and_read_the_same(arch_runtime:
 def view_key_for(runtime: Runtime, owner: str, xid: str) -> str:
     keys = runtime.store.keys
     return Namespace(keys, keys.partition(owner), 1).view(xid)
+
+
+async def test_old_segments_are_frozen_into_volumes(
+    arch_runtime: Runtime, archive: ArchiveStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.archive import manifest as mf
+
+    monkeypatch.setattr(mf, "MAX_SEGMENTS", 3)
+    monkeypatch.setattr(mf, "VOLUME_SEGMENTS", 2)
+    runtime = arch_runtime
+    runtime.archive = archive
+    (owner,) = await owners(runtime, 1)
+    partition = runtime.store.keys.partition(owner.account_id)
+    archiver = new_archiver(runtime)
+    seen: list[str] = []
+    for _ in range(8):  # a segment (and a ledger segment) per round
+        await transcripts(runtime, [owner], 1)
+        await settle(runtime)
+        seen += await log_ids(runtime, partition)
+        await archive_everything(runtime, archiver)
+    manifest = await catalog.latest_manifest(archive, partition)
+    assert manifest.volumes  # the manifest lists at most 3 segments, the rest in volumes
+    assert len(manifest.segments) <= 3
+    assert manifest.ledger_volumes
+    pages = [e.entry_id async for page in reader.log_pages(runtime.store, archive, partition)
+             for e in page]  # fmt: skip
+    assert pages == seen
+    audit = await audit_account(runtime, owner.account_id)
+    assert audit.ok, audit.problems
+    assert audit.entries == len(await reader.ledger_rows(runtime.store, archive, owner.account_id))
+    found = await verify(runtime.store, archive)
+    assert found.ok, found.problems
+    assert not found.warnings
+    assert found.segments >= 16

@@ -26,12 +26,10 @@ import orjson
 import pytest
 
 from tests.archive.conftest import S3Server
-from tests.processes import ROOT, Role, role_env, wait_http
+from tests.processes import ADMIN_HEADERS, ROOT, Role, role_env, wait_http
 from tests.servers import RedisServer, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-ADMIN = {"Authorization": "Bearer adm_test_token_0123456789abcdefghij"}
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -71,7 +69,9 @@ class Deployment:
         self.archivers: list[Role] = []
         self.http = httpx.Client(base_url=self.base, timeout=30)
         wait_http(f"{self.base}/healthz", role=self.roles[0])
-        made = self.http.post("/admin/accounts", json={"name": "a", "coins": 1000}, headers=ADMIN)
+        made = self.http.post(
+            "/admin/accounts", json={"name": "a", "coins": 1000}, headers=ADMIN_HEADERS
+        )
         assert made.status_code == 201, made.text
         self.account = made.json()["account"]["account_id"]
         self.auth = {"Authorization": f"Bearer {made.json()['api_key']}"}

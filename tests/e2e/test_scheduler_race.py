@@ -63,12 +63,15 @@ async def _schedules(http: httpx.AsyncClient, who: Tenant) -> list[str]:
 
 
 async def _runs(runtime: Runtime, owner: str) -> list[ExecutionRequested]:
+    """The owner's schedule runs, read from its partition's log (which other tenants share)."""
     store = runtime.store
     entries = await store.log.read_log(store.keys.partition(owner), "0-0", 100_000)
     return [
         e.event
         for e in entries
-        if isinstance(e.event, ExecutionRequested) and e.event.kind == "schedule_run"
+        if isinstance(e.event, ExecutionRequested)
+        and e.event.kind == "schedule_run"
+        and e.event.owner == owner
     ]
 
 

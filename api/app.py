@@ -1,5 +1,6 @@
-"""The Starlette app: routes, exception handlers and the middleware (outermost first: the edge of
-api.errors, the abuse limits of api.rate_limits, the read charges of api.read_charging).
+"""The Starlette app: routes, exception handlers and the middleware (outermost first: the request
+meters of api.metrics, the edge of api.errors, the abuse limits of api.rate_limits, the read
+charges of api.read_charging).
 
 ``create_app(runtime)`` builds it around an open :class:`engine.runtime.Runtime`; the caller owns
 the runtime (opens and closes it), so the same app serves ``clipstream serve`` and the tests.
@@ -15,9 +16,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from api import dashboard, docs_page, openapi, realtime
+from api import dashboard, docs_page, metrics, openapi, realtime
 from api.errors import EXCEPTION_HANDLERS, Edge
 from api.feed_hub import FeedHub
+from api.metrics import RequestMeters
 from api.rate_limits import Limiter, RateLimits
 from api.read_charging import ChargeReads
 from api.routes import (
@@ -42,6 +44,7 @@ def routes() -> list[BaseRoute]:
     """Every route of the API."""
     return [
         *health.ROUTES,
+        *metrics.ROUTES,
         *openapi.ROUTES,
         *docs_page.ROUTES,
         *admin.ROUTES,
@@ -75,10 +78,12 @@ def create_app(runtime: Runtime) -> Starlette:
             yield
             tg.cancel_scope.cancel()
 
+    every_route = routes()
     app = Starlette(
-        routes=routes(),
+        routes=every_route,
         lifespan=lifespan,
         middleware=[
+            Middleware(RequestMeters, routes=every_route),
             Middleware(Edge, max_body_bytes=runtime.settings.max_body_bytes),
             Middleware(RateLimits, limiter=limiter),
             Middleware(ChargeReads, fees=read_fees),

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from api import render
 from api.render import Message
+from engine import meters
 from engine.connection import as_str
 from engine.runtime import Runtime
 from projections.feed import owner_feed_key, read_entry
@@ -82,6 +83,7 @@ class Subscription:
         try:
             self._send.send_nowait(message)
         except anyio.WouldBlock:
+            meters.FEED_SLOW_CLOSES.inc()
             self.close(SLOW_CONSUMER)
 
     def close(self, reason: str) -> None:
@@ -256,6 +258,11 @@ class FeedHub:
                 group.wake.set()
         sub.live = group.positions[key]
         self._subscribers.setdefault(key, set()).add(sub)
+
+    @property
+    def subscribers(self) -> int:
+        """Subscriptions open in this process right now (a gauge of /metrics)."""
+        return sum(len(subs) for subs in self._subscribers.values())
 
     def unsubscribe(self, sub: Subscription) -> None:
         subs = self._subscribers.get(sub.key)

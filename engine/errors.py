@@ -22,6 +22,8 @@ Redis errors are translated at the store boundary; the API maps each class to on
 
 from __future__ import annotations
 
+from engine import meters
+
 
 class EngineError(Exception):
     """Base of every error the engine raises on purpose."""
@@ -45,6 +47,11 @@ class StoreUnavailable(StoreError):
     """Redis is unreachable, or the configured durability could not be confirmed."""
 
     code = "unavailable"
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        # Raised only where the store translates a Redis failure: counting here counts each one.
+        meters.REDIS_ERRORS.inc()
 
 
 class ArchiveError(EngineError):

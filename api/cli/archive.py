@@ -16,7 +16,8 @@ import sys
 
 import anyio
 
-from api.cli.runner import Subcommands, run, run_role
+from api.cli.runner import Subcommands, run, run_role, with_metrics
+from api.metrics import metrics_port_argument
 from engine.errors import ConfigError
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -26,11 +27,13 @@ log = logging.getLogger("clipstream")
 
 def add_parsers(sub: Subcommands) -> None:
     """Add ``archiver`` and ``archive`` to the ``clipstream`` parser."""
-    sub.add_parser(
+    archiver = sub.add_parser(
         "archiver",
         help="copy the partition logs and ledgers into the archive, then trim Redis "
         "(needs CLIPSTREAM_REDIS_URL; CLIPSTREAM_ARCHIVE_URL names the archive)",
-    ).set_defaults(handler=_archiver_command)
+    )
+    metrics_port_argument(archiver.add_argument)
+    archiver.set_defaults(handler=_archiver_command)
     archive = sub.add_parser("archive", help="the archive tier: status, verify, export")
     archive.set_defaults(handler=_archive_command)
     actions = archive.add_subparsers(dest="archive_command", required=True, metavar="ACTION")
@@ -58,7 +61,7 @@ def add_parsers(sub: Subcommands) -> None:
 
 
 def _archiver_command(settings: Settings, args: argparse.Namespace) -> int:
-    run(run_role, settings, archiver_role)
+    run(run_role, settings, with_metrics(archiver_role, args))
     return 0
 
 

@@ -17,7 +17,8 @@ import anyio
 
 from api.cli.archive import archiver_role
 from api.cli.redact import redact_tokens_in_server_logs, safe_url
-from api.cli.runner import Subcommands, run, run_role
+from api.cli.runner import Subcommands, run, run_role, with_metrics
+from api.metrics import metrics_port_argument
 from engine.runtime import Runtime
 from engine.settings import Settings
 
@@ -45,14 +46,19 @@ def add_parsers(sub: Subcommands) -> None:
     ).set_defaults(handler=_api_command)
     worker = sub.add_parser("worker", help="run executions (needs CLIPSTREAM_REDIS_URL)")
     worker.add_argument("--id", dest="worker_id", help="consumer name (default: host-pid-random)")
+    metrics_port_argument(worker.add_argument)
     worker.set_defaults(handler=_worker_command)
-    sub.add_parser(
+    projector = sub.add_parser(
         "projector", help="fold the logs into views (needs CLIPSTREAM_REDIS_URL)"
-    ).set_defaults(handler=_projector_command)
-    sub.add_parser(
+    )
+    metrics_port_argument(projector.add_argument)
+    projector.set_defaults(handler=_projector_command)
+    scheduler = sub.add_parser(
         "scheduler",
         help="fire due schedules, each tick once however many run (needs CLIPSTREAM_REDIS_URL)",
-    ).set_defaults(handler=_scheduler_command)
+    )
+    metrics_port_argument(scheduler.add_argument)
+    scheduler.set_defaults(handler=_scheduler_command)
 
 
 # -- the commands: each runs its role until it is asked to stop ----------------------------------
@@ -72,17 +78,18 @@ def _api_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _worker_command(settings: Settings, args: argparse.Namespace) -> int:
-    run(run_role, settings, functools.partial(_worker_role, worker_id=args.worker_id))
+    role = functools.partial(_worker_role, worker_id=args.worker_id)
+    run(run_role, settings, with_metrics(role, args))
     return 0
 
 
 def _projector_command(settings: Settings, args: argparse.Namespace) -> int:
-    run(run_role, settings, _projector_role)
+    run(run_role, settings, with_metrics(_projector_role, args))
     return 0
 
 
 def _scheduler_command(settings: Settings, args: argparse.Namespace) -> int:
-    run(run_role, settings, _scheduler_role)
+    run(run_role, settings, with_metrics(_scheduler_role, args))
     return 0
 
 

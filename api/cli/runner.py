@@ -23,6 +23,8 @@ Handler = Callable[[Settings, argparse.Namespace], int]
 # The ``sub`` of ``ArgumentParser.add_subparsers()``, where each module adds its commands
 # (argparse names no public type for it).
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+# A role: runs on an open runtime until ``stop`` is set.
+Role: TypeAlias = Callable[[Runtime, anyio.Event], Awaitable[None]]
 
 
 def run(func: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -45,9 +47,27 @@ async def until_signal(stop: anyio.Event) -> None:
             return
 
 
-async def run_role(
-    settings: Settings, role: Callable[[Runtime, anyio.Event], Awaitable[None]]
-) -> None:
+def with_metrics(role: Role, args: argparse.Namespace) -> Role:
+    """``role``, serving Prometheus metrics beside it when ``--metrics-port`` was given (the
+    endpoint stops with the role)."""
+    port = getattr(args, "metrics_port", None)
+    if port is None:
+        return role
+
+    async def metered(runtime: Runtime, stop: anyio.Event) -> None:
+        from api.metrics import serve_metrics
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve_metrics, runtime, args.metrics_host, port, stop)
+            try:
+                await role(runtime, stop)
+            finally:
+                stop.set()
+
+    return metered
+
+
+async def run_role(settings: Settings, role: Role) -> None:
     """Open a runtime and run one role on it until SIGTERM or SIGINT."""
     runtime = await Runtime.open(settings)
     stop = anyio.Event()

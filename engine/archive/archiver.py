@@ -31,6 +31,7 @@ import anyio
 import anyio.lowlevel
 from redis.exceptions import RedisError
 
+from engine import meters
 from engine.archive import manifest as mf
 from engine.archive import retention
 from engine.archive.catalog import latest_manifest
@@ -196,6 +197,7 @@ class Archiver:
                 self.stats.lost_races += 1
                 break
             self.stats.segments += 1
+            meters.ARCHIVE_SEGMENTS.labels("log").inc()
             self.stats.entries += new.segments[-1].count
             worked = True
             await self._mirror(partition, held.manifest)
@@ -205,6 +207,7 @@ class Archiver:
             await self._mirror(partition, held.manifest)  # before the trim: readers go by it
             if won:
                 self.stats.ledger_segments += 1
+                meters.ARCHIVE_SEGMENTS.labels("ledger").inc()
                 segment = new.ledger_segments[-1]
                 await retention.trim_ledgers(
                     self.redis, self.store.keys, segment.accounts, segment.through_ms

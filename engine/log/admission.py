@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from engine import meters
 from engine.connection import as_str
 from engine.errors import IdempotencyMismatch, InsufficientBalance, StoreError
 from engine.log import codec
@@ -186,6 +187,8 @@ class Admission:
         status = as_str(result[0])
         if status == "ok":
             self._ctx.check_replicas(replicated)
+            meters.EXECUTIONS_ACCEPTED.labels(event.kind).inc()
+            meters.COINS_CHARGED.labels("fee").inc(meters.coins(event.fee))
             return Accepted(
                 event.execution_id, duplicate=False, balance=int(result[2]), event=event
             )

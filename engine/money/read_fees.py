@@ -39,7 +39,7 @@ from enum import IntEnum
 import anyio
 from redis.exceptions import RedisError
 
-from engine import clock
+from engine import clock, meters
 from engine.connection import as_str
 from engine.errors import InsufficientBalance, StoreUnavailable
 from engine.runtime import Runtime
@@ -171,7 +171,10 @@ class ReadFees:
                 f"the balance does not cover a read ({micro_to_coins(self.fee)} coins): top up "
                 "to read (GET /v1/me answers at any balance)"
             )
-        return charge if admission is Admission.CHARGED else None
+        if admission is not Admission.CHARGED:
+            return None
+        meters.COINS_CHARGED.labels("read").inc(meters.coins(self.fee))
+        return charge
 
     async def settle_now(self, charge: ReadCharge, *, served: bool) -> int:
         """Settle ``charge``: keep its fee when ``served``, else give it back; the micro-coins
@@ -197,6 +200,8 @@ class ReadFees:
             )
         except RedisError as exc:
             raise StoreUnavailable(f"Redis failed settling {charge.charge_id}: {exc}") from exc
+        if int(given):
+            meters.COINS_REFUNDED.labels("read").inc(meters.coins(int(given)))
         return int(given)
 
     async def settle(self, charge: ReadCharge, *, served: bool) -> None:

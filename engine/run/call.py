@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import anyio
 from redis.exceptions import RedisClusterException, RedisError
 
+from engine import meters
 from engine.clock import now_ms
 from engine.errors import StoreError, ToolError
 from engine.log.events import AnyEvent, BlobRef, StepCompleted, StepSpec
@@ -84,10 +85,13 @@ async def attempt(
             if job.cancel_seen:
                 return None
             error = ToolError("timeout", f"no answer within {timeout:g}s", retryable=True)
+    seconds = time.monotonic() - started
     if result is not None:
-        duration_ms = int((time.monotonic() - started) * 1000)
-        return _completed(job.execution_id, action, result, duration_ms)
+        meters.STEP_SECONDS.labels(spec.tool_id, "completed").observe(seconds)
+        meters.STEP_COST.labels(spec.tool_id).inc(meters.coins(result.cost))
+        return _completed(job.execution_id, action, result, int(seconds * 1000))
     assert error is not None
+    meters.STEP_SECONDS.labels(spec.tool_id, error.code).observe(seconds)
     policy = None if tool is None else tool.retry
     failed = decide.failed_attempt(
         job.execution_id, action, error, policy, now_ms=now_ms(), rng=ctx.rng

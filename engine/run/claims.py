@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from engine import meters
 from engine.errors import ConcurrencyConflict
 from engine.log.entries import Entry
 from engine.log.events import ExecutionRequested
@@ -66,6 +67,7 @@ async def dead_letter_execution(
                 owner=event.owner,
                 moves=billing.moves_of(closing),
             )
+            meters.appended(event.kind, closing)
             break
         except ConcurrencyConflict:
             continue

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import anyio
 
+from engine import meters
 from engine.clock import now_ms
 from engine.errors import BalanceRefused, ConcurrencyConflict
 from engine.log import codec
@@ -165,6 +166,8 @@ class Drive:
                 return False
             self.durable = self.job.known_seq = written[-1].seq
             self.base = self.state
+            if self.state.requested is not None:
+                meters.appended(self.state.requested.kind, self.pending)
             flushed = [e for e in self.pending if isinstance(e, StepCompleted)]
             self.pending.clear()
             self.blobs.clear()

@@ -53,6 +53,7 @@ from typing import Any, get_args
 import anyio
 import anyio.abc
 
+from engine import meters
 from engine.log.batcher import AppendBatcher
 from engine.log.entries import Entry
 from engine.log.events import AnyEvent, ExecutionCancelRequested, ExecutionRequested
@@ -355,6 +356,7 @@ class Worker:
                 if await claims.triage(self.store, self.settings, self.worker_id, p, entry) is None:
                     continue
                 if (job := self._job(p, entry, None)) is not None:
+                    meters.TAKEOVERS.inc()
                     log.info(
                         "worker %s took over %s (epoch %d)",
                         self.worker_id,

@@ -29,6 +29,7 @@ from typing import Literal
 
 import anyio
 
+from engine import meters
 from engine.clock import now_ms
 from engine.connection import as_str
 from engine.errors import EngineError, StoreError
@@ -132,6 +133,7 @@ class Scheduler:
             result = Fired(owner, schedule_id, tick, "refused", reason=str(exc))
         else:
             result = Fired(owner, schedule_id, tick, triggered.status, triggered.execution_id)
+        meters.SCHEDULE_TICKS.labels(result.outcome).inc()
         member = schedules.due_member(owner, schedule_id)
         await self.store.redis.zadd(due_key, {member: tick + interval_ms}, xx=True, gt=True)
         return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
@@ -50,6 +51,36 @@ def embedded() -> aioredis.Redis:
         timeout=30,
     )
     return client
+
+
+class ExposedStore:
+    """The embedded store served over TCP (the Redis protocol, fakeredis's TcpFakeServer) on a
+    local port, so other processes (the operator commands) can use it as they would a Redis.
+    Commands from the port and from this process run under the store's one lock."""
+
+    def __init__(self, client: aioredis.Redis, host: str, port: int) -> None:
+        import fakeredis
+
+        server = client.connection_pool.connection_kwargs.get("server")
+        if not isinstance(server, fakeredis.FakeServer):
+            raise TypeError("only the embedded store can be exposed")
+        self._tcp = fakeredis.TcpFakeServer((host, port))
+        self._tcp.fake_server = server  # the embedded store itself, not a fresh one
+        self.host, self.port = host, int(self._tcp.server_address[1])
+        self._thread = threading.Thread(
+            target=self._tcp.serve_forever, name="embedded-store-tcp", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def close(self) -> None:
+        """Stop serving: open connections are closed, the port is freed."""
+        self._tcp.shutdown()
+        self._tcp.server_close()
+        self._thread.join(timeout=5)
 
 
 def as_str(value: bytes | str, *, errors: str = "strict") -> str:

@@ -130,12 +130,14 @@ class JwtKeys:
 @dataclass(frozen=True, slots=True)
 class Resolved:
     """What :func:`resolve` settled: the admin token's hash and the JWT keys (None where a secret
-    is not configured on Redis: see :meth:`require`), and the admin token itself only when it was
-    generated here (so ``serve`` can print it, once)."""
+    is not configured on Redis: see :meth:`require`), and the admin token and JWT secret
+    themselves only when they were generated here (so ``serve`` can print the token, and the line
+    that lets operator commands share its embedded store, once)."""
 
     admin: AdminToken | None
     jwt: JwtKeys | None
     generated_admin_token: str | None = field(default=None, repr=False)
+    generated_jwt_secret: str | None = field(default=None, repr=False)
 
     def require(self) -> tuple[AdminToken, JwtKeys]:
         """Both secrets; a ConfigError naming what is missing (the API cannot run without them)."""
@@ -166,11 +168,11 @@ def resolve(
     """The secrets a process runs with. On the embedded store a missing one is generated. On
     Redis a weak one is a ConfigError naming the variable and the rule it broke, and a missing
     one is left out (the roles that need it refuse to start: :meth:`Resolved.require`)."""
-    generated = None
+    generated = generated_secret = None
     if admin_token is None and embedded:
         admin_token = generated = generate("adm_")
     if jwt_secret is None and embedded:
-        jwt_secret = generate()
+        jwt_secret = generated_secret = generate()
     if not embedded:
         for name, value in (
             ("CLIPSTREAM_ADMIN_TOKEN", admin_token),
@@ -190,4 +192,4 @@ def resolve(
     if jwt_secret is not None:
         previous = None if previous_secret is None else SigningKey.of(previous_secret)
         keys = JwtKeys(SigningKey.of(jwt_secret), previous, previous_until)
-    return Resolved(admin, keys, generated)
+    return Resolved(admin, keys, generated, generated_secret)

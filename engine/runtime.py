@@ -68,5 +68,10 @@ class Runtime:
         """The admin token itself, only when this process generated it (the embedded store)."""
         return self.secrets.generated_admin_token
 
+    @property
+    def generated_jwt_secret(self) -> str | None:
+        """The JWT secret itself, only when this process generated it (the embedded store)."""
+        return self.secrets.generated_jwt_secret
+
     async def close(self) -> None:
         await self.redis.aclose()

@@ -19,6 +19,8 @@ from api.cli.archive import archiver_role
 from api.cli.redact import redact_tokens_in_server_logs, safe_url
 from api.cli.runner import Subcommands, run, run_role, with_metrics
 from api.metrics import metrics_port_argument
+from engine.connection import ExposedStore
+from engine.errors import ConfigError
 from engine.runtime import Runtime
 from engine.settings import Settings
 
@@ -36,11 +38,19 @@ def add_parsers(sub: Subcommands) -> None:
         p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT})")
         return p
 
-    with_address(
+    serve = with_address(
         sub.add_parser(
             "serve", help="API, worker, projector, scheduler and archiver in one process"
         )
-    ).set_defaults(handler=_serve_command)
+    )
+    serve.add_argument(
+        "--store-port",
+        type=int,
+        default=0,
+        help="on the embedded store: the local port that serves it over the Redis protocol to the "
+        "operator commands (default 0: a free port, printed at start; -1: none)",
+    )
+    serve.set_defaults(handler=_serve_command)
     with_address(
         sub.add_parser("api", help="the HTTP API only (needs CLIPSTREAM_REDIS_URL)")
     ).set_defaults(handler=_api_command)
@@ -68,7 +78,9 @@ def _serve_command(settings: Settings, args: argparse.Namespace) -> int:
     if settings.embedded and settings.archive_url is None:
         # The embedded store keeps its archive in memory too: bounded Redis, same process.
         settings = replace(settings, archive_url="memory://")
-    run(_serve_all, settings, args.host, args.port)
+    if not -1 <= args.store_port <= 65_535:
+        raise ConfigError(f"--store-port {args.store_port}: expected a port, 0 (any) or -1 (none)")
+    run(_serve_all, settings, args.host, args.port, args.store_port)
     return 0
 
 
@@ -163,13 +175,17 @@ async def _run_api(settings: Settings, host: str, port: int) -> None:
         await runtime.close()
 
 
-async def _serve_all(settings: Settings, host: str, port: int) -> None:
-    """API, worker, projector, scheduler and archiver in one process, sharing one store."""
+async def _serve_all(settings: Settings, host: str, port: int, store_port: int = -1) -> None:
+    """API, worker, projector, scheduler and archiver in one process, sharing one store (on the
+    embedded store, served on ``store_port`` too unless it is -1)."""
     runtime = await Runtime.open(settings)
     stop = anyio.Event()
+    exposed = None
     try:
         runtime.require_secrets()  # no API without an admin token and a JWT secret
-        await _print_banner(runtime, host, port)
+        if settings.embedded and store_port >= 0:
+            exposed = ExposedStore(runtime.redis, "127.0.0.1", store_port)
+        await _print_banner(runtime, host, port, exposed)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_worker_role, runtime, stop)
             tg.start_soon(_projector_role, runtime, stop)
@@ -179,10 +195,14 @@ async def _serve_all(settings: Settings, host: str, port: int) -> None:
             await _serve_api(runtime, host, port)
             stop.set()
     finally:
+        if exposed is not None:
+            exposed.close()
         await runtime.close()
 
 
-async def _print_banner(runtime: Runtime, host: str, port: int) -> None:
+async def _print_banner(
+    runtime: Runtime, host: str, port: int, exposed: ExposedStore | None = None
+) -> None:
     from api.auth import mint_session_token
     from engine.money.accounts import create_account
 
@@ -197,6 +217,11 @@ async def _print_banner(runtime: Runtime, host: str, port: int) -> None:
     else:
         lines.append(f"  store:        {safe_url(settings.redis_url or '')}")
     lines.append(f"  archive:      {_archive_line(runtime)}")
+    if exposed is not None:
+        lines.append(
+            f"  store port:   {exposed.url} (the embedded store over the Redis protocol, "
+            "for the operator commands; this machine only, no password)"
+        )
     lines.append(f"  api:          {base}")
     lines.append(f"  dashboard:    {base}/ (sign in with a session JWT)")
     if runtime.generated_admin_token is not None:  # only the one this process made, once
@@ -213,6 +238,17 @@ async def _print_banner(runtime: Runtime, host: str, port: int) -> None:
             f"    export CS={base} KEY={api_key}",
             '    curl -s -X POST $CS/v1/items -H "Authorization: Bearer $KEY" \\',
             '         --json \'{"source": "https://www.youtube.com/watch?v=dQw4w9WgXcQ"}\'',
+        ]
+    if exposed is not None:
+        export = f"export CLIPSTREAM_REDIS_URL={exposed.url}"
+        if runtime.generated_jwt_secret is not None:  # `accounts token` signs with it
+            export += f" CLIPSTREAM_JWT_SECRET={runtime.generated_jwt_secret}"
+        lines += [
+            "",
+            "  operator commands (status, tail, history, replay, dead-letters, accounts) in",
+            "  another terminal:",
+            f"    {export}",
+            "    clipstream status",
         ]
     print("\n".join(lines) + "\n", flush=True)
 

@@ -27,6 +27,9 @@ from projections.namespace import Namespace, current_version
 # this many: past it the gauge says "at least" and the lag in seconds is the figure to read.
 LAG_COUNT_CAP = 10_000
 
+# A heartbeat this old belongs to a worker that died without saying so: forgotten.
+FORGET_MS = 3_600_000
+
 # KEYS[1] log; ARGV[1] checkpoint ("0-0": none), ARGV[2] cap -> {entries after it, first id after}
 _PROJECTION_LAG = """
 local start = '-'
@@ -55,10 +58,10 @@ class PartitionFigures:
 
 @dataclass(slots=True)
 class WorkerFigures:
-    """A worker that read the logs within the lease time, and the leases it holds."""
+    """A worker whose heartbeat is younger than the lease time, and the leases it holds."""
 
     worker_id: str
-    idle_ms: int  # since it last read a partition log
+    beat_ms: int  # since its last heartbeat
     leases: dict[int, int] = field(default_factory=dict)  # partition -> executions held
     executions: list[str] = field(default_factory=list)  # a few of them, by id
 
@@ -145,24 +148,24 @@ async def _group_lag(runtime: Runtime, partition: int) -> int | None:
 
 
 async def workers(runtime: Runtime, *, sample: int = 20) -> list[WorkerFigures]:
-    """The workers that read a partition log within the lease time, busiest first, with the
-    leases each holds per partition and up to ``sample`` of its executions."""
+    """The workers whose heartbeat is younger than the lease time, busiest first, with the leases
+    each holds per partition and up to ``sample`` of its executions. Heartbeats older than
+    :data:`FORGET_MS` (workers that died without saying so) are removed on the way."""
     store = runtime.store
-    keys = store.keys
-    live_within = runtime.settings.lease_ms
+    redis, keys = store.redis, store.keys
+    now = now_ms()
     found: dict[str, WorkerFigures] = {}
     try:
-        for p in store.partitions:
-            for row in await _consumers(runtime, keys.log(p)):
-                name, idle = as_str(row["name"]), int(row["idle"])
-                if idle > live_within:
-                    continue
-                known = found.get(name)
-                if known is None:
-                    found[name] = WorkerFigures(name, idle)
-                else:
-                    known.idle_ms = min(known.idle_ms, idle)
-        for p in store.partitions:
+        stale = []
+        for name, beat in (await redis.hgetall(keys.workers)).items():
+            age = max(0, now - int(beat))
+            if age <= runtime.settings.lease_ms:
+                found[as_str(name)] = WorkerFigures(as_str(name), age)
+            elif age > FORGET_MS:
+                stale.append(name)
+        if stale:
+            await redis.hdel(keys.workers, *stale)
+        for p in store.partitions if found else ():
             for row in await _consumers(runtime, keys.work(p)):
                 worker = found.get(as_str(row["name"]))
                 if worker is None or not int(row["pending"]):
@@ -202,14 +205,12 @@ async def _held(runtime: Runtime, partition: int, consumer: str, count: int) -> 
 
 
 async def redis_memory(runtime: Runtime) -> RedisMemory | None:
-    """Redis memory in use, its peak and its limit (a cluster's nodes summed); None on the
-    embedded store, which has no INFO."""
+    """Redis memory in use, its peak and its limit (a cluster's nodes summed); None from a
+    server without INFO (the embedded store, in ``serve`` or over its port)."""
     try:
         info: dict[str, Any] = await runtime.store.redis.info("memory")
-    except ResponseError:
-        if runtime.settings.embedded:
-            return None
-        raise
+    except ResponseError:  # "unknown command": fakeredis has no INFO
+        return None
     except RedisError as exc:
         raise StoreUnavailable(f"cannot read Redis memory: {exc}") from exc
     nodes = [info] if "used_memory" in info else [v for v in info.values() if isinstance(v, dict)]

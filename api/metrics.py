@@ -160,7 +160,7 @@ async def store_families(runtime: Runtime) -> list[GaugeMetricFamily]:
         ),
         _single(
             "clipstream_workers_live",
-            "Workers that read the partition logs within the lease time.",
+            "Workers whose heartbeat is younger than the lease time.",
             len(live),
         ),
     ]

@@ -10,7 +10,8 @@ lives with its own concern, which adds its parser and names its handler:
 
     roles.py      serve, api, worker, projector, scheduler
     archive.py    archiver (the role), archive status | verify | export
-    operators.py  history, tail, status, dead-letters, replay
+    operators.py  history, tail, dead-letters, replay
+    status.py     status (the figures of api.inspection, --json)
     accounts.py   accounts create | credit | token | key | revoke | audit
     runner.py     running a command's coroutine (uvloop) and stopping it on a signal
     redact.py     tokens out of the server's request lines, the password out of a Redis URL
@@ -23,7 +24,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from api.cli import accounts, archive, operators, roles
+from api.cli import accounts, archive, operators, roles, status
 from api.cli.runner import Handler
 from engine.errors import ConfigError, EngineError
 from engine.settings import Settings
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     roles.add_parsers(sub)
     archive.add_parsers(sub)
     operators.add_parsers(sub)
+    status.add_parser(sub)
     accounts.add_parser(sub)
     return parser
 

@@ -1,6 +1,6 @@
 """The operator commands: ``history`` (one execution's events), ``tail`` (the logs live),
-``status`` (each partition's queues and checkpoint, where the archive is), ``dead-letters`` and
-``replay`` (rebuild the projections into a new version, compare, switch).
+``dead-letters`` and ``replay`` (rebuild the projections into a new version, compare, switch);
+``status`` is api.cli.status.
 
 Each opens its own runtime on the configured Redis, prints, and returns its exit code.
 """
@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import anyio
 
 from api.cli.runner import Subcommands, run, until_signal
-from engine.connection import as_str
 from engine.errors import ConfigError
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -36,9 +35,6 @@ def add_parsers(sub: Subcommands) -> None:
     )
     tail.add_argument("--from-start", action="store_true", help="print the whole log first")
     tail.set_defaults(handler=_tail_command)
-    sub.add_parser(
-        "status", help="partitions, group lag, queued, leased, dead letters, checkpoints"
-    ).set_defaults(handler=_status_command)
     sub.add_parser("dead-letters", help="list dead-lettered entries").set_defaults(
         handler=_dead_letters_command
     )
@@ -63,10 +59,6 @@ def _history_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def _tail_command(settings: Settings, args: argparse.Namespace) -> int:
     return run(_tail, settings, args.partitions, args.from_start)
-
-
-def _status_command(settings: Settings, args: argparse.Namespace) -> int:
-    return run(_status, settings)
 
 
 def _dead_letters_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -129,41 +121,6 @@ async def _tail(settings: Settings, partitions: Sequence[int] | None, from_start
                     with anyio.move_on_after(0.2):
                         await stop.wait()
             tg.cancel_scope.cancel()
-    finally:
-        await runtime.close()
-    return 0
-
-
-async def _status(settings: Settings) -> int:
-    from engine.log.keys import WORKER_GROUP
-
-    runtime = await Runtime.open(settings)
-    store = runtime.store
-    try:
-        version = int(await store.redis.hget(store.keys.meta, "projection_version") or 1)
-        print(f"partitions: {store.keys.partitions}   projection version: {version}")
-        if runtime.archive is None:
-            print("archive: NONE (nothing replay needs is trimmed; set CLIPSTREAM_ARCHIVE_URL)")
-        else:
-            print(f"archive: {runtime.archive.url} (positions: clipstream archive status)")
-        print(
-            f"{'part':>4} {'log':>9} {'lag':>7} {'queued':>8} {'leased':>8} {'consumers':>9} "
-            f"{'dead':>6}  checkpoint"
-        )
-        for p in store.partitions:
-            length = await store.redis.xlen(store.keys.log(p))
-            groups = await store.redis.xinfo_groups(store.keys.log(p))
-            group = next((g for g in groups if as_str(g["name"]) == WORKER_GROUP), None)
-            lag = group.get("lag") if group else None
-            consumers = group["consumers"] if group else 0
-            queued = await store.leases.queued(p)
-            leased = sum((await store.leases.leased(p)).values())
-            dead = await store.redis.xlen(store.keys.dead(p))
-            ckpt = await store.redis.get(f"{store.keys.view_ns(p, version)}:ckpt")
-            print(
-                f"{p:>4} {length:>9} {lag if lag is not None else '-':>7} {queued:>8} "
-                f"{leased:>8} {consumers:>9} {dead:>6}  {as_str(ckpt) if ckpt else '-'}"
-            )
     finally:
         await runtime.close()
     return 0

@@ -11,6 +11,7 @@ those names (``ready_prefix``, ``execution_prefix``), the same prefix ``ready`` 
 build on, so every name is still spelled here and still carries the partition's tag.
 
     {prefix}meta                       hash: partitions, projection version
+    {prefix}workers                    hash: worker id -> when it last beat (ms), for status
     {prefix}apikey:{sha256}            string: account id of an API key (key hash only)
     {prefix}rl:{{LIMITER/…}}[/-1]      strings: the rate limits' sliding-window counters (the
                                        ``limits`` library names the rest: api.rate_limits)
@@ -86,6 +87,10 @@ class Keys:
     @property
     def meta(self) -> str:
         return f"{self.prefix}meta"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}workers"
 
     @property
     def rate_limits(self) -> str:

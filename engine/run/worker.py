@@ -41,6 +41,7 @@ in batches); and the appends of all executions at the same point travel in one p
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -118,6 +119,7 @@ class Worker:
         if self._stop_requested:
             self._stop.set()
         self._stopping = False
+        await self._guarded(self._heartbeat)  # live from the start, not a heartbeat later
         async with anyio.create_task_group() as tg:
             self._start_lanes(tg)
             tg.start_soon(self._every, self.settings.heartbeat_ms, self._heartbeat)
@@ -332,7 +334,8 @@ class Worker:
 
     # -- heartbeat, cancels, claims ---------------------------------------------------------------
     async def _heartbeat(self) -> None:
-        """Renew every lease held; a lease lost to a takeover stops its job."""
+        """Say we are alive; renew every lease held (a lease lost to a takeover stops its job)."""
+        await heartbeat.present(self.store, self.worker_id)
         await heartbeat.renew(self.store, self.worker_id, self._jobs)
 
     async def _check_cancels(self) -> None:
@@ -395,6 +398,9 @@ class Worker:
         self._jobs.clear()
         self._lanes.queue.clear()
         await self._guarded(self._flush_acks)
+        await self._guarded(
+            functools.partial(heartbeat.present, self.store, self.worker_id, leaving=True)
+        )
         log.info(
             "worker %s stopped; handed back %d", self.worker_id, sum(map(len, unfinished.values()))
         )

@@ -1,0 +1,135 @@
+"""``GET /metrics``: the process's meters by route template, the store's figures, no id labels."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from api.metrics import UNMATCHED
+from tests.api.conftest import ApiAccount, new_account
+
+pytestmark = pytest.mark.anyio
+
+VIDEO = "https://youtu.be/dQw4w9WgXcQ"
+# What an id looks like (engine.log.ids): a type prefix then the body; executions carry p<N>.
+ID = re.compile(r"(acc|itm|col|rep|wf|stp|sch|exc|doc|run|req|key)_[0-9a-z_]{8,}")
+ID_LABELS = {"execution_id", "account_id", "owner", "request_id", "item_id", "worker_id"}
+
+
+def samples(text: str) -> dict[str, list[Sample]]:
+    """The exposition text parsed by prometheus_client: family name -> its samples."""
+    return {f.name: list(f.samples) for f in text_string_to_metric_families(text)}
+
+
+def value(found: dict[str, list[Sample]], family: str, sample: str, **labels: str) -> float:
+    """One sample's value (0 when it is not there yet: a counter not yet counted)."""
+    for s in found.get(family, []):
+        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+            return float(s.value)
+    return 0.0
+
+
+def assert_no_id_labels(found: dict[str, list[Sample]]) -> None:
+    for family, rows in found.items():
+        for s in rows:
+            assert not ID_LABELS & set(s.labels), (family, s.labels)
+            for v in s.labels.values():
+                assert not ID.search(v), (family, s.labels)
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[str, list[Sample]]:
+    response = await client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return samples(response.text)
+
+
+async def test_requests_are_counted_by_route_template_and_status(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    before = await scrape(client)
+    alice: ApiAccount = await new_account(client, admin, coins=1)
+    item = await client.post("/v1/items", json={"source": VIDEO}, headers=alice.key_auth)
+    item_id = item.json()["item"]["item_id"]
+    for _ in range(2):
+        answer = await client.get(f"/v1/items/{item_id}", headers=alice.key_auth)
+        assert answer.status_code == 200
+    assert (await client.get("/v1/items/itm_nothere", headers=alice.key_auth)).status_code == 404
+    assert (await client.get(f"/no/such/{item_id}")).status_code == 404
+    after = await scrape(client)
+
+    def delta(**labels: str) -> float:
+        name, sample = "clipstream_http_requests", "clipstream_http_requests_total"
+        return value(after, name, sample, **labels) - value(before, name, sample, **labels)
+
+    route = "/v1/items/{item_id}"
+    assert delta(route=route, method="GET", status="200") == 2
+    assert delta(route=route, method="GET", status="404") == 1
+    assert delta(route="/v1/items", method="POST", status="201") == 1
+    assert delta(route=UNMATCHED, method="GET", status="404") == 1
+    hist = "clipstream_http_request_duration_seconds"
+    count = value(after, hist, f"{hist}_count", route=route, method="GET") - value(
+        before, hist, f"{hist}_count", route=route, method="GET"
+    )
+    assert count == 3
+    assert_no_id_labels(after)
+
+
+async def test_an_accepted_execution_and_its_fee_are_counted(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    alice = await new_account(client, admin, coins=1)
+    item = await client.post("/v1/items", json={"source": VIDEO}, headers=alice.key_auth)
+    item_id = item.json()["item"]["item_id"]
+    before = await scrape(client)
+    answer = await client.post(f"/v1/items/{item_id}/transcript", json={}, headers=alice.key_auth)
+    assert answer.status_code == 202, answer.text
+    after = await scrape(client)
+    accepted = ("clipstream_executions_accepted", "clipstream_executions_accepted_total")
+    assert (
+        value(after, *accepted, kind="transcript") - value(before, *accepted, kind="transcript")
+        == 1
+    )
+    fee = ("clipstream_coins_charged", "clipstream_coins_charged_total")
+    assert value(after, *fee, charge="fee") - value(before, *fee, charge="fee") == pytest.approx(
+        0.01
+    )  # a float counter of coins: the exact money is the ledger's, not the meter's
+    # The store's figures: the execution waits in its partition (no worker runs here).
+    depth = sum(s.value for s in after["clipstream_queue_depth"])
+    assert depth >= 1
+    assert value(after, "clipstream_scrape_store_ok", "clipstream_scrape_store_ok") == 1
+    assert_no_id_labels(after)
+
+
+async def test_the_store_families_are_served(client: httpx.AsyncClient, backend: str) -> None:
+    found = await scrape(client)
+    memory = "clipstream_redis_memory_used_bytes"
+    if backend == "real":
+        assert value(found, memory, memory) > 0
+    else:  # fakeredis has no INFO: the family is left out, the rest still served
+        assert memory not in found
+    for family in (
+        "clipstream_queue_depth",
+        "clipstream_leases",
+        "clipstream_oldest_pending_age_seconds",
+        "clipstream_dead_letter_entries",
+        "clipstream_projection_lag_entries",
+        "clipstream_projection_lag_seconds",
+        "clipstream_workers_live",
+        "clipstream_feed_subscribers",
+        "clipstream_archive_configured",
+        "clipstream_executions_ended",
+        "clipstream_step_duration_seconds",
+        "clipstream_lease_takeovers",
+        "clipstream_dead_letters",
+        "clipstream_feed_slow_client_closes",
+        "clipstream_coins_charged",
+        "clipstream_redis_errors",
+    ):
+        assert family in found, family
+    partitions = {s.labels["partition"] for s in found["clipstream_queue_depth"]}
+    assert partitions == {"0", "1", "2", "3"}

@@ -133,3 +133,28 @@ async def test_the_store_families_are_served(client: httpx.AsyncClient, backend:
         assert family in found, family
     partitions = {s.labels["partition"] for s in found["clipstream_queue_depth"]}
     assert partitions == {"0", "1", "2", "3"}
+
+
+async def test_the_alerts_and_the_dashboard_use_only_served_metrics(
+    client: httpx.AsyncClient,
+) -> None:
+    """Every series deploy/alerts.yml and the Grafana dashboard query is one /metrics serves (a
+    renamed family would otherwise leave an alert that can never fire)."""
+    from tests.processes import ROOT
+
+    response = await client.get("/metrics")
+    families = {f.name for f in text_string_to_metric_families(response.text)}
+    # Not served by fakeredis (no INFO); the real-Redis variant of the test above checks them.
+    families |= {"clipstream_redis_memory_used_bytes", "clipstream_redis_memory_max_bytes"}
+    queried = set()
+    for path in ("deploy/alerts.yml", "deploy/grafana/clipstream.json"):
+        queried |= set(re.findall(r"clipstream_[a-z_]+", (ROOT / path).read_text()))
+    queried -= {"clipstream_"}  # the dashboard's uid and tags say "clipstream" alone
+    suffixes = ("_total", "_bucket", "_count", "_sum")
+    unknown = sorted(
+        name
+        for name in queried
+        if name not in families
+        and not any(name.endswith(s) and name.removesuffix(s) in families for s in suffixes)
+    )
+    assert unknown == []

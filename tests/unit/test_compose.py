@@ -1,5 +1,6 @@
 """compose.yaml ships no secret: both are required (``${VAR:?message}``, which compose refuses to
-start without) and the API is published on the loopback address only."""
+start without) and every published port (the API, Prometheus, Grafana) is on the loopback address
+only."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ def test_both_secrets_are_required_and_have_no_default() -> None:
         assert "not-secret" not in line
 
 
-def test_the_api_is_published_on_loopback_only() -> None:
+def test_every_port_is_published_on_loopback_only() -> None:
     published = re.findall(r'^\s*-\s*"([^"]*:\d+)"\s*$', COMPOSE, re.MULTILINE)
-    assert published == ["127.0.0.1:8000:8000"]
+    # The API; Prometheus and Grafana (profile "monitoring"). The roles' metrics ports are not
+    # published: Prometheus reaches them inside the compose network.
+    assert published == ["127.0.0.1:8000:8000", "127.0.0.1:9090:9090", "127.0.0.1:3000:3000"]

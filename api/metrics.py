@@ -76,19 +76,22 @@ class RequestMeters:
             return
         started = time.perf_counter()
         status = 500  # what the client gets when nothing was sent (Edge answers 500 then)
+        route: str | None = None
 
         async def timed_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, route
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 seconds = time.perf_counter() - started
-                meters.HTTP_SECONDS.labels(self.template(scope), scope["method"]).observe(seconds)
+                route = self.template(scope)
+                meters.HTTP_SECONDS.labels(route, scope["method"]).observe(seconds)
             await send(message)
 
         try:
             await self.app(scope, receive, timed_send)
         finally:
-            meters.HTTP_REQUESTS.labels(self.template(scope), scope["method"], str(status)).inc()
+            route = route or self.template(scope)
+            meters.HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
 
 
 # -- the store's figures, read at scrape time ----------------------------------------------------

@@ -16,8 +16,29 @@ This module imports nothing of the engine, so every room may call it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Labelled(Generic[M]):
+    """A labelled metric whose children are looked up in a plain dict: prometheus_client's own
+    ``labels()`` checks and converts its arguments on every call (about five times the cost of
+    the addition itself); the label sets here are few and fixed, so each child is made once."""
+
+    def __init__(self, metric: M) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def labels(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
 
 # No ``_created`` series: a counter's start time is the process's, which Prometheus has already.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -25,18 +46,22 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 # -- the API's edge ------------------------------------------------------------------------------
 
-HTTP_REQUESTS = Counter(
-    "clipstream_http_requests",
-    "HTTP requests answered, by route template, method and status code.",
-    ["route", "method", "status"],
-    registry=REGISTRY,
+HTTP_REQUESTS = Labelled(
+    Counter(
+        "clipstream_http_requests",
+        "HTTP requests answered, by route template, method and status code.",
+        ["route", "method", "status"],
+        registry=REGISTRY,
+    )
 )
-HTTP_SECONDS = Histogram(
-    "clipstream_http_request_duration_seconds",
-    "Time from a request's arrival to its response's first byte, by route template and method.",
-    ["route", "method"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-    registry=REGISTRY,
+HTTP_SECONDS = Labelled(
+    Histogram(
+        "clipstream_http_request_duration_seconds",
+        "Time from a request's arrival to its response's first byte, by route template and method.",
+        ["route", "method"],
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        registry=REGISTRY,
+    )
 )
 FEED_SLOW_CLOSES = Counter(
     "clipstream_feed_slow_client_closes",
@@ -46,89 +71,107 @@ FEED_SLOW_CLOSES = Counter(
 
 # -- executions ----------------------------------------------------------------------------------
 
-EXECUTIONS_ACCEPTED = Counter(
-    "clipstream_executions_accepted",
-    "Executions appended by this process (a fresh ExecutionRequested, not an idempotent replay), "
-    "by kind.",
-    ["kind"],
-    registry=REGISTRY,
+EXECUTIONS_ACCEPTED = Labelled(
+    Counter(
+        "clipstream_executions_accepted",
+        "Executions appended by this process (a fresh ExecutionRequested, not an idempotent "
+        "replay), by kind.",
+        ["kind"],
+        registry=REGISTRY,
+    )
 )
-EXECUTIONS_ENDED = Counter(
-    "clipstream_executions_ended",
-    "Executions this process ended (its terminal append), by kind, status (done, error) and "
-    "error code (none when done).",
-    ["kind", "status", "code"],
-    registry=REGISTRY,
+EXECUTIONS_ENDED = Labelled(
+    Counter(
+        "clipstream_executions_ended",
+        "Executions this process ended (its terminal append), by kind, status (done, error) and "
+        "error code (none when done).",
+        ["kind", "status", "code"],
+        registry=REGISTRY,
+    )
 )
-STEP_SECONDS = Histogram(
-    "clipstream_step_duration_seconds",
-    "One attempt of a step, from its tool's call to its answer, by tool and outcome (completed, "
-    "or the error code).",
-    ["tool", "outcome"],
-    buckets=(
-        0.005,
-        0.01,
-        0.025,
-        0.05,
-        0.1,
-        0.25,
-        0.5,
-        1.0,
-        2.5,
-        5.0,
-        10.0,
-        30.0,
-        60.0,
-        120.0,
-        300.0,
-    ),
-    registry=REGISTRY,
+STEP_SECONDS = Labelled(
+    Histogram(
+        "clipstream_step_duration_seconds",
+        "One attempt of a step, from its tool's call to its answer, by tool and outcome "
+        "(completed, or the error code).",
+        ["tool", "outcome"],
+        buckets=(
+            0.005,
+            0.01,
+            0.025,
+            0.05,
+            0.1,
+            0.25,
+            0.5,
+            1.0,
+            2.5,
+            5.0,
+            10.0,
+            30.0,
+            60.0,
+            120.0,
+            300.0,
+        ),
+        registry=REGISTRY,
+    )
 )
-STEP_COST = Counter(
-    "clipstream_step_cost_coins",
-    "Provider cost of the completed step attempts, in coins, by tool.",
-    ["tool"],
-    registry=REGISTRY,
+STEP_COST = Labelled(
+    Counter(
+        "clipstream_step_cost_coins",
+        "Provider cost of the completed step attempts, in coins, by tool.",
+        ["tool"],
+        registry=REGISTRY,
+    )
 )
 TAKEOVERS = Counter(
     "clipstream_lease_takeovers",
     "Leases of executions taken over from a worker that stopped renewing them.",
     registry=REGISTRY,
 )
-DEAD_LETTERS = Counter(
-    "clipstream_dead_letters",
-    "Entries moved to a dead-letter stream, by what was dead-lettered (lease: an execution "
-    "delivered too often or undecodable; log: an undecodable log entry).",
-    ["source"],
-    registry=REGISTRY,
+DEAD_LETTERS = Labelled(
+    Counter(
+        "clipstream_dead_letters",
+        "Entries moved to a dead-letter stream, by what was dead-lettered (lease: an execution "
+        "delivered too often or undecodable; log: an undecodable log entry).",
+        ["source"],
+        registry=REGISTRY,
+    )
 )
-SCHEDULE_TICKS = Counter(
-    "clipstream_schedule_ticks",
-    "Due schedule ticks fired, by outcome (dispatched, already_running, refused).",
-    ["outcome"],
-    registry=REGISTRY,
+SCHEDULE_TICKS = Labelled(
+    Counter(
+        "clipstream_schedule_ticks",
+        "Due schedule ticks fired, by outcome (dispatched, already_running, refused).",
+        ["outcome"],
+        registry=REGISTRY,
+    )
 )
-ARCHIVE_SEGMENTS = Counter(
-    "clipstream_archive_segments_written",
-    "Segments this process wrote into the archive, by what they hold (log, ledger).",
-    ["content"],
-    registry=REGISTRY,
+ARCHIVE_SEGMENTS = Labelled(
+    Counter(
+        "clipstream_archive_segments_written",
+        "Segments this process wrote into the archive, by what they hold (log, ledger).",
+        ["content"],
+        registry=REGISTRY,
+    )
 )
 
 # -- money and the store -------------------------------------------------------------------------
 
-COINS_CHARGED = Counter(
-    "clipstream_coins_charged",
-    "Coins taken from balances, by kind of charge (fee: an execution's flat fee; provider: a "
-    "step's cost; read: a read's fee, when admitted).",
-    ["charge"],
-    registry=REGISTRY,
+COINS_CHARGED = Labelled(
+    Counter(
+        "clipstream_coins_charged",
+        "Coins taken from balances, by kind of charge (fee: an execution's flat fee; provider: a "
+        "step's cost; read: a read's fee, when admitted).",
+        ["charge"],
+        registry=REGISTRY,
+    )
 )
-COINS_REFUNDED = Counter(
-    "clipstream_coins_refunded",
-    "Coins given back, by kind of charge (read: a read that answered an error).",
-    ["charge"],
-    registry=REGISTRY,
+COINS_REFUNDED = Labelled(
+    Counter(
+        "clipstream_coins_refunded",
+        "Coins given back, by kind of charge (read: a read that answered an error).",
+        ["charge"],
+        registry=REGISTRY,
+    )
 )
 REDIS_ERRORS = Counter(
     "clipstream_redis_errors",

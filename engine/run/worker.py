@@ -141,6 +141,11 @@ class Worker:
                         await self._stop.wait()
             await self._shutdown()
             tg.cancel_scope.cancel()
+        # Gone from the live workers; after the heartbeat task has stopped, so no late beat
+        # brings it back.
+        await self._guarded(
+            functools.partial(heartbeat.present, self.store, self.worker_id, leaving=True)
+        )
 
     async def run_until_idle(self) -> None:
         """Process until nothing is new to read, nothing is in flight and nothing is claimable
@@ -398,9 +403,6 @@ class Worker:
         self._jobs.clear()
         self._lanes.queue.clear()
         await self._guarded(self._flush_acks)
-        await self._guarded(
-            functools.partial(heartbeat.present, self.store, self.worker_id, leaving=True)
-        )
         log.info(
             "worker %s stopped; handed back %d", self.worker_id, sum(map(len, unfinished.values()))
         )

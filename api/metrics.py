@@ -17,8 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -272,18 +271,3 @@ async def serve_metrics(runtime: Runtime, host: str, port: int, stop: anyio.Even
         tg.start_soon(stop_when_asked)
         await server.serve()
         tg.cancel_scope.cancel()
-
-
-def metrics_port_argument(add_argument: Callable[..., Any]) -> None:
-    """``--metrics-port`` (and ``--metrics-host``) on a role's parser."""
-    add_argument(
-        "--metrics-port",
-        type=int,
-        default=None,
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
-    )
-    add_argument(
-        "--metrics-host",
-        default="127.0.0.1",
-        help="address the metrics endpoint binds to (127.0.0.1)",
-    )

@@ -16,8 +16,7 @@ import sys
 
 import anyio
 
-from api.cli.runner import Subcommands, run, run_role, with_metrics
-from api.metrics import metrics_port_argument
+from api.cli.runner import Subcommands, add_metrics_arguments, run, run_role, with_metrics
 from engine.errors import ConfigError
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -32,7 +31,7 @@ def add_parsers(sub: Subcommands) -> None:
         help="copy the partition logs and ledgers into the archive, then trim Redis "
         "(needs CLIPSTREAM_REDIS_URL; CLIPSTREAM_ARCHIVE_URL names the archive)",
     )
-    metrics_port_argument(archiver.add_argument)
+    add_metrics_arguments(archiver)
     archiver.set_defaults(handler=_archiver_command)
     archive = sub.add_parser("archive", help="the archive tier: status, verify, export")
     archive.set_defaults(handler=_archive_command)

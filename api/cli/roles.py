@@ -17,8 +17,7 @@ import anyio
 
 from api.cli.archive import archiver_role
 from api.cli.redact import redact_tokens_in_server_logs, safe_url
-from api.cli.runner import Subcommands, run, run_role, with_metrics
-from api.metrics import metrics_port_argument
+from api.cli.runner import Subcommands, add_metrics_arguments, run, run_role, with_metrics
 from engine.connection import ExposedStore
 from engine.errors import ConfigError
 from engine.runtime import Runtime
@@ -56,18 +55,18 @@ def add_parsers(sub: Subcommands) -> None:
     ).set_defaults(handler=_api_command)
     worker = sub.add_parser("worker", help="run executions (needs CLIPSTREAM_REDIS_URL)")
     worker.add_argument("--id", dest="worker_id", help="consumer name (default: host-pid-random)")
-    metrics_port_argument(worker.add_argument)
+    add_metrics_arguments(worker)
     worker.set_defaults(handler=_worker_command)
     projector = sub.add_parser(
         "projector", help="fold the logs into views (needs CLIPSTREAM_REDIS_URL)"
     )
-    metrics_port_argument(projector.add_argument)
+    add_metrics_arguments(projector)
     projector.set_defaults(handler=_projector_command)
     scheduler = sub.add_parser(
         "scheduler",
         help="fire due schedules, each tick once however many run (needs CLIPSTREAM_REDIS_URL)",
     )
-    metrics_port_argument(scheduler.add_argument)
+    add_metrics_arguments(scheduler)
     scheduler.set_defaults(handler=_scheduler_command)
 
 

@@ -47,6 +47,21 @@ async def until_signal(stop: anyio.Event) -> None:
             return
 
 
+def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--metrics-port`` and ``--metrics-host`` on a role's parser (see :func:`with_metrics`)."""
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics endpoint binds to (127.0.0.1)",
+    )
+
+
 def with_metrics(role: Role, args: argparse.Namespace) -> Role:
     """``role``, serving Prometheus metrics beside it when ``--metrics-port`` was given (the
     endpoint stops with the role)."""

@@ -11,34 +11,17 @@ from prometheus_client.samples import Sample
 
 from api.metrics import UNMATCHED
 from tests.api.conftest import ApiAccount, new_account
+from tests.scrapes import (
+    PROCESS_FAMILIES,
+    STORE_FAMILIES,
+    assert_no_id_labels,
+    samples,
+    value,
+)
 
 pytestmark = pytest.mark.anyio
 
 VIDEO = "https://youtu.be/dQw4w9WgXcQ"
-# What an id looks like (engine.log.ids): a type prefix then the body; executions carry p<N>.
-ID = re.compile(r"(acc|itm|col|rep|wf|stp|sch|exc|doc|run|req|key)_[0-9a-z_]{8,}")
-ID_LABELS = {"execution_id", "account_id", "owner", "request_id", "item_id", "worker_id"}
-
-
-def samples(text: str) -> dict[str, list[Sample]]:
-    """The exposition text parsed by prometheus_client: family name -> its samples."""
-    return {f.name: list(f.samples) for f in text_string_to_metric_families(text)}
-
-
-def value(found: dict[str, list[Sample]], family: str, sample: str, **labels: str) -> float:
-    """One sample's value (0 when it is not there yet: a counter not yet counted)."""
-    for s in found.get(family, []):
-        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
-            return float(s.value)
-    return 0.0
-
-
-def assert_no_id_labels(found: dict[str, list[Sample]]) -> None:
-    for family, rows in found.items():
-        for s in rows:
-            assert not ID_LABELS & set(s.labels), (family, s.labels)
-            for v in s.labels.values():
-                assert not ID.search(v), (family, s.labels)
 
 
 async def scrape(client: httpx.AsyncClient) -> dict[str, list[Sample]]:
@@ -112,24 +95,7 @@ async def test_the_store_families_are_served(client: httpx.AsyncClient, backend:
         assert value(found, memory, memory) > 0
     else:  # fakeredis has no INFO: the family is left out, the rest still served
         assert memory not in found
-    for family in (
-        "clipstream_queue_depth",
-        "clipstream_leases",
-        "clipstream_oldest_pending_age_seconds",
-        "clipstream_dead_letter_entries",
-        "clipstream_projection_lag_entries",
-        "clipstream_projection_lag_seconds",
-        "clipstream_workers_live",
-        "clipstream_feed_subscribers",
-        "clipstream_archive_configured",
-        "clipstream_executions_ended",
-        "clipstream_step_duration_seconds",
-        "clipstream_lease_takeovers",
-        "clipstream_dead_letters",
-        "clipstream_feed_slow_client_closes",
-        "clipstream_coins_charged",
-        "clipstream_redis_errors",
-    ):
+    for family in (*STORE_FAMILIES, *PROCESS_FAMILIES, "clipstream_feed_subscribers"):
         assert family in found, family
     partitions = {s.labels["partition"] for s in found["clipstream_queue_depth"]}
     assert partitions == {"0", "1", "2", "3"}

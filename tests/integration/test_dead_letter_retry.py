@@ -55,7 +55,7 @@ async def dead_lettered(runtime: Runtime) -> ExecutionRequested:
     await Worker(runtime, worker_id="triage").run_until_idle()
     history = await store.log.history(x)
     assert isinstance(history[-1], ExecutionFailed)
-    assert [d.execution_id for d in await revive.dead_letters(store, p)] == [x]
+    assert x in [d.execution_id for d in await revive.dead_letters(store, p)]
     return req
 
 

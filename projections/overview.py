@@ -174,14 +174,13 @@ async def read_overview(store: EventStore, lease_ms: int) -> Overview:
         for holder, found in ((part.projector, projectors), (part.archiver, archivers)):
             if holder is not None:
                 found.setdefault(holder, Holder(holder)).partitions.append(p)
-        for consumer in work_consumers:
-            worker = workers.setdefault(as_str(consumer["name"]), Worker(as_str(consumer["name"])))
-            if int(consumer["pending"]):
-                worker.leases[p] = int(consumer["pending"])
-        for consumer in log_consumers:
+        for consumer in [*work_consumers, *log_consumers]:
             name = as_str(consumer["name"])
             worker = workers.setdefault(name, Worker(name, idle_ms=int(consumer["idle"])))
             worker.idle_ms = min(worker.idle_ms, int(consumer["idle"]))
+        for consumer in work_consumers:
+            if int(consumer["pending"]):
+                workers[as_str(consumer["name"])].leases[p] = int(consumer["pending"])
 
     await _queues(store, parts, rings, now)
     await _lag(store, parts, namespaces)

@@ -183,7 +183,7 @@ async def read_overview(store: EventStore, lease_ms: int) -> Overview:
                 workers[as_str(consumer["name"])].leases[p] = int(consumer["pending"])
 
     await _queues(store, parts, rings, now)
-    await _lag(store, parts, namespaces)
+    await _lag(store, parts)
     for worker in workers.values():
         worker.live = worker.idle_ms < lease_ms
     return Overview(
@@ -220,24 +220,20 @@ async def _queues(
             part.oldest_queued_ms = max(part.oldest_queued_ms or 0, age)
 
 
-async def _lag(store: EventStore, parts: list[Partition], namespaces: list[Namespace]) -> None:
+async def _lag(store: EventStore, parts: list[Partition]) -> None:
     """Entries past each checkpoint (capped) and the time between it and the newest entry."""
-    behind = [
-        (part, ns) for part, ns in zip(parts, namespaces, strict=True) if part.last_entry
-    ]
-    behind = [(part, ns) for part, ns in behind if part.checkpoint != part.last_entry]
+    behind = [p for p in parts if p.last_entry and p.checkpoint != p.last_entry]
     if not behind:
         return
     pipe = store.redis.pipeline(transaction=False)
-    for part, _ in behind:
+    for part in behind:
         start = f"({part.checkpoint}" if part.checkpoint else "-"
         pipe.xrange(store.keys.log(part.partition), start, "+", count=LAG_CAP + 1)
-    for (part, _), rows in zip(behind, await pipe.execute(), strict=True):
+    for part, rows in zip(behind, await pipe.execute(), strict=True):
         part.lag_entries = min(len(rows), LAG_CAP)
         part.lag_capped = len(rows) > LAG_CAP
-        newest, folded = _ms_of(part.last_entry), _ms_of(part.checkpoint)
-        if newest is not None and part.lag_entries:
-            part.lag_ms = max(0, newest - (folded if folded is not None else newest))
-            if folded is None and rows:
-                first = _ms_of(as_str(rows[0][0]))
-                part.lag_ms = max(0, newest - first) if first is not None else 0
+        newest = _ms_of(part.last_entry)
+        # Never folded: the lag runs from the oldest entry the log still holds.
+        oldest = _ms_of(part.checkpoint) or (_ms_of(as_str(rows[0][0])) if rows else None)
+        if newest is not None and oldest is not None and part.lag_entries:
+            part.lag_ms = max(0, newest - oldest)

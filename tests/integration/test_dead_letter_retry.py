@@ -152,3 +152,30 @@ async def test_retry_all_retries_executions_and_reports_the_rest(runtime: Runtim
     assert "not an execution" in reason
     await Worker(runtime).run_until_idle()
     assert isinstance((await store.log.history(req.execution_id))[-1], ExecutionCompleted)
+
+
+async def test_an_execution_dead_lettered_before_it_started_starts_when_retried(
+    runtime: Runtime,
+) -> None:
+    """The poisoned lease that never got as far as ExecutionStarted (every worker died on it at
+    once): retried, it starts from the beginning and ends done."""
+    store = runtime.store
+    req = await request(store, [transcribe()])
+    p = store.keys.partition(req.owner)
+    [lease] = (await store.leases.dispatch({p: 10}, "crashy"))[p]
+    for _ in range(runtime.settings.max_deliveries - 1):
+        await store.leases.claim_expired(p, "crashy", min_idle_ms=0)
+    await store.leases.hand_back(p, "crashy", [lease.entry.entry_id])
+    await Worker(runtime).run_until_idle()
+    history = await store.log.history(req.execution_id)
+    assert [type(e).__name__ for e in history] == ["ExecutionRequested", "ExecutionFailed"]
+
+    await revive.retry(store, req.execution_id, "cli:ops")
+    await Worker(runtime).run_until_idle()
+    history = await store.log.history(req.execution_id)
+    assert [type(e).__name__ for e in history][2:4] == ["ExecutionRetried", "ExecutionStarted"]
+    assert isinstance(history[-1], ExecutionCompleted)
+    await Projector(runtime).run_until_idle()
+    view = await Queries(runtime).get_view(req.owner, req.execution_id)
+    assert view is not None
+    assert view.status == "done"

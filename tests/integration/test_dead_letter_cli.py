@@ -4,7 +4,6 @@ and a private real Redis, and the real command as a process against Redis."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from dataclasses import replace
 
 import anyio
@@ -16,9 +15,10 @@ from engine.run import revive
 from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.settings import Settings
+from tests.integration.test_cli import cli as run_cli
 from tests.integration.test_dead_letter_retry import dead_lettered
 from tests.integration.test_worker import of_type
-from tests.processes import ROOT, role_env
+from tests.processes import role_env
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -105,14 +105,7 @@ async def test_the_command_as_a_process(real_redis_server: RedisServer, settings
         env = role_env(real_redis_server.url, CLIPSTREAM_PREFIX="cs-dlcli:")
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "api.cli", *args],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            return run_cli(*args, env=env)
 
         listed = await anyio.to_thread.run_sync(cli, "dead-letters", "list")
         assert listed.returncode == 0, listed.stderr

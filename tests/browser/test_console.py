@@ -10,7 +10,7 @@ its end.
 
 Waits poll the page until a condition holds (WebDriverWait); their deadline only bounds how long
 a broken build takes to fail. ``CLIPSTREAM_CONSOLE_SCREENSHOT=docs/console.png`` saves the page
-at the end (how the picture in docs/ is made).
+before the retry, the dead letter and its history on screen (how the picture in docs/ is made).
 """
 
 from __future__ import annotations
@@ -159,6 +159,21 @@ def test_console_shows_queues_retries_a_dead_letter_and_opens_its_history(
             lambda row: row is not None and row["queued"] == "3",
         )
 
+        # The dead letter's execution opened from its row: its history ends in the dead letter.
+        browser.find_element(
+            By.CSS_SELECTOR, f'#dead tr[data-execution-id="{dead_xid}"] button.link'
+        ).click()
+        types = page.wait(
+            "the dead letter's history is shown", page.history, lambda t: "ExecutionFailed" in t
+        )
+        assert types[-1] == "ExecutionFailed"
+        screenshot = os.environ.get(SCREENSHOT_ENV)
+        if screenshot:  # queues, the dead letter with its button, its history
+            height = browser.execute_script("return document.documentElement.scrollHeight")
+            browser.set_window_size(1280, min(int(height) + 120, 2600))
+            browser.execute_script("window.scrollTo(0, 0)")
+            assert browser.save_screenshot(screenshot), screenshot
+
         # Retry the dead letter with its button: it leaves the list, and is queued again.
         dead_p = keys.partition(dead_owner)
         queued_before = 3 if dead_p == owner_p else 0
@@ -196,7 +211,9 @@ def test_console_shows_queues_retries_a_dead_letter_and_opens_its_history(
         field.clear()
         field.send_keys(dead_xid)
         browser.find_element(By.CSS_SELECTOR, "#search-form button[type=submit]").click()
-        types = page.wait("its history is shown", page.history, lambda t: bool(t))
+        types = page.wait(
+            "its whole history is shown", page.history, lambda t: "ExecutionCompleted" in t
+        )
         assert types[0] == "ExecutionRequested"
         assert types.count("ExecutionRetried") == 1
         assert types.index("ExecutionFailed") < types.index("ExecutionRetried")
@@ -211,9 +228,3 @@ def test_console_shows_queues_retries_a_dead_letter_and_opens_its_history(
             lambda: browser.find_element(By.ID, "chart").get_attribute("aria-label") or "",
             lambda label: label.endswith("4 accepted, 4 done, 1 in error"),
         )
-        screenshot = os.environ.get(SCREENSHOT_ENV)
-        if screenshot:
-            height = browser.execute_script("return document.documentElement.scrollHeight")
-            browser.set_window_size(1280, min(int(height) + 120, 2600))
-            browser.execute_script("window.scrollTo(0, 0)")
-            assert browser.save_screenshot(screenshot), screenshot

@@ -223,13 +223,13 @@ async def _retry(settings: Settings, execution_id: str | None, by: str) -> int:
     try:
         if execution_id is not None:
             try:
-                done = await revive.retry(runtime.store, execution_id, by)
+                done = await revive.retry(runtime.store, execution_id, by, runtime.archive)
             except EngineError as exc:
                 print(f"not retried: {exc}", file=sys.stderr)
                 return 1
             print(f"retried {done.execution_id} (seq {done.seq}, by {done.requested_by})")
             return 0
-        report = await revive.retry_all(runtime.store, by)
+        report = await revive.retry_all(runtime.store, by, runtime.archive)
     finally:
         await runtime.close()
     for r in report.retried:

@@ -171,7 +171,9 @@ async def retry_dead_letter(request: Request) -> Response:
     retried just now: of concurrent retries one wins), 404 when there is no such execution."""
     execution_id = path_id(request, "execution_id", "exc")
     body = await decode_body(request, RetryDeadLetter, optional=True)
-    done = await revive.retry(runtime_of(request).store, execution_id, f"admin:{body.operator}")
+    runtime = runtime_of(request)
+    by = f"admin:{body.operator}"
+    done = await revive.retry(runtime.store, execution_id, by, runtime.archive)
     return respond(render.retried(done), 202)
 
 

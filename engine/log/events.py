@@ -33,6 +33,7 @@ cannot disagree, and an append refused by its expected seq moves no money.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import msgspec
@@ -308,6 +309,18 @@ MONEY_EVENTS = (CostReserved, CostCharged, CostReleased)
 def is_terminal(event: AnyEvent) -> bool:
     """True for the events that end an execution."""
     return isinstance(event, TERMINAL_EVENTS)
+
+
+def has_ended(history: Iterable[AnyEvent]) -> bool:
+    """True when the execution (its events in order) has ended: a terminal event that no
+    ExecutionRetried followed (an operator's retry of a dead letter sends it back to work)."""
+    ended = False
+    for event in history:
+        if is_terminal(event):
+            ended = True
+        elif isinstance(event, ExecutionRetried):
+            ended = False
+    return ended
 
 
 def event_type(event: AnyEvent) -> str:

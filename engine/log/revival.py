@@ -1,11 +1,22 @@
 """Revival: a dead-lettered execution queued again, once.
 
 ``store.revival.revive`` runs one script in the partition's slot that, only while the dead-letter
-entries it names are still there and the execution is still at the seq the caller folded, appends
-the ``ExecutionRetried`` to the execution stream and the partition log, deletes those dead-letter
-entries, and puts the execution back at the end of its owner's ready list (the owner joins the
-ring when that list was empty), as admission does for a new request. The dispatch
-(engine.log.leases) then leases it like any other, and the worker resumes it from its history.
+entries it names are still there and the execution is still at the seq the caller folded:
+
+    appends     the ``ExecutionRetried`` to the execution stream and the partition log
+    persists    the execution stream (its end gave it an expiry; it runs again, and its next end
+                sets one); when that stream has expired meanwhile (with an archive, a finished
+                execution's stream is kept for the hot window only) the caller passes its events,
+                read from the archive, and the script writes them back first
+    notes       the retry's seq in the partition's ``retried`` hash, kept for good (dead letters
+                are rare): a reader that finds the execution in the archive
+                (engine.archive.reader) must not stop at its first end
+    removes     those dead-letter entries
+    queues      the execution at the end of its owner's ready list (the owner joins the ring when
+                that list was empty), as admission does for a new request
+
+The dispatch (engine.log.leases) then leases it like any other, and the worker resumes it from
+its history.
 
 Two operators retrying the same dead letter at once: the first script removes the entries, the
 second finds them gone and changes nothing, so the execution is queued and resumed once. The
@@ -74,11 +85,17 @@ class Revival:
         expected_seq: int,
         event: bytes,
         dead_ids: Sequence[str],
+        restore: Sequence[bytes] = (),
     ) -> Revived:
         """Append ``event`` (the ExecutionRetried, stamped ``expected_seq + 1``), remove the dead
         letters ``dead_ids`` and queue the execution, all or nothing: ``revived``; ``gone`` when
         the dead letters are no longer there (retried already); ``conflict`` when the execution
-        moved past ``expected_seq`` (fold again and decide again)."""
+        moved past ``expected_seq`` (fold again and decide again).
+
+        The execution runs again, so its stream loses the expiry its end gave it (its next end
+        sets it again). ``restore``: its events (seq 1 … ``expected_seq``), written back into its
+        stream first when that stream has expired meanwhile (an archive kept them), so the worker
+        that leases it reads its whole history as usual."""
         keys = self._ctx.keys
         p = execution_partition(execution_id)
         script_keys = [
@@ -87,15 +104,10 @@ class Revival:
             keys.dead(p),
             keys.ready(owner),
             keys.ring(p),
+            keys.retried(p),
         ]
-        args: list[Any] = [
-            expected_seq,
-            event,
-            execution_id,
-            owner,
-            self._ctx.settings.stream_retention_ms,
-            *dead_ids,
-        ]
+        args: list[Any] = [expected_seq, event, execution_id, owner, len(dead_ids), *dead_ids]
+        args += restore
         reply = await self._ctx.run(self._revive, script_keys, args)
         outcome = as_str(reply)
         assert outcome in ("revived", "gone", "conflict"), outcome
@@ -123,13 +135,18 @@ def _dead_entry(partition: int, dead_id: str, fields: dict[Any, Any]) -> DeadEnt
 
 
 # KEYS[1] execution stream  KEYS[2] partition log  KEYS[3] dead-letter stream
-# KEYS[4] the owner's ready list  KEYS[5] the partition's ring (all in the partition's slot)
+# KEYS[4] the owner's ready list  KEYS[5] the partition's ring  KEYS[6] the retried executions
+# (all in the partition's slot)
 # ARGV[1] expected seq  ARGV[2] the event  ARGV[3] execution id  ARGV[4] owner
-# ARGV[5] the stream's retention (ms, 0: none)  ARGV[6..] dead-letter entry ids
+# ARGV[5] n dead-letter ids  ARGV[6 .. 5 + n] their ids  ARGV[6 + n ..] events to restore (seq 1 …)
 # -> 'revived' | 'gone' (no such dead letter any more) | 'conflict' (the seq moved)
 REVIVE = """
-for i = 6, #ARGV do
+local n = tonumber(ARGV[5])
+for i = 6, 5 + n do
   if #redis.call('XRANGE', KEYS[3], ARGV[i], ARGV[i]) == 0 then return 'gone' end
+end
+if #ARGV > 5 + n and redis.call('EXISTS', KEYS[1]) == 0 then
+  for i = 6 + n, #ARGV do redis.call('XADD', KEYS[1], (i - 5 - n) .. '-0', 'e', ARGV[i]) end
 end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local current = 0
@@ -137,9 +154,9 @@ if #last > 0 then current = tonumber(string.match(last[1][1], '^(%d+)')) end
 if current ~= tonumber(ARGV[1]) then return 'conflict' end
 redis.call('XADD', KEYS[1], (current + 1) .. '-0', 'e', ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
-local ttl = tonumber(ARGV[5])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-for i = 6, #ARGV do redis.call('XDEL', KEYS[3], ARGV[i]) end
+redis.call('PERSIST', KEYS[1])
+redis.call('HSET', KEYS[6], ARGV[3], current + 1)
+for i = 6, 5 + n do redis.call('XDEL', KEYS[3], ARGV[i]) end
 if redis.call('RPUSH', KEYS[4], ARGV[3]) == 1 then redis.call('RPUSH', KEYS[5], ARGV[4]) end
 return 'revived'
 """

@@ -8,13 +8,15 @@ the cause is fixed (a provider back, a bug deployed away), :func:`retry` sends i
                          ExecutionRequested), of an execution that ended in ``error`` by it;
                          anything else is refused with the reason (StateConflict): an execution
                          that ended ``done`` or was cancelled, a dead letter that is not an
-                         execution (an undecodable log entry), an execution whose events are no
-                         longer in Redis
+                         execution (an undecodable log entry), an execution whose events are
+                         neither in Redis nor in the archive
     what it does         one script (engine.log.revival) appends ``ExecutionRetried`` (who asked,
                          which dead letter), removes the execution's dead letters and queues it
                          again; the worker that leases it resumes it from its first step without
                          a ``StepCompleted`` (engine.run.plan), its completed steps never run
-                         again, its fee never charged again
+                         again, its fee never charged again; an execution whose own stream has
+                         expired since it ended (with an archive, finished streams are kept for
+                         the hot window only) gets it back from the archive in the same script
     once                 the script only acts while the dead letters are still there: of two
                          operators retrying at once, one resumes it and the other is told it was
                          retried already
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.archive import reader
+from engine.archive.stores import ArchiveStore
 from engine.clock import now_ms
 from engine.errors import InvalidRequest, NotFound, StateConflict, StoreError
 from engine.log import codec
@@ -103,8 +107,14 @@ async def dead_letters(store: EventStore, partition: int | None = None) -> list[
     return out
 
 
-async def retry(store: EventStore, execution_id: str, requested_by: str) -> Retried:
-    """Send the dead-lettered ``execution_id`` back to the workers (see the module docstring).
+async def retry(
+    store: EventStore,
+    execution_id: str,
+    requested_by: str,
+    archive: ArchiveStore | None = None,
+) -> Retried:
+    """Send the dead-lettered ``execution_id`` back to the workers (see the module docstring);
+    ``archive``: where its events are found once its own stream has expired.
 
     InvalidRequest for a malformed id or an empty ``requested_by``; NotFound for an execution
     that does not exist; StateConflict when it is not dead-lettered (or was retried just now)."""
@@ -122,6 +132,10 @@ async def retry(store: EventStore, execution_id: str, requested_by: str) -> Retr
     for _ in range(decide.MAX_CONFLICTS):
         dead = [d for d in await dead_letters(store, partition) if d.execution_id == execution_id]
         history = await store.log.history(execution_id)
+        restore: list[bytes] = []
+        if not history and archive is not None:
+            history = await reader.execution_history(store, archive, execution_id)
+            restore = [codec.encode(e) for e in history]
         if not dead:
             if not history:
                 raise NotFound(f"no execution {execution_id}")
@@ -132,8 +146,8 @@ async def retry(store: EventStore, execution_id: str, requested_by: str) -> Retr
             )
         if not history:
             raise StateConflict(
-                f"{execution_id}: its events are no longer in Redis (past the retention), so it "
-                "cannot be resumed"
+                f"{execution_id}: its events are no longer in Redis (past the retention) nor in "
+                "an archive, so it cannot be resumed"
             )
         state = plan.fold(history)
         _check_retriable(execution_id, state, history[-1])
@@ -152,7 +166,12 @@ async def retry(store: EventStore, execution_id: str, requested_by: str) -> Retr
         )
         dead_ids = [d.dead_id for d in dead]
         outcome = await store.revival.revive(
-            execution_id, state.requested.owner, state.seq, codec.encode(event), dead_ids
+            execution_id,
+            state.requested.owner,
+            state.seq,
+            codec.encode(event),
+            dead_ids,
+            restore,
         )
         if outcome == "revived":
             return Retried(execution_id, partition, dead_ids, event.seq, by)
@@ -185,7 +204,9 @@ class RetryReport:
     skipped: list[tuple[DeadLetter, str]]
 
 
-async def retry_all(store: EventStore, requested_by: str) -> RetryReport:
+async def retry_all(
+    store: EventStore, requested_by: str, archive: ArchiveStore | None = None
+) -> RetryReport:
     """:func:`retry` every dead-lettered execution of every partition; dead letters that cannot
     be retried are reported with the reason, never fail the others."""
     retried: list[Retried] = []
@@ -200,7 +221,7 @@ async def retry_all(store: EventStore, requested_by: str) -> RetryReport:
             continue
         seen.add(xid)
         try:
-            retried.append(await retry(store, xid, requested_by))
+            retried.append(await retry(store, xid, requested_by, archive))
         except (StateConflict, NotFound) as exc:
             skipped.append((dead, str(exc)))
     return RetryReport(retried, skipped)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from engine import commands
+from engine.archive import reader
 from engine.errors import InvalidRequest, NotFound, StateConflict
 from engine.log.events import (
+    ExecutionCancelled,
     ExecutionCompleted,
     ExecutionFailed,
     ExecutionRequested,
@@ -19,6 +22,7 @@ from engine.log.events import (
     ExecutionStarted,
     StepCompleted,
     StepStarted,
+    has_ended,
 )
 from engine.log.ids import new_execution_id
 from engine.run import revive
@@ -26,6 +30,7 @@ from engine.run.worker import Worker
 from engine.runtime import Runtime
 from projections.projector import Projector
 from projections.queries import Queries
+from tests.golden.scenarios import GOLDEN_OWNER, golden_id, with_dead_letter_retried
 from tests.integration.test_worker import llm, of_type, request, transcribe
 
 pytestmark = pytest.mark.anyio
@@ -53,7 +58,7 @@ async def dead_lettered(runtime: Runtime) -> ExecutionRequested:
         await store.leases.claim_expired(p, "crashy", min_idle_ms=0)
     await store.leases.hand_back(p, "crashy", [lease.entry.entry_id])
     await Worker(runtime, worker_id="triage").run_until_idle()
-    history = await store.log.history(x)
+    history = await reader.execution_history(store, runtime.archive, x)
     assert isinstance(history[-1], ExecutionFailed)
     assert x in [d.execution_id for d in await revive.dead_letters(store, p)]
     return req
@@ -66,13 +71,25 @@ async def test_a_retried_dead_letter_resumes_from_its_first_step_without_complet
     req = await dead_lettered(runtime)
     x, p = req.execution_id, store.keys.partition(req.owner)
 
+    await Projector(runtime).run_until_idle()
+    queries = Queries(runtime)
+    assert (
+        await queries.list_executions(req.owner, active=True, limit=10, cursor=None)
+    ).views == []
     retried = await revive.retry(store, x, "cli:ops@box")
     assert retried.execution_id == x
     assert await revive.dead_letters(store, p) == []
+    # It runs again: its stream keeps no expiry until its next end gives it one.
+    assert await store.redis.pttl(store.keys.execution(x)) == -1
+    # Folded, it is pending again and back among the owner's active executions.
+    await Projector(runtime).run_until_idle()
+    [active] = (await queries.list_executions(req.owner, active=True, limit=10, cursor=None)).views
+    assert (active.execution_id, active.status, active.retries) == (x, "pending", 1)
     await Worker(runtime, worker_id="healer").run_until_idle()
 
     history = await store.log.history(x)
     assert isinstance(history[-1], ExecutionCompleted)
+    assert await store.redis.pttl(store.keys.execution(x)) > 0
     [event] = of_type(history, ExecutionRetried)
     assert event.requested_by == "cli:ops@box"
     assert event.seq == retried.seq
@@ -179,3 +196,22 @@ async def test_an_execution_dead_lettered_before_it_started_starts_when_retried(
     view = await Queries(runtime).get_view(req.owner, req.execution_id)
     assert view is not None
     assert view.status == "done"
+
+
+async def test_a_retried_execution_can_be_cancelled_by_its_owner(runtime: Runtime) -> None:
+    """Retried, it runs again: its owner's cancel is taken, not refused as finished."""
+    store = runtime.store
+    req = await dead_lettered(runtime)
+    await revive.retry(store, req.execution_id, "cli:ops")
+    await commands.cancel(runtime, req.owner, req.execution_id)
+    await Worker(runtime).run_until_idle()
+    history = await store.log.history(req.execution_id)
+    assert isinstance(history[-1], ExecutionCancelled)
+
+
+def test_has_ended_knows_a_retry_reopens_an_execution() -> None:
+    events = with_dead_letter_retried(golden_id(1), GOLDEN_OWNER)
+    cut = next(i for i, e in enumerate(events) if isinstance(e, ExecutionRetried))
+    assert has_ended(events[:cut])
+    assert not has_ended(events[: cut + 1])
+    assert has_ended(events)

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from api import dashboard, docs_page, metrics, openapi, realtime
+from api import console, dashboard, docs_page, metrics, openapi, realtime
 from api.errors import EXCEPTION_HANDLERS, Edge
 from api.feed_hub import FeedHub
 from api.metrics import RequestMeters
@@ -48,6 +48,7 @@ def routes() -> list[BaseRoute]:
         *openapi.ROUTES,
         *docs_page.ROUTES,
         *admin.ROUTES,
+        *console.ROUTES,  # GET /admin/console and its assets
         *account.ROUTES,
         *items.ROUTES,
         *realtime.ROUTES,  # /v1/executions/stream before /v1/executions/{execution_id}

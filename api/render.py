@@ -36,6 +36,20 @@ from api.schemas.executions import (
     StepSummary,
     TranscriptOut,
 )
+from api.schemas.operators import (
+    AdminExecution,
+    DeadLetterList,
+    DeadLetterOut,
+    HolderOut,
+    OverviewResponse,
+    PartitionOut,
+    RatePoint,
+    RatesOut,
+    RetryOut,
+    RetryResponse,
+    Totals,
+    WorkerOut,
+)
 from api.schemas.resources import (
     AccountOut,
     AdminAccountOut,
@@ -57,12 +71,15 @@ from engine.log.ids import run_id
 from engine.money.accounts import Account, LedgerEntry
 from engine.resources.items import Item
 from engine.resources.records import Collection, Document, Reporter, Schedule, Step, Workflow
+from engine.run.revive import DeadLetter, Retried
 from engine.schedules.runs import RunTriggered
 from engine.settings import micro_to_coins
 from engine.tools import Tool
 from engine.tools.catalog import unit_prices
 from projections import progress
+from projections.activity import BUCKET_MS, Bucket
 from projections.feed import FeedEntry
+from projections.overview import Overview
 from projections.views import (
     ErrorView,
     ExecutionView,
@@ -383,3 +400,108 @@ def feed_reset(cursor: str, page: Page[ExecutionView]) -> Message:
     live events continue from."""
     executions = msgspec.to_builtins([execution(v) for v in page.views])
     return {"type": "reset", "cursor": cursor, "executions": executions}
+
+
+# -- operators (GET /admin/overview, dead letters, any execution) ---------------------------------
+
+
+def overview(
+    o: Overview, points: list[Bucket], current_to: int, archive: str | None
+) -> OverviewResponse:
+    """The operator console's poll: the overview (projections.overview) and the rate chart's
+    buckets (projections.activity)."""
+    parts = [
+        PartitionOut(
+            partition=p.partition,
+            log_entries=p.log,
+            last_entry=p.last_entry,
+            queued=p.queued,
+            oldest_queued_ms=p.oldest_queued_ms,
+            leased=p.leased,
+            dead_letters=p.dead,
+            checkpoint=p.checkpoint,
+            lag_entries=p.lag_entries,
+            lag_capped=p.lag_capped,
+            lag_ms=p.lag_ms,
+            projector=p.projector,
+            projector_ttl_ms=p.projector_ttl_ms,
+            archiver=p.archiver,
+            archiver_ttl_ms=p.archiver_ttl_ms,
+            schedules=p.schedules,
+            schedules_overdue=p.schedules_overdue,
+            overdue_ms=p.overdue_ms,
+        )
+        for p in o.partitions
+    ]
+    workers = [
+        WorkerOut(
+            worker_id=w.worker_id,
+            live=w.live,
+            idle_ms=w.idle_ms,
+            leases_held=w.held,
+            leases={str(p): n for p, n in sorted(w.leases.items())},
+        )
+        for w in o.workers
+    ]
+    totals = Totals(
+        log_entries=sum(p.log for p in o.partitions),
+        queued=sum(p.queued for p in o.partitions),
+        leased=sum(p.leased for p in o.partitions),
+        dead_letters=sum(p.dead for p in o.partitions),
+        lag_entries=sum(p.lag_entries for p in o.partitions),
+        live_workers=sum(1 for w in o.workers if w.live),
+    )
+    return OverviewResponse(
+        at=iso(o.at),
+        partitions_count=o.partitions_count,
+        projection_version=o.projection_version,
+        archive=archive,
+        totals=totals,
+        partitions=parts,
+        workers=workers,
+        projectors=[
+            HolderOut(holder_id=h.holder_id, partitions=h.partitions) for h in o.projectors
+        ],
+        archivers=[HolderOut(holder_id=h.holder_id, partitions=h.partitions) for h in o.archivers],
+        rates=RatesOut(
+            bucket_s=BUCKET_MS // 1000,
+            current_to=iso(current_to) if current_to else None,
+            points=[
+                RatePoint(at=iso(b.start), requested=b.requested, done=b.done, error=b.error)
+                for b in points
+            ],
+        ),
+    )
+
+
+def dead_letters(found: list[DeadLetter]) -> DeadLetterList:
+    """Dead letters, by partition, oldest first."""
+    return DeadLetterList(
+        dead_letters=[
+            DeadLetterOut(
+                partition=d.partition,
+                dead_id=d.dead_id,
+                entry_id=d.entry_id,
+                execution_id=d.execution_id,
+                owner=d.owner,
+                kind=d.kind,
+                reason=d.reason,
+                deliveries=d.deliveries,
+                at=iso(d.at),
+                retriable=d.execution_id is not None,
+            )
+            for d in found
+        ]
+    )
+
+
+def retried(r: Retried) -> RetryResponse:
+    """A dead letter retried."""
+    return RetryResponse(retry=_by_name(RetryOut, r))
+
+
+def admin_execution(view: ExecutionView, history: list[AnyEvent]) -> AdminExecution:
+    """Any owner's execution and its events, for operators."""
+    return AdminExecution(
+        owner=view.owner, detail=execution_detail(view), events=events(history).events
+    )

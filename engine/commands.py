@@ -27,7 +27,7 @@ from engine.log.admission import Accepted
 from engine.log.events import (
     ExecutionCancelRequested,
     ExecutionRequested,
-    is_terminal,
+    has_ended,
 )
 from engine.log.ids import is_id, new_execution_id
 from engine.requests import (
@@ -206,7 +206,7 @@ async def cancel(runtime: Runtime, owner: str, execution_id: str, *, reason: str
         first = history[0] if history else None
         if not isinstance(first, ExecutionRequested) or first.owner != owner:
             raise NotFound("no such execution")
-        if any(is_terminal(e) for e in history):
+        if has_ended(history):  # a retried dead letter runs again
             raise ExecutionFinished("the execution has already finished")
         if any(isinstance(e, ExecutionCancelRequested) for e in history):
             return

@@ -89,6 +89,13 @@ class NotFound(EngineError):
     code = "not_found"
 
 
+class StateConflict(EngineError):
+    """The resource exists but its state refuses the operation (e.g. a retry of an execution
+    that is not dead-lettered)."""
+
+    code = "conflict"
+
+
 class InvalidRequest(EngineError):
     """The engine refuses this input."""
 

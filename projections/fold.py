@@ -12,11 +12,15 @@ Status mapping (the four client statuses):
     ExecutionCompleted                     done
     ExecutionFailed                        error, error.code = the event's code
     ExecutionCancelled                     error, error.code = "cancelled"
+    ExecutionRetried                       pending again (queued for a worker)
 A per-item execution (``process_collection``, ``schedule_run``) goes on after a step fails for
 good: a step left ``retrying`` with no retry scheduled is ``error`` once another step starts (its
 item failed). A schedule run's ``RunItemRecorded`` events are listed under ``run_items``.
 A terminal status is final: a late event (a cost recorded after cancellation) updates the
-numbers, never the status.
+numbers, never the status. The one exception is an operator's retry of a dead letter
+(``ExecutionRetried``): the execution leaves ``error``, its error and end are cleared, and the
+steps its dead letter cut short (ended with the execution's error, or closed as abandoned) are
+``pending`` again; ``retries`` counts the retries.
 
 Costs: a step's cost is what ``CostCharged`` charged for it when any charge names it (each charge
 id counted once), otherwise what its ``StepCompleted`` reported (logs written before provider cost
@@ -35,6 +39,7 @@ from collections.abc import Iterable
 import msgspec
 
 from engine.log.events import (
+    DEAD_LETTER_ABANDONED,
     PER_ITEM_KINDS,
     AnyEvent,
     CostCharged,
@@ -45,6 +50,7 @@ from engine.log.events import (
     ExecutionCompleted,
     ExecutionFailed,
     ExecutionRequested,
+    ExecutionRetried,
     ExecutionStarted,
     RunItemRecorded,
     Status,
@@ -128,6 +134,26 @@ def _apply(view: ExecutionView, event: AnyEvent) -> ExecutionView:
             return _terminal(view, "error", error, event.at)
         case RunItemRecorded():
             return _replace(view, run_items=[*view.run_items, _run_item(event)])
+        case ExecutionRetried():
+            return _retried(view)
+
+
+def _retried(view: ExecutionView) -> ExecutionView:
+    """A dead-lettered execution retried: see the module docstring."""
+    if view.status != "error":
+        return _replace(view, retries=view.retries + 1)
+    ended = view.error
+    steps = [
+        _replace(s, status="pending", error=None, finished_at=None, retry_at=None)
+        if s.status == "error"
+        and s.error is not None
+        and (s.error == ended or s.error.message == DEAD_LETTER_ABANDONED)
+        else s
+        for s in view.steps
+    ]
+    return _replace(
+        view, status="pending", error=None, finished_at=None, steps=steps, retries=view.retries + 1
+    )
 
 
 def _step_started(view: ExecutionView, event: StepStarted) -> ExecutionView:

@@ -107,6 +107,8 @@ class ExecutionView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     schedule_id: str | None = None
     run_execution_id: str | None = None
     run_items: list[RunItemView] = msgspec.field(default_factory=list)
+    # How many times an operator retried it after a dead letter (ExecutionRetried).
+    retries: int = 0
 
 
 _encoder = msgspec.json.Encoder()

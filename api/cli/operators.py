@@ -1,6 +1,6 @@
 """The operator commands: ``history`` (one execution's events), ``tail`` (the logs live),
-``dead-letters`` and ``replay`` (rebuild the projections into a new version, compare, switch);
-``status`` is api.cli.status.
+``dead-letters`` (list, and retry: engine.run.revive) and ``replay`` (rebuild the projections
+into a new version, compare, switch); ``status`` is api.cli.status.
 
 Each opens its own runtime on the configured Redis, prints, and returns its exit code.
 """
@@ -8,6 +8,8 @@ Each opens its own runtime on the configured Redis, prints, and returns its exit
 from __future__ import annotations
 
 import argparse
+import getpass
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -35,9 +37,28 @@ def add_parsers(sub: Subcommands) -> None:
     )
     tail.add_argument("--from-start", action="store_true", help="print the whole log first")
     tail.set_defaults(handler=_tail_command)
-    sub.add_parser("dead-letters", help="list dead-lettered entries").set_defaults(
+    dead = sub.add_parser(
+        "dead-letters", help="list dead-lettered entries (the default), or retry them"
+    )
+    dead.set_defaults(handler=_dead_letters_command)
+    dead_sub = dead.add_subparsers(dest="dead_action", metavar="{list,retry}")
+    dead_sub.add_parser("list", help="list dead-lettered entries").set_defaults(
         handler=_dead_letters_command
     )
+    retry = dead_sub.add_parser(
+        "retry",
+        help="send a dead-lettered execution back to the workers: it resumes from its first "
+        "step without a StepCompleted",
+    )
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("execution_id", nargs="?", help="the dead-lettered execution (exc_p…)")
+    which.add_argument("--all", action="store_true", help="every dead-lettered execution")
+    retry.add_argument(
+        "--by",
+        default=None,
+        help="who asks, recorded in the ExecutionRetried event (default: cli:USER@HOST)",
+    )
+    retry.set_defaults(handler=_retry_command)
     replay = sub.add_parser(
         "replay", help="rebuild every projection into a new version and compare with the live one"
     )
@@ -63,6 +84,11 @@ def _tail_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def _dead_letters_command(settings: Settings, args: argparse.Namespace) -> int:
     return run(_dead_letters, settings)
+
+
+def _retry_command(settings: Settings, args: argparse.Namespace) -> int:
+    by = args.by or f"cli:{getpass.getuser()}@{socket.gethostname()}"
+    return run(_retry, settings, None if args.all else args.execution_id, by)
 
 
 def _replay_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -127,20 +153,47 @@ async def _tail(settings: Settings, partitions: Sequence[int] | None, from_start
 
 
 async def _dead_letters(settings: Settings) -> int:
+    from engine.run import revive
+
     runtime = await Runtime.open(settings)
     try:
-        found = 0
-        for p in runtime.store.partitions:
-            for row in await runtime.store.leases.dead_letters(p):
-                found += 1
-                print(
-                    f"p{p} {row['dead_id']} entry={row.get('entry_id')} "
-                    f"deliveries={row.get('deliveries')} reason={row.get('reason')}"
-                )
-        if not found:
-            print("no dead letters")
+        found = await revive.dead_letters(runtime.store)
     finally:
         await runtime.close()
+    for d in found:
+        what = d.execution_id or "(not an execution: cannot be retried)"
+        print(
+            f"p{d.partition} {d.dead_id} {what} entry={d.entry_id} "
+            f"deliveries={d.deliveries} reason={d.reason}"
+        )
+    if not found:
+        print("no dead letters")
+    return 0
+
+
+async def _retry(settings: Settings, execution_id: str | None, by: str) -> int:
+    from engine.errors import EngineError
+    from engine.run import revive
+
+    runtime = await Runtime.open(settings)
+    try:
+        if execution_id is not None:
+            try:
+                done = await revive.retry(runtime.store, execution_id, by, runtime.archive)
+            except EngineError as exc:
+                print(f"not retried: {exc}", file=sys.stderr)
+                return 1
+            print(f"retried {done.execution_id} (seq {done.seq}, by {done.requested_by})")
+            return 0
+        report = await revive.retry_all(runtime.store, by, runtime.archive)
+    finally:
+        await runtime.close()
+    for r in report.retried:
+        print(f"retried {r.execution_id} (seq {r.seq}, by {r.requested_by})")
+    for dead, reason in report.skipped:
+        print(f"skipped p{dead.partition} {dead.dead_id}: {reason}", file=sys.stderr)
+    if not report.retried and not report.skipped:
+        print("no dead letters")
     return 0
 
 

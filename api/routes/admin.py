@@ -1,4 +1,6 @@
-"""Operator routes under ``/admin``, guarded by the admin token: accounts, credits, keys, tokens."""
+"""Operator routes under ``/admin``, guarded by the admin token: accounts, credits, keys, tokens;
+and what the operator console (``api.console``) reads and does: the overview, dead letters and
+their retry (engine.run.revive), any execution with its events."""
 
 from __future__ import annotations
 
@@ -11,6 +13,13 @@ from api.auth import admin_route, mint_session_token, runtime_of
 from api.openapi import doc
 from api.parse import decode_body, micro, path_id
 from api.render import respond
+from api.schemas.operators import (
+    AdminExecution,
+    DeadLetterList,
+    OverviewResponse,
+    RetryDeadLetter,
+    RetryResponse,
+)
 from api.schemas.requests import CreateAccount, Credit, MintToken
 from api.schemas.resources import (
     AccountResponse,
@@ -19,7 +28,13 @@ from api.schemas.resources import (
     IssuedKey,
     MintedToken,
 )
+from engine.archive import reader
+from engine.errors import NotFound
 from engine.money import accounts
+from engine.run import revive
+from projections.activity import Activity
+from projections.fold import fold
+from projections.overview import read_overview
 
 
 @doc(
@@ -107,6 +122,74 @@ async def get_account(request: Request) -> Response:
     return respond(AdminAccountResponse(account=render.admin_account(account)))
 
 
+@doc(
+    summary="The system at a glance (the operator console's poll)",
+    response=OverviewResponse,
+    tags=["admin"],
+)
+@admin_route
+async def overview(request: Request) -> Response:
+    """``GET /admin/overview`` → every partition's log, queues (and the oldest queued execution's
+    age), leases, dead letters, projection checkpoint and lag, lease holders and schedules; the
+    workers with the leases they hold; projectors and archivers with their partitions; and the
+    executions accepted, done and in error per 10 s over the last 10 minutes (counted from the
+    partition logs by this API process)."""
+    runtime = runtime_of(request)
+    state = request.app.state
+    activity: Activity | None = getattr(state, "activity", None)
+    if activity is None:
+        activity = state.activity = Activity()
+    await activity.refresh(runtime.store)
+    found = await read_overview(runtime.store, runtime.settings.lease_ms)
+    archive = runtime.archive.url if runtime.archive is not None else None
+    body = render.overview(found, activity.points(found.at), activity.current_to, archive)
+    return respond(body)
+
+
+@doc(summary="Every dead letter", response=DeadLetterList, tags=["admin"])
+@admin_route
+async def list_dead_letters(request: Request) -> Response:
+    """``GET /admin/dead-letters`` → every partition's dead letters, oldest first; those whose
+    ``execution_id`` is set can be retried."""
+    return respond(render.dead_letters(await revive.dead_letters(runtime_of(request).store)))
+
+
+@doc(
+    summary="Retry a dead-lettered execution",
+    request=RetryDeadLetter,
+    body_required=False,
+    response=RetryResponse,
+    status=202,
+    errors=[404, 409],
+    tags=["admin"],
+)
+@admin_route
+async def retry_dead_letter(request: Request) -> Response:
+    """``POST /admin/dead-letters/{execution_id}/retry {operator?}`` → 202: the execution is
+    queued again and resumes from its first step without a StepCompleted; an
+    ``ExecutionRetried`` records ``admin:<operator>``. 409 when it is not dead-lettered (or was
+    retried just now: of concurrent retries one wins), 404 when there is no such execution."""
+    execution_id = path_id(request, "execution_id", "exc")
+    body = await decode_body(request, RetryDeadLetter, optional=True)
+    runtime = runtime_of(request)
+    by = f"admin:{body.operator}"
+    done = await revive.retry(runtime.store, execution_id, by, runtime.archive)
+    return respond(render.retried(done), 202)
+
+
+@doc(summary="Any execution with its events", response=AdminExecution, errors=[404], tags=["admin"])
+@admin_route
+async def get_execution(request: Request) -> Response:
+    """``GET /admin/executions/{execution_id}`` → whoever owns it: its detail folded from its
+    events and the events themselves (Redis, then the archive)."""
+    runtime = runtime_of(request)
+    execution_id = path_id(request, "execution_id", "exc")
+    history = await reader.execution_history(runtime.store, runtime.archive, execution_id)
+    if not history:
+        raise NotFound("no such execution")
+    return respond(render.admin_execution(fold(history), history))
+
+
 ROUTES: list[BaseRoute] = [
     Route("/admin/accounts", create_account, methods=["POST"]),
     Route("/admin/accounts/{account_id}", get_account, methods=["GET"]),
@@ -114,4 +197,8 @@ ROUTES: list[BaseRoute] = [
     Route("/admin/accounts/{account_id}/keys", issue_key, methods=["POST"]),
     Route("/admin/accounts/{account_id}/tokens", mint_token, methods=["POST"]),
     Route("/admin/keys/{key}", revoke_key, methods=["DELETE"]),
+    Route("/admin/overview", overview, methods=["GET"]),
+    Route("/admin/dead-letters", list_dead_letters, methods=["GET"]),
+    Route("/admin/dead-letters/{execution_id}/retry", retry_dead_letter, methods=["POST"]),
+    Route("/admin/executions/{execution_id}", get_execution, methods=["GET"]),
 ]

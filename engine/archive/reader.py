@@ -222,13 +222,16 @@ async def execution_history(
     needle = f'"execution_id":"{execution_id}"'.encode()
     start = max(0, born - ID_SKEW_MS)
     found: list[AnyEvent] = []
+    # A retried dead letter (engine.log.revival) ends more than once: only an end after its latest
+    # retry is its last.
+    retried = int(await store.redis.hget(store.keys.retried(partition), execution_id) or 0)
     async for entries in log_pages(store, archive, partition, f"{start}-0", page=2_000):
         for entry in entries:
             if needle not in entry.raw or entry.event is None:
                 continue
             if entry.event.execution_id == execution_id and entry.event.seq == len(found) + 1:
                 found.append(entry.event)
-                if is_terminal(entry.event):
+                if is_terminal(entry.event) and entry.event.seq > retried:
                     return found
         if not found and parse_id(entries[-1].entry_id)[0] > born + ID_SKEW_MS:
             return []  # no such execution: it would have been requested by now

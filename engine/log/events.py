@@ -23,6 +23,8 @@ Who emits what:
                            StepRetryScheduled, CostReserved, CostCharged, CostReleased,
                            ExecutionCompleted, ExecutionFailed, ExecutionCancelled; in a schedule
                            run, ExecutionRequested of each video's execution and RunItemRecorded
+    operator               ExecutionRetried (engine.run.revive: a dead letter retried from the
+                           CLI or the admin API)
 
 Money events (CostReserved, CostCharged, CostReleased) are appended by the same script that moves
 the owner's balance and writes the ledger entry (engine.money.billing): the log and the ledger
@@ -31,6 +33,7 @@ cannot disagree, and an append refused by its expected seq moves no money.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import msgspec
@@ -259,6 +262,22 @@ class CostReleased(Event, tag=True, frozen=True, kw_only=True):
     reason: str
 
 
+class ExecutionRetried(Event, tag=True, frozen=True, kw_only=True):
+    """An operator retried the dead-lettered execution: it is ``pending`` again and the workers
+    resume it from its first step without a StepCompleted (completed steps are never run again;
+    the next attempt of the step in flight when it was dead-lettered gets a new number).
+    ``requested_by`` says who asked (``cli:<user>@<host>``, ``admin:<operator>``); ``dead_id``
+    is the dead-letter entry it came from (partition ``partition``) and ``reason`` why that entry
+    was dead-lettered. Emitted by engine.run.revive in the script that removes the dead letter
+    and queues the execution again, so one dead letter is retried once however many ask at once.
+    """
+
+    requested_by: str
+    partition: int
+    dead_id: str
+    reason: str = ""
+
+
 AnyEvent = (
     ExecutionRequested
     | ExecutionStarted
@@ -274,7 +293,12 @@ AnyEvent = (
     | RunItemRecorded
     | CostReserved
     | CostReleased
+    | ExecutionRetried
 )
+
+# The message of the StepFailed that closes the attempt in flight when its execution is
+# dead-lettered (engine.run.decide): a retry (ExecutionRetried) starts that step again.
+DEAD_LETTER_ABANDONED = "abandoned: the execution was dead-lettered"
 
 TERMINAL_EVENTS = (ExecutionCompleted, ExecutionFailed, ExecutionCancelled)
 # Events that move an owner's balance: each is appended with its Move (engine.log.event_log),
@@ -285,6 +309,18 @@ MONEY_EVENTS = (CostReserved, CostCharged, CostReleased)
 def is_terminal(event: AnyEvent) -> bool:
     """True for the events that end an execution."""
     return isinstance(event, TERMINAL_EVENTS)
+
+
+def has_ended(history: Iterable[AnyEvent]) -> bool:
+    """True when the execution (its events in order) has ended: a terminal event that no
+    ExecutionRetried followed (an operator's retry of a dead letter sends it back to work)."""
+    ended = False
+    for event in history:
+        if is_terminal(event):
+            ended = True
+        elif isinstance(event, ExecutionRetried):
+            ended = False
+    return ended
 
 
 def event_type(event: AnyEvent) -> str:

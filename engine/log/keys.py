@@ -18,6 +18,8 @@ build on, so every name is still spelled here and still carries the partition's 
     {prefix}{{pN}}:log                 stream: every event of the partition (the partition log)
     {prefix}{{pN}}:x:{execution_id}    stream: one execution's events, entry id ``{seq}-0``
     {prefix}{{pN}}:dead                stream: dead-lettered log entries with the reason
+    {prefix}{{pN}}:retried             hash: execution id -> seq of its latest ExecutionRetried
+                                       (a retried dead letter: its first end was not its last)
     {prefix}{{pN}}:ready:{owner}       list: an owner's executions waiting, oldest first
     {prefix}{{pN}}:ring                list: owners with waiting executions, in round-robin order
     {prefix}{{pN}}:work                stream: one entry per leased execution (its lease, worker
@@ -114,6 +116,9 @@ class Keys:
 
     def dead(self, partition: int) -> str:
         return f"{self.tag(partition)}:dead"
+
+    def retried(self, partition: int) -> str:
+        return f"{self.tag(partition)}:retried"
 
     # -- dispatch (engine.log.admission: request; engine.log.leases: dispatch, leases) -----------
     def ready(self, owner_id: str) -> str:

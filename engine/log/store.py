@@ -12,6 +12,7 @@ worker group on every log and work stream) and hands out its parts, which share 
     store.leases     engine.log.leases.Leases        dispatch, renew, takeover, release, dead
                                                      letters, the worker group on the logs
     store.blobs      engine.log.blobs.Blobs          large outputs stored once by content hash
+    store.revival    engine.log.revival.Revival      a dead letter retried: queued again, once
 
 Only these parts issue stream commands; each runs its own Lua scripts (kept at the end of its
 module).
@@ -29,6 +30,7 @@ from engine.log.context import StoreContext
 from engine.log.event_log import EventLog
 from engine.log.keys import WORKER_GROUP, Keys
 from engine.log.leases import Leases
+from engine.log.revival import Revival
 from engine.settings import Settings
 
 
@@ -41,6 +43,7 @@ class EventStore:
         self.admission = Admission(self._ctx)
         self.leases = Leases(self._ctx)
         self.blobs = Blobs(self._ctx)
+        self.revival = Revival(self._ctx)
 
     @property
     def redis(self) -> RedisClient:

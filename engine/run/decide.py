@@ -27,6 +27,7 @@ import msgspec
 from engine.errors import ToolError
 from engine.log import codec
 from engine.log.events import (
+    DEAD_LETTER_ABANDONED,
     AnyEvent,
     CostCharged,
     CostReserved,
@@ -155,9 +156,10 @@ def closing(state: ExecState, ending: Ending) -> list[AnyEvent]:
             events.append(ExecutionCancelled(execution_id=xid, step_index=index))
         case DeadLettered(reason=reason):
             if (flight := state.in_flight) is not None:
-                abandoned = "abandoned: the execution was dead-lettered"
                 events.append(
-                    _closed(xid, flight.step_index, flight.attempt, "internal", abandoned)
+                    _closed(
+                        xid, flight.step_index, flight.attempt, "internal", DEAD_LETTER_ABANDONED
+                    )
                 )
             events += billing.releases(state.held.values(), "ended")
             events.append(ExecutionFailed(execution_id=xid, code="internal", message=reason))

@@ -12,7 +12,9 @@ Rules (DESIGN §5):
     * A ``StepFailed`` followed by ``StepRetryScheduled`` waits until ``not_before``, then starts
       the scheduled attempt. A ``StepFailed`` without one ends the execution.
     * A cancel request wins over everything but a terminal event.
-    * Terminal executions (and unknown ones) need nothing.
+    * Terminal executions (and unknown ones) need nothing, until an operator retries a dead
+      letter (``ExecutionRetried``): the execution then goes on from its first step without a
+      ``StepCompleted``, the last attempt's failure forgotten.
     * Money (engine.money.billing): the state lists the reservations still ``held`` (a CostReserved
       with no CostReleased yet); the worker releases them when their attempt ends, when a
       takeover starts the step again, and before any terminal event. A ``StepFailed`` with code
@@ -50,6 +52,7 @@ from engine.log.events import (
     ExecutionCompleted,
     ExecutionFailed,
     ExecutionRequested,
+    ExecutionRetried,
     ExecutionStarted,
     RunItemRecorded,
     StepCompleted,
@@ -165,6 +168,20 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
             return replace(s, seq=seq, cancel_requested=True)
         case RunItemRecorded():
             return replace(s, seq=seq)  # a record for the run's view; planning needs nothing
+        case ExecutionRetried():
+            # A dead letter retried: not terminal any more; the attempt its dead letter closed
+            # (a StepFailed ``internal``) is no failure of the step, so the step starts again as
+            # the next attempt. The lease that drives it now is a new work-stream entry whose
+            # deliveries count from 1: the epochs start over.
+            return replace(
+                s,
+                seq=seq,
+                status="pending",
+                in_flight=None,
+                last_failure=None,
+                retry=None,
+                last_epoch=0,
+            )
     return replace(s, seq=seq)  # pragma: no cover - the match is exhaustive over AnyEvent
 
 

@@ -33,7 +33,7 @@ from engine.log.events import (
     StepSpec,
     Target,
     WorkflowSnapshot,
-    is_terminal,
+    has_ended,
 )
 from engine.log.ids import new_execution_id, run_id
 from engine.requests import idempotency, item_input
@@ -128,10 +128,10 @@ async def _key_used(runtime: Runtime, owner: str, idem: tuple[str, str] | None) 
 
 
 async def in_flight(runtime: Runtime, execution_id: str) -> bool:
-    """True while the execution exists and has not ended (any terminal event in its history, so
-    a late event after the terminal one cannot fool it)."""
+    """True while the execution exists and has not ended (a terminal event in its history that no
+    retry of its dead letter followed, so a late event after the terminal one cannot fool it)."""
     history = await runtime.store.log.history(execution_id)
-    return bool(history) and not any(is_terminal(e) for e in history)
+    return bool(history) and not has_ended(history)
 
 
 async def build_run(

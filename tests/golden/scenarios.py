@@ -16,6 +16,7 @@ import msgspec
 
 from engine.log import codec
 from engine.log.events import (
+    DEAD_LETTER_ABANDONED,
     AnyEvent,
     BlobRef,
     CostCharged,
@@ -24,6 +25,7 @@ from engine.log.events import (
     ExecutionCompleted,
     ExecutionFailed,
     ExecutionRequested,
+    ExecutionRetried,
     ExecutionStarted,
     StepCompleted,
     StepFailed,
@@ -278,6 +280,45 @@ def uncovered_cost_capped(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
     )
 
 
+def with_dead_letter_retried(xid: str, owner: str, t0: int = T0) -> list[AnyEvent]:
+    """Step 1's workers kept dying: dead-lettered (engine.run.claims), then retried by an
+    operator (engine.run.revive); step 1 starts again as attempt 2 and the execution ends done."""
+    reason = "delivered 6 times (max 5): dead-lettered as entry 1790000000500-0 of partition 1"
+    return stamp(
+        [
+            requested(xid, owner, ["llm_prompt", "llm_prompt"], kind="process"),
+            ExecutionStarted(execution_id=xid, worker_id="w1", epoch=1),
+            StepStarted(execution_id=xid, step_index=0, attempt=1, epoch=1, worker_id="w1"),
+            StepCompleted(
+                execution_id=xid, step_index=0, attempt=1, output={"text": "claims"}, cost=400
+            ),
+            StepStarted(execution_id=xid, step_index=1, attempt=1, epoch=5, worker_id="w5"),
+            StepFailed(
+                execution_id=xid,
+                step_index=1,
+                attempt=1,
+                code="internal",
+                message=DEAD_LETTER_ABANDONED,
+                retryable=False,
+            ),
+            ExecutionFailed(execution_id=xid, code="internal", message=reason),
+            ExecutionRetried(
+                execution_id=xid,
+                requested_by="cli:ops@host",
+                partition=1,
+                dead_id="1790000000700-0",
+                reason=reason,
+            ),
+            StepStarted(execution_id=xid, step_index=1, attempt=2, epoch=1, worker_id="w6"),
+            StepCompleted(
+                execution_id=xid, step_index=1, attempt=2, output={"text": "review"}, cost=600
+            ),
+            ExecutionCompleted(execution_id=xid, cost=11_000),
+        ],
+        t0,
+    )
+
+
 SCENARIOS: dict[str, Callable[[str, str], list[AnyEvent]]] = {
     "transcript_done": transcript_done,
     "retried_then_done": retried_then_done,
@@ -286,6 +327,7 @@ SCENARIOS: dict[str, Callable[[str, str], list[AnyEvent]]] = {
     "three_steps": three_steps,
     "insufficient_balance": insufficient_balance,
     "uncovered_cost_capped": uncovered_cost_capped,
+    "with_dead_letter_retried": with_dead_letter_retried,
 }
 
 GOLDEN_OWNER = "acc_00000000000000000001"

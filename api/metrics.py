@@ -3,10 +3,10 @@
 
 A scrape answers with the process's own meters (engine.meters: counters and histograms the roles
 update as they work) followed by the store's figures, read from Redis at that moment
-(api.inspection, engine.archive.report): per partition the queue depth, leases, oldest pending
-age, dead letters and projection lag, the live workers, Redis memory and the archive. Those are
-the store's, not the process's: every endpoint shows the same values, so dashboards and alerts
-take ``max`` over instances, never ``sum``. No label carries an id.
+(projections.inspection, engine.archive.report): per partition the queue depth, leases, oldest
+pending age, dead letters and projection lag, the live workers, Redis memory and the archive.
+Those are the store's, not the process's: every endpoint shows the same values, so dashboards and
+alerts take ``max`` over instances, never ``sum``. No label carries an id.
 
 :class:`RequestMeters` is the API's outermost middleware: each request counted by route template
 (the Starlette route's path, or ``unmatched``), method and status, and timed to its first byte.
@@ -29,11 +29,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import inspection
 from api.openapi import doc
 from engine import meters
 from engine.errors import EngineError
 from engine.runtime import Runtime
+from projections import inspection
 
 log = logging.getLogger("clipstream.metrics")
 
@@ -116,11 +116,11 @@ def _single(name: str, text: str, value: float) -> GaugeMetricFamily:
 
 
 async def store_families(runtime: Runtime) -> list[GaugeMetricFamily]:
-    """The store's figures as gauge families (api.inspection and the archive's gauges)."""
+    """The store's figures as gauge families (projections.inspection and the archive's gauges)."""
     from engine.archive.report import archive_gauges, archive_status
 
     parts = await inspection.partitions(runtime)
-    live = await inspection.workers(runtime, sample=0)
+    live = [w for w in await inspection.workers(runtime, sample=0) if w.live]
     memory = await inspection.redis_memory(runtime)
     families = [
         _by_partition(

@@ -79,6 +79,7 @@ from engine.tools.catalog import unit_prices
 from projections import progress
 from projections.activity import BUCKET_MS, Bucket
 from projections.feed import FeedEntry
+from projections.inspection import LAG_COUNT_CAP
 from projections.overview import Overview
 from projections.views import (
     ErrorView,
@@ -410,19 +411,19 @@ def overview(
 ) -> OverviewResponse:
     """The operator console's poll: the overview (projections.overview) and the rate chart's
     buckets (projections.activity)."""
+    figures = [p.figures for p in o.partitions]
     parts = [
         PartitionOut(
-            partition=p.partition,
-            log_entries=p.log,
-            last_entry=p.last_entry,
-            queued=p.queued,
-            oldest_queued_ms=p.oldest_queued_ms,
-            leased=p.leased,
-            dead_letters=p.dead,
-            checkpoint=p.checkpoint,
-            lag_entries=p.lag_entries,
-            lag_capped=p.lag_capped,
-            lag_ms=p.lag_ms,
+            partition=f.partition,
+            log_entries=f.log_entries,
+            queued=f.queued,
+            oldest_queued_ms=f.oldest_pending_ms,
+            leased=f.leased,
+            dead_letters=f.dead_letters,
+            checkpoint=None if f.checkpoint == "0-0" else f.checkpoint,
+            lag_entries=f.projection_lag_entries,
+            lag_capped=f.projection_lag_entries >= LAG_COUNT_CAP,
+            lag_ms=f.projection_lag_ms,
             projector=p.projector,
             projector_ttl_ms=p.projector_ttl_ms,
             archiver=p.archiver,
@@ -431,24 +432,24 @@ def overview(
             schedules_overdue=p.schedules_overdue,
             overdue_ms=p.overdue_ms,
         )
-        for p in o.partitions
+        for p, f in zip(o.partitions, figures, strict=True)
     ]
     workers = [
         WorkerOut(
             worker_id=w.worker_id,
             live=w.live,
-            idle_ms=w.idle_ms,
+            beat_ms=w.beat_ms,
             leases_held=w.held,
             leases={str(p): n for p, n in sorted(w.leases.items())},
         )
         for w in o.workers
     ]
     totals = Totals(
-        log_entries=sum(p.log for p in o.partitions),
-        queued=sum(p.queued for p in o.partitions),
-        leased=sum(p.leased for p in o.partitions),
-        dead_letters=sum(p.dead for p in o.partitions),
-        lag_entries=sum(p.lag_entries for p in o.partitions),
+        log_entries=sum(f.log_entries for f in figures),
+        queued=sum(f.queued for f in figures),
+        leased=sum(f.leased for f in figures),
+        dead_letters=sum(f.dead_letters for f in figures),
+        lag_entries=sum(f.projection_lag_entries for f in figures),
         live_workers=sum(1 for w in o.workers if w.live),
     )
     return OverviewResponse(

@@ -11,7 +11,7 @@ lives with its own concern, which adds its parser and names its handler:
     roles.py      serve, api, worker, projector, scheduler
     archive.py    archiver (the role), archive status | verify | export
     operators.py  history, tail, dead-letters, replay
-    status.py     status (the figures of api.inspection, --json)
+    status.py     status (the figures of projections.inspection, --json)
     accounts.py   accounts create | credit | token | key | revoke | audit
     runner.py     running a command's coroutine (uvloop) and stopping it on a signal
     redact.py     tokens out of the server's request lines, the password out of a Redis URL

@@ -2,8 +2,8 @@
 
 Per partition the log, the worker group's lag, executions queued and leased, the age of the
 oldest one waiting, dead letters, and the live projection's checkpoint and lag; then Redis memory,
-the archive, and the live workers with the leases each holds. The figures are api.inspection's,
-the same ones ``/metrics`` serves.
+the archive, and the workers (live, or holding leases) with the leases each holds. The figures
+are projections.inspection's, the same ones ``/metrics`` and the console serve.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from api import inspection
 from api.cli.runner import Subcommands, run
 from engine.runtime import Runtime
 from engine.settings import Settings
+from projections import inspection
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -113,11 +113,14 @@ def _table(data: dict[str, Any]) -> str:
             f"{proj:>9} {_age(p['projection_lag_ms'] or None):>8}  {p['checkpoint']}"
         )
     workers = data["workers"]
-    lines.append(f"live workers: {len(workers)}")
+    live = sum(1 for w in workers if w["live"])
+    lines.append(f"live workers: {live}")
     for w in workers:
         parts = ", ".join(f"p{p}: {n}" for p, n in sorted(w["leases"].items(), key=_numeric))
         held = f"{w['held']} leases ({parts})" if w["held"] else "no leases"
-        lines.append(f"  {w['worker_id']}  beat {_age(w['beat_ms'])} ago  {held}")
+        beat = "no heartbeat" if w["beat_ms"] is None else f"beat {_age(w['beat_ms'])} ago"
+        gone = "" if w["live"] else "  NOT LIVE (its leases wait for a takeover)"
+        lines.append(f"  {w['worker_id']}  {beat}  {held}{gone}")
         for xid in w["executions"]:
             lines.append(f"    {xid}")
         if w["held"] > len(w["executions"]):

@@ -140,7 +140,7 @@ async def overview(request: Request) -> Response:
     if activity is None:
         activity = state.activity = Activity()
     await activity.refresh(runtime.store)
-    found = await read_overview(runtime.store, runtime.settings.lease_ms)
+    found = await read_overview(runtime)
     archive = runtime.archive.url if runtime.archive is not None else None
     body = render.overview(found, activity.points(found.at), activity.current_to, archive)
     return respond(body)

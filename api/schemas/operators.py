@@ -24,11 +24,11 @@ class RetryDeadLetter(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
 
 class PartitionOut(msgspec.Struct, kw_only=True):
     """One partition: its log, queues, dead letters, projection checkpoint and lag, lease
-    holders and schedules (projections.overview says what each figure is)."""
+    holders and schedules (projections.inspection and projections.overview say what each
+    figure is; ``lag_ms`` is the age of the oldest entry not folded yet)."""
 
     partition: int
     log_entries: int
-    last_entry: str | None
     queued: int
     oldest_queued_ms: int | None
     leased: int
@@ -47,11 +47,12 @@ class PartitionOut(msgspec.Struct, kw_only=True):
 
 
 class WorkerOut(msgspec.Struct, kw_only=True):
-    """A worker (a consumer of the group ``workers``): the leases it holds by partition."""
+    """A live worker (its heartbeat younger than a lease) or one holding leases, with the
+    leases it holds by partition (``beat_ms``: since its last heartbeat, null: none on record)."""
 
     worker_id: str
     live: bool
-    idle_ms: int
+    beat_ms: int | None
     leases_held: int
     leases: dict[str, int]
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from api import inspection, metrics
+from api import metrics
 from engine.run import heartbeat
 from engine.runtime import Runtime
+from projections import inspection
 from projections.projector import Projector
 from tests.integration.test_worker import request, transcribe
 

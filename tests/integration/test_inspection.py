@@ -1,4 +1,4 @@
-"""api.inspection (what ``status`` and ``/metrics`` read from the store) and the meters the
+"""projections.inspection (what ``status`` and ``/metrics`` read from the store) and the meters the
 worker counts, on fakeredis and on a private real Redis. Driven with ``run_until_idle``: no sleep
 decides a verdict."""
 
@@ -8,12 +8,12 @@ from dataclasses import replace
 
 import pytest
 
-from api import inspection
 from engine import meters
 from engine.log.ids import new_id
 from engine.run import heartbeat
 from engine.run.worker import Worker
 from engine.runtime import Runtime
+from projections import inspection
 from projections.projector import Projector
 from tests.helpers import eventually
 from tests.integration.test_worker import request, transcribe

@@ -291,7 +291,7 @@
           cell(w.worker_id, "mono"),
           el("td", {
             class: w.live ? "state-live" : "state-gone",
-            text: w.live ? "live" : `silent ${duration(w.idle_ms)}`,
+            text: w.live ? "live" : w.beat_ms === null ? "no heartbeat" : `silent ${duration(w.beat_ms)}`,
           }),
           cell(w.leases_held ? `${w.leases_held} (${held})` : "0", "num"),
         );

@@ -58,10 +58,12 @@ class PartitionFigures:
 
 @dataclass(slots=True)
 class WorkerFigures:
-    """A worker whose heartbeat is younger than the lease time, and the leases it holds."""
+    """A worker that is live (its heartbeat younger than the lease time) or holds leases (a dead
+    worker's leases stay its own until another worker claims them), and what it holds."""
 
     worker_id: str
-    beat_ms: int  # since its last heartbeat
+    beat_ms: int | None  # since its last heartbeat (None: none on record)
+    live: bool
     leases: dict[int, int] = field(default_factory=dict)  # partition -> executions held
     executions: list[str] = field(default_factory=list)  # a few of them, by id
 
@@ -148,35 +150,40 @@ async def _group_lag(runtime: Runtime, partition: int) -> int | None:
 
 
 async def workers(runtime: Runtime, *, sample: int = 20) -> list[WorkerFigures]:
-    """The workers whose heartbeat is younger than the lease time, busiest first, with the leases
-    each holds per partition and up to ``sample`` of its executions. Heartbeats older than
+    """The live workers and every worker holding a lease, live first and busiest first, with the
+    leases each holds per partition and up to ``sample`` of its executions. Heartbeats older than
     :data:`FORGET_MS` (workers that died without saying so) are removed on the way."""
     store = runtime.store
     redis, keys = store.redis, store.keys
     now = now_ms()
+    lease_ms = runtime.settings.lease_ms
     found: dict[str, WorkerFigures] = {}
     try:
         stale = []
         for name, beat in (await redis.hgetall(keys.workers)).items():
             age = max(0, now - int(beat))
-            if age <= runtime.settings.lease_ms:
-                found[as_str(name)] = WorkerFigures(as_str(name), age)
+            if age <= lease_ms:
+                found[as_str(name)] = WorkerFigures(as_str(name), age, live=True)
             elif age > FORGET_MS:
                 stale.append(name)
+            else:
+                found[as_str(name)] = WorkerFigures(as_str(name), age, live=False)
         if stale:
             await redis.hdel(keys.workers, *stale)
-        for p in store.partitions if found else ():
+        for p in store.partitions:
             for row in await _consumers(runtime, keys.work(p)):
-                worker = found.get(as_str(row["name"]))
-                if worker is None or not int(row["pending"]):
+                if not int(row["pending"]):
                     continue
+                name = as_str(row["name"])
+                worker = found.setdefault(name, WorkerFigures(name, None, live=False))
                 worker.leases[p] = int(row["pending"])
                 room = sample - len(worker.executions)
                 if room > 0:
                     worker.executions += await _held(runtime, p, worker.worker_id, room)
     except RedisError as exc:
         raise StoreUnavailable(f"cannot read the workers: {exc}") from exc
-    return sorted(found.values(), key=lambda w: (-w.held, w.worker_id))
+    held = [w for w in found.values() if w.live or w.held]
+    return sorted(held, key=lambda w: (not w.live, -w.held, w.worker_id))
 
 
 async def _consumers(runtime: Runtime, stream: str) -> list[dict[Any, Any]]:

@@ -19,7 +19,10 @@
     timer: 0,
     polling: false,
     generation: 0, // bumped at each sign-in and sign-out: late answers of another session are dropped
+    deadCount: -1, // dead letters the list shows: it is read again when the overview's count moves
+    deadAt: 0,
   };
+  const DEAD_REFRESH_MS = 30_000; // and at least this often
 
   // -- small helpers ----------------------------------------------------------------------------
 
@@ -137,6 +140,7 @@
 
   function signOut(message = "") {
     state.generation += 1;
+    state.deadCount = -1;
     state.token = null;
     clearTimeout(state.timer);
     sessionStorage.removeItem(TOKEN_KEY);
@@ -159,8 +163,10 @@
     if (!state.token || state.polling) return;
     state.polling = true;
     try {
-      draw(await api("/admin/overview"));
-      await refreshDead();
+      const overview = await api("/admin/overview");
+      draw(overview);
+      const stale = Date.now() - state.deadAt > DEAD_REFRESH_MS;
+      if (overview.totals.dead_letters !== state.deadCount || stale) await refreshDead();
       $("overview-error").textContent = "";
     } catch (error) {
       failed(error, (message) => {
@@ -316,6 +322,8 @@
     try {
       const body = await api("/admin/dead-letters");
       drawDead(body.dead_letters);
+      state.deadCount = body.dead_letters.length;
+      state.deadAt = Date.now();
       $("dead-error").textContent = "";
     } catch (error) {
       failed(error, (message) => {

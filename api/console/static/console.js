@@ -1,7 +1,8 @@
 // The clipstream operator console: the whole system, polled from the admin API.
 //
 // Every POLL_MS the page reads GET /admin/overview (partitions, workers, lease holders, rates)
-// and GET /admin/dead-letters, and redraws. A retry is POST /admin/dead-letters/{id}/retry; an
+// and redraws; GET /admin/dead-letters when the overview's count of them moves (or every
+// DEAD_REFRESH_MS). A retry is POST /admin/dead-letters/{id}/retry; an
 // execution's history is GET /admin/executions/{id}. The admin token lives in sessionStorage and
 // travels only in the Authorization header. A 401 signs out; any other failure keeps the last
 // figures on screen, marked as stale, and the next poll tries again.

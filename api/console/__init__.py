@@ -9,8 +9,8 @@ ten minutes as a small chart; and any execution opened by its id with its event 
 The page (``index.html`` beside this module; ``console.js`` and ``console.css`` under ``static/``,
 shipped as package data, the dashboard's ``style.css`` reused for the house style) signs in with
 the admin token, kept in ``sessionStorage`` and sent only in the ``Authorization`` header, and
-polls ``GET /admin/overview`` every two seconds (``GET /admin/dead-letters``,
-``POST /admin/dead-letters/{id}/retry`` and ``GET /admin/executions/{id}`` as it needs them). It
+polls ``GET /admin/overview`` every two seconds (``GET /admin/dead-letters`` when their count
+moves, ``POST /admin/dead-letters/{id}/retry`` and ``GET /admin/executions/{id}`` on request). It
 is served under the dashboard's strict Content-Security-Policy: no build step, no inline code and
 nothing from another host; the chart is SVG drawn by the script.
 """

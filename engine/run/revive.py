@@ -112,9 +112,11 @@ async def retry(
     execution_id: str,
     requested_by: str,
     archive: ArchiveStore | None = None,
+    known: list[DeadLetter] | None = None,
 ) -> Retried:
     """Send the dead-lettered ``execution_id`` back to the workers (see the module docstring);
-    ``archive``: where its events are found once its own stream has expired.
+    ``archive``: where its events are found once its own stream has expired; ``known``: its
+    partition's dead letters when the caller has just read them (:func:`retry_all`).
 
     InvalidRequest for a malformed id or an empty ``requested_by``; NotFound for an execution
     that does not exist; StateConflict when it is not dead-lettered (or was retried just now)."""
@@ -129,8 +131,11 @@ async def retry(
         raise InvalidRequest(f"not an execution id: {execution_id!r}") from None
     if partition >= store.keys.partitions:
         raise NotFound(f"no execution {execution_id}")
-    for _ in range(decide.MAX_CONFLICTS):
-        dead = [d for d in await dead_letters(store, partition) if d.execution_id == execution_id]
+    for attempt in range(decide.MAX_CONFLICTS):
+        found = (
+            known if known is not None and attempt == 0 else await dead_letters(store, partition)
+        )
+        dead = [d for d in found if d.execution_id == execution_id]
         history = await store.log.history(execution_id)
         restore: list[bytes] = []
         if not history and archive is not None:
@@ -212,7 +217,11 @@ async def retry_all(
     retried: list[Retried] = []
     skipped: list[tuple[DeadLetter, str]] = []
     seen: set[str] = set()
-    for dead in await dead_letters(store):
+    found = await dead_letters(store)
+    by_partition: dict[int, list[DeadLetter]] = {}
+    for dead in found:
+        by_partition.setdefault(dead.partition, []).append(dead)
+    for dead in found:
         xid = dead.execution_id
         if xid is None:
             skipped.append((dead, "not an execution's lease: nothing to resume"))
@@ -221,7 +230,8 @@ async def retry_all(
             continue
         seen.add(xid)
         try:
-            retried.append(await retry(store, xid, requested_by, archive))
+            known = by_partition[dead.partition]
+            retried.append(await retry(store, xid, requested_by, archive, known))
         except (StateConflict, NotFound) as exc:
             skipped.append((dead, str(exc)))
     return RetryReport(retried, skipped)

@@ -1,7 +1,8 @@
 // The clipstream operator console: the whole system, polled from the admin API.
 //
 // Every POLL_MS the page reads GET /admin/overview (partitions, workers, lease holders, rates)
-// and GET /admin/dead-letters, and redraws. A retry is POST /admin/dead-letters/{id}/retry; an
+// and redraws; GET /admin/dead-letters when the overview's count of them moves (or every
+// DEAD_REFRESH_MS). A retry is POST /admin/dead-letters/{id}/retry; an
 // execution's history is GET /admin/executions/{id}. The admin token lives in sessionStorage and
 // travels only in the Authorization header. A 401 signs out; any other failure keeps the last
 // figures on screen, marked as stale, and the next poll tries again.
@@ -19,7 +20,10 @@
     timer: 0,
     polling: false,
     generation: 0, // bumped at each sign-in and sign-out: late answers of another session are dropped
+    deadCount: -1, // dead letters the list shows: it is read again when the overview's count moves
+    deadAt: 0,
   };
+  const DEAD_REFRESH_MS = 30_000; // and at least this often
 
   // -- small helpers ----------------------------------------------------------------------------
 
@@ -137,6 +141,7 @@
 
   function signOut(message = "") {
     state.generation += 1;
+    state.deadCount = -1;
     state.token = null;
     clearTimeout(state.timer);
     sessionStorage.removeItem(TOKEN_KEY);
@@ -159,8 +164,10 @@
     if (!state.token || state.polling) return;
     state.polling = true;
     try {
-      draw(await api("/admin/overview"));
-      await refreshDead();
+      const overview = await api("/admin/overview");
+      draw(overview);
+      const stale = Date.now() - state.deadAt > DEAD_REFRESH_MS;
+      if (overview.totals.dead_letters !== state.deadCount || stale) await refreshDead();
       $("overview-error").textContent = "";
     } catch (error) {
       failed(error, (message) => {
@@ -316,6 +323,8 @@
     try {
       const body = await api("/admin/dead-letters");
       drawDead(body.dead_letters);
+      state.deadCount = body.dead_letters.length;
+      state.deadAt = Date.now();
       $("dead-error").textContent = "";
     } catch (error) {
       failed(error, (message) => {

@@ -11,6 +11,7 @@ owner's active executions.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -23,6 +24,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from api import render
 from api.render import Message
+from api.sessions import Revocations, Session, sessions_after
+from engine import clock
 from engine.connection import as_str
 from engine.runtime import Runtime
 from projections.feed import owner_feed_key, read_entry
@@ -31,6 +34,8 @@ from projections.queries import Queries
 log = logging.getLogger("clipstream.feed")
 
 SLOW_CONSUMER = "slow consumer; resume with your cursor"
+SESSION_EXPIRED = "session expired"
+SESSION_REVOKED = "session revoked"
 BUFFER = 1_000  # messages a subscriber may fall behind before it is closed
 HISTORY_PAGE = 500
 _CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -65,8 +70,11 @@ class Subscription:
     """One client's view of its owner's feed: :meth:`receive` gives the history after the
     cursor (or a ``reset``), then the live tail, deduplicated by cursor."""
 
-    def __init__(self, hub: FeedHub, owner: str, key: str, buffer: int) -> None:
+    def __init__(
+        self, hub: FeedHub, owner: str, key: str, buffer: int, session: Session | None = None
+    ) -> None:
         self.hub, self.owner, self.key = hub, owner, key
+        self.session = session  # None: an API key (SSE), which no expiry or revocation ends
         self._send, self._recv = anyio.create_memory_object_stream[Message](buffer)
         self.reason: str | None = None
         self.closed = anyio.Event()
@@ -167,6 +175,10 @@ class FeedHub:
         self.snapshot_limit = snapshot_limit
         self._groups = [_Group({}, anyio.Event()) for _ in runtime.store.partitions]
         self._subscribers: dict[str, set[Subscription]] = {}
+        # Sessions by the second they expire in, and a heap of those seconds (api.sessions).
+        self._expiring: dict[int, set[Subscription]] = {}
+        self._seconds: list[int] = []
+        self.sweep_s = 1.0  # how often sessions that expired are closed
         self.running = False
 
     def _group(self, key_partition: int) -> _Group:
@@ -179,6 +191,8 @@ class FeedHub:
             async with anyio.create_task_group() as tg:
                 for group in self._groups:
                     tg.start_soon(self._reader, group)
+                tg.start_soon(Revocations(self.runtime, self.revoke).run)
+                tg.start_soon(self._sweep_expired)
         finally:
             self.running = False
             for subs in list(self._subscribers.values()):
@@ -223,14 +237,49 @@ class FeedHub:
                 for sub in list(subs):
                     sub.offer(message)
 
+    # -- sessions that end (api.sessions) -------------------------------------------------------
+    def revoke(self, account: str, after_ms: int) -> None:
+        """Close ``account``'s subscriptions of sessions issued at or before ``after_ms``."""
+        for sub in list(self._subscribers.get(owner_feed_key(self.keys, account), ())):
+            if sub.session is not None and sub.session.revoked_by(after_ms):
+                sub.close(SESSION_REVOKED)
+
+    async def _sweep_expired(self) -> None:
+        """Close each subscription whose session token expired (one timer for the process)."""
+        while True:
+            await anyio.sleep(self.sweep_s)
+            now_s = clock.now_ms() / 1000
+            while self._seconds and self._seconds[0] <= now_s:
+                for sub in list(self._expiring.pop(heapq.heappop(self._seconds), ())):
+                    sub.close(SESSION_EXPIRED)
+
+    def _expires(self, sub: Subscription, session: Session) -> None:
+        second = -(-session.expires_ms // 1000)
+        bucket = self._expiring.get(second)
+        if bucket is None:
+            bucket = self._expiring[second] = set()
+            heapq.heappush(self._seconds, second)
+            if len(self._seconds) > 2 * len(self._expiring) + 1_024:  # seconds left by closes
+                self._seconds = sorted(self._expiring)
+        bucket.add(sub)
+
     # -- subscribing ------------------------------------------------------------------------------
     @asynccontextmanager
-    async def subscribe(self, owner: str, since: str | None) -> AsyncIterator[Subscription]:
-        """A subscription to ``owner``'s feed after ``since`` (None: start with a ``reset``)."""
+    async def subscribe(
+        self, owner: str, since: str | None, session: Session | None = None
+    ) -> AsyncIterator[Subscription]:
+        """A subscription to ``owner``'s feed after ``since`` (None: start with a ``reset``),
+        ended when ``session`` expires or is revoked."""
         key = owner_feed_key(self.keys, owner)
-        sub = Subscription(self, owner, key, self.buffer)
+        sub = Subscription(self, owner, key, self.buffer, session)
         try:
             await self._join(sub)
+            if session is not None:
+                self._expires(sub, session)
+                # Read after joining: a revocation from now on reaches this subscription through
+                # the revocations stream, one from before is in the account's record.
+                if session.revoked_by(await sessions_after(self.runtime, owner)):
+                    sub.close(SESSION_REVOKED)
             if since is None or not valid_cursor(since) or await self._trimmed(key, since):
                 sub._pending = [await self._reset(owner, sub.live)]
             else:
@@ -258,6 +307,13 @@ class FeedHub:
         self._subscribers.setdefault(key, set()).add(sub)
 
     def unsubscribe(self, sub: Subscription) -> None:
+        if sub.session is not None:
+            second = -(-sub.session.expires_ms // 1000)
+            bucket = self._expiring.get(second)
+            if bucket is not None:
+                bucket.discard(sub)
+                if not bucket:
+                    del self._expiring[second]
         subs = self._subscribers.get(sub.key)
         if subs is None:
             return

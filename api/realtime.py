@@ -4,17 +4,21 @@ integrations, both over the process's :class:`api.feed_hub.FeedHub`.
 ``GET /v1/realtime?token=<session JWT>[&since=<cursor>]`` (WebSocket): a session JWT only (an API
 key in a URL would end up in browser history and proxy logs), and a browser's ``Origin`` must be
 allowed (``CLIPSTREAM_ALLOWED_ORIGINS``, comma-separated; by default the API's own origin and
-localhost). Any refusal is close code 4401 right after the handshake, before any message. Then:
+localhost). Any refusal is close code 4401 right after the handshake, before any message (a bad
+token spends one of the address's failed authentications, api.rate_limits). Then:
 
     {"type": "reset", "cursor", "executions": [...]}     no (or a too old) cursor: a snapshot
     {"type": "event", "cursor", "execution_id", "seq", "event", "execution": {...}}
     {"type": "ping"}                                     every ``PING_S`` without traffic
 
-A slow client is closed with code 4008 and the reason; it reconnects with its last cursor.
+A slow client is closed with code 4008 and the reason; it reconnects with its last cursor. The
+connection is closed with 4401 when its token expires or its account's sessions are revoked
+(api.sessions); the client reconnects with a new token and its cursor.
 
 ``GET /v1/executions/stream`` (Server-Sent Events): API key or session token in the Authorization
 header and ``Accept: text/event-stream`` by name (anything else is 406), ``Last-Event-ID`` (or
-``?since=``) resumes; each message's ``id:`` is its cursor.
+``?since=``) resumes; each message's ``id:`` is its cursor. A session token's stream ends like
+the WebSocket, with a ``closed`` event giving the reason.
 """
 
 from __future__ import annotations
@@ -32,10 +36,19 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from api.auth import Caller, account_route, verify_session_token
-from api.feed_hub import SLOW_CONSUMER, FeedClosed, FeedHub, Subscription
+from api.auth import UNAUTHORIZED, Caller, account_route, bearer, runtime_of, verify_session
+from api.feed_hub import (
+    SESSION_EXPIRED,
+    SESSION_REVOKED,
+    SLOW_CONSUMER,
+    FeedClosed,
+    FeedHub,
+    Subscription,
+)
 from api.openapi import doc
+from api.rate_limits import RateLimited, client_address, limiter_of
 from api.render import Message, encode
+from api.sessions import Session
 from engine.money.accounts import API_KEY_PREFIX
 from engine.runtime import Runtime
 
@@ -74,11 +87,17 @@ def origin_allowed(origin: str, host: str | None, allowlist: frozenset[str] | No
     return parts.hostname in _LOCAL_HOSTS
 
 
-def session_account(runtime: Runtime, token: str | None) -> str | None:
-    """The account of a valid session JWT; None for anything else, API keys included."""
+def session_of(runtime: Runtime, token: str | None) -> Session | None:
+    """The session of a valid session JWT; None for anything else, API keys included."""
     if not token or token.startswith(API_KEY_PREFIX):
         return None
-    return verify_session_token(runtime, token)
+    return verify_session(runtime, token)
+
+
+def session_account(runtime: Runtime, token: str | None) -> str | None:
+    """The account of a valid session JWT; None for anything else, API keys included."""
+    session = session_of(runtime, token)
+    return None if session is None else session.account_id
 
 
 def hub_of(app_state: object) -> FeedHub:
@@ -95,17 +114,22 @@ async def realtime(ws: WebSocket) -> None:
     """``GET /v1/realtime``."""
     runtime: Runtime = ws.app.state.runtime
     origin = ws.headers.get("origin")
-    account = session_account(runtime, ws.query_params.get("token"))
+    session = session_of(runtime, ws.query_params.get("token"))
     # Accept first so the refusal carries its code (a close before accept is a bare 403).
     await ws.accept()
-    if account is None or (
+    if session is None or (
         origin is not None and not origin_allowed(origin, ws.headers.get("host"), allowed_origins())
     ):
-        await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid credentials")
+        if session is None:  # a failed token check spends the address's failed-auth budget
+            with contextlib.suppress(RateLimited):
+                await limiter_of(ws).hit(limiter_of(ws).auth, client_address(ws))
+        await ws.close(CLOSE_UNAUTHORIZED, UNAUTHORIZED)
         return
+    account = session.account_id
     ping_s: float = getattr(ws.app.state, "realtime_ping_s", PING_S)
     grace_s: float = getattr(ws.app.state, "realtime_close_grace_s", CLOSE_GRACE_S)
-    async with hub_of(ws.app.state).subscribe(account, ws.query_params.get("since")) as sub:
+    since = ws.query_params.get("since")
+    async with hub_of(ws.app.state).subscribe(account, since, session) as sub:
         gone = await _forward(ws, sub, ping_s)
         reason = sub.reason or ""
     if reason == SLOW_CONSUMER:
@@ -121,9 +145,14 @@ async def realtime(ws: WebSocket) -> None:
 
 
 def close_code(reason: str) -> int:
-    """The close code when the hub ended a subscription: 4008 for a slow consumer, else 1012
-    (service restart); either way the client reconnects with its last cursor."""
-    return CLOSE_SLOW if reason == SLOW_CONSUMER else CLOSE_RESTART
+    """The close code when the hub ended a subscription: 4008 for a slow consumer and 4401 for a
+    session that expired or was revoked (the client needs a new token), else 1012 (service
+    restart); either way the client reconnects with its last cursor."""
+    if reason == SLOW_CONSUMER:
+        return CLOSE_SLOW
+    if reason in (SESSION_EXPIRED, SESSION_REVOKED):
+        return CLOSE_UNAUTHORIZED
+    return CLOSE_RESTART
 
 
 async def _forward(ws: WebSocket, sub: Subscription, ping_s: float) -> bool:
@@ -221,9 +250,11 @@ async def stream(request: Request, caller: Caller) -> Response:
     since = request.headers.get("last-event-id") or request.query_params.get("since")
     hub = hub_of(request.app.state)
     ping_s: float = getattr(request.app.state, "realtime_ping_s", PING_S)
+    # A session's stream ends when its token expires or is revoked; an API key's does not.
+    session = session_of(runtime_of(request), bearer(request)) if caller.via == "session" else None
 
     async def frames() -> AsyncIterator[bytes]:
-        async with hub.subscribe(caller.account_id, since) as sub:
+        async with hub.subscribe(caller.account_id, since, session) as sub:
             while True:
                 try:
                     with anyio.move_on_after(ping_s) as idle:

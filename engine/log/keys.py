@@ -12,6 +12,9 @@ build on, so every name is still spelled here and still carries the partition's 
 
     {prefix}meta                       hash: partitions, projection version
     {prefix}apikey:{sha256}            string: account id of an API key (key hash only)
+    {prefix}revocations                stream: one entry per sessions revocation (account, the
+                                       instant), tailed by every API process (api.sessions);
+                                       kept for the longest token lifetime
     {prefix}rl:{{LIMITER/…}}[/-1]      strings: the rate limits' sliding-window counters (the
                                        ``limits`` library names the rest: api.rate_limits)
     {prefix}{{pN}}:log                 stream: every event of the partition (the partition log)
@@ -27,7 +30,8 @@ build on, so every name is still spelled here and still carries the partition's 
     {prefix}{{pN}}:charges             hash: charge id -> amount, so no charge applies twice
     {prefix}{{pN}}:reads               zset: read charges admitted, not yet settled, by time
     {prefix}{{pN}}:idem:{account}:{k}  string: fingerprint and execution id of an Idempotency-Key
-    {prefix}{{pN}}:acct:{account}      hash: the account record
+    {prefix}{{pN}}:acct:{account}      hash: the account record (``sessions_after``: session
+                                       tokens issued at or before this instant (ms) are revoked)
     {prefix}{{pN}}:{kind}:{id}         string (JSON): a synchronous resource (item, …)
     {prefix}{{pN}}:{kind}s:{account}   zset: an owner's resources of one kind, by id
     {prefix}{{pN}}:src:{account}:{h}   zset: the owner's items of one source (h: sha256 of its
@@ -95,6 +99,11 @@ class Keys:
 
     def api_key(self, key_hash: str) -> str:
         return f"{self.prefix}apikey:{key_hash}"
+
+    @property
+    def revocations(self) -> str:
+        """The stream of sessions revocations every API process tails (api.sessions)."""
+        return f"{self.prefix}revocations"
 
     # -- the log ----------------------------------------------------------------------------------
     def log(self, partition: int) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import anyio
 from redis.exceptions import RedisError, ResponseError
 
 from api import render
+from api.loop_probe import LoopProbe, Samples
 from api.render import Message
 from api.sessions import Revocations, Session, sessions_after
 from engine import clock
@@ -179,6 +181,9 @@ class FeedHub:
         self._expiring: dict[int, set[Subscription]] = {}
         self._seconds: list[int] = []
         self.sweep_s = 1.0  # how often sessions that expired are closed
+        # The server's side of each delivery (feed entry -> write returned) and the loop's health.
+        self.deliveries = Samples()
+        self.probe = LoopProbe()
         self.running = False
 
     def _group(self, key_partition: int) -> _Group:
@@ -193,6 +198,7 @@ class FeedHub:
                     tg.start_soon(self._reader, group)
                 tg.start_soon(Revocations(self.runtime, self.revoke).run)
                 tg.start_soon(self._sweep_expired)
+                tg.start_soon(self.probe.run)
         finally:
             self.running = False
             for subs in list(self._subscribers.values()):
@@ -236,6 +242,10 @@ class FeedHub:
                 group.positions[key] = message["cursor"]
                 for sub in list(subs):
                     sub.offer(message)
+
+    def delivered(self, cursor: str) -> None:
+        """Record that an event message of the feed entry ``cursor`` was just written."""
+        self.deliveries.add(time.time() * 1000 - int(cursor.partition("-")[0]))
 
     # -- sessions that end (api.sessions) -------------------------------------------------------
     def revoke(self, account: str, after_ms: int) -> None:

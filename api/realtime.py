@@ -167,7 +167,12 @@ async def _forward(ws: WebSocket, sub: Subscription, ping_s: float) -> bool:
                 while True:
                     with anyio.move_on_after(ping_s) as idle:
                         message = await sub.receive()
-                    await ws.send_text(_PING if idle.cancelled_caught else _json(message))
+                    if idle.cancelled_caught:
+                        await ws.send_text(_PING)
+                        continue
+                    await ws.send_text(_json(message))
+                    if message["type"] == "event":
+                        sub.hub.delivered(message["cursor"])
             except FeedClosed:
                 pass
             except WebSocketDisconnect:

@@ -156,33 +156,14 @@ def close_code(reason: str) -> int:
 
 
 async def _forward(ws: WebSocket, sub: Subscription, ping_s: float) -> bool:
-    """Send ``sub``'s messages (and pings while idle) until the hub closes it or the client goes;
-    True when the client went (there is no one left to send a close to)."""
+    """Send ``sub``'s frames (and pings while idle) until the hub closes it or the client goes;
+    True when the client went (there is no one left to send a close to).
+
+    This task sends; one more listens for the client's close. The hub ending the subscription
+    cancels both, a send blocked on a client that stopped reading included."""
     gone = False
+    hub = sub.hub
     async with anyio.create_task_group() as tg:
-
-        async def pump() -> None:
-            nonlocal gone
-            try:
-                while True:
-                    with anyio.move_on_after(ping_s) as idle:
-                        message = await sub.receive()
-                    if idle.cancelled_caught:
-                        await ws.send_text(_PING)
-                        continue
-                    await ws.send_text(_json(message))
-                    if message["type"] == "event":
-                        sub.hub.delivered(message["cursor"])
-            except FeedClosed:
-                pass
-            except WebSocketDisconnect:
-                gone = True  # the connection broke under a send (uvicorn says so on the send)
-            tg.cancel_scope.cancel()
-
-        async def closer() -> None:
-            # A send blocked on a client that stopped reading must not keep it open.
-            await sub.closed.wait()
-            tg.cancel_scope.cancel()
 
         async def listen() -> None:
             nonlocal gone
@@ -196,15 +177,32 @@ async def _forward(ws: WebSocket, sub: Subscription, ping_s: float) -> bool:
             gone = True
             tg.cancel_scope.cancel()
 
-        tg.start_soon(pump)
-        tg.start_soon(closer)
         tg.start_soon(listen)
+        sub.on_close = tg.cancel_scope.cancel
+        try:
+            while True:
+                frame = sub.poll()  # what is queued goes out without a timer per message
+                if frame is None:
+                    with anyio.move_on_after(ping_s):
+                        frame = await sub.receive_frame()
+                    if frame is None:  # nothing within ping_s
+                        await ws.send_text(_PING)
+                        continue
+                await ws.send_text(frame.text)
+                if frame.is_event:
+                    hub.delivered(frame)
+        except FeedClosed:
+            pass
+        except WebSocketDisconnect:
+            gone = True  # the connection broke under a send (uvicorn says so on the send)
+        tg.cancel_scope.cancel()
     return gone
 
 
 # -- Server-Sent Events --------------------------------------------------------------------------
 def sse(message: Message) -> bytes:
-    """One SSE frame: ``id:`` is the cursor, ``event:`` the message type."""
+    """One SSE frame: ``id:`` is the cursor, ``event:`` the message type (the feed's own frames
+    are encoded once by the hub: ``Frame.sse``)."""
     head = f"id: {message['cursor']}\n" if "cursor" in message else ""
     return f"{head}event: {message['type']}\ndata: {_json(message)}\n\n".encode()
 
@@ -263,11 +261,16 @@ async def stream(request: Request, caller: Caller) -> Response:
             while True:
                 try:
                     with anyio.move_on_after(ping_s) as idle:
-                        message = await sub.receive()
+                        frame = await sub.receive_frame()
                 except FeedClosed as closed:
                     yield sse({"type": "closed", "reason": closed.reason})
                     return
-                yield b": ping\n\n" if idle.cancelled_caught else sse(message)
+                if idle.cancelled_caught:
+                    yield b": ping\n\n"
+                    continue
+                yield frame.sse
+                if frame.is_event:
+                    hub.delivered(frame)
 
     return StreamingResponse(
         frames(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,9 @@ async def serve(port: int, out: Path) -> None:
 
         loop.add_signal_handler(signal.SIGUSR1, dump)
         loop.add_signal_handler(signal.SIGUSR2, clear)
+        # As api.cli.roles._serve_api does.
         redact_tokens_in_server_logs()
+        gc.freeze()
         await server.serve()
     finally:
         await runtime.close()

@@ -46,6 +46,8 @@ build on, so every name is still spelled here and still carries the partition's 
     {prefix}{{pN}}:schseen:{schedule}  hash: video id -> ``{run execution id} {execution id}`` of
                                        every video a run of the schedule processed
     {prefix}{{pN}}:feed:{owner}        stream: the owner's realtime feed (projections.feed)
+    {prefix}{{pN}}:feedlive            stream: one entry per projector commit that appended feed
+                                       entries, naming those feeds (what the API hubs block on)
     {prefix}{{pN}}:accounts            set: the partition's accounts (whose ledgers and feeds the
                                        archiver keeps to their hot window)
     {prefix}{{pN}}:archive             hash: the archive's position and health for the partition,
@@ -184,6 +186,10 @@ class Keys:
     def feed(self, partition: int, owner_id: str) -> str:
         """The realtime feed of ``owner_id``, whose partition is ``partition``."""
         return f"{self.tag(partition)}:feed:{owner_id}"
+
+    def feed_live(self, partition: int) -> str:
+        """The partition's feed notifications: which feeds a projector commit appended to."""
+        return f"{self.tag(partition)}:feedlive"
 
     # -- retention and the archive (engine.archive) ----------------------------------------------
     def accounts(self, partition: int) -> str:

@@ -424,7 +424,20 @@ async def bench_realtime(
         profile=profile,
     )
     _add_rows(report, outcome, rate, seconds)
-    return outcome.latest()
+    latest = outcome.latest()
+    if latest:
+        write_latest(latest)
+    return latest
+
+
+LATEST = Path(__file__).parent / "results" / "latest.json"
+
+
+def write_latest(values: Mapping[str, float], path: Path = LATEST) -> None:
+    """Merge ``values`` into ``bench/results/latest.json`` (other scenarios' keys kept)."""
+    current: dict[str, Any] = orjson.loads(path.read_bytes()) if path.exists() else {}
+    current.update(values)
+    path.write_bytes(orjson.dumps(current, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
 
 
 def _percentiles(values: list[float]) -> str:

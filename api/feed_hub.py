@@ -27,6 +27,7 @@ for the process, by the second) or when the account's sessions are revoked
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 import re
@@ -56,6 +57,7 @@ SESSION_EXPIRED = "session expired"
 SESSION_REVOKED = "session revoked"
 BUFFER = 1_000  # messages a subscriber may fall behind before it is closed
 HISTORY_PAGE = 500
+PING_S = 15.0  # an idle subscriber's ping, every one to two of these
 SWEEP_MS = 5_000  # how often every subscribed feed is read, notified or not
 READ_KEYS = 1_000  # feeds named in one read
 _CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -92,13 +94,13 @@ class Frame:
 
     __slots__ = ("_sse", "cursor", "is_event", "message", "order", "text")
 
-    def __init__(self, message: Message) -> None:
+    def __init__(self, message: Message, sse: bytes | None = None) -> None:
         self.message = message
-        self.cursor: str = message["cursor"]
-        self.order = cursor_key(self.cursor)
+        self.cursor: str = message.get("cursor", "")
+        self.order = cursor_key(self.cursor) if self.cursor else (0, 0)
         self.is_event: bool = message["type"] == "event"
         self.text = encode(message).decode()
-        self._sse: bytes | None = None
+        self._sse = sse
 
     @property
     def sse(self) -> bytes:
@@ -109,9 +111,17 @@ class Frame:
         return self._sse
 
 
+# What an idle subscriber gets every ``FeedHub.ping_s`` (an SSE comment on a stream).
+PING = Frame({"type": "ping"}, sse=b": ping\n\n")
+
+
 class Subscription:
     """One client's view of its owner's feed: :meth:`receive_frame` gives the history after the
-    cursor (or a ``reset``), then the live tail, deduplicated by cursor."""
+    cursor (or a ``reset``), then the live tail, deduplicated by cursor.
+
+    It is kept small (10,000 of them per process): its queue is allocated on the first frame
+    and its wake-up is a bare future while the client waits, nothing per message.
+    """
 
     __slots__ = (
         "_history_after",
@@ -119,6 +129,7 @@ class Subscription:
         "_queue",
         "_wake",
         "hub",
+        "idle",
         "key",
         "last",
         "live",
@@ -134,8 +145,11 @@ class Subscription:
         self.reason: str | None = None
         self.last = (0, 0)  # the newest cursor handed out: older live entries are duplicates
         self.live = "0-0"  # where the live tail starts (history is read up to here)
-        self._queue: deque[Frame] = deque()
-        self._wake: anyio.Event | None = None  # set while the client waits for a frame
+        self.idle = False  # nothing handed out since the hub's last ping round
+        self._queue: deque[Frame] | None = None
+        # While the client waits for a frame (asyncio's future: uvicorn serves on asyncio, and
+        # an anyio Event costs a kilobyte per connection).
+        self._wake: asyncio.Future[None] | None = None
         self._pending: list[Frame] = []  # a reset or a page of history, handed out first
         self._history_after: str | None = None  # more history to page through after this id
         self.on_close: Callable[[], None] | None = None  # told when the hub closes it
@@ -144,20 +158,24 @@ class Subscription:
     def offer(self, frame: Frame) -> None:
         if self.reason is not None:
             return
-        if len(self._queue) >= self.hub.buffer:
+        if self._queue is None:
+            self._queue = deque()
+        elif len(self._queue) >= self.hub.buffer:
             self.close(SLOW_CONSUMER)
             return
         self._queue.append(frame)
-        if self._wake is not None:
-            self._wake.set()
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
     def close(self, reason: str) -> None:
         """End the subscription: ``receive`` raises :class:`FeedClosed` from now on."""
         if self.reason is None:
             self.reason = reason
-            self._queue.clear()  # whatever was queued is dropped: the client resumes by cursor
-            if self._wake is not None:
-                self._wake.set()
+            self._queue = None  # whatever was queued is dropped: the client resumes by cursor
+            self._wake_up()
             self.hub.unsubscribe(self)
             if self.on_close is not None:
                 self.on_close()
@@ -177,6 +195,7 @@ class Subscription:
             if frame.is_event and frame.order <= self.last:
                 continue
             self.last = max(self.last, frame.order)
+            self.idle = False
             return frame
         return None
 
@@ -192,15 +211,16 @@ class Subscription:
             elif self._queue:
                 frame = self._queue.popleft()
             else:
-                self._wake = anyio.Event()
+                self._wake = asyncio.get_running_loop().create_future()
                 try:
-                    await self._wake.wait()
+                    await self._wake
                 finally:
                     self._wake = None
                 continue
             if frame.is_event and frame.order <= self.last:
                 continue  # already handed out by the history read
             self.last = max(self.last, frame.order)
+            self.idle = False
             return frame
 
     async def receive(self) -> Message:
@@ -270,6 +290,7 @@ class FeedHub:
         self._expiring: dict[int, set[Subscription]] = {}
         self._seconds: list[int] = []
         self.sweep_s = 1.0  # how often sessions that expired are closed
+        self.ping_s = PING_S  # an idle subscriber gets a ping within one to two of these
         # The server's side of each delivery (feed entry -> write returned) and the loop's health.
         self.deliveries = Samples()
         self.probe = LoopProbe()
@@ -289,6 +310,7 @@ class FeedHub:
                     tg.start_soon(self._reader, part)
                 tg.start_soon(Revocations(self.runtime, self.revoke).run)
                 tg.start_soon(self._sweep_expired)
+                tg.start_soon(self._ping_idle)
                 tg.start_soon(self.probe.run)
         finally:
             self.running = False
@@ -375,6 +397,21 @@ class FeedHub:
     def delivered(self, frame: Frame) -> None:
         """Record that ``frame`` (an event) was just written to a client."""
         self.deliveries.add(time.time() * 1000 - frame.order[0])
+
+    async def _ping_idle(self) -> None:
+        """Every ``ping_s``, a ping to each subscriber that was handed nothing since the last
+        round: one timer for the process, not one per connection."""
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(min(self.ping_s, 1.0))
+            if time.monotonic() - last < self.ping_s:
+                continue
+            last = time.monotonic()
+            for subs in list(self._subscribers.values()):
+                for sub in list(subs):
+                    if sub.idle:
+                        sub.offer(PING)
+                    sub.idle = True
 
     # -- sessions that end (api.sessions) -------------------------------------------------------
     def revoke(self, account: str, after_ms: int) -> None:

@@ -9,7 +9,7 @@ token spends one of the address's failed authentications, api.rate_limits). Then
 
     {"type": "reset", "cursor", "executions": [...]}     no (or a too old) cursor: a snapshot
     {"type": "event", "cursor", "execution_id", "seq", "event", "execution": {...}}
-    {"type": "ping"}                                     every ``PING_S`` without traffic
+    {"type": "ping"}                                     when idle (FeedHub.ping_s: 15-30 s)
 
 A slow client is closed with code 4008 and the reason; it reconnects with its last cursor. The
 connection is closed with 4401 when its token expires or its account's sessions are revoked
@@ -23,6 +23,7 @@ the WebSocket, with a ``closed`` event giving the reason.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -34,6 +35,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import UNAUTHORIZED, Caller, account_route, bearer, runtime_of, verify_session
@@ -46,7 +48,7 @@ from api.feed_hub import (
     Subscription,
 )
 from api.openapi import doc
-from api.rate_limits import RateLimited, client_address, limiter_of
+from api.rate_limits import Limiter, RateLimited, RateLimits, client_address, limiter_of
 from api.render import Message, encode
 from api.sessions import Session
 from engine.money.accounts import API_KEY_PREFIX
@@ -55,14 +57,14 @@ from engine.runtime import Runtime
 log = logging.getLogger("clipstream.realtime")
 
 ORIGINS_ENV = "CLIPSTREAM_ALLOWED_ORIGINS"
-PING_S = 15.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_SLOW = 4008
 CLOSE_RESTART = 1012  # "service restart": the client reconnects with its cursor
 CLOSE_GRACE_S = 5.0  # how long the close of a hub-ended subscription may wait on the client
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 EVENT_STREAM = "text/event-stream"
-_PING = encode({"type": "ping"}).decode()
+CLIENT_GONE = "client gone"
+REALTIME_PATH = "/v1/realtime"
 
 
 def allowed_origins() -> frozenset[str] | None:
@@ -126,22 +128,30 @@ async def realtime(ws: WebSocket) -> None:
         await ws.close(CLOSE_UNAUTHORIZED, UNAUTHORIZED)
         return
     account = session.account_id
-    ping_s: float = getattr(ws.app.state, "realtime_ping_s", PING_S)
     grace_s: float = getattr(ws.app.state, "realtime_close_grace_s", CLOSE_GRACE_S)
     since = ws.query_params.get("since")
     async with hub_of(ws.app.state).subscribe(account, since, session) as sub:
-        gone = await _forward(ws, sub, ping_s)
-        reason = sub.reason or ""
-    if reason == SLOW_CONSUMER:
-        log.info("closing a slow realtime subscriber of %s (%d)", account, CLOSE_SLOW)
-    if not gone:
-        # The close frame waits behind what the client has not read yet: a client that stopped
-        # reading gets it if it wakes up within the grace; one that never does is not waited for.
-        with (
-            anyio.move_on_after(grace_s),
-            contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError),
-        ):
-            await ws.close(close_code(reason), reason)
+        # One more task listens for the client's close (a bare asyncio task: anyio's task group
+        # adds kilobytes per connection, and uvicorn serves on asyncio).
+        client = _Client()
+        listener = asyncio.get_running_loop().create_task(_listen(ws, sub, client))
+        try:
+            await _send(ws, sub, client)
+            reason = sub.reason or ""
+            if reason == SLOW_CONSUMER:
+                log.info("closing a slow realtime subscriber of %s (%d)", account, CLOSE_SLOW)
+            if not client.gone:
+                # The close frame waits behind what the client has not read yet: a client that
+                # stopped reading gets it if it wakes up within the grace; one that never does
+                # is not waited for.
+                with (
+                    anyio.move_on_after(grace_s),
+                    contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError),
+                ):
+                    await ws.close(close_code(reason), reason)
+        finally:
+            listener.cancel()
+            await asyncio.wait([listener])  # (never raises: this task's own cancel still does)
 
 
 def close_code(reason: str) -> int:
@@ -155,48 +165,42 @@ def close_code(reason: str) -> int:
     return CLOSE_RESTART
 
 
-async def _forward(ws: WebSocket, sub: Subscription, ping_s: float) -> bool:
-    """Send ``sub``'s frames (and pings while idle) until the hub closes it or the client goes;
-    True when the client went (there is no one left to send a close to).
+class _Client:
+    """Whether the client went away (there is no one left to send a close to)."""
 
-    This task sends; one more listens for the client's close. The hub ending the subscription
-    cancels both, a send blocked on a client that stopped reading included."""
-    gone = False
+    __slots__ = ("gone",)
+
+    def __init__(self) -> None:
+        self.gone = False
+
+
+async def _listen(ws: WebSocket, sub: Subscription, client: _Client) -> None:
+    """Wait for the client's close; then end the subscription (which stops the sending)."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while (await ws.receive())["type"] != "websocket.disconnect":
+            pass
+    client.gone = True
+    sub.close(CLIENT_GONE)
+
+
+async def _send(ws: WebSocket, sub: Subscription, client: _Client) -> None:
+    """Send ``sub``'s frames (pings included) until the hub closes it or the client goes. The
+    subscription's end cancels a send blocked on a client that stopped reading."""
     hub = sub.hub
-    async with anyio.create_task_group() as tg:
-
-        async def listen() -> None:
-            nonlocal gone
-            try:
-                while True:
-                    message = await ws.receive()
-                    if message["type"] == "websocket.disconnect":
-                        break
-            except (WebSocketDisconnect, RuntimeError):
-                pass
-            gone = True
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(listen)
-        sub.on_close = tg.cancel_scope.cancel
+    with anyio.CancelScope() as sending:
+        sub.on_close = sending.cancel
         try:
             while True:
-                frame = sub.poll()  # what is queued goes out without a timer per message
-                if frame is None:
-                    with anyio.move_on_after(ping_s):
-                        frame = await sub.receive_frame()
-                    if frame is None:  # nothing within ping_s
-                        await ws.send_text(_PING)
-                        continue
+                frame = sub.poll() or await sub.receive_frame()
                 await ws.send_text(frame.text)
                 if frame.is_event:
                     hub.delivered(frame)
         except FeedClosed:
             pass
         except WebSocketDisconnect:
-            gone = True  # the connection broke under a send (uvicorn says so on the send)
-        tg.cancel_scope.cancel()
-    return gone
+            client.gone = True  # the connection broke under a send (uvicorn says so on the send)
+        finally:
+            sub.on_close = None
 
 
 # -- Server-Sent Events --------------------------------------------------------------------------
@@ -252,7 +256,6 @@ async def stream(request: Request, caller: Caller) -> Response:
         raise HTTPException(406, "this endpoint only streams: send Accept: text/event-stream")
     since = request.headers.get("last-event-id") or request.query_params.get("since")
     hub = hub_of(request.app.state)
-    ping_s: float = getattr(request.app.state, "realtime_ping_s", PING_S)
     # A session's stream ends when its token expires or is revoked; an API key's does not.
     session = session_of(runtime_of(request), bearer(request)) if caller.via == "session" else None
 
@@ -260,15 +263,11 @@ async def stream(request: Request, caller: Caller) -> Response:
         async with hub.subscribe(caller.account_id, since, session) as sub:
             while True:
                 try:
-                    with anyio.move_on_after(ping_s) as idle:
-                        frame = await sub.receive_frame()
+                    frame = sub.poll() or await sub.receive_frame()
                 except FeedClosed as closed:
                     yield sse({"type": "closed", "reason": closed.reason})
                     return
-                if idle.cancelled_caught:
-                    yield b": ping\n\n"
-                    continue
-                yield frame.sse
+                yield frame.sse  # a ping is an SSE comment
                 if frame.is_event:
                     hub.delivered(frame)
 
@@ -279,8 +278,32 @@ async def stream(request: Request, caller: Caller) -> Response:
     )
 
 
+class RealtimeDoor:
+    """ASGI middleware, the outermost of the app's own: ``/v1/realtime`` WebSockets go straight
+    to :func:`realtime` through the rate limits (api.rate_limits), past the rest of the stack.
+
+    A WebSocket lives as long as its client, and every layer it passes through keeps a coroutine
+    frame alive all that time: about ten layers (the other middleware, which let WebSockets
+    through untouched, the exception handling, the router), kilobytes per connection, 10,000
+    connections per process. The route stays in ``ROUTES`` for the documentation."""
+
+    def __init__(self, app: ASGIApp, limiter: Limiter) -> None:
+        self.app = app
+        self.realtime = RateLimits(_realtime_asgi, limiter)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == REALTIME_PATH:
+            await self.realtime(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+async def _realtime_asgi(scope: Scope, receive: Receive, send: Send) -> None:
+    await realtime(WebSocket(scope, receive, send))
+
+
 # ``/v1/executions/stream`` must come before ``/v1/executions/{execution_id}`` in the app.
 ROUTES: list[BaseRoute] = [
-    WebSocketRoute("/v1/realtime", realtime),
+    WebSocketRoute(REALTIME_PATH, realtime),
     Route("/v1/executions/stream", stream, methods=["GET"]),
 ]

@@ -252,7 +252,7 @@ async def test_a_subscriber_sees_only_its_owners_events_and_resumes_without_a_ga
 async def test_idle_connections_get_pings(
     runtime: Runtime, app: Starlette, alice: ApiAccount
 ) -> None:
-    app.state.realtime_ping_s = 0.05
+    app.state.feed_hub.ping_s = 0.05
     async with ws_connect(app, f"/v1/realtime?token={alice.session_token}") as ws:
         assert (await ws.receive())["type"] == "reset"
         assert (await ws.receive()) == {"type": "ping"}

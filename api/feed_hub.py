@@ -58,6 +58,7 @@ SESSION_REVOKED = "session revoked"
 BUFFER = 1_000  # messages a subscriber may fall behind before it is closed
 HISTORY_PAGE = 500
 PING_S = 15.0  # an idle subscriber's ping, every one to two of these
+PING_SLOTS = 50  # the subscribers' slices, pinged one after another over PING_S
 SWEEP_MS = 5_000  # how often every subscribed feed is read, notified or not
 READ_KEYS = 1_000  # feeds named in one read
 _CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -137,6 +138,7 @@ class Subscription:
         "owner",
         "reason",
         "session",
+        "slot",
     )
 
     def __init__(self, hub: FeedHub, owner: str, key: str, session: Session | None) -> None:
@@ -146,6 +148,7 @@ class Subscription:
         self.last = (0, 0)  # the newest cursor handed out: older live entries are duplicates
         self.live = "0-0"  # where the live tail starts (history is read up to here)
         self.idle = False  # nothing handed out since the hub's last ping round
+        self.slot = 0  # which of the hub's ping slices it is in
         self._queue: deque[Frame] | None = None
         # While the client waits for a frame (asyncio's future: uvicorn serves on asyncio, and
         # an anyio Event costs a kilobyte per connection).
@@ -291,6 +294,8 @@ class FeedHub:
         self._seconds: list[int] = []
         self.sweep_s = 1.0  # how often sessions that expired are closed
         self.ping_s = PING_S  # an idle subscriber gets a ping within one to two of these
+        self._ping_slots: list[set[Subscription]] = [set() for _ in range(PING_SLOTS)]
+        self._joins = 0
         # The server's side of each delivery (feed entry -> write returned) and the loop's health.
         self.deliveries = Samples()
         self.probe = LoopProbe()
@@ -399,19 +404,18 @@ class FeedHub:
         self.deliveries.add(time.time() * 1000 - frame.order[0])
 
     async def _ping_idle(self) -> None:
-        """Every ``ping_s``, a ping to each subscriber that was handed nothing since the last
-        round: one timer for the process, not one per connection."""
-        last = time.monotonic()
+        """A ping to each subscriber that was handed nothing for a round (``ping_s``): one timer
+        for the process, not one per connection, visiting one of ``PING_SLOTS`` slices of the
+        subscribers at a time, so 10,000 idle connections never wake at once (a burst of
+        thousands of sends would hold up the events behind it)."""
+        slot = 0
         while True:
-            await anyio.sleep(min(self.ping_s, 1.0))
-            if time.monotonic() - last < self.ping_s:
-                continue
-            last = time.monotonic()
-            for subs in list(self._subscribers.values()):
-                for sub in list(subs):
-                    if sub.idle:
-                        sub.offer(PING)
-                    sub.idle = True
+            await anyio.sleep(self.ping_s / PING_SLOTS)
+            slot = (slot + 1) % PING_SLOTS
+            for sub in list(self._ping_slots[slot]):
+                if sub.idle:
+                    sub.offer(PING)
+                sub.idle = True
 
     # -- sessions that end (api.sessions) -------------------------------------------------------
     def revoke(self, account: str, after_ms: int) -> None:
@@ -483,6 +487,9 @@ class FeedHub:
                 part.wake.set()
         sub.live = part.positions[key]
         self._subscribers.setdefault(key, set()).add(sub)
+        sub.slot = self._joins % PING_SLOTS
+        self._joins += 1
+        self._ping_slots[sub.slot].add(sub)
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub.session is not None:
@@ -492,6 +499,7 @@ class FeedHub:
                 bucket.discard(sub)
                 if not bucket:
                     del self._expiring[second]
+        self._ping_slots[sub.slot].discard(sub)
         subs = self._subscribers.get(sub.key)
         if subs is None:
             return

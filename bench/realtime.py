@@ -197,8 +197,9 @@ def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     """py-spy recording process ``pid`` for ``seconds`` into ``out`` (raw: folded stacks)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate",
-         "250", "--duration", str(int(seconds)), "--pid", str(pid), "--output", str(out)],
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--format",
+         "raw", "--rate", "250", "--duration", str(int(seconds)), "--pid", str(pid), "--output",
+         str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )  # fmt: skip
 

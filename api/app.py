@@ -85,6 +85,7 @@ def create_app(runtime: Runtime) -> Starlette:
         lifespan=lifespan,
         middleware=[
             Middleware(RequestMeters, routes=every_route),
+            Middleware(realtime.RealtimeDoor, limiter=limiter),  # WebSockets: straight in
             Middleware(Edge, max_body_bytes=runtime.settings.max_body_bytes),
             Middleware(RateLimits, limiter=limiter),
             Middleware(ChargeReads, fees=read_fees),

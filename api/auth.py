@@ -5,7 +5,9 @@ engine.money.accounts); any other bearer credential is a session JWT: HS256 only
 pinned, so ``alg: none`` or an RS/HS confusion is refused), signed with the current JWT secret and
 naming it by ``kid`` (a token of the previous secret verifies during its grace period, an unknown
 ``kid`` never: engine.credentials), with ``sub`` (the account), ``iat``, ``exp``, ``aud`` and
-``iss`` all required and a small leeway for clock skew. Every 401 carries the same message
+``iss`` all required and a small leeway for clock skew; a lifetime past
+``CLIPSTREAM_SESSION_MAX_TTL`` is refused, and so is a token issued before its account's sessions
+were revoked (api.sessions). Every 401 carries the same message
 whatever the reason, so a probe learns nothing.
 
 Admin routes take ``Authorization: Bearer <admin token>``, whose sha256 is compared in constant
@@ -35,7 +37,9 @@ from starlette.responses import Response
 
 from api.rate_limits import RateLimited, client_address, limiter_of, together
 from api.read_charging import admit_read
+from api.sessions import Session, issued_ms, sessions_after
 from engine import clock
+from engine.errors import InvalidRequest
 from engine.log.ids import is_id
 from engine.money.accounts import API_KEY_PREFIX, account_for_api_key, key_hash
 from engine.runtime import Runtime
@@ -67,13 +71,27 @@ def unauthorized() -> HTTPException:
     return HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
 
-def mint_session_token(runtime: Runtime, account_id: str, ttl_s: int = SESSION_TTL_S) -> str:
-    """A session JWT for ``account_id`` valid for ``ttl_s`` seconds, signed with the current
-    secret and naming it by ``kid``."""
-    now = clock.now_ms() // 1000
+def session_ttl(runtime: Runtime, ttl_s: int | None) -> int:
+    """The lifetime a token asked for with ``ttl_s`` gets: the default (a day, or the cap when
+    that is shorter) for None; InvalidRequest past the cap (``CLIPSTREAM_SESSION_MAX_TTL``)."""
+    cap = runtime.settings.session_max_ttl_s
+    if ttl_s is None:
+        return min(SESSION_TTL_S, cap)
+    if ttl_s > cap:
+        raise InvalidRequest(f"ttl_s: a session token lives at most {cap} s")
+    return ttl_s
+
+
+def mint_session_token(runtime: Runtime, account_id: str, ttl_s: int | None = None) -> str:
+    """A session JWT for ``account_id`` valid for ``ttl_s`` seconds (:func:`session_ttl`),
+    signed with the current secret and naming it by ``kid``."""
+    ttl_s = session_ttl(runtime, ttl_s)
+    now_ms = clock.now_ms()
+    now = now_ms // 1000
     claims = {
         "sub": account_id,
         "iat": now,
+        "iat_ms": now_ms,  # what a revocation of the account's sessions is compared with
         "exp": now + ttl_s,
         "aud": AUDIENCE,
         "iss": ISSUER,
@@ -82,9 +100,11 @@ def mint_session_token(runtime: Runtime, account_id: str, ttl_s: int = SESSION_T
     return jwt.encode(claims, key.secret, algorithm="HS256", headers={"kid": key.kid})
 
 
-def verify_session_token(runtime: Runtime, token: str) -> str | None:
-    """The account id of a valid session JWT, or None (bad signature, expired, wrong claims,
-    a key id that is not the current secret's nor, in its grace period, the previous one's …)."""
+def verify_session(runtime: Runtime, token: str) -> Session | None:
+    """The :class:`Session` of a valid session JWT, or None (bad signature, expired, wrong
+    claims, a lifetime past the cap, a key id that is not the current secret's nor, in its grace
+    period, the previous one's …). Revocation is not checked here (it needs Redis:
+    :func:`authenticate`, api.realtime)."""
     try:
         kid = jwt.get_unverified_header(token).get("kid")
         secret = runtime.jwt_keys.verifying(
@@ -101,10 +121,21 @@ def verify_session_token(runtime: Runtime, token: str) -> str | None:
             leeway=LEEWAY_S,
             options={"require": ["sub", "iat", "exp", "aud", "iss"]},
         )
-    except jwt.PyJWTError:
+        sub = claims.get("sub")
+        iat, exp = float(claims["iat"]), float(claims["exp"])
+        if not (isinstance(sub, str) and is_id(sub, "acc")):
+            return None
+        if exp - iat > runtime.settings.session_max_ttl_s:
+            return None  # minted for longer than this deployment allows
+        return Session(sub, issued_ms(claims), int(exp * 1000))
+    except (jwt.PyJWTError, TypeError, ValueError, OverflowError):
         return None
-    sub = claims.get("sub")
-    return sub if isinstance(sub, str) and is_id(sub, "acc") else None
+
+
+def verify_session_token(runtime: Runtime, token: str) -> str | None:
+    """The account id of a valid session JWT (:func:`verify_session`), or None."""
+    session = verify_session(runtime, token)
+    return None if session is None else session.account_id
 
 
 def bearer(request: Request) -> str | None:
@@ -134,11 +165,19 @@ async def authenticate(runtime: Runtime, request: Request) -> Caller:
         if isinstance(counted, RateLimited):
             raise counted
         return Caller(account_id, "api_key")
-    account_id = verify_session_token(runtime, credential)
-    if account_id is None:
+    session = verify_session(runtime, credential)
+    if session is None:
         raise await _failed(request)
-    await limiter.hit(limiter.key, f"account:{account_id}")
-    return Caller(account_id, "session")
+    # A revoked session is a failed authentication like any other (the same 401).
+    counted, revoked_at = await together(
+        limiter.hit(limiter.key, f"account:{session.account_id}"),
+        sessions_after(runtime, session.account_id),
+    )
+    if session.revoked_by(revoked_at):
+        raise await _failed(request)
+    if isinstance(counted, RateLimited):
+        raise counted
+    return Caller(session.account_id, "session")
 
 
 async def _failed(request: Request) -> HTTPException:

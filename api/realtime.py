@@ -4,21 +4,26 @@ integrations, both over the process's :class:`api.feed_hub.FeedHub`.
 ``GET /v1/realtime?token=<session JWT>[&since=<cursor>]`` (WebSocket): a session JWT only (an API
 key in a URL would end up in browser history and proxy logs), and a browser's ``Origin`` must be
 allowed (``CLIPSTREAM_ALLOWED_ORIGINS``, comma-separated; by default the API's own origin and
-localhost). Any refusal is close code 4401 right after the handshake, before any message. Then:
+localhost). Any refusal is close code 4401 right after the handshake, before any message (a bad
+token spends one of the address's failed authentications, api.rate_limits). Then:
 
     {"type": "reset", "cursor", "executions": [...]}     no (or a too old) cursor: a snapshot
     {"type": "event", "cursor", "execution_id", "seq", "event", "execution": {...}}
-    {"type": "ping"}                                     every ``PING_S`` without traffic
+    {"type": "ping"}                                     when idle (FeedHub.ping_s: 15-30 s)
 
-A slow client is closed with code 4008 and the reason; it reconnects with its last cursor.
+A slow client is closed with code 4008 and the reason; it reconnects with its last cursor. The
+connection is closed with 4401 when its token expires or its account's sessions are revoked
+(api.sessions); the client reconnects with a new token and its cursor.
 
 ``GET /v1/executions/stream`` (Server-Sent Events): API key or session token in the Authorization
 header and ``Accept: text/event-stream`` by name (anything else is 406), ``Last-Event-ID`` (or
-``?since=``) resumes; each message's ``id:`` is its cursor.
+``?since=``) resumes; each message's ``id:`` is its cursor. A session token's stream ends like
+the WebSocket, with a ``closed`` event giving the reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -30,26 +35,36 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from api.auth import Caller, account_route, verify_session_token
-from api.feed_hub import SLOW_CONSUMER, FeedClosed, FeedHub, Subscription
+from api.auth import UNAUTHORIZED, Caller, account_route, bearer, runtime_of, verify_session
+from api.feed_hub import (
+    SESSION_EXPIRED,
+    SESSION_REVOKED,
+    SLOW_CONSUMER,
+    FeedClosed,
+    FeedHub,
+    Subscription,
+)
 from api.openapi import doc
+from api.rate_limits import Limiter, RateLimited, RateLimits, client_address, limiter_of
 from api.render import Message, encode
+from api.sessions import Session
 from engine.money.accounts import API_KEY_PREFIX
 from engine.runtime import Runtime
 
 log = logging.getLogger("clipstream.realtime")
 
 ORIGINS_ENV = "CLIPSTREAM_ALLOWED_ORIGINS"
-PING_S = 15.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_SLOW = 4008
 CLOSE_RESTART = 1012  # "service restart": the client reconnects with its cursor
 CLOSE_GRACE_S = 5.0  # how long the close of a hub-ended subscription may wait on the client
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 EVENT_STREAM = "text/event-stream"
-_PING = encode({"type": "ping"}).decode()
+CLIENT_GONE = "client gone"
+REALTIME_PATH = "/v1/realtime"
 
 
 def allowed_origins() -> frozenset[str] | None:
@@ -74,11 +89,17 @@ def origin_allowed(origin: str, host: str | None, allowlist: frozenset[str] | No
     return parts.hostname in _LOCAL_HOSTS
 
 
-def session_account(runtime: Runtime, token: str | None) -> str | None:
-    """The account of a valid session JWT; None for anything else, API keys included."""
+def session_of(runtime: Runtime, token: str | None) -> Session | None:
+    """The session of a valid session JWT; None for anything else, API keys included."""
     if not token or token.startswith(API_KEY_PREFIX):
         return None
-    return verify_session_token(runtime, token)
+    return verify_session(runtime, token)
+
+
+def session_account(runtime: Runtime, token: str | None) -> str | None:
+    """The account of a valid session JWT; None for anything else, API keys included."""
+    session = session_of(runtime, token)
+    return None if session is None else session.account_id
 
 
 def hub_of(app_state: object) -> FeedHub:
@@ -95,82 +116,97 @@ async def realtime(ws: WebSocket) -> None:
     """``GET /v1/realtime``."""
     runtime: Runtime = ws.app.state.runtime
     origin = ws.headers.get("origin")
-    account = session_account(runtime, ws.query_params.get("token"))
+    session = session_of(runtime, ws.query_params.get("token"))
     # Accept first so the refusal carries its code (a close before accept is a bare 403).
     await ws.accept()
-    if account is None or (
+    if session is None or (
         origin is not None and not origin_allowed(origin, ws.headers.get("host"), allowed_origins())
     ):
-        await ws.close(CLOSE_UNAUTHORIZED, "missing or invalid credentials")
+        if session is None:  # a failed token check spends the address's failed-auth budget
+            with contextlib.suppress(RateLimited):
+                await limiter_of(ws).hit(limiter_of(ws).auth, client_address(ws))
+        await ws.close(CLOSE_UNAUTHORIZED, UNAUTHORIZED)
         return
-    ping_s: float = getattr(ws.app.state, "realtime_ping_s", PING_S)
+    account = session.account_id
     grace_s: float = getattr(ws.app.state, "realtime_close_grace_s", CLOSE_GRACE_S)
-    async with hub_of(ws.app.state).subscribe(account, ws.query_params.get("since")) as sub:
-        gone = await _forward(ws, sub, ping_s)
-        reason = sub.reason or ""
-    if reason == SLOW_CONSUMER:
-        log.info("closing a slow realtime subscriber of %s (%d)", account, CLOSE_SLOW)
-    if not gone:
-        # The close frame waits behind what the client has not read yet: a client that stopped
-        # reading gets it if it wakes up within the grace; one that never does is not waited for.
-        with (
-            anyio.move_on_after(grace_s),
-            contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError),
-        ):
-            await ws.close(close_code(reason), reason)
+    since = ws.query_params.get("since")
+    async with hub_of(ws.app.state).subscribe(account, since, session) as sub:
+        # One more task listens for the client's close (a bare asyncio task: anyio's task group
+        # adds kilobytes per connection, and uvicorn serves on asyncio).
+        client = _Client()
+        listener = asyncio.get_running_loop().create_task(_listen(ws, sub, client))
+        try:
+            await _send(ws, sub, client)
+            reason = sub.reason or ""
+            if reason == SLOW_CONSUMER:
+                log.info("closing a slow realtime subscriber of %s (%d)", account, CLOSE_SLOW)
+            if not client.gone:
+                # The close frame waits behind what the client has not read yet: a client that
+                # stopped reading gets it if it wakes up within the grace; one that never does
+                # is not waited for.
+                with (
+                    anyio.move_on_after(grace_s),
+                    contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError),
+                ):
+                    await ws.close(close_code(reason), reason)
+        finally:
+            listener.cancel()
+            await asyncio.wait([listener])  # (never raises: this task's own cancel still does)
 
 
 def close_code(reason: str) -> int:
-    """The close code when the hub ended a subscription: 4008 for a slow consumer, else 1012
-    (service restart); either way the client reconnects with its last cursor."""
-    return CLOSE_SLOW if reason == SLOW_CONSUMER else CLOSE_RESTART
+    """The close code when the hub ended a subscription: 4008 for a slow consumer and 4401 for a
+    session that expired or was revoked (the client needs a new token), else 1012 (service
+    restart); either way the client reconnects with its last cursor."""
+    if reason == SLOW_CONSUMER:
+        return CLOSE_SLOW
+    if reason in (SESSION_EXPIRED, SESSION_REVOKED):
+        return CLOSE_UNAUTHORIZED
+    return CLOSE_RESTART
 
 
-async def _forward(ws: WebSocket, sub: Subscription, ping_s: float) -> bool:
-    """Send ``sub``'s messages (and pings while idle) until the hub closes it or the client goes;
-    True when the client went (there is no one left to send a close to)."""
-    gone = False
-    async with anyio.create_task_group() as tg:
+class _Client:
+    """Whether the client went away (there is no one left to send a close to)."""
 
-        async def pump() -> None:
-            nonlocal gone
-            try:
-                while True:
-                    with anyio.move_on_after(ping_s) as idle:
-                        message = await sub.receive()
-                    await ws.send_text(_PING if idle.cancelled_caught else _json(message))
-            except FeedClosed:
-                pass
-            except WebSocketDisconnect:
-                gone = True  # the connection broke under a send (uvicorn says so on the send)
-            tg.cancel_scope.cancel()
+    __slots__ = ("gone",)
 
-        async def closer() -> None:
-            # A send blocked on a client that stopped reading must not keep it open.
-            await sub.closed.wait()
-            tg.cancel_scope.cancel()
+    def __init__(self) -> None:
+        self.gone = False
 
-        async def listen() -> None:
-            nonlocal gone
-            try:
-                while True:
-                    message = await ws.receive()
-                    if message["type"] == "websocket.disconnect":
-                        break
-            except (WebSocketDisconnect, RuntimeError):
-                pass
-            gone = True
-            tg.cancel_scope.cancel()
 
-        tg.start_soon(pump)
-        tg.start_soon(closer)
-        tg.start_soon(listen)
-    return gone
+async def _listen(ws: WebSocket, sub: Subscription, client: _Client) -> None:
+    """Wait for the client's close; then end the subscription (which stops the sending)."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while (await ws.receive())["type"] != "websocket.disconnect":
+            pass
+    client.gone = True
+    sub.close(CLIENT_GONE)
+
+
+async def _send(ws: WebSocket, sub: Subscription, client: _Client) -> None:
+    """Send ``sub``'s frames (pings included) until the hub closes it or the client goes. The
+    subscription's end cancels a send blocked on a client that stopped reading."""
+    hub = sub.hub
+    with anyio.CancelScope() as sending:
+        sub.on_close = sending.cancel
+        try:
+            while True:
+                frame = sub.poll() or await sub.receive_frame()
+                await ws.send_text(frame.text)
+                if frame.is_event:
+                    hub.delivered(frame)
+        except FeedClosed:
+            pass
+        except WebSocketDisconnect:
+            client.gone = True  # the connection broke under a send (uvicorn says so on the send)
+        finally:
+            sub.on_close = None
 
 
 # -- Server-Sent Events --------------------------------------------------------------------------
 def sse(message: Message) -> bytes:
-    """One SSE frame: ``id:`` is the cursor, ``event:`` the message type."""
+    """One SSE frame: ``id:`` is the cursor, ``event:`` the message type (the feed's own frames
+    are encoded once by the hub: ``Frame.sse``)."""
     head = f"id: {message['cursor']}\n" if "cursor" in message else ""
     return f"{head}event: {message['type']}\ndata: {_json(message)}\n\n".encode()
 
@@ -220,18 +256,20 @@ async def stream(request: Request, caller: Caller) -> Response:
         raise HTTPException(406, "this endpoint only streams: send Accept: text/event-stream")
     since = request.headers.get("last-event-id") or request.query_params.get("since")
     hub = hub_of(request.app.state)
-    ping_s: float = getattr(request.app.state, "realtime_ping_s", PING_S)
+    # A session's stream ends when its token expires or is revoked; an API key's does not.
+    session = session_of(runtime_of(request), bearer(request)) if caller.via == "session" else None
 
     async def frames() -> AsyncIterator[bytes]:
-        async with hub.subscribe(caller.account_id, since) as sub:
+        async with hub.subscribe(caller.account_id, since, session) as sub:
             while True:
                 try:
-                    with anyio.move_on_after(ping_s) as idle:
-                        message = await sub.receive()
+                    frame = sub.poll() or await sub.receive_frame()
                 except FeedClosed as closed:
                     yield sse({"type": "closed", "reason": closed.reason})
                     return
-                yield b": ping\n\n" if idle.cancelled_caught else sse(message)
+                yield frame.sse  # a ping is an SSE comment
+                if frame.is_event:
+                    hub.delivered(frame)
 
     return StreamingResponse(
         frames(),
@@ -240,8 +278,32 @@ async def stream(request: Request, caller: Caller) -> Response:
     )
 
 
+class RealtimeDoor:
+    """ASGI middleware, the outermost of the app's own: ``/v1/realtime`` WebSockets go straight
+    to :func:`realtime` through the rate limits (api.rate_limits), past the rest of the stack.
+
+    A WebSocket lives as long as its client, and every layer it passes through keeps a coroutine
+    frame alive all that time: about ten layers (the other middleware, which let WebSockets
+    through untouched, the exception handling, the router), kilobytes per connection, 10,000
+    connections per process. The route stays in ``ROUTES`` for the documentation."""
+
+    def __init__(self, app: ASGIApp, limiter: Limiter) -> None:
+        self.app = app
+        self.realtime = RateLimits(_realtime_asgi, limiter)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == REALTIME_PATH:
+            await self.realtime(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+async def _realtime_asgi(scope: Scope, receive: Receive, send: Send) -> None:
+    await realtime(WebSocket(scope, receive, send))
+
+
 # ``/v1/executions/stream`` must come before ``/v1/executions/{execution_id}`` in the app.
 ROUTES: list[BaseRoute] = [
-    WebSocketRoute("/v1/realtime", realtime),
+    WebSocketRoute(REALTIME_PATH, realtime),
     Route("/v1/executions/stream", stream, methods=["GET"]),
 ]

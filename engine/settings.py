@@ -18,6 +18,8 @@ misconfigured process fails at start instead of misbehaving later.
     CLIPSTREAM_JWT_PREVIOUS_SECRET  the JWT secret before a rotation: tokens it signed stay
                                   valid until CLIPSTREAM_JWT_PREVIOUS_UNTIL (an ISO 8601 time
                                   with its zone, or Unix seconds), required with it
+    CLIPSTREAM_SESSION_MAX_TTL    the longest a session token may live, in seconds: longer
+                                  ones are neither minted nor accepted (60-2592000)    (86400)
     CLIPSTREAM_RATE_KEY           requests per credential (API key; session: the account),
                                   all API processes together; N/second|minute|hour|day or off
                                                                                        (1200/minute)
@@ -170,6 +172,7 @@ class Settings:
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_previous_secret: str | None = field(default=None, repr=False)
     jwt_previous_until: int = 0  # epoch seconds
+    session_max_ttl_s: int = 86_400
     sim_latency_ms: int = 250
     sim_fail_rate: float = 0.0
     lease_ms: int = 15_000
@@ -236,6 +239,7 @@ class Settings:
             jwt_secret=reader.secret("JWT_SECRET"),
             jwt_previous_secret=reader.get("JWT_PREVIOUS_SECRET", _secret, None),
             jwt_previous_until=reader.get("JWT_PREVIOUS_UNTIL", _instant, 0),
+            session_max_ttl_s=reader.get("SESSION_MAX_TTL", _int_in(60, 30 * 86_400), 86_400),
             sim_latency_ms=reader.get("SIM_LATENCY_MS", _int_in(0, 600_000), 250),
             sim_fail_rate=reader.get("SIM_FAIL_RATE", _rate, 0.0),
             lease_ms=reader.get("LEASE_MS", _int_in(500, 3_600_000), 15_000),

@@ -11,6 +11,15 @@
     no v       written before the API rendered feed entries: the summary is the client JSON
                itself (ISO-8601 times, coins), sent on as it was stored.
 
+Every commit that appends feed entries also appends one entry to the partition's live stream,
+
+    {prefix}{{pN}}:feedlive       stream, MAXLEN ~ LIVE_MAXLEN; fields: feeds (the feed keys the
+                                  commit appended to, space-separated)
+
+which is what the API's hubs block on: one key per partition whatever the number of owners, so a
+hub reads an owner's feed only when it has news (api.feed_hub). It is a notification, not the
+data: the owner's feed and its entry ids stay the truth and the cursor.
+
 The key sits under the owner's partition hash tag, outside any projection namespace (the feed is
 live-only and outlives a version switch), so the projector appends to it in the same Lua call that
 writes the views and moves the checkpoint: a batch's feed entries exist exactly when its
@@ -34,6 +43,8 @@ from projections.views import ExecutionView, FeedSummary, steps_done
 
 # Entries kept per owner (approximately: XADD MAXLEN ~ trims whole radix-tree nodes).
 FEED_MAXLEN = 10_000
+# Notifications kept per partition (a hub further behind reads every subscribed feed anyway).
+LIVE_MAXLEN = 10_000
 # The ``v`` of the entries this version writes (see the module docstring).
 SUMMARY_VERSION = b"2"
 
@@ -50,6 +61,16 @@ def feed_key(keys: Keys, partition: int, owner: str) -> str:
 def owner_feed_key(keys: Keys, owner: str) -> str:
     """The feed stream of ``owner`` (its partition computed)."""
     return feed_key(keys, keys.partition(owner), owner)
+
+
+def live_key(keys: Keys, partition: int) -> str:
+    """The partition's live stream: which feeds each commit appended to."""
+    return keys.feed_live(partition)
+
+
+def live_feeds(fields: Mapping[bytes, bytes]) -> list[str]:
+    """The feed keys a live stream entry names."""
+    return fields.get(b"feeds", b"").decode().split()
 
 
 def feed_summary(view: ExecutionView) -> FeedSummary:

@@ -32,7 +32,7 @@ from engine.errors import StoreError
 from engine.runtime import Runtime
 from projections import scripts
 from projections.batch import fold_entries, repair
-from projections.feed import FEED_MAXLEN, FeedRecord, feed_key, feed_records
+from projections.feed import FEED_MAXLEN, FeedRecord, feed_key, feed_records, live_key
 from projections.namespace import Namespace, current_version, encode_pointer, transcripts_of
 from projections.namespace import valid_name as _valid_name
 from projections.views import ExecutionView, decode_view, encode_view, is_active
@@ -104,6 +104,8 @@ def commit_args(
         # The projected partition's tag, so the key is in the script's slot whatever the owner.
         keys.append(feed_key(ns.keys, ns.partition, record.owner))
         args += [record.execution_id, record.seq, record.type, record.summary]
+    if feed:
+        keys.append(live_key(ns.keys, ns.partition))  # the notification the API hubs block on
     return keys, args
 
 

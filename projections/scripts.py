@@ -3,13 +3,16 @@ hash slot), and every key it touches is passed in KEYS."""
 
 from __future__ import annotations
 
+from projections.feed import LIVE_MAXLEN
+
 # Write a batch of views, their indexes and transcript pointers, and move the checkpoint — only
 # if the checkpoint is still where this projector read from (compare-and-set), all or nothing.
 # KEYS[1] ckpt  KEYS[2] skipped counter  KEYS[3] all-executions zset
 #   then per view 5 keys: view, owner zset, owner active zset, reporter zset (or the view key
 #   again when there is no reporter), reporter's schedule runs zset (or the view key again when
 #   the view is not a run), then per transcript 2 keys: pointer, item languages zset,
-#   then per feed entry 1 key: the owner's feed stream
+#   then per feed entry 1 key: the owner's feed stream, then (when there is any feed entry) the
+#   partition's live stream, which gets one entry naming the feeds appended to
 # ARGV[1] expected ckpt  ARGV[2] new ckpt  ARGV[3] skipped entries  ARGV[4] n views
 # ARGV[5] n transcripts  ARGV[6] n feed entries  ARGV[7] feed MAXLEN (approximate)
 #   then per view 6 args: execution id, view JSON, created_at, active '1'|'0', reporter '1'|'0',
@@ -54,11 +57,22 @@ for _ = 1, n_feed do
     'v', '2')
   k, a = k + 1, a + 4
 end
+if n_feed > 0 then
+  -- one notification naming the feeds appended to, for the API hubs (projections.feed)
+  local feeds, seen = {}, {}
+  for i = k - n_feed, k - 1 do
+    if not seen[KEYS[i]] then
+      seen[KEYS[i]] = true
+      feeds[#feeds + 1] = KEYS[i]
+    end
+  end
+  redis.call('XADD', KEYS[k], 'MAXLEN', '~', 'LIVE_MAXLEN', '*', 'feeds', table.concat(feeds, ' '))
+end
 local skipped = tonumber(ARGV[3])
 if skipped > 0 then redis.call('INCRBY', KEYS[2], skipped) end
 redis.call('SET', KEYS[1], ARGV[2])
 return {1, ARGV[2]}
-"""
+""".replace("LIVE_MAXLEN", str(LIVE_MAXLEN))
 
 # Renew a partition lease only if this projector still holds it.
 # KEYS[1] lease  ARGV[1] projector id  ARGV[2] ttl ms  -> 1 held, 0 lost

@@ -1,9 +1,11 @@
 """``clipstream accounts``: create an account, credit coins, mint a session token, issue and
-revoke API keys, and audit an account's ledger (exit 1 when it does not add up)."""
+revoke API keys, revoke every session of an account, and audit an account's ledger (exit 1 when
+it does not add up)."""
 
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 
 from api.cli.runner import Subcommands, run
 from engine.money.audit import Audit, audit_account
@@ -15,7 +17,8 @@ def add_parser(sub: Subcommands) -> None:
     """Add ``accounts`` and its actions to the ``clipstream`` parser."""
     accounts = sub.add_parser(
         "accounts",
-        help="create accounts, credit coins, mint tokens, issue and revoke keys, audit ledgers",
+        help="create accounts, credit coins, mint tokens, issue and revoke keys, revoke "
+        "sessions, audit ledgers",
     )
     accounts.set_defaults(handler=_accounts_command)
     acc = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
@@ -30,11 +33,23 @@ def add_parser(sub: Subcommands) -> None:
     )
     token = acc.add_parser("token", help="mint a session JWT")
     token.add_argument("account_id")
-    token.add_argument("--ttl", type=int, default=86_400, help="lifetime in seconds (86400)")
+    token.add_argument(
+        "--ttl",
+        type=int,
+        default=None,
+        help="lifetime in seconds (a day, or CLIPSTREAM_SESSION_MAX_TTL when shorter; more is "
+        "refused)",
+    )
     key = acc.add_parser("key", help="issue a new API key")
     key.add_argument("account_id")
     revoke = acc.add_parser("revoke", help="revoke an API key at once")
     revoke.add_argument("key", help="the key itself (ck_live_…) or its sha256 (key_hash)")
+    sessions = acc.add_parser(
+        "revoke-sessions",
+        help="end every session of an account at once: its session tokens stop working and its "
+        "live WebSocket and SSE streams close (4401); API keys are not affected",
+    )
+    sessions.add_argument("account_id")
     audit_cmd = acc.add_parser(
         "audit",
         help="recompute an account from its ledger: balance = credits - charges + releases "
@@ -49,6 +64,7 @@ def _accounts_command(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
     from api.auth import mint_session_token
+    from api.sessions import revoke_sessions
     from engine.money import accounts
     from engine.settings import coins_to_micro, micro_to_coins
 
@@ -74,6 +90,11 @@ async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
         elif args.accounts_command == "revoke":
             account_id = await accounts.revoke_api_key(runtime, args.key)
             print(f"revoked an API key of {account_id}")
+        elif args.accounts_command == "revoke-sessions":
+            after = await revoke_sessions(runtime, args.account_id)
+            until = datetime.fromtimestamp(after / 1000, UTC).isoformat(timespec="milliseconds")
+            print(f"revoked every session of {args.account_id}: tokens issued until {until} "
+                  "no longer work, and its live streams are closed")  # fmt: skip
         elif args.accounts_command == "audit":
             report = await audit_account(runtime, args.account_id)
             _print_audit(report)

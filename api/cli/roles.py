@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import logging
 from dataclasses import replace
 from typing import Any
@@ -27,6 +28,7 @@ log = logging.getLogger("clipstream")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+REALTIME_MAX_INBOUND = 64 * 1024  # bytes of one message a WebSocket client may send
 
 
 def add_parsers(sub: Subcommands) -> None:
@@ -154,6 +156,13 @@ def _uvicorn_server(runtime: Runtime, host: str, port: int) -> Any:
         proxy_headers=forwarded is not None,
         forwarded_allow_ips=forwarded or "",
         server_header=False,
+        # The realtime feed's sockets (docs/operations.md, "Realtime"): one WebSocket
+        # implementation whatever uvicorn's default, no per-message deflate (its compressor is
+        # most of a connection's memory, for ~400-byte messages), and small inbound messages
+        # (clients send nothing but control frames).
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_max_size=REALTIME_MAX_INBOUND,
     )
     server = uvicorn.Server(config)
     return server
@@ -162,6 +171,9 @@ def _uvicorn_server(runtime: Runtime, host: str, port: int) -> Any:
 async def _serve_api(runtime: Runtime, host: str, port: int) -> None:
     server = _uvicorn_server(runtime, host, port)
     redact_tokens_in_server_logs()
+    # What start-up made (modules, the app) lives as long as the process: out of the collector's
+    # way, so a full collection walks only what connections and requests made.
+    gc.freeze()
     await server.serve()
 
 

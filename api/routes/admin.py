@@ -1,6 +1,6 @@
-"""Operator routes under ``/admin``, guarded by the admin token: accounts, credits, keys, tokens;
-and what the operator console (``api.console``) reads and does: the overview, dead letters and
-their retry (engine.run.revive), any execution with its events."""
+"""Operator routes under ``/admin``, guarded by the admin token: accounts, credits, keys, tokens,
+sessions; and what the operator console (``api.console``) reads and does: the overview, dead
+letters and their retry (engine.run.revive), any execution with its events."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from api import render
-from api.auth import admin_route, mint_session_token, runtime_of
+from api import render, sessions
+from api.auth import admin_route, mint_session_token, runtime_of, session_ttl
 from api.openapi import doc
 from api.parse import decode_body, micro, path_id
 from api.render import respond
@@ -109,8 +109,28 @@ async def mint_token(request: Request) -> Response:
     account_id = path_id(request, "account_id", "acc")
     body = await decode_body(request, MintToken, optional=True)
     await accounts.get_account(runtime, account_id)  # no tokens for accounts that do not exist
-    token = mint_session_token(runtime, account_id, ttl_s=body.ttl_s)
-    return respond(MintedToken(account_id=account_id, session_token=token, ttl_s=body.ttl_s), 201)
+    ttl_s = session_ttl(runtime, body.ttl_s)
+    token = mint_session_token(runtime, account_id, ttl_s=ttl_s)
+    return respond(MintedToken(account_id=account_id, session_token=token, ttl_s=ttl_s), 201)
+
+
+@doc(
+    summary="Revoke every session of an account",
+    description=(
+        "Every session token of the account issued until now stops working at once: REST "
+        "answers 401, and its live WebSocket and SSE streams are closed with 4401 by every API "
+        "process. Tokens minted afterwards work. API keys are not affected."
+    ),
+    status=204,
+    errors=[404],
+    tags=["admin"],
+)
+@admin_route
+async def revoke_sessions(request: Request) -> Response:
+    """``DELETE /admin/accounts/{account_id}/sessions`` → 204."""
+    account_id = path_id(request, "account_id", "acc")
+    await sessions.revoke_sessions(runtime_of(request), account_id)
+    return Response(status_code=204)
 
 
 @doc(summary="An account with its exact balance", response=AdminAccountResponse, tags=["admin"])
@@ -196,6 +216,7 @@ ROUTES: list[BaseRoute] = [
     Route("/admin/accounts/{account_id}/credit", credit, methods=["POST"]),
     Route("/admin/accounts/{account_id}/keys", issue_key, methods=["POST"]),
     Route("/admin/accounts/{account_id}/tokens", mint_token, methods=["POST"]),
+    Route("/admin/accounts/{account_id}/sessions", revoke_sessions, methods=["DELETE"]),
     Route("/admin/keys/{key}", revoke_key, methods=["DELETE"]),
     Route("/admin/overview", overview, methods=["GET"]),
     Route("/admin/dead-letters", list_dead_letters, methods=["GET"]),

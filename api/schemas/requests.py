@@ -75,9 +75,10 @@ class Credit(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
 
 
 class MintToken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """``POST /admin/accounts/{id}/tokens`` (the body is optional)."""
+    """``POST /admin/accounts/{id}/tokens`` (the body is optional; no ``ttl_s``: a day, or
+    ``CLIPSTREAM_SESSION_MAX_TTL`` when that is shorter; more than that is 422)."""
 
-    ttl_s: Annotated[int, msgspec.Meta(ge=60, le=30 * 86_400)] = 86_400
+    ttl_s: Annotated[int, msgspec.Meta(ge=60, le=30 * 86_400)] | None = None
 
 
 class CreateItem(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -13,6 +13,9 @@ build on, so every name is still spelled here and still carries the partition's 
     {prefix}meta                       hash: partitions, projection version
     {prefix}workers                    hash: worker id -> when it last beat (ms), for status
     {prefix}apikey:{sha256}            string: account id of an API key (key hash only)
+    {prefix}revocations                stream: one entry per sessions revocation (account, the
+                                       instant), tailed by every API process (api.sessions);
+                                       kept for the longest token lifetime
     {prefix}rl:{{LIMITER/…}}[/-1]      strings: the rate limits' sliding-window counters (the
                                        ``limits`` library names the rest: api.rate_limits)
     {prefix}{{pN}}:log                 stream: every event of the partition (the partition log)
@@ -30,7 +33,8 @@ build on, so every name is still spelled here and still carries the partition's 
     {prefix}{{pN}}:charges             hash: charge id -> amount, so no charge applies twice
     {prefix}{{pN}}:reads               zset: read charges admitted, not yet settled, by time
     {prefix}{{pN}}:idem:{account}:{k}  string: fingerprint and execution id of an Idempotency-Key
-    {prefix}{{pN}}:acct:{account}      hash: the account record
+    {prefix}{{pN}}:acct:{account}      hash: the account record (``sessions_after``: session
+                                       tokens issued at or before this instant (ms) are revoked)
     {prefix}{{pN}}:{kind}:{id}         string (JSON): a synchronous resource (item, …)
     {prefix}{{pN}}:{kind}s:{account}   zset: an owner's resources of one kind, by id
     {prefix}{{pN}}:src:{account}:{h}   zset: the owner's items of one source (h: sha256 of its
@@ -45,6 +49,8 @@ build on, so every name is still spelled here and still carries the partition's 
     {prefix}{{pN}}:schseen:{schedule}  hash: video id -> ``{run execution id} {execution id}`` of
                                        every video a run of the schedule processed
     {prefix}{{pN}}:feed:{owner}        stream: the owner's realtime feed (projections.feed)
+    {prefix}{{pN}}:feedlive            stream: one entry per projector commit that appended feed
+                                       entries, naming those feeds (what the API hubs block on)
     {prefix}{{pN}}:accounts            set: the partition's accounts (whose ledgers and feeds the
                                        archiver keeps to their hot window)
     {prefix}{{pN}}:archive             hash: the archive's position and health for the partition,
@@ -102,6 +108,11 @@ class Keys:
 
     def api_key(self, key_hash: str) -> str:
         return f"{self.prefix}apikey:{key_hash}"
+
+    @property
+    def revocations(self) -> str:
+        """The stream of sessions revocations every API process tails (api.sessions)."""
+        return f"{self.prefix}revocations"
 
     # -- the log ----------------------------------------------------------------------------------
     def log(self, partition: int) -> str:
@@ -185,6 +196,10 @@ class Keys:
     def feed(self, partition: int, owner_id: str) -> str:
         """The realtime feed of ``owner_id``, whose partition is ``partition``."""
         return f"{self.tag(partition)}:feed:{owner_id}"
+
+    def feed_live(self, partition: int) -> str:
+        """The partition's feed notifications: which feeds a projector commit appended to."""
+        return f"{self.tag(partition)}:feedlive"
 
     # -- retention and the archive (engine.archive) ----------------------------------------------
     def accounts(self, partition: int) -> str:

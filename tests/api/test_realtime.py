@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -24,6 +25,7 @@ from api.auth import mint_session_token
 from api.cli.redact import TokenRedactingFilter
 from api.realtime import ORIGINS_ENV, origin_allowed
 from engine.runtime import Runtime
+from engine.settings import Rate, RateLimits
 from projections.projector import Projector
 from tests.api.conftest import ApiAccount
 from tests.golden import scenarios
@@ -176,6 +178,31 @@ async def test_refusals_close_4401_before_any_message(
         await assert_refused(app, good, {"Origin": origin})
 
 
+async def test_a_failed_token_check_spends_the_failed_authentication_budget(
+    runtime: Runtime, alice: ApiAccount
+) -> None:
+    """A bad WebSocket token counts like a bad bearer header (api.rate_limits): past the budget,
+    even a good token is refused (1008, before the handshake) and so is HTTP from the address."""
+    wide = Rate(1_000_000, 60)
+    limits = RateLimits(key=wide, ip=wide, auth_failures=Rate(3, 60))
+    same_secrets = replace(
+        runtime.settings, jwt_secret=runtime.jwt_keys.current.secret, rate_limits=limits
+    )
+    limited = await Runtime.open(same_secrets, runtime.redis)
+    async with running(create_app(limited)) as app:
+        for n in range(3):
+            await assert_refused(app, f"/v1/realtime?token={alice.session_token}{n}")
+        async with ws_connect(app, f"/v1/realtime?token={alice.session_token}") as ws:
+            with pytest.raises(Closed) as closed:
+                await ws.receive()
+        assert (closed.value.code, closed.value.reason) == (1008, "rate_limited")
+        assert not ws.accepted
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            answer = await http.get("/v1/me", headers={"Authorization": f"Bearer {alice.api_key}"})
+        assert answer.status_code == 429
+
+
 async def test_allowed_origins_and_clients_without_an_origin_get_the_feed(
     runtime: Runtime, app: Starlette, alice: ApiAccount
 ) -> None:
@@ -225,7 +252,7 @@ async def test_a_subscriber_sees_only_its_owners_events_and_resumes_without_a_ga
 async def test_idle_connections_get_pings(
     runtime: Runtime, app: Starlette, alice: ApiAccount
 ) -> None:
-    app.state.realtime_ping_s = 0.05
+    app.state.feed_hub.ping_s = 0.05
     async with ws_connect(app, f"/v1/realtime?token={alice.session_token}") as ws:
         assert (await ws.receive())["type"] == "reset"
         assert (await ws.receive()) == {"type": "ping"}

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jwt
 import pytest
 import redis
 
@@ -91,6 +92,23 @@ def test_accounts_lifecycle(real_redis_server: RedisServer) -> None:
     tampered = cli("accounts", "audit", account_id, env=env)
     assert tampered.returncode == 1
     assert "balance is 3500001 but credits - charges + releases = 3500000" in tampered.stdout
+
+    token = cli("accounts", "token", account_id, "--ttl", "600", env=env).stdout.strip()
+    ended = cli("accounts", "revoke-sessions", account_id, env=env)
+    assert ended.returncode == 0, ended.stderr
+    assert f"revoked every session of {account_id}" in ended.stdout
+    with redis.Redis.from_url(real_redis_server.url) as client:
+        keys = Keys(settings.prefix, settings.partitions)
+        after = int(client.hget(keys.account(account_id), "sessions_after") or 0)
+        [(_, fields)] = client.xrange(keys.revocations)
+    assert fields == {b"account": account_id.encode(), b"after": str(after).encode()}
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["iat_ms"] <= after  # the token minted before is revoked
+    too_long = cli("accounts", "token", account_id, "--ttl", "86401", env=env)
+    assert too_long.returncode == 1
+    assert "at most 86400 s" in too_long.stderr
+    unknown = cli("accounts", "revoke-sessions", "acc_doesnotexist", env=env)
+    assert unknown.returncode == 1
 
     revoked = cli("accounts", "revoke", api_key, env=env)
     assert revoked.returncode == 0, revoked.stderr

@@ -12,7 +12,7 @@ from engine.log import codec
 from engine.log.ids import new_id
 from engine.runtime import Runtime
 from projections import replay
-from projections.feed import owner_feed_key
+from projections.feed import live_feeds, live_key, owner_feed_key
 from projections.namespace import Namespace
 from projections.projector import Projector, commit_args
 from projections.scripts import COMMIT
@@ -124,3 +124,30 @@ async def test_the_feed_is_trimmed_to_its_maximum(runtime: Runtime, monkeypatch:
     await Projector(runtime).run_until_idle()
     length = await runtime.redis.xlen(owner_feed_key(runtime.store.keys, owner))
     assert length < 30 * 9  # approximate trimming: whole nodes go, but the stream is bounded
+
+
+async def test_each_commit_with_feed_entries_notifies_the_partition_once_naming_its_feeds(
+    runtime: Runtime,
+) -> None:
+    """The live stream the API hubs block on: one entry per commit that appended feed entries,
+    naming each feed it appended to once; a replay (no feed entries) notifies nothing."""
+    keys = runtime.store.keys
+    owner = new_id("acc")
+    other = new_id("acc")
+    while keys.partition(other) != keys.partition(owner):
+        other = new_id("acc")
+    await make(runtime.store, owner, scenarios.three_steps)
+    await make(runtime.store, other, scenarios.cancelled)
+    await Projector(runtime).run_until_idle()
+    live = live_key(keys, keys.partition(owner))
+    entries = await runtime.redis.xrange(live)
+    named = [live_feeds(fields) for _, fields in entries]
+    assert len(entries) >= 1
+    assert all(len(feeds) == len(set(feeds)) for feeds in named)
+    assert {f for feeds in named for f in feeds} == {
+        owner_feed_key(keys, owner),
+        owner_feed_key(keys, other),
+    }
+    before = len(entries)
+    await replay.rebuild(runtime)
+    assert len(await runtime.redis.xrange(live)) == before

@@ -6,6 +6,8 @@ entries an earlier version wrote still delivered."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
 
 import anyio
 import orjson
@@ -19,6 +21,7 @@ from engine.runtime import Runtime
 from projections.feed import FeedEntry, owner_feed_key
 from projections.projector import Projector
 from tests.golden import scenarios
+from tests.helpers import eventually
 from tests.integration.test_projector import make
 from tests.rendered import RenderedQueries
 
@@ -242,3 +245,42 @@ async def test_each_entry_is_rendered_once_whatever_the_number_of_subscribers(
         for sub in (one, two, three):
             assert len(await take(sub, len(made.events))) == len(made.events)
     assert len(calls) == len(made.events) == len(set(calls))
+
+
+async def test_a_read_names_the_feeds_with_news_not_every_subscribed_one(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thousand idle owners' subscriptions cost nothing per event: the hub blocks on the
+    partitions' live streams and reads only the feeds a notification names (and, on its sweep,
+    which this test puts out of reach, every subscribed one)."""
+    hub = FeedHub(runtime, block_ms=200, sweep_ms=3_600_000)
+    reads: list[int] = []
+    real = runtime.redis.xread
+
+    async def counting(streams: dict[str, str], **kwargs: Any) -> Any:
+        if kwargs.get("block") is None:
+            reads.append(len(streams))  # a read of feeds (the live streams' are blocking)
+        return await real(streams, **kwargs)
+
+    monkeypatch.setattr(hub.redis, "xread", counting)
+    idle = [new_id("acc") for _ in range(1_000)]
+    owner = new_id("acc")
+    async with anyio.create_task_group() as tg, AsyncExitStack() as stack:
+        tg.start_soon(hub.run)
+        for someone in idle:
+            await stack.enter_async_context(hub.subscribe(someone, "0-0"))
+        sub = await stack.enter_async_context(hub.subscribe(owner, "0-0"))
+        # Joining reads each new feed once; wait until those reads are done.
+        await eventually(lambda: _dirty(hub), until=lambda n: n == 0)
+        reads.clear()
+        made = await make(runtime.store, owner, scenarios.cancelled)
+        await Projector(runtime).run_until_idle()
+        got = await take(sub, len(made.events))
+        tg.cancel_scope.cancel()
+    assert seqs(got) == [(made.execution_id, e.seq) for e in made.events]
+    assert reads, "the feed was read"
+    assert max(reads) == 1  # the one feed with news, never the thousand idle ones
+
+
+async def _dirty(hub: FeedHub) -> int:
+    return sum(len(p.dirty) for p in hub._partitions)

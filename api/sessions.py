@@ -1,0 +1,132 @@
+"""Sessions that end (DESIGN §8): a session JWT's lifetime is capped, and every session of an
+account can be revoked at once.
+
+A session is a verified session JWT: its account, when it was issued (``iat_ms``, the mint's
+clock in milliseconds; a token without it counts as issued at the last millisecond of its
+``iat`` second) and when it expires. Tokens whose lifetime (``exp - iat``) exceeds
+``CLIPSTREAM_SESSION_MAX_TTL`` are neither minted nor accepted.
+
+Revoking an account's sessions (``clipstream accounts revoke-sessions``, ``DELETE
+/admin/accounts/{id}/sessions``) writes two things, in this order:
+
+1. ``sessions_after`` in the account's record: every token issued at or before that instant is
+   refused from now on (REST checks it on each request with a session, the realtime feed when a
+   subscription starts);
+2. an entry in the ``revocations`` stream, which every API process tails (:class:`Revocations`,
+   one blocking read per process, whatever its subscriber count) to close that account's live
+   WebSocket and SSE streams with 4401.
+
+A crash between the two leaves live streams open until their tokens expire while every new
+request is refused; revoking again finishes the job. The stream keeps entries for the longest
+token lifetime (a revocation older than that can concern no live token) and is trimmed as it is
+written.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from redis.exceptions import RedisError
+
+from engine import clock
+from engine.connection import as_str
+from engine.errors import NotFound
+from engine.log.ids import is_id
+from engine.runtime import Runtime
+
+log = logging.getLogger("clipstream.sessions")
+
+SESSIONS_AFTER = "sessions_after"  # the account record's field
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A verified session token: whose, issued when and valid until when (epoch ms)."""
+
+    account_id: str
+    issued_ms: int
+    expires_ms: int
+
+    def revoked_by(self, sessions_after_ms: int | None) -> bool:
+        """Whether a revocation at ``sessions_after_ms`` ends this session."""
+        return sessions_after_ms is not None and self.issued_ms <= sessions_after_ms
+
+
+def issued_ms(claims: dict[str, Any]) -> int:
+    """When a token was minted, in ms: its ``iat_ms``, or (a token without one) the last
+    millisecond of its ``iat`` second, so a revocation in that second still covers it."""
+    exact = claims.get("iat_ms")
+    if isinstance(exact, int) and not isinstance(exact, bool):
+        return exact
+    return math.floor(float(claims["iat"])) * 1000 + 999
+
+
+async def sessions_after(runtime: Runtime, account_id: str) -> int | None:
+    """The account's revocation instant (ms), or None when its sessions were never revoked."""
+    raw = await runtime.redis.hget(runtime.store.keys.account(account_id), SESSIONS_AFTER)
+    return None if raw is None else int(raw)
+
+
+async def revoke_sessions(runtime: Runtime, account_id: str) -> int:
+    """End every session of ``account_id`` issued until now (NotFound for no such account); the
+    instant (ms) after which tokens are valid again."""
+    keys = runtime.store.keys
+    if not is_id(account_id, "acc") or not await runtime.redis.exists(keys.account(account_id)):
+        raise NotFound("no such account")
+    now = clock.now_ms()
+    await runtime.redis.hset(keys.account(account_id), SESSIONS_AFTER, str(now))
+    # Entries older than the longest token lifetime (and the verifier's leeway) concern no token.
+    keep_ms = (runtime.settings.session_max_ttl_s + 60) * 1000
+    await runtime.redis.xadd(
+        keys.revocations,
+        {"account": account_id, "after": str(now)},
+        minid=str(max(0, now - keep_ms)),
+        approximate=True,
+    )
+    return now
+
+
+class Revocations:
+    """Tails the ``revocations`` stream for one API process and calls ``on_revoke(account,
+    after_ms)`` for each entry written after it started (what came before is in the accounts'
+    records, which every new subscription checks)."""
+
+    def __init__(
+        self, runtime: Runtime, on_revoke: Callable[[str, int], None], *, block_ms: int = 5_000
+    ) -> None:
+        self.redis = runtime.redis
+        self.key = runtime.store.keys.revocations
+        self.on_revoke = on_revoke
+        self.block_ms = block_ms
+
+    async def run(self) -> None:
+        """Read until cancelled (a failing Redis is retried with a backoff)."""
+        position = "$"
+        failures = 0
+        while True:
+            try:
+                if position == "$":
+                    newest = await self.redis.xrevrange(self.key, "+", "-", count=1)
+                    position = as_str(newest[0][0]) if newest else "0-0"
+                reply = await self.redis.xread({self.key: position}, count=100, block=self.block_ms)
+                failures = 0
+            except (RedisError, OSError) as exc:
+                failures += 1
+                log.warning("reading sessions revocations failed, retrying: %s", exc)
+                await anyio.sleep(min(0.05 * 2**failures, 2.0))
+                continue
+            items = reply.items() if isinstance(reply, dict) else reply or []
+            for _key, rows in items:
+                if rows and isinstance(rows[0], list) and len(rows) == 1:
+                    rows = rows[0]  # RESP3 shape
+                for entry_id, fields in rows:
+                    position = as_str(entry_id)
+                    account = as_str(fields.get(b"account", b""))
+                    after = fields.get(b"after")
+                    if account and after is not None:
+                        self.on_revoke(account, int(after))

@@ -1,0 +1,76 @@
+"""``clipstream api`` as the realtime benchmark runs it: the same app behind the same uvicorn
+configuration (``api.cli.roles``), plus the server's own measurements on demand.
+
+    python -m bench.realtime_api --port P --stats FILE
+
+SIGUSR2 clears the hub's samples (the start of a measured window); SIGUSR1 writes them to FILE
+as JSON: every delivery's feed entry → write returned (ms), the event loop's lag and the GC's
+pauses (api.loop_probe), and the subscriber count. The benchmark compares the server's side of
+each delivery with what its clients, in other processes, saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import signal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+
+from api.cli.redact import redact_tokens_in_server_logs
+from api.cli.roles import _uvicorn_server
+from api.feed_hub import FeedHub
+from engine.runtime import Runtime
+from engine.settings import Settings
+
+
+def stats(hub: FeedHub) -> dict[str, Any]:
+    """What the hub measured since it was last cleared."""
+    return {
+        "deliveries_ms": hub.deliveries.values(),
+        "deliveries": hub.deliveries.count,
+        "loop_lag_ms": hub.probe.lag.values(),
+        "gc_pauses_ms": hub.probe.gc_pauses.values(),
+        "subscribers": sum(len(s) for s in hub._subscribers.values()),
+    }
+
+
+async def serve(port: int, out: Path) -> None:
+    runtime = await Runtime.open(Settings.from_env())
+    try:
+        runtime.require_secrets()
+        server = _uvicorn_server(runtime, "127.0.0.1", port)
+        hub: FeedHub = server.config.app.state.feed_hub
+        loop = asyncio.get_running_loop()
+
+        def dump() -> None:
+            out.write_bytes(orjson.dumps(stats(hub)))
+
+        def clear() -> None:
+            for samples in (hub.deliveries, hub.probe.lag, hub.probe.gc_pauses):
+                samples.clear()
+
+        loop.add_signal_handler(signal.SIGUSR1, dump)
+        loop.add_signal_handler(signal.SIGUSR2, clear)
+        # As api.cli.roles._serve_api does.
+        redact_tokens_in_server_logs()
+        gc.freeze()
+        await server.serve()
+    finally:
+        await runtime.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--stats", type=Path, required=True)
+    args = parser.parse_args()
+    anyio.run(serve, args.port, args.stats, backend_options={"use_uvloop": True})
+
+
+if __name__ == "__main__":
+    main()

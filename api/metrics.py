@@ -144,11 +144,6 @@ async def store_families(runtime: Runtime) -> list[GaugeMetricFamily]:
             {f.partition: f.dead_letters for f in parts},
         ),
         _by_partition(
-            "clipstream_worker_group_lag_entries",
-            "Log entries the worker group has not read yet, per partition.",
-            {f.partition: f.group_lag for f in parts if f.group_lag is not None},
-        ),
-        _by_partition(
             "clipstream_projection_lag_entries",
             f"Log entries past the live projection's checkpoint (counted up to "
             f"{inspection.LAG_COUNT_CAP}), per partition.",

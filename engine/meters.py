@@ -128,14 +128,10 @@ TAKEOVERS = Counter(
     "Leases of executions taken over from a worker that stopped renewing them.",
     registry=REGISTRY,
 )
-DEAD_LETTERS = Labelled(
-    Counter(
-        "clipstream_dead_letters",
-        "Entries moved to a dead-letter stream, by what was dead-lettered (lease: an execution "
-        "delivered too often or undecodable; log: an undecodable log entry).",
-        ["source"],
-        registry=REGISTRY,
-    )
+DEAD_LETTERS = Counter(
+    "clipstream_dead_letters",
+    "Executions moved to the dead letters (poison work: delivered too often, or undecodable).",
+    registry=REGISTRY,
 )
 SCHEDULE_TICKS = Labelled(
     Counter(

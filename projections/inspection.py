@@ -46,7 +46,6 @@ class PartitionFigures:
 
     partition: int
     log_entries: int  # in Redis (the archive holds what was trimmed)
-    group_lag: int | None  # log entries the worker group has not read (None: Redis cannot say)
     queued: int  # executions waiting for a lease
     leased: int  # executions leased by a worker
     oldest_pending_ms: int | None  # age of the oldest execution waiting for a lease
@@ -106,7 +105,6 @@ async def partitions(runtime: Runtime) -> list[PartitionFigures]:
                 PartitionFigures(
                     partition=p,
                     log_entries=int(length),
-                    group_lag=await _group_lag(runtime, p),
                     queued=queued,
                     leased=sum(int(n) for n in running),
                     oldest_pending_ms=None if oldest is None else max(0, now - oldest),
@@ -136,17 +134,6 @@ async def _queue(runtime: Runtime, ring: list[Any]) -> tuple[int, int | None]:
     times = [id_time_ms(as_str(x)) for x in replies[1::2] if x is not None]
     known = [t for t in times if t is not None]
     return queued, min(known) if known else None
-
-
-async def _group_lag(runtime: Runtime, partition: int) -> int | None:
-    store = runtime.store
-    try:
-        groups = await store.redis.xinfo_groups(store.keys.log(partition))
-    except ResponseError:  # no log yet
-        return None
-    group = next((g for g in groups if as_str(g["name"]) == WORKER_GROUP), None)
-    lag = group.get("lag") if group else None
-    return None if lag is None else int(lag)
 
 
 async def workers(runtime: Runtime, *, sample: int = 20) -> list[WorkerFigures]:

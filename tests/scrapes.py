@@ -15,7 +15,6 @@ STORE_FAMILIES = (
     "clipstream_leases",
     "clipstream_oldest_pending_age_seconds",
     "clipstream_dead_letter_entries",
-    "clipstream_worker_group_lag_entries",
     "clipstream_projection_lag_entries",
     "clipstream_projection_lag_seconds",
     "clipstream_workers_live",

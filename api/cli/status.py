@@ -1,6 +1,6 @@
 """``clipstream status``: the store at a glance, as a table or (``--json``) for scripts.
 
-Per partition the log, the worker group's lag, executions queued and leased, the age of the
+Per partition the log, executions queued and leased, the age of the
 oldest one waiting, dead letters, and the live projection's checkpoint and lag; then Redis memory,
 the archive, and the workers (live, or holding leases) with the leases each holds. The figures
 are projections.inspection's, the same ones ``/metrics`` and the console serve.
@@ -100,15 +100,14 @@ def _table(data: dict[str, Any]) -> str:
     else:
         lines.append(f"archive: {data['archive']} (positions: clipstream archive status)")
     lines.append(
-        f"{'part':>4} {'log':>9} {'lag':>7} {'queued':>8} {'oldest':>8} {'leased':>8} "
+        f"{'part':>4} {'log':>9} {'queued':>8} {'oldest':>8} {'leased':>8} "
         f"{'dead':>6} {'proj lag':>9} {'lag age':>8}  checkpoint"
     )
     for p in data["partition"]:
-        group_lag = "-" if p["group_lag"] is None else p["group_lag"]
         proj_lag = p["projection_lag_entries"]
         proj = f"{proj_lag}+" if proj_lag >= inspection.LAG_COUNT_CAP else str(proj_lag)
         lines.append(
-            f"{p['partition']:>4} {p['log_entries']:>9} {group_lag:>7} {p['queued']:>8} "
+            f"{p['partition']:>4} {p['log_entries']:>9} {p['queued']:>8} "
             f"{_age(p['oldest_pending_ms']):>8} {p['leased']:>8} {p['dead_letters']:>6} "
             f"{proj:>9} {_age(p['projection_lag_ms'] or None):>8}  {p['checkpoint']}"
         )

@@ -28,7 +28,6 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from engine import meters
 from engine.clock import now_ms
 from engine.connection import as_str
 from engine.errors import StoreUnavailable
@@ -222,7 +221,6 @@ class Leases:
         atomically."""
         keys = self._ctx.keys
         await self._dead_letter_in([keys.log(partition), keys.dead(partition)], entry, reason)
-        meters.DEAD_LETTERS.labels("log").inc()
 
     async def dead_letter_lease(self, partition: int, entry: Entry, reason: str) -> None:
         """Move lease ``entry`` (its ExecutionRequested) to the partition's dead-letter stream and
@@ -230,7 +228,6 @@ class Leases:
         keys = self._ctx.keys
         streams = [keys.work(partition), keys.dead(partition), keys.running(partition)]
         await self._dead_letter_in(streams, entry, reason)
-        meters.DEAD_LETTERS.labels("lease").inc()
 
     async def _dead_letter_in(self, keys: list[str], entry: Entry, reason: str) -> None:
         args: list[Any] = [

@@ -31,6 +31,7 @@ async def triage(
     event = entry.event
     if not isinstance(event, ExecutionRequested):
         await store.leases.dead_letter_lease(partition, entry, "undecodable lease")
+        meters.DEAD_LETTERS.inc()
         return None
     if entry.deliveries > settings.max_deliveries:
         await dead_letter_execution(store, settings, worker_id, partition, entry, event)
@@ -72,4 +73,5 @@ async def dead_letter_execution(
         except ConcurrencyConflict:
             continue
     await store.leases.dead_letter_lease(partition, entry, reason)
+    meters.DEAD_LETTERS.inc()
     log.warning("worker %s: %s %s", worker_id, xid, reason)

@@ -10,7 +10,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 
-from engine.clock import now_ms
 from engine.log.events import ExecutionCancelRequested
 from engine.log.store import EventStore
 from engine.run.job import Job
@@ -36,15 +35,6 @@ async def renew(store: EventStore, worker_id: str, jobs: dict[str, Job]) -> None
             if not ok and not job.finished:
                 log.info("worker %s lost the lease of %s", worker_id, job.execution_id)
                 lose(jobs, job)
-
-
-async def present(store: EventStore, worker_id: str, *, leaving: bool = False) -> None:
-    """Say this worker is alive (what ``status`` and ``/metrics`` count as live workers), or,
-    ``leaving``, that it stopped. One HSET per heartbeat."""
-    if leaving:
-        await store.redis.hdel(store.keys.workers, worker_id)
-    else:
-        await store.redis.hset(store.keys.workers, worker_id, now_ms())
 
 
 def lose(jobs: dict[str, Job], job: Job) -> None:

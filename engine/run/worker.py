@@ -58,7 +58,7 @@ from engine import meters
 from engine.log.batcher import AppendBatcher
 from engine.log.entries import Entry
 from engine.log.events import AnyEvent, ExecutionCancelRequested, ExecutionRequested
-from engine.run import claims, heartbeat
+from engine.run import claims, heartbeat, presence
 from engine.run.job import DriveContext, Job
 from engine.run.lanes import Lanes
 from engine.runtime import Runtime
@@ -143,9 +143,7 @@ class Worker:
             tg.cancel_scope.cancel()
         # Gone from the live workers; after the heartbeat task has stopped, so no late beat
         # brings it back.
-        await self._guarded(
-            functools.partial(heartbeat.present, self.store, self.worker_id, leaving=True)
-        )
+        await self._guarded(functools.partial(presence.leave, self.store, self.worker_id))
 
     async def run_until_idle(self) -> None:
         """Process until nothing is new to read, nothing is in flight and nothing is claimable
@@ -340,7 +338,7 @@ class Worker:
     # -- heartbeat, cancels, claims ---------------------------------------------------------------
     async def _heartbeat(self) -> None:
         """Say we are alive; renew every lease held (a lease lost to a takeover stops its job)."""
-        await heartbeat.present(self.store, self.worker_id)
+        await presence.beat(self.store, self.worker_id)
         await heartbeat.renew(self.store, self.worker_id, self._jobs)
 
     async def _check_cancels(self) -> None:

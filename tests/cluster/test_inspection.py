@@ -7,7 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api import metrics
-from engine.run import heartbeat
+from engine.run import presence
 from engine.runtime import Runtime
 from projections import inspection
 from projections.projector import Projector
@@ -20,7 +20,7 @@ async def test_figures_on_the_cluster(runtime: Runtime) -> None:
     store = runtime.store
     first = await request(store, [transcribe()])
     p = store.keys.partition(first.owner)
-    await heartbeat.present(store, "w-cluster")
+    await presence.beat(store, "w-cluster")
     await store.leases.dispatch({p: 1}, "w-cluster", 0)
 
     figures = {f.partition: f for f in await inspection.partitions(runtime)}

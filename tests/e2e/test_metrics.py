@@ -22,7 +22,7 @@ from prometheus_client.samples import Sample
 
 from engine.log.keys import Keys
 from engine.resources.schedules import due_member
-from tests.e2e.client import new_item, new_reporter, new_tenant, ok, wait_terminal
+from tests.e2e.client import new_item, new_reporter, new_tenant, ok
 from tests.e2e.deployment import PARTITIONS, deployment_env
 from tests.processes import Role, wait_http
 from tests.scrapes import (
@@ -104,12 +104,12 @@ async def test_every_role_serves_its_families_and_they_move(deployed: Deployed) 
     async with httpx.AsyncClient(base_url=deployed.api, timeout=30) as http:
         who = await new_tenant(http, coins=5)
         item = await new_item(http, who)
-        xids = []
+        # Their end is read from the worker's counters below, not by polling the executions
+        # (with CLIPSTREAM_HOT_SECONDS=0 the archiver works on them at once, which is not what
+        # this test is about).
         for _ in range(3):
             answer = await http.post(f"/v1/items/{item}/transcript", json={}, headers=who.auth)
-            xids.append(ok(answer, 202)["execution"]["execution_id"])
-        for xid in xids:
-            await wait_terminal(http, who, xid)
+            ok(answer, 202)
         # A schedule made due now: the scheduler fires it.
         rid, wid = await new_reporter(http, who, [{"tool_id": "transcribe"}])
         col = ok(await http.post("/v1/collections", json={"name": "c"}, headers=who.auth), 201)

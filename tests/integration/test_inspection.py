@@ -10,7 +10,7 @@ import pytest
 
 from engine import meters
 from engine.log.ids import new_id
-from engine.run import heartbeat
+from engine.run import presence
 from engine.run.worker import Worker
 from engine.runtime import Runtime
 from projections import inspection
@@ -43,7 +43,7 @@ async def test_queued_leased_pending_age_and_projection_lag(runtime: Runtime) ->
     assert all(f.queued == 0 and f.oldest_pending_ms is None for f in others)
 
     # A worker (alive: it beat) leases the oldest one.
-    await heartbeat.present(store, "w-inspected")
+    await presence.beat(store, "w-inspected")
     leased = await store.leases.dispatch({p: 1}, "w-inspected", 0)
     assert len(leased[p]) == 1
     figures = {f.partition: f for f in await inspection.partitions(runtime)}
@@ -62,7 +62,7 @@ async def test_queued_leased_pending_age_and_projection_lag(runtime: Runtime) ->
 async def test_live_workers_are_those_that_beat_within_the_lease_time(runtime: Runtime) -> None:
     store = runtime.store
     assert await inspection.workers(runtime) == []
-    await heartbeat.present(store, "w-beating")
+    await presence.beat(store, "w-beating")
     assert [w.worker_id for w in await inspection.workers(runtime)] == ["w-beating"]
     # Past the lease time it is not live any more (a dead worker's last beat).
     strict = replace(runtime, settings=replace(runtime.settings, lease_ms=-1))
@@ -71,7 +71,7 @@ async def test_live_workers_are_those_that_beat_within_the_lease_time(runtime: R
     await store.redis.hset(store.keys.workers, "w-long-gone", 1)
     await inspection.workers(runtime)
     assert await store.redis.hkeys(store.keys.workers) == [b"w-beating"]
-    await heartbeat.present(store, "w-beating", leaving=True)
+    await presence.leave(store, "w-beating")
     assert await inspection.workers(runtime) == []
 
 

@@ -157,5 +157,5 @@ def test_status_json_on_redis(real_redis_server: RedisServer) -> None:
     assert "redis memory:" in table.stdout
     assert "w-status" in table.stdout
     # Partition p's row: 1 queued, waiting 90 s and more (up to 119 s: how long the CLI took).
-    row_re = rf"^\s+{p}\s+\d+\s+\S+\s+1\s+(9\d|1[01]\d)\.\ds\s"
+    row_re = rf"^\s+{p}\s+\d+\s+1\s+(9\d|1[01]\d)\.\ds\s"
     assert re.search(row_re, table.stdout, re.MULTILINE), table.stdout

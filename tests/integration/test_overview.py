@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from engine.run import heartbeat
+from engine.run import presence
 from engine.runtime import Runtime
 from projections.overview import read_overview
 from tests.integration.test_worker import request, transcribe
@@ -40,7 +40,7 @@ async def test_queues_leases_and_workers_as_dispatch_leaves_them(runtime: Runtim
     assert (ghost.live, ghost.beat_ms) == (False, None)
 
     # Once it beats it is live; past the lease time it is not, though it still holds the lease.
-    await heartbeat.present(store, "ghost")
+    await presence.beat(store, "ghost")
     [ghost] = (await read_overview(runtime)).workers
     assert (ghost.live, ghost.leases) == (True, {p: 1})
     strict = replace(runtime, settings=replace(runtime.settings, lease_ms=-1))

@@ -23,7 +23,7 @@ from engine.errors import BalanceRefused, ConcurrencyConflict, StoreUnavailable
 from engine.log import codec
 from engine.log.context import ScriptCall, StoreContext
 from engine.log.entries import Entry, entry_from_row
-from engine.log.events import MONEY_EVENTS, AnyEvent
+from engine.log.events import AnyEvent, charge_ids
 from engine.log.ids import execution_partition
 from engine.log.keys import WORKER_GROUP
 from engine.log.leases import END_LEASE
@@ -215,10 +215,11 @@ def _stamp(op: AppendOp, now: int) -> list[AnyEvent]:
 
 
 def _checked_moves(op: AppendOp) -> Sequence[Move]:
-    """``op.moves``, after checking that they name exactly the money events of ``op.events``, in
-    order: a money event appended without its move would be in the log but not in the balance."""
-    money = [i for i, e in enumerate(op.events) if isinstance(e, MONEY_EVENTS)]
-    if [m.event_index for m in op.moves] != money:
+    """``op.moves``, after checking that they name exactly the charge ids the events of ``op``
+    carry (engine.log.events.charge_ids), in order: money an event stands for but appended
+    without its move would be in the log but not in the balance."""
+    carried = [(i, cid) for i, e in enumerate(op.events) for cid in charge_ids(e)]
+    if [(m.event_index, m.charge_id) for m in op.moves] != carried:
         raise ValueError(
             f"{op.execution_id}: the moves do not match the money events of the append"
         )

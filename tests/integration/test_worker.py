@@ -16,8 +16,6 @@ import pytest
 from engine.errors import ConcurrencyConflict
 from engine.log.events import (
     AnyEvent,
-    CostReleased,
-    CostReserved,
     ExecutionCancelled,
     ExecutionCancelRequested,
     ExecutionCompleted,
@@ -103,11 +101,8 @@ async def test_one_step_transcript_completes_with_its_blob(runtime: Runtime) -> 
     assert [type(e).__name__ for e in history] == [
         "ExecutionRequested",
         "ExecutionStarted",
-        "CostReserved",
         "StepStarted",
         "StepCompleted",
-        "CostReleased",
-        "CostCharged",
         "ExecutionCompleted",
     ]
     [done] = of_type(history, StepCompleted)
@@ -271,17 +266,19 @@ async def test_cancel_aborts_a_hanging_call(runtime: Runtime) -> None:
                 until=lambda h: isinstance(h[-1], ExecutionCancelled),
             )
     history = await store.log.history(req.execution_id)
-    assert [type(e).__name__ for e in history[-4:]] == [
+    assert [type(e).__name__ for e in history[-3:]] == [
         "ExecutionCancelRequested",
         "StepFailed",
-        "CostReleased",
         "ExecutionCancelled",
     ]
-    failed, released = history[-3:-1]
+    failed = history[-2]
     assert isinstance(failed, StepFailed)
-    assert isinstance(released, CostReleased)
-    assert released.reason == "cancelled"
-    assert released.reservation == of_type(history, CostReserved)[0].charge_id
+    # The closing StepFailed releases what the attempt's StepStarted reserved.
+    [started] = of_type(history, StepStarted)
+    assert failed.settlement is not None
+    assert started.reserve_id is not None
+    assert failed.settlement.reservation == started.reserve_id
+    assert failed.settlement.released == started.estimated_cost
     assert failed.code == "cancelled"
     assert not failed.retryable
     assert of_type(history, StepCompleted) == []

@@ -68,11 +68,8 @@ async def test_executions_at_the_same_point_share_round_trips(runtime: Runtime) 
         assert [type(e).__name__ for e in history] == [
             "ExecutionRequested",
             "ExecutionStarted",
-            "CostReserved",
             "StepStarted",
             "StepCompleted",
-            "CostReleased",
-            "CostCharged",
             "ExecutionCompleted",
         ]
         [done] = of_type(history, StepCompleted)

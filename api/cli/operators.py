@@ -147,22 +147,22 @@ async def _status(settings: Settings) -> int:
         else:
             print(f"archive: {runtime.archive.url} (positions: clipstream archive status)")
         print(
-            f"{'part':>4} {'log':>9} {'lag':>7} {'queued':>8} {'leased':>8} {'consumers':>9} "
+            f"{'part':>4} {'log':>9} {'queued':>8} {'leased':>8} {'consumers':>9} "
             f"{'dead':>6}  checkpoint"
         )
         for p in store.partitions:
             length = await store.redis.xlen(store.keys.log(p))
-            groups = await store.redis.xinfo_groups(store.keys.log(p))
+            # Workers lease through their group on the work stream (they read no log).
+            groups = await store.redis.xinfo_groups(store.keys.work(p))
             group = next((g for g in groups if as_str(g["name"]) == WORKER_GROUP), None)
-            lag = group.get("lag") if group else None
             consumers = group["consumers"] if group else 0
             queued = await store.leases.queued(p)
             leased = sum((await store.leases.leased(p)).values())
             dead = await store.redis.xlen(store.keys.dead(p))
             ckpt = await store.redis.get(f"{store.keys.view_ns(p, version)}:ckpt")
             print(
-                f"{p:>4} {length:>9} {lag if lag is not None else '-':>7} {queued:>8} "
-                f"{leased:>8} {consumers:>9} {dead:>6}  {as_str(ckpt) if ckpt else '-'}"
+                f"{p:>4} {length:>9} {queued:>8} {leased:>8} {consumers:>9} {dead:>6}  "
+                f"{as_str(ckpt) if ckpt else '-'}"
             )
     finally:
         await runtime.close()

@@ -59,6 +59,9 @@ class Drive:
         self.durable = 0  # the seq the store has confirmed
         self.pending: list[AnyEvent] = []
         self.blobs: list[tuple[str, bytes]] = []  # (sha256, data) named by the pending events
+        # Blobs this drive's steps made, by sha256: the next step reads its predecessor's output
+        # from here instead of Redis (a drive that took over reads what it did not make).
+        self.made: dict[str, bytes] = {}
         self.conflicts = 0
 
     async def run(self) -> None:
@@ -240,6 +243,7 @@ class Drive:
             return True
         if outcome.blob is not None:
             self.blobs.append(outcome.blob)
+            self.made[outcome.blob[0]] = outcome.blob[1]
         for event in decide.attempt_closed(self.state, action, outcome.events):
             self._buffer(event)
         return True
@@ -254,4 +258,7 @@ class Drive:
                 await publish_document(self.ctx.runtime, req, event)
 
     async def _load_blob(self, sha256: str) -> bytes | None:
+        made = self.made.get(sha256)
+        if made is not None:
+            return made
         return await self.store.blobs.get(self.job.partition, sha256)

@@ -148,6 +148,28 @@ class Leases:
         """
         return await self._claim_idle(self._ctx.keys.work(partition), consumer, min_idle_ms, count)
 
+    async def claim_expired_many(
+        self, partitions: Sequence[int], consumer: str, min_idle_ms: int, count: int = 100
+    ) -> dict[int, list[Entry]]:
+        """:meth:`claim_expired` on every partition of ``partitions``: the first page of each in
+        one pipelined round trip, then the rest of the few that have more. Partitions with
+        nothing to take over are left out of the answer."""
+        work = self._ctx.keys.work
+        calls: list[ScriptCall] = [
+            ([work(p)], [WORKER_GROUP, consumer, min_idle_ms, "0-0", count]) for p in partitions
+        ]
+        out: dict[int, list[Entry]] = {}
+        for p, reply in zip(partitions, await self._ctx.pipelined(self._claim, calls), strict=True):
+            if isinstance(reply, Exception):
+                raise StoreUnavailable(f"claiming leases of partition {p} failed: {reply}")
+            claimed = _claimed(reply)
+            cursor = as_str(reply[0])
+            if cursor != "0-0":
+                claimed += await self._claim_idle(work(p), consumer, min_idle_ms, count, cursor)
+            if claimed:
+                out[p] = claimed
+        return out
+
     async def release(self, partition: int, entry_ids: Sequence[str]) -> None:
         """End leases whose execution needs nothing more, giving their owners' slots back."""
         await self.release_many({partition: list(entry_ids)})
@@ -188,17 +210,14 @@ class Leases:
         }
 
     async def _claim_idle(
-        self, stream: str, consumer: str, min_idle_ms: int, count: int
+        self, stream: str, consumer: str, min_idle_ms: int, count: int, cursor: str = "0-0"
     ) -> list[Entry]:
-        cursor = "0-0"
         claimed: list[Entry] = []
         while True:
             args: list[Any] = [WORKER_GROUP, consumer, min_idle_ms, cursor, count]
             reply = await self._ctx.run(self._claim, [stream], args)
             cursor = as_str(reply[0])
-            for entry_id, flat, deliveries in reply[1]:
-                fields = dict(zip(flat[::2], flat[1::2], strict=True))
-                claimed.append(entry_from_row(entry_id, fields, int(deliveries)))
+            claimed += _claimed(reply)
             if cursor == "0-0":
                 return claimed
 
@@ -231,6 +250,15 @@ class Leases:
             }
             for eid, fields in reversed(rows)
         ]
+
+
+def _claimed(reply: Any) -> list[Entry]:
+    """The leases of one CLAIM reply, each with its delivery count."""
+    out: list[Entry] = []
+    for entry_id, flat, deliveries in reply[1]:
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        out.append(entry_from_row(entry_id, fields, int(deliveries)))
+    return out
 
 
 def _lease(entry_id: bytes | str, history: list[bytes]) -> Lease:

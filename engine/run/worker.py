@@ -302,9 +302,12 @@ class Worker:
             return False
         claimed_any = False
         fresh: list[Job] = []
-        leases, lease_ms = self.store.leases, self.settings.lease_ms
-        for p in self.store.partitions:
-            for entry in await leases.claim_expired(p, self.worker_id, min_idle_ms=lease_ms):
+        lease_ms = self.settings.lease_ms
+        expired = await self.store.leases.claim_expired_many(
+            self.store.partitions, self.worker_id, min_idle_ms=lease_ms
+        )
+        for p, entries in expired.items():
+            for entry in entries:
                 claimed_any = True
                 if await claims.triage(self.store, self.settings, self.worker_id, p, entry) is None:
                     continue

@@ -186,3 +186,26 @@ async def test_a_cancel_request_marks_its_execution_until_it_ends(store: EventSt
 async def test_no_group_is_left_on_the_logs(store: EventStore) -> None:
     for p in store.partitions:
         assert await store.redis.xinfo_groups(store.keys.log(p)) == []
+
+
+async def test_claim_expired_many_takes_over_every_partition_at_once(
+    hour_store: EventStore,
+) -> None:
+    handed: dict[int, list[str]] = {}
+    for p, n in ((0, 1), (2, 3)):
+        for _ in range(n):
+            await started_execution(hour_store, partition=p)
+        got = await hour_store.leases.dispatch({p: 10}, "w1")
+        handed[p] = [lease.entry.entry_id for lease in got[p]]
+        await hour_store.leases.hand_back(p, "w1", handed[p])
+    lease_ms = hour_store.settings.lease_ms
+    # A page of two: partition 2's third lease comes from a second page.
+    claimed = await hour_store.leases.claim_expired_many(
+        [0, 1, 2, 3], "w2", min_idle_ms=lease_ms, count=2
+    )
+    assert sorted(claimed) == [0, 2]
+    for p, entries in claimed.items():
+        assert sorted(e.entry_id for e in entries) == sorted(handed[p])
+        assert {e.deliveries for e in entries} == {2}
+        assert await hour_store.leases.renew(p, "w2", handed[p]) == [True] * len(handed[p])
+    assert await hour_store.leases.claim_expired_many([0, 2], "w3", min_idle_ms=lease_ms) == {}

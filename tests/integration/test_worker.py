@@ -6,6 +6,7 @@ the API) and the worker is driven with ``run_until_idle``: no sleep decides a ve
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -561,11 +562,21 @@ async def test_redis_failing_under_a_tool_is_a_retryable_failure(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A blob read that meets Redis down (a failover, a restart) fails the attempt retryably:
-    the execution goes on once Redis answers, where it used to end ``error`` (``internal``)."""
+    the execution goes on once Redis answers, where it used to end ``error`` (``internal``).
+    The blob is a transcript another execution made (a drive reads the blobs it made itself
+    from memory, so only one it did not make goes to Redis)."""
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     store = runtime.store
-    req = await request(store, [transcribe(), llm("Summarise this transcript.")])
+    owner = new_id("acc")
+    transcript = msgspec.json.encode(
+        {"lang": "en", "text": "Hello there.", "segments": [], "origin": "simulated"}
+    )
+    sha256 = hashlib.sha256(transcript).hexdigest()
+    await store.blobs.put(store.keys.partition(owner), sha256, transcript)
+    inputs = [{"transcript_ref": {"sha256": sha256}}]
+    review = StepSpec(step_id=new_id("stp"), tool_id="summary_review")
+    req = await request(store, [review], inputs, owner=owner)
     real_get = store.blobs.get
     failures = [RedisConnectionError("Connection refused")]
 
@@ -579,6 +590,7 @@ async def test_redis_failing_under_a_tool_is_a_retryable_failure(
 
     history = await store.log.history(req.execution_id)
     [failed] = of_type(history, StepFailed)
-    assert (failed.step_index, failed.code, failed.retryable) == (1, "unavailable", True)
-    assert [c.step_index for c in of_type(history, StepCompleted)] == [0, 1]
+    assert (failed.step_index, failed.code, failed.retryable) == (0, "unavailable", True)
+    assert [c.step_index for c in of_type(history, StepCompleted)] == [0]
     assert isinstance(history[-1], ExecutionCompleted)
+    assert not failures  # the injected failure was met

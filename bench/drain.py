@@ -53,17 +53,19 @@ async def bench_drain(
     and add the throughput and the projection's lag to ``report``."""
     runtime = await fresh_runtime(bench_settings(url))
     try:
+        memory_before = await _used_memory(runtime)
         await _preload(runtime, n, tools)
         procs = _start_roles(url, workers, latency_ms, logs)
         try:
             max_behind, views_current = await _wait_drained(runtime)
+            memory_after = await _used_memory(runtime)
             for proc in procs:
                 key = f"{proc.args[0]} (drain, {workers} workers)"
                 report.rss[key] = max(report.rss.get(key, 0.0), rss_mib(proc.proc.pid))
         finally:
             for proc in procs:
                 proc.terminate()
-        first_start, last_done, completed = await _span(runtime)
+        first_start, last_done, completed, events = await _span(runtime)
         secs = (last_done - first_start) / 1000
         report.add(
             f"drain: {label}, {workers} worker process(es)",
@@ -75,6 +77,16 @@ async def bench_drain(
             f"projection: max entries behind the log ({label}, {workers}w)",
             f"{max_behind:,}",
             f"all views current {lag_ms / 1000:.1f}s after the last completion (±0.25s)",
+        )
+        report.add(
+            f"events per execution ({label})",
+            f"{events / max(1, completed):.2f}",
+            f"{events:,} log entries for {completed:,} executions",
+        )
+        report.add(
+            f"redis bytes per execution ({label}, {workers}w)",
+            f"{(memory_after - memory_before) / max(1, completed):,.0f}",
+            "used_memory once every view is current, less before the preload",
         )
     finally:
         await runtime.close()
@@ -167,22 +179,29 @@ async def _entries_behind(runtime: Runtime, checkpoints: dict[int, str]) -> int:
 
 async def _all_acked(runtime: Runtime) -> bool:
     """True when every queued execution has ended (no owner left in a ring, no lease pending) and
-    the worker group has read and acknowledged every log entry."""
+    every consumer group there is has read and acknowledged its entries."""
     store = runtime.store
     for p in store.partitions:
         if await store.redis.llen(store.keys.ring(p)):
             return False
         for stream in (store.keys.work(p), store.keys.log(p)):
-            group = (await store.redis.xinfo_groups(stream))[0]
-            if int(group["pending"]) or group.get("lag") not in (0, None):
-                return False
+            for group in await store.redis.xinfo_groups(stream):
+                if int(group["pending"]) or group.get("lag") not in (0, None):
+                    return False
     return True
 
 
-async def _span(runtime: Runtime) -> tuple[int, int, int]:
-    """(first ExecutionStarted.at, last ExecutionCompleted.at, completions) over all logs."""
+async def _used_memory(runtime: Runtime) -> int:
+    """What Redis holds right now (``INFO memory``'s used_memory), in bytes."""
+    info = await runtime.redis.info("memory")
+    return int(info["used_memory"])
+
+
+async def _span(runtime: Runtime) -> tuple[int, int, int, int]:
+    """(first ExecutionStarted.at, last ExecutionCompleted.at, completions, log entries) over all
+    logs."""
     store = runtime.store
-    first, last, completed = 2**62, 0, 0
+    first, last, completed, events = 2**62, 0, 0, 0
     for p in store.partitions:
         after = "0-0"
         while True:
@@ -190,10 +209,11 @@ async def _span(runtime: Runtime) -> tuple[int, int, int]:
             if not entries:
                 break
             after = entries[-1].entry_id
+            events += len(entries)
             for e in entries:
                 if isinstance(e.event, ExecutionStarted):
                     first = min(first, e.event.at)
                 elif isinstance(e.event, ExecutionCompleted):
                     last = max(last, e.event.at)
                     completed += 1
-    return first, last, completed
+    return first, last, completed, events

@@ -22,14 +22,16 @@ numbers, never the status. The one exception is an operator's retry of a dead le
 steps its dead letter cut short (ended with the execution's error, or closed as abandoned) are
 ``pending`` again; ``retries`` counts the retries.
 
-Costs: a step's cost is what ``CostCharged`` charged for it when any charge names it (each charge
-id counted once), otherwise what its ``StepCompleted`` reported (logs written before provider cost
-was charged). The execution's cost is its fee plus its steps' costs plus charges that name no
-step: what the owner's balance actually paid, since the worker settles every completed step with a
-``CostCharged`` (engine.money.billing). It is derived rather than copied from
-``ExecutionCompleted.cost``, so it is right while the execution runs and when it is cancelled.
-``CostReserved`` and ``CostReleased`` hold and give back an estimate while a step runs: they are
-not cost, and change nothing in the view but its seq.
+Costs: a step's cost is what was charged for it when any charge names it (each charge id counted
+once): the charge of its ``StepCompleted``'s settlement, or a ``CostCharged`` naming it (logs
+written before settlements travelled on the step's events); otherwise what its ``StepCompleted``
+reported (logs written before provider cost was charged). The execution's cost is its fee plus its
+steps' costs plus charges that name no step: what the owner's balance actually paid, since the
+worker settles every completed step with a charge (engine.money.billing). It is derived rather
+than copied from ``ExecutionCompleted.cost``, so it is right while the execution runs and when it
+is cancelled. Reservations (a ``StepStarted``'s ``reserve_id``, ``CostReserved``) and releases
+(a settlement's release, ``CostReleased``) hold and give back an estimate while a step runs: they
+are not cost, and change nothing in the view.
 """
 
 from __future__ import annotations
@@ -109,7 +111,11 @@ def _apply(view: ExecutionView, event: AnyEvent) -> ExecutionView:
         case StepStarted():
             return _step_started(view, event)
         case StepCompleted():
-            return _step_completed(view, event)
+            view = _step_completed(view, event)
+            charge = event.settlement
+            if charge is None or not charge.charge_id:
+                return view
+            return _charged(view, event.step_index, charge.charge_id, charge.charged)
         case StepFailed():
             return _step_failed(view, event)
         case StepRetryScheduled():
@@ -117,7 +123,7 @@ def _apply(view: ExecutionView, event: AnyEvent) -> ExecutionView:
             step = _replace(step, status="retrying", retry_at=event.not_before)
             return _with_step(view, step)
         case CostCharged():
-            return _charged(view, event)
+            return _charged(view, event.step_index, event.charge_id, event.amount)
         case CostReserved() | CostReleased():
             return view
         case ExecutionCompleted():
@@ -294,21 +300,21 @@ def _settle_failures(view: ExecutionView, starting: int, at: int) -> ExecutionVi
     return _replace(view, steps=steps)
 
 
-def _charged(view: ExecutionView, event: CostCharged) -> ExecutionView:
-    if event.step_index is None:
-        if event.charge_id in view.other_charge_ids:
+def _charged(view: ExecutionView, index: int | None, charge_id: str, amount: int) -> ExecutionView:
+    """``amount`` charged under ``charge_id`` for step ``index`` (None: the execution itself),
+    counted once however often the log carries it."""
+    if index is None:
+        if charge_id in view.other_charge_ids:
             return view
         return _replace(
             view,
-            other_charges=view.other_charges + event.amount,
-            other_charge_ids=[*view.other_charge_ids, event.charge_id],
+            other_charges=view.other_charges + amount,
+            other_charge_ids=[*view.other_charge_ids, charge_id],
         )
-    step = _step(view, event.step_index)
-    if event.charge_id in step.charge_ids:
+    step = _step(view, index)
+    if charge_id in step.charge_ids:
         return view
-    step = _replace(
-        step, charged=step.charged + event.amount, charge_ids=[*step.charge_ids, event.charge_id]
-    )
+    step = _replace(step, charged=step.charged + amount, charge_ids=[*step.charge_ids, charge_id])
     return _with_step(view, step)
 
 

@@ -49,15 +49,16 @@ class StepView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     output: dict[str, Any] | None = None
     output_ref: BlobRef | None = None
     usage: dict[str, int] = msgspec.field(default_factory=dict)
-    cost: int = 0  # micro-coins: ``charged`` when CostCharged named this step, else ``reported``
+    cost: int = 0  # micro-coins: ``charged`` when a charge named this step, else ``reported``
     reported: int = 0  # the cost StepCompleted reported
     started_at: int | None = None
     finished_at: int | None = None
     duration_ms: int | None = None
     error: ErrorView | None = None
     retry_at: int | None = None  # when a scheduled retry may start (ms)
-    # Provider cost charged through CostCharged for this step, and the charge ids already counted
-    # (a charge is counted once even if the log carried it twice under different seqs).
+    # Provider cost charged for this step (a StepCompleted's settlement, or an older log's
+    # CostCharged), and the charge ids already counted (a charge is counted once even if the log
+    # carried it twice under different seqs).
     charged: int = 0
     charge_ids: list[str] = msgspec.field(default_factory=list)
 

@@ -1,11 +1,13 @@
 """What else Redis may forget, once the archive holds it or it can no longer matter.
 
-    applied charges  a charge id guards against applying one money event twice; once its
+    applied charges  a charge id guards against applying one money move twice; once its
                      execution has ended no append can reach it again (every append is checked
                      against the execution's seq), so the ids of an ended execution are dropped
                      from ``{pN}:charges`` as its log entries are archived. Ids archived while the
                      execution still ran wait in ``{pN}:charges:open`` until its end is archived.
-                     Credits are never in the log and are kept.
+                     Charge ids are read off every event that carries one (engine.log.events.
+                     charge_ids: the money events of older logs, and the step events that carry
+                     their reservation or settlement). Credits are never in the log and are kept.
     ledgers          entries through the manifest's ``ledger_through`` are in ledger segments:
                      trimmed (``GET /v1/me/ledger`` and the audit read the archive beyond)
     feeds            a realtime feed keeps the hot window; an older cursor gets ``reset``
@@ -32,10 +34,13 @@ from engine.log.events import (
     CostCharged,
     CostReleased,
     CostReserved,
+    charge_ids,
 )
 from engine.log.keys import Keys, partition_of
 
 _MONEY = frozenset(t.__name__ for t in MONEY_EVENTS)
+_ALWAYS_MONEY = frozenset(t.__name__ for t in (CostReserved, CostCharged, CostReleased))
+_CARRIED = (b'"reserve_id":"', b'"settlement":{')
 _TERMINAL = frozenset(t.__name__ for t in TERMINAL_EVENTS)
 INDEXED_FIELD = "accounts_indexed"
 
@@ -52,10 +57,12 @@ async def forget_charges(
         if raw is None:
             continue
         kind = RawEntry(entry_id, raw).event_type
-        if kind in _MONEY:
+        if kind in _MONEY and (kind in _ALWAYS_MONEY or any(m in raw for m in _CARRIED)):
+            # A money event, or a step's event that carries its reservation or settlement (the
+            # bytes say which may: only those are decoded).
             event = RawEntry(entry_id, raw).decode().event
-            if isinstance(event, CostReserved | CostCharged | CostReleased):
-                charges.setdefault(event.execution_id, set()).add(event.charge_id)
+            if event is not None and (carried := charge_ids(event)):
+                charges.setdefault(event.execution_id, set()).update(carried)
         elif kind in _TERMINAL:
             event = RawEntry(entry_id, raw).decode().event
             if event is not None:

@@ -2,9 +2,10 @@
 
 Topology (see engine.log.keys): each execution has its own stream whose entry ids are ``{seq}-0``,
 and every event appended to it is appended, in the same script (:data:`APPEND_BATCH`, at the end
-of this module), to its partition's log. Workers read the partition logs through the consumer
-group ``workers`` (engine.log.leases); projectors read them by range from their own checkpoints
-(:meth:`EventLog.read_log`).
+of this module), to its partition's log. Projectors read the partition logs by range from their
+own checkpoints (:meth:`EventLog.read_log`); workers never read them: the append of a cancel
+request also marks the execution in its partition's cancel set, which the append of its end
+clears, and a worker checks that set for the executions it runs (engine.log.leases.cancelled).
 
 An append is all or nothing: its blobs, its money moves (computed by engine.money.billing and
 handed over as :class:`Move` data), its events and, for the terminal one, the end of the
@@ -23,7 +24,7 @@ from engine.errors import BalanceRefused, ConcurrencyConflict, StoreUnavailable
 from engine.log import codec
 from engine.log.context import ScriptCall, StoreContext
 from engine.log.entries import Entry, entry_from_row
-from engine.log.events import MONEY_EVENTS, AnyEvent
+from engine.log.events import AnyEvent, ExecutionCancelRequested, charge_ids, is_terminal
 from engine.log.ids import execution_partition
 from engine.log.keys import WORKER_GROUP
 from engine.log.leases import END_LEASE
@@ -143,6 +144,7 @@ class EventLog:
         ``partition``; ``now`` stamps the ledger entries."""
         k = self._ctx.keys
         keys = [k.log(partition), k.charges(partition), k.work(partition), k.running(partition)]
+        keys.append(k.cancels(partition))
         args: list[Any] = [WORKER_GROUP, now]
         for op, events in ops:
             moves = _checked_moves(op)
@@ -151,7 +153,7 @@ class EventLog:
                 keys += self._money_keys(op, partition)
             keys.extend(k.blob(partition, sha256) for sha256, _ in op.blobs)
             args += (op.expected_seq, op.expire_ms, op.ack or "", len(op.blobs), len(events))
-            args += (len(moves), op.execution_id)
+            args += (len(moves), op.execution_id, _cancel_mark(events))
             args.extend(data for _, data in op.blobs)
             args.extend(codec.encode(e) for e in events)
             for move in moves:
@@ -214,11 +216,20 @@ def _stamp(op: AppendOp, now: int) -> list[AnyEvent]:
     return [codec.stamp(e, op.expected_seq + i, now) for i, e in enumerate(op.events, 1)]
 
 
+def _cancel_mark(events: Sequence[AnyEvent]) -> int:
+    """What an append does to its execution's place in the cancel set: 2 removes it (the
+    execution ends), 1 adds it (a cancel request), 0 leaves it."""
+    if any(is_terminal(e) for e in events):
+        return 2
+    return 1 if any(isinstance(e, ExecutionCancelRequested) for e in events) else 0
+
+
 def _checked_moves(op: AppendOp) -> Sequence[Move]:
-    """``op.moves``, after checking that they name exactly the money events of ``op.events``, in
-    order: a money event appended without its move would be in the log but not in the balance."""
-    money = [i for i, e in enumerate(op.events) if isinstance(e, MONEY_EVENTS)]
-    if [m.event_index for m in op.moves] != money:
+    """``op.moves``, after checking that they name exactly the charge ids the events of ``op``
+    carry (engine.log.events.charge_ids), in order: money an event stands for but appended
+    without its move would be in the log but not in the balance."""
+    carried = [(i, cid) for i, e in enumerate(op.events) for cid in charge_ids(e)]
+    if [(m.event_index, m.charge_id) for m in op.moves] != carried:
         raise ValueError(
             f"{op.execution_id}: the moves do not match the money events of the append"
         )
@@ -244,23 +255,25 @@ def _result(op: AppendOp, stamped: list[AnyEvent], reply: Any, n: int) -> Append
 # its events name (SET NX), apply each money move whose charge id is not applied yet (balance,
 # applied-charges hash, ledger entry), append the events to the execution stream and the partition
 # log, set the retention, and release the execution's lease (its work-stream entry, see
-# engine.log.leases) when one is given. Each op is all or nothing and independent of the others: a
+# engine.log.leases) when one is given, and mark or unmark the execution in the cancel set. Each op
+# is all or nothing and independent of the others: a
 # StepCompleted never names a blob that is not stored, a money event is never written without its
 # money moving (nor money moved without its event), and a terminal append and the end of its lease
 # cannot be split.
 # KEYS[1] partition log  KEYS[2] partition's applied charges  KEYS[3] work stream
-# KEYS[4] running counts  KEYS[5..] per op: its execution stream, then (only when it has money
-# moves) the owner's balance and ledger, then its blob keys
+# KEYS[4] running counts  KEYS[5] cancel set  KEYS[6..] per op: its execution stream, then (only
+# when it has money moves) the owner's balance and ledger, then its blob keys
 # ARGV[1] group  ARGV[2] now ms  then per op: expected seq, PEXPIRE ms (0: none), lease to
-# release ('': none), n blobs, n events, n moves, execution id, the blob values, the events,
-# then per move: kind, charge id, signed amount (micro-coins), uncovered amount
+# release ('': none), n blobs, n events, n moves, execution id, cancel mark (1 add, 2 remove, 0
+# none), the blob values, the events, then per move: kind, charge id, signed amount (micro-coins),
+# uncovered amount
 # -> per op four numbers: 1, new seq, 0, 0 (written) | 0, current seq, 0, 0 (conflict) |
 #    2, current seq, n, balance (the op's n-th move would take the balance below zero)
 APPEND_BATCH = (
     END_LEASE
     + """
-local log, charges, now = KEYS[1], KEYS[2], ARGV[2]
-local k, a = 5, 3
+local log, charges, cancels, now = KEYS[1], KEYS[2], KEYS[5], ARGV[2]
+local k, a = 6, 3
 local out = {}
 while a <= #ARGV do
   local stream = KEYS[k]
@@ -271,7 +284,8 @@ while a <= #ARGV do
   local events = tonumber(ARGV[a + 4])
   local moves = tonumber(ARGV[a + 5])
   local xid = ARGV[a + 6]
-  a = a + 7
+  local mark = ARGV[a + 7]
+  a = a + 8
   local balance_key, ledger_key, blob_k = KEYS[k + 1], KEYS[k + 2], k + 1
   if moves > 0 then blob_k = k + 3 end
   local m = a + blobs + events
@@ -321,6 +335,11 @@ while a <= #ARGV do
     end
     if ttl > 0 then redis.call('PEXPIRE', stream, ttl) end
     if ack ~= '' then release(KEYS[3], KEYS[4], ARGV[1], ack) end
+    if mark == '1' then
+      redis.call('SADD', cancels, xid)
+    elseif mark == '2' then
+      redis.call('SREM', cancels, xid)
+    end
     current = expected + events
   end
   out[#out + 1] = status

@@ -20,15 +20,25 @@ Who emits what:
     api (engine.commands)  ExecutionRequested, ExecutionCancelRequested
     scheduler              ExecutionRequested (a schedule run, engine.schedules.runs)
     worker                 ExecutionStarted, StepStarted, StepCompleted, StepFailed,
-                           StepRetryScheduled, CostReserved, CostCharged, CostReleased,
-                           ExecutionCompleted, ExecutionFailed, ExecutionCancelled; in a schedule
-                           run, ExecutionRequested of each video's execution and RunItemRecorded
+                           StepRetryScheduled, CostReleased, ExecutionCompleted, ExecutionFailed,
+                           ExecutionCancelled; in a schedule run, ExecutionRequested of each
+                           video's execution and RunItemRecorded
+    older workers          CostReserved, CostCharged (no longer written, still folded)
     operator               ExecutionRetried (engine.run.revive: a dead letter retried from the
                            CLI or the admin API)
 
-Money events (CostReserved, CostCharged, CostReleased) are appended by the same script that moves
-the owner's balance and writes the ledger entry (engine.money.billing): the log and the ledger
-cannot disagree, and an append refused by its expected seq moves no money.
+Money (engine.money.billing) travels on the events of the step it pays for: a StepStarted with a
+``reserve_id`` holds its ``estimated_cost``; the StepCompleted or StepFailed that ends the attempt
+carries its :class:`Settlement` (the reservation given back and, once completed, the actual cost
+charged). A one-step execution is five events: ExecutionRequested, ExecutionStarted, StepStarted,
+StepCompleted, ExecutionCompleted. CostReleased gives back a reservation no outcome settles (an
+attempt abandoned by a dead worker, an execution ended around it). Logs written before this shape
+(schema 1 of StepStarted, StepCompleted and StepFailed) moved the same money with a CostReserved
+before the StepStarted and a CostReleased and a CostCharged after the outcome; they still fold.
+
+Every event that moves money (:func:`charge_ids` names its charge ids) is appended by the same
+script that moves the owner's balance and writes the ledger entries: the log and the ledger cannot
+disagree, and an append refused by its expected seq moves no money.
 """
 
 from __future__ import annotations
@@ -93,6 +103,21 @@ class BlobRef(msgspec.Struct, frozen=True, kw_only=True):
     content_type: str = "application/json"
 
 
+class Settlement(msgspec.Struct, frozen=True, kw_only=True):
+    """The money of an attempt's end, carried by its StepCompleted or StepFailed: the reservation
+    ``reservation`` given back (``released`` micro-coins, under charge id ``release_id``) and, for
+    a completed attempt with a cost, the actual cost charged (``charged`` under ``charge_id``;
+    ``uncovered`` is the part the balance could not pay, written off). The release moves first,
+    so the freed estimate pays for the charge. Empty ids: that half did not happen."""
+
+    reservation: str = ""
+    release_id: str = ""
+    released: int = 0
+    charge_id: str = ""
+    charged: int = 0
+    uncovered: int = 0
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """The envelope every event carries."""
 
@@ -129,7 +154,11 @@ class ExecutionStarted(Event, tag=True, frozen=True, kw_only=True):
 
 
 class StepStarted(Event, tag=True, frozen=True, kw_only=True):
-    """A worker holding the lease at ``epoch`` starts ``attempt`` of step ``step_index``."""
+    """A worker holding the lease at ``epoch`` starts ``attempt`` of step ``step_index``.
+
+    Schema 2: with a ``reserve_id``, the event itself holds ``estimated_cost`` from the owner's
+    balance (``reserve:{execution}:{step}:{attempt}``) until the attempt's outcome settles it.
+    Schema 1 (``reserve_id`` None) moves no money: a CostReserved before it did."""
 
     step_index: int
     attempt: int
@@ -137,6 +166,7 @@ class StepStarted(Event, tag=True, frozen=True, kw_only=True):
     worker_id: str
     input: dict[str, Any] = msgspec.field(default_factory=dict)
     estimated_cost: int = 0
+    reserve_id: str | None = None
 
 
 class StepCompleted(Event, tag=True, frozen=True, kw_only=True):
@@ -152,6 +182,9 @@ class StepCompleted(Event, tag=True, frozen=True, kw_only=True):
     usage: dict[str, int] = msgspec.field(default_factory=dict)
     cost: int = 0
     duration_ms: int = 0
+    # Schema 2: the attempt's reservation released and its cost charged (None: no money moved
+    # here; a schema 1 log settled with a CostReleased and a CostCharged after it).
+    settlement: Settlement | None = None
 
 
 class StepFailed(Event, tag=True, frozen=True, kw_only=True):
@@ -162,6 +195,8 @@ class StepFailed(Event, tag=True, frozen=True, kw_only=True):
     code: str
     message: str
     retryable: bool
+    # Schema 2: the attempt's reservation released (a failed attempt is charged nothing).
+    settlement: Settlement | None = None
 
 
 class StepRetryScheduled(Event, tag=True, frozen=True, kw_only=True):
@@ -301,9 +336,25 @@ AnyEvent = (
 DEAD_LETTER_ABANDONED = "abandoned: the execution was dead-lettered"
 
 TERMINAL_EVENTS = (ExecutionCompleted, ExecutionFailed, ExecutionCancelled)
-# Events that move an owner's balance: each is appended with its Move (engine.log.event_log),
-# computed by engine.money.billing.
-MONEY_EVENTS = (CostReserved, CostCharged, CostReleased)
+# Events that may move an owner's balance: each charge id :func:`charge_ids` names is appended
+# with its Move (engine.log.event_log), computed by engine.money.billing. The first three always
+# move money; a step's events only when they carry a reservation or a settlement.
+MONEY_EVENTS = (CostReserved, CostCharged, CostReleased, StepStarted, StepCompleted, StepFailed)
+# The schema of the step events that carry their money (StepStarted.reserve_id, .settlement).
+MONEY_ON_STEPS_SCHEMA = 2
+
+
+def charge_ids(event: AnyEvent) -> tuple[str, ...]:
+    """The charge ids of the balance movements ``event`` stands for, in the order they move (a
+    settlement's release before its charge); empty for an event that moves no money."""
+    match event:
+        case CostReserved() | CostCharged() | CostReleased():
+            return (event.charge_id,)
+        case StepStarted(reserve_id=str(reserve_id)):
+            return (reserve_id,)
+        case StepCompleted(settlement=Settlement() as s) | StepFailed(settlement=Settlement() as s):
+            return tuple(cid for cid in (s.release_id, s.charge_id) if cid)
+    return ()
 
 
 def is_terminal(event: AnyEvent) -> bool:

@@ -20,7 +20,8 @@ build on, so every name is still spelled here and still carries the partition's 
                                        ``limits`` library names the rest: api.rate_limits)
     {prefix}{{pN}}:log                 stream: every event of the partition (the partition log)
     {prefix}{{pN}}:x:{execution_id}    stream: one execution's events, entry id ``{seq}-0``
-    {prefix}{{pN}}:dead                stream: dead-lettered log entries with the reason
+    {prefix}{{pN}}:dead                stream: dead-lettered leases (and, written by older
+                                       workers, log entries) with the reason
     {prefix}{{pN}}:retried             hash: execution id -> seq of its latest ExecutionRetried
                                        (a retried dead letter: its first end was not its last)
     {prefix}{{pN}}:ready:{owner}       list: an owner's executions waiting, oldest first
@@ -28,6 +29,9 @@ build on, so every name is still spelled here and still carries the partition's 
     {prefix}{{pN}}:work                stream: one entry per leased execution (its lease, worker
                                        group ``workers``); deleted when the lease is released
     {prefix}{{pN}}:running             hash: owner -> leased executions (the global per-owner cap)
+    {prefix}{{pN}}:cancels             set: executions with a cancel request and no end yet (the
+                                       append that records either adds or removes it); what a
+                                       worker checks with its leases instead of reading the log
     {prefix}{{pN}}:bal:{account}       string: balance in micro-coins
     {prefix}{{pN}}:ledger:{account}    stream: the account's charges, refunds and credits
     {prefix}{{pN}}:charges             hash: charge id -> amount, so no charge applies twice
@@ -147,6 +151,9 @@ class Keys:
 
     def running(self, partition: int) -> str:
         return f"{self.tag(partition)}:running"
+
+    def cancels(self, partition: int) -> str:
+        return f"{self.tag(partition)}:cancels"
 
     # -- money ------------------------------------------------------------------------------------
     def balance(self, account_id: str) -> str:

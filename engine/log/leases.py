@@ -1,4 +1,4 @@
-"""Leases: which worker runs which execution, and the worker group on the partition logs.
+"""Leases: which worker runs which execution, and which of them have a cancel request.
 
 Dispatch (docs/decisions/0002): accepting a request (engine.log.admission) puts the execution at
 the end of its owner's ready list, and the owner in its partition's ring. :meth:`Leases.dispatch`
@@ -15,9 +15,9 @@ the terminal append (engine.log.event_log, with :data:`END_LEASE`), ``release`` 
 ends it, so a crash never leaks one. A stale worker's late write is refused by the expected-version
 append, never duplicated.
 
-Workers also read the partition logs through the same consumer group (``workers``): those entries
-only inform them, and are acknowledged (``ack``) or dead-lettered once acted on. The Lua scripts
-are at the end of this module.
+Workers never read the partition logs: a cancel request reaches the worker running the execution
+through the partition's cancel set (:meth:`Leases.cancelled`, kept by the appends). The Lua
+scripts are at the end of this module.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from engine.connection import as_str
 from engine.errors import StoreUnavailable
 from engine.log import codec
 from engine.log.context import ScriptCall, StoreContext
-from engine.log.entries import Entry, RawEntry, entry_from_row, raw_entry_from_row
+from engine.log.entries import Entry, entry_from_row
 from engine.log.events import AnyEvent
 from engine.log.keys import WORKER_GROUP
 
@@ -48,7 +48,7 @@ class Lease:
 
 
 class Leases:
-    """Dispatch, lease renewal and takeover, dead letters, and the worker group on the logs."""
+    """Dispatch, lease renewal and takeover, dead letters, and the cancel sets."""
 
     def __init__(self, ctx: StoreContext) -> None:
         self._ctx = ctx
@@ -108,6 +108,22 @@ class Leases:
         """Renew the leases ``consumer`` still holds; False for each one lost to a takeover."""
         return await self._touch_leases(partition, consumer, entry_ids, idle_ms=0)
 
+    async def renew_many(
+        self, leases: Mapping[int, Sequence[str]], consumer: str
+    ) -> dict[int, list[bool]]:
+        """:meth:`renew` for several partitions in one pipelined round trip."""
+        asked = {p: list(ids) for p, ids in leases.items() if ids}
+        keys = self._ctx.keys
+        calls: list[ScriptCall] = [
+            ([keys.work(p)], [WORKER_GROUP, consumer, 0, *ids]) for p, ids in asked.items()
+        ]
+        out: dict[int, list[bool]] = {p: [] for p in leases}
+        for p, reply in zip(asked, await self._ctx.pipelined(self._touch, calls), strict=True):
+            if isinstance(reply, Exception):
+                raise StoreUnavailable(f"renewing leases of partition {p} failed: {reply}")
+            out[p] = [int(x) == 1 for x in reply]
+        return out
+
     async def hand_back(self, partition: int, consumer: str, entry_ids: Sequence[str]) -> None:
         """Give leases up early (graceful shutdown): the next claim by any worker takes them."""
         idle_ms = 10 * self._ctx.settings.lease_ms
@@ -132,6 +148,28 @@ class Leases:
         """
         return await self._claim_idle(self._ctx.keys.work(partition), consumer, min_idle_ms, count)
 
+    async def claim_expired_many(
+        self, partitions: Sequence[int], consumer: str, min_idle_ms: int, count: int = 100
+    ) -> dict[int, list[Entry]]:
+        """:meth:`claim_expired` on every partition of ``partitions``: the first page of each in
+        one pipelined round trip, then the rest of the few that have more. Partitions with
+        nothing to take over are left out of the answer."""
+        work = self._ctx.keys.work
+        calls: list[ScriptCall] = [
+            ([work(p)], [WORKER_GROUP, consumer, min_idle_ms, "0-0", count]) for p in partitions
+        ]
+        out: dict[int, list[Entry]] = {}
+        for p, reply in zip(partitions, await self._ctx.pipelined(self._claim, calls), strict=True):
+            if isinstance(reply, Exception):
+                raise StoreUnavailable(f"claiming leases of partition {p} failed: {reply}")
+            claimed = _claimed(reply)
+            cursor = as_str(reply[0])
+            if cursor != "0-0":
+                claimed += await self._claim_idle(work(p), consumer, min_idle_ms, count, cursor)
+            if claimed:
+                out[p] = claimed
+        return out
+
     async def release(self, partition: int, entry_ids: Sequence[str]) -> None:
         """End leases whose execution needs nothing more, giving their owners' slots back."""
         await self.release_many({partition: list(entry_ids)})
@@ -150,86 +188,45 @@ class Leases:
             if isinstance(reply, Exception):
                 raise StoreUnavailable(f"release failed: {reply}")
 
-    # -- the worker group on the partition logs ---------------------------------------------------
-    async def read_group(
-        self, partitions: Sequence[int], consumer: str, count: int
-    ) -> dict[int, list[Entry]]:
-        """New entries for ``consumer`` from each partition's log (non-blocking, one round trip)."""
-        raw = await self.read_group_raw(partitions, consumer, count)
-        return {p: [entry.decode() for entry in entries] for p, entries in raw.items()}
-
-    async def read_group_raw(
-        self, partitions: Sequence[int], consumer: str, count: int
-    ) -> dict[int, list[RawEntry]]:
-        """:meth:`read_group` without decoding: the consumer decodes what it needs."""
+    # -- cancels --------------------------------------------------------------------------------
+    async def cancelled(self, executions: Mapping[int, Sequence[str]]) -> set[str]:
+        """Which of ``executions`` (execution ids by partition) have a cancel request and no end
+        yet: the cancel sets the appends keep (engine.log.event_log), one pipelined round trip."""
+        asked = {p: list(ids) for p, ids in executions.items() if ids}
+        if not asked:
+            return set()
         pipe = self._ctx.redis.pipeline(transaction=False)
-        for p in partitions:
-            pipe.xreadgroup(WORKER_GROUP, consumer, {self._ctx.keys.log(p): ">"}, count=count)
+        for p, ids in asked.items():
+            pipe.smismember(self._ctx.keys.cancels(p), ids)
         try:
-            results = await pipe.execute()
+            replies = await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        out: dict[int, list[RawEntry]] = {}
-        for p, reply in zip(partitions, results, strict=True):
-            entries = [
-                raw_entry_from_row(eid, fields) for _, rows in (reply or []) for eid, fields in rows
-            ]
-            if entries:
-                out[p] = entries
-        return out
-
-    async def ack(self, partition: int, entry_ids: Sequence[str]) -> None:
-        """Acknowledge entries of the worker group: they are done and will not be redelivered."""
-        if entry_ids:
-            await self._ctx.redis.xack(self._ctx.keys.log(partition), WORKER_GROUP, *entry_ids)
-
-    async def ack_many(self, acks: dict[int, list[str]]) -> None:
-        """Acknowledge entries of several partitions in one round trip."""
-        acks = {p: ids for p, ids in acks.items() if ids}
-        if not acks:
-            return
-        pipe = self._ctx.redis.pipeline(transaction=False)
-        for p, ids in acks.items():
-            pipe.xack(self._ctx.keys.log(p), WORKER_GROUP, *ids)
-        await pipe.execute()
-
-    async def reclaim_log(
-        self, partition: int, consumer: str, min_idle_ms: int, count: int = 100
-    ) -> list[Entry]:
-        """Take over log entries delivered to a reader that never acknowledged them (it died
-        between a read and its batch of acks), so they are acted on and acknowledged after all."""
-        return await self._claim_idle(self._ctx.keys.log(partition), consumer, min_idle_ms, count)
+        return {
+            xid
+            for ids, flags in zip(asked.values(), replies, strict=True)
+            for xid, flag in zip(ids, flags, strict=True)
+            if int(flag)
+        }
 
     async def _claim_idle(
-        self, stream: str, consumer: str, min_idle_ms: int, count: int
+        self, stream: str, consumer: str, min_idle_ms: int, count: int, cursor: str = "0-0"
     ) -> list[Entry]:
-        cursor = "0-0"
         claimed: list[Entry] = []
         while True:
             args: list[Any] = [WORKER_GROUP, consumer, min_idle_ms, cursor, count]
             reply = await self._ctx.run(self._claim, [stream], args)
             cursor = as_str(reply[0])
-            for entry_id, flat, deliveries in reply[1]:
-                fields = dict(zip(flat[::2], flat[1::2], strict=True))
-                claimed.append(entry_from_row(entry_id, fields, int(deliveries)))
+            claimed += _claimed(reply)
             if cursor == "0-0":
                 return claimed
 
     # -- dead letters -----------------------------------------------------------------------------
-    async def dead_letter(self, partition: int, entry: Entry, reason: str) -> None:
-        """Move log entry ``entry`` to the partition's dead-letter stream and acknowledge it,
-        atomically."""
-        keys = self._ctx.keys
-        await self._dead_letter_in([keys.log(partition), keys.dead(partition)], entry, reason)
-
     async def dead_letter_lease(self, partition: int, entry: Entry, reason: str) -> None:
         """Move lease ``entry`` (its ExecutionRequested) to the partition's dead-letter stream and
         release it, atomically."""
         keys = self._ctx.keys
         streams = [keys.work(partition), keys.dead(partition), keys.running(partition)]
-        await self._dead_letter_in(streams, entry, reason)
-
-    async def _dead_letter_in(self, keys: list[str], entry: Entry, reason: str) -> None:
         args: list[Any] = [
             WORKER_GROUP,
             entry.entry_id,
@@ -238,7 +235,7 @@ class Leases:
             entry.deliveries,
             now_ms(),
         ]
-        await self._ctx.run(self._dead_letter, keys, args)
+        await self._ctx.run(self._dead_letter, streams, args)
 
     async def dead_letters(self, partition: int, count: int = 100) -> list[dict[str, str]]:
         """The newest dead-lettered entries of ``partition``, oldest first."""
@@ -253,6 +250,15 @@ class Leases:
             }
             for eid, fields in reversed(rows)
         ]
+
+
+def _claimed(reply: Any) -> list[Entry]:
+    """The leases of one CLAIM reply, each with its delivery count."""
+    out: list[Entry] = []
+    for entry_id, flat, deliveries in reply[1]:
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        out.append(entry_from_row(entry_id, fields, int(deliveries)))
+    return out
 
 
 def _lease(entry_id: bytes | str, history: list[bytes]) -> Lease:
@@ -339,9 +345,9 @@ end
 return held
 """
 
-# Take over entries idle longer than a lease, with each one's delivery count: leases (the work
-# stream) and log entries a dead reader never acknowledged (the partition log).
-# KEYS[1] work stream or partition log
+# Take over leases (entries of the work stream) idle longer than a lease, with each one's delivery
+# count.
+# KEYS[1] work stream
 # ARGV[1] group  ARGV[2] consumer  ARGV[3] min idle ms  ARGV[4] cursor  ARGV[5] count
 # -> {next_cursor, {{id, fields, deliveries}, ...}}
 CLAIM = """
@@ -371,17 +377,14 @@ return n
 """
 )
 
-# Move one entry to the dead-letter stream and acknowledge it (a log entry) or release it (a lease),
-# atomically.
-# KEYS[1] partition log or work stream  KEYS[2] dead-letter stream  KEYS[3] running counts (only
-# for a lease)
+# Move a lease to the dead-letter stream and release it, atomically.
+# KEYS[1] work stream  KEYS[2] dead-letter stream  KEYS[3] running counts
 # ARGV[1] group  ARGV[2] entry id  ARGV[3] reason  ARGV[4] payload  ARGV[5] deliveries  ARGV[6] now
 DEAD_LETTER = (
     END_LEASE
     + """
 redis.call('XADD', KEYS[2], '*', 'entry_id', ARGV[2], 'reason', ARGV[3], 'e', ARGV[4],
   'deliveries', ARGV[5], 'at', ARGV[6])
-if KEYS[3] then return release(KEYS[1], KEYS[3], ARGV[1], ARGV[2]) end
-return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return release(KEYS[1], KEYS[3], ARGV[1], ARGV[2])
 """
 )

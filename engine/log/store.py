@@ -66,8 +66,8 @@ class EventStore:
         return range(self._ctx.keys.partitions)
 
     async def open(self) -> None:
-        """Record (or read back) the partition count and create the worker group on every log
-        and work stream.
+        """Record (or read back) the partition count, create the worker group on every work
+        stream, and drop the one older versions kept on the partition logs.
 
         The partition count is fixed when the store is first created; a process configured with
         another explicit count refuses to start rather than route owners to the wrong partition.
@@ -86,9 +86,17 @@ class EventStore:
                 )
             self._ctx.keys = Keys(settings.prefix, stored)
         for p in self.partitions:
+            # The log is created with a group, as the work stream is, so that it exists from the
+            # start (status and the archiver read it); workers read the logs through that group
+            # until 2026-12-05, nothing does now, and left in place its position would hold the
+            # log's trim floor forever: it is dropped again at once.
             for stream in (self.keys.log(p), self.keys.work(p)):
                 try:
                     await redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
                 except ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
                         raise StoreError(str(exc)) from exc
+            try:
+                await redis.xgroup_destroy(self.keys.log(p), WORKER_GROUP)
+            except ResponseError as exc:
+                raise StoreError(str(exc)) from exc

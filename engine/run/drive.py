@@ -20,13 +20,14 @@ a worker that takes an execution over publishes what its predecessor may not hav
 A conflict means someone else wrote: reload and re-plan, or drop the job quietly when the lease is
 gone.
 
-Provider cost (engine.money.billing): a step's estimated cost is reserved in the append of its
-StepStarted (after releasing the reservation of an attempt a dead worker left open); its outcome's
-append releases the reservation and, when it completed, charges the actual cost; every terminal
-append releases whatever is still held. The money moves in the same script as the events. When the
-balance refuses a move, nothing was written and the append is rewritten: a refused reservation
-becomes a StepFailed ``insufficient_balance`` in place of the StepStarted (no provider call), a
-refused settlement is capped at what the balance holds (the rest recorded as uncovered).
+Provider cost (engine.money.billing): a step's estimated cost is reserved by its StepStarted
+(after releasing the reservation of an attempt a dead worker left open); its outcome (StepCompleted
+or StepFailed) carries the settlement that releases the reservation and, when it completed,
+charges the actual cost; every terminal append releases whatever is still held. The money moves in
+the same script as the events. When the balance refuses a move, nothing was written and the append
+is rewritten: a refused reservation becomes a StepFailed ``insufficient_balance`` in place of the
+StepStarted (no provider call), a refused settlement is capped at what the balance holds (the rest
+recorded as uncovered).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class Drive:
         self.durable = 0  # the seq the store has confirmed
         self.pending: list[AnyEvent] = []
         self.blobs: list[tuple[str, bytes]] = []  # (sha256, data) named by the pending events
+        # Blobs this drive's steps made, by sha256: the next step reads its predecessor's output
+        # from here instead of Redis (a drive that took over reads what it did not make).
+        self.made: dict[str, bytes] = {}
         self.conflicts = 0
 
     async def run(self) -> None:
@@ -221,8 +225,8 @@ class Drive:
 
     # -- steps ------------------------------------------------------------------------------------
     async def _start_step(self, action: plan.StartStep) -> bool:
-        """Reserve the step's estimated cost and append StepStarted (with what was pending), run
-        the tool, buffer the outcome with its money events."""
+        """Append StepStarted holding the step's estimated cost (with what was pending), run the
+        tool, buffer the outcome carrying its settlement."""
         req = self.state.requested
         assert req is not None
         spec = req.workflow.steps[action.index]
@@ -242,9 +246,8 @@ class Drive:
             return True
         if outcome.blob is not None:
             self.blobs.append(outcome.blob)
-        for event in outcome.events:
-            self._buffer(event)
-        for event in decide.attempt_closed(self.state, action, outcome.events[-1]):
+            self.made[outcome.blob[0]] = outcome.blob[1]
+        for event in decide.attempt_closed(self.state, action, outcome.events):
             self._buffer(event)
         return True
 
@@ -258,4 +261,7 @@ class Drive:
                 await publish_document(self.ctx.runtime, req, event)
 
     async def _load_blob(self, sha256: str) -> bytes | None:
+        made = self.made.get(sha256)
+        if made is not None:
+            return made
         return await self.store.blobs.get(self.job.partition, sha256)

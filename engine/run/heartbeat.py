@@ -1,7 +1,8 @@
-"""Keeping the leases a worker holds: the heartbeat renews them all, and a lease lost to a
-takeover stops its job at once; the cancel check interrupts the jobs waiting on a provider or a
-retry whose execution has a cancel request (the reader sees most of them first, but a cancel
-appended while the reader is behind must still stop a call within about a second).
+"""Keeping the leases a worker holds: the heartbeat renews them all (every partition in one
+round trip), and a lease lost to a takeover stops its job at once; the cancel check interrupts the
+jobs waiting on a provider or a retry whose execution has a cancel request. The worker never reads
+the partition logs: the cancel check asks the partitions' cancel sets (engine.log.leases.cancelled),
+one round trip for every job waiting, within about a second of the request.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 
-from engine.log.events import ExecutionCancelRequested
 from engine.log.store import EventStore
 from engine.run.job import Job
 
@@ -29,9 +29,12 @@ def held_by_partition(jobs: Iterable[Job]) -> dict[int, list[Job]]:
 async def renew(store: EventStore, worker_id: str, jobs: dict[str, Job]) -> None:
     """Renew the lease of every job in ``jobs`` (the worker's, by execution id); a job whose
     lease another worker took over is stopped, and forgotten at once if it was still queued."""
-    for p, held in held_by_partition(list(jobs.values())).items():
-        still = await store.leases.renew(p, worker_id, [j.entry_id for j in held])
-        for job, ok in zip(held, still, strict=True):
+    by_partition = held_by_partition(list(jobs.values()))
+    answers = await store.leases.renew_many(
+        {p: [j.entry_id for j in held] for p, held in by_partition.items()}, worker_id
+    )
+    for p, held in by_partition.items():
+        for job, ok in zip(held, answers[p], strict=True):
             if not ok and not job.finished:
                 log.info("worker %s lost the lease of %s", worker_id, job.execution_id)
                 lose(jobs, job)
@@ -47,12 +50,14 @@ def lose(jobs: dict[str, Job], job: Job) -> None:
 
 async def check_cancels(store: EventStore, jobs: Iterable[Job]) -> None:
     """Interrupt the jobs waiting on a provider call or a retry whose execution has a cancel
-    request in its log."""
+    request (its partition's cancel set says so)."""
     waiting = [j for j in jobs if j.call_scope is not None and not j.cancel_seen]
     if not waiting:
         return
-    histories = await store.log.histories([j.execution_id for j in waiting])
+    asked: dict[int, list[str]] = defaultdict(list)
     for job in waiting:
-        events = histories.get(job.execution_id, [])
-        if any(isinstance(e, ExecutionCancelRequested) for e in events):
+        asked[job.partition].append(job.execution_id)
+    cancelled = await store.leases.cancelled(asked)
+    for job in waiting:
+        if job.execution_id in cancelled:
             job.interrupt()

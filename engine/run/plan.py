@@ -15,9 +15,10 @@ Rules (DESIGN §5):
     * Terminal executions (and unknown ones) need nothing, until an operator retries a dead
       letter (``ExecutionRetried``): the execution then goes on from its first step without a
       ``StepCompleted``, the last attempt's failure forgotten.
-    * Money (engine.money.billing): the state lists the reservations still ``held`` (a CostReserved
-      with no CostReleased yet); the worker releases them when their attempt ends, when a
-      takeover starts the step again, and before any terminal event. A ``StepFailed`` with code
+    * Money (engine.money.billing): the state lists the reservations still ``held`` (a reserving
+      StepStarted, or an older log's CostReserved, not released yet by a settlement or a
+      CostReleased); the worker releases them when their attempt ends, when a takeover starts the
+      step again, and before any terminal event. A ``StepFailed`` with code
       ``insufficient_balance`` (a reservation the balance refused: the step never started) ends
       the execution with 402.
 
@@ -55,6 +56,7 @@ from engine.log.events import (
     ExecutionRetried,
     ExecutionStarted,
     RunItemRecorded,
+    Settlement,
     StepCompleted,
     StepFailed,
     StepRetryScheduled,
@@ -128,6 +130,9 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
         case StepStarted():
             attempts = {**s.attempts, event.step_index: event.attempt}
             s = _settle_item_failure(s)
+            held = s.held
+            if event.reserve_id is not None:
+                held = {**held, event.reserve_id: _hold(event)}
             return replace(
                 s,
                 seq=seq,
@@ -137,12 +142,14 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
                 in_flight=event,
                 retry=None,
                 last_epoch=max(s.last_epoch, event.epoch),
+                held=held,
             )
         case StepCompleted():
             completed = {**s.completed, event.step_index: event}
             current = s.current_step
             while current in completed:
                 current += 1
+            s = _settle(s, event.settlement, event.step_index)
             return replace(
                 s,
                 seq=seq,
@@ -153,6 +160,7 @@ def apply(state: ExecState, event: AnyEvent) -> ExecState:
                 retry=None,
             )
         case StepFailed():
+            s = _settle(s, event.settlement, event.step_index)
             return replace(s, seq=seq, in_flight=None, last_failure=event, retry=None)
         case StepRetryScheduled():
             return replace(s, seq=seq, retry=event)
@@ -202,6 +210,37 @@ def _apply_money(
         case CostReleased():
             held = {k: v for k, v in s.held.items() if k != event.reservation}
             return replace(s, seq=seq, held=held)
+
+
+def _hold(started: StepStarted) -> CostReserved:
+    """The reservation a reserving StepStarted holds, in the shape ``held`` lists."""
+    assert started.reserve_id is not None
+    return CostReserved(
+        execution_id=started.execution_id,
+        seq=started.seq,
+        at=started.at,
+        charge_id=started.reserve_id,
+        amount=started.estimated_cost,
+        step_index=started.step_index,
+        attempt=started.attempt,
+    )
+
+
+def _settle(s: ExecState, settlement: Settlement | None, step_index: int) -> ExecState:
+    """The state after an outcome's settlement: its reservation no longer held, its charge
+    counted for its step."""
+    if settlement is None:
+        return s
+    if settlement.reservation:
+        s = replace(s, held={k: v for k, v in s.held.items() if k != settlement.reservation})
+    if settlement.charge_id:
+        spent = s.step_charges.get(step_index, 0) + settlement.charged
+        s = replace(
+            s,
+            charged=s.charged + settlement.charged,
+            step_charges={**s.step_charges, step_index: spent},
+        )
+    return s
 
 
 def _settle_item_failure(s: ExecState) -> ExecState:

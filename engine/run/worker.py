@@ -11,22 +11,24 @@ Shape (docs/architecture.md, docs/decisions/0001 and 0002):
                lanes (no task per execution). The worker leases at most twice that many, so a
                lane that ends a job starts the next without a round trip; the queued ones are
                served round-robin by owner too.
-    reader     read_group on every partition log (non-blocking, batched): every entry only
-               informs the worker and is acknowledged in batches, except that a cancel request for
-               a job we hold interrupts it now and an undecodable entry is dead-lettered.
-    heartbeat  every ``heartbeat_ms``: renew every lease held (queued jobs too). A lost lease
-               cancels that job: another worker owns the execution now.
-    cancels    every ``min(heartbeat_ms, 500)`` ms: jobs inside a provider call or a retry wait
-               look for an ExecutionCancelRequested and abort the call (DESIGN: within ~1 s).
+    no reader the worker never reads the partition logs (only the projectors do): what it
+               writes it knows, and the one thing others write that it must act on, a cancel
+               request, reaches it through the partition's cancel set (below).
+    heartbeat  every ``heartbeat_ms``: renew every lease held (queued jobs too), every partition
+               in one round trip. A lost lease cancels that job: another worker owns it now.
+    cancels    every ``min(heartbeat_ms, 500)`` ms: the jobs inside a provider call or a retry
+               wait are looked up in their partitions' cancel sets (one round trip; the append of
+               an ExecutionCancelRequested adds the execution, its end removes it), and a
+               cancelled one aborts its call (DESIGN: within ~1 s). A job between calls finds the
+               request at its next append, which conflicts with it.
     claims     every ``claim_interval_ms``: take over leases idle longer than ``lease_ms``
                (epoch = delivery count); too many deliveries -> dead letter and ExecutionFailed.
                A lease taken over keeps its owner's cap slot, so a crash neither leaks a slot nor
-               lets the owner exceed the cap. Log entries a dead reader left unacknowledged are
-               taken over and acted on too.
+               lets the owner exceed the cap.
 
 Where each part lives: the jobs and lanes in engine.run.lanes, the heartbeat and the cancels in
 engine.run.heartbeat, what becomes of a claimed lease (dead letters included) in engine.run.claims;
-this module is the loop that runs them all, with the dispatch, the reader and the shutdown.
+this module is the loop that runs them all, with the dispatch and the shutdown.
 
 A job is driven by engine.run.drive (plan, append, run tools), which sees only the
 :class:`engine.run.job.DriveContext` the worker gives it; its appends go through one
@@ -34,9 +36,9 @@ A job is driven by engine.run.drive (plan, append, run tools), which sees only t
 pipelined round trip, and its terminal append releases its lease (and cap slot) atomically.
 
 Throughput (DESIGN §12): one pipelined round trip leases executions in every partition, and a
-fresh lease needs no history read (dispatch returns the history with the lease); the reader
-decodes almost nothing (log entries are recognised by their encoded type prefix and acknowledged
-in batches); and the appends of all executions at the same point travel in one pipeline.
+fresh lease needs no history read (dispatch returns the history with the lease); nothing reads
+the logs back; the appends of all executions at the same point travel in one pipeline, and so do
+the renewals, the cancel checks and the releases of every partition.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ import secrets
 import socket
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, get_args
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -57,7 +59,7 @@ import anyio.abc
 from engine import meters
 from engine.log.batcher import AppendBatcher
 from engine.log.entries import Entry
-from engine.log.events import AnyEvent, ExecutionCancelRequested, ExecutionRequested
+from engine.log.events import AnyEvent, ExecutionRequested
 from engine.run import claims, heartbeat, presence
 from engine.run.job import DriveContext, Job
 from engine.run.lanes import Lanes
@@ -68,18 +70,13 @@ log = logging.getLogger("clipstream.worker")
 _IDLE_MIN_S = 0.002
 _IDLE_MAX_S = 0.05
 
-# Log entries the reader acknowledges without decoding: every event type but a cancel request (the
-# reader acts on it); anything whose type prefix is not one of these is decoded (it may be
-# undecodable). Derived from the union, so a new event type cannot be forgotten here.
-_INFORMATIONAL = frozenset(t.__name__ for t in get_args(AnyEvent)) - {"ExecutionCancelRequested"}
-
 
 def _default_worker_id() -> str:
     return f"w-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class _Backoff:
-    """The reader's idle sleep: a few ms, doubling to ~50 ms while everything stays empty."""
+    """The loop's idle sleep: a few ms, doubling to ~50 ms while nothing is leased."""
 
     def __init__(self) -> None:
         self.delay = _IDLE_MIN_S
@@ -105,7 +102,6 @@ class Worker:
         self.batcher = AppendBatcher(self.store.log, max_batch=self.settings.batch)
         self._jobs: dict[str, Job] = {}  # every lease held, by execution id
         self._lanes = Lanes(self._jobs, lambda: self._stopping)
-        self._acks: dict[int, list[str]] = defaultdict(list)  # log entries read
         self._releases: dict[int, list[str]] = defaultdict(list)  # leases of finished jobs
         self._stop: anyio.Event | None = None
         self._stop_requested = False
@@ -128,9 +124,8 @@ class Worker:
             backoff = _Backoff()
             while not self._stop.is_set():
                 leased = await self._guarded(self._dispatch_pass)
-                behind = await self._guarded(self._read_pass)
-                await self._guarded(self._flush_acks)
-                if leased or behind:
+                await self._guarded(self._flush_releases)
+                if leased:
                     backoff.reset()
                     continue
                 with anyio.move_on_after(_IDLE_MAX_S if self._full else backoff.next()):
@@ -160,16 +155,15 @@ class Worker:
                 had_jobs = bool(self._jobs)
                 claimed = await self._claim_pass()
                 leased = await self._dispatch_pass()
-                behind = await self._read_pass()
-                await self._flush_acks()
-                if not (had_jobs or claimed or leased or behind or self._jobs):
+                await self._flush_releases()
+                if not (had_jobs or claimed or leased or self._jobs):
                     break
-                if leased or behind or claimed:
+                if leased or claimed:
                     backoff.reset()
                 else:
                     await anyio.sleep(backoff.next())
             tg.cancel_scope.cancel()
-        await self._flush_acks()
+        await self._flush_releases()
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to shut down gracefully (what the CLI's SIGTERM handler does)."""
@@ -246,40 +240,6 @@ class Worker:
             partitions = [p for p in partitions if len(leased.get(p, ())) == share]
         return leased_any
 
-    async def _read_pass(self) -> bool:
-        """Read new log entries from every partition and act on them; True when the reader is
-        behind (a partition had a whole batch for it), so the next pass should come at once.
-
-        A reader that has caught up reads again after the idle backoff: the log only informs the
-        worker, and reading it as fast as events arrive would take the CPU the jobs need."""
-        if self._stopping:
-            return False
-        count = self.settings.batch
-        batches = await self.store.leases.read_group_raw(
-            self.store.partitions, self.worker_id, count
-        )
-        for p, raws in batches.items():
-            acks = self._acks[p]
-            for raw in raws:
-                if raw.event_type in _INFORMATIONAL:
-                    acks.append(raw.entry_id)  # the common case: no decoding at all
-                else:
-                    await self._on_log_entry(p, raw.decode())
-        return any(len(raws) == count for raws in batches.values())
-
-    async def _on_log_entry(self, partition: int, entry: Entry) -> None:
-        """Act on one log entry the reader decoded: dead-letter it, or acknowledge it (after
-        interrupting our job when it is a cancel request for one)."""
-        event = entry.event
-        if event is None:
-            await self.store.leases.dead_letter(partition, entry, "undecodable entry")
-            return
-        if isinstance(event, ExecutionCancelRequested):
-            job = self._jobs.get(event.execution_id)
-            if job is not None:
-                job.interrupt()
-        self._acks[partition].append(entry.entry_id)
-
     def _job(self, partition: int, entry: Entry, history: list[AnyEvent] | None) -> Job | None:
         """The job of a lease, or None when we hold that execution already (the lease came back
         to us: the job goes on, at the new epoch). ``history`` None: read in :meth:`_admit`."""
@@ -326,11 +286,9 @@ class Worker:
             self._jobs[job.execution_id] = job
         self._lanes.add(jobs)
 
-    async def _flush_acks(self) -> None:
-        """Acknowledge the log entries read and release the leases of finished jobs."""
-        if any(self._acks.values()):
-            acks, self._acks = dict(self._acks), defaultdict(list)
-            await self.store.leases.ack_many(acks)
+    async def _flush_releases(self) -> None:
+        """Release the leases of finished jobs (those that ended without a terminal append of
+        their own), every partition in one round trip."""
         if any(self._releases.values()):
             releases, self._releases = dict(self._releases), defaultdict(list)
             await self.store.leases.release_many(releases)
@@ -346,18 +304,17 @@ class Worker:
         await heartbeat.check_cancels(self.store, list(self._jobs.values()))
 
     async def _claim_pass(self) -> bool:
-        """Take over expired leases (and log entries a dead reader left unacknowledged) on every
-        partition; True when anything was claimed."""
+        """Take over expired leases on every partition; True when anything was claimed."""
         if self._stopping:
             return False
         claimed_any = False
         fresh: list[Job] = []
-        leases, lease_ms = self.store.leases, self.settings.lease_ms
-        for p in self.store.partitions:
-            for entry in await leases.reclaim_log(p, self.worker_id, min_idle_ms=lease_ms):
-                claimed_any = True
-                await self._on_log_entry(p, entry)
-            for entry in await leases.claim_expired(p, self.worker_id, min_idle_ms=lease_ms):
+        lease_ms = self.settings.lease_ms
+        expired = await self.store.leases.claim_expired_many(
+            self.store.partitions, self.worker_id, min_idle_ms=lease_ms
+        )
+        for p, entries in expired.items():
+            for entry in entries:
                 claimed_any = True
                 if await claims.triage(self.store, self.settings, self.worker_id, p, entry) is None:
                     continue
@@ -371,7 +328,7 @@ class Worker:
                     )
                     fresh.append(job)
         await self._admit(fresh)
-        await self._flush_acks()
+        await self._flush_releases()
         return claimed_any
 
     # -- shutdown ---------------------------------------------------------------------------------
@@ -400,7 +357,7 @@ class Worker:
                 log.exception("worker %s: hand back failed on partition %d", self.worker_id, p)
         self._jobs.clear()
         self._lanes.queue.clear()
-        await self._guarded(self._flush_acks)
+        await self._guarded(self._flush_releases)
         log.info(
             "worker %s stopped; handed back %d", self.worker_id, sum(map(len, unfinished.values()))
         )

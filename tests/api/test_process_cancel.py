@@ -79,14 +79,13 @@ async def test_cancel_aborts_the_running_call_and_ends_in_cancelled(
         worker.request_stop()
 
     names = [type(e).__name__ for e in history]
-    assert names[-4:] == [
+    assert names[-3:] == [
         "ExecutionCancelRequested",
         "StepFailed",
-        "CostReleased",
         "ExecutionCancelled",
     ]
-    request = history[-4]
-    failed = history[-3]
+    request = history[-3]
+    failed = history[-2]
     assert isinstance(request, ExecutionCancelRequested)
     assert isinstance(failed, StepFailed)
     assert (failed.step_index, failed.code, failed.retryable) == (0, "cancelled", False)

@@ -26,9 +26,9 @@ from engine import commands
 from engine.errors import EngineError, InsufficientBalance
 from engine.log.events import (
     AnyEvent,
-    CostCharged,
     ExecutionFailed,
     ExecutionRequested,
+    StepFailed,
     StepSpec,
     StepStarted,
     Target,
@@ -217,12 +217,12 @@ async def test_money_adds_up_after_kills_redeliveries_and_cancels(runtime: Runti
     ledger_ids = await _ledger_charge_ids(runtime, owners)
     for xid, history in histories.items():
         # The log and the ledger name the same money moves of this execution, each once.
-        logged = [m.charge_id for m in map(billing.move_of, history) if m is not None]
+        logged = [m.charge_id for e in history for m in billing.move_of(e)]
         assert len(logged) == len(set(logged)), xid
         assert sorted(logged) == sorted(ledger_ids.get(xid, [])), xid
         assert plan.fold(history).held == {}, xid
         view = fold(history)
-        charged = sum(e.amount for e in history if isinstance(e, CostCharged))
+        charged = -sum(m.amount for e in history for m in billing.move_of(e) if m.kind == "settle")
         assert view.cost == FEE + charged, xid
     _the_chaos_happened(histories, crew, steals)
 
@@ -244,9 +244,17 @@ def _the_chaos_happened(
     ), "no execution moved to another worker"
     # Redeliveries: the steals found leases held and handed them back.
     assert sum(steals) > 0, "the steals redelivered nothing"
-    # Retries after provider failures, and the money events they move.
+    # Retries after provider failures, and the money they move: reservations on the starts,
+    # releases on failed attempts, and an abandoned attempt's reservation released on its own.
     assert any(e.attempt > 1 for e in starts), "no attempt was retried"
-    assert {"CostReserved", "CostReleased", "CostCharged", "StepFailed"} <= kinds
+    assert {"CostReleased", "StepFailed"} <= kinds
+    moved = {m.kind for h in histories.values() for e in h for m in billing.move_of(e)}
+    assert moved == {billing.RESERVE, billing.RELEASE, billing.SETTLE}, moved
+    assert any(
+        isinstance(e, StepFailed) and e.settlement is not None and e.settlement.release_id
+        for h in histories.values()
+        for e in h
+    ), "no failed attempt released its reservation"
     # Owners ran out part-way, and cancels landed on running executions.
     ends = Counter(type(h[-1]).__name__ for h in histories.values())
     assert ends["ExecutionCancelled"] > 0, ends

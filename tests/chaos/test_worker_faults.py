@@ -13,7 +13,6 @@ import pytest
 
 from engine.log.events import (
     AnyEvent,
-    CostCharged,
     CostReleased,
     ExecutionCompleted,
     ExecutionRequested,
@@ -24,6 +23,7 @@ from engine.log.events import (
     WorkflowSnapshot,
 )
 from engine.log.ids import new_execution_id, new_id
+from engine.money import billing
 from engine.run import plan
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -132,12 +132,18 @@ async def test_killed_worker_mid_step_is_taken_over(
             released = [e for e in history if isinstance(e, CostReleased)]
             assert [
                 (r.step_index, r.attempt, r.reason) for r in released if r.step_index == killed_in
-            ] == [
-                (killed_in, 1, "abandoned"),
-                (killed_in, 2, "settled"),
+            ] == [(killed_in, 1, "abandoned")]
+            # The heir's attempt settled its own reservation on its StepCompleted.
+            [redone] = [
+                e for e in history if isinstance(e, StepCompleted) and e.step_index == killed_in
             ]
+            assert redone.attempt == 2
+            assert redone.settlement is not None
+            assert redone.settlement.reservation == f"reserve:{xid}:{killed_in}:2"
             assert plan.fold(history).held == {}
-            charged = sum(e.amount for e in history if isinstance(e, CostCharged))
+            charged = -sum(
+                m.amount for e in history for m in billing.move_of(e) if m.kind == "settle"
+            )
             owner = owners[xid]
             assert (
                 await runtime.store.redis.get(runtime.store.keys.balance(owner))

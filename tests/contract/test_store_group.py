@@ -1,7 +1,7 @@
-"""The worker group on every backend (``store.leases``): on the logs, ``read_group`` across
-partitions, ``ack``/``ack_many``, ``reclaim_log`` and ``dead_letter``; on the work streams, leases
-taken by ``dispatch`` (``renew``, ``hand_back``, ``claim_expired``, ``release``,
-``dead_letter_lease``).
+"""The worker group on every backend (``store.leases``): on the work streams, leases taken by
+``dispatch`` (``renew``, ``renew_many``, ``hand_back``, ``claim_expired``, ``release``,
+``dead_letter_lease``); and the cancel sets the appends keep (``cancelled``). Workers do not read
+the partition logs: no group is left on them.
 
 Leases here are an hour long, so an entry a test has just touched is never idle long enough to
 be claimed by accident, however slow the machine: takeovers happen only through ``hand_back``.
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import pytest
 
+from engine.errors import ConcurrencyConflict
 from engine.log.entries import Entry
-from engine.log.events import ExecutionRequested
+from engine.log.events import ExecutionCancelled, ExecutionCancelRequested, ExecutionRequested
 from engine.log.store import EventStore
 from tests.contract.builders import started_execution
 
@@ -26,13 +27,6 @@ async def _pending(store: EventStore, partition: int) -> list[str]:
     ]
 
 
-async def _pending_log(store: EventStore, partition: int) -> list[str]:
-    """Every log entry still pending in ``partition``, the same way."""
-    return [
-        e.entry_id for e in await store.leases.reclaim_log(partition, "observer", min_idle_ms=0)
-    ]
-
-
 async def _one_leased(store: EventStore, consumer: str = "w1") -> tuple[int, Entry]:
     req = await started_execution(store, partition=1)
     got = await store.leases.dispatch({1: 10}, consumer)
@@ -42,34 +36,6 @@ async def _one_leased(store: EventStore, consumer: str = "w1") -> tuple[int, Ent
     return 1, entry
 
 
-async def test_read_group_delivers_each_partition_once(store: EventStore) -> None:
-    reqs = {p: await started_execution(store, partition=p) for p in store.partitions}
-    got = await store.leases.read_group(list(store.partitions), "w1", 10)
-    assert sorted(got) == list(store.partitions)
-    for p, entries in got.items():
-        assert [e.event.execution_id for e in entries if e.event] == [reqs[p].execution_id]
-        assert [e.deliveries for e in entries] == [1]
-    assert await store.leases.read_group(list(store.partitions), "w1", 10) == {}
-    assert await store.leases.read_group(list(store.partitions), "w2", 10) == {}
-
-
-async def test_read_group_splits_entries_between_consumers(store: EventStore) -> None:
-    xids = {(await started_execution(store, partition=0)).execution_id for _ in range(5)}
-    first = await store.leases.read_group([0], "w1", 2)
-    second = await store.leases.read_group([0], "w2", 10)
-    got = [e.event.execution_id for e in first[0] + second[0] if e.event]
-    assert len(first[0]) == 2
-    assert sorted(got) == sorted(xids)
-
-
-async def test_read_group_only_reads_the_partitions_asked(store: EventStore) -> None:
-    await started_execution(store, partition=0)
-    await started_execution(store, partition=2)
-    got = await store.leases.read_group([2, 3], "w1", 10)
-    assert list(got) == [2]
-    assert list(await store.leases.read_group([0, 1], "w1", 10)) == [0]
-
-
 async def test_release_ends_the_lease(hour_store: EventStore) -> None:
     p, entry = await _one_leased(hour_store)
     await hour_store.leases.release(p, [entry.entry_id])
@@ -77,26 +43,6 @@ async def test_release_ends_the_lease(hour_store: EventStore) -> None:
     assert await hour_store.leases.renew(p, "w1", [entry.entry_id]) == [False]
     assert await _pending(hour_store, p) == []
     assert await hour_store.leases.leased(p) == {}
-
-
-async def test_ack_ends_a_log_entrys_delivery(store: EventStore) -> None:
-    await started_execution(store, partition=1)
-    [entry] = (await store.leases.read_group([1], "w1", 10))[1]
-    await store.leases.ack(1, [entry.entry_id])
-    await store.leases.ack(1, [])
-    assert await _pending_log(store, 1) == []
-
-
-async def test_ack_many_acknowledges_every_partition(store: EventStore) -> None:
-    for p in store.partitions:
-        await started_execution(store, partition=p)
-        await started_execution(store, partition=p)
-    got = await store.leases.read_group(list(store.partitions), "w1", 10)
-    keep = {p: entries[1].entry_id for p, entries in got.items()}
-    await store.leases.ack_many({p: [entries[0].entry_id] for p, entries in got.items()} | {99: []})
-    await store.leases.ack_many({})
-    for p in store.partitions:
-        assert await _pending_log(store, p) == [keep[p]]
 
 
 async def test_renew_keeps_only_leases_still_held(hour_store: EventStore) -> None:
@@ -188,9 +134,9 @@ async def test_dead_letter_moves_and_acknowledges(hour_store: EventStore) -> Non
 async def test_dead_letters_lists_oldest_first_and_per_partition(store: EventStore) -> None:
     for _ in range(3):
         await started_execution(store, partition=0)
-    got = await store.leases.read_group([0], "w1", 10)
-    for i, entry in enumerate(got[0]):
-        await store.leases.dead_letter(0, entry, f"reason {i}")
+    got = await store.leases.dispatch({0: 10}, "w1")
+    for i, lease in enumerate(got[0]):
+        await store.leases.dead_letter_lease(0, lease.entry, f"reason {i}")
     assert [d["reason"] for d in await store.leases.dead_letters(0)] == [
         f"reason {i}" for i in range(3)
     ]
@@ -201,24 +147,65 @@ async def test_dead_letters_lists_oldest_first_and_per_partition(store: EventSto
     assert await store.leases.dead_letters(1) == []
 
 
-async def test_an_undecodable_entry_is_delivered_for_dead_lettering(store: EventStore) -> None:
-    await store.redis.xadd(store.keys.log(3), {"e": b"\xffgarbage"})
-    [entry] = (await store.leases.read_group([3], "w1", 10))[3]
-    assert (entry.event, entry.raw) == (None, b"\xffgarbage")
-    await store.leases.dead_letter(3, entry, "undecodable")
-    assert [d["reason"] for d in await store.leases.dead_letters(3)] == ["undecodable"]
-    assert await _pending_log(store, 3) == []
+async def test_renew_many_renews_every_partition_in_one_call(hour_store: EventStore) -> None:
+    ids: dict[int, list[str]] = {}
+    for p in (0, 2):
+        await started_execution(hour_store, partition=p)
+        got = await hour_store.leases.dispatch({p: 10}, "w1")
+        ids[p] = [lease.entry.entry_id for lease in got[p]]
+    asked = {0: ids[0], 2: [*ids[2], "0-1"], 3: []}
+    assert await hour_store.leases.renew_many(asked, "w1") == {
+        0: [True],
+        2: [True, False],
+        3: [],
+    }
+    assert await hour_store.leases.renew_many(asked, "w2") == {0: [False], 2: [False, False], 3: []}
+    assert await hour_store.leases.renew_many({}, "w1") == {}
 
 
-async def test_read_group_raw_reads_the_type_without_decoding(store: EventStore) -> None:
-    req = await started_execution(store, partition=0)
-    await store.redis.xadd(store.keys.log(0), {"e": b"\xffgarbage"})
-    [raw, garbage] = (await store.leases.read_group_raw([0], "w1", 10))[0]
-    assert raw.event_type == "ExecutionRequested"
-    entry = raw.decode()
-    assert isinstance(entry.event, ExecutionRequested)
-    assert entry.event.execution_id == req.execution_id
-    assert (entry.entry_id, entry.raw, entry.deliveries) == (raw.entry_id, raw.raw, 1)
-    assert garbage.event_type is None
-    assert garbage.decode().event is None
-    assert await store.leases.read_group_raw([0], "w1", 10) == {}
+async def test_a_cancel_request_marks_its_execution_until_it_ends(store: EventStore) -> None:
+    a = await started_execution(store, partition=1)
+    b = await started_execution(store, partition=1)
+    c = await started_execution(store, partition=3)
+    asked = {1: [a.execution_id, b.execution_id], 3: [c.execution_id]}
+    assert await store.leases.cancelled(asked) == set()
+    for req in (a, c):
+        cancel = ExecutionCancelRequested(execution_id=req.execution_id, requested_by=req.owner)
+        await store.log.append(req.execution_id, 1, [cancel])
+    assert await store.leases.cancelled(asked) == {a.execution_id, c.execution_id}
+    # A cancel refused by its expected seq marks nothing.
+    late = ExecutionCancelRequested(execution_id=b.execution_id, requested_by=b.owner)
+    with pytest.raises(ConcurrencyConflict):
+        await store.log.append(b.execution_id, 5, [late])
+    # The end of the execution clears its mark.
+    await store.log.append(a.execution_id, 2, [ExecutionCancelled(execution_id=a.execution_id)])
+    assert await store.leases.cancelled(asked) == {c.execution_id}
+    assert await store.leases.cancelled({}) == set()
+
+
+async def test_no_group_is_left_on_the_logs(store: EventStore) -> None:
+    for p in store.partitions:
+        assert await store.redis.xinfo_groups(store.keys.log(p)) == []
+
+
+async def test_claim_expired_many_takes_over_every_partition_at_once(
+    hour_store: EventStore,
+) -> None:
+    handed: dict[int, list[str]] = {}
+    for p, n in ((0, 1), (2, 3)):
+        for _ in range(n):
+            await started_execution(hour_store, partition=p)
+        got = await hour_store.leases.dispatch({p: 10}, "w1")
+        handed[p] = [lease.entry.entry_id for lease in got[p]]
+        await hour_store.leases.hand_back(p, "w1", handed[p])
+    lease_ms = hour_store.settings.lease_ms
+    # A page of two: partition 2's third lease comes from a second page.
+    claimed = await hour_store.leases.claim_expired_many(
+        [0, 1, 2, 3], "w2", min_idle_ms=lease_ms, count=2
+    )
+    assert sorted(claimed) == [0, 2]
+    for p, entries in claimed.items():
+        assert sorted(e.entry_id for e in entries) == sorted(handed[p])
+        assert {e.deliveries for e in entries} == {2}
+        assert await hour_store.leases.renew(p, "w2", handed[p]) == [True] * len(handed[p])
+    assert await hour_store.leases.claim_expired_many([0, 2], "w3", min_idle_ms=lease_ms) == {}

@@ -244,3 +244,76 @@ async def test_the_audit_finds_what_does_not_add_up(runtime: Runtime) -> None:
     assert any("appears twice" in p for p in problems), problems
     assert any(p.startswith("balance is 85007") for p in problems), problems
     assert any("entries up to it add up" in p for p in problems), problems
+
+
+def started_reserving(xid: str, estimate: int) -> list[AnyEvent]:
+    """ExecutionStarted and step 0's StepStarted holding ``estimate`` (the worker's shape)."""
+    started = StepStarted(
+        execution_id=xid, step_index=0, attempt=1, epoch=1, worker_id="w1", estimated_cost=estimate
+    )
+    return [
+        ExecutionStarted(execution_id=xid, worker_id="w1", epoch=1),
+        billing.reserving(started),
+    ]
+
+
+def completed_settled(xid: str, estimate: int, cost: int) -> StepCompleted:
+    """Step 0's StepCompleted carrying its release and its charge."""
+    done = StepCompleted(execution_id=xid, step_index=0, attempt=1, cost=cost)
+    return billing.settled(done, billing.reservation(xid, 0, 1, estimate))
+
+
+async def test_money_carried_on_the_step_events_moves_like_money_events(
+    runtime: Runtime,
+) -> None:
+    store = runtime.store
+    owner = await account(runtime, 100_000)
+    xid = (await accepted(runtime, owner)).execution_id
+    await append(store, xid, 1, started_reserving(xid, 5_000), owner=owner)
+    assert await balance(store, owner) == 100_000 - FEE - 5_000
+    await append(store, xid, 3, [completed_settled(xid, 5_000, 1_200)], owner=owner)
+    assert await balance(store, owner) == 100_000 - FEE - 1_200
+    # One ledger entry per charge id, in the order they moved: the release before the charge.
+    rows = [(r["kind"], r["charge_id"], r["amount"]) for r in await ledger(store, owner)][-3:]
+    assert rows == [
+        ("reserve", f"reserve:{xid}:0:1", "-5000"),
+        ("release", f"release:{xid}:0:1", "5000"),
+        ("settle", f"settle:{xid}:0:1", "-1200"),
+    ]
+    assert await applied(store, owner, f"settle:{xid}:0:1") == "-1200"
+    audit = await audit_account(runtime, owner)
+    assert audit.ok, audit.problems
+    assert audit.held == {}
+
+
+async def test_a_refused_settlement_on_a_step_completed_is_capped_and_fits(
+    runtime: Runtime,
+) -> None:
+    store = runtime.store
+    owner = await account(runtime, FEE + 5_000)
+    xid = (await accepted(runtime, owner)).execution_id
+    await append(store, xid, 1, started_reserving(xid, 5_000), owner=owner)
+    done = completed_settled(xid, 5_000, 7_000)
+    with pytest.raises(BalanceRefused) as info:
+        await append(store, xid, 3, [done], owner=owner)
+    # The release (first move of the event) gave back 5,000; the charge could not take 7,000.
+    assert (info.value.event_index, info.value.available) == (0, 5_000)
+    assert await balance(store, owner) == 0  # nothing moved
+    await append(store, xid, 3, [billing.capped(done, info.value.available)], owner=owner)
+    assert await balance(store, owner) == 0
+    last = (await ledger(store, owner))[-1]
+    assert (last["kind"], last["amount"], last["uncovered"]) == ("settle", "-5000", "2000")
+    audit = await audit_account(runtime, owner)
+    assert audit.ok, audit.problems
+
+
+async def test_a_settlement_needs_both_its_moves(runtime: Runtime) -> None:
+    """A settlement whose charge is left out of the moves would charge in the log only."""
+    store = runtime.store
+    owner = await account(runtime, 100_000)
+    xid = (await accepted(runtime, owner)).execution_id
+    await append(store, xid, 1, started_reserving(xid, 5_000), owner=owner)
+    done = completed_settled(xid, 5_000, 1_200)
+    with pytest.raises(ValueError, match="moves"):
+        await store.log.append(xid, 3, [done], owner=owner, moves=billing.moves_of([done])[:1])
+    assert len(await store.log.history(xid)) == 3

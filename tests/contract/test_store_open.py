@@ -8,6 +8,7 @@ import pytest
 
 from engine.connection import RedisClient
 from engine.errors import ConfigError
+from engine.log.events import ExecutionRequested
 from engine.log.keys import WORKER_GROUP
 from engine.log.store import EventStore
 from engine.settings import Settings
@@ -29,9 +30,26 @@ async def test_open_records_the_partition_count_and_creates_the_groups(
     assert int(await redis.hget(store.keys.meta, "partitions")) == 3
     assert store.partitions == range(3)
     for p in store.partitions:
-        groups = await redis.xinfo_groups(store.keys.log(p))
+        groups = await redis.xinfo_groups(store.keys.work(p))
         assert [g["name"] for g in groups] in ([WORKER_GROUP], [WORKER_GROUP.encode()])
+        # The log exists from the start, with no group: nothing reads it through one.
+        assert await redis.xinfo_groups(store.keys.log(p)) == []
     assert await redis.exists(store.keys.log(3)) == 0
+
+
+async def test_open_drops_the_group_older_workers_kept_on_the_logs(
+    redis: RedisClient, settings: Settings
+) -> None:
+    """Its position would otherwise hold the log's trim floor (engine.archive.trim) forever."""
+    store = await _opened(redis, replace(settings, partitions=2))
+    req = await started_execution(store, partition=1)
+    await redis.xgroup_create(store.keys.log(1), WORKER_GROUP, id="0")
+    await redis.xreadgroup(WORKER_GROUP, "old-worker", {store.keys.log(1): ">"}, count=10)
+    await _opened(redis, replace(settings, partitions=2))
+    assert await redis.xinfo_groups(store.keys.log(1)) == []
+    [entry] = await store.log.read_log(1, "0-0", 10)
+    assert isinstance(entry.event, ExecutionRequested)
+    assert entry.event.execution_id == req.execution_id
 
 
 async def test_an_explicit_other_count_is_refused(redis: RedisClient, settings: Settings) -> None:
@@ -52,17 +70,18 @@ async def test_a_default_count_adopts_the_stored_one(
     assert await second.log.history(req.execution_id) == await first.log.history(req.execution_id)
 
 
-async def test_reopening_keeps_the_group_position(store: EventStore) -> None:
+async def test_reopening_keeps_the_leases(store: EventStore) -> None:
     await started_execution(store, partition=0)
-    assert len((await store.leases.read_group([0], "w1", 10))[0]) == 1
+    [lease] = (await store.leases.dispatch({0: 10}, "w1"))[0]
     again = EventStore(store.redis, store.settings)
     await again.open()
     await again.open()
-    assert await again.leases.read_group([0], "w1", 10) == {}
+    assert await again.leases.dispatch({0: 10}, "w2") == {}
+    assert await again.leases.renew(0, "w1", [lease.entry.entry_id]) == [True]
     later = await started_execution(again, partition=0)
-    [entry] = (await again.leases.read_group([0], "w2", 10))[0]
-    assert entry.event is not None
-    assert entry.event.execution_id == later.execution_id
+    [fresh] = (await again.leases.dispatch({0: 10}, "w2"))[0]
+    assert isinstance(fresh.entry.event, ExecutionRequested)
+    assert fresh.entry.event.execution_id == later.execution_id
 
 
 async def test_prefixes_keep_deployments_apart(redis: RedisClient, settings: Settings) -> None:
@@ -71,7 +90,7 @@ async def test_prefixes_keep_deployments_apart(redis: RedisClient, settings: Set
     await started_execution(a, partition=1)
     assert b.partitions == range(5)
     assert await b.log.read_log(1, "0-0", 10) == []
-    assert await b.leases.read_group([1], "w1", 10) == {}
+    assert await b.leases.dispatch({1: 10}, "w1") == {}
 
 
 async def test_a_blob_is_stored_once_by_its_hash(store: EventStore) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.log import codec
+from engine.money import billing
 from projections.fold import fold
 from tests.rendered import execution_body, run_body
 
@@ -30,6 +31,8 @@ def test_there_are_golden_logs() -> None:
         "uncovered_cost_capped",
         "billed_out_of_balance",
         "billed_takeover_retried",
+        "settled_one_step",
+        "settled_takeover_capped",
     }
 
 
@@ -46,6 +49,16 @@ def test_golden_log_folds_the_same_with_every_event_delivered_twice(log: Path) -
     events = [codec.decode(line) for line in log.read_bytes().splitlines() if line.strip()]
     doubled = [e for event in events for e in (event, event)]
     assert fold(doubled) == fold(events)
+
+
+def test_a_one_step_execution_is_five_events_that_move_its_money() -> None:
+    """The shape the worker writes: the reservation on the StepStarted, the release and the charge
+    on the StepCompleted."""
+    log = GOLDEN / "settled_one_step.jsonl"
+    events = [codec.decode(line) for line in log.read_bytes().splitlines() if line.strip()]
+    assert len(events) == 5
+    moves = [(m.kind, m.amount) for m in billing.moves_of(events)]
+    assert moves == [("reserve", -4_000), ("release", 4_000), ("settle", -3_000)]
 
 
 def test_a_schedule_runs_log_folds_to_its_stored_run() -> None:

@@ -13,11 +13,10 @@ from typing import Any
 import anyio
 import pytest
 
+from engine.log.event_log import Move
 from engine.log.events import (
     AnyEvent,
-    CostCharged,
     CostReleased,
-    CostReserved,
     ExecutionCancelled,
     ExecutionCancelRequested,
     ExecutionCompleted,
@@ -49,6 +48,19 @@ from tests.rendered import execution_body
 pytestmark = pytest.mark.anyio
 
 FEE = 10_000
+
+
+def moves(history: list[AnyEvent], kind: str) -> list[Move]:
+    """The balance movements of ``kind`` the log stands for, whichever events carry them; each
+    Move's ``event_index`` is its event's place in ``history``."""
+    return [m for i, e in enumerate(history) for m in billing.move_of(e, i) if m.kind == kind]
+
+
+def carriers(history: list[AnyEvent], kind: str) -> list[str]:
+    """The types of the events that carry the moves of ``kind``, in order."""
+    return [type(history[m.event_index]).__name__ for m in moves(history, kind)]
+
+
 TEXT = "The council met on Monday. It approved the budget. Nobody objected."
 
 
@@ -160,17 +172,30 @@ async def test_a_completed_step_pays_its_actual_cost(runtime: Runtime) -> None:
     history = await runtime.store.log.history(req.execution_id)
     done = of_type(history, StepCompleted)
     assert [d.cost > 0 for d in done] == [True, True]
-    reserved = of_type(history, CostReserved)
-    charged = of_type(history, CostCharged)
-    released = of_type(history, CostReleased)
-    assert [(r.step_index, r.attempt) for r in reserved] == [(0, 1), (1, 1)]
-    assert [c.amount for c in charged] == [d.cost for d in done]
-    assert all(c.uncovered == 0 for c in charged)
-    assert [(r.reservation, r.amount, r.reason) for r in released] == [
-        (r.charge_id, r.amount, "settled") for r in reserved
+    # The money travels on the steps' own events: no event of its own.
+    assert [type(e).__name__ for e in history] == [
+        "ExecutionRequested",
+        "ExecutionStarted",
+        "StepStarted",
+        "StepCompleted",
+        "StepStarted",
+        "StepCompleted",
+        "ExecutionCompleted",
     ]
+    x = req.execution_id
+    reserved, charged = moves(history, "reserve"), moves(history, "settle")
+    released = moves(history, "release")
+    assert [r.charge_id for r in reserved] == [f"reserve:{x}:0:1", f"reserve:{x}:1:1"]
+    assert carriers(history, "reserve") == ["StepStarted", "StepStarted"]
+    assert [-c.amount for c in charged] == [d.cost for d in done]
+    assert all(c.uncovered == 0 for c in charged)
+    assert [(r.charge_id, r.amount) for r in released] == [
+        (f"release:{x}:0:1", -reserved[0].amount),
+        (f"release:{x}:1:1", -reserved[1].amount),
+    ]
+    assert carriers(history, "release") == carriers(history, "settle") == ["StepCompleted"] * 2
     # Each estimate was an upper bound of the actual cost.
-    assert all(r.amount >= d.cost for r, d in zip(reserved, done, strict=True))
+    assert all(-r.amount >= d.cost for r, d in zip(reserved, done, strict=True))
     provider_cost = sum(d.cost for d in done)
     [completed] = of_type(history, ExecutionCompleted)
     assert completed.cost == FEE + provider_cost
@@ -218,8 +243,11 @@ async def test_a_step_whose_tool_returns_events_still_pays_its_cost(
     await Worker(runtime).run_until_idle()
 
     history = await runtime.store.log.history(req.execution_id)
-    assert [c.amount for c in of_type(history, CostCharged)] == [500]
-    assert [r.reason for r in of_type(history, CostReleased)] == ["settled"]
+    assert [-c.amount for c in moves(history, "settle")] == [500]
+    assert [m.amount for m in moves(history, "release")] == [1_000]
+    # The tool's own event goes first; the StepCompleted after it carries the money.
+    assert carriers(history, "settle") == ["StepCompleted"]
+    assert [type(e).__name__ for e in history[3:5]] == ["RunItemRecorded", "StepCompleted"]
     assert await accounts.balance(runtime, owner) == 1_000_000 - FEE - 500
     await audited(runtime, owner)
 
@@ -240,7 +268,7 @@ async def test_running_out_mid_flight_never_calls_the_provider_of_the_next_step(
     [done] = of_type(history, StepCompleted)
     assert done.step_index == 0
     assert [s.step_index for s in of_type(history, StepStarted)] == [0]
-    assert [r.step_index for r in of_type(history, CostReserved)] == [0]
+    assert [r.charge_id for r in moves(history, "reserve")] == [f"reserve:{req.execution_id}:0:1"]
     [refused] = of_type(history, StepFailed)
     assert (refused.step_index, refused.code, refused.retryable) == (
         1,
@@ -294,10 +322,12 @@ async def test_a_failed_attempt_is_released_and_the_retry_reserves_again(
     assert isinstance(history[-1], ExecutionCompleted)
     [done] = of_type(history, StepCompleted)
     assert done.attempt == 2
-    released = of_type(history, CostReleased)
-    assert [(r.attempt, r.reason) for r in released] == [(1, "failed"), (2, "settled")]
-    [charged] = of_type(history, CostCharged)
-    assert charged.charge_id == billing.charge_id("settle", req.execution_id, 0, 2)
+    x = req.execution_id
+    released = moves(history, "release")
+    assert [r.charge_id for r in released] == [f"release:{x}:0:1", f"release:{x}:0:2"]
+    assert carriers(history, "release") == ["StepFailed", "StepCompleted"]
+    [charged] = moves(history, "settle")
+    assert charged.charge_id == billing.charge_id("settle", x, 0, 2)
     assert await accounts.balance(runtime, owner) == 1_000_000 - FEE - done.cost
     audit = await audited(runtime, owner)
     assert audit.totals["reserve"] == -audit.totals["release"]
@@ -309,11 +339,8 @@ async def test_a_step_failing_for_good_charges_nothing_but_the_fee(runtime: Runt
     await Worker(runtime).run_until_idle()
 
     history = await runtime.store.log.history(req.execution_id)
-    assert [type(e).__name__ for e in history[-3:]] == [
-        "StepFailed",
-        "CostReleased",
-        "ExecutionFailed",
-    ]
+    assert [type(e).__name__ for e in history[-2:]] == ["StepFailed", "ExecutionFailed"]
+    assert carriers(history, "release") == ["StepFailed"]
     assert await accounts.balance(runtime, owner) == 1_000_000 - FEE
     await audited(runtime, owner)
 
@@ -338,8 +365,11 @@ async def test_cancel_releases_the_reservation_of_the_running_step(runtime: Runt
                 until=lambda h: isinstance(h[-1], ExecutionCancelled),
             )
     history = await store.log.history(req.execution_id)
-    [released] = of_type(history, CostReleased)
-    assert released.reason == "cancelled"
+    [released] = moves(history, "release")
+    assert carriers(history, "release") == ["StepFailed"]
+    closed = history[released.event_index]
+    assert isinstance(closed, StepFailed)
+    assert closed.code == "cancelled"
     assert await accounts.balance(runtime, owner) == 1_000_000 - FEE
     await audited(runtime, owner)
 
@@ -365,17 +395,16 @@ async def test_takeover_releases_the_dead_workers_reservation_once(runtime: Runt
 
     history = await store.log.history(x)
     assert isinstance(history[-1], ExecutionCompleted)
-    # The heir's first append releases the abandoned reservation, then reserves its own attempt.
-    assert [type(e).__name__ for e in history[4:7]] == [
-        "CostReleased",
-        "CostReserved",
-        "StepStarted",
+    # The heir's first append releases the abandoned reservation (written by an older worker, as
+    # a CostReserved of its own), then its StepStarted reserves its own attempt.
+    assert [type(e).__name__ for e in history[4:6]] == ["CostReleased", "StepStarted"]
+    [abandoned] = of_type(history, CostReleased)
+    assert (abandoned.reservation, abandoned.reason) == (held.charge_id, "abandoned")
+    assert [r.charge_id for r in moves(history, "release")] == [
+        billing.charge_id("release", x, 0, 1),
+        billing.charge_id("release", x, 0, 2),
     ]
-    released = of_type(history, CostReleased)
-    assert [(r.reservation, r.reason) for r in released] == [
-        (held.charge_id, "abandoned"),
-        (billing.charge_id("reserve", x, 0, 2), "settled"),
-    ]
+    assert carriers(history, "reserve") == ["CostReserved", "StepStarted"]
     [done] = of_type(history, StepCompleted)
     assert done.attempt == 2
     assert await accounts.balance(runtime, owner) == 1_000_000 - FEE - done.cost
@@ -407,12 +436,9 @@ async def test_dead_letter_releases_what_the_execution_held(runtime: Runtime) ->
     await Worker(runtime).run_until_idle()
 
     history = await store.log.history(x)
-    assert [type(e).__name__ for e in history[-3:]] == [
-        "StepFailed",
-        "CostReleased",
-        "ExecutionFailed",
-    ]
-    assert of_type(history, CostReleased)[0].reason == "ended"
+    # The dead-letter closes the attempt in flight: its StepFailed releases what it held.
+    assert [type(e).__name__ for e in history[-2:]] == ["StepFailed", "ExecutionFailed"]
+    assert carriers(history, "release") == ["StepFailed"]
     assert await accounts.balance(runtime, owner) == 1_000_000 - FEE
     await audited(runtime, owner)
 
@@ -437,8 +463,8 @@ async def test_an_actual_cost_above_the_balance_is_capped_at_zero(runtime: Runti
     assert history[-1].cost == FEE + estimate  # the total the log states is what was paid
     [done] = of_type(history, StepCompleted)
     assert done.cost == 3 * estimate  # what the provider reported
-    [charged] = of_type(history, CostCharged)
-    assert (charged.amount, charged.uncovered) == (estimate, 2 * estimate)
+    [charged] = moves(history, "settle")
+    assert (-charged.amount, charged.uncovered) == (estimate, 2 * estimate)
     assert await accounts.balance(runtime, owner) == 0
     audit = await audited(runtime, owner)
     assert audit.uncovered == 2 * estimate

@@ -19,6 +19,7 @@ from engine.log.events import (
     ExecutionCompleted,
     ExecutionStarted,
     StepCompleted,
+    StepSpec,
     StepStarted,
 )
 from engine.run.worker import Worker
@@ -68,11 +69,8 @@ async def test_executions_at_the_same_point_share_round_trips(runtime: Runtime) 
         assert [type(e).__name__ for e in history] == [
             "ExecutionRequested",
             "ExecutionStarted",
-            "CostReserved",
             "StepStarted",
             "StepCompleted",
-            "CostReleased",
-            "CostCharged",
             "ExecutionCompleted",
         ]
         [done] = of_type(history, StepCompleted)
@@ -151,3 +149,28 @@ async def test_an_append_withdrawn_before_it_is_sent_is_never_written(runtime: R
     history = await store.log.history(req.execution_id)
     assert of_type(history, ExecutionCompleted) == []
     assert of_type(history, ExecutionCancelled) == []
+
+
+async def test_a_step_reads_its_predecessors_blob_from_the_drive_not_redis(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transcript a drive's first step made is what its summary step reads: no round trip.
+    The summary is the transcript's, as when it is read from Redis."""
+    store = runtime.store
+    loads: list[str] = []
+    get = store.blobs.get
+
+    async def counted(partition: int, sha256: str) -> bytes | None:
+        loads.append(sha256)
+        return await get(partition, sha256)
+
+    monkeypatch.setattr(store.blobs, "get", counted)
+    summary = StepSpec(step_id="stp_s", tool_id="summary_review")
+    req = await request(store, [transcribe(), summary])
+    await Worker(runtime).run_until_idle()
+    history = await store.log.history(req.execution_id)
+    assert isinstance(history[-1], ExecutionCompleted)
+    transcript, review = of_type(history, StepCompleted)
+    assert transcript.output_ref is not None
+    assert review.output["kind"] == "summary"
+    assert transcript.output_ref.sha256 not in loads

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
 from engine.errors import ToolError
 from engine.log.codec import stamp
+from engine.log.event_log import Move
 from engine.log.events import (
     AnyEvent,
     CostCharged,
@@ -17,6 +19,7 @@ from engine.log.events import (
     ExecutionCompleted,
     ExecutionFailed,
     RunItemRecorded,
+    Settlement,
     StepCompleted,
     StepFailed,
     StepRetryScheduled,
@@ -32,6 +35,7 @@ START = plan.StartStep(0, 1, {"item_id": "itm_x"})
 
 
 def reserved(index: int = 0, attempt: int = 1, amount: int = 500) -> CostReserved:
+    """A reservation as an older log carried it: a CostReserved of its own."""
     return billing.reservation(X, index, attempt, amount)
 
 
@@ -40,39 +44,82 @@ def released(reason: str, index: int = 0, attempt: int = 1, amount: int = 500) -
     return release
 
 
+def reserving(index: int = 0, attempt: int = 1, amount: int = 500, epoch: int = 1) -> StepStarted:
+    """A StepStarted holding ``amount`` (the shape the worker writes)."""
+    started = StepStarted(
+        execution_id=X,
+        step_index=index,
+        attempt=attempt,
+        epoch=epoch,
+        worker_id="w",
+        estimated_cost=amount,
+    )
+    return billing.reserving(started)
+
+
+def settlement(
+    index: int = 0, attempt: int = 1, released: int = 500, charged: int = 0
+) -> Settlement:
+    """The settlement an attempt's outcome carries."""
+    return Settlement(
+        reservation=f"reserve:{X}:{index}:{attempt}",
+        release_id=f"release:{X}:{index}:{attempt}",
+        released=released,
+        charge_id=f"settle:{X}:{index}:{attempt}" if charged else "",
+        charged=charged,
+    )
+
+
+def settled(event: StepCompleted | StepFailed, s: Settlement) -> AnyEvent:
+    return msgspec.structs.replace(event, settlement=s, schema=2)
+
+
 # -- the start of an attempt ---------------------------------------------------------------------
 
 
-def test_a_step_start_reserves_its_estimate_then_starts() -> None:
+def test_a_step_start_holds_its_estimate_on_the_step_started_itself() -> None:
     state = state_of(requested(), started())
     events = decide.step_start(state, START, estimated=500, epoch=3, worker_id="w1")
     assert events == [
-        reserved(),
         StepStarted(
             execution_id=X,
+            schema=2,
             step_index=0,
             attempt=1,
             epoch=3,
             worker_id="w1",
             input=START.input,
             estimated_cost=500,
+            reserve_id=f"reserve:{X}:0:1",
         ),
     ]
+    assert billing.moves_of(events) == (Move(0, "reserve", f"reserve:{X}:0:1", -500),)
 
 
 def test_a_step_with_no_estimate_reserves_nothing() -> None:
     state = state_of(requested(), started())
     events = decide.step_start(state, START, estimated=0, epoch=1, worker_id="w1")
     assert [type(e) for e in events] == [StepStarted]
+    assert billing.moves_of(events) == ()
 
 
 def test_a_takeover_first_releases_the_reservation_the_dead_attempt_left_open() -> None:
-    state = state_of(requested(), started(), reserved(), step_started(0))
+    state = state_of(requested(), started(), reserving())
     again = plan.StartStep(0, 2, {})
     events = decide.step_start(state, again, estimated=500, epoch=2, worker_id="w2")
-    assert events[:2] == [released("abandoned"), reserved(attempt=2)]
-    assert isinstance(events[2], StepStarted)
-    assert (events[2].attempt, events[2].epoch) == (2, 2)
+    assert events[0] == released("abandoned")
+    assert isinstance(events[1], StepStarted)
+    assert (events[1].attempt, events[1].epoch, events[1].reserve_id) == (
+        2,
+        2,
+        f"reserve:{X}:0:2",
+    )
+
+
+def test_a_takeover_of_an_older_log_releases_its_cost_reserved() -> None:
+    state = state_of(requested(), started(), reserved(), step_started(0))
+    events = decide.step_start(state, plan.StartStep(0, 2, {}), estimated=0, epoch=2, worker_id="w")
+    assert events[0] == released("abandoned")
 
 
 # -- a failed attempt ----------------------------------------------------------------------------
@@ -134,19 +181,43 @@ def test_a_retryable_error_of_a_hopeless_class_is_recorded_as_not_retryable() ->
 # -- the end of an attempt -----------------------------------------------------------------------
 
 
-def test_a_completed_attempt_releases_then_settles_its_actual_cost() -> None:
+def test_a_completed_attempt_carries_its_release_and_its_charge() -> None:
     done = step_done(0, cost=320)
-    state = state_of(requested(), started(), reserved(), step_started(0), done)
-    assert decide.attempt_closed(state, START, done) == [
-        released("settled"),
-        billing.settlement(X, 0, 1, 320),
-    ]
+    state = state_of(requested(), started(), reserving())
+    [closed] = decide.attempt_closed(state, START, [done])
+    assert isinstance(done, StepCompleted)
+    assert closed == settled(done, settlement(charged=320))
+    # Release first, so the freed estimate pays for the charge.
+    assert billing.moves_of([closed]) == (
+        Move(0, "release", f"release:{X}:0:1", 500),
+        Move(0, "settle", f"settle:{X}:0:1", -320),
+    )
 
 
 def test_a_free_completed_attempt_only_releases() -> None:
     done = step_done(0)
-    state = state_of(requested(), started(), reserved(), step_started(0), done)
-    assert decide.attempt_closed(state, START, done) == [released("settled")]
+    state = state_of(requested(), started(), reserving())
+    assert isinstance(done, StepCompleted)
+    assert decide.attempt_closed(state, START, [done]) == [settled(done, settlement())]
+
+
+def test_a_completed_attempt_that_reserved_nothing_is_charged_its_cost() -> None:
+    done = step_done(0, cost=40)
+    state = state_of(requested(), started(), step_started(0))
+    [closed] = decide.attempt_closed(state, START, [done])
+    assert isinstance(closed, StepCompleted)
+    assert closed.settlement == Settlement(charge_id=f"settle:{X}:0:1", charged=40)
+
+
+def test_the_tools_own_events_go_first_and_carry_no_money() -> None:
+    item = RunItemRecorded(
+        execution_id=X, item_id="itm_c", channel_id="c", video_id="v", outcome="processed"
+    )
+    done = step_done(0, cost=1)
+    state = state_of(requested(), started(), reserving())
+    events = decide.attempt_closed(state, START, [item, done])
+    assert events[0] == item
+    assert [m.event_index for m in billing.moves_of(events)] == [1, 1]
 
 
 def test_a_failed_attempt_releases_and_is_charged_nothing() -> None:
@@ -154,14 +225,28 @@ def test_a_failed_attempt_releases_and_is_charged_nothing() -> None:
         execution_id=X, step_index=0, attempt=1, code="timeout", message="m", retryable=True
     )
     retry = StepRetryScheduled(execution_id=X, step_index=0, next_attempt=2, not_before=NOW)
-    state = state_of(requested(), started(), reserved(), step_started(0), failed, retry)
-    assert decide.attempt_closed(state, START, retry) == [released("failed")]
+    state = state_of(requested(), started(), reserving())
+    assert decide.attempt_closed(state, START, [failed, retry]) == [
+        settled(failed, settlement()),
+        retry,
+    ]
 
 
 def test_an_attempt_with_nothing_held_and_no_cost_closes_with_nothing() -> None:
     done = step_done(0)
-    state = state_of(requested(), started(), step_started(0), done)
-    assert decide.attempt_closed(state, START, done) == []
+    state = state_of(requested(), started(), step_started(0))
+    assert decide.attempt_closed(state, START, [done]) == [done]
+
+
+def test_an_odd_second_reservation_is_released_after_the_outcome() -> None:
+    # An older log's CostReserved of another step, never released: released after the outcome.
+    done = step_done(0)
+    state = state_of(requested(), started(), reserved(index=1), reserving())
+    assert isinstance(done, StepCompleted)
+    assert decide.attempt_closed(state, START, [done]) == [
+        settled(done, settlement()),
+        released("settled", index=1),
+    ]
 
 
 # -- the end of an execution ---------------------------------------------------------------------
@@ -186,19 +271,27 @@ def test_failing_carries_the_plans_code_and_status() -> None:
 
 
 def test_a_cancel_mid_step_closes_the_attempt_and_releases_its_reservation() -> None:
-    state = state_of(requested(), started(), reserved(), step_started(0))
+    state = state_of(requested(), started(), reserving())
+    closed = StepFailed(
+        execution_id=X,
+        step_index=0,
+        attempt=1,
+        code="cancelled",
+        message="cancelled on request",
+        retryable=False,
+    )
     assert decide.closing(state, plan.Cancel(step_index=0, attempt=1)) == [
-        StepFailed(
-            execution_id=X,
-            step_index=0,
-            attempt=1,
-            code="cancelled",
-            message="cancelled on request",
-            retryable=False,
-        ),
-        released("cancelled"),
+        settled(closed, settlement()),
         ExecutionCancelled(execution_id=X, step_index=0),
     ]
+
+
+def test_a_cancel_mid_step_of_an_older_log_releases_its_cost_reserved() -> None:
+    # The CostReserved of an older log is the attempt's own: the closing StepFailed releases it.
+    state = state_of(requested(), started(), reserved(), step_started(0))
+    events = decide.closing(state, plan.Cancel(step_index=0, attempt=1))
+    assert [type(e) for e in events] == [StepFailed, ExecutionCancelled]
+    assert billing.moves_of(events) == (Move(0, "release", f"release:{X}:0:1", 500),)
 
 
 def test_a_cancel_before_any_step_only_cancels() -> None:
@@ -207,17 +300,17 @@ def test_a_cancel_before_any_step_only_cancels() -> None:
 
 
 def test_a_dead_letter_abandons_the_step_in_flight_and_fails_as_internal() -> None:
-    state = state_of(requested(), started(), reserved(), step_started(0))
+    state = state_of(requested(), started(), reserving())
+    closed = StepFailed(
+        execution_id=X,
+        step_index=0,
+        attempt=1,
+        code="internal",
+        message="abandoned: the execution was dead-lettered",
+        retryable=False,
+    )
     assert decide.closing(state, decide.DeadLettered("delivered 6 times")) == [
-        StepFailed(
-            execution_id=X,
-            step_index=0,
-            attempt=1,
-            code="internal",
-            message="abandoned: the execution was dead-lettered",
-            retryable=False,
-        ),
-        released("ended"),
+        settled(closed, settlement()),
         ExecutionFailed(execution_id=X, code="internal", message="delivered 6 times"),
     ]
 
@@ -238,21 +331,37 @@ def pending_after(base: plan.ExecState, *events: AnyEvent) -> list[AnyEvent]:
 
 
 def test_a_refused_settlement_is_capped_at_the_balance_and_goes_again() -> None:
+    base = state_of(requested(), started(), reserving())
+    done = step_done(0, cost=800)
+    assert isinstance(done, StepCompleted)
+    item = RunItemRecorded(
+        execution_id=X, item_id="itm_c", channel_id="c", video_id="v", outcome="processed"
+    )
+    pending = pending_after(base, item, settled(done, settlement(charged=800)))
+    rewritten = decide.after_refusal(pending, 1, 650, now_ms=NOW)
+    assert rewritten.again is True
+    assert rewritten.pending[0] == pending[0]
+    capped = rewritten.pending[1]
+    assert isinstance(capped, StepCompleted)
+    assert capped.settlement is not None
+    assert (capped.settlement.charged, capped.settlement.uncovered) == (650, 150)
+    assert capped.settlement.released == 500  # the release is untouched
+    assert (capped.seq, capped.at) == (pending[1].seq, NOW)
+
+
+def test_a_refused_settlement_of_an_older_shape_is_capped_too() -> None:
     base = state_of(requested(), started(), reserved(), step_started(0))
     done = step_done(0, cost=800)
     pending = pending_after(base, done, released("settled"), billing.settlement(X, 0, 1, 800))
     rewritten = decide.after_refusal(pending, 2, 650, now_ms=NOW)
-    assert rewritten.again is True
-    assert rewritten.pending[:2] == pending[:2]
     capped = rewritten.pending[2]
     assert isinstance(capped, CostCharged)
     assert (capped.amount, capped.uncovered) == (650, 150)
-    assert (capped.seq, capped.at) == (pending[2].seq, NOW)
 
 
 def test_a_refused_reservation_fails_the_step_in_place_of_its_start() -> None:
     base = state_of(requested(), started())
-    pending = pending_after(base, reserved(amount=900), step_started(0))
+    pending = pending_after(base, reserving(amount=900))
     rewritten = decide.after_refusal(pending, 0, 40, now_ms=NOW)
     assert rewritten.again is False
     [failed] = rewritten.pending
@@ -263,6 +372,7 @@ def test_a_refused_reservation_fails_the_step_in_place_of_its_start() -> None:
         pending[0].seq,
         NOW,
     )
+    assert failed.settlement is None  # nothing was reserved, nothing to release
     assert failed.message == (
         "the balance (40 micro-coins) cannot cover the step's estimated cost (900)"
     )
@@ -273,12 +383,13 @@ def test_a_refused_reservation_fails_the_step_in_place_of_its_start() -> None:
 
 
 def test_a_refused_reservation_keeps_what_came_before_it() -> None:
-    base = state_of(requested(), started(), reserved(), step_started(0))
+    base = state_of(requested(), started(), reserving())
     done = step_done(0)
-    pending = pending_after(base, done, released("settled"), reserved(1), step_started(1))
-    rewritten = decide.after_refusal(pending, 2, 0, now_ms=NOW)
-    assert rewritten.pending[:2] == pending[:2]
-    assert [type(e) for e in rewritten.pending] == [StepCompleted, CostReleased, StepFailed]
+    assert isinstance(done, StepCompleted)
+    pending = pending_after(base, settled(done, settlement()), reserving(1))
+    rewritten = decide.after_refusal(pending, 1, 0, now_ms=NOW)
+    assert rewritten.pending[:1] == pending[:1]
+    assert [type(e) for e in rewritten.pending] == [StepCompleted, StepFailed]
 
 
 # -- the terminal append -------------------------------------------------------------------------

@@ -160,6 +160,33 @@ def test_reservations_are_held_until_released() -> None:
     assert state_of(requested(2), started(), held, step_started(0), release).held == {}
 
 
+def test_a_reserving_step_start_holds_its_estimate_until_its_outcome_settles_it() -> None:
+    held = billing.reserving(
+        StepStarted(
+            execution_id=X, step_index=0, attempt=1, epoch=1, worker_id="w", estimated_cost=700
+        )
+    )
+    state = state_of(requested(2), started(), held)
+    assert list(state.held) == [f"reserve:{X}:0:1"]
+    assert state.held[f"reserve:{X}:0:1"].amount == 700
+    done = billing.settled(
+        StepCompleted(execution_id=X, step_index=0, attempt=1, cost=650),
+        state.held[f"reserve:{X}:0:1"],
+    )
+    after = state_of(requested(2), started(), held, done)
+    assert after.held == {}
+    assert (after.charged, after.step_charges) == (650, {0: 650})
+
+
+def test_a_settled_charge_capped_by_the_balance_counts_what_was_taken() -> None:
+    done = billing.settled(StepCompleted(execution_id=X, step_index=0, attempt=1, cost=9), None)
+    capped = billing.capped(done, 4)
+    assert capped.settlement is not None
+    assert (capped.settlement.charged, capped.settlement.uncovered) == (4, 5)
+    state = state_of(requested(1), started(), step_started(0), capped)
+    assert plan.next_action(state, 0) == plan.Complete(cost=FEE + 4)
+
+
 def test_a_refused_reservation_fails_the_execution_with_402() -> None:
     refused = StepFailed(
         execution_id=X,

@@ -185,14 +185,19 @@ def coins(micro: int) -> float:
 
 def appended(kind: str, events: Iterable[object]) -> None:
     """Count what a drive's append just made durable for an execution of ``kind``: the
-    provider charges and the execution's end.
+    provider charges (a step's settlement, or an older log's CostCharged) and the execution's
+    end.
 
     The events are told apart by their type's name (an event's tag, never renamed: the evolution
     rules of engine.log.events), as this module sits below the event catalogue."""
     for event in events:
         name = type(event).__name__
-        if name == "CostCharged":
+        if name == "CostCharged":  # an older worker's charge
             COINS_CHARGED.labels("provider").inc(coins(getattr(event, "amount", 0)))
+        elif name in ("StepCompleted", "StepFailed"):  # a settlement's charge rides on its step
+            charged = getattr(getattr(event, "settlement", None), "charged", 0)
+            if charged:
+                COINS_CHARGED.labels("provider").inc(coins(charged))
         elif name == "ExecutionCompleted":
             EXECUTIONS_ENDED.labels(kind, "done", "none").inc()
         elif name == "ExecutionCancelled":

@@ -25,7 +25,8 @@ from engine.log.events import (
     has_ended,
 )
 from engine.log.ids import new_execution_id
-from engine.run import revive
+from engine.log.keys import WORKER_GROUP
+from engine.run import claims, revive
 from engine.run.worker import Worker
 from engine.runtime import Runtime
 from projections.projector import Projector
@@ -158,8 +159,12 @@ async def test_what_cannot_be_retried_is_a_clear_error(runtime: Runtime) -> None
 async def test_retry_all_retries_executions_and_reports_the_rest(runtime: Runtime) -> None:
     store = runtime.store
     req = await dead_lettered(runtime)
-    await store.redis.xadd(store.keys.log(2), {"e": b"{not json"})
-    await Worker(runtime).run_until_idle()  # the undecodable entry is dead-lettered
+    # A poisoned lease (not an ExecutionRequested) held by a dead worker: its takeover
+    # dead-letters it as undecodable, a dead letter that is no execution.
+    await store.redis.xadd(store.keys.work(2), {"e": b"{not json"})
+    await store.redis.xreadgroup(WORKER_GROUP, "ghost", {store.keys.work(2): ">"})
+    [poisoned] = await store.leases.claim_expired(2, "heir", min_idle_ms=0)
+    assert await claims.triage(store, runtime.settings, "heir", 2, poisoned) is None
 
     report = await revive.retry_all(store, "cli:ops")
     assert [r.execution_id for r in report.retried] == [req.execution_id]

@@ -22,7 +22,7 @@ import anyio
 import orjson
 
 from api.cli.redact import redact_tokens_in_server_logs
-from api.cli.roles import _uvicorn_server
+from api.cli.roles import FREEZE_EVERY, _uvicorn_server
 from api.feed_hub import FeedHub
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -59,6 +59,7 @@ async def serve(port: int, out: Path) -> None:
         # As api.cli.roles._serve_api does.
         redact_tokens_in_server_logs()
         gc.freeze()
+        hub.freeze_every = FREEZE_EVERY
         await server.serve()
     finally:
         await runtime.close()

@@ -29,6 +29,7 @@ log = logging.getLogger("clipstream")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 REALTIME_MAX_INBOUND = 64 * 1024  # bytes of one message a WebSocket client may send
+FREEZE_EVERY = 500  # realtime subscriptions between two freezes of the collector (FeedHub)
 
 
 def add_parsers(sub: Subcommands) -> None:
@@ -174,6 +175,7 @@ async def _serve_api(runtime: Runtime, host: str, port: int) -> None:
     # What start-up made (modules, the app) lives as long as the process: out of the collector's
     # way, so a full collection walks only what connections and requests made.
     gc.freeze()
+    server.config.app.state.feed_hub.freeze_every = FREEZE_EVERY
     await server.serve()
 
 

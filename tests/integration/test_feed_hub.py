@@ -5,6 +5,7 @@ entries an earlier version wrote still delivered."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -284,3 +285,23 @@ async def test_a_read_names_the_feeds_with_news_not_every_subscribed_one(
 
 async def _dirty(hub: FeedHub) -> int:
     return sum(len(p.dirty) for p in hub._partitions)
+
+
+async def test_the_collector_is_frozen_every_so_many_joins_only_when_asked(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``clipstream api`` freezes the garbage collector's view every 500 subscriptions (what
+    connections hold is long-lived; api.cli.roles); a hub left at its default never does (tests,
+    embedded uses)."""
+    frozen: list[int] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
+    for every, expected in ((0, 0), (2, 2)):
+        frozen.clear()
+        hub = FeedHub(runtime, block_ms=200)
+        hub.freeze_every = every
+        async with anyio.create_task_group() as tg, AsyncExitStack() as stack:
+            tg.start_soon(hub.run)
+            for _ in range(5):
+                await stack.enter_async_context(hub.subscribe(new_id("acc"), "0-0"))
+            tg.cancel_scope.cancel()
+        assert len(frozen) == expected

@@ -43,6 +43,7 @@ log = logging.getLogger("clipstream.projector")
 
 _IDLE_MIN_S = 0.002
 _IDLE_MAX_S = 0.05
+_CHECK_MAX_S = 1.0  # the longest between two looks at the members and leases
 
 
 @dataclass(slots=True)
@@ -294,13 +295,13 @@ class Projector:
             self._leases_checked = 0.0  # take the new namespace's partitions at once
 
     async def _maintain_leases(self, *, force: bool) -> None:
-        """Every third of the lease: announce this projector, renew the leases it holds, give back
+        """Every third of the lease (every second at most, so a join is seen soon): announce this projector, renew the leases it holds, give back
         those outside its share of the partitions (projections.membership) and take the free ones
         inside it. ``force`` (run_until_idle, which must drain every partition) checks at once and
         takes any free partition, inside its share or not, and gives none back."""
         lease_ms = self.runtime.settings.lease_ms
         now = time.monotonic()
-        if not force and now - self._leases_checked < lease_ms / 3000:
+        if not force and now - self._leases_checked < min(lease_ms / 3000, _CHECK_MAX_S):
             return
         self._leases_checked = now
         mine = set(self.partitions)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
@@ -37,6 +38,16 @@ POLL_S = 0.25
 _BEHIND_EVERY = 8
 
 
+@dataclass(frozen=True)
+class Drained:
+    """What one drain measured."""
+
+    per_s: float  # executions/s, first ExecutionStarted -> last ExecutionCompleted
+    e2e_per_s: float  # executions/s, first ExecutionStarted -> every view current
+    events_per_execution: float  # partition-log entries per execution
+    redis_bytes_per_execution: float  # Redis used_memory grown per execution, views included
+
+
 async def bench_drain(
     report: Report,
     url: str,
@@ -47,14 +58,16 @@ async def bench_drain(
     tools: tuple[str, ...] = TRANSCRIPT,
     latency_ms: int = 0,
     label: str = "one-step transcripts/s",
-) -> None:
+    projectors: int = 1,
+) -> Drained:
     """Queue ``n`` executions of ``tools`` in the emptied Redis at ``url``, drain them with
-    ``workers`` worker processes (providers answering after ``latency_ms``) and one projector,
-    and add the throughput and the projection's lag to ``report``."""
+    ``workers`` worker processes (providers answering after ``latency_ms``) and ``projectors``
+    projector processes, and add the throughput and the projection's lag to ``report``."""
     runtime = await fresh_runtime(bench_settings(url))
     try:
+        memory_before = int((await runtime.redis.info("memory"))["used_memory"])
         await _preload(runtime, n, tools)
-        procs = _start_roles(url, workers, latency_ms, logs)
+        procs = _start_roles(url, workers, latency_ms, logs, projectors)
         try:
             max_behind, views_current = await _wait_drained(runtime)
             for proc in procs:
@@ -63,8 +76,11 @@ async def bench_drain(
         finally:
             for proc in procs:
                 proc.terminate()
+        memory_after = int((await runtime.redis.info("memory"))["used_memory"])
+        entries = sum([await runtime.store.log.log_length(p) for p in runtime.store.partitions])
         first_start, last_done, completed = await _span(runtime)
         secs = (last_done - first_start) / 1000
+        e2e_secs = views_current - first_start / 1000
         report.add(
             f"drain: {label}, {workers} worker process(es)",
             f"{completed / secs:,.0f}",
@@ -72,9 +88,16 @@ async def bench_drain(
         )
         lag_ms = views_current * 1000 - last_done
         report.add(
-            f"projection: max entries behind the log ({label}, {workers}w)",
+            f"projection: max entries behind the log ({label}, {workers}w, {projectors}p)",
             f"{max_behind:,}",
-            f"all views current {lag_ms / 1000:.1f}s after the last completion (±0.25s)",
+            f"all views current {lag_ms / 1000:.1f}s after the last completion (±0.25s): "
+            f"{completed / e2e_secs:,.0f} executions/s end to end",
+        )
+        return Drained(
+            per_s=completed / secs,
+            e2e_per_s=completed / e2e_secs,
+            events_per_execution=entries / n,
+            redis_bytes_per_execution=(memory_after - memory_before) / n,
         )
     finally:
         await runtime.close()
@@ -97,8 +120,10 @@ async def _preload(
         await asyncio.gather(*batch)
 
 
-def _start_roles(url: str, workers: int, latency_ms: int, logs: Path) -> list[Role]:
-    """``workers`` worker processes and one projector, as they are deployed."""
+def _start_roles(
+    url: str, workers: int, latency_ms: int, logs: Path, projectors: int = 1
+) -> list[Role]:
+    """``workers`` worker processes and ``projectors`` projectors, as they are deployed."""
     env = role_env(
         url,
         CLIPSTREAM_PARTITIONS=str(PARTITIONS),
@@ -109,7 +134,9 @@ def _start_roles(url: str, workers: int, latency_ms: int, logs: Path) -> list[Ro
         CLIPSTREAM_CLAIM_INTERVAL_MS="5000",
     )
     procs = [Role(["worker"], env, logs / f"drain{workers}-w{i}.log") for i in range(workers)]
-    procs.append(Role(["projector"], env, logs / f"drain{workers}-proj.log"))
+    procs += [
+        Role(["projector"], env, logs / f"drain{workers}-proj{i}.log") for i in range(projectors)
+    ]
     return procs
 
 

@@ -9,8 +9,8 @@ bench/results/ so a result can say where the time goes.
   api        one ``clipstream api`` process answering ``POST /v1/items/{id}/transcript`` at
              --rate req/s for --seconds (open loop, as the latency scenario), alone on the box
 
-Each role runs under ``python -m cProfile`` against a private redis-server, is stopped with
-SIGTERM (a clean exit, so cProfile writes its data) and its top functions, by own time and by
+Each role runs under cProfile against a private redis-server, is stopped with
+SIGUSR1 (the profile written, then the process ends) and its top functions, by own time and by
 cumulative time, are written out with the machine and the load of the box when it ran.
 """
 
@@ -40,11 +40,27 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TOP = 30
 
 
+# The role runs under a profiler that writes its data on SIGUSR1 and exits: uvicorn re-raises the
+# SIGTERM it caught once it has shut down, which would end the process before cProfile could write.
+_WRAPPER = """
+import cProfile, os, signal, sys
+from api.cli import main
+profile = cProfile.Profile()
+def dump(*_):
+    profile.disable()
+    profile.dump_stats(sys.argv[1])
+    os._exit(0)
+signal.signal(signal.SIGUSR1, dump)
+profile.enable()
+main(sys.argv[2:])
+"""
+
+
 def _profiled(
     args: list[str], env: dict[str, str], out: Path, log: Path
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "api.cli", *args],
+        [sys.executable, "-c", _WRAPPER, str(out), *args],
         cwd=ROOT,
         env=env,
         stdout=log.open("ab"),
@@ -53,8 +69,8 @@ def _profiled(
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
+    proc.send_signal(signal.SIGUSR1)
+    proc.wait(timeout=120)
 
 
 def _top(profile: Path, title: str, note: str) -> str:

@@ -295,10 +295,11 @@ class Projector:
             self._leases_checked = 0.0  # take the new namespace's partitions at once
 
     async def _maintain_leases(self, *, force: bool) -> None:
-        """Every third of the lease (every second at most, so a join is seen soon): announce this projector, renew the leases it holds, give back
-        those outside its share of the partitions (projections.membership) and take the free ones
-        inside it. ``force`` (run_until_idle, which must drain every partition) checks at once and
-        takes any free partition, inside its share or not, and gives none back."""
+        """Every third of the lease (every second at most, so a join is seen soon): announce this
+        projector, renew the leases it holds, give back those outside its share of the partitions
+        (projections.membership) and take the free ones inside it. ``force`` (run_until_idle,
+        which must drain every partition) checks at once, takes any free partition, inside its
+        share or not, and gives none back."""
         lease_ms = self.runtime.settings.lease_ms
         now = time.monotonic()
         if not force and now - self._leases_checked < min(lease_ms / 3000, _CHECK_MAX_S):

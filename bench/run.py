@@ -375,7 +375,8 @@ def main() -> None:
         "--json",
         type=Path,
         default=RESULTS / "latest.json",
-        help="where the figures and the targets go as JSON (default: bench/results/latest.json)",
+        help="where the figures and the targets are merged in as JSON (default: "
+        "bench/results/latest.json; other keys of the file are kept)",
     )
     parser.add_argument(
         "--replay-processes",
@@ -405,7 +406,12 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
-    document = {
+    # Merged into what the file holds: other scenarios (realtime) write their own keys there too.
+    try:
+        document: dict[str, Any] = json.loads(args.json.read_text())
+    except (OSError, ValueError):
+        document = {}
+    document |= {
         "date": f"{started:%Y-%m-%d %H:%M} UTC",
         "machine": machine(),
         "quick": args.quick,
@@ -414,7 +420,7 @@ def main() -> None:
         "rss_mib": {k: round(v) for k, v in sorted(report.rss.items())},
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(document, indent=2) + "\n")
+    args.json.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     print(f"figures and targets written to {args.json}")
 
 

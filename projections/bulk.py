@@ -55,7 +55,7 @@ async def write_namespace(
     pointers = list(newest.items())
     for start in range(0, len(pointers), chunk):
         part = pointers[start : start + chunk]
-        pipe.mset({ns.transcript(o, i, lang): raw for (o, i, lang), (_, raw) in part})
+        _mset(pipe, [(ns.transcript(o, i, lang), raw) for (o, i, lang), (_, raw) in part])
         for (owner, item, lang), (at, _) in part:
             pipe.zadd(ns.transcript_langs(owner, item), {lang: at})
     if skipped:
@@ -78,10 +78,17 @@ async def _write_views(redis: RedisClient, ns: Namespace, views: list[ExecutionV
             if view.kind == "schedule_run":
                 indexes[ns.runs(view.owner, reporter)][xid] = score
     pipe = redis.pipeline(transaction=False)
-    pipe.mset({ns.view(v.execution_id): encode_view(v) for v in views})
+    _mset(pipe, [(ns.view(v.execution_id), encode_view(v)) for v in views])
     for key, members in indexes.items():
         pipe.zadd(key, members)
     await _execute(pipe)
+
+
+def _mset(pipe: Any, pairs: list[tuple[str, bytes]]) -> None:
+    """One MSET into ``pipe`` (as a raw command: redis-py's cluster pipeline refuses its mset
+    method, though every key here is in the namespace's one slot)."""
+    if pairs:
+        pipe.execute_command("MSET", *(item for pair in pairs for item in pair))
 
 
 async def _execute(pipe: Any) -> None:

@@ -9,16 +9,14 @@ from dataclasses import replace
 import anyio
 import pytest
 
-from engine.log.ids import new_id
 from engine.runtime import Runtime
 from engine.settings import Settings
 from projections import replay
 from projections.membership import members_key
 from projections.namespace import checkpoints
 from projections.projector import Projector
-from tests.golden import scenarios
+from tests.chaos.test_projector_faults import _fill
 from tests.helpers import eventually
-from tests.integration.test_projector import make
 
 pytestmark = pytest.mark.anyio
 
@@ -27,15 +25,6 @@ pytestmark = pytest.mark.anyio
 def settings(settings: Settings) -> Settings:
     """Twelve partitions (shares of 6, 4, …), small batches and a short lease (quick takeover)."""
     return replace(settings, partitions=12, batch=5, lease_ms=600)
-
-
-async def _fill(runtime: Runtime, owners: int) -> int:
-    total = 0
-    for _ in range(owners):
-        owner = new_id("acc")
-        for scenario in scenarios.SCENARIOS.values():
-            total += len((await make(runtime.store, owner, scenario)).events)
-    return total
 
 
 async def _log_entries(runtime: Runtime) -> int:

@@ -37,6 +37,8 @@ class Result:
 class Report:
     rows: list[Result] = field(default_factory=list)
     rss: dict[str, float] = field(default_factory=dict)
+    # The machine-readable figures written to bench/results/latest.json (None: not measured).
+    figures: dict[str, Any] = field(default_factory=dict)
 
     def add(self, name: str, value: str, note: str = "") -> None:
         self.rows.append(Result(name, value, note))
@@ -140,3 +142,22 @@ def replace_struct(event: ExecutionRequested, **changes: Any) -> ExecutionReques
     import msgspec
 
     return msgspec.structs.replace(event, **changes)
+
+
+async def write_synthetic_log(runtime: Runtime, events: int, owners: int = 256) -> int:
+    """Append ``events`` (rounded down to whole executions of 5) to the partition logs, as a
+    finished one-step execution each, pipelined; the number of executions."""
+    store = runtime.store
+    accounts = [new_id("acc") for _ in range(owners)]
+    executions = events // 5
+    pipe = store.redis.pipeline(transaction=False)
+    for i in range(executions):
+        owner = accounts[i % owners]
+        p = store.keys.partition(owner)
+        xid = new_execution_id(p)
+        for ev in synthetic_events(xid, owner, i):
+            pipe.xadd(store.keys.log(p), {"e": codec.encode(ev)})
+        if len(pipe) >= 20_000:
+            await pipe.execute()
+    await pipe.execute()
+    return executions

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
@@ -37,6 +38,16 @@ POLL_S = 0.25
 _BEHIND_EVERY = 8
 
 
+@dataclass(frozen=True)
+class Drained:
+    """What one drain measured."""
+
+    per_s: float  # executions/s, first ExecutionStarted -> last ExecutionCompleted
+    e2e_per_s: float  # executions/s, first ExecutionStarted -> every view current
+    events_per_execution: float  # partition-log entries per execution
+    redis_bytes_per_execution: float  # Redis used_memory grown per execution, views included
+
+
 async def bench_drain(
     report: Report,
     url: str,
@@ -47,15 +58,16 @@ async def bench_drain(
     tools: tuple[str, ...] = TRANSCRIPT,
     latency_ms: int = 0,
     label: str = "one-step transcripts/s",
-) -> None:
+    projectors: int = 1,
+) -> Drained:
     """Queue ``n`` executions of ``tools`` in the emptied Redis at ``url``, drain them with
-    ``workers`` worker processes (providers answering after ``latency_ms``) and one projector,
-    and add the throughput and the projection's lag to ``report``."""
+    ``workers`` worker processes (providers answering after ``latency_ms``) and ``projectors``
+    projector processes, and add the throughput and the projection's lag to ``report``."""
     runtime = await fresh_runtime(bench_settings(url))
     try:
         memory_before = await _used_memory(runtime)
         await _preload(runtime, n, tools)
-        procs = _start_roles(url, workers, latency_ms, logs)
+        procs = _start_roles(url, workers, latency_ms, logs, projectors)
         try:
             max_behind, views_current = await _wait_drained(runtime)
             memory_after = await _used_memory(runtime)
@@ -67,6 +79,7 @@ async def bench_drain(
                 proc.terminate()
         first_start, last_done, completed, events = await _span(runtime)
         secs = (last_done - first_start) / 1000
+        e2e_secs = views_current - first_start / 1000
         report.add(
             f"drain: {label}, {workers} worker process(es)",
             f"{completed / secs:,.0f}",
@@ -74,9 +87,10 @@ async def bench_drain(
         )
         lag_ms = views_current * 1000 - last_done
         report.add(
-            f"projection: max entries behind the log ({label}, {workers}w)",
+            f"projection: max entries behind the log ({label}, {workers}w, {projectors}p)",
             f"{max_behind:,}",
-            f"all views current {lag_ms / 1000:.1f}s after the last completion (±0.25s)",
+            f"all views current {lag_ms / 1000:.1f}s after the last completion (±0.25s): "
+            f"{completed / e2e_secs:,.0f} executions/s end to end",
         )
         report.add(
             f"events per execution ({label})",
@@ -87,6 +101,12 @@ async def bench_drain(
             f"redis bytes per execution ({label}, {workers}w)",
             f"{(memory_after - memory_before) / max(1, completed):,.0f}",
             "used_memory once every view is current, less before the preload",
+        )
+        return Drained(
+            per_s=completed / secs,
+            e2e_per_s=completed / e2e_secs,
+            events_per_execution=events / max(1, completed),
+            redis_bytes_per_execution=(memory_after - memory_before) / max(1, completed),
         )
     finally:
         await runtime.close()
@@ -109,8 +129,10 @@ async def _preload(
         await asyncio.gather(*batch)
 
 
-def _start_roles(url: str, workers: int, latency_ms: int, logs: Path) -> list[Role]:
-    """``workers`` worker processes and one projector, as they are deployed."""
+def _start_roles(
+    url: str, workers: int, latency_ms: int, logs: Path, projectors: int = 1
+) -> list[Role]:
+    """``workers`` worker processes and ``projectors`` projectors, as they are deployed."""
     env = role_env(
         url,
         CLIPSTREAM_PARTITIONS=str(PARTITIONS),
@@ -121,7 +143,9 @@ def _start_roles(url: str, workers: int, latency_ms: int, logs: Path) -> list[Ro
         CLIPSTREAM_CLAIM_INTERVAL_MS="5000",
     )
     procs = [Role(["worker"], env, logs / f"drain{workers}-w{i}.log") for i in range(workers)]
-    procs.append(Role(["projector"], env, logs / f"drain{workers}-proj.log"))
+    procs += [
+        Role(["projector"], env, logs / f"drain{workers}-proj{i}.log") for i in range(projectors)
+    ]
     return procs
 
 

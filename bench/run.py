@@ -9,13 +9,29 @@ the roles as separate processes exactly as they are deployed (`clipstream worker
 `api`) and the simulated providers at zero latency. Numbers are taken from the events' own
 timestamps where possible, so process start-up is excluded.
 
+Besides the table it writes bench/results/latest.json (--json): every figure the issues ask for
+(drain_one_step_per_s, e2e_one_step_per_s, projectors_2_vs_1, io_bound_2_workers_vs_1,
+replay_events_per_s, latency_202_p99_ms_api_alone and _shared_box, events_ and
+redis_bytes_per_one_step_execution, workflow_three_step_per_s, peer_best_per_s and which peer,
+ceiling_e2e_per_s) and a `targets` section: each target of issue 12 met, missed by how much, or
+not measured.
+
 Scenarios:
-  drain     N one-step transcript executions queued up front, then W worker processes and one
-            projector: executions/s (first ExecutionStarted → last ExecutionCompleted), and the
-            projection lag behind the log while it runs.
+  drain     N one-step transcript executions queued up front, then W worker processes and one or
+            two projectors: executions/s (first ExecutionStarted → last ExecutionCompleted), end
+            to end (→ every view current), the projection lag, events and Redis bytes per
+            execution.
+  fold      a synthetic log folded by one, then two projector processes: events/s, and the ratio.
+  workflow  three-step workflows/s (0 ms providers); one-step executions with 200 ms providers,
+            one worker then two (the I/O-bound ratio).
   latency   `POST /v1/items/{id}/transcript` at a steady open-loop rate: 202 latency p50/p99,
-            measured from each request's scheduled send time (no coordinated omission).
-  replay    `projections.replay.rebuild` over a synthetic log of >= 1,000,000 events: events/s.
+            measured from each request's scheduled send time (no coordinated omission), with the
+            API alone, then with a worker and a projector on the same box.
+  replay    `projections.replay.rebuild` over a synthetic log of >= 1,000,000 events, split over
+            --replay-processes: events/s.
+  peers     taskiq's stream broker and Dramatiq (one worker process each) and ceiling_spike.py,
+            from the peer harness (--peers-dir, --peers-venv; see bench/peers.py): null and a
+            note when they are missing.
   realtime  append -> WebSocket delivery latency p50/p99 with --subscribers (1,000) connected to
             one API process at --event-rate (200) events/s; see bench/realtime.py.
   soak      (only with --only soak) 10 minutes at 220 one-step transcripts/s with the archive on
@@ -31,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import platform
 import statistics
@@ -39,6 +56,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -49,33 +67,42 @@ from bench.common import (
     bench_settings,
     fresh_runtime,
     rss_mib,
-    synthetic_events,
+    write_synthetic_log,
 )
 from bench.drain import bench_drain
+from bench.fold import bench_fold
 from bench.http_load import build_request, open_loop
+from bench.peers import default_peers_dir, default_peers_venv, run_peers
 from bench.realtime import bench_realtime
 from bench.soak import bench_soak
-from engine.log import codec
-from engine.log.ids import new_execution_id, new_id
 from engine.runtime import Runtime
 from tests.processes import Role, role_env, wait_http
 from tests.servers import free_port, redis_server
 
-SCENARIOS = ("drain", "workflow", "latency", "replay", "realtime")
+SCENARIOS = ("drain", "fold", "workflow", "latency", "replay", "realtime", "peers")
+RESULTS = Path(__file__).resolve().parent / "results"
 EXTRA_SCENARIOS = ("soak",)  # run only when named: the soak alone takes about 17 minutes
 
 
-async def bench_latency(report: Report, url: str, rate: int, seconds: float, logs: Path) -> None:
+async def bench_latency(
+    report: Report, url: str, rate: int, seconds: float, logs: Path, *, alone: bool = False
+) -> float:
+    """202 latency at ``rate`` req/s: the p99 (ms). ``alone``: the API process only, no worker or
+    projector sharing the box."""
     runtime = await Runtime.open(bench_settings(url))
     await runtime.redis.flushall()
     await runtime.close()
     port = free_port()
     env = role_env(url, CLIPSTREAM_PARTITIONS=str(PARTITIONS), CLIPSTREAM_SIM_LATENCY_MS="0")
     api = Role(["api", "--port", str(port)], env, logs / "latency-api.log")
-    others = [
-        Role(["worker"], env, logs / "latency-w.log"),
-        Role(["projector"], env, logs / "latency-proj.log"),
-    ]
+    others = (
+        []
+        if alone
+        else [
+            Role(["worker"], env, logs / "latency-w.log"),
+            Role(["projector"], env, logs / "latency-proj.log"),
+        ]
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/healthz", role=api)
@@ -109,51 +136,42 @@ async def bench_latency(report: Report, url: str, rate: int, seconds: float, log
         latencies.sort()
         p50 = statistics.median(latencies)
         p99 = latencies[int(len(latencies) * 0.99) - 1]
+        where = "API alone" if alone else "worker and projector on the same box"
         report.add(
-            f"202 latency p50 / p99 at {rate} req/s (ms)",
+            f"202 latency p50 / p99 at {rate} req/s, {where} (ms)",
             f"{p50:.1f} / {p99:.1f}",
             f"{total:,} requests over {seconds:.0f}s, {errors} non-202",
         )
-        report.rss["api (latency run)"] = rss_mib(api.proc.pid)
+        report.rss[f"api (latency run, {where})"] = rss_mib(api.proc.pid)
+        return p99
     finally:
         api.terminate()
         for proc in others:
             proc.terminate()
 
 
-async def bench_replay(report: Report, url: str, events: int) -> None:
+async def bench_replay(report: Report, url: str, events: int, processes: int) -> float:
+    """``projections.replay.rebuild`` over a synthetic log of ``events``: events/s."""
     from projections import replay
 
     runtime = await fresh_runtime(bench_settings(url))
     try:
-        store = runtime.store
-        owners = [new_id("acc") for _ in range(256)]
-        executions = events // 5
         t = time.perf_counter()
-        pipe = store.redis.pipeline(transaction=False)
-        for i in range(executions):
-            owner = owners[i % len(owners)]
-            p = store.keys.partition(owner)
-            xid = new_execution_id(p)
-            for ev in synthetic_events(xid, owner, i):
-                pipe.xadd(store.keys.log(p), {"e": codec.encode(ev)})
-            if len(pipe) >= 20_000:
-                await pipe.execute()
-        await pipe.execute()
+        executions = await write_synthetic_log(runtime, events)
         print(
             f"  (synthetic log of {executions * 5:,} events written in "
             f"{time.perf_counter() - t:.1f}s)",
             flush=True,
         )
-        t = time.perf_counter()
-        result = await replay.rebuild(runtime)
-        secs = time.perf_counter() - t
+        result = await replay.rebuild(runtime, processes=processes)
+        rate = result.events / result.seconds
         report.add(
             "replay: events folded and written per second",
-            f"{executions * 5 / secs:,.0f}",
-            f"{executions * 5:,} events, {executions:,} views in {secs:.1f}s (one process)",
+            f"{rate:,.0f}",
+            f"{result.events:,} events, {result.executions:,} views in {result.seconds:.1f}s "
+            f"({result.processes} process(es))",
         )
-        del result
+        return rate
     finally:
         await runtime.close()
 
@@ -178,16 +196,28 @@ def machine() -> str:
 
 async def main_async(args: argparse.Namespace) -> Report:
     report = Report()
+    fig = report.figures
     n = 5_000 if args.quick else 30_000
     replay_events = 100_000 if args.quick else 1_000_000
     with tempfile.TemporaryDirectory(prefix="cs-bench-") as tmp, redis_server() as server:
         logs = Path(tmp)
         try:
             if "drain" in args.only:
-                for workers in (1, 2):
-                    await bench_drain(report, server.url, n, workers, logs)
+                one = await bench_drain(report, server.url, n, 1, logs)
+                fig["drain_one_step_per_s"] = round(one.per_s, 1)
+                fig["events_per_one_step_execution"] = round(one.events_per_execution, 2)
+                fig["redis_bytes_per_one_step_execution"] = round(one.redis_bytes_per_execution)
+                best = await bench_drain(report, server.url, n, 1, logs, projectors=2)
+                fig["e2e_one_step_per_s"] = round(max(one.e2e_per_s, best.e2e_per_s), 1)
+                fig["e2e_one_step_projectors"] = 2 if best.e2e_per_s > one.e2e_per_s else 1
+                await bench_drain(report, server.url, n, 2, logs)
+            if "fold" in args.only:
+                events = 60_000 if args.quick else 300_000
+                single = await bench_fold(report, server.url, events, 1, logs)
+                double = await bench_fold(report, server.url, events, 2, logs)
+                fig["projectors_2_vs_1"] = round(double / single, 2)
             if "workflow" in args.only:
-                await bench_drain(
+                three = await bench_drain(
                     report,
                     server.url,
                     n // 3,
@@ -196,21 +226,30 @@ async def main_async(args: argparse.Namespace) -> Report:
                     tools=THREE_STEPS,
                     label="three-step workflows/s, 0 ms providers",
                 )
-                await bench_drain(
-                    report,
-                    server.url,
-                    2_000 if args.quick else 6_000,
-                    1,
-                    logs,
-                    tools=THREE_STEPS,
-                    latency_ms=200,
-                    label="three-step workflows/s, 200 ms providers, 200 in flight",
-                )
+                fig["workflow_three_step_per_s"] = round(three.per_s, 1)
+                io = [
+                    await bench_drain(
+                        report,
+                        server.url,
+                        2_000 if args.quick else 6_000,
+                        workers,
+                        logs,
+                        latency_ms=200,
+                        label="one-step transcripts/s, 200 ms providers",
+                    )
+                    for workers in (1, 2)
+                ]
+                fig["io_bound_2_workers_vs_1"] = round(io[1].per_s / io[0].per_s, 2)
             if "latency" in args.only:
                 secs = 3 if args.quick else 10
-                await bench_latency(report, server.url, args.rate, secs, logs)
+                alone = await bench_latency(report, server.url, args.rate, secs, logs, alone=True)
+                shared = await bench_latency(report, server.url, args.rate, secs, logs)
+                fig["latency_202_p99_ms_api_alone"] = round(alone, 2)
+                fig["latency_202_p99_ms_shared_box"] = round(shared, 2)
             if "replay" in args.only:
-                await bench_replay(report, server.url, replay_events)
+                rate = await bench_replay(report, server.url, replay_events, args.replay_processes)
+                fig["replay_events_per_s"] = round(rate)
+                fig["replay_events"] = replay_events
             if "realtime" in args.only:
                 await bench_realtime(
                     report,
@@ -225,7 +264,70 @@ async def main_async(args: argparse.Namespace) -> Report:
         except Exception:
             _dump_logs(logs)
             raise
+        if "peers" in args.only:
+            peers = run_peers(
+                args.peers_dir,
+                args.peers_venv,
+                logs,
+                n=2_000 if args.quick else 20_000,
+                ceiling_n=5_000 if args.quick else 50_000,
+            )
+            name, best_rate = peers.best
+            fig["peer_best_per_s"] = best_rate
+            fig["peer_best"] = name
+            fig["peers_per_s"] = peers.drained_per_s
+            fig["ceiling_e2e_per_s"] = peers.ceiling_e2e_per_s
+            fig["peer_notes"] = peers.notes
+            for peer, peer_rate in peers.drained_per_s.items():
+                report.add(
+                    f"peer: {peer}, one worker process, jobs drained/s",
+                    "—" if peer_rate is None else f"{peer_rate:,.0f}",
+                )
+            report.add(
+                "ceiling_spike.py: executions/s with every view current",
+                "—" if peers.ceiling_e2e_per_s is None else f"{peers.ceiling_e2e_per_s:,.0f}",
+                "; ".join(peers.notes),
+            )
+    fig["targets"] = targets(fig)
     return report
+
+
+def targets(fig: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each target of issue 12: met, missed (by how much) or not measured in this run."""
+    peer = fig.get("peer_best_per_s")
+    one = fig.get("drain_one_step_per_s")
+    checks: list[tuple[str, str, str, float | None]] = [
+        ("e2e_one_step_per_s", "e2e_one_step_per_s", ">=", 2 * peer if peer else None),
+        ("projectors_2_vs_1", "projectors_2_vs_1", ">=", 1.6),
+        ("io_bound_2_workers_vs_1", "io_bound_2_workers_vs_1", ">=", 1.8),
+        ("replay_events_per_s", "replay_events_per_s", ">=", 100_000.0),
+        ("latency_202_p99_ms_api_alone", "latency_202_p99_ms_api_alone", "<", 5.0),
+        ("latency_202_p99_ms_shared_box", "latency_202_p99_ms_shared_box", "<", 50.0),
+        ("events_per_one_step_execution", "events_per_one_step_execution", "<=", 5.0),
+        (
+            "workflow_three_step_per_s",
+            "workflow_three_step_per_s",
+            ">=",
+            0.5 * one if one else None,
+        ),
+    ]
+    out: dict[str, dict[str, Any]] = {}
+    for name, key, op, bound in checks:
+        value = fig.get(key)
+        if value is None or bound is None:
+            out[name] = {"status": "not measured in this run"}
+            continue
+        met = value >= bound if op == ">=" else value < bound if op == "<" else value <= bound
+        entry: dict[str, Any] = {"value": value, "target": f"{op} {round(bound, 2)}"}
+        if met:
+            entry["status"] = "met"
+        else:
+            entry["status"] = "missed"
+            entry["by"] = f"{abs(value - bound) / bound:.0%} ({round(value - bound, 2):+})"
+        if name == "replay_events_per_s" and fig.get("replay_events", 0) < 1_000_000:
+            entry["note"] = "measured over fewer than 1,000,000 events (--quick)"
+        out[name] = entry
+    return out
 
 
 def _dump_logs(logs: Path) -> None:
@@ -269,6 +371,33 @@ def main() -> None:
         help="run only these scenarios",
     )
     parser.add_argument("--out", type=Path, help="also write the table (markdown) to this file")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=RESULTS / "latest.json",
+        help="where the figures and the targets are merged in as JSON (default: "
+        "bench/results/latest.json; other keys of the file are kept)",
+    )
+    parser.add_argument(
+        "--replay-processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes the replay scenario splits the partitions among (default: one per core)",
+    )
+    parser.add_argument(
+        "--peers-dir",
+        type=Path,
+        default=default_peers_dir(),
+        help="the peer harness (run_peer.py, ceiling_spike.py); default $CLIPSTREAM_PEERS_DIR or "
+        "../shared/peers beside the repository",
+    )
+    parser.add_argument(
+        "--peers-venv",
+        type=Path,
+        default=default_peers_venv(),
+        help="the venv with the peers' packages, outside the repository (its README's setup); "
+        "default $CLIPSTREAM_PEERS_VENV or $XDG_CACHE_HOME/clipstream-peers-venv",
+    )
     args = parser.parse_args()
     started = dt.datetime.now(dt.UTC)
     report = asyncio.run(main_async(args))
@@ -277,6 +406,22 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
+    # Merged into what the file holds: other scenarios (realtime) write their own keys there too.
+    try:
+        document: dict[str, Any] = json.loads(args.json.read_text())
+    except (OSError, ValueError):
+        document = {}
+    document |= {
+        "date": f"{started:%Y-%m-%d %H:%M} UTC",
+        "machine": machine(),
+        "quick": args.quick,
+        "scenarios": args.only,
+        **report.figures,
+        "rss_mib": {k: round(v) for k, v in sorted(report.rss.items())},
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    print(f"figures and targets written to {args.json}")
 
 
 if __name__ == "__main__":

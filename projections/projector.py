@@ -1,7 +1,9 @@
 """The projector: keeps the views of the live projection version current with the partition logs.
 
 Per partition it holds a lease (``SET NX PX``, renewed while it works), so several projector
-processes split the partitions instead of racing for them. For each batch:
+processes split the partitions instead of racing for them; each asks only for its share of them
+(about P/N of N live projectors, projections.membership) and hands back what falls outside it when
+another joins, so the work spreads evenly and moves when one joins, leaves or dies. For each batch:
 
     XRANGE log (checkpoint, +]  →  GET the touched views  →  pure fold  →  one Lua call writes
     views + indexes + transcript pointers + checkpoint, only if the checkpoint is unchanged
@@ -30,7 +32,7 @@ import anyio.lowlevel
 from engine.connection import as_str
 from engine.errors import StoreError
 from engine.runtime import Runtime
-from projections import scripts
+from projections import membership, scripts
 from projections.batch import fold_entries, repair
 from projections.feed import FEED_MAXLEN, FeedRecord, feed_key, feed_records, live_key
 from projections.namespace import Namespace, current_version, encode_pointer, transcripts_of
@@ -41,6 +43,7 @@ log = logging.getLogger("clipstream.projector")
 
 _IDLE_MIN_S = 0.002
 _IDLE_MAX_S = 0.05
+_CHECK_MAX_S = 1.0  # the longest between two looks at the members and leases
 
 
 @dataclass(slots=True)
@@ -53,6 +56,7 @@ class ProjectorStats:
     gaps: int = 0  # executions whose events could not all be applied
     conflicts: int = 0  # batches discarded because another projector moved the checkpoint
     errors: int = 0  # passes that failed on Redis and were retried
+    handed_over: int = 0  # leases given back to even the partitions out among projectors
 
 
 class CommitConflict(Exception):
@@ -127,6 +131,9 @@ class Projector:
         self.store = runtime.store
         self.redis = runtime.redis
         self.partitions = list(partitions if partitions is not None else self.store.partitions)
+        # A projector given its own partitions (a tool, a test) folds those and is no member: the
+        # members split the partitions among themselves (projections.membership).
+        self._member = partitions is None
         self.projector_id = f"prj_{secrets.token_hex(8)}"
         self.stats = ProjectorStats()
         self._fixed_version = version
@@ -285,24 +292,39 @@ class Projector:
         if version != self.version:
             if self.version:
                 log.info("projection version %d -> %d", self.version, version)
-            await self._release_all()
+            await self._give_back()
             self.version = version
             self._leases_checked = 0.0  # take the new namespace's partitions at once
 
     async def _maintain_leases(self, *, force: bool) -> None:
-        """Renew held leases and try to take free partitions, every third of the lease."""
+        """Every third of the lease (every second at most, so a join is seen soon): announce this
+        projector, renew the leases it holds, give back those outside its share of the partitions
+        (projections.membership) and take the free ones inside it. ``force`` (run_until_idle,
+        which must drain every partition) checks at once, takes any free partition, inside its
+        share or not, and gives none back."""
         lease_ms = self.runtime.settings.lease_ms
         now = time.monotonic()
-        if not force and now - self._leases_checked < lease_ms / 3000:
+        if not force and now - self._leases_checked < min(lease_ms / 3000, _CHECK_MAX_S):
             return
         self._leases_checked = now
+        mine = set(self.partitions)
+        if self._member:
+            members = await membership.announce(
+                self.redis, self.store.keys, self.projector_id, int(time.time() * 1000), lease_ms
+            )
+            mine &= set(membership.share(self.store.partitions, members, self.projector_id))
         for p in list(self._held):
             ns = self.ns(p)
-            if int(await self._renew(keys=[ns.lease], args=[self.projector_id, lease_ms])) != 1:
+            if p not in mine and not force:
+                await self._release(keys=[ns.lease], args=[self.projector_id])
+                del self._held[p]
+                self.stats.handed_over += 1
+                log.info("partition %d: handed over (outside this projector's share)", p)
+            elif int(await self._renew(keys=[ns.lease], args=[self.projector_id, lease_ms])) != 1:
                 log.info("partition %d: lease lost", p)
                 del self._held[p]
         for p in self.partitions:
-            if p in self._held:
+            if p in self._held or (p not in mine and not force):
                 continue
             ns = self.ns(p)
             if await self.redis.set(ns.lease, self.projector_id, nx=True, px=lease_ms):
@@ -313,6 +335,17 @@ class Projector:
         return as_str(raw) if raw is not None else "0-0"
 
     async def _release_all(self) -> None:
+        """Goodbye: leave the members and give every lease back (a clean stop)."""
+        if self._member:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await membership.withdraw(self.redis, self.store.keys, self.projector_id)
+                except Exception as exc:  # shutting down: the announcement runs out on its own
+                    log.debug("withdrawing from the members failed: %s", exc)
+        await self._give_back()
+
+    async def _give_back(self) -> None:
+        """Give every lease back (a clean stop, or a switch to another projection version)."""
         if not self._held:
             return
         held, self._held = list(self._held), {}

@@ -2,9 +2,10 @@
 switch, and drop old versions. No printing here: the CLI draws the progress bar and the report.
 
 A rebuild reads each partition log from the start in pages of 10,000 (its archived segments, then
-the hot tail in Redis: engine.archive.reader.log_pages), folds in memory
-with the same code as the live projector (``projections.batch``), and writes the views, indexes
-and checkpoint of version ``current + 1`` in batches, the checkpoint last. After
+the hot tail in Redis: engine.archive.reader.log_pages), folds in memory with the same code as the
+live projector (``projections.batch``), and writes the views, indexes and checkpoint of version
+``current + 1`` in big pipelined commands (``projections.bulk``), the checkpoint last. The
+partitions can be split among child processes (``processes``, ``projections.rebuild``). After
 ``switch`` the live projectors continue from the new namespace's checkpoints, so events appended
 during the rebuild are folded there too. Leftovers of an unfinished rebuild are dropped first.
 """
@@ -13,24 +14,18 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from engine.archive import reader
 from engine.archive.catalog import latest_manifest
 from engine.connection import as_str
-from engine.errors import InvalidRequest, StoreError
+from engine.errors import InvalidRequest
 from engine.runtime import Runtime
-from projections import scripts
-from projections.batch import fold_entries, repair
 from projections.namespace import DEFAULT_VERSION, Namespace, current_version, set_version
-from projections.projector import commit_args
-from projections.views import ExecutionView, decode_view
+from projections.rebuild import Progress, Work, can_split, in_processes, rebuild_partition, shares
+from projections.views import decode_view
 
-PAGE = 10_000  # log entries per XRANGE
-WRITE_BATCH = 500  # views per commit call
-
-Progress = Callable[[int, int], None]
+WRITE_BATCH = 500  # views compared, keys deleted, per round trip
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +40,7 @@ class RebuildReport:
     skipped: int
     gaps: int
     seconds: float
+    processes: int = 1
 
     def describe(self) -> str:
         rate = self.events / self.seconds if self.seconds > 0 else 0.0
@@ -52,7 +48,8 @@ class RebuildReport:
             f"rebuilt projection version {self.version} (live: {self.previous_version}) from "
             f"{self.partitions} partitions: {self.events:,} events, {self.executions:,} "
             f"executions, {self.skipped} undecodable entries skipped, {self.gaps} gaps, "
-            f"in {self.seconds:.1f}s ({rate:,.0f} events/s)"
+            f"in {self.seconds:.1f}s ({rate:,.0f} events/s, {self.processes} process"
+            f"{'es' if self.processes > 1 else ''})"
         )
 
 
@@ -101,48 +98,41 @@ async def rebuild(
     *,
     progress: Progress | None = None,
     partitions: Sequence[int] | None = None,
+    processes: int = 1,
 ) -> RebuildReport:
-    """Fold every partition log from the start into version ``current + 1`` (not switched)."""
+    """Fold every partition log from the start into version ``current + 1`` (not switched).
+
+    With ``processes`` > 1 the partitions are split among that many child processes (each its own
+    connection, its own core), the biggest logs first so the shares come out even; that needs a
+    Redis the children can reach (not the embedded store) and an archive they can read (not one in
+    memory), and otherwise the rebuild runs here."""
     store = runtime.store
     started = time.perf_counter()
     previous = await current_version(runtime.redis, store.keys)
     version = previous + 1
     await drop(runtime, version)
     chosen = list(partitions if partitions is not None else store.partitions)
-    total = 0
-    for p in chosen:
-        total += await store.log.log_length(p) + await _archived(runtime, p)
-    done = events = executions = skipped = gaps = 0
+    sizes = {p: await store.log.log_length(p) + await _archived(runtime, p) for p in chosen}
+    total = sum(sizes.values())
     if progress is not None:
         progress(0, total)
-    for p in chosen:
-        views: dict[str, ExecutionView] = {}
-        after = "0-0"
-        part_skipped = 0
-        async for entries in reader.log_pages(store, runtime.archive, p, "0-0", PAGE):
-            folded = fold_entries(views, entries)
-            await repair(store, views, folded)
-            events += folded.events
-            part_skipped += folded.skipped
-            gaps += folded.gaps
-            after = entries[-1].entry_id
-            done += len(entries)
-            if progress is not None:
-                progress(done, max(total, done))
-        await _write_namespace(
-            runtime, Namespace(store.keys, p, version), views, after, part_skipped
-        )
-        executions += len(views)
-        skipped += part_skipped
+    work = Work(version=version, total=total)
+    groups = shares(sizes, processes) if can_split(runtime.settings) else [chosen]
+    if len(groups) > 1:
+        await in_processes(runtime.settings, work, groups, progress)
+    else:
+        for p in chosen:
+            await rebuild_partition(runtime, version, p, work, progress)
     return RebuildReport(
         version=version,
         previous_version=previous,
         partitions=len(chosen),
-        events=events,
-        executions=executions,
-        skipped=skipped,
-        gaps=gaps,
+        events=work.events,
+        executions=work.executions,
+        skipped=work.skipped,
+        gaps=work.gaps,
         seconds=time.perf_counter() - started,
+        processes=len(groups),
     )
 
 
@@ -151,29 +141,6 @@ async def _archived(runtime: Runtime, partition: int) -> int:
     if runtime.archive is None:
         return 0
     return (await latest_manifest(runtime.archive, partition)).entries
-
-
-async def _write_namespace(
-    runtime: Runtime, ns: Namespace, views: dict[str, ExecutionView], ckpt: str, skipped: int
-) -> None:
-    """Write views and indexes with the live projector's own commit script, a batch per call
-    (the same index rules, and one reply per batch); the checkpoint moves only with the last
-    batch, so a namespace with a checkpoint is complete."""
-    commit = runtime.redis.register_script(scripts.COMMIT)
-    batch = list(views.values())
-    starts = list(range(0, len(batch), WRITE_BATCH)) or [0]
-    for start in starts:
-        last = start == starts[-1]
-        keys, args = commit_args(
-            ns,
-            batch[start : start + WRITE_BATCH],
-            "0-0",
-            ckpt if last else "0-0",
-            skipped if last else 0,
-        )
-        result = await commit(keys=keys, args=args)
-        if int(result[0]) != 1:
-            raise StoreError(f"{ns.base} was written by someone else during the rebuild")
 
 
 async def compare(runtime: Runtime, a: int, b: int) -> ParityReport:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -68,6 +69,13 @@ def add_parsers(sub: Subcommands) -> None:
         action="store_true",
         help="with --switch: delete the version that was live before",
     )
+    replay.add_argument(
+        "--processes",
+        type=_positive,
+        default=os.cpu_count() or 1,
+        help="split the partitions among this many processes (default: one per core; one on the "
+        "embedded store or an archive in memory, which other processes cannot reach)",
+    )
     replay.set_defaults(handler=_replay_command)
 
 
@@ -94,7 +102,7 @@ def _retry_command(settings: Settings, args: argparse.Namespace) -> int:
 def _replay_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.drop_previous and not args.switch:
         raise ConfigError("--drop-previous needs --switch: the live version is never dropped")
-    return run(_replay, settings, args.switch, args.drop_previous)
+    return run(_replay, settings, args.switch, args.drop_previous, args.processes)
 
 
 # -- what they do --------------------------------------------------------------------------------
@@ -197,13 +205,13 @@ async def _retry(settings: Settings, execution_id: str | None, by: str) -> int:
     return 0
 
 
-async def _replay(settings: Settings, switch: bool, drop_previous: bool) -> int:
+async def _replay(settings: Settings, switch: bool, drop_previous: bool, processes: int) -> int:
     from projections import replay
 
     runtime = await Runtime.open(settings)
     try:
         bar = _ProgressBar()
-        report = await replay.rebuild(runtime, progress=bar.update)
+        report = await replay.rebuild(runtime, progress=bar.update, processes=processes)
         bar.finish()
         print(report.describe())
         current = report.previous_version
@@ -220,6 +228,17 @@ async def _replay(settings: Settings, switch: bool, drop_previous: bool) -> int:
     finally:
         await runtime.close()
     return 0
+
+
+def _positive(text: str) -> int:
+    """An argument that must be a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
 
 
 class _ProgressBar:

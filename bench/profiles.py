@@ -1,0 +1,187 @@
+"""Profiles of the projector and the API under load (cProfile), the top of each written to
+bench/results/ so a result can say where the time goes.
+
+    python -m bench.profiles                 # both, into bench/results/profile-*.txt
+    python -m bench.profiles --only api      # the API under the latency scenario's load
+
+  projector  one ``clipstream projector`` process folding a synthetic log of --events finished
+             one-step executions from nothing, profiled until every checkpoint is at its log's end
+  api        one ``clipstream api`` process answering ``POST /v1/items/{id}/transcript`` at
+             --rate req/s for --seconds (open loop, as the latency scenario), alone on the box
+
+Each role runs under cProfile against a private redis-server, is stopped with
+SIGUSR1 (the profile written, then the process ends) and its top functions, by own time and by
+cumulative time, are written out with the machine and the load of the box when it ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import pstats
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.common import PARTITIONS, bench_settings, fresh_runtime, write_synthetic_log
+from bench.drain import _checkpoints, _log_tails
+from bench.http_load import build_request, open_loop
+from tests.processes import ADMIN_TOKEN, ROOT, role_env, wait_http
+from tests.servers import free_port, redis_server
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TOP = 30
+
+
+# The role runs under a profiler that writes its data on SIGUSR1 and exits: uvicorn re-raises the
+# SIGTERM it caught once it has shut down, which would end the process before cProfile could write.
+_WRAPPER = """
+import cProfile, os, signal, sys
+from api.cli import main
+profile = cProfile.Profile()
+def dump(*_):
+    profile.disable()
+    profile.dump_stats(sys.argv[1])
+    os._exit(0)
+signal.signal(signal.SIGUSR1, dump)
+profile.enable()
+main(sys.argv[2:])
+"""
+
+
+def _profiled(
+    args: list[str], env: dict[str, str], out: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _WRAPPER, str(out), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGUSR1)
+    proc.wait(timeout=120)
+
+
+def _top(profile: Path, title: str, note: str) -> str:
+    text = io.StringIO()
+    stats = pstats.Stats(str(profile), stream=text)
+    stats.strip_dirs()
+    text.write(f"# {title}\n\n{note}\n\n## by own time\n")
+    stats.sort_stats("tottime").print_stats(TOP)
+    text.write("\n## by cumulative time\n")
+    stats.sort_stats("cumulative").print_stats(TOP)
+    return text.getvalue()
+
+
+def _load_note() -> str:
+    one, five, _ = os.getloadavg()
+    return (
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, load "
+        f"average {one:.1f} (1 min) / {five:.1f} (5 min) when it ran: on a loaded box the shares "
+        "matter, not the absolute times"
+    )
+
+
+async def profile_projector(url: str, events: int, work: Path) -> str:
+    runtime = await fresh_runtime(bench_settings(url))
+    try:
+        executions = await write_synthetic_log(runtime, events)
+        tails = await _log_tails(runtime)
+        env = role_env(url, CLIPSTREAM_PARTITIONS=str(PARTITIONS))
+        out = work / "projector.prof"
+        proc = _profiled(["projector"], env, out, work / "projector.log")
+        started = time.perf_counter()
+        try:
+            while await _checkpoints(runtime) != tails:
+                if proc.poll() is not None:
+                    raise RuntimeError((work / "projector.log").read_text()[-2000:])
+                await asyncio.sleep(0.1)
+            secs = time.perf_counter() - started
+        finally:
+            _stop(proc)
+    finally:
+        await runtime.close()
+    note = (
+        f"One projector process folding {executions * 5:,} log entries ({executions:,} finished "
+        f"one-step executions) from nothing: {secs:.1f}s including start-up. {_load_note()}."
+    )
+    return _top(out, "Profile: the projector folding a log", note)
+
+
+async def profile_api(url: str, rate: int, seconds: float, work: Path) -> str:
+    runtime = await fresh_runtime(bench_settings(url))
+    await runtime.close()
+    port = free_port()
+    env = role_env(url, CLIPSTREAM_PARTITIONS=str(PARTITIONS))
+    out = work / "api.prof"
+    proc = _profiled(["api", "--port", str(port)], env, out, work / "api.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/healthz")
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            made = await http.post(
+                "/admin/accounts", json={"name": "p", "coins": 1e6}, headers=admin
+            )
+            auth = {"Authorization": f"Bearer {made.json()['api_key']}"}
+            source = {"source": "https://youtu.be/dQw4w9WgXcQ"}
+            item = (await http.post("/v1/items", json=source, headers=auth)).json()["item"]
+        request = build_request(
+            "POST",
+            f"/v1/items/{item['item_id']}/transcript",
+            f"127.0.0.1:{port}",
+            {**auth, "Content-Type": "application/json"},
+            b"{}",
+        )
+        load = await open_loop("127.0.0.1", port, request, rate=rate, total=int(rate * seconds))
+        latencies = sorted(load.latencies_ms)
+        p99 = latencies[int(len(latencies) * 0.99) - 1]
+    finally:
+        _stop(proc)
+    note = (
+        f"One API process, alone, answering POST /v1/items/{{id}}/transcript at {rate} req/s "
+        f"for {seconds:.0f}s (202s: {load.statuses.get(202, 0):,}; p99 {p99:.1f} ms under the "
+        f"profiler, which slows every call). {_load_note()}."
+    )
+    return _top(out, "Profile: the API under the latency load", note)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="cs-prof-") as tmp, redis_server() as server:
+        work = Path(tmp)
+        if "projector" in args.only:
+            text = await profile_projector(server.url, args.events, work)
+            (RESULTS / "profile-projector.txt").write_text(text)
+            print(text[:3000])
+        if "api" in args.only:
+            text = await profile_api(server.url, args.rate, args.seconds, work)
+            (RESULTS / "profile-api.txt").write_text(text)
+            print(text[:3000])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="cProfile the projector and the API under load")
+    parser.add_argument(
+        "--only", nargs="+", choices=("projector", "api"), default=["projector", "api"]
+    )
+    parser.add_argument(
+        "--events", type=int, default=200_000, help="log entries the projector folds"
+    )
+    parser.add_argument("--rate", type=int, default=500, help="requests/s sent to the API")
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long the API is loaded")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -219,9 +219,17 @@ class Settings:
 
     @property
     def stream_retention_ms(self) -> int:
-        """How long a finished execution's own stream is kept: the hot window when an archive
-        holds its events (they stay in the partition log until archived), else the retention."""
+        """How long a finished execution's own stream is kept once the live projection holds its
+        end (the projector sets it): the hot window when an archive holds its events (they stay
+        in the partition log until archived), else the retention."""
         return max(self.hot_ms, 1) if self.archived else self.retention_ms
+
+    @property
+    def unfolded_stream_retention_ms(self) -> int:
+        """How long a finished execution's stream is kept when it ends (the appender sets it):
+        the retention, so a read can still fold it while the projector has not reached its end;
+        the projector shortens it to :attr:`stream_retention_ms` once it has."""
+        return self.retention_ms
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

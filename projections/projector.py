@@ -70,11 +70,15 @@ def commit_args(
     new: str,
     skipped: int,
     feed: Sequence[FeedRecord] = (),
+    ended_ttl_ms: int | None = None,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of :data:`scripts.COMMIT` for writing ``views``, appending ``feed`` entries
-    (the live projector only: a replay passes none) and moving the checkpoint."""
+    and giving the streams of the ended ones ``ended_ttl_ms`` to live (the live projector only:
+    a replay passes neither) and moving the checkpoint."""
+    ended = [] if ended_ttl_ms is None else [v for v in views if not is_active(v)]
     keys: list[str] = [ns.ckpt, ns.skipped, ns.all]
     args: list[Any] = [expected, new, skipped, len(views), 0, len(feed), FEED_MAXLEN]
+    args += [len(ended), ended_ttl_ms or 0]
     pointers = []
     for view in views:
         reporter = view.reporter_id
@@ -110,6 +114,9 @@ def commit_args(
         args += [record.execution_id, record.seq, record.type, record.summary]
     if feed:
         keys.append(live_key(ns.keys, ns.partition))  # the notification the API hubs block on
+    for view in ended:
+        keys.append(ns.keys.execution(view.execution_id))
+        args.append(view.seq)
     return keys, args
 
 
@@ -273,7 +280,8 @@ class Projector:
         """The one atomic write of a batch (with the feed entries :meth:`step` prepared);
         CommitConflict when the checkpoint moved."""
         feed, self._feed = self._feed, []
-        keys, args = commit_args(ns, views, after, new, skipped, feed)
+        ttl = self.runtime.settings.stream_retention_ms
+        keys, args = commit_args(ns, views, after, new, skipped, feed, ttl)
         result = await self._commit(keys=keys, args=args)
         if int(result[0]) != 1:
             current = as_str(result[1])

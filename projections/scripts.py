@@ -12,21 +12,27 @@ from projections.feed import LIVE_MAXLEN
 #   again when there is no reporter), reporter's schedule runs zset (or the view key again when
 #   the view is not a run), then per transcript 2 keys: pointer, item languages zset,
 #   then per feed entry 1 key: the owner's feed stream, then (when there is any feed entry) the
-#   partition's live stream, which gets one entry naming the feeds appended to
+#   partition's live stream, which gets one entry naming the feeds appended to,
+#   then per ended execution 1 key: its own stream
 # ARGV[1] expected ckpt  ARGV[2] new ckpt  ARGV[3] skipped entries  ARGV[4] n views
 # ARGV[5] n transcripts  ARGV[6] n feed entries  ARGV[7] feed MAXLEN (approximate)
+# ARGV[8] n ended executions  ARGV[9] their streams' time to live once folded (ms)
 #   then per view 6 args: execution id, view JSON, created_at, active '1'|'0', reporter '1'|'0',
 #   schedule run '1'|'0'
 #   then per transcript 3 args: pointer JSON, created_at, lang
 #   then per feed entry 4 args: execution id, seq, event type, summary JSON (a FeedSummary: the
 #   entry's v is 2, see projections.feed)
+#   then per ended execution 1 arg: the seq of its view's last event
 # The feed entries are appended here, with the checkpoint, so a batch retried after a crash or a
 # lost compare-and-set never appends them twice.
+# An ended execution's stream is given its short time to live here, only when its newest entry is
+# the one its view folded: until then (the projector behind, or the execution retried since) a
+# read can still fold it from its stream (the appender set the long retention).
 # -> {1, new ckpt} or {0, current ckpt} when another projector moved it
 COMMIT = """
 local current = redis.call('GET', KEYS[1]) or '0-0'
 if current ~= ARGV[1] then return {0, current} end
-local k, a = 4, 8
+local k, a = 4, 10
 for _ = 1, tonumber(ARGV[4]) do
   local xid, score = ARGV[a], ARGV[a + 2]
   redis.call('SET', KEYS[k], ARGV[a + 1])
@@ -67,6 +73,14 @@ if n_feed > 0 then
     end
   end
   redis.call('XADD', KEYS[k], 'MAXLEN', '~', 'LIVE_MAXLEN', '*', 'feeds', table.concat(feeds, ' '))
+  k = k + 1
+end
+for _ = 1, tonumber(ARGV[8] or '0') do
+  local newest = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)
+  if #newest == 1 and newest[1][1] == ARGV[a] .. '-0' then
+    redis.call('PEXPIRE', KEYS[k], ARGV[9])
+  end
+  k, a = k + 1, a + 1
 end
 local skipped = tonumber(ARGV[3])
 if skipped > 0 then redis.call('INCRBY', KEYS[2], skipped) end

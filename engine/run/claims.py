@@ -64,7 +64,7 @@ async def dead_letter_execution(
                 xid,
                 state.seq,
                 closing,
-                expire_ms=settings.stream_retention_ms,
+                expire_ms=settings.unfolded_stream_retention_ms,
                 owner=event.owner,
                 moves=billing.moves_of(closing),
             )

@@ -149,7 +149,7 @@ class Drive:
                 self.xid,
                 self.durable,
                 tuple(self.pending),
-                expire_ms=self.ctx.settings.stream_retention_ms if terminal else 0,
+                expire_ms=self.ctx.settings.unfolded_stream_retention_ms if terminal else 0,
                 blobs=tuple(self.blobs),
                 ack=self.job.entry_id if terminal else None,
                 owner=self.job.owner,

@@ -21,7 +21,13 @@ from __future__ import annotations
 from typing import get_args
 
 from engine.archive import reader
-from engine.errors import ConcurrencyConflict, EngineError, InvalidRequest, NotFound
+from engine.errors import (
+    ConcurrencyConflict,
+    EngineError,
+    InvalidRequest,
+    InvalidTarget,
+    NotFound,
+)
 from engine.language import DEFAULT_LANG, LANG_HINT, canonical_lang, valid_lang
 from engine.log.admission import Accepted
 from engine.log.events import (
@@ -43,6 +49,7 @@ from engine.runtime import Runtime
 
 MAX_COLLECTION_ITEMS = 100  # items one process-collection execution runs over, at most
 ITEM_KINDS: tuple[str, ...] = get_args(ItemType)
+TRANSCRIBABLE = frozenset({"youtube_video"})  # the item types a transcript can be made of
 # Appends race only with the worker driving the execution; a few rereads always settle it.
 _CANCEL_ATTEMPTS = 5
 
@@ -68,14 +75,20 @@ async def request_transcript(
     ``ExecutionRequested`` (one transcribe step).
 
     ``text`` given: the transcript is that text (no transcriber call, no provider cost).
-    NotFound for another owner's or a missing item; InsufficientBalance when the fee cannot be
-    covered (nothing appended); IdempotencyMismatch for a reused key with other parameters.
+    Only a video has a transcript: another kind of item is InvalidTarget, before anything is
+    charged or appended. NotFound for another owner's or a missing item; InsufficientBalance when
+    the fee cannot be covered (nothing appended); IdempotencyMismatch for a reused key with other
+    parameters.
     """
     lang = DEFAULT_LANG if lang is None else lang
     if not valid_lang(lang):
         raise InvalidRequest(f"lang: {LANG_HINT}")
     lang = canonical_lang(lang)
     item = await items.get_item(runtime, owner, item_id)
+    if item.type not in TRANSCRIBABLE:
+        raise InvalidTarget(
+            f"item_id: item {item.item_id} is a {item.type}; only a youtube_video has a transcript"
+        )
     idem = idempotency(
         idempotency_key,
         f"transcript {item.item_id}",

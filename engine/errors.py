@@ -88,6 +88,13 @@ class InvalidRequest(EngineError):
     code = "invalid_request"
 
 
+class InvalidTarget(InvalidRequest):
+    """The request names a resource of a kind this work cannot run on (a transcript of a
+    channel); the API answers 422 ``invalid_target``."""
+
+    code = "invalid_target"
+
+
 class IdempotencyMismatch(EngineError):
     """An Idempotency-Key was reused with a different request body."""
 

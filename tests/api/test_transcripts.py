@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from engine.money.accounts import ledger
+from engine.money.accounts import balance, ledger
 from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.settings import micro_to_coins
@@ -263,3 +263,26 @@ async def test_a_language_code_is_one_code_in_any_case(
         f"/v1/items/{item_id}/transcript", params={"lang": "e"}, headers=alice.key_auth
     )
     assert bad_query.status_code == 422, bad_query.text
+
+
+@pytest.mark.parametrize(
+    "source", ["@somechannel", "twitter:someone", "https://example.com/feed.xml"]
+)
+async def test_only_a_video_has_a_transcript(
+    client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount, source: str
+) -> None:
+    """A channel, a Twitter account or a feed is 422 invalid_target, and nothing is charged."""
+    created = await client.post("/v1/items", json={"source": source}, headers=alice.key_auth)
+    assert created.status_code == 201, created.text
+    item_id = created.json()["item"]["item_id"]
+    before = await balance(runtime, alice.account_id)
+    refused = await client.post(
+        f"/v1/items/{item_id}/transcript", json={"lang": "en"}, headers=alice.key_auth
+    )
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "invalid_target"
+    assert "youtube_video" in error["message"]
+    assert await balance(runtime, alice.account_id) == before
+    mine = await client.get("/v1/executions/me", headers=alice.key_auth)
+    assert mine.json()["executions"] == []

@@ -114,8 +114,8 @@ class BalanceRefused(InsufficientBalance):
 
     def __init__(self, execution_id: str, event_index: int, available: int) -> None:
         super().__init__(
-            f"{execution_id}: event {event_index} of the append needs more than the {available} "
-            "micro-coins available"
+            f"{execution_id}: event {event_index} of the append needs more than the "
+            f"{available / 1_000_000:.6f} coins available"
         )
         self.execution_id = execution_id
         self.event_index = event_index

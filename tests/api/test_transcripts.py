@@ -170,6 +170,8 @@ async def test_no_balance_is_402_and_nothing_is_appended(
     )
     assert refused.status_code == 402, refused.text
     assert refused.json()["error"]["code"] == "insufficient_balance"
+    assert "(0.01 coins)" in refused.json()["error"]["message"]  # coins, as everywhere else
+    assert "micro" not in refused.text
 
     store = runtime.store
     log = await store.log.read_log(store.keys.partition(poor.account_id), "0-0", 1000)

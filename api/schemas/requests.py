@@ -162,9 +162,10 @@ class UpdateWorkflow(_Body, frozen=True):
     target_kind: TargetKind | UnsetType = UNSET
 
 
-class CreateSchedule(_Body, frozen=True):
+class CreateSchedule(_Body, frozen=True, kw_only=True):
     """``POST /v1/reporters/{reporter_id}/schedules``."""
 
+    name: Name | None = None
     workflow_id: AnyId
     interval_hours: Hours
     max_age_hours: AgeHours = 168
@@ -176,6 +177,7 @@ class CreateSchedule(_Body, frozen=True):
 class UpdateSchedule(_Body, frozen=True):
     """``PATCH …/schedules/{schedule_id}``; ``collection_ids`` replaces the attached set."""
 
+    name: Name | UnsetType | None = UNSET
     workflow_id: AnyId | UnsetType = UNSET
     interval_hours: Hours | UnsetType = UNSET
     max_age_hours: AgeHours | UnsetType = UNSET

@@ -156,6 +156,7 @@ class WorkflowOut(msgspec.Struct, kw_only=True):
 class ScheduleOut(msgspec.Struct, kw_only=True):
     schedule_id: str
     reporter_id: str
+    name: str | None
     workflow_id: str
     interval_hours: int
     max_age_hours: int

@@ -32,6 +32,7 @@ from api.schemas.executions import (
     RunList,
     RunSummaryOut,
     RunTriggeredOut,
+    SegmentOut,
     StepInputOut,
     StepSummary,
     TranscriptOut,
@@ -294,8 +295,27 @@ def events(history: list[AnyEvent]) -> EventList:
 
 
 def transcript(t: TranscriptView) -> TranscriptOut:
-    """An item's transcript in one language."""
-    return _by_name(TranscriptOut, t, created_at=iso(t.created_at))
+    """An item's transcript in one language; its segments in seconds (:func:`segment`)."""
+    segments = [s for s in map(segment, t.segments) if s is not None]
+    return _by_name(TranscriptOut, t, segments=segments, created_at=iso(t.created_at))
+
+
+def segment(stored: Any) -> SegmentOut | None:
+    """A stored segment in the API's shape. Transcripts are stored with ``start_ms``/``end_ms``
+    integers (every transcript stored so far, and what the claims locate by); a stored segment
+    already in seconds (``start``/``end``) is taken as it is. Anything else is skipped."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("text"), str):
+        return None
+    if _number(stored.get("start")) and _number(stored.get("end")):
+        return SegmentOut(start=stored["start"], end=stored["end"], text=stored["text"])
+    if _number(stored.get("start_ms")) and _number(stored.get("end_ms")):
+        start, end = stored["start_ms"] / 1000, stored["end_ms"] / 1000
+        return SegmentOut(start=start, end=end, text=stored["text"])
+    return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 # -- schedule runs -------------------------------------------------------------------------------

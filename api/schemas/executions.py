@@ -125,11 +125,20 @@ class EventList(msgspec.Struct, kw_only=True):
 # -- transcripts ---------------------------------------------------------------------------------
 
 
+class SegmentOut(msgspec.Struct, kw_only=True):
+    """A timed piece of a transcript; ``start`` and ``end`` in seconds from the start of the
+    video, as the platform's transcripts give them."""
+
+    start: float
+    end: float
+    text: str
+
+
 class TranscriptOut(msgspec.Struct, kw_only=True):
     item_id: str
     lang: str
     text: str
-    segments: list[Any]
+    segments: list[SegmentOut]
     execution_id: str | None
     created_at: str | None
 

@@ -121,7 +121,12 @@ async def test_simulated_transcriber_runs_without_text(
         await client.get(f"/v1/items/{item_id}/transcript?lang=en", headers=alice.key_auth)
     ).json()
     assert body["transcript"]["text"]
-    assert body["transcript"]["segments"]
+    segments = body["transcript"]["segments"]
+    assert segments
+    # Seconds, as the platform's transcripts carry them (DESIGN §7).
+    assert all(set(s) == {"start", "end", "text"} for s in segments)
+    assert all(0 <= s["start"] < s["end"] < 3600 for s in segments)
+    assert [s["start"] for s in segments] == sorted(s["start"] for s in segments)
 
 
 async def test_idempotency_key_returns_the_same_execution_and_charges_once(

@@ -289,9 +289,9 @@ def execution_list(page: Page[ExecutionView]) -> ExecutionList:
     )
 
 
-def events(history: list[AnyEvent]) -> EventList:
-    """An execution's raw events, oldest first, each tagged by ``type``."""
-    return EventList(events=[codec.to_builtins(e) for e in history])
+def events(page: list[AnyEvent], next_cursor: str | None) -> EventList:
+    """A page of an execution's raw events, oldest first, each tagged by ``type``."""
+    return EventList(events=[codec.to_builtins(e) for e in page], next_cursor=next_cursor)
 
 
 def transcript(t: TranscriptView) -> TranscriptOut:

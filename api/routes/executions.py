@@ -6,6 +6,8 @@ the projector has not caught up yet: a client that just got 202 never sees 404.
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -16,9 +18,9 @@ from api.openapi import doc
 from api.parse import flag, page_params, path_id
 from api.render import respond
 from api.schemas.executions import EventList, ExecutionDetail, ExecutionList, ExecutionResponse
-from api.schemas.requests import ExecutionListQuery
+from api.schemas.requests import SEQ_CURSOR, EventPageQuery, ExecutionListQuery
 from engine import commands
-from engine.errors import NotFound, StoreError
+from engine.errors import InvalidRequest, NotFound, StoreError
 from engine.log.events import ExecutionRequested
 from projections.fold import fold
 from projections.queries import Queries
@@ -79,15 +81,31 @@ async def my_executions(request: Request, caller: Caller) -> Response:
     return respond(render.execution_list(page))
 
 
-@doc(summary="The raw event history", response=EventList, tags=["executions"])
+@doc(
+    summary="The raw event history, a page at a time",
+    response=EventList,
+    query=EventPageQuery,
+    tags=["executions"],
+)
 @account_route("own")
 async def execution_events(request: Request, caller: Caller) -> Response:
-    """``GET /v1/executions/{execution_id}/events`` → ``{"events": [...]}`` (the raw history)."""
+    """``GET /v1/executions/{execution_id}/events?limit=&cursor=`` → ``{"events": [...],
+    "next_cursor"}``: the raw history oldest first; the cursor is the seq of the last event of
+    the previous page, so events appended meanwhile come on later pages, never shifted."""
     execution_id = path_id(request, "execution_id", "exc")
+    limit, cursor = page_params(request)
+    after = 0
+    if cursor is not None:
+        if not re.fullmatch(SEQ_CURSOR, cursor):
+            raise InvalidRequest("cursor: not a cursor this list returned")
+        after = int(cursor)
     history = await queries_of(request).history(caller.account_id, execution_id)
     if history is None:
         raise NotFound("no such execution")
-    return respond(render.events(history))
+    rest = [e for e in history if e.seq > after]
+    page = rest[:limit]
+    next_cursor = str(page[-1].seq) if len(rest) > limit else None
+    return respond(render.events(page, next_cursor))
 
 
 @doc(

@@ -117,9 +117,12 @@ class ExecutionDetail(msgspec.Struct, kw_only=True):
 
 
 class EventList(msgspec.Struct, kw_only=True):
-    """The raw events of an execution, oldest first (each tagged by ``type``)."""
+    """A page of the raw events of an execution, oldest first (each tagged by ``type``);
+    ``next_cursor`` (the ``seq`` of the page's last event) fetches the next page, null on the
+    last."""
 
     events: list[dict[str, Any]]
+    next_cursor: str | None
 
 
 # -- transcripts ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from engine.resources.reporters import StepInput
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+SEQ_CURSOR = r"^[1-9][0-9]{0,9}$"  # an event list's cursor: the seq of the last event given
 MAX_COINS = 1e9  # engine.money.accounts.MAX_MICRO in coins: every amount up to it is exact
 
 # JSON numbers of coins (integers decode too); exact micro-coins are derived from their repr.
@@ -232,6 +233,14 @@ class ExecutionListQuery(PageQuery, kw_only=True):
     """``GET /v1/executions/me?active=1``: pending and running only."""
 
     active: Literal["1", "0", "true", "false", "yes", "no"] = "0"
+
+
+class EventPageQuery(msgspec.Struct, kw_only=True):
+    """``GET /v1/executions/{execution_id}/events?limit=&cursor=``: oldest first; the cursor is
+    the ``seq`` of the previous page's last event (its ``next_cursor``)."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
+    cursor: Annotated[str, msgspec.Meta(pattern=SEQ_CURSOR)] | None = None
 
 
 class TranscriptQuery(msgspec.Struct, kw_only=True):

@@ -247,7 +247,11 @@ class ToolOut(msgspec.Struct, kw_only=True):
 
 
 class ToolList(msgspec.Struct, kw_only=True):
+    """The whole catalogue on one page: ``next_cursor`` is always null (the list shape of every
+    list, DESIGN §7)."""
+
     tools: list[ToolOut]
+    next_cursor: None = None
 
 
 class HealthOut(msgspec.Struct, kw_only=True):

@@ -90,6 +90,29 @@ async def test_supplied_text_becomes_the_transcript(
     assert types[0] == "ExecutionRequested"
     assert types[-1] == "ExecutionCompleted"
     assert [e["seq"] for e in events["events"]] == list(range(1, len(types) + 1))
+    assert events["next_cursor"] is None
+
+    # Paginated: a page of `limit` events oldest first, the next one from the cursor.
+    pages: list[int] = []
+    params: dict[str, str | int] = {"limit": 2}
+    while True:
+        page = await client.get(
+            f"/v1/executions/{xid}/events", params=params, headers=alice.key_auth
+        )
+        assert page.status_code == 200, page.text
+        seqs = [e["seq"] for e in page.json()["events"]]
+        assert 1 <= len(seqs) <= 2
+        pages += seqs
+        if page.json()["next_cursor"] is None:
+            break
+        assert page.json()["next_cursor"] == str(seqs[-1])
+        params["cursor"] = page.json()["next_cursor"]
+    assert pages == list(range(1, len(types) + 1))
+    for bad in ({"limit": 0}, {"limit": 101}, {"cursor": "x"}, {"cursor": "0"}):
+        refused = await client.get(
+            f"/v1/executions/{xid}/events", params=bad, headers=alice.key_auth
+        )
+        assert refused.status_code == 422, (bad, refused.text)
 
     active = await client.get("/v1/executions/me", params={"active": "1"}, headers=alice.key_auth)
     assert active.json()["executions"] == []

@@ -205,7 +205,7 @@ def tool(t: Tool) -> ToolOut:
         description=t.description,
         provider=t.provider_kind,
         params_schema=msgspec.json.schema(t.params_schema),
-        pricing=Pricing(currency="coins", units=units),
+        pricing=Pricing(currency="coins", units=units, estimate=t.estimate_note),
     )
 
 

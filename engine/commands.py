@@ -33,9 +33,11 @@ from engine.log.admission import Accepted
 from engine.log.events import (
     ExecutionCancelRequested,
     ExecutionRequested,
+    WorkflowSnapshot,
     is_terminal,
 )
 from engine.log.ids import is_id, new_execution_id
+from engine.providers import registry
 from engine.requests import (
     collection_request,
     idempotency,
@@ -101,11 +103,31 @@ async def request_transcript(
         item,
         lang=lang,
         text=text,
+        duration_s=None if text else known_duration(runtime, item, lang),
         fee=runtime.settings.fees.transcript,
         request_id=request_id,
         idempotency_key=idempotency_key,
     )
     return await store.admission.request(event, idempotency=idem)
+
+
+def known_duration(runtime: Runtime, item: items.Item, lang: str) -> int | None:
+    """The audio length of a video item in seconds, when the transcriber knows it without a call
+    (the simulation does): what its transcription's cost estimate is made from."""
+    transcriber = registry.current().transcriber(runtime.settings)
+    return transcriber.known_duration_s(item.external_id or item.source, lang)
+
+
+def workflow_duration(runtime: Runtime, item: items.Item, workflow: WorkflowSnapshot) -> int | None:
+    """:func:`known_duration` of a video item in the language the workflow's first transcribe
+    step asks for; None for other items and workflows that transcribe nothing."""
+    if item.type not in TRANSCRIBABLE:
+        return None
+    for step in workflow.steps:
+        if step.tool_id == "transcribe":
+            lang = step.params.get("lang")
+            return known_duration(runtime, item, lang if isinstance(lang, str) else DEFAULT_LANG)
+    return None
 
 
 async def request_process(
@@ -139,15 +161,17 @@ async def request_process(
         {"source": source, "workflow_id": workflow_id},
     )
     store = runtime.store
+    snap = snapshot(workflow)
     event = process_request(
         new_execution_id(store.keys.partition(owner)),
         owner,
         item,
-        snapshot(workflow),
+        snap,
         fee=runtime.settings.fees.process,
         request_id=request_id,
         idempotency_key=idempotency_key,
         reporter_id=reporter_id,
+        duration_s=workflow_duration(runtime, item, snap),
     )
     return await store.admission.request(event, idempotency=idem)
 

@@ -85,9 +85,11 @@ def transcript_request(
     fee: int,
     request_id: str,
     idempotency_key: str | None,
+    duration_s: int | None = None,
 ) -> ExecutionRequested:
     """The transcript of ``item`` in ``lang``: one ``transcribe`` step (``text`` given: that text
-    is the transcript, no provider call)."""
+    is the transcript, no provider call). ``duration_s``, the audio's length when known, is what
+    the step's cost is estimated from."""
     return ExecutionRequested(
         execution_id=execution_id,
         owner=owner,
@@ -106,6 +108,7 @@ def transcript_request(
                 "external_id": item.external_id,
                 "lang": lang,
                 "text": text,
+                **({} if duration_s is None else {"duration_s": duration_s}),
             }
         ],
         fee=fee,
@@ -126,10 +129,14 @@ def process_request(
     reporter_id: str | None,
     schedule_id: str | None = None,
     run_execution_id: str | None = None,
+    duration_s: int | None = None,
 ) -> ExecutionRequested:
     """A reporter's ``workflow`` over one ``item`` (a ``process`` request, or a video a schedule
-    run picked: then ``schedule_id`` and the run's ``run_execution_id`` are named)."""
+    run picked: then ``schedule_id`` and the run's ``run_execution_id`` are named).
+    ``duration_s``, the video's length when known, is what a transcription is estimated from."""
     step_input = item_input(item)
+    if duration_s is not None:
+        step_input["duration_s"] = duration_s
     return ExecutionRequested(
         execution_id=execution_id,
         owner=owner,

@@ -234,8 +234,12 @@ class PricingUnit(msgspec.Struct, kw_only=True):
 
 
 class Pricing(msgspec.Struct, kw_only=True):
+    """The provider's prices per unit, and how a step's cost is estimated (what it reserves
+    before it starts; the actual cost is settled when it completes)."""
+
     currency: str
     units: list[PricingUnit]
+    estimate: str
 
 
 class ToolOut(msgspec.Struct, kw_only=True):

@@ -107,6 +107,11 @@ class Transcriber(Protocol):
         """Transcribe ``media`` (a source URL or an external id) in ``lang``."""
         ...
 
+    def known_duration_s(self, media: str, lang: str) -> int | None:
+        """The audio length of ``media`` in seconds when the provider knows it without a call
+        (the simulation does), else None: what a transcription's cost estimate is made from."""
+        ...
+
 
 class LLM(Protocol):
     """Chat completions."""
@@ -153,9 +158,12 @@ def audio_cost(seconds: int) -> int:
     return seconds * AUDIO_MICRO_PER_SECOND
 
 
-def estimate_audio_cost(seconds: int = 600) -> int:
-    """Upper estimate of a transcription before the audio length is known (10 minutes)."""
-    return audio_cost(seconds)
+DEFAULT_AUDIO_SECONDS = 600  # the audio length a transcription is estimated at when unknown
+
+
+def estimate_audio_cost(seconds: int | None = None) -> int:
+    """Estimate of a transcription: its known audio length, else :data:`DEFAULT_AUDIO_SECONDS`."""
+    return audio_cost(DEFAULT_AUDIO_SECONDS if seconds is None else seconds)
 
 
 def estimate_llm_cost(prompt_chars: int, max_tokens: int, system_chars: int = 0) -> int:

@@ -40,6 +40,7 @@ import anyio
 
 from engine.clock import now_ms
 from engine.errors import ToolError
+from engine.language import DEFAULT_LANG
 from engine.providers.base import (
     AUDIO_MICRO_PER_SECOND,
     LLM_MICRO_PER_COMPLETION_TOKEN,
@@ -177,25 +178,35 @@ class SimTranscriber:
     async def transcribe(self, *, media: str, lang: str, call: ProviderCall) -> Transcription:
         """Transcribe ``media`` (a source URL or external id) in ``lang``."""
         await simulate_call(self.settings, call)
-        # Every choice is one byte of a SHAKE-256 stream of the inputs: as deterministic as a
-        # seeded random.Random, at a fraction of its cost (the benchmarks call this thousands of
-        # times a second). 12 segments of at most 17 bytes each, plus one, fit in 256 bytes.
-        data = hashlib.shake_256(_joined("transcribe", media, lang)).digest(256)
-        segments: list[dict[str, Any]] = []
-        clock = 0
-        at = 1
-        for _ in range(4 + data[0] % 9):  # 4-12 segments
-            count = 5 + data[at] % 10  # 5-14 words
-            words = [_WORDS[b % len(_WORDS)] for b in data[at + 1 : at + 1 + count]]
-            at += 1 + count
-            duration = len(words) * (300 + data[at] * 151 // 256)  # 300-450 ms per spoken word
-            text = " ".join(words).capitalize() + "."
-            segments.append({"start_ms": clock, "end_ms": clock + duration, "text": text})
-            clock += duration + 100 + data[at + 1] * 701 // 256  # a 100-800 ms pause
-            at += 2
-        seconds = math.ceil(clock / 1000)
+        segments, seconds = _sim_transcript(media, lang)
         usage = {"audio_seconds": seconds}
         return Transcription(lang, segments, usage, audio_cost(seconds))
+
+    def known_duration_s(self, media: str, lang: str) -> int | None:
+        """The audio seconds :meth:`transcribe` will report for ``media`` (no call: the
+        simulation knows its videos)."""
+        return _sim_transcript(media, lang)[1]
+
+
+def _sim_transcript(media: str, lang: str) -> tuple[list[dict[str, Any]], int]:
+    """The simulated transcript of ``media`` in ``lang`` and its audio length in seconds."""
+    # Every choice is one byte of a SHAKE-256 stream of the inputs: as deterministic as a
+    # seeded random.Random, at a fraction of its cost (the benchmarks call this thousands of
+    # times a second). 12 segments of at most 17 bytes each, plus one, fit in 256 bytes.
+    data = hashlib.shake_256(_joined("transcribe", media, lang)).digest(256)
+    segments: list[dict[str, Any]] = []
+    clock = 0
+    at = 1
+    for _ in range(4 + data[0] % 9):  # 4-12 segments
+        count = 5 + data[at] % 10  # 5-14 words
+        words = [_WORDS[b % len(_WORDS)] for b in data[at + 1 : at + 1 + count]]
+        at += 1 + count
+        duration = len(words) * (300 + data[at] * 151 // 256)  # 300-450 ms per spoken word
+        text = " ".join(words).capitalize() + "."
+        segments.append({"start_ms": clock, "end_ms": clock + duration, "text": text})
+        clock += duration + 100 + data[at + 1] * 701 // 256  # a 100-800 ms pause
+        at += 2
+    return segments, math.ceil(clock / 1000)
 
 
 class SimLLM:
@@ -264,7 +275,9 @@ class SimYouTube:
             channel_id=channel_id,
             channel_title=rng.choice(_WORDS).title() + " " + rng.choice(_WORDS).title(),
             published_at=_iso(rng.randrange(0, 5 * 365 * 86_400)),
-            duration_s=rng.randint(30, 3 * 3600),
+            # The simulated transcriber's length of the same video, so the two agree (a real
+            # video's metadata and its audio do).
+            duration_s=_sim_transcript(video_id, DEFAULT_LANG)[1],
             tags=sorted({rng.choice(_WORDS) for _ in range(rng.randint(0, 6))}),
             usage={"quota_units": 1},
         )

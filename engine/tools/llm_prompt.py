@@ -36,6 +36,12 @@ class LlmPrompt(Tool):
     retry = RetryPolicy(max_attempts=4, base_ms=200, max_ms=10_000)
     timeout_s = 120.0
 
+    estimate_note = (
+        "the rendered prompt (the prompt text and the previous output, cut to its context "
+        "limit) at a token per 4 characters, plus every completion token max_tokens allows, at "
+        "the LLM's prices"
+    )
+
     def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         params = estimate_params(spec, LlmPromptParams)
         prompt_chars = len(spec.prompt_text) + 2 + min(_context_chars(input), _MAX_CONTEXT_CHARS)

@@ -69,6 +69,9 @@ class _CountingTranscriber:
         self.calls["transcriber"] += 1
         return await self.inner.transcribe(**kwargs)
 
+    def known_duration_s(self, media: str, lang: str) -> int | None:
+        return self.inner.known_duration_s(media, lang)
+
 
 class CountingProviders(registry.Providers):
     """The simulated providers, counting the calls each kind receives."""

@@ -68,6 +68,8 @@ ID_PARAMS = {
     "run_id": "run",
 }
 _ID_BODY = "[0-9a-hjkmnp-tv-z]{20}"
+# Path parameters that are whole numbers (Starlette's ``:int``), with their largest value.
+INT_PARAMS = {"step_index": 10_000}
 
 STATUS_TEXT = {
     200: "OK",
@@ -268,6 +270,8 @@ def _operation(
         pattern = id_pattern(param)
         if pattern is not None:
             schema["pattern"] = pattern
+        if param in INT_PARAMS:
+            schema = {"type": "integer", "minimum": 0, "maximum": INT_PARAMS[param]}
         parameters.append({"name": param, "in": "path", "required": True, "schema": schema})
     if op.query is not None:
         parameters.extend(_query_parameters(op.query, components, schemas))

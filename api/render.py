@@ -18,6 +18,7 @@ import msgspec
 from starlette.responses import Response
 
 from api.schemas.executions import (
+    AttemptError,
     ErrorOut,
     EventList,
     ExecutionDetail,
@@ -33,8 +34,11 @@ from api.schemas.executions import (
     RunSummaryOut,
     RunTriggeredOut,
     SegmentOut,
+    StepCut,
     StepInputOut,
+    StepResponse,
     StepSummary,
+    StepWhole,
     TranscriptOut,
 )
 from api.schemas.resources import (
@@ -245,16 +249,87 @@ def execution(view: ExecutionView) -> ExecutionSummary:
     )
 
 
-def step(s: StepView) -> StepSummary:
-    """A step that has started."""
+SUMMARY_CHARS = 1000  # a step summary's strings are cut to this many characters
+
+
+def step(s: StepView, execution_id: str) -> StepSummary:
+    """A step that has started: what it was given (an LLM step: what it sent) and what it
+    returned, strings cut to :data:`SUMMARY_CHARS` with the cut said."""
+    given, returned = step_io(s.input, s.output)
+    cut: list[str] = []
+    if isinstance(given.get("prompt_chars"), int) and given["prompt_chars"] > len(
+        str(given.get("prompt", ""))
+    ):
+        cut.append("input.prompt")  # the tool kept only the prompt's head inline
+    given = _cut(given, "input", cut)
+    shown = None if returned is None else _cut(returned, "output", cut)
     return _by_name(
         StepSummary,
         s,
+        input=given,
+        output=shown,
         cost_coins=micro_to_coins(s.cost),
         started_at=iso(s.started_at),
         finished_at=iso(s.finished_at),
         retry_at=iso(s.retry_at),
         error=error(s.error),
+        cut=StepCut(
+            limit=SUMMARY_CHARS,
+            fields=sorted(set(cut)),
+            detail=f"/v1/executions/{execution_id}/steps/{s.step_index}",
+        )
+        if cut
+        else None,
+    )
+
+
+def step_io(
+    given: dict[str, Any], returned: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A step's input and output as a client reads them: a step whose output says what it
+    ``sent`` to its provider (an LLM step) shows that as its input, and the rest as its output."""
+    if isinstance(returned, dict) and isinstance(returned.get("sent"), dict):
+        return dict(returned["sent"]), {k: v for k, v in returned.items() if k != "sent"}
+    return given, returned
+
+
+def _cut(values: dict[str, Any], where: str, cut: list[str]) -> dict[str, Any]:
+    """``values`` with every string longer than :data:`SUMMARY_CHARS` cut to it (named in
+    ``cut`` as ``where.name``)."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, str) and len(value) > SUMMARY_CHARS:
+            out[name] = value[:SUMMARY_CHARS]
+            cut.append(f"{where}.{name}")
+        else:
+            out[name] = value
+    return out
+
+
+def step_whole(s: StepView, blob: Any, failures: list[tuple[int, str, str, bool]]) -> StepResponse:
+    """One step whole: ``blob`` is its output's blob decoded (None when it has none), whose
+    ``sent`` is the whole input of an LLM step; ``failures`` its failed attempts."""
+    output: Any = s.output
+    if blob is not None:
+        output = blob
+    given, returned = step_io(s.input, output if isinstance(output, dict) else None)
+    if not isinstance(output, dict):
+        returned = output
+    return StepResponse(
+        step=_by_name(
+            StepWhole,
+            s,
+            input=given,
+            output=returned,
+            cost_coins=micro_to_coins(s.cost),
+            started_at=iso(s.started_at),
+            finished_at=iso(s.finished_at),
+            retry_at=iso(s.retry_at),
+            error=error(s.error),
+            errors=[
+                AttemptError(attempt=a, code=c, message=m, retryable=r) for a, c, m, r in failures
+            ],
+        )
     )
 
 
@@ -270,7 +345,7 @@ def execution_detail(view: ExecutionView) -> ExecutionDetail:
     return ExecutionDetail(
         execution=execution(view),
         workflow=view.workflow,
-        steps=[step(s) for s in view.steps if step_ran(s)],
+        steps=[step(s, view.execution_id) for s in view.steps if step_ran(s)],
         step_inputs=[
             StepInputOut(
                 step_index=s.step_index, step_id=s.step_id, tool_id=s.tool_id, input=s.input

@@ -135,6 +135,10 @@ class Queries:
             return None
         return events
 
+    async def blob(self, owner: str, sha256: str) -> bytes | None:
+        """A blob of the owner's partition (a step's large output), or None."""
+        return await self.store.blobs.get(self.store.keys.partition(owner), sha256)
+
     # -- lists ------------------------------------------------------------------------------------
     async def list_executions(
         self, owner: str, *, active: bool, limit: int, cursor: str | None

@@ -370,11 +370,13 @@ def test_a_field_the_document_does_not_name_is_a_violation(document: dict[str, A
         "description": "d",
         "provider": "llm",
         "params_schema": {},
-        "pricing": {"currency": "coins", "units": []},
+        "pricing": {"currency": "coins", "units": [], "estimate": "0"},
     }
     request = httpx.Request("GET", "http://testserver/v1/tools")
-    good = httpx.Response(200, json={"tools": [tool]}, request=request)
-    bad = httpx.Response(200, json={"tools": [{**tool, "secret": 1}]}, request=request)
+    good = httpx.Response(200, json={"tools": [tool], "next_cursor": None}, request=request)
+    bad = httpx.Response(
+        200, json={"tools": [{**tool, "secret": 1}], "next_cursor": None}, request=request
+    )
     for response in (good, bad):
         response.elapsed = datetime.timedelta(0)  # what a client's send would have set
     schema.validate_response(good)

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from api.schemas.executions import (
     AttemptError,
+    EmbeddingOut,
     ErrorOut,
     EventList,
     ExecutionDetail,
@@ -369,10 +370,42 @@ def events(page: list[AnyEvent], next_cursor: str | None) -> EventList:
     return EventList(events=[codec.to_builtins(e) for e in page], next_cursor=next_cursor)
 
 
-def transcript(t: TranscriptView) -> TranscriptOut:
-    """An item's transcript in one language; its segments in seconds (:func:`segment`)."""
+def transcript(t: TranscriptView, made_by: ExecutionView | None = None) -> TranscriptOut:
+    """An item's transcript in one language; its segments in seconds (:func:`segment`), and the
+    status of the embedding the execution that made it (``made_by``) asked for (null: none)."""
     segments = [s for s in map(segment, t.segments) if s is not None]
-    return _by_name(TranscriptOut, t, segments=segments, created_at=iso(t.created_at))
+    return _by_name(
+        TranscriptOut,
+        t,
+        segments=segments,
+        embedding=embedding(made_by),
+        created_at=iso(t.created_at),
+    )
+
+
+def embedding(view: ExecutionView | None) -> EmbeddingOut | None:
+    """The status of the ``embed`` step of ``view``; None when it has none."""
+    found = (
+        None
+        if view is None
+        else next((s for s in view.steps if s.tool_id == "embed" and s.step_index > 0), None)
+    )
+    if found is None:
+        return None
+    if found.status == "done" and isinstance(found.output, dict):
+        out = found.output
+        return EmbeddingOut(
+            status="done",
+            model=out.get("model"),
+            dims=out.get("dims"),
+            count=out.get("count"),
+            sha256=out.get("sha256"),
+        )
+    if found.status == "error":
+        return EmbeddingOut(status="error", error=error(found.error))
+    if found.status == "pending" and view is not None and view.status == "error":
+        return EmbeddingOut(status="error", error=error(view.error))  # it never ran
+    return EmbeddingOut(status="pending" if found.status == "pending" else "running")
 
 
 def segment(stored: Any) -> SegmentOut | None:

@@ -77,6 +77,7 @@ async def request_transcript(
     ``ExecutionRequested`` (one transcribe step).
 
     ``text`` given: the transcript is that text (no transcriber call, no provider cost).
+    ``embed``: an ``embed`` step follows, its embedder cost passed through.
     Only a video has a transcript: another kind of item is InvalidTarget, before anything is
     charged or appended. NotFound for another owner's or a missing item; InsufficientBalance when
     the fee cannot be covered (nothing appended); IdempotencyMismatch for a reused key with other
@@ -104,6 +105,7 @@ async def request_transcript(
         lang=lang,
         text=text,
         duration_s=None if text else known_duration(runtime, item, lang),
+        embed=embed,
         fee=runtime.settings.fees.transcript,
         request_id=request_id,
         idempotency_key=idempotency_key,

@@ -86,10 +86,25 @@ def transcript_request(
     request_id: str,
     idempotency_key: str | None,
     duration_s: int | None = None,
+    embed: bool = False,
 ) -> ExecutionRequested:
     """The transcript of ``item`` in ``lang``: one ``transcribe`` step (``text`` given: that text
-    is the transcript, no provider call). ``duration_s``, the audio's length when known, is what
-    the step's cost is estimated from."""
+    is the transcript, no provider call), then with ``embed`` an ``embed`` step over it.
+    ``duration_s``, the audio's length when known, is what the step's cost is estimated from."""
+    steps = [StepSpec(step_id="step_1", tool_id="transcribe", params={"lang": lang})]
+    inputs: list[dict[str, Any]] = [
+        {
+            "item_id": item.item_id,
+            "source": item.source,
+            "external_id": item.external_id,
+            "lang": lang,
+            "text": text,
+            **({} if duration_s is None else {"duration_s": duration_s}),
+        }
+    ]
+    if embed:
+        steps.append(StepSpec(step_id="step_2", tool_id="embed"))
+        inputs.append({"item_id": item.item_id, "lang": lang})
     return ExecutionRequested(
         execution_id=execution_id,
         owner=owner,
@@ -99,18 +114,9 @@ def transcript_request(
             workflow_id=None,
             name="transcript",
             target_kind=item.type,
-            steps=[StepSpec(step_id="step_1", tool_id="transcribe", params={"lang": lang})],
+            steps=steps,
         ),
-        step_inputs=[
-            {
-                "item_id": item.item_id,
-                "source": item.source,
-                "external_id": item.external_id,
-                "lang": lang,
-                "text": text,
-                **({} if duration_s is None else {"duration_s": duration_s}),
-            }
-        ],
+        step_inputs=inputs,
         fee=fee,
         request_id=request_id,
         idempotency_key=idempotency_key,

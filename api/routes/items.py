@@ -106,7 +106,8 @@ async def request_transcript(request: Request, caller: Caller) -> Response:
 )
 @account_route("read")
 async def get_transcript(request: Request, caller: Caller) -> Response:
-    """``GET /v1/items/{item_id}/transcript?lang=`` → ``{transcript}``, 404 until there is one."""
+    """``GET /v1/items/{item_id}/transcript?lang=`` → ``{transcript}``, 404 until there is one;
+    ``embedding`` is the status of the embedding its request asked for (null: none asked)."""
     runtime = runtime_of(request)
     item_id = path_id(request, "item_id", "itm")
     lang = request.query_params.get("lang") or None  # None: the newest, in any language
@@ -115,10 +116,12 @@ async def get_transcript(request: Request, caller: Caller) -> Response:
             raise InvalidRequest(f"lang: {LANG_HINT}")
         lang = canonical_lang(lang)
     await items.get_item(runtime, caller.account_id, item_id)
-    transcript = await queries_of(request).get_transcript(caller.account_id, item_id, lang)
+    queries = queries_of(request)
+    transcript = await queries.get_transcript(caller.account_id, item_id, lang)
     if transcript is None:
         raise NotFound("no transcript for this item yet")
-    return respond(TranscriptResponse(transcript=render.transcript(transcript)))
+    made_by = await queries.get_view(caller.account_id, transcript.execution_id)
+    return respond(TranscriptResponse(transcript=render.transcript(transcript, made_by)))
 
 
 ROUTES: list[BaseRoute] = [

@@ -191,11 +191,24 @@ class SegmentOut(msgspec.Struct, kw_only=True):
     text: str
 
 
+class EmbeddingOut(msgspec.Struct, kw_only=True):
+    """The embedding the transcript's request asked for (``embed: true``): its step's status, and
+    once done the model, the vectors' dimensions and count, and the blob holding them."""
+
+    status: Literal["pending", "running", "done", "error"]
+    model: str | None = None
+    dims: int | None = None
+    count: int | None = None
+    sha256: str | None = None
+    error: ErrorOut | None = None
+
+
 class TranscriptOut(msgspec.Struct, kw_only=True):
     item_id: str
     lang: str
     text: str
     segments: list[SegmentOut]
+    embedding: EmbeddingOut | None
     execution_id: str | None
     created_at: str | None
 

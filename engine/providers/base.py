@@ -1,6 +1,7 @@
 """What a provider is, whatever is behind it (the simulation or an HTTP service).
 
-Three kinds, one protocol each: :class:`Transcriber`, :class:`LLM` and :class:`YouTube`. Tools
+Four kinds, one protocol each: :class:`Transcriber`, :class:`LLM`, :class:`Embedder` and
+:class:`YouTube`. Tools
 only ever see these protocols, so a tool runs the same against the simulated providers (tests,
 embedded mode, benchmarks) and the HTTP ones (production). Every call takes a
 :class:`ProviderCall`: who asks (the idempotency key), which attempt, and the simulation's test
@@ -15,12 +16,13 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-ProviderKindName = Literal["transcriber", "llm", "youtube"]
+ProviderKindName = Literal["transcriber", "llm", "youtube", "embedder"]
 
 # The unit prices every provider charges by (the catalogue lists them; see engine.tools.catalog).
 AUDIO_MICRO_PER_SECOND = 100
 LLM_MICRO_PER_PROMPT_TOKEN = 1
 LLM_MICRO_PER_COMPLETION_TOKEN = 3
+EMBED_MICRO_PER_1K_TOKENS = 20  # 0.00002 coin per 1,000 tokens embedded
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,17 @@ class Completion:
     """An LLM's answer with its token usage, cost and the model that answered."""
 
     text: str
+    usage: dict[str, int]
+    cost: int
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """An embedder's answer: one vector per input text, in order, with usage, cost and the model
+    that made them."""
+
+    vectors: list[list[float]]
     usage: dict[str, int]
     cost: int
     model: str = ""
@@ -130,6 +143,16 @@ class LLM(Protocol):
         ...
 
 
+class Embedder(Protocol):
+    """Text to vectors."""
+
+    async def embed(
+        self, *, texts: list[str], call: ProviderCall, model: str | None = None
+    ) -> Embeddings:
+        """One vector per text of ``texts``, with ``model`` or the provider's configured one."""
+        ...
+
+
 class YouTube(Protocol):
     """Video and channel metadata."""
 
@@ -159,6 +182,16 @@ def audio_cost(seconds: int) -> int:
 
 
 DEFAULT_AUDIO_SECONDS = 600  # the audio length a transcription is estimated at when unknown
+
+
+def embed_cost(tokens: int) -> int:
+    """What embedding ``tokens`` tokens costs, in micro-coins (rounded up)."""
+    return -(-tokens * EMBED_MICRO_PER_1K_TOKENS // 1000)
+
+
+def text_tokens(text: str) -> int:
+    """The usual estimate of a text's tokens: one per four characters, at least one."""
+    return max(1, math.ceil(len(text) / 4))
 
 
 def estimate_audio_cost(seconds: int | None = None) -> int:

@@ -1,5 +1,5 @@
-"""Simulated providers: a transcriber, an LLM and YouTube with no network, for embedded mode,
-tests and benchmarks.
+"""Simulated providers: a transcriber, an LLM, an embedder and YouTube with no network, for
+embedded mode, tests and benchmarks.
 
 Outputs are deterministic, derived from the inputs through a SHA-256 seed, so the same request
 always yields the same transcript or completion. Each call sleeps ``settings.sim_latency_ms``.
@@ -7,6 +7,7 @@ always yields the same transcript or completion. Each call sleeps ``settings.sim
 Cost model (micro-coins; 1 coin = 1,000,000):
     transcriber   100 per started second of audio        (0.006 coins a minute)
     llm           1 per prompt token + 3 per completion token (a token ~ 4 characters)
+    embedder      20 per 1,000 tokens embedded (rounded up); 16-dimensional unit vectors
     youtube       free; usage counts the Data API's quota units a real call would spend
 
 Failure injection:
@@ -43,26 +44,32 @@ from engine.errors import ToolError
 from engine.language import DEFAULT_LANG
 from engine.providers.base import (
     AUDIO_MICRO_PER_SECOND,
+    EMBED_MICRO_PER_1K_TOKENS,
     LLM_MICRO_PER_COMPLETION_TOKEN,
     LLM_MICRO_PER_PROMPT_TOKEN,
     ChannelListing,
     ChannelVideo,
     Completion,
+    Embeddings,
     ProviderCall,
     Transcription,
     VideoMetadata,
     audio_cost,
+    embed_cost,
     llm_cost,
+    text_tokens,
 )
 from engine.settings import Settings
 
 __all__ = [
     "AUDIO_MICRO_PER_SECOND",
+    "EMBED_MICRO_PER_1K_TOKENS",
     "LLM_MICRO_PER_COMPLETION_TOKEN",
     "LLM_MICRO_PER_PROMPT_TOKEN",
     "SIM_MODEL",
     "Completion",
     "SimCall",
+    "SimEmbedder",
     "SimLLM",
     "SimTranscriber",
     "SimYouTube",
@@ -207,6 +214,31 @@ def _sim_transcript(media: str, lang: str) -> tuple[list[dict[str, Any]], int]:
         clock += duration + 100 + data[at + 1] * 701 // 256  # a 100-800 ms pause
         at += 2
     return segments, math.ceil(clock / 1000)
+
+
+SIM_EMBED_DIMS = 16
+SIM_EMBED_MODEL = "sim-embed-1"
+
+
+class SimEmbedder:
+    """Deterministic unit vectors from each text."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def embed(
+        self, *, texts: list[str], call: ProviderCall, model: str | None = None
+    ) -> Embeddings:
+        """One :data:`SIM_EMBED_DIMS`-dimensional unit vector per text."""
+        await simulate_call(self.settings, call)
+        vectors = []
+        for text in texts:
+            data = hashlib.shake_256(_joined("embed", text)).digest(SIM_EMBED_DIMS)
+            raw = [b / 127.5 - 1.0 for b in data]
+            norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+            vectors.append([round(x / norm, 6) for x in raw])
+        tokens = sum(text_tokens(t) for t in texts)
+        return Embeddings(vectors, {"tokens": tokens}, embed_cost(tokens), model or SIM_EMBED_MODEL)
 
 
 class SimLLM:

@@ -316,3 +316,55 @@ async def test_only_a_video_has_a_transcript(
     assert await balance(runtime, alice.account_id) == before
     mine = await client.get("/v1/executions/me", headers=alice.key_auth)
     assert mine.json()["executions"] == []
+
+
+async def test_embed_is_a_real_step_with_its_cost_passed_through(
+    client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount
+) -> None:
+    """``embed: true`` adds an embed step after the transcription: its vectors are stored beside
+    the transcript, its status shows on the transcript, and its cost is charged."""
+    item_id = await _item(client, alice)
+    accepted = await client.post(
+        f"/v1/items/{item_id}/transcript", json={"embed": True}, headers=alice.key_auth
+    )
+    assert accepted.status_code == 202, accepted.text
+    xid = accepted.json()["execution"]["execution_id"]
+    pending = (await client.get(f"/v1/executions/{xid}", headers=alice.key_auth)).json()
+    assert [s["tool_id"] for s in pending["workflow"]["steps"]] == ["transcribe", "embed"]
+    await _drain(runtime)
+
+    done = (await client.get(f"/v1/executions/{xid}", headers=alice.key_auth)).json()
+    assert done["execution"]["status"] == "done", done
+    transcribe, embed = done["steps"]
+    assert embed["tool_id"] == "embed"
+    assert embed["usage"]["embedding_tokens"] > 0
+    assert embed["cost_coins"] > 0  # the embedder's cost, passed through
+    got = (await client.get(f"/v1/items/{item_id}/transcript", headers=alice.key_auth)).json()
+    embedding = got["transcript"]["embedding"]
+    assert embedding["status"] == "done"
+    assert embedding["dims"] == 16
+    assert embedding["count"] == len(got["transcript"]["segments"])
+    assert embedding["sha256"] == embed["output"]["sha256"]
+    assert embedding["model"] == embed["output"]["model"]
+    # The vectors, whole, in the step's detail.
+    whole = (await client.get(f"/v1/executions/{xid}/steps/1", headers=alice.key_auth)).json()[
+        "step"
+    ]
+    assert len(whole["output"]["vectors"]) == embedding["count"]
+    assert len(whole["output"]["vectors"][0]["vector"]) == 16
+    assert whole["output"]["transcript"]["sha256"] == transcribe["output"]["sha256"]
+    # The charge: the fee, and each step's settled cost.
+    entries, _ = await ledger(runtime, alice.account_id, limit=100, cursor=None)
+    charged = {e.charge_id: e.amount for e in entries if xid in e.charge_id}
+    assert any(k.startswith("settle:") and k.endswith(":1:1") for k in charged), charged
+
+    # Without embed: no embedding.
+    plain = await client.post(
+        f"/v1/items/{item_id}/transcript", json={"lang": "fr"}, headers=alice.key_auth
+    )
+    assert plain.status_code == 202
+    await _drain(runtime)
+    fr = (
+        await client.get(f"/v1/items/{item_id}/transcript?lang=fr", headers=alice.key_auth)
+    ).json()
+    assert fr["transcript"]["embedding"] is None

@@ -17,6 +17,7 @@ way from its events in the archive (engine.archive.reader): slower, still correc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -59,6 +60,7 @@ MAX_LIMIT = 100
 UNFOLDED_SCAN = 2000
 UNFOLDED_KEPT = 2 * MAX_LIMIT  # of those, the newest requests merged into a page
 _REQUESTED = "ExecutionRequested"
+_SCORE = re.compile(r"[0-9]{1,16}")  # str.isdigit() would pass digits int() cannot read
 
 
 class Queries:
@@ -353,6 +355,6 @@ def _make_cursor(score: int, execution_id: str) -> str:
 
 def _parse_cursor(cursor: str) -> tuple[int, str]:
     score, sep, xid = cursor.partition(".")
-    if not sep or not score.isdigit() or not is_id(xid, "exc"):
+    if not sep or not _SCORE.fullmatch(score) or not is_id(xid, "exc"):
         raise InvalidRequest("malformed cursor")
     return int(score), xid

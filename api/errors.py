@@ -48,6 +48,7 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Engine error code -> HTTP status. Codes not listed are internal (500).
 ENGINE_STATUS = {
     "invalid_request": 422,
+    "invalid_target": 422,
     "not_found": 404,
     "conflict": 409,
     "insufficient_balance": 402,

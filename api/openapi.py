@@ -68,6 +68,8 @@ ID_PARAMS = {
     "run_id": "run",
 }
 _ID_BODY = "[0-9a-hjkmnp-tv-z]{20}"
+# Path parameters that are whole numbers (Starlette's ``:int``), with their largest value.
+INT_PARAMS = {"step_index": 10_000}
 
 STATUS_TEXT = {
     200: "OK",
@@ -120,6 +122,7 @@ class Operation:
     body_required: bool = True
     description: str | None = None
     media_type: str = "application/json"
+    semantic: str | None = None
 
 
 def doc(
@@ -134,12 +137,16 @@ def doc(
     body_required: bool = True,
     description: str | None = None,
     media_type: str = "application/json",
+    semantic: str | None = None,
 ) -> Callable[[E], E]:
     """Attach OpenAPI metadata to an endpoint (see the module docstring).
 
     ``request``/``response``/``query`` are msgspec Struct types (``response`` None with status
     204 means no body); ``query``'s fields become query parameters; ``body_required=False`` for
     endpoints whose body may be empty. The description defaults to the endpoint's docstring.
+    ``semantic`` says when a request the schemas admit is still refused (422) for what it means
+    (a source that is no known kind, a workflow of another reporter …): its 422 response says so
+    and is marked ``x-semantic: true``.
     """
     operation = Operation(
         summary=summary,
@@ -152,6 +159,7 @@ def doc(
         body_required=body_required,
         description=description,
         media_type=media_type,
+        semantic=semantic,
     )
 
     def attach(endpoint: E) -> E:
@@ -268,6 +276,8 @@ def _operation(
         pattern = id_pattern(param)
         if pattern is not None:
             schema["pattern"] = pattern
+        if param in INT_PARAMS:
+            schema = {"type": "integer", "minimum": 0, "maximum": INT_PARAMS[param]}
         parameters.append({"name": param, "in": "path", "required": True, "schema": schema})
     if op.query is not None:
         parameters.extend(_query_parameters(op.query, components, schemas))
@@ -288,6 +298,12 @@ def _operation(
     limited = ep.path not in ("/healthz", "/readyz", "/metrics")
     for status in _error_statuses(op, auth, has_ids, read, limited):
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
+    if op.semantic is not None:
+        responses["422"] = {
+            "description": f"{STATUS_TEXT[422]}; also refused for what it means: {op.semantic}",
+            "content": {"application/json": {"schema": {"$ref": REF.format(name="ErrorBody")}}},
+            "x-semantic": True,
+        }
     out["responses"] = responses
     if auth == "account":
         out["security"] = [{"apiKey": []}, {"session": []}]

@@ -16,9 +16,10 @@ connection is closed with 4401 when its token expires or its account's sessions 
 (api.sessions); the client reconnects with a new token and its cursor.
 
 ``GET /v1/executions/stream`` (Server-Sent Events): API key or session token in the Authorization
-header and ``Accept: text/event-stream`` by name (anything else is 406), ``Last-Event-ID`` (or
-``?since=``) resumes; each message's ``id:`` is its cursor. A session token's stream ends like
-the WebSocket, with a ``closed`` event giving the reason.
+header; any ``Accept`` that admits ``text/event-stream`` (by name, ``text/*``, ``*/*`` or none)
+streams and one that excludes it is 406; ``Last-Event-ID`` (or ``?since=``) resumes; each
+message's ``id:`` is its cursor. A session token's stream ends like the WebSocket, with a
+``closed`` event giving the reason.
 """
 
 from __future__ import annotations
@@ -211,15 +212,21 @@ def sse(message: Message) -> bytes:
     return f"{head}event: {message['type']}\ndata: {_json(message)}\n\n".encode()
 
 
-def accepts_event_stream(accept: str) -> bool:
-    """Whether an ``Accept`` header value names ``text/event-stream`` with a quality above 0.
+def accepts_event_stream(accept: str | None) -> bool:
+    """Whether an ``Accept`` header value admits ``text/event-stream`` (RFC 9110 §12.5.1).
 
-    Wildcards do not count (see the route's description): content negotiation cannot offer a
-    buffering client anything it could finish reading, so only an explicit request streams.
+    No header admits anything; otherwise the most specific matching media range decides
+    (``text/event-stream`` over ``text/*`` over ``*/*``) and admits it when its quality is above
+    0. So ``*/*`` (what curl and httpx send), ``text/*`` and a missing header stream; only a
+    header that leaves the stream out, or weighs it 0, does not.
     """
+    if accept is None or not accept.strip():
+        return True
+    best: tuple[int, float] | None = None  # (specificity, quality) of the best match so far
     for media_range in accept.split(","):
         media, *params = (part.strip() for part in media_range.split(";"))
-        if media.lower() != EVENT_STREAM:
+        specificity = _MATCHES.get(media.lower())
+        if specificity is None:
             continue
         quality = 1.0
         for param in params:
@@ -229,8 +236,12 @@ def accepts_event_stream(accept: str) -> bool:
                     quality = float(value)
                 except ValueError:
                     quality = 0.0  # a malformed weight asks for nothing
-        return quality > 0
-    return False
+        if best is None or specificity > best[0]:
+            best = (specificity, quality)
+    return best is not None and best[1] > 0
+
+
+_MATCHES = {EVENT_STREAM: 2, "text/*": 1, "*/*": 0}
 
 
 @doc(
@@ -242,18 +253,22 @@ def accepts_event_stream(accept: str) -> bool:
         "`reset` snapshot of the active executions when there is no cursor or it is older than "
         "what is kept, `: ping` comments while idle, and a final `closed` event with a reason "
         "when the server ends the stream.\n\n"
-        "The request's `Accept` must name `text/event-stream` (EventSource does); anything "
-        "else is `406 not_acceptable`, including a missing `Accept` and wildcards such as "
-        "`*/*` or `text/*`: the only representation is a body that never ends, which a client "
-        "that did not ask for it by name would wait on forever."
+        "Any `Accept` that admits `text/event-stream` gets the stream: the type by name "
+        "(EventSource), `text/*`, `*/*` (what curl and httpx send) or no `Accept` at all. "
+        "One that leaves it out (`application/json`) or weighs it 0 "
+        "(`text/event-stream;q=0`) is `406 not_acceptable`: the only representation is a body "
+        "that never ends. A client that buffers whole bodies must read this one as a stream."
     ),
     errors=[406],
 )
 @account_route("read")
 async def stream(request: Request, caller: Caller) -> Response:
     """``GET /v1/executions/stream``."""
-    if not accepts_event_stream(", ".join(request.headers.getlist("accept"))):
-        raise HTTPException(406, "this endpoint only streams: send Accept: text/event-stream")
+    accept = request.headers.getlist("accept")
+    if not accepts_event_stream(", ".join(accept) if accept else None):
+        raise HTTPException(
+            406, "this endpoint only streams text/event-stream, which the Accept header excludes"
+        )
     since = request.headers.get("last-event-id") or request.query_params.get("since")
     hub = hub_of(request.app.state)
     # A session's stream ends when its token expires or is revoked; an API key's does not.

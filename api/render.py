@@ -18,6 +18,8 @@ import msgspec
 from starlette.responses import Response
 
 from api.schemas.executions import (
+    AttemptError,
+    EmbeddingOut,
     ErrorOut,
     EventList,
     ExecutionDetail,
@@ -32,8 +34,12 @@ from api.schemas.executions import (
     RunList,
     RunSummaryOut,
     RunTriggeredOut,
+    SegmentOut,
+    StepCut,
     StepInputOut,
+    StepResponse,
     StepSummary,
+    StepWhole,
     TranscriptOut,
 )
 from api.schemas.operators import (
@@ -222,7 +228,7 @@ def tool(t: Tool) -> ToolOut:
         description=t.description,
         provider=t.provider_kind,
         params_schema=msgspec.json.schema(t.params_schema),
-        pricing=Pricing(currency="coins", units=units),
+        pricing=Pricing(currency="coins", units=units, estimate=t.estimate_note),
     )
 
 
@@ -262,16 +268,87 @@ def execution(view: ExecutionView) -> ExecutionSummary:
     )
 
 
-def step(s: StepView) -> StepSummary:
-    """A step that has started."""
+SUMMARY_CHARS = 1000  # a step summary's strings are cut to this many characters
+
+
+def step(s: StepView, execution_id: str) -> StepSummary:
+    """A step that has started: what it was given (an LLM step: what it sent) and what it
+    returned, strings cut to :data:`SUMMARY_CHARS` with the cut said."""
+    given, returned = step_io(s.input, s.output)
+    cut: list[str] = []
+    if isinstance(given.get("prompt_chars"), int) and given["prompt_chars"] > len(
+        str(given.get("prompt", ""))
+    ):
+        cut.append("input.prompt")  # the tool kept only the prompt's head inline
+    given = _cut(given, "input", cut)
+    shown = None if returned is None else _cut(returned, "output", cut)
     return _by_name(
         StepSummary,
         s,
+        input=given,
+        output=shown,
         cost_coins=micro_to_coins(s.cost),
         started_at=iso(s.started_at),
         finished_at=iso(s.finished_at),
         retry_at=iso(s.retry_at),
         error=error(s.error),
+        cut=StepCut(
+            limit=SUMMARY_CHARS,
+            fields=sorted(set(cut)),
+            detail=f"/v1/executions/{execution_id}/steps/{s.step_index}",
+        )
+        if cut
+        else None,
+    )
+
+
+def step_io(
+    given: dict[str, Any], returned: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A step's input and output as a client reads them: a step whose output says what it
+    ``sent`` to its provider (an LLM step) shows that as its input, and the rest as its output."""
+    if isinstance(returned, dict) and isinstance(returned.get("sent"), dict):
+        return dict(returned["sent"]), {k: v for k, v in returned.items() if k != "sent"}
+    return given, returned
+
+
+def _cut(values: dict[str, Any], where: str, cut: list[str]) -> dict[str, Any]:
+    """``values`` with every string longer than :data:`SUMMARY_CHARS` cut to it (named in
+    ``cut`` as ``where.name``)."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, str) and len(value) > SUMMARY_CHARS:
+            out[name] = value[:SUMMARY_CHARS]
+            cut.append(f"{where}.{name}")
+        else:
+            out[name] = value
+    return out
+
+
+def step_whole(s: StepView, blob: Any, failures: list[tuple[int, str, str, bool]]) -> StepResponse:
+    """One step whole: ``blob`` is its output's blob decoded (None when it has none), whose
+    ``sent`` is the whole input of an LLM step; ``failures`` its failed attempts."""
+    output: Any = s.output
+    if blob is not None:
+        output = blob
+    given, returned = step_io(s.input, output if isinstance(output, dict) else None)
+    if not isinstance(output, dict):
+        returned = output
+    return StepResponse(
+        step=_by_name(
+            StepWhole,
+            s,
+            input=given,
+            output=returned,
+            cost_coins=micro_to_coins(s.cost),
+            started_at=iso(s.started_at),
+            finished_at=iso(s.finished_at),
+            retry_at=iso(s.retry_at),
+            error=error(s.error),
+            errors=[
+                AttemptError(attempt=a, code=c, message=m, retryable=r) for a, c, m, r in failures
+            ],
+        )
     )
 
 
@@ -287,7 +364,7 @@ def execution_detail(view: ExecutionView) -> ExecutionDetail:
     return ExecutionDetail(
         execution=execution(view),
         workflow=view.workflow,
-        steps=[step(s) for s in view.steps if step_ran(s)],
+        steps=[step(s, view.execution_id) for s in view.steps if step_ran(s)],
         step_inputs=[
             StepInputOut(
                 step_index=s.step_index, step_id=s.step_id, tool_id=s.tool_id, input=s.input
@@ -306,14 +383,65 @@ def execution_list(page: Page[ExecutionView]) -> ExecutionList:
     )
 
 
-def events(history: list[AnyEvent]) -> EventList:
-    """An execution's raw events, oldest first, each tagged by ``type``."""
-    return EventList(events=[codec.to_builtins(e) for e in history])
+def events(page: list[AnyEvent], next_cursor: str | None) -> EventList:
+    """A page of an execution's raw events, oldest first, each tagged by ``type``."""
+    return EventList(events=[codec.to_builtins(e) for e in page], next_cursor=next_cursor)
 
 
-def transcript(t: TranscriptView) -> TranscriptOut:
-    """An item's transcript in one language."""
-    return _by_name(TranscriptOut, t, created_at=iso(t.created_at))
+def transcript(t: TranscriptView, made_by: ExecutionView | None = None) -> TranscriptOut:
+    """An item's transcript in one language; its segments in seconds (:func:`segment`), and the
+    status of the embedding the execution that made it (``made_by``) asked for (null: none)."""
+    segments = [s for s in map(segment, t.segments) if s is not None]
+    return _by_name(
+        TranscriptOut,
+        t,
+        segments=segments,
+        embedding=embedding(made_by),
+        created_at=iso(t.created_at),
+    )
+
+
+def embedding(view: ExecutionView | None) -> EmbeddingOut | None:
+    """The status of the ``embed`` step of ``view``; None when it has none."""
+    found = (
+        None
+        if view is None
+        else next((s for s in view.steps if s.tool_id == "embed" and s.step_index > 0), None)
+    )
+    if found is None:
+        return None
+    if found.status == "done" and isinstance(found.output, dict):
+        out = found.output
+        return EmbeddingOut(
+            status="done",
+            model=out.get("model"),
+            dims=out.get("dims"),
+            count=out.get("count"),
+            sha256=out.get("sha256"),
+        )
+    if found.status == "error":
+        return EmbeddingOut(status="error", error=error(found.error))
+    if found.status == "pending" and view is not None and view.status == "error":
+        return EmbeddingOut(status="error", error=error(view.error))  # it never ran
+    return EmbeddingOut(status="pending" if found.status == "pending" else "running")
+
+
+def segment(stored: Any) -> SegmentOut | None:
+    """A stored segment in the API's shape. Transcripts are stored with ``start_ms``/``end_ms``
+    integers (every transcript stored so far, and what the claims locate by); a stored segment
+    already in seconds (``start``/``end``) is taken as it is. Anything else is skipped."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("text"), str):
+        return None
+    if _number(stored.get("start")) and _number(stored.get("end")):
+        return SegmentOut(start=stored["start"], end=stored["end"], text=stored["text"])
+    if _number(stored.get("start_ms")) and _number(stored.get("end_ms")):
+        start, end = stored["start_ms"] / 1000, stored["end_ms"] / 1000
+        return SegmentOut(start=start, end=end, text=stored["text"])
+    return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 # -- schedule runs -------------------------------------------------------------------------------
@@ -504,5 +632,5 @@ def retried(r: Retried) -> RetryResponse:
 def admin_execution(view: ExecutionView, history: list[AnyEvent]) -> AdminExecution:
     """Any owner's execution and its events, for operators."""
     return AdminExecution(
-        owner=view.owner, detail=execution_detail(view), events=events(history).events
+        owner=view.owner, detail=execution_detail(view), events=events(history, None).events
     )

@@ -21,15 +21,23 @@ from __future__ import annotations
 from typing import get_args
 
 from engine.archive import reader
-from engine.errors import ConcurrencyConflict, EngineError, InvalidRequest, NotFound
+from engine.errors import (
+    ConcurrencyConflict,
+    EngineError,
+    InvalidRequest,
+    InvalidTarget,
+    NotFound,
+)
 from engine.language import DEFAULT_LANG, LANG_HINT, canonical_lang, valid_lang
 from engine.log.admission import Accepted
 from engine.log.events import (
     ExecutionCancelRequested,
     ExecutionRequested,
+    WorkflowSnapshot,
     has_ended,
 )
 from engine.log.ids import is_id, new_execution_id
+from engine.providers import registry
 from engine.requests import (
     collection_request,
     idempotency,
@@ -43,6 +51,7 @@ from engine.runtime import Runtime
 
 MAX_COLLECTION_ITEMS = 100  # items one process-collection execution runs over, at most
 ITEM_KINDS: tuple[str, ...] = get_args(ItemType)
+TRANSCRIBABLE = frozenset({"youtube_video"})  # the item types a transcript can be made of
 # Appends race only with the worker driving the execution; a few rereads always settle it.
 _CANCEL_ATTEMPTS = 5
 
@@ -68,14 +77,21 @@ async def request_transcript(
     ``ExecutionRequested`` (one transcribe step).
 
     ``text`` given: the transcript is that text (no transcriber call, no provider cost).
-    NotFound for another owner's or a missing item; InsufficientBalance when the fee cannot be
-    covered (nothing appended); IdempotencyMismatch for a reused key with other parameters.
+    ``embed``: an ``embed`` step follows, its embedder cost passed through.
+    Only a video has a transcript: another kind of item is InvalidTarget, before anything is
+    charged or appended. NotFound for another owner's or a missing item; InsufficientBalance when
+    the fee cannot be covered (nothing appended); IdempotencyMismatch for a reused key with other
+    parameters.
     """
     lang = DEFAULT_LANG if lang is None else lang
     if not valid_lang(lang):
         raise InvalidRequest(f"lang: {LANG_HINT}")
     lang = canonical_lang(lang)
     item = await items.get_item(runtime, owner, item_id)
+    if item.type not in TRANSCRIBABLE:
+        raise InvalidTarget(
+            f"item_id: item {item.item_id} is a {item.type}; only a youtube_video has a transcript"
+        )
     idem = idempotency(
         idempotency_key,
         f"transcript {item.item_id}",
@@ -88,11 +104,32 @@ async def request_transcript(
         item,
         lang=lang,
         text=text,
+        duration_s=None if text else known_duration(runtime, item, lang),
+        embed=embed,
         fee=runtime.settings.fees.transcript,
         request_id=request_id,
         idempotency_key=idempotency_key,
     )
     return await store.admission.request(event, idempotency=idem)
+
+
+def known_duration(runtime: Runtime, item: items.Item, lang: str) -> int | None:
+    """The audio length of a video item in seconds, when the transcriber knows it without a call
+    (the simulation does): what its transcription's cost estimate is made from."""
+    transcriber = registry.current().transcriber(runtime.settings)
+    return transcriber.known_duration_s(item.external_id or item.source, lang)
+
+
+def workflow_duration(runtime: Runtime, item: items.Item, workflow: WorkflowSnapshot) -> int | None:
+    """:func:`known_duration` of a video item in the language the workflow's first transcribe
+    step asks for; None for other items and workflows that transcribe nothing."""
+    if item.type not in TRANSCRIBABLE:
+        return None
+    for step in workflow.steps:
+        if step.tool_id == "transcribe":
+            lang = step.params.get("lang")
+            return known_duration(runtime, item, lang if isinstance(lang, str) else DEFAULT_LANG)
+    return None
 
 
 async def request_process(
@@ -126,15 +163,17 @@ async def request_process(
         {"source": source, "workflow_id": workflow_id},
     )
     store = runtime.store
+    snap = snapshot(workflow)
     event = process_request(
         new_execution_id(store.keys.partition(owner)),
         owner,
         item,
-        snapshot(workflow),
+        snap,
         fee=runtime.settings.fees.process,
         request_id=request_id,
         idempotency_key=idempotency_key,
         reporter_id=reporter_id,
+        duration_s=workflow_duration(runtime, item, snap),
     )
     return await store.admission.request(event, idempotency=idem)
 

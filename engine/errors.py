@@ -102,6 +102,13 @@ class InvalidRequest(EngineError):
     code = "invalid_request"
 
 
+class InvalidTarget(InvalidRequest):
+    """The request names a resource of a kind this work cannot run on (a transcript of a
+    channel); the API answers 422 ``invalid_target``."""
+
+    code = "invalid_target"
+
+
 class IdempotencyMismatch(EngineError):
     """An Idempotency-Key was reused with a different request body."""
 
@@ -121,8 +128,8 @@ class BalanceRefused(InsufficientBalance):
 
     def __init__(self, execution_id: str, event_index: int, available: int) -> None:
         super().__init__(
-            f"{execution_id}: event {event_index} of the append needs more than the {available} "
-            "micro-coins available"
+            f"{execution_id}: event {event_index} of the append needs more than the "
+            f"{available / 1_000_000:.6f} coins available"
         )
         self.execution_id = execution_id
         self.event_index = event_index

@@ -85,9 +85,26 @@ def transcript_request(
     fee: int,
     request_id: str,
     idempotency_key: str | None,
+    duration_s: int | None = None,
+    embed: bool = False,
 ) -> ExecutionRequested:
     """The transcript of ``item`` in ``lang``: one ``transcribe`` step (``text`` given: that text
-    is the transcript, no provider call)."""
+    is the transcript, no provider call), then with ``embed`` an ``embed`` step over it.
+    ``duration_s``, the audio's length when known, is what the step's cost is estimated from."""
+    steps = [StepSpec(step_id="step_1", tool_id="transcribe", params={"lang": lang})]
+    inputs: list[dict[str, Any]] = [
+        {
+            "item_id": item.item_id,
+            "source": item.source,
+            "external_id": item.external_id,
+            "lang": lang,
+            "text": text,
+            **({} if duration_s is None else {"duration_s": duration_s}),
+        }
+    ]
+    if embed:
+        steps.append(StepSpec(step_id="step_2", tool_id="embed"))
+        inputs.append({"item_id": item.item_id, "lang": lang})
     return ExecutionRequested(
         execution_id=execution_id,
         owner=owner,
@@ -97,17 +114,9 @@ def transcript_request(
             workflow_id=None,
             name="transcript",
             target_kind=item.type,
-            steps=[StepSpec(step_id="step_1", tool_id="transcribe", params={"lang": lang})],
+            steps=steps,
         ),
-        step_inputs=[
-            {
-                "item_id": item.item_id,
-                "source": item.source,
-                "external_id": item.external_id,
-                "lang": lang,
-                "text": text,
-            }
-        ],
+        step_inputs=inputs,
         fee=fee,
         request_id=request_id,
         idempotency_key=idempotency_key,
@@ -126,10 +135,14 @@ def process_request(
     reporter_id: str | None,
     schedule_id: str | None = None,
     run_execution_id: str | None = None,
+    duration_s: int | None = None,
 ) -> ExecutionRequested:
     """A reporter's ``workflow`` over one ``item`` (a ``process`` request, or a video a schedule
-    run picked: then ``schedule_id`` and the run's ``run_execution_id`` are named)."""
+    run picked: then ``schedule_id`` and the run's ``run_execution_id`` are named).
+    ``duration_s``, the video's length when known, is what a transcription is estimated from."""
     step_input = item_input(item)
+    if duration_s is not None:
+        step_input["duration_s"] = duration_s
     return ExecutionRequested(
         execution_id=execution_id,
         owner=owner,

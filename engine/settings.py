@@ -108,6 +108,13 @@ def micro_to_coins(micro: int) -> float:
     return micro / MICRO
 
 
+def coins_text(micro: int) -> str:
+    """Micro-coins written as coins for a message (``0.00004``, ``1``), never in exponent form."""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), MICRO)
+    return f"{sign}{whole}.{frac:06d}".rstrip("0").rstrip(".")
+
+
 @dataclass(frozen=True, slots=True)
 class Fees:
     """The flat fee table, in micro-coins."""

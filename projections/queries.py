@@ -7,21 +7,28 @@ every call, so a ``replay.switch`` is seen at once.
 
 Read-your-writes: when an execution's view is missing (the projector has not caught up with a
 request just accepted), its own stream is folded on the fly, so a GET right after the 202 never
-answers 404. An execution whose view was evicted (view retention) and whose stream expired is
-folded the same way from its events in the archive (engine.archive.reader): slower, still correct.
+answers 404. The lists (an owner's executions, active or all, and a reporter's) do the same: the
+partition log past the projector's checkpoint (newest first, at most :data:`UNFOLDED_SCAN`
+entries: the projector's lag, nothing when it is current) is searched for the owner's requests,
+whose streams are folded and merged into the page, so an execution is listed from its 202 on.
+An execution whose view was evicted (view retention) and whose stream expired is folded the same
+way from its events in the archive (engine.archive.reader): slower, still correct.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
+from redis.exceptions import RedisError
 
 from engine.archive import reader
 from engine.connection import as_str
-from engine.errors import ArchiveError, InvalidRequest, StoreError
+from engine.errors import ArchiveError, InvalidRequest, StoreError, StoreUnavailable
 from engine.language import valid_lang
+from engine.log.entries import raw_entry_from_row
 from engine.log.events import AnyEvent, ExecutionRequested
 from engine.log.ids import execution_partition, is_id, run_execution_id
 from engine.log.store import EventStore
@@ -41,11 +48,19 @@ from projections.views import (
     RunView,
     TranscriptView,
     decode_view,
+    is_active,
 )
 
 V = TypeVar("V")
 
 MAX_LIMIT = 100
+# Log entries past the projector's checkpoint searched for requests not folded yet (newest
+# first). The projector keeps well within it (its lag is a batch or two); far behind, the oldest
+# unfolded requests would wait for it to reach them.
+UNFOLDED_SCAN = 2000
+UNFOLDED_KEPT = 2 * MAX_LIMIT  # of those, the newest requests merged into a page
+_REQUESTED = "ExecutionRequested"
+_SCORE = re.compile(r"[0-9]{1,16}")  # str.isdigit() would pass digits int() cannot read
 
 
 class Queries:
@@ -122,6 +137,10 @@ class Queries:
             return None
         return events
 
+    async def blob(self, owner: str, sha256: str) -> bytes | None:
+        """A blob of the owner's partition (a step's large output), or None."""
+        return await self.store.blobs.get(self.store.keys.partition(owner), sha256)
+
     # -- lists ------------------------------------------------------------------------------------
     async def list_executions(
         self, owner: str, *, active: bool, limit: int, cursor: str | None
@@ -133,7 +152,10 @@ class Queries:
         """
         ns = await self._ns_of_owner(owner)
         key = ns.active(owner) if active else ns.owned(owner)
-        return await self._page(ns, key, owner, limit, cursor, _same)
+        unfolded = await self._unfolded(ns, owner, None)
+        if active:
+            unfolded = [v for v in unfolded if is_active(v)]
+        return await self._page(ns, key, owner, limit, cursor, _same, unfolded)
 
     async def list_reporter_executions(
         self, owner: str, reporter_id: str, *, limit: int, cursor: str | None
@@ -144,7 +166,46 @@ class Queries:
             return Page(views=[], next_cursor=None)
         ns = await self._ns_of_owner(owner)
         key = ns.reporter(owner, reporter_id)
-        return await self._page(ns, key, owner, limit, cursor, _same)
+        unfolded = await self._unfolded(ns, owner, reporter_id)
+        return await self._page(ns, key, owner, limit, cursor, _same, unfolded)
+
+    async def _unfolded(
+        self, ns: Namespace, owner: str, reporter_id: str | None
+    ) -> list[ExecutionView]:
+        """The owner's executions (of ``reporter_id`` when given) requested in the partition log
+        past the projector's checkpoint, folded from their streams: what the lists must show
+        although the projector has not folded it yet."""
+        checkpoint = await self.redis.get(ns.ckpt)
+        floor = "-" if checkpoint is None else f"({as_str(checkpoint)}"
+        if floor in ("(0-0", "(0"):
+            floor = "-"
+        try:
+            rows = await self.redis.xrevrange(
+                self.store.keys.log(ns.partition), "+", floor, count=UNFOLDED_SCAN
+            )
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        wanted: list[str] = []
+        for entry_id, fields in rows:
+            raw = raw_entry_from_row(entry_id, fields)
+            if raw.event_type != _REQUESTED:
+                continue
+            event = raw.decode().event
+            if not isinstance(event, ExecutionRequested) or event.owner != owner:
+                continue
+            if reporter_id is None or event.reporter_id == reporter_id:
+                wanted.append(event.execution_id)
+                if len(wanted) > UNFOLDED_KEPT:
+                    break  # newer than any page but the first few could show
+        if not wanted:
+            return []
+        views = []
+        for events in (await self.store.log.histories(wanted)).values():
+            try:
+                views.append(fold(events))
+            except (FoldGap, ValueError):
+                continue  # a stream already expired, or damaged: the projector has the last word
+        return views
 
     # -- schedule runs ----------------------------------------------------------------------------
     async def list_runs(
@@ -177,11 +238,22 @@ class Queries:
         limit: int,
         cursor: str | None,
         derive: Callable[[ExecutionView], V],
+        unfolded: Sequence[ExecutionView] = (),
     ) -> Page[V]:
-        """The views of the members of ``key`` after ``cursor`` (``derive``d), newest first."""
+        """The views of the members of ``key`` after ``cursor`` (``derive``d), newest first, with
+        the ``unfolded`` views (not in the index yet) merged in their places."""
         limit = max(1, min(limit, MAX_LIMIT))
         after = _parse_cursor(cursor) if cursor else None
         ids = await self._ids_before(key, after, limit + 1)
+        extra = {
+            v.execution_id: v
+            for v in unfolded
+            if after is None or (v.created_at, v.execution_id) < after
+        }
+        if extra:
+            listed = {xid for xid, _ in ids}
+            ids += [(x, v.created_at) for x, v in extra.items() if x not in listed]
+            ids.sort(key=lambda row: (row[1], row[0]), reverse=True)
         more = len(ids) > limit
         ids = ids[:limit]
         if not ids:
@@ -191,11 +263,10 @@ class Queries:
             pipe.get(ns.view(xid))
         raws = await pipe.execute()
         out: list[V] = []
-        for raw in raws:
-            if raw is None:
-                continue
-            view = decode_view(raw)
-            if view.owner == owner:
+        for (xid, _), raw in zip(ids, raws, strict=True):
+            # The projector's view when it has one (it may have folded meanwhile), else ours.
+            view = decode_view(raw) if raw is not None else extra.get(xid)
+            if view is not None and view.owner == owner:
                 out.append(derive(view))
         last_id, last_score = ids[-1]
         return Page(views=out, next_cursor=_make_cursor(last_score, last_id) if more else None)
@@ -284,6 +355,6 @@ def _make_cursor(score: int, execution_id: str) -> str:
 
 def _parse_cursor(cursor: str) -> tuple[int, str]:
     score, sep, xid = cursor.partition(".")
-    if not sep or not score.isdigit() or not is_id(xid, "exc"):
+    if not sep or not _SCORE.fullmatch(score) or not is_id(xid, "exc"):
         raise InvalidRequest("malformed cursor")
     return int(score), xid

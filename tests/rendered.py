@@ -53,7 +53,7 @@ class RenderedQueries:
 
     async def history(self, owner: str, execution_id: str) -> list[Body] | None:
         events = await self.views.history(owner, execution_id)
-        return None if events is None else body(render.events(events))["events"]
+        return None if events is None else body(render.events(events, None))["events"]
 
     async def list_executions(
         self, owner: str, *, active: bool, limit: int, cursor: str | None

@@ -12,7 +12,7 @@ from api.auth import Caller, account_route, runtime_of, unauthorized
 from api.openapi import doc
 from api.parse import page_params
 from api.render import respond
-from api.schemas.requests import PageQuery
+from api.schemas.requests import LedgerPageQuery
 from api.schemas.resources import AccountResponse, LedgerPage
 from engine.errors import NotFound
 from engine.money import accounts
@@ -32,7 +32,7 @@ async def me(request: Request, caller: Caller) -> Response:
 @doc(
     summary="The caller's ledger: every credit and charge, newest first",
     response=LedgerPage,
-    query=PageQuery,
+    query=LedgerPageQuery,
     tags=["account"],
 )
 @account_route("own")

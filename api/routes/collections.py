@@ -13,8 +13,9 @@ from api.parse import decode_body, page_params, path_id
 from api.render import respond
 from api.schemas.requests import (
     AddCollectionItem,
+    CollectionPageQuery,
     CreateCollection,
-    PageQuery,
+    ItemPageQuery,
     UpdateCollection,
     changes,
 )
@@ -46,7 +47,12 @@ async def create_collection(request: Request, caller: Caller) -> Response:
     return respond(CollectionResponse(collection=render.collection(created)), 201)
 
 
-@doc(summary="List collections", response=CollectionList, query=PageQuery, tags=["collections"])
+@doc(
+    summary="List collections",
+    response=CollectionList,
+    query=CollectionPageQuery,
+    tags=["collections"],
+)
 @account_route("read")
 async def list_collections(request: Request, caller: Caller) -> Response:
     """``GET /v1/collections?limit=&cursor=`` → newest first."""
@@ -130,7 +136,7 @@ async def remove_item(request: Request, caller: Caller) -> Response:
 @doc(
     summary="List the items in a collection",
     response=ItemList,
-    query=PageQuery,
+    query=ItemPageQuery,
     tags=["collections", "items"],
 )
 @account_route("read")

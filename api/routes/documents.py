@@ -27,7 +27,7 @@ _KIND = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 def _filter(request: Request, name: str, kind: str) -> str | None:
     value = request.query_params.get(name) or None
     if value is not None and not is_id(value, kind):
-        raise InvalidRequest(f"{name}: not a {kind}_ id")
+        raise InvalidRequest(f"{name}: not {'an' if kind[0] in 'aeiou' else 'a'} {kind}_ id")
     return value
 
 

@@ -14,7 +14,7 @@ from api.parse import IDEMPOTENCY_HEADER, decode_body, page_params, path_id
 from api.render import respond
 from api.routes.executions import accepted, queries_of
 from api.schemas.executions import ExecutionResponse, TranscriptResponse
-from api.schemas.requests import CreateItem, PageQuery, TranscriptQuery, TranscriptRequest
+from api.schemas.requests import CreateItem, ItemPageQuery, TranscriptQuery, TranscriptRequest
 from api.schemas.resources import ItemList, ItemResponse
 from engine import commands
 from engine.errors import InvalidRequest, NotFound
@@ -24,6 +24,10 @@ from engine.resources import items
 
 @doc(
     summary="Create an item from a URL or a handle",
+    semantic=(
+        "a source that is none of the known kinds (a YouTube video or channel, a Twitter/X "
+        "account, an RSS feed)"
+    ),
     request=CreateItem,
     response=ItemResponse,
     status=201,
@@ -38,7 +42,7 @@ async def create_item(request: Request, caller: Caller) -> Response:
     return respond(ItemResponse(item=render.item(item)), 201)
 
 
-@doc(summary="List items", response=ItemList, query=PageQuery, tags=["items"])
+@doc(summary="List items", response=ItemList, query=ItemPageQuery, tags=["items"])
 @account_route("read")
 async def list_items(request: Request, caller: Caller) -> Response:
     """``GET /v1/items?limit=&cursor=`` → newest first, with ``next_cursor``."""
@@ -69,6 +73,7 @@ async def delete_item(request: Request, caller: Caller) -> Response:
 
 @doc(
     summary="Request the transcript of an item",
+    semantic="`invalid_target` for an item that is not a youtube_video (nothing is charged)",
     request=TranscriptRequest,
     body_required=False,
     response=ExecutionResponse,
@@ -106,7 +111,8 @@ async def request_transcript(request: Request, caller: Caller) -> Response:
 )
 @account_route("read")
 async def get_transcript(request: Request, caller: Caller) -> Response:
-    """``GET /v1/items/{item_id}/transcript?lang=`` → ``{transcript}``, 404 until there is one."""
+    """``GET /v1/items/{item_id}/transcript?lang=`` → ``{transcript}``, 404 until there is one;
+    ``embedding`` is the status of the embedding its request asked for (null: none asked)."""
     runtime = runtime_of(request)
     item_id = path_id(request, "item_id", "itm")
     lang = request.query_params.get("lang") or None  # None: the newest, in any language
@@ -115,10 +121,12 @@ async def get_transcript(request: Request, caller: Caller) -> Response:
             raise InvalidRequest(f"lang: {LANG_HINT}")
         lang = canonical_lang(lang)
     await items.get_item(runtime, caller.account_id, item_id)
-    transcript = await queries_of(request).get_transcript(caller.account_id, item_id, lang)
+    queries = queries_of(request)
+    transcript = await queries.get_transcript(caller.account_id, item_id, lang)
     if transcript is None:
         raise NotFound("no transcript for this item yet")
-    return respond(TranscriptResponse(transcript=render.transcript(transcript)))
+    made_by = await queries.get_view(caller.account_id, transcript.execution_id)
+    return respond(TranscriptResponse(transcript=render.transcript(transcript, made_by)))
 
 
 ROUTES: list[BaseRoute] = [

@@ -19,12 +19,14 @@ from api.schemas.requests import (
     CreateReporter,
     CreateStep,
     CreateWorkflow,
-    PageQuery,
+    ExecutionPageQuery,
     ProcessCollectionRequest,
     ProcessRequest,
     ReplaceSteps,
+    ReporterPageQuery,
     UpdateReporter,
     UpdateWorkflow,
+    WorkflowPageQuery,
     changes,
 )
 from api.schemas.resources import (
@@ -54,6 +56,7 @@ def _ids(request: Request) -> tuple[str, str]:
 
 @doc(
     summary="Create a reporter",
+    semantic="a default_workflow_id that is not a workflow of this reporter",
     request=CreateReporter,
     response=ReporterResponse,
     status=201,
@@ -68,7 +71,7 @@ async def create_reporter(request: Request, caller: Caller) -> Response:
     return respond(ReporterResponse(reporter=render.reporter(created)), 201)
 
 
-@doc(summary="List reporters", response=ReporterList, query=PageQuery, tags=["reporters"])
+@doc(summary="List reporters", response=ReporterList, query=ReporterPageQuery, tags=["reporters"])
 @account_route("read")
 async def list_reporters(request: Request, caller: Caller) -> Response:
     """``GET /v1/reporters?limit=&cursor=`` → newest first."""
@@ -93,6 +96,7 @@ async def get_reporter(request: Request, caller: Caller) -> Response:
 
 @doc(
     summary="Update a reporter",
+    semantic="a default_workflow_id that is not a workflow of this reporter",
     request=UpdateReporter,
     response=ReporterResponse,
     errors=[409],
@@ -127,6 +131,7 @@ async def delete_reporter(request: Request, caller: Caller) -> Response:
 
 @doc(
     summary="Create a workflow for a reporter",
+    semantic="a step whose params do not fit its tool's params schema (GET /v1/tools)",
     request=CreateWorkflow,
     response=WorkflowResponse,
     status=201,
@@ -152,7 +157,7 @@ async def create_workflow(request: Request, caller: Caller) -> Response:
 @doc(
     summary="List a reporter's workflows",
     response=WorkflowList,
-    query=PageQuery,
+    query=WorkflowPageQuery,
     tags=["workflows"],
 )
 @account_route("read")
@@ -207,6 +212,7 @@ async def delete_workflow(request: Request, caller: Caller) -> Response:
 
 @doc(
     summary="Append a step to a workflow",
+    semantic="a step whose params do not fit its tool's params schema (GET /v1/tools)",
     request=CreateStep,
     response=StepResponse,
     status=201,
@@ -228,6 +234,10 @@ async def add_step(request: Request, caller: Caller) -> Response:
 
 @doc(
     summary="Replace every step of a workflow",
+    semantic=(
+        "a step whose params do not fit its tool's params schema (GET /v1/tools), or more "
+        "than 50 steps"
+    ),
     request=ReplaceSteps,
     response=WorkflowResponse,
     errors=[409],
@@ -265,6 +275,10 @@ def _workflow_id(value: str | None) -> str | None:
 
 @doc(
     summary="Run a reporter's workflow over a source",
+    semantic=(
+        "a source that is none of the known kinds; no workflow_id and no default workflow; a "
+        "workflow of another reporter; a workflow whose target_kind is not the source's kind"
+    ),
     request=ProcessRequest,
     response=ExecutionResponse,
     status=202,
@@ -295,6 +309,10 @@ async def process(request: Request, caller: Caller) -> Response:
 
 @doc(
     summary="Run a reporter's workflow over every item of a collection",
+    semantic=(
+        "no workflow_id and no default workflow; a workflow of another reporter; a workflow "
+        "that cannot run on a collection; a collection with no item the workflow fits"
+    ),
     request=ProcessCollectionRequest,
     response=ExecutionResponse,
     status=202,
@@ -328,7 +346,7 @@ async def process_collection(request: Request, caller: Caller) -> Response:
 @doc(
     summary="A reporter's executions (scheduled runs too)",
     response=ExecutionList,
-    query=PageQuery,
+    query=ExecutionPageQuery,
     tags=["reporters", "executions"],
 )
 @account_route("read")

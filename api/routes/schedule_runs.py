@@ -20,7 +20,7 @@ from api.render import respond
 from api.routes.executions import queries_of
 from api.routes.reporters import _reporter_id
 from api.schemas.executions import RunList, RunResponse, RunTriggeredOut
-from api.schemas.requests import PageQuery, RunRequest
+from api.schemas.requests import ExecutionPageQuery, RunRequest
 from engine.errors import NotFound
 from engine.resources import reporters
 from engine.schedules.runs import trigger_run
@@ -28,6 +28,7 @@ from engine.schedules.runs import trigger_run
 
 @doc(
     summary="Run a schedule now",
+    semantic="a schedule whose collections hold no YouTube channel",
     request=RunRequest,
     response=RunTriggeredOut,
     status=202,
@@ -63,7 +64,7 @@ async def run_schedule(request: Request, caller: Caller) -> Response:
 @doc(
     summary="The runs of a reporter's schedules",
     response=RunList,
-    query=PageQuery,
+    query=ExecutionPageQuery,
     tags=["schedules"],
 )
 @account_route("read")

@@ -14,7 +14,7 @@ from api.render import respond
 from api.schemas.requests import (
     AttachCollection,
     CreateSchedule,
-    PageQuery,
+    SchedulePageQuery,
     UpdateSchedule,
     changes,
 )
@@ -42,6 +42,10 @@ def _collection_ids(ids: list[str]) -> list[str]:
 
 @doc(
     summary="Create a schedule for a reporter",
+    semantic=(
+        "a workflow_id that is not a workflow of this reporter; collections that hold no "
+        "YouTube channel"
+    ),
     request=CreateSchedule,
     response=ScheduleResponse,
     status=201,
@@ -64,7 +68,7 @@ async def create_schedule(request: Request, caller: Caller) -> Response:
 @doc(
     summary="List a reporter's schedules",
     response=ScheduleList,
-    query=PageQuery,
+    query=SchedulePageQuery,
     tags=["schedules"],
 )
 @account_route("read")
@@ -89,6 +93,10 @@ async def get_schedule(request: Request, caller: Caller) -> Response:
 
 @doc(
     summary="Update a schedule",
+    semantic=(
+        "a workflow_id that is not a workflow of this reporter; collections that hold no "
+        "YouTube channel"
+    ),
     request=UpdateSchedule,
     response=ScheduleResponse,
     errors=[409],
@@ -116,6 +124,7 @@ async def delete_schedule(request: Request, caller: Caller) -> Response:
 
 @doc(
     summary="Attach a collection to a schedule",
+    semantic="collections that hold no YouTube channel",
     request=AttachCollection,
     response=ScheduleResponse,
     errors=[409],

@@ -59,8 +59,23 @@ class ExecutionList(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
+class StepCut(msgspec.Struct, kw_only=True):
+    """Which strings of a step summary were cut to ``limit`` characters (``input.prompt``,
+    ``output.text`` …); ``detail`` is where the step is whole."""
+
+    limit: int
+    fields: list[str]
+    detail: str
+
+
 class StepSummary(msgspec.Struct, kw_only=True):
-    """A step that has started: attempts, input, output (or ``output_ref``), usage, cost."""
+    """A step that has started: attempts, input, output (or ``output_ref``), usage, cost.
+
+    ``input`` is what the step was given; for an LLM step, what was sent (``prompt``, ``model``,
+    ``max_tokens``, and ``prompt_chars``, the whole prompt's length). ``output`` is what came
+    back. Strings longer than the summary's limit are cut to it, and ``cut`` says which (null
+    when nothing was); ``GET /v1/executions/{id}/steps/{index}`` returns the step whole.
+    """
 
     step_index: int
     step_id: str
@@ -77,6 +92,45 @@ class StepSummary(msgspec.Struct, kw_only=True):
     duration_ms: int | None
     retry_at: str | None
     error: ErrorOut | None
+    cut: StepCut | None = None
+
+
+class AttemptError(msgspec.Struct, kw_only=True):
+    """One failed attempt of a step."""
+
+    attempt: int
+    code: str
+    message: str
+    retryable: bool
+
+
+class StepWhole(msgspec.Struct, kw_only=True):
+    """One step whole: what it was given (for an LLM step the whole prompt sent), what it
+    returned (a large output read from its blob), usage, cost, attempts and every failed
+    attempt's error."""
+
+    step_index: int
+    step_id: str
+    tool_id: str
+    status: Literal["pending", "running", "retrying", "done", "error"]
+    attempts: int
+    input: dict[str, Any]
+    output: Any
+    output_ref: BlobRef | None
+    usage: dict[str, int]
+    cost_coins: float
+    started_at: str | None
+    finished_at: str | None
+    duration_ms: int | None
+    retry_at: str | None
+    error: ErrorOut | None
+    errors: list[AttemptError]
+
+
+class StepResponse(msgspec.Struct, kw_only=True):
+    """``GET /v1/executions/{execution_id}/steps/{step_index}``."""
+
+    step: StepWhole
 
 
 class StepInputOut(msgspec.Struct, kw_only=True):
@@ -117,19 +171,44 @@ class ExecutionDetail(msgspec.Struct, kw_only=True):
 
 
 class EventList(msgspec.Struct, kw_only=True):
-    """The raw events of an execution, oldest first (each tagged by ``type``)."""
+    """A page of the raw events of an execution, oldest first (each tagged by ``type``);
+    ``next_cursor`` (the ``seq`` of the page's last event) fetches the next page, null on the
+    last."""
 
     events: list[dict[str, Any]]
+    next_cursor: str | None
 
 
 # -- transcripts ---------------------------------------------------------------------------------
+
+
+class SegmentOut(msgspec.Struct, kw_only=True):
+    """A timed piece of a transcript; ``start`` and ``end`` in seconds from the start of the
+    video, as the platform's transcripts give them."""
+
+    start: float
+    end: float
+    text: str
+
+
+class EmbeddingOut(msgspec.Struct, kw_only=True):
+    """The embedding the transcript's request asked for (``embed: true``): its step's status, and
+    once done the model, the vectors' dimensions and count, and the blob holding them."""
+
+    status: Literal["pending", "running", "done", "error"]
+    model: str | None = None
+    dims: int | None = None
+    count: int | None = None
+    sha256: str | None = None
+    error: ErrorOut | None = None
 
 
 class TranscriptOut(msgspec.Struct, kw_only=True):
     item_id: str
     lang: str
     text: str
-    segments: list[Any]
+    segments: list[SegmentOut]
+    embedding: EmbeddingOut | None
     execution_id: str | None
     created_at: str | None
 

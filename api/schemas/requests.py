@@ -18,9 +18,11 @@ from api.openapi import id_pattern
 from engine import commands
 from engine.language import LANG_PATTERN
 from engine.resources.reporters import StepInput
+from engine.tools import TOOLS
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+SEQ_CURSOR = r"^[1-9][0-9]{0,9}$"  # an event list's cursor: the seq of the last event given
 MAX_COINS = 1e9  # engine.money.accounts.MAX_MICRO in coins: every amount up to it is exact
 
 # JSON numbers of coins (integers decode too); exact micro-coins are derived from their repr.
@@ -34,7 +36,7 @@ Hours = Annotated[int, msgspec.Meta(ge=1, le=720)]
 AgeHours = Annotated[int, msgspec.Meta(ge=1, le=8760)]
 PerChannel = Annotated[int, msgspec.Meta(ge=1, le=100)]
 AnyId = Annotated[str, msgspec.Meta(max_length=64)]
-DocumentKind = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+DocumentKind = Annotated[str, msgspec.Meta(pattern=r"^$|^[a-z][a-z0-9_]{0,39}$")]
 
 
 def _id_pattern(param: str) -> str:
@@ -44,8 +46,8 @@ def _id_pattern(param: str) -> str:
     return pattern
 
 
-ItemIdFilter = Annotated[str, msgspec.Meta(pattern=_id_pattern("item_id"))]
-ReporterIdFilter = Annotated[str, msgspec.Meta(pattern=_id_pattern("reporter_id"))]
+ItemIdFilter = Annotated[str, msgspec.Meta(pattern=f"^$|{_id_pattern('item_id')}")]
+ReporterIdFilter = Annotated[str, msgspec.Meta(pattern=f"^$|{_id_pattern('reporter_id')}")]
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -138,14 +140,25 @@ class UpdateReporter(_Body, frozen=True):
     default_workflow_id: AnyId | UnsetType | None = UNSET
 
 
-class CreateStep(StepInput, frozen=True, kw_only=True, forbid_unknown_fields=True):
+# A step's tool: one of the catalogue's ids (the document lists them; the server checks the
+# same catalogue, and the step's params against the tool's params schema).
+ToolId = Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(TOOLS)})]
+
+
+class StepBody(StepInput, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A step as a client writes it: a catalogue tool, its prompt and its params."""
+
+    tool_id: ToolId
+
+
+class CreateStep(StepBody, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST …/workflows/{workflow_id}/steps``: one step, appended."""
 
 
 class ReplaceSteps(_Body, frozen=True):
     """``PUT …/workflows/{workflow_id}/steps``: every step, in order."""
 
-    steps: list[StepInput]
+    steps: list[StepBody]
 
 
 class CreateWorkflow(_Body, frozen=True):
@@ -153,7 +166,7 @@ class CreateWorkflow(_Body, frozen=True):
 
     name: Name
     target_kind: TargetKind
-    steps: list[StepInput] = msgspec.field(default_factory=list)
+    steps: list[StepBody] = msgspec.field(default_factory=list)
 
 
 class UpdateWorkflow(_Body, frozen=True):
@@ -163,9 +176,10 @@ class UpdateWorkflow(_Body, frozen=True):
     target_kind: TargetKind | UnsetType = UNSET
 
 
-class CreateSchedule(_Body, frozen=True):
+class CreateSchedule(_Body, frozen=True, kw_only=True):
     """``POST /v1/reporters/{reporter_id}/schedules``."""
 
+    name: Name | None = None
     workflow_id: AnyId
     interval_hours: Hours
     max_age_hours: AgeHours = 168
@@ -177,6 +191,7 @@ class CreateSchedule(_Body, frozen=True):
 class UpdateSchedule(_Body, frozen=True):
     """``PATCH …/schedules/{schedule_id}``; ``collection_ids`` replaces the attached set."""
 
+    name: Name | UnsetType | None = UNSET
     workflow_id: AnyId | UnsetType = UNSET
     interval_hours: Hours | UnsetType = UNSET
     max_age_hours: AgeHours | UnsetType = UNSET
@@ -221,28 +236,94 @@ class RunRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froze
 
 
 class PageQuery(msgspec.Struct, kw_only=True):
-    """``?limit=&cursor=`` of every list."""
+    """``?limit=&cursor=`` of every list (each list's cursor has its own form: see
+    :func:`page_query`)."""
 
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
     cursor: str | None = None
 
 
-class ExecutionListQuery(PageQuery, kw_only=True):
+Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]
+# The forms of the cursors lists return (the ``next_cursor`` of the previous page): anything else
+# is 422 "not a cursor this list returned".
+EXECUTION_CURSOR = r"^[0-9]{1,16}\.exc_p[0-9]{1,4}_[0-9a-hjkmnp-tv-z]{20}$"  # created_at.id
+LEDGER_CURSOR = r"^[0-9]{1,15}-[0-9]{1,18}$"  # a ledger stream id (engine.money.accounts)
+
+
+def or_empty(pattern: str) -> str:
+    """``pattern``, or the empty string: an empty query parameter is read as an absent one."""
+    return f"^$|{pattern}"
+
+
+def page_query(name: str, cursor: str, what: str) -> type[msgspec.Struct]:
+    """The ``?limit=&cursor=`` query of a list whose cursor matches ``cursor`` (``what`` says
+    what it is, for the document)."""
+    meta = msgspec.Meta(
+        pattern=or_empty(cursor), description=f"the previous page's next_cursor: {what}"
+    )
+    return msgspec.defstruct(
+        name,
+        [
+            ("limit", Limit, DEFAULT_LIMIT),
+            ("cursor", Annotated[str, meta] | None, None),
+        ],
+        kw_only=True,
+    )
+
+
+def _id_cursor(kind: str, param: str) -> type[msgspec.Struct]:
+    return page_query(f"{kind}PageQuery", _id_pattern(param), f"the last {param} of that page")
+
+
+ItemPageQuery = _id_cursor("Item", "item_id")
+CollectionPageQuery = _id_cursor("Collection", "collection_id")
+ReporterPageQuery = _id_cursor("Reporter", "reporter_id")
+WorkflowPageQuery = _id_cursor("Workflow", "workflow_id")
+SchedulePageQuery = _id_cursor("Schedule", "schedule_id")
+ExecutionPageQuery = page_query(
+    "ExecutionPageQuery", EXECUTION_CURSOR, "the last execution's created_at (ms) and its id"
+)
+LedgerPageQuery = page_query("LedgerPageQuery", LEDGER_CURSOR, "the last entry's ledger id")
+
+
+class ExecutionListQuery(msgspec.Struct, kw_only=True):
     """``GET /v1/executions/me?active=1``: pending and running only."""
 
-    active: Literal["1", "0", "true", "false", "yes", "no"] = "0"
+    limit: Limit = DEFAULT_LIMIT
+    cursor: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                pattern=or_empty(EXECUTION_CURSOR),
+                description="the previous page's next_cursor: the last execution's created_at "
+                "(ms) and its id",
+            ),
+        ]
+        | None
+    ) = None
+    active: Literal["1", "0", "true", "false", "yes", "no", ""] = "0"
+
+
+class EventPageQuery(msgspec.Struct, kw_only=True):
+    """``GET /v1/executions/{execution_id}/events?limit=&cursor=``: oldest first; the cursor is
+    the ``seq`` of the previous page's last event (its ``next_cursor``)."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
+    cursor: Annotated[str, msgspec.Meta(pattern=or_empty(SEQ_CURSOR))] | None = None
 
 
 class TranscriptQuery(msgspec.Struct, kw_only=True):
     """``GET /v1/items/{item_id}/transcript?lang=``: absent, the newest in any language."""
 
-    lang: Annotated[str, msgspec.Meta(pattern=LANG_PATTERN)] | None = None
+    lang: Annotated[str, msgspec.Meta(pattern=or_empty(LANG_PATTERN))] | None = None
 
 
-class DocumentListQuery(PageQuery, kw_only=True):
+class DocumentListQuery(msgspec.Struct, kw_only=True):
     """``GET /v1/documents?item_id=&reporter_id=&kind=``: filters, each optional; the cursor is
     the last ``document_id`` of the previous page."""
 
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Annotated[str, msgspec.Meta(pattern=or_empty(_id_pattern("document_id")))] | None = None
     item_id: ItemIdFilter | None = None
     reporter_id: ReporterIdFilter | None = None
     kind: DocumentKind | None = None

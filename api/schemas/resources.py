@@ -156,6 +156,7 @@ class WorkflowOut(msgspec.Struct, kw_only=True):
 class ScheduleOut(msgspec.Struct, kw_only=True):
     schedule_id: str
     reporter_id: str
+    name: str | None
     workflow_id: str
     interval_hours: int
     max_age_hours: int
@@ -233,8 +234,12 @@ class PricingUnit(msgspec.Struct, kw_only=True):
 
 
 class Pricing(msgspec.Struct, kw_only=True):
+    """The provider's prices per unit, and how a step's cost is estimated (what it reserves
+    before it starts; the actual cost is settled when it completes)."""
+
     currency: str
     units: list[PricingUnit]
+    estimate: str
 
 
 class ToolOut(msgspec.Struct, kw_only=True):
@@ -246,7 +251,11 @@ class ToolOut(msgspec.Struct, kw_only=True):
 
 
 class ToolList(msgspec.Struct, kw_only=True):
+    """The whole catalogue on one page: ``next_cursor`` is always null (the list shape of every
+    list, DESIGN §7)."""
+
     tools: list[ToolOut]
+    next_cursor: None = None
 
 
 class HealthOut(msgspec.Struct, kw_only=True):

@@ -21,6 +21,7 @@ from engine.log import codec
 from engine.log.context import StoreContext
 from engine.log.events import ExecutionRequested
 from engine.log.ids import execution_partition
+from engine.settings import coins_text
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 
@@ -197,7 +198,9 @@ class Admission:
         if status == "mismatch":
             raise IdempotencyMismatch("this Idempotency-Key was used with a different request body")
         if status == "insufficient":
-            raise InsufficientBalance("the balance cannot cover the fee")
+            raise InsufficientBalance(
+                f"the balance cannot cover the fee ({coins_text(event.fee)} coins): top up"
+            )
         raise StoreError(f"execution {event.execution_id} already exists")
 
 

@@ -41,7 +41,7 @@ MAX_NAME = 200
 # most 15 significant digits, so the JSON number of coins clients see (a double) is exact both ways,
 # and the Lua scripts' numbers (doubles too) compare balances exactly.
 MAX_MICRO = 10**15
-_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_ENTRY_ID = re.compile(r"^[0-9]{1,15}-[0-9]{1,18}$")  # what XRANGE can take (< 2**64 each)
 
 # Create the record, set the opening balance and record it as the first credit, and list the
 # account in its partition (whose ledgers and feeds the archiver keeps), all or nothing.

@@ -43,7 +43,7 @@ from engine import clock, meters
 from engine.connection import as_str
 from engine.errors import InsufficientBalance, StoreUnavailable
 from engine.runtime import Runtime
-from engine.settings import micro_to_coins
+from engine.settings import coins_text
 
 log = logging.getLogger("clipstream.read_fees")
 
@@ -168,7 +168,7 @@ class ReadFees:
         admission = Admission(int(answer))
         if admission is Admission.REFUSED:
             raise InsufficientBalance(
-                f"the balance does not cover a read ({micro_to_coins(self.fee)} coins): top up "
+                f"the balance does not cover a read ({coins_text(self.fee)} coins): top up "
                 "to read (GET /v1/me answers at any balance)"
             )
         if admission is not Admission.CHARGED:

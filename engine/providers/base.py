@@ -1,6 +1,7 @@
 """What a provider is, whatever is behind it (the simulation or an HTTP service).
 
-Three kinds, one protocol each: :class:`Transcriber`, :class:`LLM` and :class:`YouTube`. Tools
+Four kinds, one protocol each: :class:`Transcriber`, :class:`LLM`, :class:`Embedder` and
+:class:`YouTube`. Tools
 only ever see these protocols, so a tool runs the same against the simulated providers (tests,
 embedded mode, benchmarks) and the HTTP ones (production). Every call takes a
 :class:`ProviderCall`: who asks (the idempotency key), which attempt, and the simulation's test
@@ -15,12 +16,13 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-ProviderKindName = Literal["transcriber", "llm", "youtube"]
+ProviderKindName = Literal["transcriber", "llm", "youtube", "embedder"]
 
 # The unit prices every provider charges by (the catalogue lists them; see engine.tools.catalog).
 AUDIO_MICRO_PER_SECOND = 100
 LLM_MICRO_PER_PROMPT_TOKEN = 1
 LLM_MICRO_PER_COMPLETION_TOKEN = 3
+EMBED_MICRO_PER_1K_TOKENS = 20  # 0.00002 coin per 1,000 tokens embedded
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,17 @@ class Completion:
 
 
 @dataclass(frozen=True, slots=True)
+class Embeddings:
+    """An embedder's answer: one vector per input text, in order, with usage, cost and the model
+    that made them."""
+
+    vectors: list[list[float]]
+    usage: dict[str, int]
+    cost: int
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class VideoMetadata:
     """One video as the YouTube Data API describes it."""
 
@@ -107,6 +120,11 @@ class Transcriber(Protocol):
         """Transcribe ``media`` (a source URL or an external id) in ``lang``."""
         ...
 
+    def known_duration_s(self, media: str, lang: str) -> int | None:
+        """The audio length of ``media`` in seconds when the provider knows it without a call
+        (the simulation does), else None: what a transcription's cost estimate is made from."""
+        ...
+
 
 class LLM(Protocol):
     """Chat completions."""
@@ -122,6 +140,16 @@ class LLM(Protocol):
     ) -> Completion:
         """Complete ``prompt`` (under ``system`` instructions) in at most ``max_tokens`` tokens,
         with ``model`` or the provider's configured one."""
+        ...
+
+
+class Embedder(Protocol):
+    """Text to vectors."""
+
+    async def embed(
+        self, *, texts: list[str], call: ProviderCall, model: str | None = None
+    ) -> Embeddings:
+        """One vector per text of ``texts``, with ``model`` or the provider's configured one."""
         ...
 
 
@@ -153,9 +181,22 @@ def audio_cost(seconds: int) -> int:
     return seconds * AUDIO_MICRO_PER_SECOND
 
 
-def estimate_audio_cost(seconds: int = 600) -> int:
-    """Upper estimate of a transcription before the audio length is known (10 minutes)."""
-    return audio_cost(seconds)
+DEFAULT_AUDIO_SECONDS = 600  # the audio length a transcription is estimated at when unknown
+
+
+def embed_cost(tokens: int) -> int:
+    """What embedding ``tokens`` tokens costs, in micro-coins (rounded up)."""
+    return -(-tokens * EMBED_MICRO_PER_1K_TOKENS // 1000)
+
+
+def text_tokens(text: str) -> int:
+    """The usual estimate of a text's tokens: one per four characters, at least one."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+def estimate_audio_cost(seconds: int | None = None) -> int:
+    """Estimate of a transcription: its known audio length, else :data:`DEFAULT_AUDIO_SECONDS`."""
+    return audio_cost(DEFAULT_AUDIO_SECONDS if seconds is None else seconds)
 
 
 def estimate_llm_cost(prompt_chars: int, max_tokens: int, system_chars: int = 0) -> int:

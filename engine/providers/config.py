@@ -10,6 +10,10 @@ environment, strictly, like engine.settings.
     CLIPSTREAM_TRANSCRIBER_URL     base of the transcription service (required with
                                    transcriber=http)
     CLIPSTREAM_TRANSCRIBER_KEY     its bearer token (optional)
+    CLIPSTREAM_EMBEDDER_URL        base of an OpenAI-compatible embeddings API  (the LLM's URL)
+    CLIPSTREAM_EMBEDDER_KEY        its bearer token (optional)                  (the LLM's key)
+    CLIPSTREAM_EMBEDDER_MODEL      the model asked for when a step names none
+                                                                  (text-embedding-3-small)
     CLIPSTREAM_YOUTUBE_URL         base of the YouTube Data API v3
                                    (https://www.googleapis.com/youtube/v3)
     CLIPSTREAM_YOUTUBE_KEY         its API key (required with youtube=http)
@@ -36,6 +40,7 @@ KINDS: tuple[ProviderKindName, ...] = get_args(ProviderKindName)
 DEFAULT_LLM_URL = "https://api.openai.com/v1"
 DEFAULT_YOUTUBE_URL = "https://www.googleapis.com/youtube/v3"
 DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_EMBEDDER_MODEL = "text-embedding-3-small"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,9 @@ class ProviderConfig:
     transcriber_key: str | None = field(default=None, repr=False)
     youtube_url: str = DEFAULT_YOUTUBE_URL
     youtube_key: str | None = field(default=None, repr=False)
+    embedder_url: str = DEFAULT_LLM_URL
+    embedder_key: str | None = field(default=None, repr=False)
+    embedder_model: str = DEFAULT_EMBEDDER_MODEL
     timeout_s: float = DEFAULT_TIMEOUT_S
 
     def mode(self, kind: ProviderKindName) -> Mode:
@@ -66,15 +74,19 @@ class ProviderConfig:
             return None if raw is None or raw.strip() == "" else raw.strip()
 
         modes = _modes(get("PROVIDERS"))
+        llm_url = _url("LLM_URL", get("LLM_URL")) or DEFAULT_LLM_URL
         config = cls(
             modes=modes,
-            llm_url=_url("LLM_URL", get("LLM_URL")) or DEFAULT_LLM_URL,
+            llm_url=llm_url,
             llm_key=get("LLM_KEY"),
             llm_model=get("LLM_MODEL"),
             transcriber_url=_url("TRANSCRIBER_URL", get("TRANSCRIBER_URL")),
             transcriber_key=get("TRANSCRIBER_KEY"),
             youtube_url=_url("YOUTUBE_URL", get("YOUTUBE_URL")) or DEFAULT_YOUTUBE_URL,
             youtube_key=get("YOUTUBE_KEY"),
+            embedder_url=_url("EMBEDDER_URL", get("EMBEDDER_URL")) or llm_url,
+            embedder_key=get("EMBEDDER_KEY") or get("LLM_KEY"),
+            embedder_model=get("EMBEDDER_MODEL") or DEFAULT_EMBEDDER_MODEL,
             timeout_s=_timeout(get("PROVIDER_TIMEOUT_S")),
         )
         config.check()

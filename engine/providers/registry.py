@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import httpx
 
-from engine.providers.base import LLM, Transcriber, YouTube
+from engine.providers.base import LLM, Embedder, Transcriber, YouTube
 from engine.providers.config import ProviderConfig
+from engine.providers.embedder_http import HttpEmbedder
 from engine.providers.llm_http import HttpLLM
-from engine.providers.sim import SimLLM, SimTranscriber, SimYouTube
+from engine.providers.sim import SimEmbedder, SimLLM, SimTranscriber, SimYouTube
 from engine.providers.transcriber_http import HttpTranscriber
 from engine.providers.youtube_http import HttpYouTube
 from engine.settings import Settings
@@ -37,6 +38,7 @@ class Providers:
         self._llm: HttpLLM | None = None
         self._transcriber: HttpTranscriber | None = None
         self._youtube: HttpYouTube | None = None
+        self._embedder: HttpEmbedder | None = None
 
     def llm(self, settings: Settings) -> LLM:
         """The LLM provider."""
@@ -62,12 +64,20 @@ class Providers:
             self._youtube = HttpYouTube(self.config, transport=self._transport)
         return self._youtube
 
+    def embedder(self, settings: Settings) -> Embedder:
+        """The embeddings provider."""
+        if self.config.mode("embedder") == "sim":
+            return SimEmbedder(settings)
+        if self._embedder is None:
+            self._embedder = HttpEmbedder(self.config, transport=self._transport)
+        return self._embedder
+
     async def aclose(self) -> None:
         """Close the HTTP providers' connection pools (they are rebuilt if used again)."""
-        for provider in (self._llm, self._transcriber, self._youtube):
+        for provider in (self._llm, self._transcriber, self._youtube, self._embedder):
             if provider is not None:
                 await provider.aclose()
-        self._llm = self._transcriber = self._youtube = None
+        self._llm = self._transcriber = self._youtube = self._embedder = None
 
 
 _current: Providers | None = None

@@ -1,5 +1,5 @@
-"""Simulated providers: a transcriber, an LLM and YouTube with no network, for embedded mode,
-tests and benchmarks.
+"""Simulated providers: a transcriber, an LLM, an embedder and YouTube with no network, for
+embedded mode, tests and benchmarks.
 
 Outputs are deterministic, derived from the inputs through a SHA-256 seed, so the same request
 always yields the same transcript or completion. Each call sleeps ``settings.sim_latency_ms``.
@@ -7,6 +7,7 @@ always yields the same transcript or completion. Each call sleeps ``settings.sim
 Cost model (micro-coins; 1 coin = 1,000,000):
     transcriber   100 per started second of audio        (0.006 coins a minute)
     llm           1 per prompt token + 3 per completion token (a token ~ 4 characters)
+    embedder      20 per 1,000 tokens embedded (rounded up); 16-dimensional unit vectors
     youtube       free; usage counts the Data API's quota units a real call would spend
 
 Failure injection:
@@ -40,28 +41,35 @@ import anyio
 
 from engine.clock import now_ms
 from engine.errors import ToolError
+from engine.language import DEFAULT_LANG
 from engine.providers.base import (
     AUDIO_MICRO_PER_SECOND,
+    EMBED_MICRO_PER_1K_TOKENS,
     LLM_MICRO_PER_COMPLETION_TOKEN,
     LLM_MICRO_PER_PROMPT_TOKEN,
     ChannelListing,
     ChannelVideo,
     Completion,
+    Embeddings,
     ProviderCall,
     Transcription,
     VideoMetadata,
     audio_cost,
+    embed_cost,
     llm_cost,
+    text_tokens,
 )
 from engine.settings import Settings
 
 __all__ = [
     "AUDIO_MICRO_PER_SECOND",
+    "EMBED_MICRO_PER_1K_TOKENS",
     "LLM_MICRO_PER_COMPLETION_TOKEN",
     "LLM_MICRO_PER_PROMPT_TOKEN",
     "SIM_MODEL",
     "Completion",
     "SimCall",
+    "SimEmbedder",
     "SimLLM",
     "SimTranscriber",
     "SimYouTube",
@@ -177,25 +185,60 @@ class SimTranscriber:
     async def transcribe(self, *, media: str, lang: str, call: ProviderCall) -> Transcription:
         """Transcribe ``media`` (a source URL or external id) in ``lang``."""
         await simulate_call(self.settings, call)
-        # Every choice is one byte of a SHAKE-256 stream of the inputs: as deterministic as a
-        # seeded random.Random, at a fraction of its cost (the benchmarks call this thousands of
-        # times a second). 12 segments of at most 17 bytes each, plus one, fit in 256 bytes.
-        data = hashlib.shake_256(_joined("transcribe", media, lang)).digest(256)
-        segments: list[dict[str, Any]] = []
-        clock = 0
-        at = 1
-        for _ in range(4 + data[0] % 9):  # 4-12 segments
-            count = 5 + data[at] % 10  # 5-14 words
-            words = [_WORDS[b % len(_WORDS)] for b in data[at + 1 : at + 1 + count]]
-            at += 1 + count
-            duration = len(words) * (300 + data[at] * 151 // 256)  # 300-450 ms per spoken word
-            text = " ".join(words).capitalize() + "."
-            segments.append({"start_ms": clock, "end_ms": clock + duration, "text": text})
-            clock += duration + 100 + data[at + 1] * 701 // 256  # a 100-800 ms pause
-            at += 2
-        seconds = math.ceil(clock / 1000)
+        segments, seconds = _sim_transcript(media, lang)
         usage = {"audio_seconds": seconds}
         return Transcription(lang, segments, usage, audio_cost(seconds))
+
+    def known_duration_s(self, media: str, lang: str) -> int | None:
+        """The audio seconds :meth:`transcribe` will report for ``media`` (no call: the
+        simulation knows its videos)."""
+        return _sim_transcript(media, lang)[1]
+
+
+def _sim_transcript(media: str, lang: str) -> tuple[list[dict[str, Any]], int]:
+    """The simulated transcript of ``media`` in ``lang`` and its audio length in seconds."""
+    # Every choice is one byte of a SHAKE-256 stream of the inputs: as deterministic as a
+    # seeded random.Random, at a fraction of its cost (the benchmarks call this thousands of
+    # times a second). 12 segments of at most 17 bytes each, plus one, fit in 256 bytes.
+    data = hashlib.shake_256(_joined("transcribe", media, lang)).digest(256)
+    segments: list[dict[str, Any]] = []
+    clock = 0
+    at = 1
+    for _ in range(4 + data[0] % 9):  # 4-12 segments
+        count = 5 + data[at] % 10  # 5-14 words
+        words = [_WORDS[b % len(_WORDS)] for b in data[at + 1 : at + 1 + count]]
+        at += 1 + count
+        duration = len(words) * (300 + data[at] * 151 // 256)  # 300-450 ms per spoken word
+        text = " ".join(words).capitalize() + "."
+        segments.append({"start_ms": clock, "end_ms": clock + duration, "text": text})
+        clock += duration + 100 + data[at + 1] * 701 // 256  # a 100-800 ms pause
+        at += 2
+    return segments, math.ceil(clock / 1000)
+
+
+SIM_EMBED_DIMS = 16
+SIM_EMBED_MODEL = "sim-embed-1"
+
+
+class SimEmbedder:
+    """Deterministic unit vectors from each text."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def embed(
+        self, *, texts: list[str], call: ProviderCall, model: str | None = None
+    ) -> Embeddings:
+        """One :data:`SIM_EMBED_DIMS`-dimensional unit vector per text."""
+        await simulate_call(self.settings, call)
+        vectors = []
+        for text in texts:
+            data = hashlib.shake_256(_joined("embed", text)).digest(SIM_EMBED_DIMS)
+            raw = [b / 127.5 - 1.0 for b in data]
+            norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+            vectors.append([round(x / norm, 6) for x in raw])
+        tokens = sum(text_tokens(t) for t in texts)
+        return Embeddings(vectors, {"tokens": tokens}, embed_cost(tokens), model or SIM_EMBED_MODEL)
 
 
 class SimLLM:
@@ -264,7 +307,9 @@ class SimYouTube:
             channel_id=channel_id,
             channel_title=rng.choice(_WORDS).title() + " " + rng.choice(_WORDS).title(),
             published_at=_iso(rng.randrange(0, 5 * 365 * 86_400)),
-            duration_s=rng.randint(30, 3 * 3600),
+            # The simulated transcriber's length of the same video, so the two agree (a real
+            # video's metadata and its audio do).
+            duration_s=_sim_transcript(video_id, DEFAULT_LANG)[1],
             tags=sorted({rng.choice(_WORDS) for _ in range(rng.randint(0, 6))}),
             usage={"quota_units": 1},
         )

@@ -60,6 +60,10 @@ class HttpTranscriber:
         """Close the connection pool."""
         await self.http.aclose()
 
+    def known_duration_s(self, media: str, lang: str) -> int | None:
+        """Unknown before the call: the service says how long the audio was in its answer."""
+        return None
+
     async def transcribe(self, *, media: str, lang: str, call: ProviderCall) -> Transcription:
         """Transcribe ``media`` in ``lang``."""
         answer = await self.http.call(

@@ -21,7 +21,7 @@ from engine.resources.relations import (
     COLLECTION_SCHEDULES,
     ITEM_COLLECTIONS,
 )
-from engine.resources.store import Store, retrying
+from engine.resources.store import Store, retrying, revised
 from engine.runtime import Runtime
 
 _ITEM_PAGE = 100  # items read per page when a collection is walked whole
@@ -65,7 +65,7 @@ async def update_collection(
 
     async def attempt() -> Collection | None:
         current, raw = await st.load(owner, COLLECTIONS, collection_id)
-        updated = msgspec.structs.replace(current, **changes, updated_at=now_ms())
+        updated = revised(current, changes)
         key = st.record(owner, COLLECTIONS, collection_id)
         return updated if await st.txn().unchanged(key, raw).put(key, updated).commit() else None
 

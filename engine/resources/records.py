@@ -69,6 +69,7 @@ class Schedule(msgspec.Struct, frozen=True, kw_only=True):
     schedule_id: str
     reporter_id: str
     owner: str
+    name: str | None = None  # added after the first schedules were stored: absent reads as None
     workflow_id: str
     interval_hours: int
     max_age_hours: int

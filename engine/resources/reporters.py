@@ -34,7 +34,7 @@ from engine.resources.relations import (
     REPORTER_WORKFLOWS,
 )
 from engine.resources.schedules import forget_runs
-from engine.resources.store import Store, Txn, retrying
+from engine.resources.store import Store, Txn, retrying, revised
 from engine.runtime import Runtime
 
 MAX_STEPS = 50
@@ -123,7 +123,7 @@ async def update_reporter(
             ):
                 raise InvalidRequest("default_workflow_id: not a workflow of this reporter")
             txn.exists(st.record(owner, WORKFLOWS, default))
-        updated = msgspec.structs.replace(current, **changes, updated_at=now_ms())
+        updated = revised(current, changes)
         return updated if await txn.put(key, updated).commit() else None
 
     return await retrying(attempt)
@@ -370,7 +370,7 @@ async def _rewrite(
 
     async def attempt() -> Workflow | None:
         current, raw = await _load_workflow(st, owner, reporter_id, workflow_id)
-        updated = msgspec.structs.replace(current, **change(current), updated_at=now_ms())
+        updated = revised(current, change(current))
         key = st.record(owner, WORKFLOWS, workflow_id)
         txn: Txn = st.txn().unchanged(key, raw).put(key, updated)
         return updated if await txn.commit() else None

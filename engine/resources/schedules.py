@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
 from engine.clock import now_ms
 from engine.errors import InvalidRequest
 from engine.log.ids import is_id, new_id
@@ -33,7 +31,7 @@ from engine.resources.relations import (
     REPORTER_SCHEDULES,
     REPORTER_WORKFLOWS,
 )
-from engine.resources.store import Store, Txn, retrying
+from engine.resources.store import Store, Txn, retrying, revised
 from engine.runtime import Runtime
 
 MAX_COLLECTIONS = 100
@@ -110,7 +108,7 @@ async def update_schedule(
             )
             for gone in set(current.collection_ids) - set(wanted):
                 txn.remove(st.children(owner, COLLECTION_SCHEDULES, gone), schedule_id)
-        updated = msgspec.structs.replace(current, **fields, updated_at=now_ms())
+        updated = revised(current, fields)
         if (updated.enabled, updated.interval_hours) != (current.enabled, current.interval_hours):
             _list_due(st, txn, updated, updated.updated_at)
         return updated if await txn.put(key, updated).commit() else None

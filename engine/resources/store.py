@@ -19,20 +19,32 @@ record is NotFound, exactly like a missing one.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 from redis.exceptions import RedisError
 
+from engine.clock import now_ms
 from engine.connection import as_str
 from engine.errors import EngineError, InvalidRequest, NotFound, StoreUnavailable
 from engine.log.ids import is_id
 from engine.runtime import Runtime
 
 T = TypeVar("T")
+Rec = TypeVar("Rec", bound=msgspec.Struct)
 MAX_RETRIES = 8
+
+
+def revised(current: Rec, changes: Mapping[str, Any]) -> Rec:
+    """``current`` with ``changes`` applied; ``updated_at`` moves only when a field really
+    changed, so an empty ``PATCH`` (or one that sets what is already there) changes nothing."""
+    updated = msgspec.structs.replace(current, **changes)
+    if updated == current:
+        return current
+    return msgspec.structs.replace(updated, updated_at=now_ms())
+
 
 # ARGV: n guards, then triples (op, key index, value) — guards first, then writes.
 # Guards: eq (GET == value), absent, exists, card (ZCARD == value), has (ZSCORE not nil),

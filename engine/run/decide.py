@@ -45,6 +45,7 @@ from engine.money import billing
 from engine.resources.documents import document_kind
 from engine.run import plan
 from engine.run.plan import ExecState
+from engine.settings import coins_text
 from engine.tools.retry import RetryPolicy, is_retryable
 
 MAX_CONFLICTS = 50  # re-plans after conflicts before a job gives up (its lease then expires)
@@ -225,8 +226,8 @@ def after_refusal(pending: list[AnyEvent], index: int, available: int, *, now_ms
         step_index=event.step_index,
         attempt=event.attempt,
         code="insufficient_balance",
-        message=f"the balance ({available} micro-coins) cannot cover the "
-        f"step's estimated cost ({amount})",
+        message=f"the balance ({coins_text(available)} coins) cannot cover the "
+        f"step's estimated cost ({coins_text(amount)} coins)",
         retryable=False,
     )
     return Rewritten([*pending[:index], codec.stamp(failed, event.seq, now_ms)], again=False)

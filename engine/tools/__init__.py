@@ -9,6 +9,7 @@ client names them, and :mod:`engine.run.toolbox` adds them to what the worker ru
 from __future__ import annotations
 
 from engine.tools.base import ProviderKind, StepResult, Tool, ToolContext, ToolParams
+from engine.tools.embed import Embed, EmbedParams
 from engine.tools.extract_claims import ExtractClaims, ExtractClaimsParams
 from engine.tools.llm_prompt import LlmPrompt, LlmPromptParams
 from engine.tools.summary_review import SummaryReview, SummaryReviewParams
@@ -29,12 +30,14 @@ TOOLS: dict[str, Tool] = {
         LlmPrompt(),
         YoutubeMetadata(),
         ChannelSync(),
+        Embed(),
     )
 }
 
 __all__ = [
     "TOOLS",
     "ChannelSyncParams",
+    "EmbedParams",
     "ExtractClaimsParams",
     "LlmPromptParams",
     "ProviderKind",

@@ -118,6 +118,9 @@ class Tool(ABC):
     params_schema: ClassVar[type[ToolParams]] = ToolParams
     retry: ClassVar[RetryPolicy] = RetryPolicy()
     timeout_s: ClassVar[float] = 300.0
+    # How ``estimate_cost`` makes its estimate, in words (``GET /v1/tools`` shows it): what a
+    # step reserves before it starts.
+    estimate_note: ClassVar[str] = "0: the tool costs nothing"
 
     def timeout_for(self, spec: StepSpec) -> float:
         """The tool's timeout, shortened by the step's ``timeout_s`` param when it asks."""

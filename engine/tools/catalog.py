@@ -24,6 +24,7 @@ _UNIT_PRICES: dict[ProviderKind, list[tuple[str, int]]] = {
         ("completion_token", sim.LLM_MICRO_PER_COMPLETION_TOKEN),
     ],
     "youtube": [],
+    "embedder": [("thousand_tokens", sim.EMBED_MICRO_PER_1K_TOKENS)],
 }
 
 

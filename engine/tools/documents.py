@@ -13,6 +13,7 @@ from engine.log.events import StepSpec
 from engine.providers.base import Completion, estimate_audio_cost, estimate_llm_cost
 from engine.tools.base import StepResult, ToolContext
 from engine.tools.sources import Transcript, transcript_for
+from engine.tools.transcribe import known_duration
 
 MAX_CONTEXT_CHARS = 48_000  # what we send of a long transcript; providers cap context anyway
 EXCERPT_CHARS = 280
@@ -95,7 +96,7 @@ def estimate_document_cost(
     transcript) under ``system``."""
     prompt_chars = len(spec.prompt_text.strip()) + 2 + _transcript_chars(input)
     llm = estimate_llm_cost(prompt_chars, max_tokens, len(system))
-    return llm + (0 if has_transcript(input) else estimate_audio_cost())
+    return llm + (0 if has_transcript(input) else estimate_audio_cost(known_duration(input)))
 
 
 def document_result(

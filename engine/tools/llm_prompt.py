@@ -3,7 +3,15 @@
 The previous step's output comes from the step input's ``"previous"`` (see engine.run.plan): when it
 names a blob (a transcript, say) the blob's ``text`` is used, otherwise its inline output. The
 first step of a workflow has no previous output and prompts over the step input's ``text``, if
-any. Output: ``{"kind": "completion", "text", "model"}`` inline (completions are short).
+any.
+
+The output is a blob, the JSON of ``{"kind": "completion", "text", "model", "sent"}``, where
+``sent`` is what was sent: ``{"prompt", "model", "max_tokens"}`` (the rendered prompt whole; the
+model asked for, or the provider's when the step names none). StepCompleted.output carries the
+completion inline (completions are short) with ``sent`` cut to :data:`SENT_HEAD_CHARS` of the
+prompt and ``prompt_chars`` its whole length: ``{"kind": "completion", "text", "model", "sent":
+{"prompt", "prompt_chars", "model", "max_tokens"}}``. A step summary shows ``sent`` as the
+step's input; ``GET /v1/executions/{id}/steps/{index}`` reads the blob for the whole prompt.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from engine.tools.base import StepResult, Tool, ToolContext, ToolParams, estimat
 from engine.tools.retry import RetryPolicy
 
 _MAX_CONTEXT_CHARS = 48_000  # what we send of a long transcript; providers cap context anyway
+SENT_HEAD_CHARS = 1000  # of the prompt, in the step's inline output (the blob has it whole)
+_encoder = msgspec.json.Encoder()
 
 
 class LlmPromptParams(ToolParams, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -36,6 +46,12 @@ class LlmPrompt(Tool):
     retry = RetryPolicy(max_attempts=4, base_ms=200, max_ms=10_000)
     timeout_s = 120.0
 
+    estimate_note = (
+        "the rendered prompt (the prompt text and the previous output, cut to its context "
+        "limit) at a token per 4 characters, plus every completion token max_tokens allows, at "
+        "the LLM's prices"
+    )
+
     def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         params = estimate_params(spec, LlmPromptParams)
         prompt_chars = len(spec.prompt_text) + 2 + min(_context_chars(input), _MAX_CONTEXT_CHARS)
@@ -52,8 +68,17 @@ class LlmPrompt(Tool):
         result = await ctx.provider_set.llm(ctx.settings).complete(
             prompt=prompt, max_tokens=params.max_tokens, call=ctx.call, model=params.model
         )
-        output = {"kind": "completion", "text": result.text, "model": result.model}
-        return StepResult(output=output, usage=result.usage, cost=result.cost)
+        sent = {
+            "prompt": prompt,
+            "model": params.model or result.model,
+            "max_tokens": params.max_tokens,
+        }
+        blob = _encoder.encode(
+            {"kind": "completion", "text": result.text, "model": result.model, "sent": sent}
+        )
+        head = {**sent, "prompt": prompt[:SENT_HEAD_CHARS], "prompt_chars": len(prompt)}
+        output = {"kind": "completion", "text": result.text, "model": result.model, "sent": head}
+        return StepResult(output=output, blob=blob, usage=result.usage, cost=result.cost)
 
 
 def _context_chars(input: dict[str, Any]) -> int:
@@ -62,6 +87,9 @@ def _context_chars(input: dict[str, Any]) -> int:
     previous = input.get("previous")
     if not isinstance(previous, dict):
         return len(str(input.get("text") or ""))
+    output = previous.get("output")
+    if isinstance(output, dict) and output.get("kind") == "completion":
+        return len(str(output.get("text") or ""))  # its blob also holds the prompt it answered
     ref = previous.get("output_ref")
     if isinstance(ref, dict) and isinstance(ref.get("size"), int):
         return int(ref["size"])

@@ -59,6 +59,12 @@ class SummaryReview(Tool):
     retry = RetryPolicy(max_attempts=4, base_ms=500, max_ms=20_000)
     timeout_s = 180.0
 
+    estimate_note = (
+        "the transcript and the instructions at a token per 4 characters plus every completion "
+        "token max_tokens allows, at the LLM's prices; without a transcript yet, its "
+        "transcription too (estimated as transcribe's)"
+    )
+
     def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         params = estimate_params(spec, SummaryReviewParams)
         return estimate_document_cost(

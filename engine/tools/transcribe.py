@@ -27,7 +27,7 @@ import msgspec
 from engine.errors import ToolError
 from engine.language import DEFAULT_LANG
 from engine.log.events import StepSpec
-from engine.providers.base import estimate_audio_cost
+from engine.providers.base import DEFAULT_AUDIO_SECONDS, estimate_audio_cost
 from engine.providers.sim import SimTranscriber
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
 from engine.tools.retry import RetryPolicy
@@ -51,8 +51,16 @@ class Transcribe(Tool):
     retry = RetryPolicy(max_attempts=4, base_ms=200, max_ms=10_000)
     timeout_s = 600.0
 
+    estimate_note = (
+        "0 with text given; else the audio's length: the item's known duration (the request's "
+        "duration_s, from the transcriber when it knows it without a call, as the simulation "
+        f"does, or a previous youtube_metadata step's duration_s), else {DEFAULT_AUDIO_SECONDS} s"
+    )
+
     def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
-        return 0 if input.get("text") else estimate_audio_cost()
+        if input.get("text"):
+            return 0
+        return estimate_audio_cost(known_duration(input))
 
     async def run(self, ctx: ToolContext) -> StepResult:
         params = ctx.params(TranscribeParams)
@@ -88,6 +96,19 @@ class Transcribe(Tool):
             "sha256": hashlib.sha256(blob).hexdigest(),
         }
         return StepResult(output=preview, blob=blob, usage=usage, cost=cost)
+
+
+def known_duration(input: dict[str, Any]) -> int | None:
+    """The audio length in seconds a step's input knows: ``duration_s`` set at the request, or
+    the previous step's (a ``youtube_metadata`` step) output; None when unknown."""
+    previous = input.get("previous")
+    for found in (
+        input.get("duration_s"),
+        previous.get("output", {}).get("duration_s") if isinstance(previous, dict) else None,
+    ):
+        if isinstance(found, int) and not isinstance(found, bool) and found >= 0:
+            return found
+    return None
 
 
 def segments_of(text: str) -> list[dict[str, Any]]:

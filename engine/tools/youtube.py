@@ -89,6 +89,8 @@ class YoutubeMetadata(Tool):
     retry = RetryPolicy(max_attempts=4, base_ms=250, max_ms=10_000)
     timeout_s = 30.0
 
+    estimate_note = "0: the YouTube Data API bills quota units, not coins"
+
     def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         return 0
 
@@ -129,6 +131,8 @@ class ChannelSync(Tool):
     params_schema = ChannelSyncParams
     retry = RetryPolicy(max_attempts=4, base_ms=250, max_ms=10_000)
     timeout_s = 60.0
+
+    estimate_note = "0: the YouTube Data API bills quota units, not coins"
 
     def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         return 0

@@ -73,6 +73,16 @@ async def test_bad_filters_are_422(
     assert response.status_code == 422, response.text
 
 
+@pytest.mark.parametrize(
+    ("name", "noun"), [("item_id", "an itm_ id"), ("reporter_id", "a rep_ id")]
+)
+async def test_a_bad_filter_names_the_id_it_wanted(
+    client: httpx.AsyncClient, alice: ApiAccount, name: str, noun: str
+) -> None:
+    response = await client.get("/v1/documents", params={name: "nope"}, headers=alice.key_auth)
+    assert response.json()["error"]["message"] == f"{name}: not {noun}"
+
+
 async def test_unknown_document_is_404(client: httpx.AsyncClient, alice: ApiAccount) -> None:
     for doc_id in ("doc_00000000000000000000", "nope"):
         response = await client.get(f"/v1/documents/{doc_id}", headers=alice.key_auth)

@@ -25,6 +25,7 @@ from api.openapi import ID_PARAMS, endpoints, openapi_document, operation_of, un
 from engine.log.ids import new_execution_id, new_id
 from engine.resources.documents import create_document
 from engine.runtime import Runtime
+from engine.tools import TOOLS
 from tests.api.conftest import ApiAccount
 
 # The synchronous resources' routes, every one of which the conformance walk calls.
@@ -139,11 +140,44 @@ def test_every_error_response_is_the_standard_error_body(document: dict[str, Any
     for path, method, op in operations(document):
         for status, response in op["responses"].items():
             if status in ERROR_STATUSES:
-                body = resolve(document, response["$ref"])
+                # A semantic 422 is written in place (its description says when it happens).
+                body = resolve(document, response["$ref"]) if "$ref" in response else response
                 schema = body["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, method)
     error = document["components"]["schemas"]["ErrorBody"]
     assert set(error["required"]) == {"error", "erro"}
+
+
+def test_semantic_refusals_are_declared_where_they_happen(document: dict[str, Any]) -> None:
+    """A request the schemas admit but the server refuses for what it means (issue 15 #9) is a
+    422 the operation declares, saying when."""
+    semantic = {
+        (method, path): op["responses"]["422"]["description"]
+        for path, method, op in operations(document)
+        if op["responses"].get("422", {}).get("x-semantic")
+    }
+    assert "none of the known kinds" in semantic[("post", "/v1/items")]
+    assert "invalid_target" in semantic[("post", "/v1/items/{item_id}/transcript")]
+    assert "default workflow" in semantic[("post", "/v1/reporters/{reporter_id}/process")]
+
+
+def test_the_document_states_what_the_server_enforces(document: dict[str, Any]) -> None:
+    """Enums, integers, cursor forms and path integers, as the server checks them."""
+    schemas = document["components"]["schemas"]
+    step = schemas["StepBody"]["properties"]["tool_id"]
+    assert set(step["enum"]) == set(TOOLS)
+    assert schemas["CreateSchedule"]["properties"]["interval_hours"]["type"] == "integer"
+    params = {
+        (path, method): {p["name"]: p["schema"] for p in op.get("parameters", [])}
+        for path, method, op in operations(document)
+    }
+    ledger = params[("/v1/me/ledger", "get")]["cursor"]
+    assert "pattern" in str(ledger)
+    assert "pattern" in str(params[("/v1/items", "get")]["cursor"])
+    assert "pattern" in str(params[("/v1/executions/me", "get")]["cursor"])
+    assert "pattern" in str(params[("/v1/executions/{execution_id}/events", "get")]["cursor"])
+    detail = params[("/v1/executions/{execution_id}/steps/{step_index}", "get")]
+    assert detail["step_index"]["type"] == "integer"
 
 
 def test_authentication_and_status_codes_are_declared(document: dict[str, Any]) -> None:
@@ -370,11 +404,13 @@ def test_a_field_the_document_does_not_name_is_a_violation(document: dict[str, A
         "description": "d",
         "provider": "llm",
         "params_schema": {},
-        "pricing": {"currency": "coins", "units": []},
+        "pricing": {"currency": "coins", "units": [], "estimate": "0"},
     }
     request = httpx.Request("GET", "http://testserver/v1/tools")
-    good = httpx.Response(200, json={"tools": [tool]}, request=request)
-    bad = httpx.Response(200, json={"tools": [{**tool, "secret": 1}]}, request=request)
+    good = httpx.Response(200, json={"tools": [tool], "next_cursor": None}, request=request)
+    bad = httpx.Response(
+        200, json={"tools": [{**tool, "secret": 1}], "next_cursor": None}, request=request
+    )
     for response in (good, bad):
         response.elapsed = datetime.timedelta(0)  # what a client's send would have set
     schema.validate_response(good)

@@ -84,3 +84,34 @@ async def test_a_balance_below_one_read_serves_the_owner_reads_free_and_refuses_
     assert (await client.get(f"/v1/executions/{execution_id}", headers=low.key_auth)).is_success
     assert (await client.get("/v1/tools", headers=low.key_auth)).status_code == 402
     assert await accounts.balance(runtime, low.account_id) == 500
+
+
+async def test_a_job_that_ran_out_of_coins_says_why_at_a_zero_balance(
+    client: httpx.AsyncClient, runtime: Runtime, admin: dict[str, str]
+) -> None:
+    """Issue 15 #3 end to end: the fee takes the whole balance, the transcription cannot reserve,
+    the execution ends insufficient_balance; at 0 coins the owner still reads why (in coins)."""
+    from engine.run.worker import Worker
+    from projections.projector import Projector
+
+    broke = await new_account(client, admin, coins=FEE / 1e6)
+    item = await client.post(
+        "/v1/items", json={"source": "https://youtu.be/dQw4w9WgXcQ"}, headers=broke.key_auth
+    )
+    url = f"/v1/items/{item.json()['item']['item_id']}/transcript"
+    accepted = await client.post(url, json={}, headers=broke.key_auth)
+    assert accepted.status_code == 202, accepted.text
+    execution_id = accepted.json()["execution"]["execution_id"]
+    await Worker(runtime).run_until_idle()
+    await Projector(runtime).run_until_idle()
+    assert await accounts.balance(runtime, broke.account_id) == 0
+    detail = await client.get(f"/v1/executions/{execution_id}", headers=broke.key_auth)
+    assert detail.status_code == 200, detail.text
+    error = detail.json()["execution"]["error"]
+    assert (error["code"], error["http_status"]) == ("insufficient_balance", 402)
+    assert "coins" in error["message"]
+    assert "micro" not in error["message"]
+    events = await client.get(f"/v1/executions/{execution_id}/events", headers=broke.key_auth)
+    assert events.status_code == 200
+    assert events.json()["events"][-1]["type"] == "ExecutionFailed"
+    assert (await client.get("/v1/me/ledger", headers=broke.key_auth)).status_code == 200

@@ -120,7 +120,9 @@ async def test_process_runs_the_default_workflow_and_the_snapshot_survives_edits
     assert summary["cost_coins"] > 0
     assert summary["started_at"]
     assert summary["finished_at"]
-    assert summary["input"]["previous"]["tool_id"] == "transcribe"
+    # What was sent: the step's prompt over the transcript the previous step made.
+    assert summary["input"]["prompt"].startswith("Summarise\n\n")
+    assert summary["input"]["max_tokens"] == 32
     assert done["step_inputs"] == []
 
     listed = await _ok(await client.get(f"/v1/reporters/{rid}/executions", headers=alice.key_auth))

@@ -1,6 +1,7 @@
 """The feed as Server-Sent Events on both backends: API keys work, ``id:`` is the cursor and
-``Last-Event-ID`` resumes with no gap; a client that does not ask for the stream by name gets a
-406 in the error envelope."""
+``Last-Event-ID`` resumes with no gap; any ``Accept`` that admits the stream gets it (DESIGN §8:
+``*/*`` as curl and httpx send, ``text/*``, none) and one that excludes it gets a 406 in the error
+envelope."""
 
 from __future__ import annotations
 
@@ -88,27 +89,22 @@ async def test_sse_refuses_without_credentials(app: Starlette) -> None:
 @pytest.mark.parametrize(
     "accept",
     [
-        None,  # no Accept header at all
-        "*/*",
-        "text/*",
         "application/json",
+        "text/html, application/*",
+        "text/event-stream;q=0, */*",
         "text/event-stream;q=0",
         "text/event-stream; q=0.0, application/json",
         "text/event-stream;q=high",
     ],
 )
-async def test_a_client_that_does_not_ask_for_the_stream_by_name_gets_406(
-    app: Starlette, alice: ApiAccount, accept: str | None
+async def test_an_accept_that_excludes_the_stream_gets_406(
+    app: Starlette, alice: ApiAccount, accept: str
 ) -> None:
-    """A wildcard or a missing Accept would be a body that never ends for a client that buffers
-    (httpx's ``get``, ``requests``): refused at once, in the error envelope."""
+    """Refused at once, in the error envelope."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         request = http.build_request("GET", "/v1/executions/stream", headers=alice.key_auth)
-        if accept is None:
-            del request.headers["Accept"]
-        else:
-            request.headers["Accept"] = accept
+        request.headers["Accept"] = accept
         refused = await http.send(request)
     assert refused.status_code == 406
     body = refused.json()
@@ -123,17 +119,29 @@ async def test_a_client_that_does_not_ask_for_the_stream_by_name_gets_406(
         "text/event-stream",
         "TEXT/EVENT-STREAM; charset=utf-8",
         "application/json;q=0.9, text/event-stream;q=0.1",
+        "*/*",  # curl's and httpx's default
+        "text/*",
+        "application/json, */*;q=0.1",
+        "text/*;q=0, text/event-stream",
     ],
 )
-async def test_any_accept_naming_the_stream_gets_it(
+async def test_any_accept_admitting_the_stream_gets_it(
     app: Starlette, alice: ApiAccount, accept: str
 ) -> None:
     [reset] = await sse_events(app, {"Accept": accept, **alice.key_auth}, 1)
     assert reset["type"] == "reset"
 
 
+async def test_no_accept_header_gets_the_stream(app: Starlette, alice: ApiAccount) -> None:
+    [reset] = await sse_events(app, alice.key_auth, 1)
+    assert reset["type"] == "reset"
+
+
 def test_accept_parsing() -> None:
+    assert accepts_event_stream(None)
+    assert accepts_event_stream("*/*")
+    assert not accepts_event_stream("text/event-stream;q=0, */*")
     assert accepts_event_stream("text/html, text/event-stream")
     assert accepts_event_stream(" text/event-stream ; q=1")
-    assert not accepts_event_stream("")
+    assert accepts_event_stream("")
     assert not accepts_event_stream("text/event-streams")

@@ -154,3 +154,70 @@ async def test_other_owner_is_404(
     ):
         assert response.status_code == 404, response.text
     assert (await client.get(url, headers=alice.key_auth)).json()["schedule"] == sch
+
+
+async def test_every_field_of_the_platform_including_name(
+    client: httpx.AsyncClient, alice: ApiAccount
+) -> None:
+    """DESIGN §7's fields, ``name`` included, are accepted, stored, patched and shown."""
+    rid = await reporter(client, alice)
+    wf = (await workflow(client, alice, rid))["workflow_id"]
+    cid = await collection(client, alice)
+    sent = {
+        "name": "nightly",
+        "workflow_id": wf,
+        "interval_hours": 24,
+        "collection_ids": [cid],
+        "enabled": False,
+        "max_videos_per_channel": 3,
+        "max_age_hours": 48,
+    }
+    sch = (await make(client, alice, f"/v1/reporters/{rid}/schedules", sent))["schedule"]
+    assert {k: sch[k] for k in sent} == sent
+    url = f"/v1/reporters/{rid}/schedules/{sch['schedule_id']}"
+    renamed = await client.patch(url, json={"name": "hourly"}, headers=alice.key_auth)
+    assert renamed.json()["schedule"]["name"] == "hourly"
+    cleared = await client.patch(url, json={"name": None}, headers=alice.key_auth)
+    assert cleared.json()["schedule"]["name"] is None
+    unnamed = (
+        await make(
+            client,
+            alice,
+            f"/v1/reporters/{rid}/schedules",
+            {"workflow_id": wf, "interval_hours": 1},
+        )
+    )["schedule"]
+    assert unnamed["name"] is None
+
+
+@pytest.mark.parametrize(
+    "patch", [{}, {"interval_hours": 2}, {"enabled": True, "name": None, "collection_ids": []}]
+)
+async def test_a_patch_that_changes_nothing_keeps_updated_at(
+    client: httpx.AsyncClient, alice: ApiAccount, patch: dict[str, object]
+) -> None:
+    rid = await reporter(client, alice)
+    wf = (await workflow(client, alice, rid))["workflow_id"]
+    base = f"/v1/reporters/{rid}/schedules"
+    sch = (await make(client, alice, base, {"workflow_id": wf, "interval_hours": 2}))["schedule"]
+    url = f"{base}/{sch['schedule_id']}"
+    for path, before in [
+        (url, sch),
+        (
+            f"/v1/reporters/{rid}",
+            (await client.get(f"/v1/reporters/{rid}", headers=alice.key_auth)).json()["reporter"],
+        ),
+        (f"/v1/reporters/{rid}/workflows/{wf}", None),
+    ]:
+        body = patch if path == url else {}
+        answered = await client.patch(path, json=body, headers=alice.key_auth)
+        assert answered.status_code == 200, answered.text
+        (record,) = answered.json().values()
+        if before is not None:
+            assert record == before
+        again = await client.patch(path, json={}, headers=alice.key_auth)
+        assert again.json() == answered.json()
+    cid = await collection(client, alice)
+    col_url = f"/v1/collections/{cid}"
+    col = (await client.get(col_url, headers=alice.key_auth)).json()
+    assert (await client.patch(col_url, json={}, headers=alice.key_auth)).json() == col

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.anyio
 async def test_catalogue(client: httpx.AsyncClient, alice: ApiAccount) -> None:
     response = await client.get("/v1/tools", headers=alice.key_auth)
     assert response.status_code == 200
+    assert response.json()["next_cursor"] is None  # the list shape of every list
     tools = {t["tool_id"]: t for t in response.json()["tools"]}
     assert set(tools) == set(TOOLS)
     llm = tools["llm_prompt"]

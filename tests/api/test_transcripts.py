@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from engine.money.accounts import ledger
+from engine.money.accounts import balance, ledger
 from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.settings import micro_to_coins
@@ -90,6 +90,29 @@ async def test_supplied_text_becomes_the_transcript(
     assert types[0] == "ExecutionRequested"
     assert types[-1] == "ExecutionCompleted"
     assert [e["seq"] for e in events["events"]] == list(range(1, len(types) + 1))
+    assert events["next_cursor"] is None
+
+    # Paginated: a page of `limit` events oldest first, the next one from the cursor.
+    pages: list[int] = []
+    params: dict[str, str | int] = {"limit": 2}
+    while True:
+        page = await client.get(
+            f"/v1/executions/{xid}/events", params=params, headers=alice.key_auth
+        )
+        assert page.status_code == 200, page.text
+        seqs = [e["seq"] for e in page.json()["events"]]
+        assert 1 <= len(seqs) <= 2
+        pages += seqs
+        if page.json()["next_cursor"] is None:
+            break
+        assert page.json()["next_cursor"] == str(seqs[-1])
+        params["cursor"] = page.json()["next_cursor"]
+    assert pages == list(range(1, len(types) + 1))
+    for bad in ({"limit": 0}, {"limit": 101}, {"cursor": "x"}, {"cursor": "0"}):
+        refused = await client.get(
+            f"/v1/executions/{xid}/events", params=bad, headers=alice.key_auth
+        )
+        assert refused.status_code == 422, (bad, refused.text)
 
     active = await client.get("/v1/executions/me", params={"active": "1"}, headers=alice.key_auth)
     assert active.json()["executions"] == []
@@ -121,7 +144,12 @@ async def test_simulated_transcriber_runs_without_text(
         await client.get(f"/v1/items/{item_id}/transcript?lang=en", headers=alice.key_auth)
     ).json()
     assert body["transcript"]["text"]
-    assert body["transcript"]["segments"]
+    segments = body["transcript"]["segments"]
+    assert segments
+    # Seconds, as the platform's transcripts carry them (DESIGN §7).
+    assert all(set(s) == {"start", "end", "text"} for s in segments)
+    assert all(0 <= s["start"] < s["end"] < 3600 for s in segments)
+    assert [s["start"] for s in segments] == sorted(s["start"] for s in segments)
 
 
 async def test_idempotency_key_returns_the_same_execution_and_charges_once(
@@ -170,6 +198,8 @@ async def test_no_balance_is_402_and_nothing_is_appended(
     )
     assert refused.status_code == 402, refused.text
     assert refused.json()["error"]["code"] == "insufficient_balance"
+    assert "(0.01 coins)" in refused.json()["error"]["message"]  # coins, as everywhere else
+    assert "micro" not in refused.text
 
     store = runtime.store
     log = await store.log.read_log(store.keys.partition(poor.account_id), "0-0", 1000)
@@ -263,3 +293,78 @@ async def test_a_language_code_is_one_code_in_any_case(
         f"/v1/items/{item_id}/transcript", params={"lang": "e"}, headers=alice.key_auth
     )
     assert bad_query.status_code == 422, bad_query.text
+
+
+@pytest.mark.parametrize(
+    "source", ["@somechannel", "twitter:someone", "https://example.com/feed.xml"]
+)
+async def test_only_a_video_has_a_transcript(
+    client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount, source: str
+) -> None:
+    """A channel, a Twitter account or a feed is 422 invalid_target, and nothing is charged."""
+    created = await client.post("/v1/items", json={"source": source}, headers=alice.key_auth)
+    assert created.status_code == 201, created.text
+    item_id = created.json()["item"]["item_id"]
+    before = await balance(runtime, alice.account_id)
+    refused = await client.post(
+        f"/v1/items/{item_id}/transcript", json={"lang": "en"}, headers=alice.key_auth
+    )
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "invalid_target"
+    assert "youtube_video" in error["message"]
+    assert await balance(runtime, alice.account_id) == before
+    mine = await client.get("/v1/executions/me", headers=alice.key_auth)
+    assert mine.json()["executions"] == []
+
+
+async def test_embed_is_a_real_step_with_its_cost_passed_through(
+    client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount
+) -> None:
+    """``embed: true`` adds an embed step after the transcription: its vectors are stored beside
+    the transcript, its status shows on the transcript, and its cost is charged."""
+    item_id = await _item(client, alice)
+    accepted = await client.post(
+        f"/v1/items/{item_id}/transcript", json={"embed": True}, headers=alice.key_auth
+    )
+    assert accepted.status_code == 202, accepted.text
+    xid = accepted.json()["execution"]["execution_id"]
+    pending = (await client.get(f"/v1/executions/{xid}", headers=alice.key_auth)).json()
+    assert [s["tool_id"] for s in pending["workflow"]["steps"]] == ["transcribe", "embed"]
+    await _drain(runtime)
+
+    done = (await client.get(f"/v1/executions/{xid}", headers=alice.key_auth)).json()
+    assert done["execution"]["status"] == "done", done
+    transcribe, embed = done["steps"]
+    assert embed["tool_id"] == "embed"
+    assert embed["usage"]["embedding_tokens"] > 0
+    assert embed["cost_coins"] > 0  # the embedder's cost, passed through
+    got = (await client.get(f"/v1/items/{item_id}/transcript", headers=alice.key_auth)).json()
+    embedding = got["transcript"]["embedding"]
+    assert embedding["status"] == "done"
+    assert embedding["dims"] == 16
+    assert embedding["count"] == len(got["transcript"]["segments"])
+    assert embedding["sha256"] == embed["output"]["sha256"]
+    assert embedding["model"] == embed["output"]["model"]
+    # The vectors, whole, in the step's detail.
+    whole = (await client.get(f"/v1/executions/{xid}/steps/1", headers=alice.key_auth)).json()[
+        "step"
+    ]
+    assert len(whole["output"]["vectors"]) == embedding["count"]
+    assert len(whole["output"]["vectors"][0]["vector"]) == 16
+    assert whole["output"]["transcript"]["sha256"] == transcribe["output"]["sha256"]
+    # The charge: the fee, and each step's settled cost.
+    entries, _ = await ledger(runtime, alice.account_id, limit=100, cursor=None)
+    charged = {e.charge_id: e.amount for e in entries if xid in e.charge_id}
+    assert any(k.startswith("settle:") and k.endswith(":1:1") for k in charged), charged
+
+    # Without embed: no embedding.
+    plain = await client.post(
+        f"/v1/items/{item_id}/transcript", json={"lang": "fr"}, headers=alice.key_auth
+    )
+    assert plain.status_code == 202
+    await _drain(runtime)
+    fr = (
+        await client.get(f"/v1/items/{item_id}/transcript?lang=fr", headers=alice.key_auth)
+    ).json()
+    assert fr["transcript"]["embedding"] is None

@@ -105,6 +105,13 @@ async def ledger(http: httpx.AsyncClient, who: Tenant) -> list[Json]:
 
 
 async def events(http: httpx.AsyncClient, who: Tenant, execution_id: str) -> list[Json]:
-    body = ok(await http.get(f"/v1/executions/{execution_id}/events", headers=who.auth))
-    found: list[Json] = body["events"]
-    return found
+    """Every event of the execution, page after page."""
+    found: list[Json] = []
+    params: dict[str, str | int] = {"limit": 100}
+    while True:
+        url = f"/v1/executions/{execution_id}/events"
+        body = ok(await http.get(url, params=params, headers=who.auth))
+        found += body["events"]
+        if body["next_cursor"] is None:
+            return found
+        params["cursor"] = body["next_cursor"]

@@ -81,6 +81,9 @@ class _CountingTranscriber:
         self.calls["transcriber"] += 1
         return await self.inner.transcribe(**kwargs)
 
+    def known_duration_s(self, media: str, lang: str) -> int | None:
+        return self.inner.known_duration_s(media, lang)
+
 
 class CountingProviders(registry.Providers):
     """The simulated providers, counting the calls each kind receives."""
@@ -284,6 +287,9 @@ async def test_running_out_mid_flight_never_calls_the_provider_of_the_next_step(
     body = execution_body(fold(history))
     assert body["execution"]["status"] == "error"
     assert body["execution"]["error"]["code"] == "insufficient_balance"
+    message = body["execution"]["error"]["message"]
+    assert "coins)" in message  # amounts in coins, as everywhere else
+    assert "micro" not in message
     assert body["execution"]["cost_coins"] == (FEE + done.cost) / 1_000_000
     assert [(s["status"], s["cost_coins"]) for s in body["steps"]] == [
         ("done", done.cost / 1_000_000),

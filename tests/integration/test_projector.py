@@ -235,7 +235,8 @@ async def test_transcript_query_reads_the_newest_blob(runtime: Runtime) -> None:
     got = await queries.get_transcript(owner, item, "en")
     assert got is not None
     assert got["text"] == "hello"
-    assert got["segments"] == [{"start_ms": 0, "end_ms": 9, "text": "hello"}]
+    # Stored in milliseconds (as every transcript so far), shown in seconds.
+    assert got["segments"] == [{"start": 0.0, "end": 0.009, "text": "hello"}]
     assert got["execution_id"] == made.execution_id
     assert await queries.get_transcript(owner, item, None) == got
     assert await queries.get_transcript(owner, item, "de") is None

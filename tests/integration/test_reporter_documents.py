@@ -85,7 +85,12 @@ async def test_each_document_step_makes_one_document(runtime: Runtime) -> None:
         assert doc.item_id == req.target.item_id
         content = await content_of(runtime, req.owner, doc)
         assert content is not None
-        assert msgspec.json.decode(content) == step.output
+        # The completion's blob: the output, with what was sent whole.
+        whole = msgspec.json.decode(content)
+        head = step.output["sent"]
+        assert {**whole, "sent": head} == step.output
+        assert whole["sent"]["prompt"][: len(head["prompt"])] == head["prompt"]
+        assert len(whole["sent"]["prompt"]) == head["prompt_chars"]
     by_item = await list_documents(
         runtime, req.owner, limit=100, below=None, item_id=req.target.item_id
     )

@@ -123,7 +123,18 @@ async def test_http_llm_retried_with_one_idempotency_key(
     ]
     assert len(of_type(history, StepRetryScheduled)) == 2
     [done] = of_type(history, StepCompleted)
-    assert done.output == {"kind": "completion", "text": "A reply.", "model": "stub-model"}
+    prompt = "Say something.\n\nHello."
+    sent = {"prompt": prompt, "model": "stub-model", "max_tokens": 512}
+    assert done.output == {
+        "kind": "completion",
+        "text": "A reply.",
+        "model": "stub-model",
+        "sent": {**sent, "prompt_chars": len(prompt)},
+    }
+    assert done.output_ref is not None
+    blob = await store.blobs.get(store.keys.partition(req.owner), done.output_ref.sha256)
+    assert blob is not None
+    assert msgspec.json.decode(blob)["sent"] == sent  # what was sent, whole
     assert done.usage == {"prompt_tokens": 30, "completion_tokens": 3}
     keys = {r.headers["idempotency-key"] for r in server.requests}
     assert keys == {f"{req.execution_id}:0"}

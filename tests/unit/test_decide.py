@@ -374,7 +374,7 @@ def test_a_refused_reservation_fails_the_step_in_place_of_its_start() -> None:
     )
     assert failed.settlement is None  # nothing was reserved, nothing to release
     assert failed.message == (
-        "the balance (40 micro-coins) cannot cover the step's estimated cost (900)"
+        "the balance (0.00004 coins) cannot cover the step's estimated cost (0.0009 coins)"
     )
     # The plan then ends the execution with 402.
     action = plan.next_action(plan.fold(rewritten.pending, base), NOW)

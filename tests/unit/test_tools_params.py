@@ -25,6 +25,7 @@ EXPECTED = {
     "llm_prompt": "llm",
     "youtube_metadata": "youtube",
     "channel_sync": "youtube",
+    "embed": "embedder",
 }
 
 

@@ -1,0 +1,102 @@
+"""Step summaries as DESIGN §7 says (issue 15 #1): an LLM step's summary shows what was sent (the
+rendered prompt, the model) and what came back, cut to a stated length with the cut said, and
+``GET /v1/executions/{id}/steps/{index}`` returns one step whole."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from api.render import SUMMARY_CHARS
+from engine.run.worker import Worker
+from engine.runtime import Runtime
+from projections.projector import Projector
+from tests.api.conftest import ApiAccount
+from tests.api.test_process import VIDEO, _ok
+
+pytestmark = pytest.mark.anyio
+
+LONG_PROMPT = "Summarise the video for a newsletter, in plain words. " * 40  # > SUMMARY_CHARS
+
+
+async def _run(client: httpx.AsyncClient, runtime: Runtime, who: ApiAccount) -> str:
+    rep = await _ok(
+        await client.post("/v1/reporters", json={"name": "r"}, headers=who.key_auth), 201
+    )
+    rid = rep["reporter"]["reporter_id"]
+    steps = [
+        {"tool_id": "transcribe"},
+        {"tool_id": "llm_prompt", "prompt_text": LONG_PROMPT, "params": {"max_tokens": 64}},
+    ]
+    wf = await _ok(
+        await client.post(
+            f"/v1/reporters/{rid}/workflows",
+            json={"name": "w", "target_kind": "youtube_video", "steps": steps},
+            headers=who.key_auth,
+        ),
+        201,
+    )
+    accepted = await _ok(
+        await client.post(
+            f"/v1/reporters/{rid}/process",
+            json={"source": VIDEO, "workflow_id": wf["workflow"]["workflow_id"]},
+            headers=who.key_auth,
+        ),
+        202,
+    )
+    await Worker(runtime).run_until_idle()
+    await Projector(runtime).run_until_idle()
+    xid: str = accepted["execution"]["execution_id"]
+    return xid
+
+
+async def test_an_llm_step_shows_what_was_sent_and_what_came_back(
+    client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount, bob: ApiAccount
+) -> None:
+    xid = await _run(client, runtime, alice)
+    detail = await _ok(await client.get(f"/v1/executions/{xid}", headers=alice.key_auth))
+    assert detail["execution"]["status"] == "done", detail
+    transcribe, llm = detail["steps"]
+
+    # The LLM step: its input is the rendered prompt (the step's prompt, then the transcript)
+    # and the model, cut to the stated length, the cut said.
+    assert set(llm["input"]) >= {"prompt", "model", "max_tokens", "prompt_chars"}
+    assert llm["input"]["prompt"] == LONG_PROMPT[:SUMMARY_CHARS]
+    assert llm["input"]["model"]
+    assert llm["input"]["prompt_chars"] > SUMMARY_CHARS
+    assert llm["output"]["kind"] == "completion"
+    assert llm["output"]["text"]
+    assert "sent" not in llm["output"]
+    url = f"/v1/executions/{xid}/steps/1"
+    assert llm["cut"] == {"limit": SUMMARY_CHARS, "fields": ["input.prompt"], "detail": url}
+    assert transcribe["cut"] is None  # nothing long in it
+    assert transcribe["input"]["source"] == VIDEO  # a tool step shows what it was given
+
+    # The step whole: the whole prompt (the step's prompt and the transcript it ran over).
+    whole = (await _ok(await client.get(url, headers=alice.key_auth)))["step"]
+    transcript = await _ok(
+        await client.get(
+            f"/v1/items/{detail['execution']['target']['item_id']}/transcript",
+            headers=alice.key_auth,
+        )
+    )
+    prompt = whole["input"]["prompt"]
+    assert prompt == f"{LONG_PROMPT}\n\n{transcript['transcript']['text']}".strip()
+    assert len(prompt) == llm["input"]["prompt_chars"]
+    assert whole["input"]["model"] == llm["input"]["model"]
+    assert whole["output"]["text"] == llm["output"]["text"]
+    assert (whole["usage"], whole["cost_coins"], whole["attempts"]) == (
+        llm["usage"],
+        llm["cost_coins"],
+        llm["attempts"],
+    )
+    assert whole["errors"] == []
+    # A transcribe step whole: its output is the transcript's blob.
+    first = (await _ok(await client.get(f"/v1/executions/{xid}/steps/0", headers=alice.key_auth)))[
+        "step"
+    ]
+    assert first["output"]["text"] == transcript["transcript"]["text"]
+
+    for missing in (f"/v1/executions/{xid}/steps/2", f"/v1/executions/{xid}/steps/x"):
+        assert (await client.get(missing, headers=alice.key_auth)).status_code == 404
+    assert (await client.get(url, headers=bob.key_auth)).status_code == 404

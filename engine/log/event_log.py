@@ -7,7 +7,8 @@ own checkpoints (:meth:`EventLog.read_log`); workers never read them: the append
 request also marks the execution in its partition's cancel set, which the append of its end
 clears, and a worker checks that set for the executions it runs (engine.log.leases.cancelled).
 
-An append is all or nothing: its blobs, its money moves (computed by engine.money.billing and
+An append is all or nothing: its blobs, the records it publishes (a step's document, written only
+if absent: :class:`Record`), its money moves (computed by engine.money.billing and
 handed over as :class:`Move` data), its events and, for the terminal one, the end of the
 execution's lease (engine.log.leases.END_LEASE) are written by one script call, or none of them.
 """
@@ -41,6 +42,18 @@ class Move(NamedTuple):
     uncovered: int = 0
 
 
+class Record(NamedTuple):
+    """A record an append publishes with its events (a step's document, built by
+    engine.resources.documents): ``value`` is stored under ``key`` only if no record is there, and
+    then ``member`` is added (score 0) to each of the ``indexes`` zsets. Every key must carry the
+    hash tag of the append's partition; a retried or taken-over append writes nothing twice."""
+
+    key: str
+    value: bytes
+    member: str
+    indexes: tuple[str, ...] = ()
+
+
 class AppendOp(NamedTuple):
     """One execution's expected-seq append inside :meth:`EventLog.append_many`.
 
@@ -50,7 +63,8 @@ class AppendOp(NamedTuple):
     one), never after a conflict. ``moves`` are the balance movements of the money events among
     ``events`` (engine.money.billing.moves_of), one per money event: they, their ledger entries
     and their applied charge ids are written by the same script, or nothing is. ``owner`` is the
-    execution's owner, needed when there are moves.
+    execution's owner, needed when there are moves or records. ``records`` are published by the
+    same script, after the blobs and only when the events are written (:class:`Record`).
     """
 
     execution_id: str
@@ -61,6 +75,7 @@ class AppendOp(NamedTuple):
     ack: str | None = None
     owner: str | None = None
     moves: Sequence[Move] = ()
+    records: Sequence[Record] = ()
 
 
 # What append_many answers for one AppendOp: the events stamped, or why they were not written.
@@ -153,11 +168,15 @@ class EventLog:
                 keys += self._money_keys(op, partition)
             keys.extend(k.blob(partition, sha256) for sha256, _ in op.blobs)
             args += (op.expected_seq, op.expire_ms, op.ack or "", len(op.blobs), len(events))
-            args += (len(moves), op.execution_id, _cancel_mark(events))
+            args += (len(moves), op.execution_id, _cancel_mark(events), len(op.records))
             args.extend(data for _, data in op.blobs)
             args.extend(codec.encode(e) for e in events)
             for move in moves:
                 args += (move.kind, move.charge_id, move.amount, move.uncovered)
+            for record in self._checked_records(op, partition):
+                keys.append(record.key)
+                keys.extend(record.indexes)
+                args += (record.value, record.member, len(record.indexes))
         return keys, args
 
     def _money_keys(self, op: AppendOp, partition: int) -> list[str]:
@@ -168,6 +187,14 @@ class EventLog:
         if keys.partition(op.owner) != partition:
             raise ValueError(f"{op.execution_id} is not in the partition of {op.owner}")
         return [keys.balance(op.owner), keys.ledger(op.owner)]
+
+    def _checked_records(self, op: AppendOp, partition: int) -> Sequence[Record]:
+        """``op.records``, after checking that every key they name is in ``partition``'s slot."""
+        tag = self._ctx.keys.tag(partition) + ":"
+        for record in op.records:
+            if not all(key.startswith(tag) for key in (record.key, *record.indexes)):
+                raise ValueError(f"{op.execution_id}: a record outside partition {partition}")
+        return op.records
 
     # -- reads ------------------------------------------------------------------------------------
     async def history(self, execution_id: str, after_seq: int = 0) -> list[AnyEvent]:
@@ -253,7 +280,8 @@ def _result(op: AppendOp, stamped: list[AnyEvent], reply: Any, n: int) -> Append
 # worker's batches; EventLog.append is a batch of one). For each op: check its expected seq and
 # that the owner's balance covers its money moves taken in order; when both hold, store the blobs
 # its events name (SET NX), apply each money move whose charge id is not applied yet (balance,
-# applied-charges hash, ledger entry), append the events to the execution stream and the partition
+# applied-charges hash, ledger entry), write each record it publishes unless one is there (and
+# then list it in its indexes), append the events to the execution stream and the partition
 # log, set the retention, and release the execution's lease (its work-stream entry, see
 # engine.log.leases) when one is given, and mark or unmark the execution in the cancel set. Each op
 # is all or nothing and independent of the others: a
@@ -262,11 +290,12 @@ def _result(op: AppendOp, stamped: list[AnyEvent], reply: Any, n: int) -> Append
 # cannot be split.
 # KEYS[1] partition log  KEYS[2] partition's applied charges  KEYS[3] work stream
 # KEYS[4] running counts  KEYS[5] cancel set  KEYS[6..] per op: its execution stream, then (only
-# when it has money moves) the owner's balance and ledger, then its blob keys
+# when it has money moves) the owner's balance and ledger, then its blob keys, then per record its
+# key and its index keys
 # ARGV[1] group  ARGV[2] now ms  then per op: expected seq, PEXPIRE ms (0: none), lease to
 # release ('': none), n blobs, n events, n moves, execution id, cancel mark (1 add, 2 remove, 0
-# none), the blob values, the events, then per move: kind, charge id, signed amount (micro-coins),
-# uncovered amount
+# none), n records, the blob values, the events, then per move: kind, charge id, signed amount
+# (micro-coins), uncovered amount, then per record: its value, its index member, n index keys
 # -> per op four numbers: 1, new seq, 0, 0 (written) | 0, current seq, 0, 0 (conflict) |
 #    2, current seq, n, balance (the op's n-th move would take the balance below zero)
 APPEND_BATCH = (
@@ -285,10 +314,12 @@ while a <= #ARGV do
   local moves = tonumber(ARGV[a + 5])
   local xid = ARGV[a + 6]
   local mark = ARGV[a + 7]
-  a = a + 8
+  local records = tonumber(ARGV[a + 8])
+  a = a + 9
   local balance_key, ledger_key, blob_k = KEYS[k + 1], KEYS[k + 2], k + 1
   if moves > 0 then blob_k = k + 3 end
   local m = a + blobs + events
+  local r, rk = m + 4 * moves, blob_k + blobs
   local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   local current = 0
   if #last > 0 then current = tonumber(string.match(last[1][1], '^(%d+)')) end
@@ -328,6 +359,14 @@ while a <= #ARGV do
         end
       end
     end
+    local rr, rrk = r, rk
+    for _ = 1, records do
+      local n = tonumber(ARGV[rr + 2])
+      if redis.call('SET', KEYS[rrk], ARGV[rr], 'NX') then
+        for i = 1, n do redis.call('ZADD', KEYS[rrk + i], 0, ARGV[rr + 1]) end
+      end
+      rr, rrk = rr + 3, rrk + 1 + n
+    end
     for i = 0, events - 1 do
       local event = ARGV[a + blobs + i]
       redis.call('XADD', stream, (expected + 1 + i) .. '-0', 'e', event)
@@ -346,8 +385,11 @@ while a <= #ARGV do
   out[#out + 1] = current
   out[#out + 1] = refused
   out[#out + 1] = available
-  k = blob_k + blobs
-  a = m + 4 * moves
+  for _ = 1, records do
+    rk = rk + 1 + tonumber(ARGV[r + 2])
+    r = r + 3
+  end
+  k, a = rk, r
 end
 return out
 """

@@ -5,10 +5,13 @@ names a missing blob); its record is listed in the owner's index and, when it ha
 (``itemdocs``) and reporter's (``repdocs``) indexes, so those filters read one zset instead of
 scanning. Two ways in:
 
-* :func:`publish_document`: the worker (engine.run.drive) publishes the output of a durable
-  StepCompleted whose ``kind`` is in DOCUMENT_KINDS (a summary, claims, an LLM completion). Its id
-  is derived from the execution and the step index (:func:`document_id`) and the record is written
-  only if absent, so a retry or a takeover never makes two.
+* :func:`document_record`: the worker (engine.run.drive) publishes the output of a StepCompleted
+  whose ``kind`` is in DOCUMENT_KINDS (a summary, claims, an LLM completion) in the append that
+  writes that StepCompleted (an engine.log.event_log.Record, written by the same script), so a
+  step is never durable without its document and no extra round trip is spent on it. Its id is
+  derived from the execution and the step index (:func:`document_id`) and the record is written
+  only if absent, so a retry or a takeover never makes two. :func:`publish_document` writes the
+  same record on its own: for a StepCompleted an older worker appended without its document.
 * :func:`create_document`: a document made outside an execution, under a fresh id.
 
 Transcripts are documents too, but they are not stored here: the projector derives them from the
@@ -23,11 +26,12 @@ import msgspec
 
 from engine.clock import now_ms
 from engine.errors import InvalidRequest
+from engine.log.event_log import Record
 from engine.log.events import ExecutionRequested, StepCompleted
 from engine.log.ids import derived_id, is_id, new_id
 from engine.resources.records import DOCUMENTS, Document
 from engine.resources.relations import ITEM_DOCUMENTS, REPORTER_DOCUMENTS
-from engine.resources.store import Store
+from engine.resources.store import Store, encode
 from engine.runtime import Runtime
 
 _SCAN_BATCH = 200
@@ -52,33 +56,31 @@ def document_id(request: ExecutionRequested, step_index: int) -> str:
     return derived_id("doc", request.at, low)
 
 
-async def publish_document(
+def step_document(
     runtime: Runtime, request: ExecutionRequested, event: StepCompleted
-) -> Document | None:
-    """Create the document of a durable StepCompleted unless it exists; None when it did (or when
-    the step's output is not a document).
+) -> tuple[Document, tuple[str, bytes] | None] | None:
+    """The document of a StepCompleted and, for a small inline output, the blob ``(sha256,
+    content)`` it names, which must be stored first; None when the output is not a document.
 
-    The content is the step's blob (already stored under its hash by the append) or, for a small
-    inline output, the output's JSON (stored here first, so a record never names a missing blob).
-    """
+    The content is the step's blob (stored under its hash by the append) or the output's JSON."""
     kind = document_kind(event)
     if kind is None:
         return None
-    owner = request.owner
     ref = event.output_ref
+    blob: tuple[str, bytes] | None = None
     if ref is not None:
         sha256, size = ref.sha256, ref.size
     else:
         content = msgspec.json.encode(event.output)
         sha256, size = hashlib.sha256(content).hexdigest(), len(content)
-        await runtime.store.blobs.put(runtime.store.keys.partition(owner), sha256, content)
+        blob = (sha256, content)
     index = event.step_index
     step_input = request.step_inputs[index] if index < len(request.step_inputs) else {}
     item_id = step_input.get("item_id") or request.target.item_id
     spec = request.workflow.steps[index] if index < len(request.workflow.steps) else None
     document = Document(
         document_id=document_id(request, index),
-        owner=owner,
+        owner=request.owner,
         kind=kind,
         item_id=item_id if isinstance(item_id, str) else None,
         reporter_id=request.reporter_id or request.workflow.reporter_id,
@@ -88,6 +90,42 @@ async def publish_document(
         size=size,
         created_at=event.at,
     )
+    return document, blob
+
+
+def document_record(
+    runtime: Runtime, request: ExecutionRequested, event: StepCompleted
+) -> tuple[Record, tuple[str, bytes] | None] | None:
+    """What an append of ``event`` publishes for its document: the record (written only if
+    absent, listed in its indexes) and the inline blob to store with it, or None when the output
+    is not a document."""
+    found = step_document(runtime, request, event)
+    if found is None:
+        return None
+    document, blob = found
+    keys, owner, doc_id = runtime.store.keys, document.owner, document.document_id
+    indexes = [keys.resource_index(owner, DOCUMENTS.key)]
+    if document.item_id is not None:
+        indexes.append(keys.resource(owner, ITEM_DOCUMENTS, document.item_id))
+    if document.reporter_id is not None:
+        indexes.append(keys.resource(owner, REPORTER_DOCUMENTS, document.reporter_id))
+    key = keys.resource(owner, DOCUMENTS.key, doc_id)
+    return Record(key, encode(document), doc_id, tuple(indexes)), blob
+
+
+async def publish_document(
+    runtime: Runtime, request: ExecutionRequested, event: StepCompleted
+) -> Document | None:
+    """Create the document of a durable StepCompleted unless it exists; None when it did (or when
+    the step's output is not a document). For a StepCompleted appended without its document (by
+    a worker older than :func:`document_record`): the blob first, so a record never names a
+    missing blob."""
+    found = step_document(runtime, request, event)
+    if found is None:
+        return None
+    document, blob = found
+    if blob is not None:
+        await runtime.store.blobs.put(runtime.store.keys.partition(request.owner), *blob)
     return document if await _insert(runtime, document) else None
 
 

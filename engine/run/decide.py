@@ -14,8 +14,7 @@ with their seq as it buffers them) unless a rewrite must keep the seq they alrea
     end of an execution    :func:`closing`: complete, fail, cancel, dead-letter, all in one place
     balance refused        :func:`after_refusal`: a settlement capped at the balance, or a
                            StepFailed ``insufficient_balance`` in place of the StepStarted
-    terminal append        :func:`with_total` restates the total of a pending ExecutionCompleted;
-                           :func:`documents_first` says what goes in an append of its own first
+    terminal append        :func:`with_total` restates the total of a pending ExecutionCompleted
 """
 
 from __future__ import annotations
@@ -39,10 +38,8 @@ from engine.log.events import (
     StepFailed,
     StepRetryScheduled,
     StepStarted,
-    is_terminal,
 )
 from engine.money import billing
-from engine.resources.documents import document_kind
 from engine.run import plan
 from engine.run.plan import ExecState
 from engine.settings import coins_text
@@ -243,13 +240,3 @@ def with_total(pending: list[AnyEvent], state: ExecState) -> list[AnyEvent]:
         msgspec.structs.replace(e, cost=paid) if isinstance(e, ExecutionCompleted) else e
         for e in pending
     ]
-
-
-def documents_first(pending: list[AnyEvent]) -> int:
-    """How many of the ``pending`` events (the terminal ones last) to append on their own before
-    the terminal append: every non-terminal one when one of them is a StepCompleted that makes a
-    document, so its document is published before the execution ends; else 0 (one append)."""
-    head = [e for e in pending if not is_terminal(e)]
-    if any(isinstance(e, StepCompleted) and document_kind(e) for e in head):
-        return len(head)
-    return 0

@@ -13,9 +13,10 @@ lease ends exactly when the execution does. Appends go through the worker's
 round trip.
 
 Documents (engine.resources.documents): a completed step whose output is a document is published
-once its StepCompleted is durable, and always before the terminal append (the last step's
-StepCompleted is appended on its own first when it makes a document). Publishing is idempotent, so
-a worker that takes an execution over publishes what its predecessor may not have.
+by the append that writes its StepCompleted (the record, written only if absent, in the same
+script), so a durable step never lacks its document, a terminal execution never lacks one of its
+documents, and a retried or taken-over append never makes two. A worker that takes an execution
+over also publishes, idempotently, what an older worker may have appended without its document.
 
 A conflict means someone else wrote: reload and re-plan, or drop the job quietly when the lease is
 gone.
@@ -38,10 +39,10 @@ from engine import meters
 from engine.clock import now_ms
 from engine.errors import BalanceRefused, ConcurrencyConflict
 from engine.log import codec
-from engine.log.event_log import AppendOp
+from engine.log.event_log import AppendOp, Record
 from engine.log.events import AnyEvent, ExecutionStarted, StepCompleted
 from engine.money import billing
-from engine.resources.documents import document_kind, publish_document
+from engine.resources.documents import document_kind, document_record, publish_document
 from engine.run import call, decide, plan
 from engine.run.job import DriveContext, Job
 from engine.run.toolbox import RUNNABLE
@@ -145,15 +146,17 @@ class Drive:
         while self.pending:
             if terminal:
                 self.pending = decide.with_total(self.pending, self.state)
+            records, blobs = self._documents()
             op = AppendOp(
                 self.xid,
                 self.durable,
                 tuple(self.pending),
                 expire_ms=self.ctx.settings.unfolded_stream_retention_ms if terminal else 0,
-                blobs=tuple(self.blobs),
+                blobs=blobs,
                 ack=self.job.entry_id if terminal else None,
                 owner=self.job.owner,
                 moves=billing.moves_of(self.pending),
+                records=records,
             )
             try:
                 written = await self.ctx.batcher.append(op)
@@ -172,12 +175,25 @@ class Drive:
             self.base = self.state
             if self.state.requested is not None:
                 meters.appended(self.state.requested.kind, self.pending)
-            flushed = [e for e in self.pending if isinstance(e, StepCompleted)]
             self.pending.clear()
             self.blobs.clear()
-            if flushed:
-                await self._publish(flushed)
         return True
+
+    def _documents(self) -> tuple[tuple[Record, ...], tuple[tuple[str, bytes], ...]]:
+        """The document records the pending events publish, and the blobs of the append (the
+        pending events' own, then the inline documents' contents, stored first)."""
+        req = self.state.requested
+        records: list[Record] = []
+        blobs = list(self.blobs)
+        if req is not None:
+            for event in self.pending:
+                if isinstance(event, StepCompleted) and document_kind(event):
+                    made = document_record(self.ctx.runtime, req, event)
+                    if made is not None:
+                        records.append(made[0])
+                        if made[1] is not None:
+                            blobs.append(made[1])
+        return tuple(records), tuple(blobs)
 
     async def _reload_after_conflict(self) -> None:
         self.conflicts += 1
@@ -196,15 +212,8 @@ class Drive:
     async def _end(self) -> bool:
         """Append the terminal events with the ack; False when a conflict needs a re-plan.
 
-        A pending StepCompleted that makes a document is appended (and its document published)
-        first, so a terminal execution never lacks one of its documents."""
-        first = decide.documents_first(self.pending)
-        if first:
-            tail = self.pending[first:]
-            del self.pending[first:]
-            if not await self._flush():
-                return self.job.lost
-            self.pending.extend(tail)
+        A pending StepCompleted that makes a document publishes it in this same append, so a
+        terminal execution never lacks one of its documents."""
         if await self._flush(terminal=True):
             self._finish(acked=True)
             return True
@@ -252,7 +261,8 @@ class Drive:
         return True
 
     async def _publish(self, completed: list[StepCompleted]) -> None:
-        """Publish the documents of durable StepCompleted events (idempotent)."""
+        """Publish the documents of durable StepCompleted events (idempotent): after a takeover,
+        for steps an older worker appended without their documents."""
         req = self.state.requested
         if req is None:
             return

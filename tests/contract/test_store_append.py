@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import ConcurrencyConflict
-from engine.log.event_log import AppendOp
+from engine.log.event_log import AppendOp, Record
 from engine.log.events import (
     AnyEvent,
     ExecutionCompleted,
@@ -16,7 +16,7 @@ from engine.log.events import (
 )
 from engine.log.keys import WORKER_GROUP
 from engine.log.store import EventStore
-from tests.contract.builders import started_execution
+from tests.contract.builders import owner_in, started_execution
 
 pytestmark = pytest.mark.anyio
 
@@ -235,3 +235,79 @@ async def test_append_many_survives_a_script_flush(store: EventStore) -> None:
     [got] = await store.log.append_many([AppendOp(a.execution_id, 1, _step(a.execution_id))])
     assert isinstance(got, list)
     assert [e.seq for e in got] == [2, 3, 4]
+
+
+# -- records: what an append publishes with its events (a step's document) ------------------------
+
+
+def _record(store: EventStore, owner: str, doc_id: str, value: bytes) -> Record:
+    keys = store.keys
+    return Record(
+        keys.resource(owner, "document", doc_id),
+        value,
+        doc_id,
+        (keys.resource_index(owner, "document"), keys.resource(owner, "repdocs", "rep_1")),
+    )
+
+
+async def test_an_append_publishes_its_records_once_however_often_it_is_retried(
+    store: EventStore,
+) -> None:
+    req = await started_execution(store)
+    record = _record(store, req.owner, "doc_1", b'{"first":1}')
+    op = AppendOp(req.execution_id, 1, _step(req.execution_id), owner=req.owner, records=[record])
+    [written] = await store.log.append_many([op])
+    assert isinstance(written, list)
+    assert await store.redis.get(record.key) == b'{"first":1}'
+    for index in record.indexes:
+        assert await store.redis.zrange(index, 0, -1) == [b"doc_1"]
+    # The same append again (its answer was lost): refused by its seq, nothing written twice.
+    [again] = await store.log.append_many([op._replace(records=[record._replace(value=b"2")])])
+    assert isinstance(again, ConcurrencyConflict)
+    # A later append carrying the same record (a takeover re-publishing it) keeps the first.
+    later = AppendOp(
+        req.execution_id,
+        4,
+        [_completed(req.execution_id)],
+        owner=req.owner,
+        records=[record._replace(value=b"3")],
+    )
+    [done] = await store.log.append_many([later])
+    assert isinstance(done, list)
+    assert await store.redis.get(record.key) == b'{"first":1}'
+    for index in record.indexes:
+        assert await store.redis.zcard(index) == 1
+
+
+async def test_a_refused_append_publishes_none_of_its_records(store: EventStore) -> None:
+    req = await started_execution(store)
+    record = _record(store, req.owner, "doc_2", b"{}")
+    stale = AppendOp(
+        req.execution_id, 0, _step(req.execution_id), owner=req.owner, records=[record]
+    )
+    fresh = AppendOp(req.execution_id, 1, _step(req.execution_id)[:1], owner=req.owner)
+    other = await started_execution(store, store.keys.partition(req.owner))
+    other_record = _record(store, other.owner, "doc_3", b"{}")
+    third = AppendOp(
+        other.execution_id, 1, _step(other.execution_id), owner=other.owner, records=[other_record]
+    )
+    got = await store.log.append_many([stale, fresh, third])
+    assert isinstance(got[0], ConcurrencyConflict)
+    assert isinstance(got[1], list)
+    assert isinstance(got[2], list)
+    assert await store.redis.exists(record.key) == 0
+    assert await store.redis.zcard(record.indexes[0]) == 0
+    # The ops after a refused one in the same call still find their own records' keys.
+    assert await store.redis.get(other_record.key) == b"{}"
+    assert await store.redis.zrange(other_record.indexes[0], 0, -1) == [b"doc_3"]
+
+
+async def test_a_record_outside_the_partition_of_the_append_is_refused(store: EventStore) -> None:
+    req = await started_execution(store)
+    p = store.keys.partition(req.owner)
+    elsewhere = owner_in(store, (p + 1) % store.keys.partitions)
+    record = _record(store, elsewhere, "doc_4", b"{}")
+    op = AppendOp(req.execution_id, 1, _step(req.execution_id), owner=req.owner, records=[record])
+    with pytest.raises(ValueError, match="outside partition"):
+        await store.log.append_many([op])
+    assert len(await store.log.history(req.execution_id)) == 1

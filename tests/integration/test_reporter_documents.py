@@ -1,6 +1,7 @@
 """Reporter outputs land as documents, on both backends: the worker publishes one document per
-document-making step once its StepCompleted is durable, keyed by execution and step, so neither a
-second publication nor a takeover after a crash between the two makes a second one."""
+document-making step in the append of its StepCompleted, keyed by execution and step, so neither a
+retried append, a second publication nor a takeover makes a second one (and a takeover publishes
+what an older worker appended without its document)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 import msgspec
 import pytest
 
+from engine.errors import ConcurrencyConflict
+from engine.log.event_log import AppendOp
 from engine.log.events import (
     AnyEvent,
     ExecutionCompleted,
@@ -22,7 +25,13 @@ from engine.log.events import (
     WorkflowSnapshot,
 )
 from engine.log.ids import is_id, new_execution_id, new_id
-from engine.resources.documents import content_of, document_id, list_documents, publish_document
+from engine.resources.documents import (
+    content_of,
+    document_id,
+    document_record,
+    list_documents,
+    publish_document,
+)
 from engine.run.worker import Worker
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -133,4 +142,49 @@ async def test_a_takeover_publishes_what_a_dead_worker_did_not(runtime: Runtime)
     docs = await _documents(runtime, req2)
     assert sorted(d.document_id for d in docs) == sorted(
         [document_id(req2, 1), document_id(req2, 2)]
+    )
+
+
+async def test_a_step_appended_with_its_document_is_published_once_after_a_takeover(
+    runtime: Runtime,
+) -> None:
+    """The dead worker's append carried step 1's StepCompleted and its document (one script);
+    the heir, publishing again after the takeover, and a retry of that append write no second."""
+    store = runtime.store
+    output = {"kind": "completion", "text": "written before the crash", "model": "sim-1"}
+    req = await _request(runtime)
+    xid = req.execution_id
+    p = store.keys.partition(req.owner)
+    await store.leases.dispatch({p: 10}, "dead")
+    head: list[AnyEvent] = [
+        ExecutionStarted(execution_id=xid, worker_id="dead", epoch=1),
+        StepStarted(execution_id=xid, step_index=0, attempt=1, epoch=1, worker_id="dead"),
+        StepCompleted(execution_id=xid, step_index=0, attempt=1),
+        StepStarted(execution_id=xid, step_index=1, attempt=1, epoch=1, worker_id="dead"),
+    ]
+    await store.log.append(xid, 1, head)
+    done = StepCompleted(execution_id=xid, step_index=1, attempt=1, output=output, at=1_000)
+    made = document_record(runtime, req, done)
+    assert made is not None
+    record, blob = made
+    assert blob is not None  # an inline output: its content is stored by the same append
+    op = AppendOp(xid, 5, [done], blobs=[blob], owner=req.owner, records=[record])
+    [first, retried] = await store.log.append_many([op, op])
+    assert isinstance(first, list)
+    assert isinstance(retried, ConcurrencyConflict)
+    [doc] = await _documents(runtime, req)
+    assert (doc.document_id, doc.created_at) == (document_id(req, 1), 1_000)
+    assert msgspec.json.decode(await content_of(runtime, req.owner, doc) or b"") == output
+
+    async def one_pass() -> list[Any]:
+        await Worker(runtime, worker_id="heir").run_until_idle()
+        return await store.log.history(xid)
+
+    history = await eventually(one_pass, until=lambda h: isinstance(h[-1], ExecutionCompleted))
+    assert [e.step_index for e in history if isinstance(e, StepStarted)] == [0, 1, 2]
+    docs = await _documents(runtime, req)
+    assert sorted(d.document_id for d in docs) == [document_id(req, 1), document_id(req, 2)]
+    assert next(d for d in docs if d.document_id == document_id(req, 1)) == doc
+    assert (
+        await store.redis.zcard(store.keys.resource(req.owner, "itemdocs", doc.item_id or "")) == 2
     )

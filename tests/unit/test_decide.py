@@ -407,23 +407,3 @@ def test_the_pending_completion_states_the_total_paid_as_the_state_now_has_it() 
         other,
         ExecutionCompleted(execution_id=X, cost=FEE + 650),
     ]
-
-
-def test_a_step_that_makes_a_document_is_appended_before_the_terminal_events() -> None:
-    summary = step_done(1, output={"kind": "summary"})
-    completed = ExecutionCompleted(execution_id=X, cost=FEE)
-    assert decide.documents_first([summary, released("settled"), completed]) == 2
-
-
-@pytest.mark.parametrize(
-    "output", [{"kind": "transcript"}, {"kind": 3}, {}], ids=["not-a-document", "odd", "none"]
-)
-def test_a_step_that_makes_no_document_goes_with_the_terminal_append(
-    output: dict[str, object],
-) -> None:
-    done = step_done(1, output=output)
-    assert decide.documents_first([done, ExecutionCompleted(execution_id=X, cost=FEE)]) == 0
-
-
-def test_a_terminal_append_without_a_step_is_one_append() -> None:
-    assert decide.documents_first([ExecutionCancelled(execution_id=X)]) == 0

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.log.events import CostCharged, CostReserved
+from engine.log.events import CostCharged, CostReserved, StepCompleted, StepStarted
 from engine.providers.base import audio_cost
 from engine.providers.sim import SimTranscriber
 from engine.run.worker import Worker
@@ -30,14 +30,20 @@ async def _drain(runtime: Runtime) -> None:
 
 
 async def _reserved_and_charged(runtime: Runtime, xid: str) -> dict[int, tuple[int, int]]:
-    """Per step: (reserved, charged) in micro-coins."""
+    """Per step: (reserved, charged) in micro-coins, whichever events carry the money (a
+    reserving StepStarted and its outcome's settlement, or an older log's Cost* events)."""
     history = await runtime.store.log.history(xid)
-    reserved = {e.step_index: e.amount for e in history if isinstance(e, CostReserved)}
-    charged = {
-        e.step_index: e.amount + e.uncovered
-        for e in history
-        if isinstance(e, CostCharged) and e.step_index is not None
-    }
+    reserved: dict[int, int] = {}
+    charged: dict[int, int] = {}
+    for e in history:
+        if isinstance(e, CostReserved):
+            reserved[e.step_index] = e.amount
+        elif isinstance(e, StepStarted) and e.reserve_id:
+            reserved[e.step_index] = e.estimated_cost
+        elif isinstance(e, CostCharged) and e.step_index is not None:
+            charged[e.step_index] = e.amount + e.uncovered
+        elif isinstance(e, StepCompleted) and e.settlement is not None:
+            charged[e.step_index] = e.settlement.charged + e.settlement.uncovered
     return {i: (reserved[i], charged.get(i, 0)) for i in reserved}
 
 

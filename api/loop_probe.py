@@ -67,6 +67,7 @@ class LoopProbe:
         self.interval_s = interval_s
         self.lag = Samples(20_000)
         self.gc_pauses = Samples(20_000)
+        self.gc_full_pauses = Samples(20_000)  # of them, the full (oldest-generation) ones
         self._gc_started = 0.0
 
     async def run(self) -> None:
@@ -80,9 +81,12 @@ class LoopProbe:
         finally:
             gc.callbacks.remove(self._on_gc)
 
-    def _on_gc(self, phase: str, _info: dict[str, Any]) -> None:
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._gc_started = time.perf_counter()
         elif self._gc_started:
-            self.gc_pauses.add((time.perf_counter() - self._gc_started) * 1000)
+            pause_ms = (time.perf_counter() - self._gc_started) * 1000
+            self.gc_pauses.add(pause_ms)
+            if info.get("generation") == 2:
+                self.gc_full_pauses.add(pause_ms)
             self._gc_started = 0.0

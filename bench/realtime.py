@@ -273,6 +273,7 @@ class Outcome:
     written_ms: list[float]
     loop_lag_ms: list[float]
     gc_pauses_ms: list[float]
+    gc_full_pauses_ms: list[float]
     closed: dict[int, int]
     cpu: dict[str, float]
     rss_mib: dict[str, float]  # "0", "1000", "all", "peak": summed over the API processes
@@ -385,11 +386,14 @@ async def run_realtime(
             api.stop()
         projector.terminate()
         await runtime.close()
-    outcome = Outcome(subscribers, api_processes, expected, [], [], [], [], [], [], {}, shares, rss)
+    outcome = Outcome(
+        subscribers, api_processes, expected, [], [], [], [], [], [], [], {}, shares, rss
+    )
     for stats in server:
         outcome.written_ms += stats["deliveries_ms"]
         outcome.loop_lag_ms += stats["loop_lag_ms"]
         outcome.gc_pauses_ms += stats["gc_pauses_ms"]
+        outcome.gc_full_pauses_ms += stats.get("gc_full_pauses_ms", [])
     for result in received:
         for code, n in result["closed"].items():
             outcome.closed[int(code)] = outcome.closed.get(int(code), 0) + n
@@ -486,7 +490,8 @@ def _add_rows(report: Report, o: Outcome, rate: int, seconds: float) -> None:
         "realtime: API event-loop lag p50 / p99 (ms), GC pauses",
         _percentiles(o.loop_lag_ms),
         f"lag max {max(o.loop_lag_ms, default=0):.0f} ms; {len(o.gc_pauses_ms)} GC pauses, "
-        f"max {max(o.gc_pauses_ms, default=0):.1f} ms, {gc_total:.0f} ms in all",
+        f"max {max(o.gc_pauses_ms, default=0):.1f} ms, {gc_total:.0f} ms in all; of them "
+        f"{len(o.gc_full_pauses_ms)} full, max {max(o.gc_full_pauses_ms, default=0):.1f} ms",
     )
     report.add(
         "realtime: CPU of API / projector / Redis / clients",

@@ -35,6 +35,7 @@ def stats(hub: FeedHub) -> dict[str, Any]:
         "deliveries": hub.deliveries.count,
         "loop_lag_ms": hub.probe.lag.values(),
         "gc_pauses_ms": hub.probe.gc_pauses.values(),
+        "gc_full_pauses_ms": hub.probe.gc_full_pauses.values(),
         "subscribers": sum(len(s) for s in hub._subscribers.values()),
     }
 
@@ -51,7 +52,8 @@ async def serve(port: int, out: Path) -> None:
             out.write_bytes(orjson.dumps(stats(hub)))
 
         def clear() -> None:
-            for samples in (hub.deliveries, hub.probe.lag, hub.probe.gc_pauses):
+            probe = hub.probe
+            for samples in (hub.deliveries, probe.lag, probe.gc_pauses, probe.gc_full_pauses):
                 samples.clear()
 
         loop.add_signal_handler(signal.SIGUSR1, dump)

@@ -46,15 +46,19 @@ def fold_events(views: dict[str, ExecutionView], events: Iterable[AnyEvent | Non
     out = Folded()
     broken = out.broken
     for event in events:
-        if event is None or not is_id(event.execution_id, "exc"):
-            out.skipped += 1  # undecodable, or naming no execution we could key
+        if event is None:
+            out.skipped += 1  # undecodable
+            continue
+        xid = event.execution_id
+        before = views.get(xid)
+        # Only an id without a view yet is checked: a view is only ever keyed by a good one.
+        if before is None and not is_id(xid, "exc"):
+            out.skipped += 1  # naming no execution we could key
             continue
         out.events += 1
-        xid = event.execution_id
         if xid in broken:
             broken[xid] = max(broken[xid], event.seq)
             continue
-        before = views.get(xid)
         try:
             after = apply(before, event)
         except FoldGap:

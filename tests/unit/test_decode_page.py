@@ -1,5 +1,6 @@
-"""A page of log rows decoded at once (engine.archive.reader.decode_page, what replay reads): the
-same events, in the same places, as decoding each entry on its own, whatever the page holds."""
+"""A page of log rows decoded at once (engine.archive.reader.decode_page, what replay reads) and
+folded (projections.batch.fold_events): the same events, in the same places, as decoding each
+entry on its own, whatever the page holds."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from engine.archive.reader import decode_page
 from engine.log import codec
 from engine.log.entries import entry_from_row
 from engine.log.events import ExecutionCancelRequested
+from projections.batch import fold_events
 
 
 def _event(seq: int) -> ExecutionCancelRequested:
@@ -46,3 +48,10 @@ def test_rows_of_another_shape_decode_as_the_entry_reader_does() -> None:
     ]
     assert decode_page(rows) == _one_by_one(rows)
     assert decode_page(rows)[0] == _event(2)
+
+
+def test_folding_a_page_skips_undecodable_entries_and_ids_that_name_no_execution() -> None:
+    views: dict[str, Any] = {}
+    stray = ExecutionCancelRequested(execution_id="acc_x", requested_by="acc_a", seq=1, at=5)
+    folded = fold_events(views, [None, stray, stray])
+    assert (folded.events, folded.skipped, folded.broken, views) == (0, 3, {}, {})

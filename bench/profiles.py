@@ -3,9 +3,13 @@ bench/results/ so a result can say where the time goes.
 
     python -m bench.profiles                 # both, into bench/results/profile-*.txt
     python -m bench.profiles --only api      # the API under the latency scenario's load
+    python -m bench.profiles --only replay --replay-events 1000000 --tag before
 
   projector  one ``clipstream projector`` process folding a synthetic log of --events finished
              one-step executions from nothing, profiled until every checkpoint is at its log's end
+  replay     ``projections.replay.rebuild`` in this process (one process, no split) over a
+             synthetic log of --replay-events, profiled from the first read to the checkpoint;
+             written to profile-replay-TAG.txt (--tag) so a before and an after sit side by side
   api        one ``clipstream api`` process answering ``POST /v1/items/{id}/transcript`` at
              --rate req/s for --seconds (open loop, as the latency scenario), alone on the box
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import io
 import os
 import pstats
@@ -81,7 +86,7 @@ def _top(profile: Path, title: str, note: str) -> str:
     stats.sort_stats("tottime").print_stats(TOP)
     text.write("\n## by cumulative time\n")
     stats.sort_stats("cumulative").print_stats(TOP)
-    return text.getvalue()
+    return text.getvalue().replace(str(profile), profile.name)  # no path of the machine
 
 
 def _load_note() -> str:
@@ -157,6 +162,28 @@ async def profile_api(url: str, rate: int, seconds: float, work: Path) -> str:
     return _top(out, "Profile: the API under the latency load", note)
 
 
+async def profile_replay(url: str, events: int, work: Path) -> str:
+    from projections import replay
+
+    runtime = await fresh_runtime(bench_settings(url))
+    try:
+        executions = await write_synthetic_log(runtime, events)
+        profile = cProfile.Profile()
+        profile.enable()
+        result = await replay.rebuild(runtime, processes=1)
+        profile.disable()
+    finally:
+        await runtime.close()
+    out = work / "replay.prof"
+    profile.dump_stats(out)
+    note = (
+        f"One process rebuilding every view from a synthetic log of {executions * 5:,} entries "
+        f"({executions:,} finished one-step executions, Redis only): {result.describe()}, under "
+        f"the profiler, which slows every call. {_load_note()}."
+    )
+    return _top(out, "Profile: replay in one process", note)
+
+
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="cs-prof-") as tmp, redis_server() as server:
         work = Path(tmp)
@@ -168,13 +195,21 @@ async def main_async(args: argparse.Namespace) -> None:
             text = await profile_api(server.url, args.rate, args.seconds, work)
             (RESULTS / "profile-api.txt").write_text(text)
             print(text[:3000])
+        if "replay" in args.only:
+            text = await profile_replay(server.url, args.replay_events, work)
+            (RESULTS / f"profile-replay-{args.tag}.txt").write_text(text)
+            print(text[:3000])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="cProfile the projector and the API under load")
     parser.add_argument(
-        "--only", nargs="+", choices=("projector", "api"), default=["projector", "api"]
+        "--only", nargs="+", choices=("projector", "api", "replay"), default=["projector", "api"]
     )
+    parser.add_argument(
+        "--replay-events", type=int, default=1_000_000, help="log entries the replay folds"
+    )
+    parser.add_argument("--tag", default="latest", help="replay: profile-replay-TAG.txt")
     parser.add_argument(
         "--events", type=int, default=200_000, help="log entries the projector folds"
     )

@@ -9,11 +9,12 @@ seq the batch carried are folded from there. What cannot be repaired is counted 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from engine.errors import StoreError
 from engine.log.entries import Entry
+from engine.log.events import AnyEvent
 from engine.log.ids import is_id
 from engine.log.store import EventStore
 from projections.fold import FoldGap, apply
@@ -37,19 +38,27 @@ def fold_entries(views: dict[str, ExecutionView], entries: Sequence[Entry]) -> F
     Executions that hit a gap are left in ``broken`` for :func:`repair`; their later events in
     the batch are not applied here, since they would only hit the same gap.
     """
+    return fold_events(views, [entry.event for entry in entries])
+
+
+def fold_events(views: dict[str, ExecutionView], events: Iterable[AnyEvent | None]) -> Folded:
+    """:func:`fold_entries` for events already taken out of their entries (None: undecodable)."""
     out = Folded()
     broken = out.broken
-    for entry in entries:
-        event = entry.event
-        if event is None or not is_id(event.execution_id, "exc"):
-            out.skipped += 1  # undecodable, or naming no execution we could key
+    for event in events:
+        if event is None:
+            out.skipped += 1  # undecodable
+            continue
+        xid = event.execution_id
+        before = views.get(xid)
+        # Only an id without a view yet is checked: a view is only ever keyed by a good one.
+        if before is None and not is_id(xid, "exc"):
+            out.skipped += 1  # naming no execution we could key
             continue
         out.events += 1
-        xid = event.execution_id
         if xid in broken:
             broken[xid] = max(broken[xid], event.seq)
             continue
-        before = views.get(xid)
         try:
             after = apply(before, event)
         except FoldGap:

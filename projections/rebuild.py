@@ -2,8 +2,9 @@
 does per partition), here or split across child processes.
 
 One partition: its log read from the start (the archive's segments, then the hot tail:
-engine.archive.reader.log_pages), folded in memory with the live projector's code
-(``projections.batch``), written at the end with big pipelined commands (``projections.bulk``).
+engine.archive.reader.event_pages, each page decoded in one call), folded in memory with the live
+projector's code (``projections.batch``), written at the end with big pipelined commands
+(``projections.bulk``).
 
 Across processes: the partitions go to N children in shares of about equal entries; each child
 opens its own runtime (its own connection and archive reader: the fold is CPU-bound, one core per
@@ -27,7 +28,7 @@ from engine.errors import StoreError
 from engine.runtime import Runtime
 from engine.settings import Settings
 from projections import bulk
-from projections.batch import fold_entries, repair
+from projections.batch import fold_events, repair
 from projections.namespace import Namespace
 from projections.views import ExecutionView
 
@@ -83,14 +84,14 @@ async def rebuild_partition(
     views: dict[str, ExecutionView] = {}
     after = "0-0"
     skipped = 0
-    async for entries in reader.log_pages(store, runtime.archive, partition, "0-0", PAGE):
-        folded = fold_entries(views, entries)
+    async for page in reader.event_pages(store, runtime.archive, partition, "0-0", PAGE):
+        folded = fold_events(views, page.events)
         await repair(store, views, folded)
         work.events += folded.events
         skipped += folded.skipped
         work.gaps += folded.gaps
-        after = entries[-1].entry_id
-        work.done += len(entries)
+        after = page.last_id
+        work.done += len(page.events)
         if progress is not None:
             progress(work.done, max(work.total, work.done))
     ns = Namespace(store.keys, partition, version)

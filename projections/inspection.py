@@ -198,6 +198,20 @@ async def _held(runtime: Runtime, partition: int, consumer: str, count: int) -> 
     return out
 
 
+async def archivers(runtime: Runtime) -> list[str]:
+    """The archivers holding a partition's archive lease now (whatever archive they write to:
+    ``serve``'s is in its own memory, out of reach of another process)."""
+    store = runtime.store
+    pipe = store.redis.pipeline(transaction=False)
+    for p in store.partitions:
+        pipe.get(store.keys.archive_lease(p))
+    try:
+        holders = await pipe.execute()
+    except RedisError as exc:
+        raise StoreUnavailable(f"cannot read the archive leases: {exc}") from exc
+    return sorted({as_str(h) for h in holders if h is not None})
+
+
 async def redis_memory(runtime: Runtime) -> RedisMemory | None:
     """Redis memory in use, its peak and its limit (a cluster's nodes summed); None from a
     server without INFO (the embedded store, in ``serve`` or over its port)."""

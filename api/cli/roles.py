@@ -237,6 +237,7 @@ async def _print_banner(
         )
     lines.append(f"  api:          {base}")
     lines.append(f"  dashboard:    {base}/ (sign in with a session JWT)")
+    lines.append(f"  console:      {base}/admin/console (sign in with the admin token)")
     if runtime.generated_admin_token is not None:  # only the one this process made, once
         lines.append(f"  admin token:  {runtime.generated_admin_token}")
     if settings.embedded:

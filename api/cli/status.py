@@ -45,6 +45,7 @@ async def report(runtime: Runtime) -> dict[str, Any]:
         "partitions": store.keys.partitions,
         "projection_version": await current_version(store.redis, store.keys),
         "archive": runtime.archive.url if runtime.archive else None,
+        "archivers": await inspection.archivers(runtime),
         "redis_memory": None if memory is None else asdict(memory),
         "partition": [asdict(f) for f in await inspection.partitions(runtime)],
         "workers": [
@@ -95,7 +96,13 @@ def _table(data: dict[str, Any]) -> str:
             f"redis memory: {_mib(memory['used_bytes'])} used, peak "
             f"{_mib(memory['peak_bytes'])}, maxmemory {limit}"
         )
-    if data["archive"] is None:
+    if data["archive"] is None and data["archivers"]:
+        lines.append(
+            f"archive: not configured for this command, but {', '.join(data['archivers'])} "
+            "archive(s) and trim the logs (set their CLIPSTREAM_ARCHIVE_URL here to read it; "
+            "serve's own archive lives in its memory)"
+        )
+    elif data["archive"] is None:
         lines.append("archive: NONE (nothing replay needs is trimmed; set CLIPSTREAM_ARCHIVE_URL)")
     else:
         lines.append(f"archive: {data['archive']} (positions: clipstream archive status)")

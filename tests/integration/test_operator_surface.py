@@ -70,6 +70,9 @@ def test_operator_commands_work_against_serve(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stderr
         assert "partitions: 4" in status.stdout
         assert "live workers: 1" in status.stdout
+        # serve's archiver holds the archive leases: status must not claim nothing is trimmed.
+        assert "archive: NONE" not in status.stdout
+        assert "trim the logs" in status.stdout
         as_json = cli("status", "--json", env=operator)
         assert as_json.returncode == 0, as_json.stderr
         parsed = json.loads(as_json.stdout)

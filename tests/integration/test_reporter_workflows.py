@@ -124,9 +124,12 @@ async def test_one_failed_item_is_recorded_and_the_others_keep_their_results(
     assert items[0]["output"]["kind"] == "completion"
     assert items[2]["output"]["kind"] == "completion"
     assert items[1]["output"] is None
-    # The summary of item 2 read item 2's transcript, not item 1's failure.
+    # The summary of item 2 read item 2's transcript, not item 1's failure: its start names step
+    # 4 as the step before it, and its summary shows the prompt that transcript made.
+    [start] = [e for e in of_type(history, StepStarted) if e.step_index == 5]
+    assert start.input["previous"]["step_index"] == 4
     summary = next(s for s in body["steps"] if s["step_index"] == 5)
-    assert summary["input"]["previous"]["step_index"] == 4
+    assert summary["input"]["prompt"].startswith("Summarise\n\n")
 
 
 async def test_a_failure_in_a_later_step_keeps_the_items_earlier_output(runtime: Runtime) -> None:

@@ -120,13 +120,17 @@ def known_duration(runtime: Runtime, item: items.Item, lang: str) -> int | None:
     return transcriber.known_duration_s(item.external_id or item.source, lang)
 
 
+_TRANSCRIBING_TOOLS = frozenset({"transcribe", "summary_review", "extract_claims", "embed"})
+
+
 def workflow_duration(runtime: Runtime, item: items.Item, workflow: WorkflowSnapshot) -> int | None:
-    """:func:`known_duration` of a video item in the language the workflow's first transcribe
-    step asks for; None for other items and workflows that transcribe nothing."""
+    """:func:`known_duration` of a video item in the language the workflow's first step that may
+    transcribe asks for (``transcribe``, or a document or ``embed`` step, which transcribes when
+    no transcript came before it); None for other items and workflows that transcribe nothing."""
     if item.type not in TRANSCRIBABLE:
         return None
     for step in workflow.steps:
-        if step.tool_id == "transcribe":
+        if step.tool_id in _TRANSCRIBING_TOOLS:
             lang = step.params.get("lang")
             return known_duration(runtime, item, lang if isinstance(lang, str) else DEFAULT_LANG)
     return None

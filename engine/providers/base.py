@@ -199,9 +199,16 @@ def estimate_audio_cost(seconds: int | None = None) -> int:
     return audio_cost(DEFAULT_AUDIO_SECONDS if seconds is None else seconds)
 
 
+# The completion an LLM step is estimated at: about what the simulated LLM returns on average
+# (24-60 words, 41-110 tokens), and the stated default for an HTTP LLM, whose answers' length
+# cannot be known before they come. ``max_tokens`` below it lowers the estimate to itself.
+EXPECTED_COMPLETION_TOKENS = 72
+
+
 def estimate_llm_cost(prompt_chars: int, max_tokens: int, system_chars: int = 0) -> int:
-    """Upper estimate of a completion: every allowed completion token, and the prompt and system
-    instructions at a token per four characters, each rounded up as the providers count them
-    (a tokenizer that makes more tokens of a text than that is the case the settlement caps)."""
+    """Estimate of a completion: the prompt and system instructions at a token per four
+    characters, each rounded up as the providers count them, and the expected completion
+    (:data:`EXPECTED_COMPLETION_TOKENS`, at most ``max_tokens``). A longer answer or a tokenizer
+    that makes more tokens is charged past the reservation up to the balance, as any cost is."""
     prompt_tokens = max(1, math.ceil(prompt_chars / 4)) + math.ceil(system_chars / 4)
-    return llm_cost(prompt_tokens, max_tokens)
+    return llm_cost(prompt_tokens, min(max_tokens, EXPECTED_COMPLETION_TOKENS))

@@ -261,7 +261,7 @@ class SimLLM:
         await simulate_call(self.settings, call)
         seed = seed_of("llm", prompt) if system is None else seed_of("llm", system, prompt)
         rng = random.Random(seed)
-        words = [rng.choice(_WORDS) for _ in range(rng.randint(12, 60))]
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(24, 60))]
         text = " ".join(words).capitalize() + "."
         while tokens_of(text) > max_tokens and len(text) > 1:
             text = text[: max(1, len(text) - 4 * (tokens_of(text) - max_tokens))]

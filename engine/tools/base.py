@@ -131,9 +131,10 @@ class Tool(ABC):
 
     @abstractmethod
     def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
-        """An upper estimate of one attempt's provider cost in micro-coins, from the step's input
-        and its spec (prompt and params), in the normal case: the worker reserves it before the
-        attempt starts and settles the actual cost after (engine.money.billing)."""
+        """An estimate of one attempt's provider cost in micro-coins, from the step's input and
+        its spec (prompt and params), within 2x of it in the normal case: the worker reserves it
+        before the attempt starts and settles the actual cost after, charging past it up to the
+        balance (engine.money.billing)."""
 
     @abstractmethod
     async def run(self, ctx: ToolContext) -> StepResult:

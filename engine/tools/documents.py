@@ -13,7 +13,7 @@ from engine.log.events import StepSpec
 from engine.providers.base import Completion, estimate_audio_cost, estimate_llm_cost
 from engine.tools.base import StepResult, ToolContext
 from engine.tools.sources import Transcript, transcript_for
-from engine.tools.transcribe import known_duration
+from engine.tools.transcribe import expected_transcript_chars, known_duration
 
 MAX_CONTEXT_CHARS = 48_000  # what we send of a long transcript; providers cap context anyway
 EXCERPT_CHARS = 280
@@ -74,24 +74,34 @@ def has_transcript(input: dict[str, Any]) -> bool:
 
 
 def _transcript_chars(input: dict[str, Any]) -> int:
-    """An upper bound of the transcript text the LLM pass sends: the previous transcript's blob
-    size (its text is part of it), the text the client gave, else the most that is sent (a
-    transcript fetched, or read from a blob whose size the input does not tell)."""
+    """The transcript text the LLM pass sends, estimated: the previous transcript's length (else
+    its blob's size, which holds its text), the length a previous document names for its
+    transcript, the text the client gave, else what the audio's known length makes
+    (:func:`expected_transcript_chars`); never more than the most that is sent."""
     kind = _previous_blob_kind(input)
+    previous: dict[str, Any] = input.get("previous") or {}  # a blob kind: the previous output
     if kind == "transcript":
-        size = input["previous"]["output_ref"].get("size")
-        return min(size, MAX_CONTEXT_CHARS) if isinstance(size, int) else MAX_CONTEXT_CHARS
+        chars = previous["output"].get("chars")
+        if isinstance(chars, int) and not isinstance(chars, bool):
+            return min(chars, MAX_CONTEXT_CHARS)  # its text's length
+        size = previous["output_ref"].get("size")
+        if isinstance(size, int):
+            return min(size, MAX_CONTEXT_CHARS)
+    if kind in ("summary", "claims"):
+        chars = previous["output"].get("transcript_chars")
+        if isinstance(chars, int) and not isinstance(chars, bool):
+            return min(chars, MAX_CONTEXT_CHARS)
     text = input.get("text")
     given = isinstance(text, str) and text.strip() and not input.get("transcript_ref")
     if kind not in _TRANSCRIPT_BEARING and given:
         return min(len(str(text)), MAX_CONTEXT_CHARS)
-    return MAX_CONTEXT_CHARS
+    return min(expected_transcript_chars(input), MAX_CONTEXT_CHARS)
 
 
 def estimate_document_cost(
     input: dict[str, Any], spec: StepSpec, *, max_tokens: int, system: str
 ) -> int:
-    """Upper estimate of :func:`llm_over_transcript`: the transcriber when there is no transcript
+    """Estimate of :func:`llm_over_transcript`: the transcriber when there is no transcript
     yet, plus the LLM pass over the prompt it builds (the step's prompt, two newlines and the
     transcript) under ``system``."""
     prompt_chars = len(spec.prompt_text.strip()) + 2 + _transcript_chars(input)
@@ -112,6 +122,7 @@ def document_result(
     out = {
         **preview,
         "transcript_sha256": transcript.sha256,
+        "transcript_chars": len(transcript.text),
         "sha256": hashlib.sha256(blob).hexdigest(),
     }
     return StepResult(output=out, blob=blob, usage=usage, cost=cost)

@@ -25,10 +25,9 @@ from engine.providers.base import embed_cost, estimate_audio_cost
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams
 from engine.tools.retry import RetryPolicy
 from engine.tools.sources import transcript_for
-from engine.tools.transcribe import known_duration
+from engine.tools.transcribe import expected_transcript_chars, known_duration
 
 MAX_INPUTS = 256  # texts in one embeddings call
-_UNKNOWN_CHARS = 48_000  # a transcript's length when the input does not tell (the estimate)
 _encoder = msgspec.json.Encoder()
 
 
@@ -47,7 +46,8 @@ class Embed(Tool):
     retry = RetryPolicy(max_attempts=4, base_ms=200, max_ms=10_000)
     timeout_s = 120.0
     estimate_note = (
-        "the transcript's characters (the previous transcribe step's chars, else 48,000) at a "
+        "the transcript's characters (the previous transcribe step's chars, else 16 a second of "
+        "the audio's known length, or of 600 s) at a "
         "token per 4 characters, at the embedder's price; without a transcript yet, its "
         "transcription too (estimated as transcribe's)"
     )
@@ -58,7 +58,8 @@ class Embed(Tool):
         chars = output.get("chars") if isinstance(output, dict) else None
         if isinstance(chars, int) and output is not None and output.get("kind") == "transcript":
             return embed_cost(max(1, -(-chars // 4)))
-        return embed_cost(_UNKNOWN_CHARS // 4) + estimate_audio_cost(known_duration(input))
+        chars = expected_transcript_chars(input)
+        return embed_cost(max(1, -(-chars // 4))) + estimate_audio_cost(known_duration(input))
 
     async def run(self, ctx: ToolContext) -> StepResult:
         params = ctx.params(EmbedParams)

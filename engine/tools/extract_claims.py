@@ -98,8 +98,9 @@ class ExtractClaims(Tool):
     timeout_s = 180.0
 
     estimate_note = (
-        "the transcript and the instructions at a token per 4 characters plus every completion "
-        "token max_tokens allows, at the LLM's prices; without a transcript yet, its "
+        "the transcript and the instructions at a token per 4 characters plus an expected "
+        "completion of 72 tokens (fewer when max_tokens is lower), at the LLM's prices; "
+        "without a transcript yet, its "
         "transcription too (estimated as transcribe's)"
     )
 

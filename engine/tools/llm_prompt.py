@@ -48,8 +48,8 @@ class LlmPrompt(Tool):
 
     estimate_note = (
         "the rendered prompt (the prompt text and the previous output, cut to its context "
-        "limit) at a token per 4 characters, plus every completion token max_tokens allows, at "
-        "the LLM's prices"
+        "limit) at a token per 4 characters, plus an expected completion of 72 tokens (fewer when "
+        "max_tokens is lower), at the LLM's prices"
     )
 
     def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
@@ -82,14 +82,18 @@ class LlmPrompt(Tool):
 
 
 def _context_chars(input: dict[str, Any]) -> int:
-    """An upper bound of what :func:`_context_text` reads: the previous output's blob size (its
-    text is part of it), or its inline output's JSON, or the input's text."""
+    """About what :func:`_context_text` reads: a previous completion's or transcript's text length,
+    else the previous output's blob size (its text is part of it), or its inline output's JSON,
+    or the input's text."""
     previous = input.get("previous")
     if not isinstance(previous, dict):
         return len(str(input.get("text") or ""))
     output = previous.get("output")
     if isinstance(output, dict) and output.get("kind") == "completion":
         return len(str(output.get("text") or ""))  # its blob also holds the prompt it answered
+    chars = output.get("chars") if isinstance(output, dict) else None
+    if isinstance(output, dict) and output.get("kind") == "transcript" and isinstance(chars, int):
+        return chars  # its text's length (the blob's size also counts its segments)
     ref = previous.get("output_ref")
     if isinstance(ref, dict) and isinstance(ref.get("size"), int):
         return int(ref["size"])

@@ -111,6 +111,19 @@ def known_duration(input: dict[str, Any]) -> int | None:
     return None
 
 
+# The characters of transcript a second of speech makes (about 150 words a minute; the simulated
+# transcriber makes 14-19): what an estimate takes a transcript not yet fetched to be.
+CHARS_PER_AUDIO_SECOND = 16
+
+
+def expected_transcript_chars(input: dict[str, Any]) -> int:
+    """The length a step's transcript is estimated at before it is read: its known audio length
+    (:func:`known_duration`, else the default a transcription is estimated at) at
+    :data:`CHARS_PER_AUDIO_SECOND`."""
+    seconds = known_duration(input)
+    return (DEFAULT_AUDIO_SECONDS if seconds is None else seconds) * CHARS_PER_AUDIO_SECOND
+
+
 def segments_of(text: str) -> list[dict[str, Any]]:
     """A supplied transcript cut into sentences, timed at a steady speaking pace."""
     segments: list[dict[str, Any]] = []

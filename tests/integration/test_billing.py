@@ -197,8 +197,9 @@ async def test_a_completed_step_pays_its_actual_cost(runtime: Runtime) -> None:
         (f"release:{x}:1:1", -reserved[1].amount),
     ]
     assert carriers(history, "release") == carriers(history, "settle") == ["StepCompleted"] * 2
-    # Each estimate was an upper bound of the actual cost.
-    assert all(-r.amount >= d.cost for r, d in zip(reserved, done, strict=True))
+    # No actual cost passed twice its estimate (this request names no duration, so its
+    # transcription reserves the 600 s default; tests/api/test_estimates.py checks 2x both ways).
+    assert all(d.cost <= -2 * r.amount for r, d in zip(reserved, done, strict=True))
     provider_cost = sum(d.cost for d in done)
     [completed] = of_type(history, ExecutionCompleted)
     assert completed.cost == FEE + provider_cost
@@ -261,8 +262,9 @@ async def test_running_out_mid_flight_never_calls_the_provider_of_the_next_step(
     steps = [llm("Summarise."), transcribe()]
     first_input = {"text": TEXT}
     estimate = TOOLS["llm_prompt"].estimate_cost(first_input, steps[0])
-    # The balance covers the fee and step 1's reservation, not step 2's.
-    owner = await funded(runtime, FEE + estimate)
+    # The balance covers the fee and step 1's reservation and cost (within twice the estimate),
+    # not step 2's reservation.
+    owner = await funded(runtime, FEE + 2 * estimate)
     req = await request(runtime, owner, steps, [first_input, source_input()])
     await Worker(runtime).run_until_idle()
 
@@ -282,7 +284,7 @@ async def test_running_out_mid_flight_never_calls_the_provider_of_the_next_step(
     assert isinstance(end, ExecutionFailed)
     assert (end.code, end.http_status) == ("insufficient_balance", 402)
 
-    assert await accounts.balance(runtime, owner) == estimate - done.cost
+    assert await accounts.balance(runtime, owner) == 2 * estimate - done.cost
     await audited(runtime, owner)
     body = execution_body(fold(history))
     assert body["execution"]["status"] == "error"

@@ -79,6 +79,7 @@ async def test_summary_reads_the_transcript_before_it_without_paying_again() -> 
             "chars": len(doc["text"]),
             "excerpt": doc["text"][:280],
             "transcript_sha256": previous["output_ref"]["sha256"],
+            "transcript_chars": previous["output"]["chars"],  # what the next step estimates from
             "sha256": hashlib.sha256(result.blob).hexdigest(),
         }
     )

@@ -19,7 +19,7 @@ import msgspec
 from engine.errors import ToolError
 from engine.providers.base import Embeddings, ProviderCall, embed_cost, text_tokens
 from engine.providers.config import ProviderConfig
-from engine.providers.http import HttpProvider
+from engine.providers.http import HttpProvider, bearer
 
 
 class _Vector(msgspec.Struct):
@@ -43,8 +43,7 @@ class HttpEmbedder:
     def __init__(
         self, config: ProviderConfig, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        key = config.embedder_key
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers = bearer(config.embedder_key)
         self.model = config.embedder_model
         self.http = HttpProvider(
             name="embedder",

@@ -59,6 +59,11 @@ class _RedactKeys(logging.Filter):
 logging.getLogger("httpx").addFilter(_RedactKeys())
 
 
+def bearer(key: str | None) -> dict[str, str]:
+    """The ``Authorization`` header of a provider's API key (none without a key)."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def retry_after_ms(value: str | None, *, now: dt.datetime | None = None) -> int | None:
     """A Retry-After header (delay in seconds, or an HTTP date) in milliseconds from ``now``;
     None when absent or unreadable. Capped at :data:`MAX_RETRY_AFTER_MS`, never negative."""

@@ -17,7 +17,7 @@ import msgspec
 from engine.errors import ToolError
 from engine.providers.base import Completion, ProviderCall, llm_cost
 from engine.providers.config import ProviderConfig
-from engine.providers.http import HttpProvider
+from engine.providers.http import HttpProvider, bearer
 
 
 def _tokens(text: str) -> int:
@@ -49,7 +49,7 @@ class HttpLLM:
     def __init__(
         self, config: ProviderConfig, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        headers = {"Authorization": f"Bearer {config.llm_key}"} if config.llm_key else {}
+        headers = bearer(config.llm_key)
         self.model = config.llm_model or ""
         self.http = HttpProvider(
             name="llm",

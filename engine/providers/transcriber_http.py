@@ -23,7 +23,7 @@ import msgspec
 from engine.errors import ToolError
 from engine.providers.base import ProviderCall, Transcription, audio_cost
 from engine.providers.config import ProviderConfig
-from engine.providers.http import HttpProvider
+from engine.providers.http import HttpProvider, bearer
 
 
 class _Segment(msgspec.Struct):
@@ -52,7 +52,7 @@ class HttpTranscriber:
             name="transcriber",
             base_url=config.transcriber_url,
             timeout_s=config.timeout_s,
-            headers={"Authorization": f"Bearer {key}"} if key else {},
+            headers=bearer(key),
             transport=transport,
         )
 

@@ -6,7 +6,8 @@ amounts have one source. Every date a client sees is :func:`iso` (ISO-8601 UTC w
 and ``Z``); every amount is coins as a JSON number, from micro-coins through
 ``engine.settings.micro_to_coins`` (called nowhere else in the API). Handlers send what these
 functions build with :func:`respond`; the realtime hub sends :func:`feed_event` and
-:func:`feed_reset`, each rendered once per event, not once per subscriber.
+:func:`feed_reset`, each rendered once per event, not once per subscriber. The operators'
+bodies (the console's overview, dead letters) are api.render_operators, on the same helpers.
 """
 
 from __future__ import annotations
@@ -42,20 +43,6 @@ from api.schemas.executions import (
     StepWhole,
     TranscriptOut,
 )
-from api.schemas.operators import (
-    AdminExecution,
-    DeadLetterList,
-    DeadLetterOut,
-    HolderOut,
-    OverviewResponse,
-    PartitionOut,
-    RatePoint,
-    RatesOut,
-    RetryOut,
-    RetryResponse,
-    Totals,
-    WorkerOut,
-)
 from api.schemas.resources import (
     AccountOut,
     AdminAccountOut,
@@ -77,16 +64,12 @@ from engine.log.ids import run_id
 from engine.money.accounts import Account, LedgerEntry
 from engine.resources.items import Item
 from engine.resources.records import Collection, Document, Reporter, Schedule, Step, Workflow
-from engine.run.revive import DeadLetter, Retried
 from engine.schedules.runs import RunTriggered
 from engine.settings import micro_to_coins
 from engine.tools import Tool
 from engine.tools.catalog import unit_prices
 from projections import progress
-from projections.activity import BUCKET_MS, Bucket
 from projections.feed import FeedEntry
-from projections.inspection import LAG_COUNT_CAP
-from projections.overview import Overview
 from projections.views import (
     ErrorView,
     ExecutionView,
@@ -139,7 +122,7 @@ def respond(body: msgspec.Struct, status: int = 200) -> Response:
     return Response(encode(body), status_code=status, media_type="application/json")
 
 
-def _by_name(kind: type[S], source: object, **given: Any) -> S:
+def by_name(kind: type[S], source: object, **given: Any) -> S:
     """A ``kind`` whose fields are ``given``, or else ``source``'s field of the same name: what a
     record or view holds as it is (ids, names, counts) is copied by name, and only what a client
     sees differently (dates, coins, nested bodies) is written out."""
@@ -152,19 +135,19 @@ def _by_name(kind: type[S], source: object, **given: Any) -> S:
 
 def account(a: Account) -> AccountOut:
     """An account as its owner sees it."""
-    return _by_name(AccountOut, a, balance_coins=micro_to_coins(a.balance))
+    return by_name(AccountOut, a, balance_coins=micro_to_coins(a.balance))
 
 
 def admin_account(a: Account) -> AdminAccountOut:
     """An account as an operator sees it: the exact balance too."""
-    return _by_name(
+    return by_name(
         AdminAccountOut, a, balance_coins=micro_to_coins(a.balance), balance_micro=a.balance
     )
 
 
 def ledger_entry(e: LedgerEntry) -> LedgerEntryOut:
     """A ledger entry as its owner sees it."""
-    return _by_name(
+    return by_name(
         LedgerEntryOut,
         e,
         amount_coins=micro_to_coins(e.amount),
@@ -175,27 +158,27 @@ def ledger_entry(e: LedgerEntry) -> LedgerEntryOut:
 
 def item(i: Item) -> ItemOut:
     """An item with its detected type."""
-    return _by_name(ItemOut, i, created_at=iso(i.created_at))
+    return by_name(ItemOut, i, created_at=iso(i.created_at))
 
 
 def collection(c: Collection) -> CollectionOut:
     """A collection (its items are listed apart)."""
-    return _by_name(CollectionOut, c, created_at=iso(c.created_at), updated_at=iso(c.updated_at))
+    return by_name(CollectionOut, c, created_at=iso(c.created_at), updated_at=iso(c.updated_at))
 
 
 def reporter(r: Reporter) -> ReporterOut:
     """A reporter (its workflows and schedules are listed apart)."""
-    return _by_name(ReporterOut, r, created_at=iso(r.created_at), updated_at=iso(r.updated_at))
+    return by_name(ReporterOut, r, created_at=iso(r.created_at), updated_at=iso(r.updated_at))
 
 
 def workflow_step(s: Step) -> StepOut:
     """One step of a workflow."""
-    return _by_name(StepOut, s)
+    return by_name(StepOut, s)
 
 
 def workflow(w: Workflow) -> WorkflowOut:
     """A workflow with its steps, in order."""
-    return _by_name(
+    return by_name(
         WorkflowOut,
         w,
         steps=[workflow_step(s) for s in w.steps],
@@ -206,7 +189,7 @@ def workflow(w: Workflow) -> WorkflowOut:
 
 def schedule(s: Schedule) -> ScheduleOut:
     """A schedule with its attached collections."""
-    return _by_name(
+    return by_name(
         ScheduleOut,
         s,
         collection_ids=list(s.collection_ids),
@@ -217,7 +200,7 @@ def schedule(s: Schedule) -> ScheduleOut:
 
 def document(d: Document, content: Any = msgspec.UNSET) -> DocumentOut:
     """A document; ``content`` (decoded) only when one is fetched by id."""
-    return _by_name(DocumentOut, d, created_at=iso(d.created_at), content=content)
+    return by_name(DocumentOut, d, created_at=iso(d.created_at), content=content)
 
 
 def tool(t: Tool) -> ToolOut:
@@ -282,7 +265,7 @@ def step(s: StepView, execution_id: str) -> StepSummary:
         cut.append("input.prompt")  # the tool kept only the prompt's head inline
     given = _cut(given, "input", cut)
     shown = None if returned is None else _cut(returned, "output", cut)
-    return _by_name(
+    return by_name(
         StepSummary,
         s,
         input=given,
@@ -335,7 +318,7 @@ def step_whole(s: StepView, blob: Any, failures: list[tuple[int, str, str, bool]
     if not isinstance(output, dict):
         returned = output
     return StepResponse(
-        step=_by_name(
+        step=by_name(
             StepWhole,
             s,
             input=given,
@@ -354,7 +337,7 @@ def step_whole(s: StepView, blob: Any, failures: list[tuple[int, str, str, bool]
 
 def item_progress(i: ItemView) -> ItemProgress:
     """One item of a per-item execution."""
-    return _by_name(ItemProgress, i, cost_coins=micro_to_coins(i.cost), error=error(i.error))
+    return by_name(ItemProgress, i, cost_coins=micro_to_coins(i.cost), error=error(i.error))
 
 
 def execution_detail(view: ExecutionView) -> ExecutionDetail:
@@ -392,7 +375,7 @@ def transcript(t: TranscriptView, made_by: ExecutionView | None = None) -> Trans
     """An item's transcript in one language; its segments in seconds (:func:`segment`), and the
     status of the embedding the execution that made it (``made_by``) asked for (null: none)."""
     segments = [s for s in map(segment, t.segments) if s is not None]
-    return _by_name(
+    return by_name(
         TranscriptOut,
         t,
         segments=segments,
@@ -479,7 +462,7 @@ def run_summary(run: RunView) -> RunSummaryOut:
 
 def run_entry(e: RunEntryView) -> RunItemOut:
     """One per-item event of a run."""
-    return _by_name(RunItemOut, e, at=iso(e.at))
+    return by_name(RunItemOut, e, at=iso(e.at))
 
 
 def run_detail(run: RunDetailView) -> RunDetailOut:
@@ -498,7 +481,7 @@ def run_list(page: Page[RunView]) -> RunList:
 def feed_execution(s: FeedSummary) -> FeedExecution:
     """The compact execution a feed event carries."""
     e = s.error
-    return _by_name(
+    return by_name(
         FeedExecution,
         s,
         cost_coins=micro_to_coins(s.cost),
@@ -529,108 +512,3 @@ def feed_reset(cursor: str, page: Page[ExecutionView]) -> Message:
     live events continue from."""
     executions = msgspec.to_builtins([execution(v) for v in page.views])
     return {"type": "reset", "cursor": cursor, "executions": executions}
-
-
-# -- operators (GET /admin/overview, dead letters, any execution) ---------------------------------
-
-
-def overview(
-    o: Overview, points: list[Bucket], current_to: int, archive: str | None
-) -> OverviewResponse:
-    """The operator console's poll: the overview (projections.overview) and the rate chart's
-    buckets (projections.activity)."""
-    figures = [p.figures for p in o.partitions]
-    parts = [
-        PartitionOut(
-            partition=f.partition,
-            log_entries=f.log_entries,
-            queued=f.queued,
-            oldest_queued_ms=f.oldest_pending_ms,
-            leased=f.leased,
-            dead_letters=f.dead_letters,
-            checkpoint=None if f.checkpoint == "0-0" else f.checkpoint,
-            lag_entries=f.projection_lag_entries,
-            lag_capped=f.projection_lag_entries >= LAG_COUNT_CAP,
-            lag_ms=f.projection_lag_ms,
-            projector=p.projector,
-            projector_ttl_ms=p.projector_ttl_ms,
-            archiver=p.archiver,
-            archiver_ttl_ms=p.archiver_ttl_ms,
-            schedules=p.schedules,
-            schedules_overdue=p.schedules_overdue,
-            overdue_ms=p.overdue_ms,
-        )
-        for p, f in zip(o.partitions, figures, strict=True)
-    ]
-    workers = [
-        WorkerOut(
-            worker_id=w.worker_id,
-            live=w.live,
-            beat_ms=w.beat_ms,
-            leases_held=w.held,
-            leases={str(p): n for p, n in sorted(w.leases.items())},
-        )
-        for w in o.workers
-    ]
-    totals = Totals(
-        log_entries=sum(f.log_entries for f in figures),
-        queued=sum(f.queued for f in figures),
-        leased=sum(f.leased for f in figures),
-        dead_letters=sum(f.dead_letters for f in figures),
-        lag_entries=sum(f.projection_lag_entries for f in figures),
-        live_workers=sum(1 for w in o.workers if w.live),
-    )
-    return OverviewResponse(
-        at=iso(o.at),
-        partitions_count=o.partitions_count,
-        projection_version=o.projection_version,
-        archive=archive,
-        totals=totals,
-        partitions=parts,
-        workers=workers,
-        projectors=[
-            HolderOut(holder_id=h.holder_id, partitions=h.partitions) for h in o.projectors
-        ],
-        archivers=[HolderOut(holder_id=h.holder_id, partitions=h.partitions) for h in o.archivers],
-        rates=RatesOut(
-            bucket_s=BUCKET_MS // 1000,
-            current_to=iso(current_to) if current_to else None,
-            points=[
-                RatePoint(at=iso(b.start), requested=b.requested, done=b.done, error=b.error)
-                for b in points
-            ],
-        ),
-    )
-
-
-def dead_letters(found: list[DeadLetter]) -> DeadLetterList:
-    """Dead letters, by partition, oldest first."""
-    return DeadLetterList(
-        dead_letters=[
-            DeadLetterOut(
-                partition=d.partition,
-                dead_id=d.dead_id,
-                entry_id=d.entry_id,
-                execution_id=d.execution_id,
-                owner=d.owner,
-                kind=d.kind,
-                reason=d.reason,
-                deliveries=d.deliveries,
-                at=iso(d.at),
-                retriable=d.execution_id is not None,
-            )
-            for d in found
-        ]
-    )
-
-
-def retried(r: Retried) -> RetryResponse:
-    """A dead letter retried."""
-    return RetryResponse(retry=_by_name(RetryOut, r))
-
-
-def admin_execution(view: ExecutionView, history: list[AnyEvent]) -> AdminExecution:
-    """Any owner's execution and its events, for operators."""
-    return AdminExecution(
-        owner=view.owner, detail=execution_detail(view), events=events(history, None).events
-    )

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from api import render, sessions
+from api import render, render_operators, sessions
 from api.auth import admin_route, mint_session_token, runtime_of, session_ttl
 from api.openapi import doc
 from api.parse import decode_body, micro, path_id
@@ -162,7 +162,7 @@ async def overview(request: Request) -> Response:
     await activity.refresh(runtime.store)
     found = await read_overview(runtime)
     archive = runtime.archive.url if runtime.archive is not None else None
-    body = render.overview(found, activity.points(found.at), activity.current_to, archive)
+    body = render_operators.overview(found, activity.points(found.at), activity.current_to, archive)
     return respond(body)
 
 
@@ -171,7 +171,9 @@ async def overview(request: Request) -> Response:
 async def list_dead_letters(request: Request) -> Response:
     """``GET /admin/dead-letters`` → every partition's dead letters, oldest first; those whose
     ``execution_id`` is set can be retried."""
-    return respond(render.dead_letters(await revive.dead_letters(runtime_of(request).store)))
+    return respond(
+        render_operators.dead_letters(await revive.dead_letters(runtime_of(request).store))
+    )
 
 
 @doc(
@@ -194,7 +196,7 @@ async def retry_dead_letter(request: Request) -> Response:
     runtime = runtime_of(request)
     by = f"admin:{body.operator}"
     done = await revive.retry(runtime.store, execution_id, by, runtime.archive)
-    return respond(render.retried(done), 202)
+    return respond(render_operators.retried(done), 202)
 
 
 @doc(summary="Any execution with its events", response=AdminExecution, errors=[404], tags=["admin"])
@@ -207,7 +209,7 @@ async def get_execution(request: Request) -> Response:
     history = await reader.execution_history(runtime.store, runtime.archive, execution_id)
     if not history:
         raise NotFound("no such execution")
-    return respond(render.admin_execution(fold(history), history))
+    return respond(render_operators.admin_execution(fold(history), history))
 
 
 ROUTES: list[BaseRoute] = [

@@ -1,8 +1,8 @@
 """What operators send and get back under ``/admin`` about the system as a whole: the overview the
 operator console polls, dead letters and their retry, any execution with its events.
 
-Like the other schemas: ``api.render`` builds these (``api.render.overview`` …), the OpenAPI
-document is built from them. Times are ISO-8601 like every date a client sees; durations are
+Like the other schemas: ``api.render_operators`` builds these (its ``overview`` …), the
+OpenAPI document is built from them. Times are ISO-8601 like every date a client sees; durations are
 milliseconds (``*_ms``).
 """
 

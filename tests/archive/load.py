@@ -26,10 +26,31 @@ class Owner:
 async def owners(runtime: Runtime, n: int = 2, coins_micro: int = 100_000_000) -> list[Owner]:
     out = []
     for i in range(n):
-        account, _ = await create_account(runtime, name=f"owner {i}", coins_micro=coins_micro)
-        item = await create_item(runtime, account.account_id, f"https://youtu.be/video{i:06d}")
-        out.append(Owner(account.account_id, item.item_id))
+        out.append(await _owner(runtime, i, coins_micro))
     return out
+
+
+async def owners_in_every_partition(runtime: Runtime, per_partition: int) -> list[Owner]:
+    """``per_partition`` owners in each partition. Account ids are random, so accounts are made
+    until every partition has its share (the extras are left unused): a test that needs its load
+    spread over partitions, or over a cluster's masters, gets it every time, not most times."""
+    wanted = {p: per_partition for p in runtime.store.partitions}
+    out: list[Owner] = []
+    for i in range(200 * len(wanted) * per_partition):
+        if not any(wanted.values()):
+            return out
+        owner = await _owner(runtime, i, 100_000_000)
+        p = runtime.store.keys.partition(owner.account_id)
+        if wanted[p]:
+            wanted[p] -= 1
+            out.append(owner)
+    raise AssertionError(f"no owners found for partitions still wanting some: {wanted}")
+
+
+async def _owner(runtime: Runtime, i: int, coins_micro: int) -> Owner:
+    account, _ = await create_account(runtime, name=f"owner {i}", coins_micro=coins_micro)
+    item = await create_item(runtime, account.account_id, f"https://youtu.be/video{i:06d}")
+    return Owner(account.account_id, item.item_id)
 
 
 async def transcripts(runtime: Runtime, who: list[Owner], per_owner: int) -> list[str]:

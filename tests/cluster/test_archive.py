@@ -20,7 +20,7 @@ from tests.archive.load import (
     archive_everything,
     histories_in_log,
     log_ids,
-    owners,
+    owners_in_every_partition,
     settle,
     transcripts,
 )
@@ -35,7 +35,7 @@ async def test_archive_trim_and_read_back_on_a_cluster(
     assert runtime.archive is not None
     archive = runtime.archive
     nodes = {n.name for n in redis.get_primaries()}
-    who = await owners(runtime, 6)
+    who = await owners_in_every_partition(runtime, 2)
     assert len({redis.get_node_from_key(runtime.store.keys.tag(runtime.store.keys.partition(
         o.account_id))).name for o in who}) > 1  # fmt: skip
     ids = await transcripts(runtime, who, 2)

@@ -7,7 +7,7 @@ dead letters, each with a retry button; the executions accepted, done and in err
 ten minutes as a small chart; and any execution opened by its id with its event history.
 
 The page (``index.html`` beside this module; ``console.js`` and ``console.css`` under ``static/``,
-shipped as package data, the dashboard's ``style.css`` reused for the house style) signs in with
+shipped as package data, the dashboard's ``style.css`` and ``dom.js`` reused) signs in with
 the admin token, kept in ``sessionStorage`` and sent only in the ``Authorization`` header, and
 polls ``GET /admin/overview`` every two seconds (``GET /admin/dead-letters`` when their count
 moves, ``POST /admin/dead-letters/{id}/retry`` and ``GET /admin/executions/{id}`` on request). It
@@ -17,26 +17,19 @@ nothing from another host; the chart is SVG drawn by the script.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from api.dashboard import PAGE_HEADERS
+from api.dashboard import html_page
 from api.openapi import doc
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
 ASSETS_PATH = "/admin/console/assets"
-
-
-@functools.cache
-def page() -> str:
-    """The console's HTML, read once per process."""
-    return (HERE / "index.html").read_text(encoding="utf-8")
 
 
 @doc(
@@ -55,7 +48,7 @@ def page() -> str:
 async def console(request: Request) -> Response:
     """``GET /admin/console``: the console page; its script and styles are under
     ``/admin/console/assets/``."""
-    return HTMLResponse(page(), headers=PAGE_HEADERS)
+    return html_page(HERE / "index.html")
 
 
 ROUTES: list[BaseRoute] = [

@@ -1,7 +1,7 @@
 """``GET /``: the live dashboard, a static page over the API's own endpoints.
 
-The page (``index.html`` beside this module; ``app.js`` and ``style.css`` under ``static/``, all
-shipped as package data) signs in with a session JWT kept in ``sessionStorage``, follows
+The page (``index.html`` beside this module; ``app.js``, ``style.css`` and ``dom.js``, the DOM
+helpers the console shares, under ``static/``, all shipped as package data) signs in with a session JWT kept in ``sessionStorage``, follows
 ``GET /v1/realtime`` and reads ``GET /v1/me``, ``GET /v1/executions/me`` and
 ``GET /v1/executions/{id}`` with that token. No build step and nothing from another host: the API
 may run where there is no internet.
@@ -51,9 +51,14 @@ PAGE_HEADERS = {
 
 
 @functools.cache
-def page() -> str:
-    """The dashboard's HTML, read once per process."""
-    return (HERE / "index.html").read_text(encoding="utf-8")
+def _html(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def html_page(path: Path) -> HTMLResponse:
+    """The HTML file at ``path`` (read once per process) under the strict page headers: the
+    dashboard's and the operator console's pages."""
+    return HTMLResponse(_html(path), headers=PAGE_HEADERS)
 
 
 @doc(
@@ -69,7 +74,7 @@ def page() -> str:
 )
 async def dashboard(request: Request) -> Response:
     """``GET /``: the dashboard page; its script and styles are under ``/dashboard/``."""
-    return HTMLResponse(page(), headers=PAGE_HEADERS)
+    return html_page(HERE / "index.html")
 
 
 ROUTES: list[BaseRoute] = [

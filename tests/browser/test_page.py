@@ -70,7 +70,18 @@ async def test_the_page_is_served_under_a_strict_policy(client: httpx.AsyncClien
 async def test_the_page_obeys_its_own_policy(client: httpx.AsyncClient) -> None:
     """No inline script, style or handler (the policy would block them), and every asset comes
     from this origin and is served."""
-    html = (await client.get("/")).text
+    assets = await obeys_the_policy(client, "/", ("/dashboard/",))
+    assert assets == ["/dashboard/icon.svg", "/dashboard/style.css", "/dashboard/dom.js",
+                      "/dashboard/app.js"]  # fmt: skip
+
+
+async def obeys_the_policy(
+    client: httpx.AsyncClient, page: str, asset_prefixes: tuple[str, ...]
+) -> list[str]:
+    """Checks that the HTML at ``page`` has no inline script, style or handler (the policy would
+    block them) and that its assets, all under ``asset_prefixes``, are served with their types;
+    returns the assets in document order."""
+    html = (await client.get(page)).text
     assert "<style" not in html
     assets = []
     for tag, attrs in tags_of(html):
@@ -80,14 +91,14 @@ async def test_the_page_obeys_its_own_policy(client: httpx.AsyncClient) -> None:
             assert attrs.get("src"), "inline script"
         url = attrs.get("src") or (attrs.get("href") if tag == "link" else None)
         if url:
-            assert url.startswith("/dashboard/"), url
+            assert url.startswith(asset_prefixes), url
             assets.append(url)
-    assert len(assets) == 3  # icon, style sheet, script
     types = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
     for url in assets:
         served = await client.get(url)
         assert served.status_code == 200, url
         assert served.headers["content-type"].startswith(types[Path(url).suffix]), url
+    return assets
 
 
 async def test_the_markup_is_labelled_and_announces_changes(client: httpx.AsyncClient) -> None:

@@ -13,7 +13,7 @@
   const POLL_MS = 2_000;
   const SVG = "http://www.w3.org/2000/svg";
 
-  const $ = (id) => document.getElementById(id);
+  const { byId: $, el } = window.clipstreamDom; // dom.js
 
   const state = {
     token: null,
@@ -26,18 +26,6 @@
   const DEAD_REFRESH_MS = 30_000; // and at least this often
 
   // -- small helpers ----------------------------------------------------------------------------
-
-  function el(tag, props = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props)) {
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else if (key.startsWith("data-") || key.startsWith("aria-")) node.setAttribute(key, value);
-      else node[key] = value;
-    }
-    node.append(...children);
-    return node;
-  }
 
   function svg(tag, attrs = {}) {
     const node = document.createElementNS(SVG, tag);

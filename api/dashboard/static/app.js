@@ -19,7 +19,7 @@
   const CLOSE_UNAUTHORIZED = 4401;
   const ACTIVE = new Set(["pending", "running"]);
 
-  const $ = (id) => document.getElementById(id);
+  const { byId: $, el } = window.clipstreamDom; // dom.js
 
   const state = {
     token: null,
@@ -39,18 +39,6 @@
   const rows = new Map(); // execution id -> its <li>
 
   // -- small helpers ----------------------------------------------------------------------------
-
-  function el(tag, props = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props)) {
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else if (key.startsWith("data-") || key.startsWith("aria-")) node.setAttribute(key, value);
-      else node[key] = value;
-    }
-    node.append(...children);
-    return node;
-  }
 
   // Feed summaries carry times as ms since the epoch, REST ones as ISO strings.
   function toMs(value) {

@@ -36,8 +36,11 @@ from tests.integration.test_realtime_sockets import (
 pytestmark = pytest.mark.anyio
 
 
-async def sse_until_closed(base_url: str, headers: dict[str, str]) -> list[Json]:
-    """Every message of ``GET /v1/executions/stream`` until the server ends the stream."""
+async def sse_until_closed(
+    base_url: str, headers: dict[str, str], first: anyio.Event | None = None
+) -> list[Json]:
+    """Every message of ``GET /v1/executions/stream`` until the server ends the stream; ``first``
+    is set once the first message has arrived."""
     out: list[Json] = []
     fields: dict[str, str] = {}
     with anyio.fail_after(30):
@@ -55,6 +58,8 @@ async def sse_until_closed(base_url: str, headers: dict[str, str]) -> list[Json]
                     continue
                 out.append(orjson.loads(fields["data"]))
                 fields = {}
+                if first is not None:
+                    first.set()
     return out
 
 
@@ -110,13 +115,18 @@ async def test_revoking_an_accounts_sessions_closes_its_streams_in_every_api_pro
             sse_base = f"http://127.0.0.1:{one.port}"
             session_sse = {"Accept": "text/event-stream", "Authorization": f"Bearer {token}"}
             sse_seen: list[list[Json]] = []
+            sse_reset = anyio.Event()
 
             async def read_sse() -> None:
-                sse_seen.append(await sse_until_closed(sse_base, session_sse))
+                sse_seen.append(await sse_until_closed(sse_base, session_sse, sse_reset))
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(read_sse)
-                # The SSE stream has joined when the hub holds three subscriptions of the owner.
+                # The SSE stream has joined once its client holds the reset (the hub takes the
+                # subscription before the snapshot is written: revoked in between, the stream
+                # rightly closes before any reset) and the hub three subscriptions of the owner.
+                with anyio.fail_after(30):
+                    await sse_reset.wait()
                 await eventually(lambda: joined(one, two, owner), until=lambda n: n == 3)
                 await revoke_sessions(runtime, owner)
             for client in (first, second):

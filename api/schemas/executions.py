@@ -71,8 +71,9 @@ class StepCut(msgspec.Struct, kw_only=True):
 class StepSummary(msgspec.Struct, kw_only=True):
     """A step that has started: attempts, input, output (or ``output_ref``), usage, cost.
 
-    ``input`` is what the step was given; for an LLM step, what was sent (``prompt``, ``model``,
-    ``max_tokens``, and ``prompt_chars``, the whole prompt's length). ``output`` is what came
+    ``input`` is what the step was given; for an LLM step (llm_prompt, summary_review,
+    extract_claims), what was sent (``prompt``, ``model``, ``max_tokens``, ``prompt_chars``, the
+    whole prompt's length, and ``system`` when the tool adds one). ``output`` is what came
     back. Strings longer than the summary's limit are cut to it, and ``cut`` says which (null
     when nothing was); ``GET /v1/executions/{id}/steps/{index}`` returns the step whole.
     """

@@ -7,8 +7,10 @@ stripped), then sentence by sentence, so a model that ignores the format still y
 Each claim is matched to the transcript segment sharing the most words with it.
 
 Output: a document blob, the JSON of ``{"kind": "claims", "item_id", "lang", "model", "claims":
-[{"text", "start_ms", "end_ms"}], "transcript"}`` (times are null when no segment matches), and
-a preview: ``{"kind": "claims", "item_id", "model", "count", "transcript_sha256", "sha256"}``.
+[{"text", "start_ms", "end_ms"}], "transcript", "sent"}`` (times are null when no segment
+matches; ``sent`` is what the LLM was sent, whole: engine.tools.asking), and a preview: ``{"kind":
+"claims", "item_id", "model", "count", "transcript_sha256", "transcript_chars", "sha256",
+"sent"}`` (``sent`` with the prompt's head).
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ class ExtractClaims(Tool):
 
     async def run(self, ctx: ToolContext) -> StepResult:
         params = ctx.params(ExtractClaimsParams)
-        transcript, answer = await llm_over_transcript(
+        transcript, answer, sent = await llm_over_transcript(
             ctx,
             lang=params.lang,
             max_tokens=params.max_tokens,
@@ -137,4 +139,5 @@ class ExtractClaims(Tool):
             "count": len(claims),
         }
         usage = merged_usage(transcript.usage, answer.usage)
-        return document_result(doc, preview, transcript, usage, transcript.cost + answer.cost)
+        cost = transcript.cost + answer.cost
+        return document_result(doc, preview, transcript, sent, usage, cost)

@@ -15,6 +15,7 @@ from engine.providers.registry import Providers
 from engine.settings import Settings
 from engine.tools import TOOLS, StepResult, ToolContext
 from engine.tools.extract_claims import locate, parse_claims
+from engine.tools.summary_review import system_prompt
 from engine.tools.youtube import channel_of, video_id_of
 
 pytestmark = pytest.mark.anyio
@@ -81,8 +82,16 @@ async def test_summary_reads_the_transcript_before_it_without_paying_again() -> 
             "transcript_sha256": previous["output_ref"]["sha256"],
             "transcript_chars": previous["output"]["chars"],  # what the next step estimates from
             "sha256": hashlib.sha256(result.blob).hexdigest(),
+            "sent": {**doc["sent"], "prompt_chars": len(doc["sent"]["prompt"])},  # short: whole
         }
     )
+    transcript_text = msgspec.json.decode(transcript.blob or b"")["text"]
+    assert doc["sent"] == {
+        "prompt": f"Focus on data.\n\n{transcript_text}",
+        "model": "sim-1",
+        "max_tokens": 800,
+        "system": system_prompt("medium"),
+    }
     assert result == await run(
         "summary_review", {"previous": previous}, blobs, prompt="Focus on data."
     )

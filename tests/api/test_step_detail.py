@@ -108,6 +108,7 @@ async def test_an_llm_step_shows_what_was_sent_and_what_came_back(
         "step"
     ]
     assert first["output"]["text"] == transcript["transcript"]["text"]
+    assert first["output"]["segments"] == transcript["transcript"]["segments"]  # in seconds
 
     for missing in (f"/v1/executions/{xid}/steps/2", f"/v1/executions/{xid}/steps/x"):
         assert (await client.get(missing, headers=alice.key_auth)).status_code == 404

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from api.openapi import example
+from api.schemas import examples as ex
 from engine.log.events import BlobRef, RunOutcome, Status, Target, WorkflowSnapshot
 
 # -- executions ----------------------------------------------------------------------------------
@@ -50,10 +52,12 @@ class ExecutionSummary(msgspec.Struct, kw_only=True):
     run_id: str | msgspec.UnsetType = msgspec.UNSET
 
 
+@example(ex.EXECUTION_RESPONSE)
 class ExecutionResponse(msgspec.Struct, kw_only=True):
     execution: ExecutionSummary
 
 
+@example(ex.EXECUTION_LIST)
 class ExecutionList(msgspec.Struct, kw_only=True):
     executions: list[ExecutionSummary]
     next_cursor: str | None
@@ -128,6 +132,7 @@ class StepWhole(msgspec.Struct, kw_only=True):
     errors: list[AttemptError]
 
 
+@example(ex.STEP_RESPONSE)
 class StepResponse(msgspec.Struct, kw_only=True):
     """``GET /v1/executions/{execution_id}/steps/{step_index}``."""
 
@@ -160,6 +165,7 @@ class ItemProgress(msgspec.Struct, kw_only=True):
     output: dict[str, Any] | None
 
 
+@example(ex.EXECUTION_DETAIL)
 class ExecutionDetail(msgspec.Struct, kw_only=True):
     """``GET /v1/executions/{execution_id}``; ``items`` only for the executions that run per
     item: ``process_collection`` and ``schedule_run`` (whose items are its channels)."""
@@ -214,6 +220,7 @@ class TranscriptOut(msgspec.Struct, kw_only=True):
     created_at: str | None
 
 
+@example(ex.TRANSCRIPT_RESPONSE)
 class TranscriptResponse(msgspec.Struct, kw_only=True):
     transcript: TranscriptOut
 

@@ -444,12 +444,12 @@ def test_every_request_body_and_main_response_has_an_example_valid_against_its_s
     """Examples for schemathesis' examples phase and for readers: one on every request body and
     on the main responses, each valid against the schema beside it (the document's JSON Schema)
     and decoding into the Struct the server uses (what the server itself would accept)."""
-    structs = {}
+    structs: dict[tuple[str, str, str], type | None] = {}
     for ep in endpoints(app_routes):
-        op = operation_of(ep.endpoint)
-        if op is not None:
-            structs[(ep.method.lower(), ep.path, "request")] = op.request
-            structs[(ep.method.lower(), ep.path, "response")] = op.response
+        declared = operation_of(ep.endpoint)
+        if declared is not None:
+            structs[(ep.method.lower(), ep.path, "request")] = declared.request
+            structs[(ep.method.lower(), ep.path, "response")] = declared.response
     checked: set[tuple[str, str, str]] = set()
     for path, method, op in operations(document):
         media = [("request", op.get("requestBody", {}).get("content", {}))]
@@ -461,6 +461,7 @@ def test_every_request_body_and_main_response_has_an_example_valid_against_its_s
                 root = {**body["schema"], "components": document["components"]}
                 jsonschema.Draft202012Validator(root).validate(body["example"])
                 kind = structs[(method, path, where)]
+                assert kind is not None
                 msgspec.convert(body["example"], kind)  # the server's own Struct takes it
                 checked.add((method, path, where))
     bodies = {(m, p, "request") for p, m, op in operations(document) if "requestBody" in op}

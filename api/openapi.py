@@ -25,6 +25,7 @@ What is derived rather than declared:
   named like an id (``item_id``, ``collection_id`` …, see :data:`ID_PARAMS`) gets its id pattern;
 - the security from the wrapper: ``account_route`` endpoints take an API key or a session JWT,
   ``admin_route`` endpoints the admin token, the others none;
+- the examples of request and response Structs (:func:`example`, api.schemas.examples);
 - the error responses every such endpoint can give: 401 when authenticated, 402 when it is a
   charged read (``account_route("read")``), 404 when it has path parameters, 400/413/415/422
   when it takes a body, 422 when it takes a query, 429 on every route but the probes (the rate
@@ -52,6 +53,7 @@ API_VERSION = "0.1.0"
 REF = "#/components/schemas/{name}"
 
 E = TypeVar("E", bound=Callable[..., Any])
+K = TypeVar("K", bound=type)
 
 # Path parameter name -> id prefix; the pattern mirrors engine.log.ids (executions carry a
 # partition).
@@ -167,6 +169,32 @@ def doc(
         return endpoint
 
     return attach
+
+
+def example(value: Any) -> Callable[[K], K]:
+    """Attach a realistic example (a JSON value that validates against it) to a request or
+    response Struct: the document shows it on every operation that sends or answers it
+    (api.schemas.examples holds them), and schemathesis' examples phase sends the requests'."""
+
+    def attach(kind: K) -> K:
+        setattr(kind, _EXAMPLE, value)
+        return kind
+
+    return attach
+
+
+def example_of(kind: type) -> Any:
+    """The example :func:`example` attached to ``kind`` itself (not to a base class), or None."""
+    return vars(kind).get(_EXAMPLE)
+
+
+_EXAMPLE = "openapi_example"
+
+
+def _media(kind: type, schema: dict[str, Any]) -> dict[str, Any]:
+    """A media type object: the schema, and the example of ``kind`` when it has one."""
+    found = example_of(kind) if isinstance(kind, type) else None
+    return {"schema": schema} if found is None else {"schema": schema, "example": found}
 
 
 def operation_of(endpoint: Callable[..., Any]) -> Operation | None:
@@ -286,12 +314,12 @@ def _operation(
     if op.request is not None:
         out["requestBody"] = {
             "required": op.body_required,
-            "content": {"application/json": {"schema": schemas[op.request]}},
+            "content": {"application/json": _media(op.request, schemas[op.request])},
         }
     responses: dict[str, Any] = {}
     success: dict[str, Any] = {"description": STATUS_TEXT.get(op.status, "Not described yet")}
     if op.response is not None and op.status != 204:
-        success["content"] = {op.media_type: {"schema": schemas[op.response]}}
+        success["content"] = {op.media_type: _media(op.response, schemas[op.response])}
     # status 0: a route without doc(); "default" promises nothing about its answer.
     responses[str(op.status) if op.status else "default"] = success
     read = getattr(ep.endpoint, "access", None) == "read"  # refused at a balance of 0

@@ -62,6 +62,7 @@ from engine.log import codec
 from engine.log.events import PER_ITEM_KINDS, AnyEvent
 from engine.log.ids import run_id
 from engine.money.accounts import Account, LedgerEntry
+from engine.providers.base import span_seconds
 from engine.resources.items import Item
 from engine.resources.records import Collection, Document, Reporter, Schedule, Step, Workflow
 from engine.schedules.runs import RunTriggered
@@ -198,9 +199,11 @@ def schedule(s: Schedule) -> ScheduleOut:
     )
 
 
-def document(d: Document, content: Any = msgspec.UNSET) -> DocumentOut:
-    """A document; ``content`` (decoded) only when one is fetched by id."""
-    return by_name(DocumentOut, d, created_at=iso(d.created_at), content=content)
+def document(d: Document, stored: Any = msgspec.UNSET) -> DocumentOut:
+    """A document; its content (``stored`` decoded, as :func:`content` shows it) only when one is
+    fetched by id."""
+    shown = stored if stored is msgspec.UNSET else content(stored)
+    return by_name(DocumentOut, d, created_at=iso(d.created_at), content=shown)
 
 
 def tool(t: Tool) -> ToolOut:
@@ -313,7 +316,7 @@ def step_whole(s: StepView, blob: Any, failures: list[tuple[int, str, str, bool]
     ``sent`` is the whole input of an LLM step; ``failures`` its failed attempts."""
     output: Any = s.output
     if blob is not None:
-        output = blob
+        output = content(blob, s.output.get("kind") if isinstance(s.output, dict) else None)
     given, returned = step_io(s.input, output if isinstance(output, dict) else None)
     if not isinstance(output, dict):
         returned = output
@@ -410,21 +413,41 @@ def embedding(view: ExecutionView | None) -> EmbeddingOut | None:
 
 
 def segment(stored: Any) -> SegmentOut | None:
-    """A stored segment in the API's shape. Transcripts are stored with ``start_ms``/``end_ms``
-    integers (every transcript stored so far, and what the claims locate by); a stored segment
-    already in seconds (``start``/``end``) is taken as it is. Anything else is skipped."""
-    if not isinstance(stored, dict) or not isinstance(stored.get("text"), str):
+    """A stored segment in the API's shape, in seconds (engine.providers.base.span_seconds: stored
+    in milliseconds, or already in seconds). Anything else is skipped."""
+    span = span_seconds(stored)
+    if span is None or not isinstance(stored.get("text"), str):
         return None
-    if _number(stored.get("start")) and _number(stored.get("end")):
-        return SegmentOut(start=stored["start"], end=stored["end"], text=stored["text"])
-    if _number(stored.get("start_ms")) and _number(stored.get("end_ms")):
-        start, end = stored["start_ms"] / 1000, stored["end_ms"] / 1000
-        return SegmentOut(start=start, end=end, text=stored["text"])
-    return None
+    return SegmentOut(start=span[0], end=span[1], text=stored["text"])
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+# What holds time spans in a stored output, by its kind: the list of timed entries.
+_TIMED = {"claims": "claims", "transcript": "segments", "embedding": "vectors"}
+
+
+def content(stored: Any, kind: Any = None) -> Any:
+    """A document's or a step's stored content as a client reads it: the time spans of a claims
+    document's claims, a transcript's segments and an embedding's vectors in seconds
+    (``start``/``end``), as transcript segments are shown (what is stored holds
+    ``start_ms``/``end_ms``: transcripts, embeddings, claims stored before 2026-12-05); anything
+    else as it is. ``kind``: the step output's kind, for a blob that does not name its own."""
+    if not isinstance(stored, dict):
+        return stored
+    field = _TIMED.get(stored.get("kind", kind))
+    entries = stored.get(field) if field else None
+    if field is None or not isinstance(entries, list):
+        return stored
+    return {**stored, field: [in_seconds(e) for e in entries]}
+
+
+def in_seconds(entry: Any) -> Any:
+    """A timed entry with ``start``/``end`` in seconds for ``start_ms``/``end_ms`` (null when it
+    has no times)."""
+    if not isinstance(entry, dict) or ("start_ms" not in entry and "end_ms" not in entry):
+        return entry
+    span = span_seconds(entry)
+    rest = {k: v for k, v in entry.items() if k not in ("start_ms", "end_ms")}
+    return {**rest, "start": span[0] if span else None, "end": span[1] if span else None}
 
 
 # -- schedule runs -------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from api.openapi import example
+from api.schemas import examples as ex
 from engine.log.events import BlobRef, RunOutcome, Status, Target, WorkflowSnapshot
 
 # -- executions ----------------------------------------------------------------------------------
@@ -50,10 +52,12 @@ class ExecutionSummary(msgspec.Struct, kw_only=True):
     run_id: str | msgspec.UnsetType = msgspec.UNSET
 
 
+@example(ex.EXECUTION_RESPONSE)
 class ExecutionResponse(msgspec.Struct, kw_only=True):
     execution: ExecutionSummary
 
 
+@example(ex.EXECUTION_LIST)
 class ExecutionList(msgspec.Struct, kw_only=True):
     executions: list[ExecutionSummary]
     next_cursor: str | None
@@ -71,8 +75,9 @@ class StepCut(msgspec.Struct, kw_only=True):
 class StepSummary(msgspec.Struct, kw_only=True):
     """A step that has started: attempts, input, output (or ``output_ref``), usage, cost.
 
-    ``input`` is what the step was given; for an LLM step, what was sent (``prompt``, ``model``,
-    ``max_tokens``, and ``prompt_chars``, the whole prompt's length). ``output`` is what came
+    ``input`` is what the step was given; for an LLM step (llm_prompt, summary_review,
+    extract_claims), what was sent (``prompt``, ``model``, ``max_tokens``, ``prompt_chars``, the
+    whole prompt's length, and ``system`` when the tool adds one). ``output`` is what came
     back. Strings longer than the summary's limit are cut to it, and ``cut`` says which (null
     when nothing was); ``GET /v1/executions/{id}/steps/{index}`` returns the step whole.
     """
@@ -127,6 +132,7 @@ class StepWhole(msgspec.Struct, kw_only=True):
     errors: list[AttemptError]
 
 
+@example(ex.STEP_RESPONSE)
 class StepResponse(msgspec.Struct, kw_only=True):
     """``GET /v1/executions/{execution_id}/steps/{step_index}``."""
 
@@ -159,6 +165,7 @@ class ItemProgress(msgspec.Struct, kw_only=True):
     output: dict[str, Any] | None
 
 
+@example(ex.EXECUTION_DETAIL)
 class ExecutionDetail(msgspec.Struct, kw_only=True):
     """``GET /v1/executions/{execution_id}``; ``items`` only for the executions that run per
     item: ``process_collection`` and ``schedule_run`` (whose items are its channels)."""
@@ -213,6 +220,7 @@ class TranscriptOut(msgspec.Struct, kw_only=True):
     created_at: str | None
 
 
+@example(ex.TRANSCRIPT_RESPONSE)
 class TranscriptResponse(msgspec.Struct, kw_only=True):
     transcript: TranscriptOut
 

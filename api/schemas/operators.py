@@ -12,9 +12,12 @@ from typing import Annotated, Any
 
 import msgspec
 
+from api.openapi import example
+from api.schemas import examples as ex
 from api.schemas.executions import ExecutionDetail
 
 
+@example(ex.RETRY_DEAD_LETTER)
 class RetryDeadLetter(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """``POST /admin/dead-letters/{execution_id}/retry`` (the body is optional): who asks, kept in
     the ``ExecutionRetried`` event as ``admin:<operator>``."""

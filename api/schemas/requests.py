@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from api.openapi import id_pattern
+from api.openapi import example, id_pattern
+from api.schemas import examples as ex
 from engine import commands
 from engine.language import LANG_PATTERN
 from engine.resources.reporters import StepInput
@@ -62,6 +63,7 @@ def changes(body: msgspec.Struct) -> dict[str, Any]:
 # -- accounts and items --------------------------------------------------------------------------
 
 
+@example(ex.CREATE_ACCOUNT)
 class CreateAccount(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """``POST /admin/accounts``."""
 
@@ -69,6 +71,7 @@ class CreateAccount(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     coins: Coins = 0
 
 
+@example(ex.CREDIT)
 class Credit(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """``POST /admin/accounts/{id}/credit``: ``credit_id`` makes a retried credit a no-op."""
 
@@ -76,6 +79,7 @@ class Credit(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     credit_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
 
 
+@example(ex.MINT_TOKEN)
 class MintToken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """``POST /admin/accounts/{id}/tokens`` (the body is optional; no ``ttl_s``: a day, or
     ``CLIPSTREAM_SESSION_MAX_TTL`` when that is shorter; more than that is 422)."""
@@ -83,12 +87,14 @@ class MintToken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen
     ttl_s: Annotated[int, msgspec.Meta(ge=60, le=30 * 86_400)] | None = None
 
 
+@example(ex.CREATE_ITEM)
 class CreateItem(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """``POST /v1/items``: a URL or a handle."""
 
     source: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
 
 
+@example(ex.TRANSCRIPT_REQUEST)
 class TranscriptRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """``POST /v1/items/{id}/transcript``; ``text`` given: it is the transcript."""
 
@@ -100,6 +106,7 @@ class TranscriptRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 # -- collections, reporters, workflows, steps, schedules -----------------------------------------
 
 
+@example(ex.CREATE_COLLECTION)
 class CreateCollection(_Body, frozen=True):
     """``POST /v1/collections``."""
 
@@ -109,6 +116,7 @@ class CreateCollection(_Body, frozen=True):
     language: Language | None = None
 
 
+@example(ex.UPDATE_COLLECTION)
 class UpdateCollection(_Body, frozen=True):
     """``PATCH /v1/collections/{collection_id}``."""
 
@@ -118,12 +126,14 @@ class UpdateCollection(_Body, frozen=True):
     language: Language | UnsetType | None = UNSET
 
 
+@example(ex.ADD_COLLECTION_ITEM)
 class AddCollectionItem(_Body, frozen=True):
     """``POST /v1/collections/{collection_id}/items``."""
 
     item_id: AnyId
 
 
+@example(ex.CREATE_REPORTER)
 class CreateReporter(_Body, frozen=True):
     """``POST /v1/reporters``."""
 
@@ -132,6 +142,7 @@ class CreateReporter(_Body, frozen=True):
     default_workflow_id: AnyId | None = None
 
 
+@example(ex.UPDATE_REPORTER)
 class UpdateReporter(_Body, frozen=True):
     """``PATCH /v1/reporters/{reporter_id}``."""
 
@@ -151,16 +162,19 @@ class StepBody(StepInput, frozen=True, kw_only=True, forbid_unknown_fields=True)
     tool_id: ToolId
 
 
+@example(ex.CREATE_STEP)
 class CreateStep(StepBody, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST …/workflows/{workflow_id}/steps``: one step, appended."""
 
 
+@example(ex.REPLACE_STEPS)
 class ReplaceSteps(_Body, frozen=True):
     """``PUT …/workflows/{workflow_id}/steps``: every step, in order."""
 
     steps: list[StepBody]
 
 
+@example(ex.CREATE_WORKFLOW)
 class CreateWorkflow(_Body, frozen=True):
     """``POST /v1/reporters/{reporter_id}/workflows``."""
 
@@ -169,6 +183,7 @@ class CreateWorkflow(_Body, frozen=True):
     steps: list[StepBody] = msgspec.field(default_factory=list)
 
 
+@example(ex.UPDATE_WORKFLOW)
 class UpdateWorkflow(_Body, frozen=True):
     """``PATCH …/workflows/{workflow_id}`` (steps have their own routes)."""
 
@@ -176,6 +191,7 @@ class UpdateWorkflow(_Body, frozen=True):
     target_kind: TargetKind | UnsetType = UNSET
 
 
+@example(ex.CREATE_SCHEDULE)
 class CreateSchedule(_Body, frozen=True, kw_only=True):
     """``POST /v1/reporters/{reporter_id}/schedules``."""
 
@@ -188,6 +204,7 @@ class CreateSchedule(_Body, frozen=True, kw_only=True):
     collection_ids: list[AnyId] = msgspec.field(default_factory=list)
 
 
+@example(ex.UPDATE_SCHEDULE)
 class UpdateSchedule(_Body, frozen=True):
     """``PATCH …/schedules/{schedule_id}``; ``collection_ids`` replaces the attached set."""
 
@@ -200,6 +217,7 @@ class UpdateSchedule(_Body, frozen=True):
     collection_ids: list[AnyId] | UnsetType = UNSET
 
 
+@example(ex.ATTACH_COLLECTION)
 class AttachCollection(_Body, frozen=True):
     """``POST …/schedules/{schedule_id}/collections``."""
 
@@ -209,6 +227,7 @@ class AttachCollection(_Body, frozen=True):
 # -- work that runs asynchronously (202) ---------------------------------------------------------
 
 
+@example(ex.PROCESS_REQUEST)
 class ProcessRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """``POST /v1/reporters/{reporter_id}/process``: a URL or handle, and the workflow to run
     (default: the reporter's default workflow)."""
@@ -217,6 +236,7 @@ class ProcessRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     workflow_id: str | None = None
 
 
+@example(ex.PROCESS_COLLECTION_REQUEST)
 class ProcessCollectionRequest(
     msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True
 ):
@@ -228,6 +248,7 @@ class ProcessCollectionRequest(
     max_items: Annotated[int, msgspec.Meta(ge=1, le=commands.MAX_COLLECTION_ITEMS)] | None = None
 
 
+@example(ex.RUN_REQUEST)
 class RunRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """``POST …/schedules/{schedule_id}/run``: no fields (the body may be empty)."""
 

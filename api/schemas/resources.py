@@ -14,6 +14,8 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET
 
+from api.openapi import example
+from api.schemas import examples as ex
 from api.schemas.requests import TargetKind, Visibility
 from engine.resources.items import ItemType
 
@@ -28,6 +30,7 @@ class AccountOut(msgspec.Struct, kw_only=True):
     balance_coins: float
 
 
+@example(ex.ACCOUNT_RESPONSE)
 class AccountResponse(msgspec.Struct, kw_only=True):
     account: AccountOut
 
@@ -96,6 +99,7 @@ class ItemOut(msgspec.Struct, kw_only=True):
     created_at: str
 
 
+@example(ex.ITEM_RESPONSE)
 class ItemResponse(msgspec.Struct, kw_only=True):
     item: ItemOut
 
@@ -115,6 +119,7 @@ class CollectionOut(msgspec.Struct, kw_only=True):
     updated_at: str
 
 
+@example(ex.COLLECTION_RESPONSE)
 class CollectionResponse(msgspec.Struct, kw_only=True):
     collection: CollectionOut
 
@@ -167,6 +172,7 @@ class ScheduleOut(msgspec.Struct, kw_only=True):
     updated_at: str
 
 
+@example(ex.REPORTER_RESPONSE)
 class ReporterResponse(msgspec.Struct, kw_only=True):
     reporter: ReporterOut
 
@@ -176,6 +182,7 @@ class ReporterList(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
+@example(ex.WORKFLOW_RESPONSE)
 class WorkflowResponse(msgspec.Struct, kw_only=True):
     workflow: WorkflowOut
 
@@ -190,6 +197,7 @@ class WorkflowList(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
+@example(ex.SCHEDULE_RESPONSE)
 class ScheduleResponse(msgspec.Struct, kw_only=True):
     schedule: ScheduleOut
 
@@ -216,6 +224,7 @@ class DocumentOut(msgspec.Struct, kw_only=True):
     content: Any = UNSET
 
 
+@example(ex.DOCUMENT_RESPONSE)
 class DocumentResponse(msgspec.Struct, kw_only=True):
     document: DocumentOut
 

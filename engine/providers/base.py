@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeGuard
 
 ProviderKindName = Literal["transcriber", "llm", "youtube", "embedder"]
 
@@ -43,10 +43,29 @@ class ProviderCall:
         return replace(self, idempotency_key=f"{self.idempotency_key}:{label}")
 
 
+def span_seconds(segment: Any) -> tuple[float, float] | None:
+    """A timed segment's start and end in seconds, the unit clients read: a segment stored with
+    ``start_ms``/``end_ms`` (every transcript stored so far, and claims documents stored before
+    2026-12-05) or one already in seconds (``start``/``end``); None when it has neither pair."""
+    if not isinstance(segment, dict):
+        return None
+    start, end = segment.get("start"), segment.get("end")
+    if _number(start) and _number(end):
+        return start, end
+    start, end = segment.get("start_ms"), segment.get("end_ms")
+    if _number(start) and _number(end):
+        return start / 1000, end / 1000
+    return None
+
+
+def _number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True, slots=True)
 class Transcription:
-    """A transcriber's answer: timed segments (``{"start_ms", "end_ms", "text"}``), usage and
-    cost."""
+    """A transcriber's answer: timed segments (``{"start_ms", "end_ms", "text"}``: transcripts are
+    stored in milliseconds, shown in seconds by :func:`span_seconds`), usage and cost."""
 
     lang: str
     segments: list[dict[str, Any]]

@@ -1,5 +1,7 @@
-"""What the document tools (summary_review, extract_claims) share: a document's blob and preview,
-and the cost estimate of an LLM pass over a transcript that may still have to be fetched."""
+"""What the document tools (summary_review, extract_claims) share: the LLM pass over a transcript
+(through engine.tools.asking, as llm_prompt's, so the step says what it sent), a document's blob
+and preview, and the cost estimate of that pass over a transcript that may still have to be
+fetched."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import msgspec
 from engine.errors import ToolError
 from engine.log.events import StepSpec
 from engine.providers.base import Completion, estimate_audio_cost, estimate_llm_cost
+from engine.tools.asking import Sent, ask
 from engine.tools.base import StepResult, ToolContext
 from engine.tools.sources import Transcript, transcript_for
 from engine.tools.transcribe import expected_transcript_chars, known_duration
@@ -22,19 +25,17 @@ _encoder = msgspec.json.Encoder()
 
 async def llm_over_transcript(
     ctx: ToolContext, *, lang: str | None, max_tokens: int, model: str | None, system: str
-) -> tuple[Transcript, Completion]:
-    """The step's transcript (found or fetched) and one LLM pass over it: the step's prompt
-    followed by the transcript (cut at MAX_CONTEXT_CHARS)."""
+) -> tuple[Transcript, Completion, Sent]:
+    """The step's transcript (found or fetched), one LLM pass over it (the step's prompt followed
+    by the transcript, cut at MAX_CONTEXT_CHARS) and what that pass sent."""
     transcript = await transcript_for(ctx, lang=lang)
     if not transcript.text.strip():
         raise ToolError("invalid_input", "the transcript is empty", retryable=False)
     prompt = "\n\n".join(
         part for part in (ctx.spec.prompt_text.strip(), transcript.text[:MAX_CONTEXT_CHARS]) if part
     )
-    answer = await ctx.provider_set.llm(ctx.settings).complete(
-        prompt=prompt, max_tokens=max_tokens, call=ctx.call, model=model, system=system
-    )
-    return transcript, answer
+    answer, sent = await ask(ctx, prompt=prompt, max_tokens=max_tokens, model=model, system=system)
+    return transcript, answer, sent
 
 
 def item_of(input: dict[str, Any]) -> Any:
@@ -113,16 +114,19 @@ def document_result(
     doc: dict[str, Any],
     preview: dict[str, Any],
     transcript: Transcript,
+    sent: Sent,
     usage: dict[str, int],
     cost: int,
 ) -> StepResult:
     """A document stored once as a blob (its JSON), with a small preview as the step's output.
-    Both name the transcript the document was made from."""
-    blob = _encoder.encode({**doc, "transcript": transcript.reference()})
+    Both name the transcript the document was made from and say what the LLM was sent (the blob
+    whole, the preview its head: engine.tools.asking)."""
+    blob = _encoder.encode({**doc, "transcript": transcript.reference(), "sent": sent.whole()})
     out = {
         **preview,
         "transcript_sha256": transcript.sha256,
         "transcript_chars": len(transcript.text),
         "sha256": hashlib.sha256(blob).hexdigest(),
+        "sent": sent.head(),
     }
     return StepResult(output=out, blob=blob, usage=usage, cost=cost)

@@ -7,8 +7,11 @@ stripped), then sentence by sentence, so a model that ignores the format still y
 Each claim is matched to the transcript segment sharing the most words with it.
 
 Output: a document blob, the JSON of ``{"kind": "claims", "item_id", "lang", "model", "claims":
-[{"text", "start_ms", "end_ms"}], "transcript"}`` (times are null when no segment matches), and
-a preview: ``{"kind": "claims", "item_id", "model", "count", "transcript_sha256", "sha256"}``.
+[{"text", "start", "end"}], "transcript", "sent"}`` (times in seconds, as transcript segments are
+shown, null when no segment matches: a document stored before 2026-12-05 holds ``start_ms`` and
+``end_ms``, which the API shows in seconds; ``sent`` is what the LLM was sent, whole:
+engine.tools.asking), and a preview: ``{"kind": "claims", "item_id", "model", "count",
+"transcript_sha256", "transcript_chars", "sha256", "sent"}`` (``sent`` with the prompt's head).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Annotated, Any
 import msgspec
 
 from engine.log.events import StepSpec
+from engine.providers.base import span_seconds
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams, estimate_params
 from engine.tools.documents import (
     document_result,
@@ -76,16 +80,18 @@ def parse_claims(answer: str, limit: int) -> list[str]:
 
 
 def locate(claim: str, segments: list[dict[str, Any]]) -> dict[str, Any]:
-    """``claim`` with the start and end of the segment sharing the most words with it."""
+    """``claim`` with the start and end, in seconds, of the segment sharing the most words with
+    it (null when none shares a word)."""
     words = set(_WORD.findall(claim.lower()))
     best, best_overlap = None, 0
     for segment in segments:
         overlap = len(words & set(_WORD.findall(str(segment.get("text", "")).lower())))
         if overlap > best_overlap:
             best, best_overlap = segment, overlap
-    if best is None:
-        return {"text": claim, "start_ms": None, "end_ms": None}
-    return {"text": claim, "start_ms": best.get("start_ms"), "end_ms": best.get("end_ms")}
+    span = span_seconds(best)
+    if span is None:
+        return {"text": claim, "start": None, "end": None}
+    return {"text": claim, "start": span[0], "end": span[1]}
 
 
 class ExtractClaims(Tool):
@@ -112,7 +118,7 @@ class ExtractClaims(Tool):
 
     async def run(self, ctx: ToolContext) -> StepResult:
         params = ctx.params(ExtractClaimsParams)
-        transcript, answer = await llm_over_transcript(
+        transcript, answer, sent = await llm_over_transcript(
             ctx,
             lang=params.lang,
             max_tokens=params.max_tokens,
@@ -137,4 +143,5 @@ class ExtractClaims(Tool):
             "count": len(claims),
         }
         usage = merged_usage(transcript.usage, answer.usage)
-        return document_result(doc, preview, transcript, usage, transcript.cost + answer.cost)
+        cost = transcript.cost + answer.cost
+        return document_result(doc, preview, transcript, sent, usage, cost)

@@ -6,12 +6,12 @@ first step of a workflow has no previous output and prompts over the step input'
 any.
 
 The output is a blob, the JSON of ``{"kind": "completion", "text", "model", "sent"}``, where
-``sent`` is what was sent: ``{"prompt", "model", "max_tokens"}`` (the rendered prompt whole; the
-model asked for, or the provider's when the step names none). StepCompleted.output carries the
-completion inline (completions are short) with ``sent`` cut to :data:`SENT_HEAD_CHARS` of the
-prompt and ``prompt_chars`` its whole length: ``{"kind": "completion", "text", "model", "sent":
-{"prompt", "prompt_chars", "model", "max_tokens"}}``. A step summary shows ``sent`` as the
-step's input; ``GET /v1/executions/{id}/steps/{index}`` reads the blob for the whole prompt.
+``sent`` is what was sent: ``{"prompt", "model", "max_tokens"}`` (engine.tools.asking: the
+rendered prompt whole; the model asked for, or the provider's when the step names none).
+StepCompleted.output carries the completion inline (completions are short) with ``sent`` cut to
+its head: ``{"kind": "completion", "text", "model", "sent": {"prompt", "prompt_chars", "model",
+"max_tokens"}}``. A step summary shows ``sent`` as the step's input;
+``GET /v1/executions/{id}/steps/{index}`` reads the blob for the whole prompt.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import msgspec
 from engine.errors import ToolError
 from engine.log.events import StepSpec
 from engine.providers.base import estimate_llm_cost
+from engine.tools.asking import ask
 from engine.tools.base import StepResult, Tool, ToolContext, ToolParams, estimate_params
 from engine.tools.retry import RetryPolicy
 
 _MAX_CONTEXT_CHARS = 48_000  # what we send of a long transcript; providers cap context anyway
-SENT_HEAD_CHARS = 1000  # of the prompt, in the step's inline output (the blob has it whole)
 _encoder = msgspec.json.Encoder()
 
 
@@ -65,26 +65,19 @@ class LlmPrompt(Tool):
             raise ToolError(
                 "invalid_input", "llm_prompt has no prompt and no input", retryable=False
             )
-        result = await ctx.provider_set.llm(ctx.settings).complete(
-            prompt=prompt, max_tokens=params.max_tokens, call=ctx.call, model=params.model
+        result, sent = await ask(
+            ctx, prompt=prompt, max_tokens=params.max_tokens, model=params.model
         )
-        sent = {
-            "prompt": prompt,
-            "model": params.model or result.model,
-            "max_tokens": params.max_tokens,
-        }
-        blob = _encoder.encode(
-            {"kind": "completion", "text": result.text, "model": result.model, "sent": sent}
-        )
-        head = {**sent, "prompt": prompt[:SENT_HEAD_CHARS], "prompt_chars": len(prompt)}
-        output = {"kind": "completion", "text": result.text, "model": result.model, "sent": head}
+        answer = {"kind": "completion", "text": result.text, "model": result.model}
+        blob = _encoder.encode({**answer, "sent": sent.whole()})
+        output = {**answer, "sent": sent.head()}
         return StepResult(output=output, blob=blob, usage=result.usage, cost=result.cost)
 
 
 def _context_chars(input: dict[str, Any]) -> int:
     """About what :func:`_context_text` reads: a previous completion's or transcript's text length,
-    else the previous output's blob size (its text is part of it), or its inline output's JSON,
-    or the input's text."""
+    else the previous output's blob size (its text is part of it, what it sent is not), or its
+    inline output's JSON, or the input's text."""
     previous = input.get("previous")
     if not isinstance(previous, dict):
         return len(str(input.get("text") or ""))
@@ -96,8 +89,19 @@ def _context_chars(input: dict[str, Any]) -> int:
         return chars  # its text's length (the blob's size also counts its segments)
     ref = previous.get("output_ref")
     if isinstance(ref, dict) and isinstance(ref.get("size"), int):
-        return int(ref["size"])
+        return max(0, int(ref["size"]) - _sent_chars(output))  # its blob less what it sent
     return len(msgspec.json.encode(previous.get("output") or {}))
+
+
+def _sent_chars(output: Any) -> int:
+    """About how much of a document's blob says what its LLM pass was sent (engine.tools.asking):
+    left out of what a following prompt reads."""
+    sent = output.get("sent") if isinstance(output, dict) else None
+    if not isinstance(sent, dict):
+        return 0
+    chars = sent.get("prompt_chars")
+    whole = chars if isinstance(chars, int) and not isinstance(chars, bool) else 0
+    return whole + len(str(sent.get("system") or ""))
 
 
 async def _context_text(ctx: ToolContext) -> str:
@@ -113,6 +117,9 @@ async def _context_text(ctx: ToolContext) -> str:
         decoded = msgspec.json.decode(data)
         if isinstance(decoded, dict) and isinstance(decoded.get("text"), str):
             return str(decoded["text"])
+        if isinstance(decoded, dict) and "sent" in decoded:
+            # A document (claims): itself, not the prompt it was made with.
+            return msgspec.json.encode({k: v for k, v in decoded.items() if k != "sent"}).decode()
         return data.decode(errors="replace")
     output = previous.get("output") or {}
     if isinstance(output, dict) and isinstance(output.get("text"), str):

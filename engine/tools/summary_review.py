@@ -5,9 +5,11 @@ engine.tools.sources). The step's ``prompt_text``, when set, adds the workflow a
 instructions.
 
 Output: a document blob, the JSON of ``{"kind": "summary", "item_id", "lang", "model", "length",
-"text", "instructions", "transcript"}`` (``text`` is the summary and review), and a preview as
-StepCompleted.output: ``{"kind": "summary", "item_id", "model", "chars", "excerpt",
-"transcript_sha256", "sha256"}``. Usage and cost add the transcriber's, when it had to be called.
+"text", "instructions", "transcript", "sent"}`` (``text`` is the summary and review, ``sent`` what
+the LLM was sent, whole: engine.tools.asking), and a preview as StepCompleted.output: ``{"kind":
+"summary", "item_id", "model", "chars", "excerpt", "transcript_sha256", "transcript_chars",
+"sha256", "sent"}`` (``sent`` with the prompt's head). Usage and cost add the transcriber's, when
+it had to be called.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class SummaryReview(Tool):
 
     async def run(self, ctx: ToolContext) -> StepResult:
         params = ctx.params(SummaryReviewParams)
-        transcript, answer = await llm_over_transcript(
+        transcript, answer, sent = await llm_over_transcript(
             ctx,
             lang=params.lang,
             max_tokens=params.max_tokens,
@@ -99,4 +101,5 @@ class SummaryReview(Tool):
             "excerpt": answer.text[:EXCERPT_CHARS],
         }
         usage = merged_usage(transcript.usage, answer.usage)
-        return document_result(doc, preview, transcript, usage, transcript.cost + answer.cost)
+        cost = transcript.cost + answer.cost
+        return document_result(doc, preview, transcript, sent, usage, cost)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import jsonschema
+import msgspec
 import orjson
 import pytest
 import schemathesis
@@ -416,3 +418,52 @@ def test_a_field_the_document_does_not_name_is_a_violation(document: dict[str, A
     schema.validate_response(good)
     with pytest.raises(Exception, match="secret"):
         schema.validate_response(bad)
+
+
+# The responses an integrator reads most, each with an example in the document.
+MAIN_RESPONSES = {
+    ("post", "/v1/items/{item_id}/transcript"),
+    ("get", "/v1/items/{item_id}/transcript"),
+    ("get", "/v1/executions/{execution_id}"),
+    ("get", "/v1/executions/{execution_id}/steps/{step_index}"),
+    ("get", "/v1/executions/me"),
+    ("post", "/v1/items"),
+    ("post", "/v1/collections"),
+    ("post", "/v1/reporters"),
+    ("post", "/v1/reporters/{reporter_id}/workflows"),
+    ("post", "/v1/reporters/{reporter_id}/schedules"),
+    ("post", "/v1/reporters/{reporter_id}/process"),
+    ("get", "/v1/documents/{document_id}"),
+    ("get", "/v1/me"),
+}
+
+
+def test_every_request_body_and_main_response_has_an_example_valid_against_its_schema(
+    document: dict[str, Any], app_routes: list[BaseRoute]
+) -> None:
+    """Examples for schemathesis' examples phase and for readers: one on every request body and
+    on the main responses, each valid against the schema beside it (the document's JSON Schema)
+    and decoding into the Struct the server uses (what the server itself would accept)."""
+    structs: dict[tuple[str, str, str], type | None] = {}
+    for ep in endpoints(app_routes):
+        declared = operation_of(ep.endpoint)
+        if declared is not None:
+            structs[(ep.method.lower(), ep.path, "request")] = declared.request
+            structs[(ep.method.lower(), ep.path, "response")] = declared.response
+    checked: set[tuple[str, str, str]] = set()
+    for path, method, op in operations(document):
+        media = [("request", op.get("requestBody", {}).get("content", {}))]
+        media += [("response", r.get("content", {})) for r in op["responses"].values()]
+        for where, content in media:
+            for body in content.values():
+                if "example" not in body:
+                    continue
+                root = {**body["schema"], "components": document["components"]}
+                jsonschema.Draft202012Validator(root).validate(body["example"])
+                kind = structs[(method, path, where)]
+                assert kind is not None
+                msgspec.convert(body["example"], kind)  # the server's own Struct takes it
+                checked.add((method, path, where))
+    bodies = {(m, p, "request") for p, m, op in operations(document) if "requestBody" in op}
+    assert bodies - checked == set(), "request bodies without an example"
+    assert {(m, p, "response") for m, p in MAIN_RESPONSES} - checked == set()

@@ -2,7 +2,9 @@
 and fuzzing phases of ``st run --checks all`` as each of two seeded tenants (their own ids in every
 path parameter, so requests reach the handlers) and as the admin on ``/admin``. Any rejection left
 must be one the document declares; the run fails on anything else (a schema-valid request the
-server refuses, a 5xx, an undeclared status or body, a route that ignores its auth …).
+server refuses, a 5xx, an undeclared status or body, a route that ignores its auth …). The
+examples phase must have run every request body's example (api.schemas.examples), not skipped
+them all for want of examples.
 
 The server runs on the embedded store with the rate limits far above what the run sends. Cases
 are derandomized (``--seed``), so a failure reproduces.
@@ -10,6 +12,7 @@ are derandomized (``--seed``), so a failure reproduces.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -78,6 +81,29 @@ def semantic_operations(document: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def with_examples(document: dict[str, Any], admin: bool) -> int:
+    """How many operations under ``/admin`` (or elsewhere) carry a request body example."""
+    return sum(
+        1
+        for path, item in document["paths"].items()
+        for operation in item.values()
+        if path.startswith("/admin") == admin
+        and any(
+            "example" in m for m in operation.get("requestBody", {}).get("content", {}).values()
+        )
+    )
+
+
+# st's progress line of the examples phase: "✅  Examples (in 0.05s)" then "✅ 17 passed ...".
+_EXAMPLES_RAN = re.compile(r"✅\s+Examples \(in [^)]*\)\s*\n\s*✅\s+(\d+) passed")
+
+
+def examples_passed(stdout: str) -> int:
+    """How many operations the examples phase of a run passed (0 when it ran none)."""
+    found = _EXAMPLES_RAN.search(stdout)
+    return int(found.group(1)) if found else 0
+
+
 def _config(
     path: Path,
     base: str,
@@ -142,7 +168,8 @@ def test_schemathesis_every_check_against_a_live_serve(tmp_path: Path) -> None:
     env.pop("CLIPSTREAM_REDIS_URL")  # the embedded store
     with roles([["serve", "--port", str(port)]], env, tmp_path) as (serve,):
         wait_http(f"{base}/healthz", role=serve)
-        semantic = semantic_operations(httpx.get(f"{base}/openapi.json").json())
+        document = httpx.get(f"{base}/openapi.json").json()
+        semantic = semantic_operations(document)
         assert ("POST", "/v1/items") in semantic
         runs = []
         for n in range(2):
@@ -154,3 +181,9 @@ def test_schemathesis_every_check_against_a_live_serve(tmp_path: Path) -> None:
         runs.append(_st(admin, base, "--include-path-regex", "^/admin"))
     for run in runs:
         assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
+    tenants, admin_run = runs[:2], runs[2]
+    expected = with_examples(document, admin=False)
+    assert expected >= 15  # every request body outside /admin has one
+    for run in tenants:
+        assert examples_passed(run.stdout) == expected, run.stdout[-20000:]
+    assert examples_passed(admin_run.stdout) == with_examples(document, admin=True) > 0

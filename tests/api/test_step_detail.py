@@ -1,8 +1,11 @@
-"""Step summaries as DESIGN §7 says (issue 15 #1): an LLM step's summary shows what was sent (the
-rendered prompt, the model) and what came back, cut to a stated length with the cut said, and
-``GET /v1/executions/{id}/steps/{index}`` returns one step whole."""
+"""Step summaries as DESIGN §7 says (issue 15 #1): an LLM step's summary (llm_prompt,
+summary_review, extract_claims) shows what was sent (the rendered prompt, the model) and what came
+back, cut to a stated length with the cut said, and ``GET /v1/executions/{id}/steps/{index}``
+returns one step whole."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import httpx
 import pytest
@@ -10,6 +13,8 @@ import pytest
 from api.render import SUMMARY_CHARS
 from engine.run.worker import Worker
 from engine.runtime import Runtime
+from engine.tools.extract_claims import SYSTEM_PROMPT
+from engine.tools.summary_review import system_prompt
 from projections.projector import Projector
 from tests.api.conftest import ApiAccount
 from tests.api.test_process import VIDEO, _ok
@@ -19,15 +24,22 @@ pytestmark = pytest.mark.anyio
 LONG_PROMPT = "Summarise the video for a newsletter, in plain words. " * 40  # > SUMMARY_CHARS
 
 
-async def _run(client: httpx.AsyncClient, runtime: Runtime, who: ApiAccount) -> str:
+LLM_STEPS: list[dict[str, Any]] = [
+    {"tool_id": "transcribe"},
+    {"tool_id": "llm_prompt", "prompt_text": LONG_PROMPT, "params": {"max_tokens": 64}},
+]
+
+
+async def _run(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    who: ApiAccount,
+    steps: list[dict[str, Any]] = LLM_STEPS,
+) -> str:
     rep = await _ok(
         await client.post("/v1/reporters", json={"name": "r"}, headers=who.key_auth), 201
     )
     rid = rep["reporter"]["reporter_id"]
-    steps = [
-        {"tool_id": "transcribe"},
-        {"tool_id": "llm_prompt", "prompt_text": LONG_PROMPT, "params": {"max_tokens": 64}},
-    ]
     wf = await _ok(
         await client.post(
             f"/v1/reporters/{rid}/workflows",
@@ -96,7 +108,68 @@ async def test_an_llm_step_shows_what_was_sent_and_what_came_back(
         "step"
     ]
     assert first["output"]["text"] == transcript["transcript"]["text"]
+    assert first["output"]["segments"] == transcript["transcript"]["segments"]  # in seconds
 
     for missing in (f"/v1/executions/{xid}/steps/2", f"/v1/executions/{xid}/steps/x"):
         assert (await client.get(missing, headers=alice.key_auth)).status_code == 404
     assert (await client.get(url, headers=bob.key_auth)).status_code == 404
+
+
+async def test_the_document_tools_show_what_they_sent_the_llm(
+    client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount
+) -> None:
+    """summary_review and extract_claims say what they sent as llm_prompt does: the prompt (the
+    step's prompt, then the transcript) cut with the cut said, the model, max_tokens and the
+    system prompt; the step whole has the whole prompt, and the document itself as its output."""
+    steps: list[dict[str, Any]] = [
+        {"tool_id": "transcribe"},
+        {"tool_id": "summary_review", "prompt_text": LONG_PROMPT, "params": {"max_tokens": 64}},
+        {"tool_id": "extract_claims", "params": {"max_tokens": 128}},
+    ]
+    xid = await _run(client, runtime, alice, steps)
+    detail = await _ok(await client.get(f"/v1/executions/{xid}", headers=alice.key_auth))
+    assert detail["execution"]["status"] == "done", detail
+    item_id = detail["execution"]["target"]["item_id"]
+    text = (await _ok(await client.get(f"/v1/items/{item_id}/transcript", headers=alice.key_auth)))[
+        "transcript"
+    ]["text"]
+    summary, claims = detail["steps"][1:]
+    for step, tool, prompt, max_tokens, system in (
+        (
+            summary,
+            "summary_review",
+            f"{LONG_PROMPT.strip()}\n\n{text}",
+            64,
+            system_prompt("medium"),
+        ),
+        (claims, "extract_claims", text, 128, SYSTEM_PROMPT),
+    ):
+        assert step["tool_id"] == tool
+        given = step["input"]
+        assert given["prompt"] == prompt[:SUMMARY_CHARS]
+        assert given["prompt_chars"] == len(prompt)
+        assert (given["max_tokens"], given["system"]) == (max_tokens, system)
+        assert given["model"]
+        assert "sent" not in step["output"]  # the output is the document's preview
+        assert step["output"]["kind"] == {"summary_review": "summary"}.get(tool, "claims")
+        url = f"/v1/executions/{xid}/steps/{step['step_index']}"
+        if len(prompt) > SUMMARY_CHARS:
+            assert step["cut"] == {
+                "limit": SUMMARY_CHARS,
+                "fields": ["input.prompt"],
+                "detail": url,
+            }
+        whole = (await _ok(await client.get(url, headers=alice.key_auth)))["step"]
+        assert whole["input"] == {
+            "prompt": prompt,
+            "model": given["model"],
+            "max_tokens": max_tokens,
+            "system": system,
+        }
+        assert whole["output"]["kind"] == step["output"]["kind"]
+        assert "sent" not in whole["output"]
+    assert summary["cut"] is not None  # the long prompt was cut in the summary
+    whole_summary = (
+        await _ok(await client.get(f"/v1/executions/{xid}/steps/1", headers=alice.key_auth))
+    )["step"]
+    assert whole_summary["output"]["text"].startswith(summary["output"]["excerpt"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from engine.errors import ToolError
@@ -55,6 +57,46 @@ async def test_text_without_segments_becomes_one_segment() -> None:
         await provider.aclose()
     assert got.segments == [{"start_ms": 0, "end_ms": 2000, "text": "Only text."}]
     assert got.lang == "de"
+
+
+async def test_segments_in_seconds_are_stored_in_ms() -> None:
+    """A Whisper-style answer: segments with ``start``/``end`` seconds (and fields of its own),
+    ``duration`` for ``duration_s``; a service may mix both segment shapes."""
+    body = {
+        "task": "transcribe",
+        "duration": 3.2,
+        "text": "Hello world. Second line.",
+        "segments": [
+            {"id": 0, "seek": 0, "start": 0, "end": 1.5, "text": "Hello world.", "tokens": [1]},
+            {"start_ms": 1600, "end_ms": 3000, "text": "Second line."},
+        ],
+    }
+    async with stub_server(scripted(reply(200, body))) as server:
+        provider = transcriber(server.url)
+        got = await provider.transcribe(media="m", lang="en", call=ProviderCall("e:0", 1))
+        await provider.aclose()
+    assert got.segments == SEGMENTS
+    assert got.usage == {"audio_seconds": 4}
+
+
+@pytest.mark.parametrize(
+    "segment",
+    [
+        {"text": "no times"},
+        {"start": 1.0, "text": "no end"},
+        {"start": -1.0, "end": 1.0, "text": "negative"},
+        {"start": 2.0, "end": 1.0, "text": "ends before it starts"},
+        {"start_ms": 1.5, "end_ms": 2, "text": "ms not an integer"},
+    ],
+)
+async def test_a_segment_without_usable_times_is_a_bad_response(segment: dict[str, Any]) -> None:
+    body = {"text": "x", "duration_s": 3, "segments": [segment]}
+    async with stub_server(scripted(reply(200, body))) as server:
+        provider = transcriber(server.url)
+        with pytest.raises(ToolError) as caught:
+            await provider.transcribe(media="m", lang="en", call=ProviderCall("e:0", 1))
+        await provider.aclose()
+    assert (caught.value.code, caught.value.retryable) == ("provider_bad_response", False)
 
 
 @pytest.mark.parametrize(

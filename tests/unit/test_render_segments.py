@@ -1,5 +1,6 @@
-"""A transcript's segments in the API's shape: seconds, from what was stored in milliseconds
-(every transcript stored so far) or already in seconds."""
+"""A transcript's segments and a claims document's claims in the API's shape: seconds, from what
+was stored in milliseconds (every transcript stored so far, claims stored before 2026-12-05) or
+already in seconds."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from api.render import segment
+from api.render import content, segment
 from api.schemas.executions import SegmentOut
 
 
@@ -27,3 +28,35 @@ from api.schemas.executions import SegmentOut
 )
 def test_segments_in_seconds(stored: Any, shown: SegmentOut | None) -> None:
     assert segment(stored) == shown
+
+
+def test_claims_in_seconds_old_and_new() -> None:
+    old = {
+        "kind": "claims",
+        "model": "m",
+        "claims": [
+            {"text": "a", "start_ms": 1500, "end_ms": 3250},
+            {"text": "b", "start_ms": None, "end_ms": None},
+        ],
+    }
+    assert content(old) == {
+        "kind": "claims",
+        "model": "m",
+        "claims": [
+            {"text": "a", "start": 1.5, "end": 3.25},
+            {"text": "b", "start": None, "end": None},
+        ],
+    }
+    new = {"kind": "claims", "claims": [{"text": "a", "start": 1.5, "end": 3.25}]}
+    assert content(new) == new
+    other = {"kind": "summary", "start_ms": 1}
+    assert content(other) is other
+    assert content("text") == "text"
+
+
+def test_a_transcript_and_an_embedding_whole_in_seconds() -> None:
+    transcript = {"lang": "en", "segments": [{"start_ms": 0, "end_ms": 1500, "text": "a"}]}
+    assert content(transcript, "transcript")["segments"] == [{"start": 0, "end": 1.5, "text": "a"}]
+    assert content(transcript) is transcript  # the blob names no kind, the step's output does
+    embedding = {"kind": "embedding", "vectors": [{"start_ms": 500, "end_ms": 900, "vector": [1]}]}
+    assert content(embedding)["vectors"] == [{"start": 0.5, "end": 0.9, "vector": [1]}]

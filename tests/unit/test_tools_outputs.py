@@ -15,6 +15,7 @@ from engine.providers.registry import Providers
 from engine.settings import Settings
 from engine.tools import TOOLS, StepResult, ToolContext
 from engine.tools.extract_claims import locate, parse_claims
+from engine.tools.summary_review import system_prompt
 from engine.tools.youtube import channel_of, video_id_of
 
 pytestmark = pytest.mark.anyio
@@ -81,8 +82,16 @@ async def test_summary_reads_the_transcript_before_it_without_paying_again() -> 
             "transcript_sha256": previous["output_ref"]["sha256"],
             "transcript_chars": previous["output"]["chars"],  # what the next step estimates from
             "sha256": hashlib.sha256(result.blob).hexdigest(),
+            "sent": {**doc["sent"], "prompt_chars": len(doc["sent"]["prompt"])},  # short: whole
         }
     )
+    transcript_text = msgspec.json.decode(transcript.blob or b"")["text"]
+    assert doc["sent"] == {
+        "prompt": f"Focus on data.\n\n{transcript_text}",
+        "model": "sim-1",
+        "max_tokens": 800,
+        "system": system_prompt("medium"),
+    }
     assert result == await run(
         "summary_review", {"previous": previous}, blobs, prompt="Focus on data."
     )
@@ -115,8 +124,9 @@ async def test_claims_after_a_summary_follow_it_back_to_the_transcript() -> None
     assert doc["claims"]
     assert claims.output["count"] == len(doc["claims"])
     assert claims.output["transcript_sha256"] == summary.output["transcript_sha256"]
-    spans = {(s["start_ms"], s["end_ms"]) for s in segments}
-    assert all((c["start_ms"], c["end_ms"]) in spans for c in doc["claims"])
+    spans = {(s["start_ms"] / 1000, s["end_ms"] / 1000) for s in segments}  # in seconds
+    assert all((c["start"], c["end"]) in spans for c in doc["claims"])
+    assert all("start_ms" not in c for c in doc["claims"])
 
 
 async def test_claims_over_supplied_text_cost_only_the_llm() -> None:
@@ -142,11 +152,14 @@ def test_parse_claims_shapes() -> None:
 
 def test_locate_picks_the_segment_sharing_most_words() -> None:
     segments = [
-        {"start_ms": 0, "end_ms": 10, "text": "the river rose"},
-        {"start_ms": 10, "end_ms": 20, "text": "the market fell sharply today"},
+        {"start_ms": 0, "end_ms": 1000, "text": "the river rose"},
+        {"start_ms": 1000, "end_ms": 2500, "text": "the market fell sharply today"},
+        {"start": 2.5, "end": 4, "text": "a segment stored in seconds"},
     ]
-    assert locate("Markets: the market fell today", segments)["start_ms"] == 10
-    assert locate("unrelated", segments) == {"text": "unrelated", "start_ms": None, "end_ms": None}
+    found = locate("Markets: the market fell today", segments)
+    assert found == {"text": "Markets: the market fell today", "start": 1.0, "end": 2.5}
+    assert locate("in seconds", segments) == {"text": "in seconds", "start": 2.5, "end": 4}
+    assert locate("unrelated", segments) == {"text": "unrelated", "start": None, "end": None}
 
 
 async def test_youtube_metadata_output() -> None:

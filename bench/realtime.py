@@ -153,7 +153,9 @@ class CpuMeter:
 class ApiProcess:
     """One API process (``bench.realtime_api``) with its measurements file."""
 
-    def __init__(self, env: Mapping[str, str], logs: Path, index: int) -> None:
+    def __init__(
+        self, env: Mapping[str, str], logs: Path, index: int, args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.stats_path = logs / f"realtime-api-{index}.json"
         self.role = Role([], env, logs / f"realtime-api-{index}.log")  # its log file only
@@ -161,7 +163,7 @@ class ApiProcess:
         self.role.proc.wait()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.realtime_api", "--port", str(self.port),
-             "--stats", str(self.stats_path)],
+             "--stats", str(self.stats_path), *args],
             cwd=ROOT, env=dict(env), stdout=self.role._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.role.proc = self.proc

@@ -140,6 +140,10 @@ async def realtime(scope: Scope, receive: Receive, send: Send) -> None:
     if (await receive())["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept"})
+    # What the handshake brought (the headers: a kilobyte or two from a browser; the query string,
+    # token included) is read: the server keeps the scope for the connection's lifetime, not them.
+    scope["headers"] = []
+    scope["query_string"] = b""
     if session is None or (
         origin is not None and not origin_allowed(origin, host, allowed_origins())
     ):

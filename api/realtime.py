@@ -154,6 +154,7 @@ async def realtime(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "websocket.close", "code": CLOSE_UNAUTHORIZED,
                         "reason": UNAUTHORIZED})  # fmt: skip
         return
+    del token, origin, host  # (this frame lives as long as the connection: the token need not)
     grace_s: float = getattr(app.state, "realtime_close_grace_s", CLOSE_GRACE_S)
     hub = hub_of(app.state)
     sub = await hub.open(session.account_id, since, session)

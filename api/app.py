@@ -1,6 +1,7 @@
 """The Starlette app: routes, exception handlers and the middleware (outermost first: the request
 meters of api.metrics, the edge of api.errors, the abuse limits of api.rate_limits, the read
-charges of api.read_charging).
+charges of api.read_charging); the realtime WebSocket enters before them
+(api.realtime.RealtimeApp).
 
 ``create_app(runtime)`` builds it around an open :class:`engine.runtime.Runtime`; the caller owns
 the runtime (opens and closes it), so the same app serves ``clipstream serve`` and the tests.
@@ -80,12 +81,12 @@ def create_app(runtime: Runtime) -> Starlette:
             tg.cancel_scope.cancel()
 
     every_route = routes()
-    app = Starlette(
+    # (/v1/realtime's WebSockets enter before the middleware: realtime.RealtimeApp)
+    app = realtime.RealtimeApp(
         routes=every_route,
         lifespan=lifespan,
         middleware=[
             Middleware(RequestMeters, routes=every_route),
-            Middleware(realtime.RealtimeDoor, limiter=limiter),  # WebSockets: straight in
             Middleware(Edge, max_body_bytes=runtime.settings.max_body_bytes),
             Middleware(RateLimits, limiter=limiter),
             Middleware(ChargeReads, fees=read_fees),

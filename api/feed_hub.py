@@ -156,7 +156,7 @@ class Subscription:
         self._wake: asyncio.Future[None] | None = None
         self._pending: list[Frame] = []  # a reset or a page of history, handed out first
         self._history_after: str | None = None  # more history to page through after this id
-        self.on_close: Callable[[], None] | None = None  # told when the hub closes it
+        self.on_close: Callable[[], object] | None = None  # told when the hub closes it
 
     # called by the hub (no await: the fan-out never waits for a client)
     def offer(self, frame: Frame) -> None:
@@ -216,6 +216,9 @@ class Subscription:
             elif self._queue:
                 frame = self._queue.popleft()
             else:
+                # Nothing queued: the deque (a 64-slot block) goes until the next frame, so an
+                # idle subscriber holds none.
+                self._queue = None
                 self._wake = asyncio.get_running_loop().create_future()
                 try:
                     await self._wake
@@ -452,7 +455,18 @@ class FeedHub:
         self, owner: str, since: str | None, session: Session | None = None
     ) -> AsyncIterator[Subscription]:
         """A subscription to ``owner``'s feed after ``since`` (None: start with a ``reset``),
-        ended when ``session`` expires or is revoked."""
+        ended when ``session`` expires or is revoked (:meth:`open`, closed when the block ends)."""
+        sub = await self.open(owner, since, session)
+        try:
+            yield sub
+        finally:
+            sub.close("unsubscribed")
+
+    async def open(
+        self, owner: str, since: str | None, session: Session | None = None
+    ) -> Subscription:
+        """A subscription as :meth:`subscribe` gives it, which the caller closes. (The WebSocket
+        holds one per connection: no generator frame kept alive for its lifetime.)"""
         key = owner_feed_key(self.keys, owner)
         sub = Subscription(self, owner, key, session)
         try:
@@ -469,9 +483,10 @@ class FeedHub:
                 sub.last = cursor_key(since)
                 if cursor_key(since) < cursor_key(sub.live):
                     sub._history_after = since
-            yield sub
-        finally:
+        except BaseException:
             sub.close("unsubscribed")
+            raise
+        return sub
 
     async def _join(self, sub: Subscription) -> None:
         """Register ``sub`` and fix where its live tail starts: the hub's position for the key

@@ -29,15 +29,16 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from api.auth import UNAUTHORIZED, Caller, account_route, bearer, runtime_of, verify_session
 from api.feed_hub import (
@@ -49,7 +50,7 @@ from api.feed_hub import (
     Subscription,
 )
 from api.openapi import doc
-from api.rate_limits import Limiter, RateLimited, RateLimits, client_address, limiter_of
+from api.rate_limits import Limiter, RateLimited
 from api.render import Message, encode
 from api.sessions import Session
 from engine.money.accounts import API_KEY_PREFIX
@@ -113,46 +114,115 @@ def _json(message: Message) -> str:
 
 
 # -- WebSocket -----------------------------------------------------------------------------------
-async def realtime(ws: WebSocket) -> None:
-    """``GET /v1/realtime``."""
-    runtime: Runtime = ws.app.state.runtime
-    origin = ws.headers.get("origin")
-    session = session_of(runtime, ws.query_params.get("token"))
+async def realtime(scope: Scope, receive: Receive, send: Send) -> None:
+    """``GET /v1/realtime``, on bare ASGI (:class:`RealtimeApp` routes it here).
+
+    A WebSocket lives as long as its client, 10,000 of them per process, so it keeps only what
+    it needs: no Starlette ``WebSocket`` (whose parsed headers and query parameters would stay
+    alive with it), no generator or cancel scope, one coroutine frame for the sending (this
+    one, which the subscription's end cancels out of a blocked send) and one bare asyncio task
+    listening for the client's close.
+    """
+    app = scope["app"]
+    runtime: Runtime = app.state.runtime
+    limiter: Limiter = app.state.limiter
+    token, since, origin, host, authorization = _handshake(scope)
+    client = scope.get("client")
+    address = client[0] if client else "unknown"
+    # The rate limits every request passes (api.rate_limits.RateLimits).
+    try:
+        await limiter.admit_address(address, with_credential=token is not None or authorization)
+    except RateLimited:
+        await send({"type": "websocket.close", "code": 1008, "reason": "rate_limited"})
+        return
+    session = session_of(runtime, token)
     # Accept first so the refusal carries its code (a close before accept is a bare 403).
-    await ws.accept()
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    # What the handshake brought (the headers: a kilobyte or two from a browser; the query string,
+    # token included) is read: the server keeps the scope for the connection's lifetime, not them.
+    scope["headers"] = []
+    scope["query_string"] = b""
     if session is None or (
-        origin is not None and not origin_allowed(origin, ws.headers.get("host"), allowed_origins())
+        origin is not None and not origin_allowed(origin, host, allowed_origins())
     ):
         if session is None:  # a failed token check spends the address's failed-auth budget
             with contextlib.suppress(RateLimited):
-                await limiter_of(ws).hit(limiter_of(ws).auth, client_address(ws))
-        await ws.close(CLOSE_UNAUTHORIZED, UNAUTHORIZED)
+                await limiter.hit(limiter.auth, address)
+        with contextlib.suppress(OSError):
+            await send({"type": "websocket.close", "code": CLOSE_UNAUTHORIZED,
+                        "reason": UNAUTHORIZED})  # fmt: skip
         return
-    account = session.account_id
-    grace_s: float = getattr(ws.app.state, "realtime_close_grace_s", CLOSE_GRACE_S)
-    since = ws.query_params.get("since")
-    async with hub_of(ws.app.state).subscribe(account, since, session) as sub:
-        # One more task listens for the client's close (a bare asyncio task: anyio's task group
-        # adds kilobytes per connection, and uvicorn serves on asyncio).
-        client = _Client()
-        listener = asyncio.get_running_loop().create_task(_listen(ws, sub, client))
+    del token, origin, host  # (this frame lives as long as the connection: the token need not)
+    grace_s: float = getattr(app.state, "realtime_close_grace_s", CLOSE_GRACE_S)
+    hub = hub_of(app.state)
+    sub = await hub.open(session.account_id, since, session)
+    # One more task listens for the client's close (a bare asyncio task: anyio's task group
+    # adds kilobytes per connection, and uvicorn serves on asyncio); it is done once it saw it.
+    listener = asyncio.get_running_loop().create_task(_listen(receive, sub))
+    this = asyncio.current_task()
+    assert this is not None
+    gone = False
+    try:
+        # The subscription's end cancels this task (a send blocked on a client that stopped
+        # reading, or the wait for the next frame): FeedClosed or that cancel, the same end.
+        sub.on_close = this.cancel
         try:
-            await _send(ws, sub, client)
-            reason = sub.reason or ""
-            if reason == SLOW_CONSUMER:
-                log.info("closing a slow realtime subscriber of %s (%d)", account, CLOSE_SLOW)
-            if not client.gone:
-                # The close frame waits behind what the client has not read yet: a client that
-                # stopped reading gets it if it wakes up within the grace; one that never does
-                # is not waited for.
-                with (
-                    anyio.move_on_after(grace_s),
-                    contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError),
-                ):
-                    await ws.close(close_code(reason), reason)
+            while True:
+                frame = sub.poll() or await sub.receive_frame()
+                await send({"type": "websocket.send", "text": frame.text})
+                if frame.is_event:
+                    hub.delivered(frame)
+        except FeedClosed:
+            pass
+        except asyncio.CancelledError:
+            if sub.reason is None:
+                raise  # not the hub's doing: the server's
+            this.uncancel()
+        except OSError:  # the connection broke under a send (uvicorn's ClientDisconnected)
+            gone = True
         finally:
-            listener.cancel()
-            await asyncio.wait([listener])  # (never raises: this task's own cancel still does)
+            sub.on_close = None
+        reason = sub.reason or ""
+        if reason == SLOW_CONSUMER:
+            log.info(
+                "closing a slow realtime subscriber of %s (%d)", session.account_id, CLOSE_SLOW
+            )
+        if not gone and not (listener.done() and not listener.cancelled()):
+            # The close frame waits behind what the client has not read yet: a client that
+            # stopped reading gets it if it wakes up within the grace; one that never does
+            # is not waited for.
+            with anyio.move_on_after(grace_s), contextlib.suppress(OSError, RuntimeError):
+                await send(
+                    {"type": "websocket.close", "code": close_code(reason), "reason": reason}
+                )
+    finally:
+        sub.close("unsubscribed")
+        listener.cancel()
+        await asyncio.wait([listener])  # (never raises: this task's own cancel still does)
+
+
+def _handshake(scope: Scope) -> tuple[str | None, str | None, str | None, str | None, bool]:
+    """The ``token`` and ``since`` query parameters and the ``Origin`` and ``Host`` headers of
+    a WebSocket's handshake (the first of each), and whether it has an ``Authorization`` header,
+    read from the scope without keeping anything."""
+    token = since = origin = host = None
+    authorization = False
+    query = scope.get("query_string", b"").decode("latin-1")
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "token" and token is None:
+            token = value
+        elif name == "since" and since is None:
+            since = value
+    for raw_name, raw_value in scope.get("headers", ()):
+        if raw_name == b"origin" and origin is None:
+            origin = raw_value.decode("latin-1")
+        elif raw_name == b"host" and host is None:
+            host = raw_value.decode("latin-1")
+        elif raw_name == b"authorization":
+            authorization = True
+    return token, since, origin, host, authorization
 
 
 def close_code(reason: str) -> int:
@@ -166,42 +236,12 @@ def close_code(reason: str) -> int:
     return CLOSE_RESTART
 
 
-class _Client:
-    """Whether the client went away (there is no one left to send a close to)."""
-
-    __slots__ = ("gone",)
-
-    def __init__(self) -> None:
-        self.gone = False
-
-
-async def _listen(ws: WebSocket, sub: Subscription, client: _Client) -> None:
+async def _listen(receive: Receive, sub: Subscription) -> None:
     """Wait for the client's close; then end the subscription (which stops the sending)."""
-    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        while (await ws.receive())["type"] != "websocket.disconnect":
+    with contextlib.suppress(OSError):
+        while (await receive())["type"] != "websocket.disconnect":
             pass
-    client.gone = True
     sub.close(CLIENT_GONE)
-
-
-async def _send(ws: WebSocket, sub: Subscription, client: _Client) -> None:
-    """Send ``sub``'s frames (pings included) until the hub closes it or the client goes. The
-    subscription's end cancels a send blocked on a client that stopped reading."""
-    hub = sub.hub
-    with anyio.CancelScope() as sending:
-        sub.on_close = sending.cancel
-        try:
-            while True:
-                frame = sub.poll() or await sub.receive_frame()
-                await ws.send_text(frame.text)
-                if frame.is_event:
-                    hub.delivered(frame)
-        except FeedClosed:
-            pass
-        except WebSocketDisconnect:
-            client.gone = True  # the connection broke under a send (uvicorn says so on the send)
-        finally:
-            sub.on_close = None
 
 
 # -- Server-Sent Events --------------------------------------------------------------------------
@@ -293,32 +333,29 @@ async def stream(request: Request, caller: Caller) -> Response:
     )
 
 
-class RealtimeDoor:
-    """ASGI middleware, the outermost of the app's own: ``/v1/realtime`` WebSockets go straight
-    to :func:`realtime` through the rate limits (api.rate_limits), past the rest of the stack.
+class RealtimeApp(Starlette):
+    """The app: a Starlette application whose ``/v1/realtime`` WebSockets go straight to
+    :func:`realtime` (which applies the rate limits itself), before its middleware stack.
 
     A WebSocket lives as long as its client, and every layer it passes through keeps a coroutine
-    frame alive all that time: about ten layers (the other middleware, which let WebSockets
-    through untouched, the exception handling, the router), kilobytes per connection, 10,000
+    frame alive all that time: the error middleware, the meters, the rest of the middleware
+    (which let WebSockets through untouched), the router; kilobytes per connection, 10,000
     connections per process. The route stays in ``ROUTES`` for the documentation."""
-
-    def __init__(self, app: ASGIApp, limiter: Limiter) -> None:
-        self.app = app
-        self.realtime = RateLimits(_realtime_asgi, limiter)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == REALTIME_PATH:
-            await self.realtime(scope, receive, send)
+            scope["app"] = self
+            await realtime(scope, receive, send)
         else:
-            await self.app(scope, receive, send)
+            await super().__call__(scope, receive, send)
 
 
-async def _realtime_asgi(scope: Scope, receive: Receive, send: Send) -> None:
-    await realtime(WebSocket(scope, receive, send))
+async def _realtime_route(ws: WebSocket) -> None:
+    await realtime(ws.scope, ws.receive, ws.send)
 
 
 # ``/v1/executions/stream`` must come before ``/v1/executions/{execution_id}`` in the app.
 ROUTES: list[BaseRoute] = [
-    WebSocketRoute(REALTIME_PATH, realtime),
+    WebSocketRoute(REALTIME_PATH, _realtime_route),
     Route("/v1/executions/stream", stream, methods=["GET"]),
 ]

@@ -153,7 +153,9 @@ class CpuMeter:
 class ApiProcess:
     """One API process (``bench.realtime_api``) with its measurements file."""
 
-    def __init__(self, env: Mapping[str, str], logs: Path, index: int) -> None:
+    def __init__(
+        self, env: Mapping[str, str], logs: Path, index: int, args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.stats_path = logs / f"realtime-api-{index}.json"
         self.role = Role([], env, logs / f"realtime-api-{index}.log")  # its log file only
@@ -161,7 +163,7 @@ class ApiProcess:
         self.role.proc.wait()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.realtime_api", "--port", str(self.port),
-             "--stats", str(self.stats_path)],
+             "--stats", str(self.stats_path), *args],
             cwd=ROOT, env=dict(env), stdout=self.role._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.role.proc = self.proc
@@ -306,6 +308,7 @@ async def run_realtime(
     logs: Path,
     api_processes: int = 1,
     profile: Path | None = None,
+    ws: str | None = None,
 ) -> Outcome:
     """The scenario against the redis-server at ``url``."""
     _allow_open_files(2 * subscribers + 1_024)
@@ -316,7 +319,8 @@ async def run_realtime(
     await runtime.close()
     runtime = await Runtime.open(settings)  # its store set up again in the empty server
     redis_pid = int((await runtime.redis.info("server"))["process_id"])
-    apis = [ApiProcess(env, logs, i) for i in range(api_processes)]
+    api_args = ("--ws", ws) if ws is not None else ()
+    apis = [ApiProcess(env, logs, i, api_args) for i in range(api_processes)]
     projector = Role(["projector"], env, logs / "realtime-proj.log")
     clients: list[ClientProcess] = []
     spy: subprocess.Popen[bytes] | None = None
@@ -417,6 +421,7 @@ async def bench_realtime(
     logs: Path,
     api_processes: int = 1,
     profile: Path | None = None,
+    ws: str | None = None,
 ) -> dict[str, float]:
     """Run the scenario and add its rows to ``report``; the keys it gives ``latest.json``."""
     outcome = await run_realtime(
@@ -427,6 +432,7 @@ async def bench_realtime(
         logs=logs,
         api_processes=api_processes,
         profile=profile,
+        ws=ws,
     )
     _add_rows(report, outcome, rate, seconds)
     latest = outcome.latest()
@@ -515,6 +521,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--api-processes", type=int, default=1)
     parser.add_argument("--profile", type=Path, help="py-spy the (first) API process into DIR")
+    parser.add_argument("--ws", help="uvicorn's WebSocket implementation (default: the API's)")
     args = parser.parse_args()
 
     async def run() -> Report:
@@ -529,6 +536,7 @@ def main() -> None:
                 logs=Path(tmp),
                 api_processes=args.api_processes,
                 profile=args.profile,
+                ws=args.ws,
             )
         return report
 

@@ -29,6 +29,10 @@ log = logging.getLogger("clipstream")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 REALTIME_MAX_INBOUND = 64 * 1024  # bytes of one message a WebSocket client may send
+# uvicorn's WebSocket implementation for the realtime feed: of its three, the one whose
+# connections cost least (25.4 KiB each against websockets-sansio's 27.1 and websockets' 38.5:
+# bench.realtime_memory, bench/results/realtime-2026-12-06-memory.md).
+REALTIME_WS = "wsproto"
 FREEZE_EVERY = 500  # realtime subscriptions between two freezes of the collector (FeedHub)
 
 
@@ -158,10 +162,10 @@ def _uvicorn_server(runtime: Runtime, host: str, port: int) -> Any:
         forwarded_allow_ips=forwarded or "",
         server_header=False,
         # The realtime feed's sockets (docs/operations.md, "Realtime"): one WebSocket
-        # implementation whatever uvicorn's default, no per-message deflate (its compressor is
-        # most of a connection's memory, for ~400-byte messages), and small inbound messages
-        # (clients send nothing but control frames).
-        ws="websockets-sansio",
+        # implementation whatever uvicorn's default (the cheapest per connection), no
+        # per-message deflate (its compressor is most of a connection's memory, for ~400-byte
+        # messages), and small inbound messages (clients send nothing but control frames).
+        ws=REALTIME_WS,
         ws_per_message_deflate=False,
         ws_max_size=REALTIME_MAX_INBOUND,
     )

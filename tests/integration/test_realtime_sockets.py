@@ -28,13 +28,13 @@ import orjson
 import pytest
 import uvicorn
 from starlette.applications import Starlette
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from api.app import create_app
 from api.auth import mint_session_token
 from api.cli.redact import redact_tokens_in_server_logs
+from api.cli.roles import REALTIME_WS
 from api.feed_hub import SLOW_CONSUMER, FeedHub
 from engine.log.ids import new_id
 from engine.money.accounts import create_account
@@ -74,8 +74,8 @@ class Server:
         """Whether uvicorn is holding back a send on some connection (its socket is full)."""
         connections = self.uvicorn.server_state.connections
         return any(
-            not c.writable.is_set() for c in connections if isinstance(c, WebSocketsSansIOProtocol)
-        )
+            not c.writable.is_set() for c in connections if hasattr(c, "writable")
+        )  # (uvicorn's WebSocket protocols, wsproto's and websockets')
 
     def subscribers(self, owner: str) -> int:
         """How many subscriptions the hub holds on ``owner``'s feed."""
@@ -99,7 +99,12 @@ async def serve(runtime: Runtime, *, buffer: int | None = None) -> AsyncIterator
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SERVER_SNDBUF)
     listener.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
-        app, log_config=None, lifespan="on", ws_ping_interval=None, server_header=False
+        app,
+        log_config=None,
+        lifespan="on",
+        ws=REALTIME_WS,  # the implementation `clipstream api` serves with
+        ws_ping_interval=None,
+        server_header=False,
     )
     server = uvicorn.Server(config)
     try:

@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import anyio.lowlevel
@@ -78,7 +78,7 @@ def commit_args(
     ended = [] if ended_ttl_ms is None else [v for v in views if not is_active(v)]
     keys: list[str] = [ns.ckpt, ns.skipped, ns.all]
     args: list[Any] = [expected, new, skipped, len(views), 0, len(feed), FEED_MAXLEN]
-    args += [len(ended), ended_ttl_ms or 0]
+    args += [len(ended), ended_ttl_ms or 0, 0]
     pointers = []
     for view in views:
         reporter = view.reporter_id
@@ -108,16 +108,42 @@ def commit_args(
             ns.transcript_langs(owner, pointer.item_id),
         ]
         args += [encode_pointer(pointer), pointer.created_at, pointer.lang]
-    for record in feed:
-        # The projected partition's tag, so the key is in the script's slot whatever the owner.
-        keys.append(feed_key(ns.keys, ns.partition, record.owner))
-        args += [record.execution_id, record.seq, record.type, record.summary]
     if feed:
+        feeds = _packed_feed(ns, feed)
+        args[9] = len(feeds.keys)
+        keys += feeds.keys
         keys.append(live_key(ns.keys, ns.partition))  # the notification the API hubs block on
+        args.append(feeds.packed)
     for view in ended:
         keys.append(ns.keys.execution(view.execution_id))
         args.append(view.seq)
     return keys, args
+
+
+class _Feeds(NamedTuple):
+    keys: list[str]  # the feeds appended to, in the order of their first entry
+    packed: bytes  # every entry, as the COMMIT script reads them
+
+
+def _packed_feed(ns: Namespace, feed: Sequence[FeedRecord]) -> _Feeds:
+    """The feed entries of a commit as one argument: a header line of five words per entry (the
+    index of its feed among the keys, execution id, seq, event type, the length of its summary),
+    then the summaries back to back. Each feed's key is passed once, however many entries it
+    gets: redis-py encodes every argument on its own, and a batch has one entry per event."""
+    index: dict[str, int] = {}
+    words: list[str] = []
+    for record in feed:
+        n = index.get(record.owner)
+        if n is None:
+            n = index[record.owner] = len(index)
+        words += (str(n), record.execution_id, str(record.seq), record.type)
+        words.append(str(len(record.summary)))
+    header = " ".join(words)
+    if len(header.split()) != len(words):
+        raise ValueError("a feed entry's execution id or type is empty or holds a space")
+    # The projected partition's tag, so each key is in the script's slot whatever the owner.
+    keys = [feed_key(ns.keys, ns.partition, owner) for owner in index]
+    return _Feeds(keys, b"".join([header.encode(), b"\n", *(r.summary for r in feed)]))
 
 
 class Projector:

@@ -11,17 +11,21 @@ from projections.feed import LIVE_MAXLEN
 #   then per view 5 keys: view, owner zset, owner active zset, reporter zset (or the view key
 #   again when there is no reporter), reporter's schedule runs zset (or the view key again when
 #   the view is not a run), then per transcript 2 keys: pointer, item languages zset,
-#   then per feed entry 1 key: the owner's feed stream, then (when there is any feed entry) the
-#   partition's live stream, which gets one entry naming the feeds appended to,
+#   then per feed appended to 1 key: the owner's feed stream (each once), then (when there is
+#   any feed entry) the partition's live stream, which gets one entry naming the feeds appended to,
 #   then per ended execution 1 key: its own stream
 # ARGV[1] expected ckpt  ARGV[2] new ckpt  ARGV[3] skipped entries  ARGV[4] n views
 # ARGV[5] n transcripts  ARGV[6] n feed entries  ARGV[7] feed MAXLEN (approximate)
 # ARGV[8] n ended executions  ARGV[9] their streams' time to live once folded (ms)
+# ARGV[10] n feeds appended to
 #   then per view 6 args: execution id, view JSON, created_at, active '1'|'0', reporter '1'|'0',
 #   schedule run '1'|'0'
 #   then per transcript 3 args: pointer JSON, created_at, lang
-#   then per feed entry 4 args: execution id, seq, event type, summary JSON (a FeedSummary: the
-#   entry's v is 2, see projections.feed)
+#   then, when there is any feed entry, 1 arg holding them all (projections.projector
+#   ._packed_feed): a header line of five words per entry separated by one space (its feed's
+#   place among the feed keys from 0, execution id, seq, event type, its summary's length), a
+#   newline, then the summaries back to back (each a FeedSummary's JSON: the entry's v is 2, see
+#   projections.feed)
 #   then per ended execution 1 arg: the seq of its view's last event
 # The feed entries are appended here, with the checkpoint, so a batch retried after a crash or a
 # lost compare-and-set never appends them twice.
@@ -32,7 +36,7 @@ from projections.feed import LIVE_MAXLEN
 COMMIT = """
 local current = redis.call('GET', KEYS[1]) or '0-0'
 if current ~= ARGV[1] then return {0, current} end
-local k, a = 4, 10
+local k, a = 4, 11
 for _ = 1, tonumber(ARGV[4]) do
   local xid, score = ARGV[a], ARGV[a + 2]
   redis.call('SET', KEYS[k], ARGV[a + 1])
@@ -56,24 +60,26 @@ for _ = 1, tonumber(ARGV[5]) do
   end
   k, a = k + 2, a + 3
 end
-local n_feed = tonumber(ARGV[6] or '0')
-for _ = 1, n_feed do
-  redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[7], '*',
-    'execution_id', ARGV[a], 'seq', ARGV[a + 1], 'type', ARGV[a + 2], 'summary', ARGV[a + 3],
-    'v', '2')
-  k, a = k + 1, a + 4
-end
+local n_feed = tonumber(ARGV[6])
 if n_feed > 0 then
-  -- one notification naming the feeds appended to, for the API hubs (projections.feed)
-  local feeds, seen = {}, {}
-  for i = k - n_feed, k - 1 do
-    if not seen[KEYS[i]] then
-      seen[KEYS[i]] = true
-      feeds[#feeds + 1] = KEYS[i]
-    end
+  local n_keys, packed = tonumber(ARGV[10]), ARGV[a]
+  local nl = string.find(packed, '\\n', 1, true)
+  local w = {}
+  for word in string.gmatch(string.sub(packed, 1, nl - 1), '%S+') do w[#w + 1] = word end
+  local pos = nl + 1
+  for i = 0, n_feed - 1 do
+    local size = tonumber(w[5 * i + 5])
+    redis.call('XADD', KEYS[k + tonumber(w[5 * i + 1])], 'MAXLEN', '~', ARGV[7], '*',
+      'execution_id', w[5 * i + 2], 'seq', w[5 * i + 3], 'type', w[5 * i + 4],
+      'summary', string.sub(packed, pos, pos + size - 1), 'v', '2')
+    pos = pos + size
   end
-  redis.call('XADD', KEYS[k], 'MAXLEN', '~', 'LIVE_MAXLEN', '*', 'feeds', table.concat(feeds, ' '))
-  k = k + 1
+  -- one notification naming the feeds appended to, for the API hubs (projections.feed)
+  local feeds = {}
+  for i = k, k + n_keys - 1 do feeds[#feeds + 1] = KEYS[i] end
+  redis.call('XADD', KEYS[k + n_keys], 'MAXLEN', '~', 'LIVE_MAXLEN', '*', 'feeds',
+    table.concat(feeds, ' '))
+  k, a = k + n_keys + 1, a + 1
 end
 for _ = 1, tonumber(ARGV[8] or '0') do
   local newest = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)

@@ -79,28 +79,11 @@ def commit_args(
     keys: list[str] = [ns.ckpt, ns.skipped, ns.all]
     args: list[Any] = [expected, new, skipped, len(views), 0, len(feed), FEED_MAXLEN]
     args += [len(ended), ended_ttl_ms or 0, 0]
-    pointers = []
-    for view in views:
-        reporter = view.reporter_id
-        has_reporter = reporter is not None and _valid_name(reporter)
-        is_run = has_reporter and view.kind == "schedule_run"
-        view_key = ns.view(view.execution_id)
-        keys += [
-            view_key,
-            ns.owned(view.owner),
-            ns.active(view.owner),
-            ns.reporter(view.owner, reporter) if has_reporter and reporter else view_key,
-            ns.runs(view.owner, reporter) if is_run and reporter else view_key,
-        ]
-        args += [
-            view.execution_id,
-            encode_view(view),
-            view.created_at,
-            "1" if is_active(view) else "0",
-            "1" if has_reporter else "0",
-            "1" if is_run else "0",
-        ]
-        pointers += [(view.owner, p) for p in transcripts_of(view)]
+    args += (ns.view_prefix, ns.owned_prefix, ns.active_prefix, ns.reporter_prefix)
+    args += (ns.runs_prefix, ns.keys.execution_prefix(ns.partition))
+    if views:
+        args.append(_packed_views(views))
+    pointers = [(view.owner, p) for view in views for p in transcripts_of(view)]
     args[4] = len(pointers)
     for owner, pointer in pointers:
         keys += [
@@ -114,10 +97,37 @@ def commit_args(
         keys += feeds.keys
         keys.append(live_key(ns.keys, ns.partition))  # the notification the API hubs block on
         args.append(feeds.packed)
-    for view in ended:
-        keys.append(ns.keys.execution(view.execution_id))
-        args.append(view.seq)
+    if ended:
+        args.append(_words([w for v in ended for w in (v.execution_id, str(v.seq))]))
     return keys, args
+
+
+def _words(words: list[str]) -> str:
+    """``words`` joined by single spaces; ValueError when one is empty or holds whitespace (the
+    COMMIT script splits them on whitespace)."""
+    header = " ".join(words)
+    if len(header.split()) != len(words):
+        raise ValueError("an id in a projector commit is empty or holds a space")
+    return header
+
+
+def _packed_views(views: Sequence[ExecutionView]) -> bytes:
+    """The views of a commit as one argument: a header line of seven words per view (execution
+    id, owner, created_at, active '1'|'0', reporter id or '-', schedule run '1'|'0', the length
+    of its JSON), then the views' JSON back to back. redis-py encodes every argument on its
+    own: one per batch instead of eleven (keys included) per view."""
+    words: list[str] = []
+    data: list[bytes] = []
+    for view in views:
+        reporter = view.reporter_id
+        has_reporter = reporter is not None and _valid_name(reporter)
+        is_run = has_reporter and view.kind == "schedule_run"
+        encoded = encode_view(view)
+        words += (view.execution_id, view.owner, str(view.created_at))
+        words += ("1" if is_active(view) else "0", reporter if has_reporter and reporter else "-")
+        words += ("1" if is_run else "0", str(len(encoded)))
+        data.append(encoded)
+    return b"".join([_words(words).encode(), b"\n", *data])
 
 
 class _Feeds(NamedTuple):
@@ -138,12 +148,10 @@ def _packed_feed(ns: Namespace, feed: Sequence[FeedRecord]) -> _Feeds:
             n = index[record.owner] = len(index)
         words += (str(n), record.execution_id, str(record.seq), record.type)
         words.append(str(len(record.summary)))
-    header = " ".join(words)
-    if len(header.split()) != len(words):
-        raise ValueError("a feed entry's execution id or type is empty or holds a space")
+    header = _words(words).encode()
     # The projected partition's tag, so each key is in the script's slot whatever the owner.
     keys = [feed_key(ns.keys, ns.partition, owner) for owner in index]
-    return _Feeds(keys, b"".join([header.encode(), b"\n", *(r.summary for r in feed)]))
+    return _Feeds(keys, b"".join([header, b"\n", *(r.summary for r in feed)]))
 
 
 class Projector:

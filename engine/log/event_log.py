@@ -229,8 +229,15 @@ class EventLog:
 
 
 def _stamp(op: AppendOp, now: int) -> list[AnyEvent]:
-    """``op``'s events stamped with their seqs (after its expected seq) and ``now``."""
-    return [codec.stamp(e, op.expected_seq + i, now) for i, e in enumerate(op.events, 1)]
+    """``op``'s events stamped with their seqs (after its expected seq) and ``now``; an event
+    that carries its seq and a time already (the worker's drive stamps what it buffers) is kept
+    as it is."""
+    seq = op.expected_seq
+    out: list[AnyEvent] = []
+    for event in op.events:
+        seq += 1
+        out.append(event if event.seq == seq and event.at else codec.stamp(event, seq, now))
+    return out
 
 
 def _cancel_mark(events: Sequence[AnyEvent]) -> int:

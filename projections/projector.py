@@ -272,11 +272,12 @@ class Projector:
         touched = list(dict.fromkeys(e.event.execution_id for e in entries if e.event is not None))
         views = await self._load(ns, touched)
         loaded = dict(views)  # views are frozen: a shallow copy keeps the state before the batch
-        folded = fold_entries(views, entries)
+        trail: list[ExecutionView | None] | None = [] if self.feed else None
+        folded = fold_entries(views, entries, trail)
         await repair(self.store, views, folded)
         changed = [views[x] for x in touched if x in folded.changed]
         # Handed to _write beside its arguments (its signature is what tests wrap to inject faults).
-        self._feed = feed_records(loaded, entries, views) if self.feed else []
+        self._feed = feed_records(loaded, entries, views, trail) if self.feed else []
         new = entries[-1].entry_id
         try:
             await self._write(ns, changed, after, new, folded.skipped)

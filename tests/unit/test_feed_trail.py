@@ -21,8 +21,7 @@ def test_the_trail_gives_the_entries_a_second_fold_gives() -> None:
     loaded: dict[str, ExecutionView] = {first: fold(a[:2])}  # the batch starts mid-execution
     events = [a[1], a[2], b[0], a[3], None, b[1], b[1], c[2], a[4], b[2], c[3], b[3], b[4]]
     entries = [
-        Entry(f"{i}-0", e, codec.encode(e) if e is not None else b"?")
-        for i, e in enumerate(events)
+        Entry(f"{i}-0", e, codec.encode(e) if e is not None else b"?") for i, e in enumerate(events)
     ]
     refolded = dict(loaded)
     fold_entries(refolded, entries)

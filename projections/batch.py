@@ -32,17 +32,29 @@ class Folded:
     broken: dict[str, int] = field(default_factory=dict)  # execution id -> highest seq seen
 
 
-def fold_entries(views: dict[str, ExecutionView], entries: Sequence[Entry]) -> Folded:
+def fold_entries(
+    views: dict[str, ExecutionView],
+    entries: Sequence[Entry],
+    trail: list[ExecutionView | None] | None = None,
+) -> Folded:
     """Apply ``entries`` to ``views`` in log order (``views`` is updated in place).
 
     Executions that hit a gap are left in ``broken`` for :func:`repair`; their later events in
-    the batch are not applied here, since they would only hit the same gap.
+    the batch are not applied here, since they would only hit the same gap. ``trail``, when
+    given, gets one item per entry: the view right after its event was applied, else None (what
+    projections.feed.feed_records reads instead of folding the batch a second time).
     """
-    return fold_events(views, [entry.event for entry in entries])
+    return fold_events(views, [entry.event for entry in entries], trail)
 
 
-def fold_events(views: dict[str, ExecutionView], events: Iterable[AnyEvent | None]) -> Folded:
+def fold_events(
+    views: dict[str, ExecutionView],
+    events: Iterable[AnyEvent | None],
+    trail: list[ExecutionView | None] | None = None,
+) -> Folded:
     """:func:`fold_entries` for events already taken out of their entries (None: undecodable)."""
+    if trail is not None:
+        return _fold_trailed(views, events, trail)
     out = Folded()
     broken = out.broken
     for event in events:
@@ -64,6 +76,43 @@ def fold_events(views: dict[str, ExecutionView], events: Iterable[AnyEvent | Non
         except FoldGap:
             broken[xid] = event.seq
             continue
+        if after is not before:
+            views[xid] = after
+            out.changed.add(xid)
+    return out
+
+
+def _fold_trailed(
+    views: dict[str, ExecutionView],
+    events: Iterable[AnyEvent | None],
+    trail: list[ExecutionView | None],
+) -> Folded:
+    """:func:`fold_events`, recording each event's view in ``trail`` as it goes."""
+    out = Folded()
+    broken = out.broken
+    for event in events:
+        if event is None:
+            out.skipped += 1  # undecodable
+            trail.append(None)
+            continue
+        xid = event.execution_id
+        before = views.get(xid)
+        if before is None and not is_id(xid, "exc"):
+            out.skipped += 1  # naming no execution we could key
+            trail.append(None)
+            continue
+        out.events += 1
+        if xid in broken:
+            broken[xid] = max(broken[xid], event.seq)
+            trail.append(None)
+            continue
+        try:
+            after = apply(before, event)
+        except FoldGap:
+            broken[xid] = event.seq
+            trail.append(None)
+            continue
+        trail.append(after)
         if after is not before:
             views[xid] = after
             out.changed.add(xid)

@@ -111,19 +111,22 @@ def feed_records(
     before: Mapping[str, ExecutionView],
     entries: Sequence[Entry],
     after: Mapping[str, ExecutionView],
+    trail: Sequence[ExecutionView | None] | None = None,
 ) -> list[FeedRecord]:
     """The feed entries of a folded batch: one per event that moved a view, in log order.
 
-    ``before`` are the views as loaded, ``after`` as they will be written. Each event is folded
-    again from ``before`` so every entry carries the execution as it was right after that event;
-    duplicates (seq already applied) and events the batch could not apply are left out. An
-    execution repaired from its own stream (a gap) reports its repaired view for each event.
+    ``before`` are the views as loaded, ``after`` as they will be written. Each entry carries the
+    execution as it was right after its event: ``trail[i]`` when the fold recorded it
+    (projections.batch.fold_entries; None: not applied there), else the event folded again from
+    ``before``. Duplicates (seq already applied) and events the batch could not apply are left
+    out. An execution repaired from its own stream (a gap) reports its repaired view for each
+    event.
     """
     current: dict[str, ExecutionView] = {}
     emitted: dict[str, int] = {}  # execution id -> the last seq given an entry
     repaired: set[str] = set()
     out: list[FeedRecord] = []
-    for entry in entries:
+    for i, entry in enumerate(entries):
         event = entry.event
         if event is None:
             continue
@@ -138,7 +141,11 @@ def feed_records(
         if event.seq <= last:
             continue  # a duplicate delivery: the view did not move
         view = final
-        if xid not in repaired:
+        if trail is not None:
+            folded = trail[i]
+            if folded is not None:  # None: repaired from its stream
+                view = folded
+        elif xid not in repaired:
             try:
                 view = apply(current.get(xid, before.get(xid)), event)
             except FoldGap:

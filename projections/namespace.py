@@ -76,7 +76,12 @@ class Namespace:
         return f"{self.base}:all"
 
     def view(self, execution_id: str) -> str:
-        return f"{self.base}:x:{execution_id}"
+        return f"{self.view_prefix}{execution_id}"
+
+    @property
+    def view_prefix(self) -> str:
+        """What an execution id is appended to for its view's name."""
+        return f"{self.base}:x:"
 
     @property
     def packed(self) -> str:
@@ -87,16 +92,36 @@ class Namespace:
         return f"{self.base}:unpacked"
 
     def owned(self, owner: str) -> str:
-        return f"{self.base}:own:{owner}"
+        return f"{self.owned_prefix}{owner}"
+
+    @property
+    def owned_prefix(self) -> str:
+        """What an owner id is appended to for its executions' index."""
+        return f"{self.base}:own:"
 
     def active(self, owner: str) -> str:
-        return f"{self.base}:active:{owner}"
+        return f"{self.active_prefix}{owner}"
+
+    @property
+    def active_prefix(self) -> str:
+        """What an owner id is appended to for its active executions' index."""
+        return f"{self.base}:active:"
 
     def reporter(self, owner: str, reporter_id: str) -> str:
-        return f"{self.base}:rep:{owner}:{reporter_id}"
+        return f"{self.reporter_prefix}{owner}:{reporter_id}"
+
+    @property
+    def reporter_prefix(self) -> str:
+        """What ``{owner}:{reporter_id}`` is appended to for a reporter's executions' index."""
+        return f"{self.base}:rep:"
 
     def runs(self, owner: str, reporter_id: str) -> str:
-        return f"{self.base}:runs:{owner}:{reporter_id}"
+        return f"{self.runs_prefix}{owner}:{reporter_id}"
+
+    @property
+    def runs_prefix(self) -> str:
+        """What ``{owner}:{reporter_id}`` is appended to for a reporter's schedule runs' index."""
+        return f"{self.base}:runs:"
 
     def transcript(self, owner: str, item_id: str, lang: str) -> str:
         return f"{self.base}:tr:{owner}:{item_id}:{lang}"

@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import anyio.lowlevel
@@ -78,29 +78,12 @@ def commit_args(
     ended = [] if ended_ttl_ms is None else [v for v in views if not is_active(v)]
     keys: list[str] = [ns.ckpt, ns.skipped, ns.all]
     args: list[Any] = [expected, new, skipped, len(views), 0, len(feed), FEED_MAXLEN]
-    args += [len(ended), ended_ttl_ms or 0]
-    pointers = []
-    for view in views:
-        reporter = view.reporter_id
-        has_reporter = reporter is not None and _valid_name(reporter)
-        is_run = has_reporter and view.kind == "schedule_run"
-        view_key = ns.view(view.execution_id)
-        keys += [
-            view_key,
-            ns.owned(view.owner),
-            ns.active(view.owner),
-            ns.reporter(view.owner, reporter) if has_reporter and reporter else view_key,
-            ns.runs(view.owner, reporter) if is_run and reporter else view_key,
-        ]
-        args += [
-            view.execution_id,
-            encode_view(view),
-            view.created_at,
-            "1" if is_active(view) else "0",
-            "1" if has_reporter else "0",
-            "1" if is_run else "0",
-        ]
-        pointers += [(view.owner, p) for p in transcripts_of(view)]
+    args += [len(ended), ended_ttl_ms or 0, 0]
+    args += (ns.view_prefix, ns.owned_prefix, ns.active_prefix, ns.reporter_prefix)
+    args += (ns.runs_prefix, ns.keys.execution_prefix(ns.partition))
+    if views:
+        args.append(_packed_views(views))
+    pointers = [(view.owner, p) for view in views for p in transcripts_of(view)]
     args[4] = len(pointers)
     for owner, pointer in pointers:
         keys += [
@@ -108,16 +91,67 @@ def commit_args(
             ns.transcript_langs(owner, pointer.item_id),
         ]
         args += [encode_pointer(pointer), pointer.created_at, pointer.lang]
-    for record in feed:
-        # The projected partition's tag, so the key is in the script's slot whatever the owner.
-        keys.append(feed_key(ns.keys, ns.partition, record.owner))
-        args += [record.execution_id, record.seq, record.type, record.summary]
     if feed:
+        feeds = _packed_feed(ns, feed)
+        args[9] = len(feeds.keys)
+        keys += feeds.keys
         keys.append(live_key(ns.keys, ns.partition))  # the notification the API hubs block on
-    for view in ended:
-        keys.append(ns.keys.execution(view.execution_id))
-        args.append(view.seq)
+        args.append(feeds.packed)
+    if ended:
+        args.append(_words([w for v in ended for w in (v.execution_id, str(v.seq))]))
     return keys, args
+
+
+def _words(words: list[str]) -> str:
+    """``words`` joined by single spaces; ValueError when one is empty or holds whitespace (the
+    COMMIT script splits them on whitespace)."""
+    header = " ".join(words)
+    if len(header.split()) != len(words):
+        raise ValueError("an id in a projector commit is empty or holds a space")
+    return header
+
+
+def _packed_views(views: Sequence[ExecutionView]) -> bytes:
+    """The views of a commit as one argument: a header line of seven words per view (execution
+    id, owner, created_at, active '1'|'0', reporter id or '-', schedule run '1'|'0', the length
+    of its JSON), then the views' JSON back to back. redis-py encodes every argument on its
+    own: one per batch instead of eleven (keys included) per view."""
+    words: list[str] = []
+    data: list[bytes] = []
+    for view in views:
+        reporter = view.reporter_id
+        has_reporter = reporter is not None and _valid_name(reporter)
+        is_run = has_reporter and view.kind == "schedule_run"
+        encoded = encode_view(view)
+        words += (view.execution_id, view.owner, str(view.created_at))
+        words += ("1" if is_active(view) else "0", reporter if has_reporter and reporter else "-")
+        words += ("1" if is_run else "0", str(len(encoded)))
+        data.append(encoded)
+    return b"".join([_words(words).encode(), b"\n", *data])
+
+
+class _Feeds(NamedTuple):
+    keys: list[str]  # the feeds appended to, in the order of their first entry
+    packed: bytes  # every entry, as the COMMIT script reads them
+
+
+def _packed_feed(ns: Namespace, feed: Sequence[FeedRecord]) -> _Feeds:
+    """The feed entries of a commit as one argument: a header line of five words per entry (the
+    index of its feed among the keys, execution id, seq, event type, the length of its summary),
+    then the summaries back to back. Each feed's key is passed once, however many entries it
+    gets: redis-py encodes every argument on its own, and a batch has one entry per event."""
+    index: dict[str, int] = {}
+    words: list[str] = []
+    for record in feed:
+        n = index.get(record.owner)
+        if n is None:
+            n = index[record.owner] = len(index)
+        words += (str(n), record.execution_id, str(record.seq), record.type)
+        words.append(str(len(record.summary)))
+    header = _words(words).encode()
+    # The projected partition's tag, so each key is in the script's slot whatever the owner.
+    keys = [feed_key(ns.keys, ns.partition, owner) for owner in index]
+    return _Feeds(keys, b"".join([header, b"\n", *(r.summary for r in feed)]))
 
 
 class Projector:
@@ -238,11 +272,12 @@ class Projector:
         touched = list(dict.fromkeys(e.event.execution_id for e in entries if e.event is not None))
         views = await self._load(ns, touched)
         loaded = dict(views)  # views are frozen: a shallow copy keeps the state before the batch
-        folded = fold_entries(views, entries)
+        trail: list[ExecutionView | None] | None = [] if self.feed else None
+        folded = fold_entries(views, entries, trail)
         await repair(self.store, views, folded)
         changed = [views[x] for x in touched if x in folded.changed]
         # Handed to _write beside its arguments (its signature is what tests wrap to inject faults).
-        self._feed = feed_records(loaded, entries, views) if self.feed else []
+        self._feed = feed_records(loaded, entries, views, trail) if self.feed else []
         new = entries[-1].entry_id
         try:
             await self._write(ns, changed, after, new, folded.skipped)

@@ -1,5 +1,5 @@
 """Lua scripts of the projector. Each touches the keys of one namespace of one partition only (one
-hash slot), and every key it touches is passed in KEYS."""
+hash slot): passed in KEYS, or named from prefixes that carry the partition's hash tag."""
 
 from __future__ import annotations
 
@@ -7,22 +7,30 @@ from projections.feed import LIVE_MAXLEN
 
 # Write a batch of views, their indexes and transcript pointers, and move the checkpoint — only
 # if the checkpoint is still where this projector read from (compare-and-set), all or nothing.
+# The views, their indexes and the ended executions' streams are named from their prefixes
+# (projections.namespace, engine.log.keys: each carries the partition's hash tag, so they are in
+# the slot of the keys declared, as engine.log.leases.DISPATCH does); the other keys are declared.
 # KEYS[1] ckpt  KEYS[2] skipped counter  KEYS[3] all-executions zset
-#   then per view 5 keys: view, owner zset, owner active zset, reporter zset (or the view key
-#   again when there is no reporter), reporter's schedule runs zset (or the view key again when
-#   the view is not a run), then per transcript 2 keys: pointer, item languages zset,
-#   then per feed entry 1 key: the owner's feed stream, then (when there is any feed entry) the
-#   partition's live stream, which gets one entry naming the feeds appended to,
-#   then per ended execution 1 key: its own stream
+#   then per transcript 2 keys: pointer, item languages zset,
+#   then per feed appended to 1 key: the owner's feed stream (each once), then (when there is
+#   any feed entry) the partition's live stream, which gets one entry naming the feeds appended to
 # ARGV[1] expected ckpt  ARGV[2] new ckpt  ARGV[3] skipped entries  ARGV[4] n views
 # ARGV[5] n transcripts  ARGV[6] n feed entries  ARGV[7] feed MAXLEN (approximate)
 # ARGV[8] n ended executions  ARGV[9] their streams' time to live once folded (ms)
-#   then per view 6 args: execution id, view JSON, created_at, active '1'|'0', reporter '1'|'0',
-#   schedule run '1'|'0'
+# ARGV[10] n feeds appended to  ARGV[11..16] the prefixes of the views, the owners' zsets, the
+# owners' active zsets, the reporters' zsets and the reporters' schedule runs zsets (both followed
+# by '{owner}:{reporter}'), and the execution streams
+#   then, when there is any view, 1 arg holding them all (projections.projector._packed_views):
+#   a header line of seven words per view separated by one space (execution id, owner,
+#   created_at, active '1'|'0', reporter id or '-', schedule run '1'|'0', its JSON's length), a
+#   newline, then the views' JSON back to back
 #   then per transcript 3 args: pointer JSON, created_at, lang
-#   then per feed entry 4 args: execution id, seq, event type, summary JSON (a FeedSummary: the
-#   entry's v is 2, see projections.feed)
-#   then per ended execution 1 arg: the seq of its view's last event
+#   then, when there is any feed entry, 1 arg holding them all (projections.projector
+#   ._packed_feed): a header line of five words per entry (its feed's place among the feed keys
+#   from 0, execution id, seq, event type, its summary's length), a newline, then the summaries
+#   back to back (each a FeedSummary's JSON: the entry's v is 2, see projections.feed)
+#   then, when there is any ended execution, 1 arg: two words each, its id and the seq of its
+#   view's last event
 # The feed entries are appended here, with the checkpoint, so a batch retried after a crash or a
 # lost compare-and-set never appends them twice.
 # An ended execution's stream is given its short time to live here, only when its newest entry is
@@ -30,22 +38,39 @@ from projections.feed import LIVE_MAXLEN
 # read can still fold it from its stream (the appender set the long retention).
 # -> {1, new ckpt} or {0, current ckpt} when another projector moved it
 COMMIT = """
+local function words(packed)
+  local nl = string.find(packed, '\\n', 1, true) or (#packed + 1)
+  local w = {}
+  for word in string.gmatch(string.sub(packed, 1, nl - 1), '%S+') do w[#w + 1] = word end
+  return w, nl + 1
+end
 local current = redis.call('GET', KEYS[1]) or '0-0'
 if current ~= ARGV[1] then return {0, current} end
-local k, a = 4, 10
-for _ = 1, tonumber(ARGV[4]) do
-  local xid, score = ARGV[a], ARGV[a + 2]
-  redis.call('SET', KEYS[k], ARGV[a + 1])
-  redis.call('ZADD', KEYS[3], score, xid)
-  redis.call('ZADD', KEYS[k + 1], score, xid)
-  if ARGV[a + 3] == '1' then
-    redis.call('ZADD', KEYS[k + 2], score, xid)
-  else
-    redis.call('ZREM', KEYS[k + 2], xid)
+local k, a = 4, 17
+local n_views = tonumber(ARGV[4])
+if n_views > 0 then
+  local packed = ARGV[a]
+  local w, pos = words(packed)
+  for i = 0, n_views - 1 do
+    local j = 7 * i
+    local xid, owner, score, reporter = w[j + 1], w[j + 2], w[j + 3], w[j + 5]
+    local size = tonumber(w[j + 7])
+    redis.call('SET', ARGV[11] .. xid, string.sub(packed, pos, pos + size - 1))
+    pos = pos + size
+    redis.call('ZADD', KEYS[3], score, xid)
+    redis.call('ZADD', ARGV[12] .. owner, score, xid)
+    if w[j + 4] == '1' then
+      redis.call('ZADD', ARGV[13] .. owner, score, xid)
+    else
+      redis.call('ZREM', ARGV[13] .. owner, xid)
+    end
+    if reporter ~= '-' then
+      local by = owner .. ':' .. reporter
+      redis.call('ZADD', ARGV[14] .. by, score, xid)
+      if w[j + 6] == '1' then redis.call('ZADD', ARGV[15] .. by, score, xid) end
+    end
   end
-  if ARGV[a + 4] == '1' then redis.call('ZADD', KEYS[k + 3], score, xid) end
-  if ARGV[a + 5] == '1' then redis.call('ZADD', KEYS[k + 4], score, xid) end
-  k, a = k + 5, a + 6
+  a = a + 1
 end
 for _ = 1, tonumber(ARGV[5]) do
   -- the newest transcript wins, whatever order executions are folded in
@@ -56,31 +81,34 @@ for _ = 1, tonumber(ARGV[5]) do
   end
   k, a = k + 2, a + 3
 end
-local n_feed = tonumber(ARGV[6] or '0')
-for _ = 1, n_feed do
-  redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[7], '*',
-    'execution_id', ARGV[a], 'seq', ARGV[a + 1], 'type', ARGV[a + 2], 'summary', ARGV[a + 3],
-    'v', '2')
-  k, a = k + 1, a + 4
-end
+local n_feed = tonumber(ARGV[6])
 if n_feed > 0 then
+  local n_keys, packed = tonumber(ARGV[10]), ARGV[a]
+  local w, pos = words(packed)
+  for i = 0, n_feed - 1 do
+    local size = tonumber(w[5 * i + 5])
+    redis.call('XADD', KEYS[k + tonumber(w[5 * i + 1])], 'MAXLEN', '~', ARGV[7], '*',
+      'execution_id', w[5 * i + 2], 'seq', w[5 * i + 3], 'type', w[5 * i + 4],
+      'summary', string.sub(packed, pos, pos + size - 1), 'v', '2')
+    pos = pos + size
+  end
   -- one notification naming the feeds appended to, for the API hubs (projections.feed)
-  local feeds, seen = {}, {}
-  for i = k - n_feed, k - 1 do
-    if not seen[KEYS[i]] then
-      seen[KEYS[i]] = true
-      feeds[#feeds + 1] = KEYS[i]
+  local feeds = {}
+  for i = k, k + n_keys - 1 do feeds[#feeds + 1] = KEYS[i] end
+  redis.call('XADD', KEYS[k + n_keys], 'MAXLEN', '~', 'LIVE_MAXLEN', '*', 'feeds',
+    table.concat(feeds, ' '))
+  k, a = k + n_keys + 1, a + 1
+end
+local n_ended = tonumber(ARGV[8])
+if n_ended > 0 then
+  local w = words(ARGV[a])
+  for i = 0, n_ended - 1 do
+    local stream = ARGV[16] .. w[2 * i + 1]
+    local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+    if #newest == 1 and newest[1][1] == w[2 * i + 2] .. '-0' then
+      redis.call('PEXPIRE', stream, ARGV[9])
     end
   end
-  redis.call('XADD', KEYS[k], 'MAXLEN', '~', 'LIVE_MAXLEN', '*', 'feeds', table.concat(feeds, ' '))
-  k = k + 1
-end
-for _ = 1, tonumber(ARGV[8] or '0') do
-  local newest = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)
-  if #newest == 1 and newest[1][1] == ARGV[a] .. '-0' then
-    redis.call('PEXPIRE', KEYS[k], ARGV[9])
-  end
-  k, a = k + 1, a + 1
 end
 local skipped = tonumber(ARGV[3])
 if skipped > 0 then redis.call('INCRBY', KEYS[2], skipped) end

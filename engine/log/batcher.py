@@ -11,6 +11,7 @@ lone append is sent at the next pass of the event loop.
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 import anyio
 import anyio.abc
@@ -26,13 +27,24 @@ log = logging.getLogger("clipstream.worker")
 class _Pending:
     """One caller's append and, once written, its answer."""
 
-    __slots__ = ("abandoned", "done", "op", "result")
+    __slots__ = ("abandoned", "op", "result")
 
     def __init__(self, op: AppendOp) -> None:
         self.op = op
-        self.done = anyio.Event()
         self.result: AppendResult | None = None
         self.abandoned = False  # the caller was cancelled before the append was sent
+
+
+class _Batch:
+    """The appends that travel in one pipeline, and the event their callers wait on (one per
+    batch, not one per append: an anyio.Event costs more to make than the rest of an append's
+    bookkeeping here)."""
+
+    __slots__ = ("done", "items")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.items: list[_Pending] = []
 
 
 class AppendBatcher:
@@ -48,7 +60,8 @@ class AppendBatcher:
     ) -> None:
         self.event_log = event_log
         self.max_batch = max(1, max_batch)
-        self._queue: list[_Pending] = []
+        self._open = _Batch()  # the batch new appends join
+        self._full: deque[_Batch] = deque()  # batches that reached max_batch, not sent yet
         self._wake = anyio.Event()
         self._slots = anyio.Semaphore(max(1, max_in_flight))
 
@@ -60,17 +73,22 @@ class AppendBatcher:
         writes nothing more); once sent, it is written or refused by the expected seq as usual.
         """
         pending = _Pending(op)
-        self._queue.append(pending)
+        batch = self._open
+        batch.items.append(pending)
+        if len(batch.items) >= self.max_batch:
+            self._full.append(batch)
+            self._open = _Batch()
         self._wake.set()
         try:
-            await pending.done.wait()
+            await batch.done.wait()
         except BaseException:
             pending.abandoned = True
             raise
         result = pending.result
+        if result is None:  # the batch's round trip was cancelled: written or not, unknown
+            raise StoreUnavailable(f"the append to {op.execution_id} was interrupted")
         if isinstance(result, ConcurrencyConflict | BalanceRefused | StoreUnavailable):
             raise result
-        assert result is not None
         return result
 
     async def run(self) -> None:
@@ -82,34 +100,32 @@ class AppendBatcher:
                 # One more pass of the event loop: every task that is ready now reaches its append
                 # and joins this batch instead of the next one.
                 await anyio.lowlevel.checkpoint()
-                while self._queue:
+                while self._full or self._open.items:
                     await self._slots.acquire()
-                    batch = self._take()
-                    if batch:
-                        tg.start_soon(self._flush, batch)
+                    if self._full:
+                        batch = self._full.popleft()
+                    elif self._open.items:
+                        batch, self._open = self._open, _Batch()
                     else:
                         self._slots.release()
+                        continue
+                    tg.start_soon(self._flush, batch)
 
-    def _take(self) -> list[_Pending]:
-        """Up to ``max_batch`` queued appends, skipping those withdrawn by their caller."""
-        batch: list[_Pending] = []
-        while self._queue and len(batch) < self.max_batch:
-            take = self.max_batch - len(batch)
-            chunk, self._queue = self._queue[:take], self._queue[take:]
-            batch.extend(p for p in chunk if not p.abandoned)
-        return batch
-
-    async def _flush(self, batch: list[_Pending]) -> None:
+    async def _flush(self, batch: _Batch) -> None:
         try:
+            # Appends withdrawn by their caller before this point are not sent.
+            live = [p for p in batch.items if not p.abandoned]
+            results: list[AppendResult] = []
             try:
-                results = await self.event_log.append_many([p.op for p in batch])
+                if live:
+                    results = await self.event_log.append_many([p.op for p in live])
             except StoreUnavailable as exc:
-                results = [exc] * len(batch)
+                results = [exc] * len(live)
             except Exception as exc:  # a bug must not leave callers waiting forever
                 log.exception("append batch failed")
-                results = [StoreUnavailable(f"append batch failed: {exc}")] * len(batch)
-            for pending, result in zip(batch, results, strict=True):
+                results = [StoreUnavailable(f"append batch failed: {exc}")] * len(live)
+            for pending, result in zip(live, results, strict=True):
                 pending.result = result
-                pending.done.set()
         finally:
+            batch.done.set()
             self._slots.release()

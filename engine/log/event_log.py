@@ -156,37 +156,27 @@ class EventLog:
         self, partition: int, ops: Sequence[tuple[AppendOp, list[AnyEvent]]], now: int
     ) -> ScriptCall:
         """KEYS and ARGV of one APPEND_BATCH call for ``ops`` (op, its events stamped), all of
-        ``partition``; ``now`` stamps the ledger entries."""
+        ``partition``; ``now`` stamps the ledger entries. Each op travels as one argument
+        (:func:`_packed`): redis-py encodes every argument on its own, so one per op instead of
+        a dozen or more is most of what building the call costs."""
         k = self._ctx.keys
         keys = [k.log(partition), k.charges(partition), k.work(partition), k.running(partition)]
         keys.append(k.cancels(partition))
-        args: list[Any] = [WORKER_GROUP, now]
+        args: list[Any] = [WORKER_GROUP, now, k.execution_prefix(partition)]
+        args += (k.balance_prefix(partition), k.ledger_prefix(partition), k.blob_prefix(partition))
         for op, events in ops:
             moves = _checked_moves(op)
-            keys.append(k.execution(op.execution_id))
             if moves:
-                keys += self._money_keys(op, partition)
-            keys.extend(k.blob(partition, sha256) for sha256, _ in op.blobs)
-            args += (op.expected_seq, op.expire_ms, op.ack or "", len(op.blobs), len(events))
-            args += (len(moves), op.execution_id, _cancel_mark(events), len(op.records))
-            args.extend(data for _, data in op.blobs)
-            args.extend(codec.encode(e) for e in events)
-            for move in moves:
-                args += (move.kind, move.charge_id, move.amount, move.uncovered)
-            for record in self._checked_records(op, partition):
-                keys.append(record.key)
-                keys.extend(record.indexes)
-                args += (record.value, record.member, len(record.indexes))
+                self._check_owner(op, partition)
+            args.append(_packed(op, events, moves, self._checked_records(op, partition)))
         return keys, args
 
-    def _money_keys(self, op: AppendOp, partition: int) -> list[str]:
-        """The owner's balance and ledger, which must share the execution's slot."""
+    def _check_owner(self, op: AppendOp, partition: int) -> None:
+        """The owner's balance and ledger must share the execution's slot."""
         if op.owner is None:
             raise ValueError(f"{op.execution_id}: an append with money events needs its owner")
-        keys = self._ctx.keys
-        if keys.partition(op.owner) != partition:
+        if self._ctx.keys.partition(op.owner) != partition:
             raise ValueError(f"{op.execution_id} is not in the partition of {op.owner}")
-        return [keys.balance(op.owner), keys.ledger(op.owner)]
 
     def _checked_records(self, op: AppendOp, partition: int) -> Sequence[Record]:
         """``op.records``, after checking that every key they name is in ``partition``'s slot."""
@@ -239,8 +229,15 @@ class EventLog:
 
 
 def _stamp(op: AppendOp, now: int) -> list[AnyEvent]:
-    """``op``'s events stamped with their seqs (after its expected seq) and ``now``."""
-    return [codec.stamp(e, op.expected_seq + i, now) for i, e in enumerate(op.events, 1)]
+    """``op``'s events stamped with their seqs (after its expected seq) and ``now``; an event
+    that carries its seq and a time already (the worker's drive stamps what it buffers) is kept
+    as it is."""
+    seq = op.expected_seq
+    out: list[AnyEvent] = []
+    for event in op.events:
+        seq += 1
+        out.append(event if event.seq == seq and event.at else codec.stamp(event, seq, now))
+    return out
 
 
 def _cancel_mark(events: Sequence[AnyEvent]) -> int:
@@ -249,6 +246,37 @@ def _cancel_mark(events: Sequence[AnyEvent]) -> int:
     if any(is_terminal(e) for e in events):
         return 2
     return 1 if any(isinstance(e, ExecutionCancelRequested) for e in events) else 0
+
+
+def _packed(
+    op: AppendOp, events: list[AnyEvent], moves: Sequence[Move], records: Sequence[Record]
+) -> bytes:
+    """One op of an APPEND_BATCH call as one argument: a header line of words (numbers, ids,
+    charge ids, record keys, and the length of every payload), then the payloads back to back
+    (the blobs, the encoded events, the records' values). A word must be non-empty and hold no
+    whitespace: ValueError otherwise (nothing is sent)."""
+    words = [str(op.expected_seq), str(op.expire_ms), op.ack or "-", op.execution_id]
+    words += (str(_cancel_mark(events)), op.owner or "-", str(len(op.blobs)), str(len(events)))
+    words += (str(len(moves)), str(len(records)))
+    payloads: list[bytes] = []
+    for sha256, data in op.blobs:
+        words += (sha256, str(len(data)))
+        payloads.append(data)
+    for event in events:
+        data = codec.encode(event)
+        words.append(str(len(data)))
+        payloads.append(data)
+    for move in moves:
+        words += (move.kind, move.charge_id, str(move.amount), str(move.uncovered))
+    for record in records:
+        words += (record.key, record.member, str(len(record.indexes)), *record.indexes)
+        words.append(str(len(record.value)))
+        payloads.append(record.value)
+    header = " ".join(words)
+    if len(header.split()) != len(words):
+        raise ValueError(f"{op.execution_id}: an empty id, key or member, or one with a space")
+    payloads.insert(0, header.encode() + b"\n")
+    return b"".join(payloads)
 
 
 def _checked_moves(op: AppendOp) -> Sequence[Move]:
@@ -288,38 +316,42 @@ def _result(op: AppendOp, stamped: list[AnyEvent], reply: Any, n: int) -> Append
 # StepCompleted never names a blob that is not stored, a money event is never written without its
 # money moving (nor money moved without its event), and a terminal append and the end of its lease
 # cannot be split.
+# The execution stream, the owner's balance and ledger and the blobs are named from their
+# prefixes (engine.log.keys: every one carries the partition's hash tag, so they are in the slot
+# of the keys declared, as in leases.DISPATCH); a record's keys are words of its op, checked by
+# EventLog._checked_records to carry that tag too.
 # KEYS[1] partition log  KEYS[2] partition's applied charges  KEYS[3] work stream
-# KEYS[4] running counts  KEYS[5] cancel set  KEYS[6..] per op: its execution stream, then (only
-# when it has money moves) the owner's balance and ledger, then its blob keys, then per record its
-# key and its index keys
-# ARGV[1] group  ARGV[2] now ms  then per op: expected seq, PEXPIRE ms (0: none), lease to
-# release ('': none), n blobs, n events, n moves, execution id, cancel mark (1 add, 2 remove, 0
-# none), n records, the blob values, the events, then per move: kind, charge id, signed amount
-# (micro-coins), uncovered amount, then per record: its value, its index member, n index keys
+# KEYS[4] running counts  KEYS[5] cancel set
+# ARGV[1] group  ARGV[2] now ms  ARGV[3] execution-stream prefix  ARGV[4] balance prefix
+# ARGV[5] ledger prefix  ARGV[6] blob prefix  ARGV[7..] one per op (_packed): a header line of
+# words separated by one space — expected seq, PEXPIRE ms (0: none), lease to release ('-': none),
+# execution id, cancel mark (1 add, 2 remove, 0 none), owner ('-': none), n blobs, n events,
+# n moves, n records, then per blob its sha256 and length, per event its length, per move its
+# kind, charge id, signed amount (micro-coins) and uncovered amount, per record its key, its index
+# member, n index keys, the index keys and its value's length — then a newline and the payloads:
+# the blobs, the events, the records' values
 # -> per op four numbers: 1, new seq, 0, 0 (written) | 0, current seq, 0, 0 (conflict) |
 #    2, current seq, n, balance (the op's n-th move would take the balance below zero)
 APPEND_BATCH = (
     END_LEASE
     + """
 local log, charges, cancels, now = KEYS[1], KEYS[2], KEYS[5], ARGV[2]
-local k, a = 6, 3
 local out = {}
-while a <= #ARGV do
-  local stream = KEYS[k]
-  local expected = tonumber(ARGV[a])
-  local ttl = tonumber(ARGV[a + 1])
-  local ack = ARGV[a + 2]
-  local blobs = tonumber(ARGV[a + 3])
-  local events = tonumber(ARGV[a + 4])
-  local moves = tonumber(ARGV[a + 5])
-  local xid = ARGV[a + 6]
-  local mark = ARGV[a + 7]
-  local records = tonumber(ARGV[a + 8])
-  a = a + 9
-  local balance_key, ledger_key, blob_k = KEYS[k + 1], KEYS[k + 2], k + 1
-  if moves > 0 then blob_k = k + 3 end
-  local m = a + blobs + events
-  local r, rk = m + 4 * moves, blob_k + blobs
+for o = 7, #ARGV do
+  local op = ARGV[o]
+  local nl = string.find(op, '\\n', 1, true)
+  local w = {}
+  for word in string.gmatch(string.sub(op, 1, nl - 1), '%S+') do w[#w + 1] = word end
+  local expected, ttl, ack, xid = tonumber(w[1]), tonumber(w[2]), w[3], w[4]
+  local mark, owner = w[5], w[6]
+  local blobs, events = tonumber(w[7]), tonumber(w[8])
+  local moves, records = tonumber(w[9]), tonumber(w[10])
+  local stream = ARGV[3] .. xid
+  local balance_key, ledger_key = ARGV[4] .. owner, ARGV[5] .. owner
+  local wb = 11
+  local we = wb + 2 * blobs
+  local wm = we + events
+  local wr = wm + 4 * moves
   local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   local current = 0
   if #last > 0 then current = tonumber(string.match(last[1][1], '^(%d+)')) end
@@ -329,8 +361,8 @@ while a <= #ARGV do
   elseif moves > 0 then
     local balance = tonumber(redis.call('GET', balance_key) or '0')
     for j = 0, moves - 1 do
-      if redis.call('HEXISTS', charges, ARGV[m + 4 * j + 1]) == 0 then
-        local after = balance + tonumber(ARGV[m + 4 * j + 2])
+      if redis.call('HEXISTS', charges, w[wm + 4 * j + 1]) == 0 then
+        local after = balance + tonumber(w[wm + 4 * j + 2])
         if after < 0 then
           status, refused, available = 2, j + 1, balance
           break
@@ -340,12 +372,21 @@ while a <= #ARGV do
     end
   end
   if status == 1 then
+    local pos = nl + 1
     for i = 0, blobs - 1 do
-      redis.call('SET', KEYS[blob_k + i], ARGV[a + i], 'NX')
+      local size = tonumber(w[wb + 2 * i + 1])
+      redis.call('SET', ARGV[6] .. w[wb + 2 * i], string.sub(op, pos, pos + size - 1), 'NX')
+      pos = pos + size
+    end
+    local payload = {}
+    for i = 0, events - 1 do
+      local size = tonumber(w[we + i])
+      payload[i + 1] = string.sub(op, pos, pos + size - 1)
+      pos = pos + size
     end
     for j = 0, moves - 1 do
-      local kind, id = ARGV[m + 4 * j], ARGV[m + 4 * j + 1]
-      local amount, uncovered = ARGV[m + 4 * j + 2], ARGV[m + 4 * j + 3]
+      local kind, id = w[wm + 4 * j], w[wm + 4 * j + 1]
+      local amount, uncovered = w[wm + 4 * j + 2], w[wm + 4 * j + 3]
       if redis.call('HSETNX', charges, id, amount) == 1 then
         redis.call('INCRBY', balance_key, amount)
         -- The balance as Redis stores it: Lua's tostring of a large number would print 1e+14.
@@ -359,21 +400,23 @@ while a <= #ARGV do
         end
       end
     end
-    local rr, rrk = r, rk
+    local r = wr
     for _ = 1, records do
-      local n = tonumber(ARGV[rr + 2])
-      if redis.call('SET', KEYS[rrk], ARGV[rr], 'NX') then
-        for i = 1, n do redis.call('ZADD', KEYS[rrk + i], 0, ARGV[rr + 1]) end
+      local key, member, n = w[r], w[r + 1], tonumber(w[r + 2])
+      local size = tonumber(w[r + 3 + n])
+      local value = string.sub(op, pos, pos + size - 1)
+      pos = pos + size
+      if redis.call('SET', key, value, 'NX') then
+        for i = 1, n do redis.call('ZADD', w[r + 2 + i], 0, member) end
       end
-      rr, rrk = rr + 3, rrk + 1 + n
+      r = r + 4 + n
     end
-    for i = 0, events - 1 do
-      local event = ARGV[a + blobs + i]
-      redis.call('XADD', stream, (expected + 1 + i) .. '-0', 'e', event)
-      redis.call('XADD', log, '*', 'e', event)
+    for i = 1, events do
+      redis.call('XADD', stream, (expected + i) .. '-0', 'e', payload[i])
+      redis.call('XADD', log, '*', 'e', payload[i])
     end
     if ttl > 0 then redis.call('PEXPIRE', stream, ttl) end
-    if ack ~= '' then release(KEYS[3], KEYS[4], ARGV[1], ack) end
+    if ack ~= '-' then release(KEYS[3], KEYS[4], ARGV[1], ack) end
     if mark == '1' then
       redis.call('SADD', cancels, xid)
     elseif mark == '2' then
@@ -385,11 +428,6 @@ while a <= #ARGV do
   out[#out + 1] = current
   out[#out + 1] = refused
   out[#out + 1] = available
-  for _ = 1, records do
-    rk = rk + 1 + tonumber(ARGV[r + 2])
-    r = r + 3
-  end
-  k, a = rk, r
 end
 return out
 """

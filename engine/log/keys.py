@@ -157,10 +157,18 @@ class Keys:
 
     # -- money ------------------------------------------------------------------------------------
     def balance(self, account_id: str) -> str:
-        return f"{self.tag(self.partition(account_id))}:bal:{account_id}"
+        return f"{self.balance_prefix(self.partition(account_id))}{account_id}"
+
+    def balance_prefix(self, partition: int) -> str:
+        """What an account id is appended to for its balance's name, in ``partition``."""
+        return f"{self.tag(partition)}:bal:"
 
     def ledger(self, account_id: str) -> str:
-        return f"{self.tag(self.partition(account_id))}:ledger:{account_id}"
+        return f"{self.ledger_prefix(self.partition(account_id))}{account_id}"
+
+    def ledger_prefix(self, partition: int) -> str:
+        """What an account id is appended to for its ledger's name, in ``partition``."""
+        return f"{self.tag(partition)}:ledger:"
 
     def charges(self, partition: int) -> str:
         return f"{self.tag(partition)}:charges"
@@ -188,7 +196,11 @@ class Keys:
         return f"{self.tag(self.partition(owner_id))}:{kind}s:{owner_id}"
 
     def blob(self, partition: int, sha256: str) -> str:
-        return f"{self.tag(partition)}:blob:{sha256}"
+        return f"{self.blob_prefix(partition)}{sha256}"
+
+    def blob_prefix(self, partition: int) -> str:
+        """What a sha256 is appended to for its blob's name, in ``partition``."""
+        return f"{self.tag(partition)}:blob:"
 
     # -- schedules --------------------------------------------------------------------------------
     def schedule_due(self, partition: int) -> str:

@@ -124,6 +124,23 @@ _WORDS = [
 ]
 
 
+_WORD_BITS = len(_WORDS).bit_length()
+
+
+def _choices(rng: random.Random, count: int) -> list[str]:
+    """``[rng.choice(_WORDS) for _ in range(count)]``, the same words from the same draws of
+    ``rng`` (random.Random.choice takes ``bit_length`` bits, again while they reach past the
+    list), without its two Python calls per word."""
+    bits, n = rng.getrandbits, len(_WORDS)
+    out = []
+    for _ in range(count):
+        r = bits(_WORD_BITS)
+        while r >= n:
+            r = bits(_WORD_BITS)
+        out.append(_WORDS[r])
+    return out
+
+
 def _joined(*parts: object) -> bytes:
     return "\x1f".join(str(p) for p in parts).encode()
 
@@ -261,7 +278,7 @@ class SimLLM:
         await simulate_call(self.settings, call)
         seed = seed_of("llm", prompt) if system is None else seed_of("llm", system, prompt)
         rng = random.Random(seed)
-        words = [rng.choice(_WORDS) for _ in range(rng.randint(24, 60))]
+        words = _choices(rng, rng.randint(24, 60))
         text = " ".join(words).capitalize() + "."
         while tokens_of(text) > max_tokens and len(text) > 1:
             text = text[: max(1, len(text) - 4 * (tokens_of(text) - max_tokens))]

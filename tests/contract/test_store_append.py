@@ -311,3 +311,37 @@ async def test_a_record_outside_the_partition_of_the_append_is_refused(store: Ev
     with pytest.raises(ValueError, match="outside partition"):
         await store.log.append_many([op])
     assert len(await store.log.history(req.execution_id)) == 1
+
+
+async def test_a_record_member_with_a_space_is_refused_before_anything_is_sent(
+    store: EventStore,
+) -> None:
+    # An op travels as one argument whose header words are separated by spaces.
+    req = await started_execution(store)
+    record = _record(store, req.owner, "doc 5", b"{}")
+    op = AppendOp(req.execution_id, 1, _step(req.execution_id), owner=req.owner, records=[record])
+    with pytest.raises(ValueError, match="space"):
+        await store.log.append_many([op])
+    assert len(await store.log.history(req.execution_id)) == 1
+    assert await store.redis.exists(record.key) == 0
+
+
+async def test_payloads_keep_every_byte(store: EventStore) -> None:
+    # Blobs, events and record values are cut out of one argument by their lengths: newlines,
+    # spaces and bytes that are not UTF-8 come back exactly.
+    req = await started_execution(store)
+    p = store.keys.partition(req.owner)
+    data = b"line one\nline two \xff\x00 \n\n"
+    record = _record(store, req.owner, "doc_6", b" \n{}\n ")
+    events = _step(req.execution_id)
+    events[-1] = StepCompleted(
+        execution_id=req.execution_id, step_index=0, attempt=1, output={"text": "a\nb c"}
+    )
+    op = AppendOp(
+        req.execution_id, 1, events, owner=req.owner, blobs=[("ab" * 32, data)], records=[record]
+    )
+    [written] = await store.log.append_many([op])
+    assert isinstance(written, list)
+    assert await store.redis.get(store.keys.blob(p, "ab" * 32)) == data
+    assert await store.redis.get(record.key) == b" \n{}\n "
+    assert (await store.log.history(req.execution_id))[1:] == written

@@ -3,11 +3,13 @@ different inputs differ; failure injection does what the hooks say."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 
 from engine.errors import ToolError
+from engine.providers import sim
 from engine.providers.base import ProviderCall, audio_cost, llm_cost
 from engine.providers.sim import SimLLM, SimTranscriber, SimYouTube
 from engine.settings import Settings
@@ -127,3 +129,15 @@ async def test_failure_rate_is_reproducible() -> None:
         outcomes.append(run)
     assert outcomes[0] == outcomes[1]
     assert 5 < outcomes[0].count(False) < 35
+
+
+def test_the_llm_words_are_the_ones_random_choice_picks() -> None:
+    # The simulation's outputs must not change when its word picking gets cheaper: the golden
+    # outputs, estimates and benchmarks rest on them.
+    for seed in range(200):
+        rng, reference = random.Random(seed), random.Random(seed)
+        count = reference.randint(24, 60)
+        assert sim._choices(rng, rng.randint(24, 60)) == [
+            reference.choice(sim._WORDS) for _ in range(count)
+        ]
+        assert rng.random() == reference.random()  # the same draws were taken

@@ -3,7 +3,8 @@ authentications per client address, shared by every API process.
 
 The counters live in Redis, in the deployment's own client (a server, a cluster or the embedded
 store), counted by the ``limits`` library's sliding-window-counter strategy: one script per check,
-two keys under one hash tag, no burst of twice the limit at a window's edge. Three policies, each
+two keys under one hash tag, no burst of twice the limit at a window's edge. The checks of one
+request go in one pipelined round trip (:meth:`Limiter.count`). Three policies, each
 off when its setting is (``CLIPSTREAM_RATE_*``, engine.settings):
 
     ``ip``    every request from one client address (health probes excepted)      2400/minute

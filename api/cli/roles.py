@@ -30,8 +30,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 REALTIME_MAX_INBOUND = 64 * 1024  # bytes of one message a WebSocket client may send
 FREEZE_EVERY = 500  # realtime subscriptions between two freezes of the collector (FeedHub)
-# Allocations (net of frees) between two young collections of the API process (CPython: 700).
-GC_YOUNG = 10_000
 
 
 def add_parsers(sub: Subcommands) -> None:
@@ -180,11 +178,6 @@ async def _serve_api(runtime: Runtime, host: str, port: int) -> None:
     # What start-up made (modules, the app) lives as long as the process: out of the collector's
     # way, so a full collection walks only what connections and requests made.
     gc.freeze()
-    # A young collection cost the API process milliseconds, not the number of young objects
-    # (measured: 5-9 ms of CPU each, whether 700 or 20,000 were young), and requests in flight
-    # crossed 700 about every ten requests: a pause on one request in ten, half of the CPU of a
-    # 202. A request leaves no cyclic garbage, so collections are kept for real growth.
-    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
     server.config.app.state.feed_hub.freeze_every = FREEZE_EVERY
     await server.serve()
 

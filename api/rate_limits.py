@@ -13,9 +13,11 @@ off when its setting is (``CLIPSTREAM_RATE_*``, engine.settings):
               session by its account (minting more tokens buys nothing)              1200/minute
 
 Failed authentications are limited harder and by address only, never by the credential they
-named (that would let anyone lock a victim's key out). The ``auth`` budget is *tested* before the
-credential is looked up and *spent* only on a failure: past it, even a correct guess answers 429,
-so guessing stops paying. Every failure answers the same 401 until then.
+named (that would let anyone lock a victim's key out). The ``auth`` budget is *tested* on every
+request that carries a credential, and the test decides before the credential's lookup does (an
+API key's record is read in the same round trip); it is *spent* only on a failure: past it, even
+a correct guess answers 429, so guessing stops paying. Every failure answers the same 401 until
+then.
 
 A refusal is ``429 rate_limited`` with ``Retry-After`` (whole seconds), and ``RateLimit`` /
 ``RateLimit-Policy`` (the IETF draft's structured fields: ``"ip";r=0;t=12`` and

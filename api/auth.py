@@ -37,10 +37,10 @@ from starlette.responses import Response
 
 from api.rate_limits import (
     Check,
-    KeyCounted,
+    Prefetched,
     client_address,
-    key_counted,
     limiter_of,
+    prefetched,
 )
 from api.rate_limits import bearer as bearer  # where api.realtime takes it from
 from api.read_charging import admit_read
@@ -147,38 +147,44 @@ def verify_session_token(runtime: Runtime, token: str) -> str | None:
 
 async def authenticate(runtime: Runtime, request: Request) -> Caller:
     """The calling account; the one 401 when there is none (spending one of the address's failed
-    authentications), 429 past the credential's limit (api.rate_limits)."""
+    authentications), 429 past the credential's limit (api.rate_limits).
+
+    The credential's count and what is read of it come from api.rate_limits, read with the
+    address's checks in one round trip; they are counted and read here when they were not (its
+    read failed, or no middleware ran)."""
     limiter = limiter_of(request)
     credential = bearer(request)
     if credential is None:
         raise await _failed(request)
+    found = prefetched(request, credential)
     if credential.startswith(API_KEY_PREFIX):
-        # Counted and looked up by api.rate_limits with the address's checks (one round trip);
-        # counted and looked up here when it did not (its limit off, its read failed).
-        found = key_counted(request, credential)
         if found is None:
             counted = await limiter.count(
                 [] if limiter.key is None else [Check(limiter.key, f"key:{key_hash(credential)}")]
             )
-            found = KeyCounted(
-                credential, counted.refused, await account_for_api_key(runtime, credential)
-            )
+            account_id = await account_for_api_key(runtime, credential)
+            found = Prefetched(credential, counted.refused, account_id)
         if found.account_id is None:
             raise await _failed(request)
         if found.refused is not None:
             raise found.refused
         return Caller(found.account_id, "api_key")
-    session = verify_session(runtime, credential)
-    if session is None:
+    if found is not None and found.session is not None:
+        session, refused, revoked_at = found.session, found.refused, found.revoked_at
+    else:
+        verified = verify_session(runtime, credential)
+        if verified is None:
+            raise await _failed(request)
+        session = verified
+        account = session.account_id
+        checks = [] if limiter.key is None else [Check(limiter.key, f"account:{account}")]
+        counted = await limiter.count(checks, [sessions_after_read(runtime, account)])
+        refused, revoked_at = counted.refused, sessions_after_of(counted.reads[0])
+    # A revoked session is a failed authentication like any other (the same 401).
+    if session.revoked_by(revoked_at):
         raise await _failed(request)
-    # A revoked session is a failed authentication like any other (the same 401). The account's
-    # count and its revocation instant: one round trip.
-    checks = [] if limiter.key is None else [Check(limiter.key, f"account:{session.account_id}")]
-    counted = await limiter.count(checks, [sessions_after_read(runtime, session.account_id)])
-    if session.revoked_by(sessions_after_of(counted.reads[0])):
-        raise await _failed(request)
-    if counted.refused is not None:
-        raise counted.refused
+    if refused is not None:
+        raise refused
     return Caller(session.account_id, "session")
 
 

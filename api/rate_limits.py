@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_response, request_id_of
+from api.sessions import Session, sessions_after_of, sessions_after_read
 from engine.connection import RedisClient
 from engine.money.accounts import API_KEY_PREFIX, account_of_record, api_key_record, key_hash
 from engine.runtime import Runtime
@@ -56,7 +57,7 @@ log = logging.getLogger("clipstream.api.rate_limits")
 # Probes of the orchestrator and the scraper: never limited (they carry no credential either).
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
 _STATE = "client_address"
-_KEY_STATE = "api_key_counted"
+_PREFETCHED = "credential_prefetched"
 
 
 class _DeploymentRedis(RedisStorage):
@@ -143,9 +144,14 @@ class Limiter:
     request costs the API process).
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(
+        self, runtime: Runtime, sessions: Callable[[str], Session | None] | None = None
+    ) -> None:
+        """``sessions`` verifies a session token (api.auth): given, a request's session is
+        counted and its revocation read in the round trip of the address's checks."""
         limits = runtime.settings.rate_limits
         self.runtime = runtime
+        self.sessions = sessions
         self._redis = runtime.redis
         self._storage = _DeploymentRedis(runtime.redis, runtime.store.keys.rate_limits)
         self._strategy = SlidingWindowCounterRateLimiter(self._storage)
@@ -255,13 +261,17 @@ def limiter_of(connection: HTTPConnection) -> Limiter:
 
 
 @dataclass(frozen=True, slots=True)
-class KeyCounted:
-    """An API key's count and record, read with the address's checks (:class:`RateLimits`) for
-    api.auth to use instead of a round trip of its own."""
+class Prefetched:
+    """A credential's count and what was read of it, by :class:`RateLimits` in the round trip of
+    the address's checks, for api.auth to use instead of a round trip of its own: an API key's
+    account (None: no such key), or a session token's :class:`Session` and its account's
+    revocation instant."""
 
     credential: str
     refused: RateLimited | None
     account_id: str | None
+    session: Session | None = None
+    revoked_at: int | None = None
 
 
 def bearer(connection: HTTPConnection) -> str | None:
@@ -273,9 +283,9 @@ def bearer(connection: HTTPConnection) -> str | None:
     return credential.strip()
 
 
-def key_counted(connection: HTTPConnection, credential: str) -> KeyCounted | None:
-    """What :class:`RateLimits` read of ``credential``, an API key (None: nothing was read)."""
-    found: KeyCounted | None = connection.scope.get("state", {}).get(_KEY_STATE)
+def prefetched(connection: HTTPConnection, credential: str) -> Prefetched | None:
+    """What :class:`RateLimits` read of ``credential`` (None: nothing was read)."""
+    found: Prefetched | None = connection.scope.get("state", {}).get(_PREFETCHED)
     return found if found is not None and found.credential == credential else None
 
 
@@ -284,9 +294,11 @@ class RateLimits:
     every request that carries a credential, before anything else runs (the spending of ``auth``
     happens in api.auth, once the credential is known to be bad).
 
-    A request with an API key also spends the ``key`` policy's request of that key (by its hash)
-    and reads the key's record in the same round trip; api.auth decides with both. So a request
-    the address's limit refuses has still counted against its API key.
+    An HTTP request with a bearer credential also spends the ``key`` policy's request of it (an
+    API key by its hash, a valid session token by its account) and reads what api.auth decides
+    with (the key's record; the account's revocation instant) in the same round trip
+    (:class:`Prefetched`). So a request the address's limit refuses has still counted against
+    its credential.
     """
 
     def __init__(self, app: ASGIApp, limiter: Limiter) -> None:
@@ -306,22 +318,17 @@ class RateLimits:
         checks = [] if limiter.ip is None else [Check(limiter.ip, address)]
         if carries and limiter.auth is not None:
             checks.append(Check(limiter.auth, address, spend=False))
-        credential = bearer(connection) if carries else None
-        record = None
-        if credential is not None and credential.startswith(API_KEY_PREFIX):
-            if limiter.key is not None:
-                checks.append(Check(limiter.key, f"key:{key_hash(credential)}"))
-            record = api_key_record(limiter.runtime, credential)
-        reads = [] if record is None else [("GET", record[1])]
-        counted = await limiter.count(checks, reads)
+        credential = bearer(connection) if carries and scope["type"] == "http" else None
+        prefetch = _Prefetch(limiter, credential) if credential is not None else None
+        if prefetch is not None:
+            checks += prefetch.checks
+        counted = await limiter.count(checks, [] if prefetch is None else prefetch.reads)
         refusals = counted.refusals
-        if credential is not None and credential.startswith(API_KEY_PREFIX):
-            key_refused = refusals.pop() if limiter.key is not None else None
-            if record is None:
-                state[_KEY_STATE] = KeyCounted(credential, key_refused, None)
-            elif not isinstance(counted.reads[0], RedisError):
-                account_id = account_of_record(counted.reads[0], record[0])
-                state[_KEY_STATE] = KeyCounted(credential, key_refused, account_id)
+        if prefetch is not None:
+            found = prefetch.found(refusals[len(refusals) - len(prefetch.checks) :], counted.reads)
+            del refusals[len(refusals) - len(prefetch.checks) :]
+            if found is not None:
+                state[_PREFETCHED] = found
         refused = Counted(refusals, []).refused
         if refused is not None:
             if scope["type"] == "websocket":
@@ -333,3 +340,46 @@ class RateLimits:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+class _Prefetch:
+    """What :class:`RateLimits` counts and reads of a bearer credential beside the address's
+    checks: an API key's ``key`` count (by its hash) and its record; a valid session token's
+    ``key`` count (by its account) and the account's revocation instant."""
+
+    def __init__(self, limiter: Limiter, credential: str) -> None:
+        self.credential = credential
+        self.checks: list[Check] = []
+        self.reads: list[tuple[str, ...]] = []
+        self.session: Session | None = None
+        self.record: tuple[str, str] | None = None
+        runtime = limiter.runtime
+        if credential.startswith(API_KEY_PREFIX):
+            identity = f"key:{key_hash(credential)}"
+            self.record = api_key_record(runtime, credential)
+            if self.record is not None:
+                self.reads.append(("GET", self.record[1]))
+        else:
+            self.session = limiter.sessions(credential) if limiter.sessions else None
+            if self.session is None:
+                return  # not a session token api.auth would accept: nothing to count yet
+            identity = f"account:{self.session.account_id}"
+            self.reads.append(sessions_after_read(runtime, self.session.account_id))
+        if limiter.key is not None:
+            self.checks.append(Check(limiter.key, identity))
+
+    def found(self, refusals: list[RateLimited | None], reads: list[Any]) -> Prefetched | None:
+        """The :class:`Prefetched` of this credential from its checks' refusals and its reads'
+        replies; None when a read failed (api.auth reads again, and fails as Redis does)."""
+        if not self.checks and not self.reads:
+            return None
+        refused = refusals[0] if refusals else None
+        if any(isinstance(reply, RedisError) for reply in reads):
+            return None
+        if self.session is not None:
+            revoked_at = sessions_after_of(reads[0])
+            return Prefetched(
+                self.credential, refused, self.session.account_id, self.session, revoked_at
+            )
+        account_id = None if self.record is None else account_of_record(reads[0], self.record[0])
+        return Prefetched(self.credential, refused, account_id)

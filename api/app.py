@@ -9,6 +9,7 @@ the runtime (opens and closes it), so the same app serves ``clipstream serve`` a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +19,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from api import console, dashboard, docs_page, metrics, openapi, realtime
+from api.auth import verify_session
 from api.errors import EXCEPTION_HANDLERS, Edge
 from api.feed_hub import FeedHub
 from api.metrics import RequestMeters
@@ -68,7 +70,7 @@ def create_app(runtime: Runtime) -> Starlette:
     """The HTTP API over ``runtime``."""
     hub = FeedHub(runtime)
     read_fees = ReadFees(runtime)
-    limiter = Limiter(runtime)
+    limiter = Limiter(runtime, sessions=functools.partial(verify_session, runtime))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

@@ -35,9 +35,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.rate_limits import RateLimited, client_address, limiter_of, together
+from api.rate_limits import (
+    Check,
+    Prefetched,
+    client_address,
+    limiter_of,
+    prefetched,
+)
+from api.rate_limits import bearer as bearer  # where api.realtime takes it from
 from api.read_charging import admit_read
-from api.sessions import Session, issued_ms, sessions_after
+from api.sessions import Session, issued_ms, sessions_after_of, sessions_after_read
 from engine import clock
 from engine.errors import InvalidRequest
 from engine.log.ids import is_id
@@ -138,45 +145,46 @@ def verify_session_token(runtime: Runtime, token: str) -> str | None:
     return None if session is None else session.account_id
 
 
-def bearer(request: Request) -> str | None:
-    """The bearer credential of the request, if it has one."""
-    header = request.headers.get("authorization", "")
-    scheme, _, credential = header.partition(" ")
-    if scheme.lower() != "bearer" or not credential.strip():
-        return None
-    return credential.strip()
-
-
 async def authenticate(runtime: Runtime, request: Request) -> Caller:
     """The calling account; the one 401 when there is none (spending one of the address's failed
-    authentications), 429 past the credential's limit (api.rate_limits)."""
+    authentications), 429 past the credential's limit (api.rate_limits).
+
+    The credential's count and what is read of it come from api.rate_limits, read with the
+    address's checks in one round trip; they are counted and read here when they were not (its
+    read failed, or no middleware ran)."""
     limiter = limiter_of(request)
     credential = bearer(request)
     if credential is None:
         raise await _failed(request)
+    found = prefetched(request, credential)
     if credential.startswith(API_KEY_PREFIX):
-        # The key's limit is counted by its hash while it is looked up: one round trip's time.
-        counted, account_id = await together(
-            limiter.hit(limiter.key, f"key:{key_hash(credential)}"),
-            account_for_api_key(runtime, credential),
-        )
-        if account_id is None:
+        if found is None:
+            counted = await limiter.count(
+                [] if limiter.key is None else [Check(limiter.key, f"key:{key_hash(credential)}")]
+            )
+            account_id = await account_for_api_key(runtime, credential)
+            found = Prefetched(credential, counted.refused, account_id)
+        if found.account_id is None:
             raise await _failed(request)
-        if isinstance(counted, RateLimited):
-            raise counted
-        return Caller(account_id, "api_key")
-    session = verify_session(runtime, credential)
-    if session is None:
-        raise await _failed(request)
+        if found.refused is not None:
+            raise found.refused
+        return Caller(found.account_id, "api_key")
+    if found is not None and found.session is not None:
+        session, refused, revoked_at = found.session, found.refused, found.revoked_at
+    else:
+        verified = verify_session(runtime, credential)
+        if verified is None:
+            raise await _failed(request)
+        session = verified
+        account = session.account_id
+        checks = [] if limiter.key is None else [Check(limiter.key, f"account:{account}")]
+        counted = await limiter.count(checks, [sessions_after_read(runtime, account)])
+        refused, revoked_at = counted.refused, sessions_after_of(counted.reads[0])
     # A revoked session is a failed authentication like any other (the same 401).
-    counted, revoked_at = await together(
-        limiter.hit(limiter.key, f"account:{session.account_id}"),
-        sessions_after(runtime, session.account_id),
-    )
     if session.revoked_by(revoked_at):
         raise await _failed(request)
-    if isinstance(counted, RateLimited):
-        raise counted
+    if refused is not None:
+        raise refused
     return Caller(session.account_id, "session")
 
 

@@ -68,8 +68,23 @@ def issued_ms(claims: dict[str, Any]) -> int:
 
 async def sessions_after(runtime: Runtime, account_id: str) -> int | None:
     """The account's revocation instant (ms), or None when its sessions were never revoked."""
-    raw = await runtime.redis.hget(runtime.store.keys.account(account_id), SESSIONS_AFTER)
-    return None if raw is None else int(raw)
+    return sessions_after_of(
+        await runtime.redis.hget(runtime.store.keys.account(account_id), SESSIONS_AFTER)
+    )
+
+
+def sessions_after_read(runtime: Runtime, account_id: str) -> tuple[str, ...]:
+    """The command that reads :func:`sessions_after` (for a caller that sends it in a pipeline
+    of its own)."""
+    return ("HGET", runtime.store.keys.account(account_id), SESSIONS_AFTER)
+
+
+def sessions_after_of(reply: Any) -> int | None:
+    """:func:`sessions_after` from its command's reply; the reply's error raised when it failed
+    (a revocation is never skipped because Redis failed to say)."""
+    if isinstance(reply, Exception):
+        raise reply
+    return None if reply is None else int(reply)
 
 
 async def revoke_sessions(runtime: Runtime, account_id: str) -> int:

@@ -26,7 +26,8 @@ Scenarios:
             one worker then two (the I/O-bound ratio).
   latency   `POST /v1/items/{id}/transcript` at a steady open-loop rate: 202 latency p50/p99,
             measured from each request's scheduled send time (no coordinated omission), with the
-            API alone, then with a worker and a projector on the same box.
+            API alone, then with a worker and a projector on the same box; and the API process's
+            CPU per 202 and its time per 202 runnable but waiting for a core (/proc).
   replay    `projections.replay.rebuild` over a synthetic log of >= 1,000,000 events, split over
             --replay-processes: events/s.
   peers     taskiq's stream broker and Dramatiq (one worker process each) and ceiling_spike.py,
@@ -130,7 +131,12 @@ async def bench_latency(
             {**auth, "Content-Type": "application/json"},
             b"{}",
         )
+        before = _process_times(api.proc.pid)
         load = await open_loop("127.0.0.1", port, request, rate=rate, total=total)
+        cpu_ms, waited_ms = (
+            (after - start) / total
+            for after, start in zip(_process_times(api.proc.pid), before, strict=True)
+        )
         latencies = load.latencies_ms
         errors = total - load.statuses.get(202, 0)
         latencies.sort()
@@ -142,6 +148,15 @@ async def bench_latency(
             f"{p50:.1f} / {p99:.1f}",
             f"{total:,} requests over {seconds:.0f}s, {errors} non-202",
         )
+        report.add(
+            f"API process per 202, {where}: CPU / waiting for a core (ms)",
+            f"{cpu_ms:.2f} / {waited_ms:.2f}",
+            "where a 202's time goes besides Redis: the process's CPU, and its time runnable "
+            "but not running (/proc schedstat: the other processes held the cores)",
+        )
+        key = "api_alone" if alone else "shared_box"
+        report.figures[f"api_cpu_ms_per_202_{key}"] = round(cpu_ms, 3)
+        report.figures[f"api_runqueue_wait_ms_per_202_{key}"] = round(waited_ms, 3)
         report.rss[f"api (latency run, {where})"] = rss_mib(api.proc.pid)
         return p99
     finally:
@@ -192,6 +207,18 @@ def machine() -> str:
         f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, Linux {platform.release()}, "
         f"CPython {platform.python_version()}, Redis {redis_v} on loopback, no persistence"
     )
+
+
+def _process_times(pid: int) -> tuple[float, float]:
+    """The CPU time (user + system) a process has used and the time it spent runnable but
+    waiting for a core, in ms (0 for the wait where the kernel keeps no schedstat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu_ms = (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+    try:
+        waited_ms = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e6
+    except (OSError, IndexError, ValueError):
+        waited_ms = 0.0
+    return cpu_ms, waited_ms
 
 
 async def main_async(args: argparse.Namespace) -> Report:

@@ -28,6 +28,8 @@ misconfigured process fails at start instead of misbehaving later.
     CLIPSTREAM_FORWARDED_ALLOW_IPS  proxies whose X-Forwarded-For names the client address
                                   (comma-separated addresses or networks); unset: the TCP peer
                                   is the client
+    CLIPSTREAM_ACCESS_LOG         1: the API logs a line per request (uvicorn's access log;
+                                  the request meters count them either way)             (0)
     CLIPSTREAM_QUOTA_ITEMS        items one account may hold                            (10000)
     CLIPSTREAM_QUOTA_COLLECTIONS  collections one account may hold                      (1000)
     CLIPSTREAM_QUOTA_REPORTERS    reporters one account may hold                        (100)
@@ -202,6 +204,7 @@ class Settings:
     fees: Fees = field(default_factory=Fees)
     rate_limits: RateLimits = field(default_factory=RateLimits)
     forwarded_allow_ips: str | None = None
+    access_log: bool = False
     quotas: Quotas = field(default_factory=Quotas)
 
     @property
@@ -293,6 +296,7 @@ class Settings:
                 auth_failures=reader.get("RATE_AUTH_FAILURES", _rate_limit, _LIMITS.auth_failures),
             ),
             forwarded_allow_ips=reader.get("FORWARDED_ALLOW_IPS", _addresses, None),
+            access_log=reader.get("ACCESS_LOG", _bool, False),
             quotas=Quotas(
                 items=reader.get("QUOTA_ITEMS", _int_in(0, 10**9), _QUOTAS.items),
                 collections=reader.get("QUOTA_COLLECTIONS", _int_in(0, 10**9), _QUOTAS.collections),

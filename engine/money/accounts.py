@@ -261,10 +261,26 @@ async def issue_api_key(runtime: Runtime, account_id: str) -> str:
 
 async def account_for_api_key(runtime: Runtime, api_key: str) -> str | None:
     """The account id an API key belongs to, or None for a malformed, unknown or revoked key."""
+    record = api_key_record(runtime, api_key)
+    if record is None:
+        return None
+    digest, name = record
+    return account_of_record(await runtime.redis.get(name), digest)
+
+
+def api_key_record(runtime: Runtime, api_key: str) -> tuple[str, str] | None:
+    """The hash of a well-formed API key and the name of its record (what
+    :func:`account_for_api_key` reads, for a caller that reads it in a pipeline of its own);
+    None for a malformed key."""
     if not _API_KEY.match(api_key):
         return None
     digest = key_hash(api_key)
-    stored = await runtime.redis.get(runtime.store.keys.api_key(digest))
+    return digest, runtime.store.keys.api_key(digest)
+
+
+def account_of_record(stored: bytes | str | None, digest: str) -> str | None:
+    """The account id in an API key's record as read (None: no such key, or a record that is not
+    the key's)."""
     if stored is None:
         return None
     account_id, _, stored_hash = as_str(stored).partition("|")

@@ -11,13 +11,15 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.asyncio import Redis
 
 from api.app import create_app
+from api.rate_limits import Check, Limiter
 from engine.connection import RedisClient
 from engine.money import accounts
 from engine.runtime import Runtime
 from engine.settings import Rate, RateLimits, Settings
+from tests.servers import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -131,11 +133,8 @@ async def test_when_redis_fails_to_count_the_request_goes_on(
 ) -> None:
     runtime = await _runtime(redis, settings, ip=Rate(1, 60))
     app = create_app(runtime)
-
-    async def down(*_: object, **__: object) -> bool:
-        raise RedisConnectionError("down")
-
-    app.state.limiter._strategy.hit = down
+    # The limiter counts through a Redis that is not there (nothing listens on the port).
+    app.state.limiter._redis = Redis(host="127.0.0.1", port=free_port(), socket_timeout=1)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         for _ in range(3):
@@ -187,3 +186,46 @@ async def test_a_websocket_past_the_address_limit_is_closed_before_its_handshake
 
     await app(scope, receive, send)  # type: ignore[arg-type]
     assert sent == [{"type": "websocket.close", "code": 1008, "reason": "rate_limited"}]
+
+
+async def test_checks_in_one_round_trip_count_exactly_as_the_library_does(
+    redis: RedisClient, settings: Settings
+) -> None:
+    runtime = await _runtime(redis, settings, key=Rate(5, 60))
+    limiter = Limiter(runtime)
+    policy = limiter.key
+    assert policy is not None
+    strategy = limiter._strategy  # the library's own strategy over the same counters
+    for _ in range(3):
+        assert (await limiter.count([Check(policy, "a")])).refused is None
+    assert (await strategy.get_window_stats(policy.item, "key", "a")).remaining == 2
+    # A test spends nothing; reads ride along.
+    await redis.set("cs:probe", "here")
+    counted = await limiter.count([Check(policy, "a", spend=False)], [("GET", "cs:probe")])
+    assert counted.refused is None
+    assert counted.reads == [b"here"]
+    assert (await strategy.get_window_stats(policy.item, "key", "a")).remaining == 2
+    assert await strategy.hit(policy.item, "key", "a")
+    assert await strategy.hit(policy.item, "key", "a")
+    assert not await strategy.test(policy.item, "key", "a")
+    counted = await limiter.count([Check(policy, "b"), Check(policy, "a", spend=False)])
+    assert counted.refusals[0] is None
+    refused = counted.refused
+    assert refused is not None
+    assert refused is counted.refusals[1]
+    assert 1 <= refused.retry_after <= 60
+    assert (await limiter.count([Check(policy, "a")])).refused is not None
+    assert (await strategy.get_window_stats(policy.item, "key", "b")).remaining == 4
+
+
+async def test_a_script_redis_forgot_is_counted_through_the_library(
+    redis: RedisClient, settings: Settings
+) -> None:
+    runtime = await _runtime(redis, settings, key=Rate(2, 60))
+    limiter = Limiter(runtime)
+    policy = limiter.key
+    assert policy is not None
+    await redis.script_flush()
+    assert (await limiter.count([Check(policy, "a")])).refused is None
+    assert (await limiter.count([Check(policy, "a")])).refused is None
+    assert (await limiter.count([Check(policy, "a")])).refused is not None

@@ -3,7 +3,7 @@ volumes too), each checked against the sha256 the manifest records."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
 import anyio.to_thread
 
@@ -92,7 +92,7 @@ async def _volume(archive: ArchiveStore, info: mf.VolumeInfo) -> bytes:
 
 async def log_segments(
     archive: ArchiveStore, manifest: mf.Manifest, after: str = "0-0"
-) -> AsyncIterator[SegmentInfo]:
+) -> AsyncGenerator[SegmentInfo, None]:
     """The manifest's log segments in order, those of its volumes first, skipping what ends at or
     before ``after`` (a volume that does is not even read)."""
     low = id_key(after)

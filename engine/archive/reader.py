@@ -15,7 +15,8 @@ the archive, the reader goes back to the archive for the rest.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -68,7 +69,7 @@ class _Shape(Generic[P]):
     """How a reader takes its pages: from the archived segments, from a page of hot rows, and
     the id of a page's last entry."""
 
-    archived: Callable[[ArchiveStore, Manifest, str, int], AsyncIterator[P]]
+    archived: Callable[[ArchiveStore, Manifest, str, int], AsyncGenerator[P, None]]
     hot: Callable[[list[Row]], P]
     last_id: Callable[[P], str]
 
@@ -80,7 +81,7 @@ async def _pages(
     after: str,
     page: int,
     shape: _Shape[P],
-) -> AsyncIterator[P]:
+) -> AsyncGenerator[P, None]:
     """The entries of ``partition``'s log strictly after ``after``, in order, in pages of
     ``shape``: the archived ones from their segments, then the hot tail from Redis."""
     position = after
@@ -88,9 +89,10 @@ async def _pages(
     while True:
         if archive is not None:
             manifest = await catalog.latest_manifest(archive, partition)
-            async for taken in shape.archived(archive, manifest, position, page):
-                position = shape.last_id(taken)
-                yield taken
+            async with aclosing(shape.archived(archive, manifest, position, page)) as archived:
+                async for taken in archived:
+                    position = shape.last_id(taken)
+                    yield taken
             if id_key(manifest.position) > id_key(position):
                 position = manifest.position  # the rest of the last segment was before `after`
         try:
@@ -123,7 +125,7 @@ class _BackToArchive(Exception):
 
 async def _archived_rows(
     archive: ArchiveStore, manifest: Manifest, after: str, page: int
-) -> AsyncIterator[list[Row]]:
+) -> AsyncGenerator[list[Row], None]:
     low = id_key(after)
     async for info in catalog.log_segments(archive, manifest, after):
         rows = list(await catalog.log_segment(archive, info))
@@ -142,8 +144,9 @@ async def log_pages(
 ) -> AsyncIterator[list[Entry]]:
     """The entries of ``partition``'s log strictly after ``after``, in order, in pages: the
     archived ones from their segments, then the hot tail from Redis."""
-    async for rows in _pages(store, archive, partition, after, page, _ROWS):
-        yield [_entry(entry_id, fields) for entry_id, fields in rows]
+    async with aclosing(_pages(store, archive, partition, after, page, _ROWS)) as pages:
+        async for rows in pages:
+            yield [_entry(entry_id, fields) for entry_id, fields in rows]
 
 
 def _last_row_id(rows: list[Row]) -> str:
@@ -197,8 +200,9 @@ async def event_pages(
 ) -> AsyncIterator[EventPage]:
     """:func:`log_pages` for a reader that needs only the events (replay): a segment's lines, or
     a hot page's entries, decoded in one call, with no entry object per event."""
-    async for events in _pages(store, archive, partition, after, page, _EVENTS):
-        yield events
+    async with aclosing(_pages(store, archive, partition, after, page, _EVENTS)) as pages:
+        async for events in pages:
+            yield events
 
 
 def _hot_events(rows: list[Row]) -> EventPage:
@@ -211,7 +215,7 @@ def _last_event_id(events: EventPage) -> str:
 
 async def _archived_events(
     archive: ArchiveStore, manifest: Manifest, after: str, page: int
-) -> AsyncIterator[EventPage]:
+) -> AsyncGenerator[EventPage, None]:
     """The archived events after ``after`` in pages of at most ``page``: each segment fetched
     while the one before is being folded (its bytes read, checked and decompressed in a thread),
     then decoded in one call (:func:`decode_segment`)."""
@@ -236,6 +240,8 @@ async def _archived_events(
     finally:
         if fetching is not None and not fetching.done():  # the reader stopped early
             fetching.cancel()
+            await asyncio.wait([fetching])
+        await segments.aclose()
 
 
 def _fetch(archive: ArchiveStore, info: SegmentInfo) -> asyncio.Task[bytes]:

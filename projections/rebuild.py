@@ -99,7 +99,9 @@ async def rebuild_partition(
                 progress(work.done, max(work.total, work.done))
         ns = Namespace(store.keys, partition, version)
         await bulk.write_namespace(runtime.redis, ns, views.values(), after, skipped)
-    work.executions += len(views)
+        work.executions += len(views)
+        # Freed now, by their reference counts: once back, the collector would walk them all.
+        views.clear()
     work.skipped += skipped
 
 

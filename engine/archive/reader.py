@@ -141,7 +141,7 @@ async def log_pages(
     partition: int,
     after: str = "0-0",
     page: int = PAGE,
-) -> AsyncIterator[list[Entry]]:
+) -> AsyncGenerator[list[Entry], None]:
     """The entries of ``partition``'s log strictly after ``after``, in order, in pages: the
     archived ones from their segments, then the hot tail from Redis."""
     async with aclosing(_pages(store, archive, partition, after, page, _ROWS)) as pages:
@@ -197,7 +197,7 @@ async def event_pages(
     partition: int,
     after: str = "0-0",
     page: int = PAGE,
-) -> AsyncIterator[EventPage]:
+) -> AsyncGenerator[EventPage, None]:
     """:func:`log_pages` for a reader that needs only the events (replay): a segment's lines, or
     a hot page's entries, decoded in one call, with no entry object per event."""
     async with aclosing(_pages(store, archive, partition, after, page, _EVENTS)) as pages:

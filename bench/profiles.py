@@ -4,12 +4,15 @@ bench/results/ so a result can say where the time goes.
     python -m bench.profiles                 # both, into bench/results/profile-*.txt
     python -m bench.profiles --only api      # the API under the latency scenario's load
     python -m bench.profiles --only replay --replay-events 1000000 --tag before
+    python -m bench.profiles --only archive-replay --replay-events 1000000 --tag before
 
   projector  one ``clipstream projector`` process folding a synthetic log of --events finished
              one-step executions from nothing, profiled until every checkpoint is at its log's end
   replay     ``projections.replay.rebuild`` in this process (one process, no split) over a
              synthetic log of --replay-events, profiled from the first read to the checkpoint;
              written to profile-replay-TAG.txt (--tag) so a before and an after sit side by side
+  archive-replay  the same over the log of bench.archive_replay (all but its last 5% archived
+             to a directory and trimmed from Redis): profile-archive-replay-TAG.txt
   api        one ``clipstream api`` process answering ``POST /v1/items/{id}/transcript`` at
              --rate req/s for --seconds (open loop, as the latency scenario), alone on the box
 
@@ -184,6 +187,29 @@ async def profile_replay(url: str, events: int, work: Path) -> str:
     return _top(out, "Profile: replay in one process", note)
 
 
+async def profile_archive_replay(url: str, events: int, work: Path) -> str:
+    from bench.archive_replay import build_archived_log
+    from projections import replay
+
+    built = await build_archived_log(url, events, work)
+    try:
+        profile = cProfile.Profile()
+        profile.enable()
+        result = await replay.rebuild(built.runtime, processes=1)
+        profile.disable()
+    finally:
+        await built.runtime.close()
+    out = work / "archive-replay.prof"
+    profile.dump_stats(out)
+    note = (
+        f"One process rebuilding every view from {built.archived:,} archived entries "
+        f"({built.segments} segments in a directory, trimmed from Redis) and a hot tail of "
+        f"{built.hot:,}: {result.describe()}, under the profiler, which slows every call. "
+        f"{_load_note()}."
+    )
+    return _top(out, "Profile: replay from the archive and the hot tail, in one process", note)
+
+
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="cs-prof-") as tmp, redis_server() as server:
         work = Path(tmp)
@@ -199,17 +225,26 @@ async def main_async(args: argparse.Namespace) -> None:
             text = await profile_replay(server.url, args.replay_events, work)
             (RESULTS / f"profile-replay-{args.tag}.txt").write_text(text)
             print(text[:3000])
+        if "archive-replay" in args.only:
+            text = await profile_archive_replay(server.url, args.replay_events, work)
+            (RESULTS / f"profile-archive-replay-{args.tag}.txt").write_text(text)
+            print(text[:3000])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="cProfile the projector and the API under load")
     parser.add_argument(
-        "--only", nargs="+", choices=("projector", "api", "replay"), default=["projector", "api"]
+        "--only",
+        nargs="+",
+        choices=("projector", "api", "replay", "archive-replay"),
+        default=["projector", "api"],
     )
     parser.add_argument(
         "--replay-events", type=int, default=1_000_000, help="log entries the replay folds"
     )
-    parser.add_argument("--tag", default="latest", help="replay: profile-replay-TAG.txt")
+    parser.add_argument(
+        "--tag", default="latest", help="replay, archive-replay: profile-[archive-]replay-TAG.txt"
+    )
     parser.add_argument(
         "--events", type=int, default=200_000, help="log entries the projector folds"
     )

@@ -66,17 +66,23 @@ async def write_namespace(
 
 async def _write_views(redis: RedisClient, ns: Namespace, views: list[ExecutionView]) -> None:
     indexes: dict[str, dict[str, int]] = defaultdict(dict)
+    # Key names made once per chunk (every view is in `all`, most owners have many views).
+    everything = indexes[ns.all]
+    owned: dict[str, dict[str, int]] = {}
     for view in views:
-        xid, score = view.execution_id, view.created_at
-        indexes[ns.all][xid] = score
-        indexes[ns.owned(view.owner)][xid] = score
+        xid, score, owner = view.execution_id, view.created_at, view.owner
+        everything[xid] = score
+        members = owned.get(owner)
+        if members is None:
+            members = owned[owner] = indexes[ns.owned(owner)]
+        members[xid] = score
         if is_active(view):
-            indexes[ns.active(view.owner)][xid] = score
+            indexes[ns.active(owner)][xid] = score
         reporter = view.reporter_id
         if reporter is not None and _valid_name(reporter):
-            indexes[ns.reporter(view.owner, reporter)][xid] = score
+            indexes[ns.reporter(owner, reporter)][xid] = score
             if view.kind == "schedule_run":
-                indexes[ns.runs(view.owner, reporter)][xid] = score
+                indexes[ns.runs(owner, reporter)][xid] = score
     pipe = redis.pipeline(transaction=False)
     _mset(pipe, [(ns.view(v.execution_id), encode_view(v)) for v in views])
     for key, members in indexes.items():

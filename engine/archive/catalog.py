@@ -3,7 +3,9 @@ volumes too), each checked against the sha256 the manifest records."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+
+import anyio.to_thread
 
 from engine.archive import manifest as mf
 from engine.archive.segments import (
@@ -48,13 +50,18 @@ async def latest_manifest(archive: ArchiveStore, partition: int) -> mf.Manifest:
     return manifest
 
 
-async def segment_bytes(archive: ArchiveStore, info: SegmentInfo | LedgerSegmentInfo) -> bytes:
+async def segment_bytes(
+    archive: ArchiveStore, info: SegmentInfo | LedgerSegmentInfo, *, in_thread: bool = False
+) -> bytes:
     """A segment's lines, decompressed; ArchiveCorrupt when it is missing or its bytes do not
-    match the manifest's sha256."""
+    match the manifest's sha256. ``in_thread``: checked and decompressed in a worker thread (both
+    release the GIL), so the caller's loop goes on meanwhile."""
     data = await archive.get(info.name)
     if data is None:
         raise ArchiveCorrupt(f"{info.name} is listed in the manifest but missing")
     try:
+        if in_thread:
+            return await anyio.to_thread.run_sync(decompress, data, info.sha256)
         return decompress(data, info.sha256)
     except ArchiveCorrupt as exc:
         raise ArchiveCorrupt(f"{info.name}: {exc}") from exc
@@ -85,7 +92,7 @@ async def _volume(archive: ArchiveStore, info: mf.VolumeInfo) -> bytes:
 
 async def log_segments(
     archive: ArchiveStore, manifest: mf.Manifest, after: str = "0-0"
-) -> AsyncIterator[SegmentInfo]:
+) -> AsyncGenerator[SegmentInfo, None]:
     """The manifest's log segments in order, those of its volumes first, skipping what ends at or
     before ``after`` (a volume that does is not even read)."""
     low = id_key(after)

@@ -14,16 +14,18 @@ the archive, the reader goes back to the archive for the rest.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 from redis.exceptions import RedisError
 
 from engine.archive import catalog
 from engine.archive.manifest import Manifest
-from engine.archive.segments import id_key, parse_id, successor
+from engine.archive.segments import SegmentInfo, id_key, log_rows, parse_id, successor
 from engine.archive.stores import ArchiveStore
 from engine.connection import as_str
 from engine.errors import ArchiveCorrupt, StoreUnavailable
@@ -59,19 +61,38 @@ async def _trimmed_past(store: EventStore, partition: int, position: str) -> boo
 Row = tuple[Any, dict[Any, Any]]  # a stream entry as Redis answers it: id, fields
 
 
-async def _row_pages(
-    store: EventStore, archive: ArchiveStore | None, partition: int, after: str, page: int
-) -> AsyncIterator[list[Row]]:
-    """The rows of ``partition``'s log strictly after ``after``, in order, in pages: the archived
-    ones from their segments, then the hot tail from Redis."""
+P = TypeVar("P")
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape(Generic[P]):
+    """How a reader takes its pages: from the archived segments, from a page of hot rows, and
+    the id of a page's last entry."""
+
+    archived: Callable[[ArchiveStore, Manifest, str, int], AsyncGenerator[P, None]]
+    hot: Callable[[list[Row]], P]
+    last_id: Callable[[P], str]
+
+
+async def _pages(
+    store: EventStore,
+    archive: ArchiveStore | None,
+    partition: int,
+    after: str,
+    page: int,
+    shape: _Shape[P],
+) -> AsyncGenerator[P, None]:
+    """The entries of ``partition``'s log strictly after ``after``, in order, in pages of
+    ``shape``: the archived ones from their segments, then the hot tail from Redis."""
     position = after
     log = store.keys.log(partition)
     while True:
         if archive is not None:
             manifest = await catalog.latest_manifest(archive, partition)
-            async for rows in _archived_rows(archive, manifest, position, page):
-                position = as_str(rows[-1][0])
-                yield rows
+            async with aclosing(shape.archived(archive, manifest, position, page)) as archived:
+                async for taken in archived:
+                    position = shape.last_id(taken)
+                    yield taken
             if id_key(manifest.position) > id_key(position):
                 position = manifest.position  # the rest of the last segment was before `after`
         try:
@@ -86,7 +107,7 @@ async def _row_pages(
                 if not rows:
                     return
                 position = as_str(rows[-1][0])
-                yield rows
+                yield shape.hot(rows)
         except _BackToArchive:
             assert archive is not None
             if id_key((await catalog.latest_manifest(archive, partition)).position) <= id_key(
@@ -104,7 +125,7 @@ class _BackToArchive(Exception):
 
 async def _archived_rows(
     archive: ArchiveStore, manifest: Manifest, after: str, page: int
-) -> AsyncIterator[list[Row]]:
+) -> AsyncGenerator[list[Row], None]:
     low = id_key(after)
     async for info in catalog.log_segments(archive, manifest, after):
         rows = list(await catalog.log_segment(archive, info))
@@ -120,11 +141,23 @@ async def log_pages(
     partition: int,
     after: str = "0-0",
     page: int = PAGE,
-) -> AsyncIterator[list[Entry]]:
+) -> AsyncGenerator[list[Entry], None]:
     """The entries of ``partition``'s log strictly after ``after``, in order, in pages: the
     archived ones from their segments, then the hot tail from Redis."""
-    async for rows in _row_pages(store, archive, partition, after, page):
-        yield [_entry(entry_id, fields) for entry_id, fields in rows]
+    async with aclosing(_pages(store, archive, partition, after, page, _ROWS)) as pages:
+        async for rows in pages:
+            yield [_entry(entry_id, fields) for entry_id, fields in rows]
+
+
+def _last_row_id(rows: list[Row]) -> str:
+    return as_str(rows[-1][0])
+
+
+def _same(rows: list[Row]) -> list[Row]:
+    return rows
+
+
+_ROWS: _Shape[list[Row]] = _Shape(_archived_rows, _same, _last_row_id)
 
 
 def _entry(entry_id: Any, fields: dict[Any, Any]) -> Entry:
@@ -147,17 +180,89 @@ class EventPage:
 _page_decoder = msgspec.json.Decoder(list[AnyEvent | None])
 
 
+class _LogLine(msgspec.Struct, forbid_unknown_fields=True):
+    """A log segment's line of an entry whose only field is its event (engine.archive.segments):
+    a line of any other shape (``fields``) fails to decode as one."""
+
+    id: str
+    e: AnyEvent | None
+
+
+_segment_decoder = msgspec.json.Decoder(list[_LogLine])
+
+
 async def event_pages(
     store: EventStore,
     archive: ArchiveStore | None,
     partition: int,
     after: str = "0-0",
     page: int = PAGE,
-) -> AsyncIterator[EventPage]:
-    """:func:`log_pages` for a reader that needs only the events (replay): each page's entries
-    decoded in one call, with no entry object per event."""
-    async for rows in _row_pages(store, archive, partition, after, page):
-        yield EventPage(decode_page(rows), as_str(rows[-1][0]))
+) -> AsyncGenerator[EventPage, None]:
+    """:func:`log_pages` for a reader that needs only the events (replay): a segment's lines, or
+    a hot page's entries, decoded in one call, with no entry object per event."""
+    async with aclosing(_pages(store, archive, partition, after, page, _EVENTS)) as pages:
+        async for events in pages:
+            yield events
+
+
+def _hot_events(rows: list[Row]) -> EventPage:
+    return EventPage(decode_page(rows), as_str(rows[-1][0]))
+
+
+def _last_event_id(events: EventPage) -> str:
+    return events.last_id
+
+
+async def _archived_events(
+    archive: ArchiveStore, manifest: Manifest, after: str, page: int
+) -> AsyncGenerator[EventPage, None]:
+    """The archived events after ``after`` in pages of at most ``page``: each segment fetched
+    while the one before is being folded (its bytes read, checked and decompressed in a thread),
+    then decoded in one call (:func:`decode_segment`)."""
+    low = id_key(after)
+    segments = catalog.log_segments(archive, manifest, after)
+    info = await anext(segments, None)
+    fetching = _fetch(archive, info) if info is not None else None
+    try:
+        while info is not None and fetching is not None:
+            raw = await fetching
+            following = await anext(segments, None)
+            fetching = _fetch(archive, following) if following is not None else None
+            ids, events = decode_segment(raw)
+            begin = 0
+            if id_key(info.first) <= low:  # the first segment may hold entries up to `after`
+                while begin < len(ids) and id_key(ids[begin]) <= low:
+                    begin += 1
+            for start in range(begin, len(events), page):
+                end = min(start + page, len(events))
+                yield EventPage(events[start:end], ids[end - 1])
+            info = following
+    finally:
+        if fetching is not None and not fetching.done():  # the reader stopped early
+            fetching.cancel()
+            await asyncio.wait([fetching])
+        await segments.aclose()
+
+
+def _fetch(archive: ArchiveStore, info: SegmentInfo) -> asyncio.Task[bytes]:
+    """A task reading ``info``'s segment, checked and decompressed, beside whatever runs now."""
+    return asyncio.ensure_future(catalog.segment_bytes(archive, info, in_thread=True))
+
+
+_EVENTS: _Shape[EventPage] = _Shape(_archived_events, _hot_events, _last_event_id)
+
+
+def decode_segment(raw: bytes) -> tuple[list[str], list[AnyEvent | None]]:
+    """The entry ids and the events of a decompressed log segment, in order (None for an entry
+    that does not decode): its lines decoded in one typed call, as one JSON array (a line holds
+    no newline of its own: engine.archive.segments); when that fails (a line of another shape,
+    or an event that does not decode) line by line, as :func:`decode_page` does a page."""
+    try:
+        lines = _segment_decoder.decode(b"[" + raw.rstrip(b"\n").replace(b"\n", b",") + b"]")
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        rows = list(log_rows(raw))
+        return [entry_id for entry_id, _ in rows], decode_page(rows)
+    return [line.id for line in lines], [line.e for line in lines]
 
 
 def decode_page(rows: list[Row]) -> list[AnyEvent | None]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from engine.archive import catalog, reader
+from engine.archive.copy import Cut
 from engine.archive.report import verify
 from engine.archive.segments import decompress, id_key, log_rows
 from engine.archive.stores import ArchiveStore
@@ -289,3 +290,45 @@ async def test_old_segments_are_frozen_into_volumes(
     assert found.ok, found.problems
     assert not found.warnings
     assert found.segments >= 16
+
+
+async def test_replay_pages_hold_the_same_events_as_the_entry_reader_from_any_position(
+    arch_runtime: Runtime, archive: ArchiveStore
+) -> None:
+    """reader.event_pages (segments decoded at once, the next fetched ahead) and log_pages (entry
+    by entry) agree from every position: in a segment, at its end, in the hot tail; an entry of
+    another shape among them too."""
+    import asyncio
+
+    runtime = arch_runtime
+    runtime.archive = archive
+    who = await owners(runtime, 3)
+    await transcripts(runtime, who, 3)
+    await settle(runtime)
+    p = runtime.store.keys.partition(who[0].account_id)
+    await runtime.redis.xadd(runtime.store.keys.log(p), {"e": b"not json", "o": b"x"})
+    cut = Cut(min_entries=1, max_entries=5, max_wait_ms=0)  # several segments per partition
+    await archive_everything(runtime, new_archiver(runtime, cut=cut))
+    await transcripts(runtime, who, 1)  # a hot tail beside the archive
+    await settle(runtime)
+
+    entries = [e async for page in reader.log_pages(runtime.store, archive, p) for e in page]
+    ids = [e.entry_id for e in entries]
+    assert len((await catalog.latest_manifest(archive, p)).segments) > 2
+    assert await log_ids(runtime, p)  # some still hot
+    for k in range(len(ids) + 1):
+        after = ids[k - 1] if k else "0-0"
+        pages = [page async for page in reader.event_pages(runtime.store, archive, p, after, 2)]
+        assert [e for page in pages for e in page.events] == [e.event for e in entries[k:]]
+        ends = [k + sum(len(q.events) for q in pages[: n + 1]) - 1 for n in range(len(pages))]
+        assert [page.last_id for page in pages] == [ids[n] for n in ends]  # each page's last
+        assert all(0 < len(page.events) <= 2 for page in pages)
+    assert None in [e.event for e in entries]  # the odd entry is there, undecodable
+
+    # A reader that stops early leaves no segment fetch running.
+    before = asyncio.all_tasks()
+    pages_ = reader.event_pages(runtime.store, archive, p, "0-0", 1)
+    await anext(pages_)
+    await pages_.aclose()
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() == before

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -140,3 +141,39 @@ async def test_a_failing_replay_process_fails_the_rebuild_and_switches_nothing(
         await replay.rebuild(runtime, processes=2)
     for p in runtime.store.partitions:  # no checkpoint: the half-built version is incomplete
         assert not await runtime.redis.exists(Namespace(runtime.store.keys, p, 2).ckpt)
+
+
+async def test_the_cycle_collector_is_paused_while_folding_and_back_after(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild folds with Python's cycle collector off (it would walk every view held, again
+    and again) and turns it back on after, when the rebuild fails too."""
+    import gc
+
+    from engine.log.ids import new_id
+    from projections.batch import fold_events as fold
+    from projections.projector import Projector
+
+    await make(runtime.store, new_id("acc"), scenarios.SCENARIOS["transcript_done"])
+    await Projector(runtime).run_until_idle()
+    seen: list[bool] = []
+
+    def spy(views: Any, events: Any) -> Any:
+        seen.append(gc.isenabled())
+        return fold(views, events)
+
+    monkeypatch.setattr("projections.rebuild.fold_events", spy)
+    assert gc.isenabled()
+    report = await replay.rebuild(runtime)
+    assert seen
+    assert not any(seen)
+    assert gc.isenabled()
+    await _assert_rebuilt_equals_live(runtime, report)
+
+    def broken(views: Any, events: Any) -> Any:
+        raise RuntimeError("fold failed")
+
+    monkeypatch.setattr("projections.rebuild.fold_events", broken)
+    with pytest.raises(RuntimeError, match="fold failed"):
+        await replay.rebuild(runtime)
+    assert gc.isenabled()

@@ -166,6 +166,24 @@ class Limiter:
             if counted.refused is not None:
                 raise counted.refused
 
+    def address_checks(self, address: str, *, with_credential: bool) -> list[Check]:
+        """What every request from ``address`` counts: a request of the ``ip`` policy spent and,
+        when it carries a credential, the ``auth`` policy tested (failed authentications spend
+        it, in api.auth)."""
+        checks = [] if self.ip is None else [Check(self.ip, address)]
+        if with_credential and self.auth is not None:
+            checks.append(Check(self.auth, address, spend=False))
+        return checks
+
+    async def admit_address(self, address: str, *, with_credential: bool) -> None:
+        """:meth:`address_checks` in one round trip: RateLimited when one refuses (a WebSocket's
+        handshake, which has no credential read to share the trip with)."""
+        refused = (
+            await self.count(self.address_checks(address, with_credential=with_credential))
+        ).refused
+        if refused is not None:
+            raise refused
+
     async def count(
         self, checks: Sequence[Check], reads: Sequence[tuple[str, ...]] = ()
     ) -> Counted:
@@ -315,9 +333,7 @@ class RateLimits:
         state[_STATE] = address
         limiter = self.limiter
         carries = "authorization" in connection.headers or "token" in connection.query_params
-        checks = [] if limiter.ip is None else [Check(limiter.ip, address)]
-        if carries and limiter.auth is not None:
-            checks.append(Check(limiter.auth, address, spend=False))
+        checks = limiter.address_checks(address, with_credential=carries)
         credential = bearer(connection) if carries and scope["type"] == "http" else None
         prefetch = _Prefetch(limiter, credential) if credential is not None else None
         if prefetch is not None:

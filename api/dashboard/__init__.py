@@ -3,8 +3,8 @@
 The page (``index.html`` beside this module; ``app.js``, ``style.css`` and ``dom.js``, the DOM
 helpers the console shares, under ``static/``, all shipped as package data) signs in with a
 session JWT kept in ``sessionStorage``, follows ``GET /v1/realtime`` and reads ``GET /v1/me``,
-``GET /v1/executions/me`` and ``GET /v1/executions/{id}`` with that token. No build step and nothing from another host: the API
-may run where there is no internet.
+``GET /v1/executions/me`` and ``GET /v1/executions/{id}`` with that token. No build step and
+nothing from another host: the API may run where there is no internet.
 
 The page is served with a strict Content-Security-Policy: scripts and styles only from this
 origin (no inline code), connections only to this origin (``'self'`` covers the same-origin

@@ -8,9 +8,12 @@ A synthetic log of finished one-step executions (bench.common.write_synthetic_lo
 scenario builds it) is written to a private redis-server; all but the tail (``--hot-share``, 5%
 by default) is archived to a directory by the archiver, with the segment size it is configured
 with, and trimmed from Redis, so the rebuild really reads the segments; the tail is written after
-and stays hot. Then ``projections.replay.rebuild`` runs with each number of processes in turn
-(each rebuild of the same unswitched version: the previous one's views are dropped first, outside
-the time), and every rebuild must have found every event and every execution.
+and stays hot. The live projector folds the log as it is written (before the archiving, and the
+tail after), so there are live views to hold the rebuilds against. Then
+``projections.replay.rebuild`` runs with each number of processes in turn (each rebuild of the
+same unswitched version: the previous one's views are dropped first, outside the time); every
+rebuild must have found every event and every execution, and its views must equal the live ones
+(``replay.compare``, outside the time).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from engine.archive.archiver import Archiver
 from engine.archive.copy import Cut
 from engine.runtime import Runtime
 from projections.namespace import current_version
+from projections.projector import Projector
 
 HOT_SHARE = 0.05
 
@@ -67,14 +71,15 @@ async def build_archived_log(
     url: str, events: int, directory: Path, hot_share: float = HOT_SHARE
 ) -> ArchivedLog:
     """``events`` synthetic log entries in ``url``'s emptied Redis, all but ``hot_share`` of them
-    archived into ``directory`` and trimmed from Redis, the rest written after and left hot. The
-    caller closes the runtime."""
+    archived into ``directory`` and trimmed from Redis, the rest written after and left hot, all
+    of it folded by the live projector. The caller closes the runtime."""
     settings = replace(
         bench_settings(url), archive_url=f"file://{directory / 'archive'}", hot_seconds=0
     )
     runtime = await fresh_runtime(settings)
     hot = int(events * hot_share) // 5 * 5
     cold = await write_synthetic_log(runtime, events - hot) * 5
+    await Projector(runtime, feed=False).run_until_idle()
     # Segments as the archiver cuts them (up to 20,000 entries), the last of each partition cut
     # at once, however short, and after the clock has left the last entry's millisecond.
     cut = replace(Cut.of(settings), min_entries=1, max_wait_ms=0)
@@ -89,6 +94,7 @@ async def build_archived_log(
             f"{left:,} in Redis"
         )
     hot = await write_synthetic_log(runtime, hot) * 5
+    await Projector(runtime, feed=False).run_until_idle()
     return ArchivedLog(runtime, cold, hot, archiver.stats.segments)
 
 
@@ -124,12 +130,15 @@ async def bench_archive_replay(
                     f"executions of {total:,} and {total // 5:,}"
                 )
             rates[n] = result.events / result.seconds
+            parity = await replay.compare(runtime, result.previous_version, result.version)
+            if not parity.identical or parity.count_b != total // 5:
+                raise RuntimeError(f"the rebuilt views are not the live ones: {parity.describe()}")
             report.add(
                 "replay from archive + hot tail: events/s",
                 f"{rates[n]:,.0f}",
                 f"{result.events:,} events ({built.archived:,} archived, {built.hot:,} hot), "
                 f"{result.executions:,} views in {result.seconds:.1f}s "
-                f"({result.processes} process(es))",
+                f"({result.processes} process(es)); every view equal to the live projector's",
             )
         return ArchiveReplay(total, built.archived, built.hot, rates)
     finally:

@@ -98,9 +98,9 @@ def _table(data: dict[str, Any]) -> str:
         )
     if data["archive"] is None and data["archivers"]:
         lines.append(
-            f"archive: not configured for this command, but {', '.join(data['archivers'])} "
-            "archive(s) and trim the logs (set their CLIPSTREAM_ARCHIVE_URL here to read it; "
-            "serve's own archive lives in its memory)"
+            f"archive: not configured for this command, but the logs are archived and trimmed "
+            f"by archiver {', '.join(data['archivers'])} (set their CLIPSTREAM_ARCHIVE_URL here "
+            "to read the archive; serve's own archive lives in its memory)"
         )
     elif data["archive"] is None:
         lines.append("archive: NONE (nothing replay needs is trimmed; set CLIPSTREAM_ARCHIVE_URL)")

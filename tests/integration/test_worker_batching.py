@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from engine.errors import ConcurrencyConflict
+from engine.errors import ConcurrencyConflict, StoreUnavailable
 from engine.log.batcher import AppendBatcher
 from engine.log.event_log import AppendOp, AppendResult, EventLog
 from engine.log.events import (
@@ -174,3 +174,39 @@ async def test_a_step_reads_its_predecessors_blob_from_the_drive_not_redis(
     assert transcript.output_ref is not None
     assert review.output["kind"] == "summary"
     assert transcript.output_ref.sha256 not in loads
+
+
+class _StuckLog:
+    """An event log whose round trip never answers (until it is cancelled)."""
+
+    def __init__(self) -> None:
+        self.sent = anyio.Event()
+
+    async def append_many(self, ops: list[AppendOp]) -> list[AppendResult]:
+        self.sent.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_a_batch_cancelled_in_flight_answers_its_callers() -> None:
+    """The batcher stopped (a worker shutting down) while a batch's round trip is in flight: its
+    callers learn that the append's outcome is unknown (StoreUnavailable) instead of waiting for
+    an answer that will never come."""
+    stuck = _StuckLog()
+    batcher = AppendBatcher(stuck)  # type: ignore[arg-type]
+    answers: list[BaseException] = []
+
+    async def caller() -> None:
+        try:
+            await batcher.append(AppendOp("exc_stuck", 3, []))
+        except StoreUnavailable as exc:
+            answers.append(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as callers:
+            callers.start_soon(caller)
+            async with anyio.create_task_group() as running:
+                running.start_soon(batcher.run)
+                await stuck.sent.wait()
+                running.cancel_scope.cancel()
+    assert len(answers) == 1

@@ -440,7 +440,8 @@ def main() -> None:
         type=Path,
         default=RESULTS / "latest.json",
         help="where the figures and the targets are merged in as JSON (default: "
-        "bench/results/latest.json; other keys of the file are kept)",
+        "bench/results/latest.json; other keys of the file are kept, and so are the verdicts "
+        "of targets this run does not measure)",
     )
     parser.add_argument(
         "--replay-processes",
@@ -475,6 +476,14 @@ def main() -> None:
         document: dict[str, Any] = json.loads(args.json.read_text())
     except (OSError, ValueError):
         document = {}
+    # A target this run did not measure keeps the file's verdict (a partial run, --only, must not
+    # erase what a whole one found); every verdict names the value it was read from.
+    unmeasured = {
+        name
+        for name, verdict in report.figures.get("targets", {}).items()
+        if "value" not in verdict
+    }
+    kept = {k: v for k, v in document.get("targets", {}).items() if k in unmeasured}
     document |= {
         "date": f"{started:%Y-%m-%d %H:%M} UTC",
         "machine": machine(),
@@ -483,6 +492,7 @@ def main() -> None:
         **report.figures,
         "rss_mib": {k: round(v) for k, v in sorted(report.rss.items())},
     }
+    document["targets"] = {**document.get("targets", {}), **kept}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     print(f"figures and targets written to {args.json}")

@@ -10,16 +10,21 @@ import anyio
 import msgspec
 import pytest
 
+from engine.commands import request_transcript
 from engine.errors import InvalidRequest
 from engine.log import codec
+from engine.log.entries import Entry, RawEntry
 from engine.log.events import AnyEvent, ExecutionRequested
 from engine.log.ids import new_execution_id, new_id
 from engine.log.store import EventStore
 from engine.money import billing
+from engine.money.accounts import create_account
+from engine.resources.items import create_item
 from engine.runtime import Runtime
 from projections import replay
 from projections.namespace import Namespace, current_version
 from projections.projector import Projector
+from projections.queries import Queries
 from projections.views import decode_view, encode_view
 from tests.golden import scenarios
 from tests.helpers import eventually
@@ -358,3 +363,35 @@ async def test_reporter_index_and_newest_transcript_language(runtime: Runtime) -
     )
     assert [e["execution_id"] for e in page] == [retried.execution_id]
     assert cursor is None
+
+
+async def test_the_lists_pass_over_another_owners_unfolded_requests_undecoded(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read-your-writes scans the partition log past the checkpoint: another owner's requests
+    there are skipped without being decoded, and the owner's own still show."""
+    keys = runtime.store.keys
+    owner, _ = await create_account(runtime, name="owner", coins_micro=10**9)
+    other, _ = await create_account(runtime, name="other", coins_micro=10**9)
+    while keys.partition(other.account_id) != keys.partition(owner.account_id):
+        other, _ = await create_account(runtime, name="other", coins_micro=10**9)
+    mine = await create_item(runtime, owner.account_id, "https://youtu.be/dQw4w9WgXcQ")
+    theirs = await create_item(runtime, other.account_id, "https://youtu.be/dQw4w9WgXcQ")
+    for n in range(5):
+        await request_transcript(runtime, other.account_id, theirs.item_id, lang="en",
+                                 embed=False, text=None, request_id=f"r{n}")  # fmt: skip
+    made = await request_transcript(runtime, owner.account_id, mine.item_id, lang="en",
+                                    embed=False, text=None, request_id="mine")  # fmt: skip
+    decoded: list[str] = []
+    real_decode = RawEntry.decode
+
+    def counting(self: RawEntry) -> Entry:
+        decoded.append(self.entry_id)
+        return real_decode(self)
+
+    monkeypatch.setattr(RawEntry, "decode", counting)
+    page = await Queries(runtime).list_executions(
+        owner.account_id, active=False, limit=10, cursor=None
+    )
+    assert [v.execution_id for v in page.views] == [made.execution_id]
+    assert len(decoded) == 1  # the owner's request alone

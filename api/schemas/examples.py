@@ -118,26 +118,30 @@ REPORTER_RESPONSE: Any = {
 }
 
 
+# The steps of the example workflow, as its responses and an execution's snapshot show them.
+WORKFLOW_STEPS: Any = [
+    {
+        "step_id": "stp_01m923qcs8fywxjb01j1",
+        "tool_id": "transcribe",
+        "prompt_text": "",
+        "params": {},
+    },
+    {
+        "step_id": "stp_01m923qcs9fncpc0f2ph",
+        "tool_id": "summary_review",
+        "prompt_text": "Focus on the numbers.",
+        "params": {"length": "short"},
+    },
+]
+
+
 WORKFLOW_RESPONSE: Any = {
     "workflow": {
         "workflow_id": WORKFLOW_ID,
         "reporter_id": REPORTER_ID,
         "name": "Summary and claims",
         "target_kind": "youtube_video",
-        "steps": [
-            {
-                "step_id": "stp_01m923qcs8fywxjb01j1",
-                "tool_id": "transcribe",
-                "prompt_text": "",
-                "params": {},
-            },
-            {
-                "step_id": "stp_01m923qcs9fncpc0f2ph",
-                "tool_id": "summary_review",
-                "prompt_text": "Focus on the numbers.",
-                "params": {"length": "short"},
-            },
-        ],
+        "steps": WORKFLOW_STEPS,
         "created_at": "2026-12-05T03:24:52.904Z",
         "updated_at": "2026-12-05T03:24:52.904Z",
     }
@@ -218,20 +222,7 @@ EXECUTION_DETAIL: Any = {
         "workflow_id": WORKFLOW_ID,
         "name": "Summary and claims",
         "target_kind": "youtube_video",
-        "steps": [
-            {
-                "step_id": "stp_01m923qcs8fywxjb01j1",
-                "tool_id": "transcribe",
-                "prompt_text": "",
-                "params": {},
-            },
-            {
-                "step_id": "stp_01m923qcs9fncpc0f2ph",
-                "tool_id": "summary_review",
-                "prompt_text": "Focus on the numbers.",
-                "params": {"length": "short"},
-            },
-        ],
+        "steps": WORKFLOW_STEPS,
         "reporter_id": REPORTER_ID,
     },
     "steps": [
@@ -324,30 +315,7 @@ EXECUTION_DETAIL: Any = {
 
 EXECUTION_LIST: Any = {
     "executions": [
-        {
-            "execution_id": "exc_p1_01m923qctv0gfjrtyeeb",
-            "status": "done",
-            "kind": "process",
-            "target": {
-                "kind": "youtube_video",
-                "item_id": ITEM_ID,
-                "collection_id": None,
-                "source": "https://youtu.be/dQw4w9WgXcQ",
-                "external_id": "dQw4w9WgXcQ",
-            },
-            "reporter_id": REPORTER_ID,
-            "created_at": "2026-12-05T03:24:52.955Z",
-            "started_at": "2026-12-05T03:24:53.010Z",
-            "finished_at": "2026-12-05T03:24:53.043Z",
-            "updated_at": "2026-12-05T03:24:53.043Z",
-            "fee_coins": 0.01,
-            "cost_coins": 0.013355,
-            "error": None,
-            "cancel_requested": False,
-            "current_step": None,
-            "steps_total": 2,
-            "steps_done": 2,
-        },
+        EXECUTION_DETAIL["execution"],  # the detail's execution, listed
         {
             "execution_id": "exc_p1_01m923qct383q0f7p4rg",
             "status": "done",

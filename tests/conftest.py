@@ -18,7 +18,12 @@ from engine.connection import RedisClient, embedded
 from engine.log.store import EventStore
 from engine.runtime import Runtime
 from engine.settings import Rate, RateLimits, Settings
-from tests.servers import RedisServer, redis_server, redis_server_available, require_real_redis
+from tests.servers import (
+    RedisServer,
+    redis_server,
+    redis_server_available,
+    unavailable,
+)
 
 TEST_LIMITS = RateLimits(
     key=Rate(1_000_000, 60), ip=Rate(1_000_000, 60), auth_failures=Rate(100_000, 60)
@@ -34,9 +39,7 @@ def anyio_backend() -> str:
 def real_redis_server() -> Iterator[RedisServer]:
     """A private redis-server for the whole test session."""
     if not redis_server_available():
-        if require_real_redis():
-            pytest.fail("CLIPSTREAM_REQUIRE_REDIS=1 but redis-server is not on PATH")
-        pytest.skip("redis-server is not on PATH")
+        unavailable("redis-server is not on PATH")
     with redis_server() as server:
         yield server
 

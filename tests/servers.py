@@ -16,7 +16,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
+import pytest
 import redis
 
 
@@ -33,6 +35,14 @@ def redis_cluster_available() -> bool:
 def require_real_redis() -> bool:
     """CI sets CLIPSTREAM_REQUIRE_REDIS=1: a missing redis-server then fails instead of skipping."""
     return os.environ.get("CLIPSTREAM_REQUIRE_REDIS") == "1"
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip for want of ``message``'s tool; fail under CLIPSTREAM_REQUIRE_REDIS=1 (CI), where
+    every tool is installed and a skip would hide a broken setup."""
+    if require_real_redis():
+        pytest.fail(f"CLIPSTREAM_REQUIRE_REDIS=1 but {message}")
+    pytest.skip(message)
 
 
 CLUSTER_BUS_OFFSET = 10_000  # a cluster node also listens on its port + 10000

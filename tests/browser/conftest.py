@@ -12,25 +12,16 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.servers import redis_server, redis_server_available, require_real_redis
+from tests.servers import redis_server, redis_server_available, unavailable
 
 BROWSER_PACKAGES = "the Debian packages chromium and chromium-driver"
 DEBIAN_BIN = Path("/usr/bin")  # where they install, whatever PATH says
-
-
-def unavailable(message: str) -> NoReturn:
-    """Skip for want of ``message``'s tool; fail under CLIPSTREAM_REQUIRE_REDIS=1 (CI), where
-    every tool is installed and a skip would hide a broken setup."""
-    if require_real_redis():
-        pytest.fail(f"CLIPSTREAM_REQUIRE_REDIS=1 but {message}")
-    pytest.skip(message)
 
 
 def _binary(name: str) -> str | None:

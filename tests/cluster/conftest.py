@@ -15,16 +15,19 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from engine.connection import RedisClient
-from tests.servers import RedisServer, redis_cluster, redis_cluster_available, require_real_redis
+from tests.servers import (
+    RedisServer,
+    redis_cluster,
+    redis_cluster_available,
+    unavailable,
+)
 
 
 @pytest.fixture(scope="session")
 def cluster_nodes() -> Iterator[list[RedisServer]]:
     """Three masters owning all 16384 slots, for the whole session."""
     if not redis_cluster_available():
-        if require_real_redis():
-            pytest.fail("CLIPSTREAM_REQUIRE_REDIS=1 but redis-server/redis-cli are not on PATH")
-        pytest.skip("redis-server or redis-cli is not on PATH")
+        unavailable("redis-server or redis-cli is not on PATH")
     with redis_cluster(masters=3) as nodes:
         yield nodes
 

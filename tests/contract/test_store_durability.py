@@ -19,7 +19,7 @@ from tests.servers import (
     redis_replicated,
     redis_server,
     redis_server_available,
-    require_real_redis,
+    unavailable,
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -28,9 +28,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 @pytest.fixture
 def aof_server() -> Iterator[RedisServer]:
     if not redis_server_available():
-        if require_real_redis():
-            pytest.fail("CLIPSTREAM_REQUIRE_REDIS=1 but redis-server is not on PATH")
-        pytest.skip("redis-server is not on PATH")
+        unavailable("redis-server is not on PATH")
     with redis_server(appendonly=True) as server:
         yield server
 
@@ -76,9 +74,7 @@ async def test_events_group_and_leases_survive_a_restart(
 @pytest.fixture
 def replicated() -> Iterator[tuple[RedisServer, RedisServer]]:
     if not redis_server_available():
-        if require_real_redis():
-            pytest.fail("CLIPSTREAM_REQUIRE_REDIS=1 but redis-server is not on PATH")
-        pytest.skip("redis-server is not on PATH")
+        unavailable("redis-server is not on PATH")
     with redis_replicated() as servers:
         yield servers
 

@@ -32,7 +32,12 @@ from tests.scrapes import (
     samples,
     value,
 )
-from tests.servers import free_port, redis_server, redis_server_available, require_real_redis
+from tests.servers import (
+    free_port,
+    redis_server,
+    redis_server_available,
+    unavailable,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.slow]
 
@@ -55,9 +60,7 @@ class Deployed:
 @pytest.fixture(scope="module")
 def deployed() -> Iterator[Deployed]:
     if not redis_server_available():
-        if require_real_redis():
-            pytest.fail("CLIPSTREAM_REQUIRE_REDIS=1 but redis-server is not on PATH")
-        pytest.skip("redis-server is not on PATH")
+        unavailable("redis-server is not on PATH")
     with ExitStack() as stack:
         import tempfile
 

@@ -19,6 +19,7 @@ import anyio
 from api.cli.archive import archiver_role
 from api.cli.redact import redact_tokens_in_server_logs, safe_url
 from api.cli.runner import Subcommands, add_metrics_arguments, run, run_role, with_metrics
+from api.websocket import WebSocketProtocol
 from engine.connection import ExposedStore
 from engine.errors import ConfigError
 from engine.runtime import Runtime
@@ -29,10 +30,9 @@ log = logging.getLogger("clipstream")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 REALTIME_MAX_INBOUND = 64 * 1024  # bytes of one message a WebSocket client may send
-# uvicorn's WebSocket implementation for the realtime feed: of its three, the one whose
-# connections cost least (25.4 KiB each against websockets-sansio's 27.1 and websockets' 38.5:
-# bench.realtime_memory, bench/results/realtime-2026-12-06-memory.md).
-REALTIME_WS = "wsproto"
+# The realtime feed's WebSocket implementation: our own (api.websocket), whose connections cost a
+# fraction of uvicorn's three (bench.realtime_memory; bench/results/realtime-*-memory.md).
+REALTIME_WS = WebSocketProtocol
 FREEZE_EVERY = 500  # realtime subscriptions between two freezes of the collector (FeedHub)
 
 

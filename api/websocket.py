@@ -1,0 +1,643 @@
+"""The server side of RFC 6455 behind uvicorn: the realtime feed's WebSockets, small per connection.
+
+A realtime subscriber holds its WebSocket for hours and a process holds 10,000 of them, so what
+each connection keeps is what a subscriber costs. uvicorn's own implementations keep, per
+connection, a protocol object with an ``asyncio.Queue`` (four deques), an ``Event``, timers,
+and a sans-I/O connection with the parsed handshake: about 15 KB
+(``bench/results/realtime-2026-12-05-memory.md``). This one keeps a slotted object: the
+transport, a state, one future while the application waits to receive or to write, and nothing
+else while the connection idles; keepalive pings are one timer for all connections.
+
+uvicorn takes a WebSocket protocol class as ``Config(ws=...)`` and hands it each upgrade request
+(its HTTP protocol parsed the head and decided to upgrade): ``WebSocketProtocol(config=...,
+server_state=..., app_state=...)``, ``connection_made(transport)``, then the request head as
+``data_received`` bytes. The application is served the ASGI WebSocket interface (spec 2.4)
+without the denial-response extension: a ``websocket.close`` before ``websocket.accept`` is a
+``403``.
+
+What it does, from the RFC: the handshake (version 13, a 16-byte key, subprotocols offered to
+the application; no extensions, so no per-message deflate), masked client frames only,
+fragmented messages reassembled up to ``ws_max_size`` (``1009`` beyond), text checked as UTF-8
+(``1007``), pings answered, the closing handshake both ways (the server's close waits for the
+echo at most :data:`CLOSE_TIMEOUT_S`), and any protocol error closed with ``1002``. Writes
+respect the transport's flow control: ``send`` waits while the socket's buffer is full, which is
+how a client that stops reading makes its sender wait (and the feed hub close it, 4008).
+Keepalive: every ``ws_ping_interval`` seconds each open connection is pinged, and one that has
+not answered the previous ping by then is closed with ``1011``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import struct
+import weakref
+from typing import TYPE_CHECKING, Any, Final, cast
+from urllib.parse import unquote
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Scope
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+log = logging.getLogger("clipstream.websocket")
+
+GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+CLOSE_TIMEOUT_S: Final = 10.0  # how long a server-sent close waits for the client's
+MAX_HEAD: Final = 16 * 1024  # bytes of a handshake request
+
+# Opcodes (RFC 6455 §5.2).
+CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+# Close codes (§7.4.1).
+NORMAL = 1000
+PROTOCOL_ERROR = 1002
+NO_STATUS = 1005  # received no code; never sent
+ABNORMAL = 1006  # the connection dropped without a close; never sent
+INVALID_DATA = 1007
+TOO_BIG = 1009
+INTERNAL_ERROR = 1011
+RESTART = 1012
+
+# A connection's states.
+REQUEST = -1  # reading the handshake request
+HANDSHAKE = 0  # the request is read; the application has not accepted yet
+OPEN = 1
+CLOSING = 2  # our close frame is sent; waiting for the client's
+CLOSED = 3
+
+
+class ClientDisconnected(OSError):
+    """A send on a connection that is gone (uvicorn's own implementations raise an ``OSError``
+    too)."""
+
+
+def accept_key(key: bytes) -> bytes:
+    """``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key`` (§4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + GUID).digest())
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """One final, unmasked frame (the server's frames are never masked, §5.1)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x80 | opcode, n)) + payload
+    if n < 1 << 16:
+        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    """A close frame with ``code`` and ``reason`` (cut to fit the 125 bytes of a control
+    frame)."""
+    body = reason.encode()[:123]
+    return frame(CLOSE, code.to_bytes(2, "big") + body.decode(errors="ignore").encode())
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """A client frame's payload XORed with its 4-byte key (§5.3), as one big-integer XOR."""
+    n = len(payload)
+    if not n:
+        return b""
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+def valid_close_code(code: int) -> bool:
+    """Whether a client may send this close code (§7.4: registered codes but the reserved, and
+    3000-4999)."""
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or (
+        3000 <= code <= 4999
+    )
+
+
+def response(status: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """An HTTP/1.1 response head."""
+    lines = [b"HTTP/1.1 " + status.encode() + b"\r\n"]
+    lines += [name + b": " + value + b"\r\n" for name, value in headers]
+    return b"".join(lines) + b"\r\n"
+
+
+REFUSED: Final = response("403 Forbidden", [(b"content-length", b"0"), (b"connection", b"close")])
+SERVER_ERROR: Final = response(
+    "500 Internal Server Error", [(b"content-length", b"0"), (b"connection", b"close")]
+)
+
+
+def bad_request(why: str) -> bytes:
+    body = why.encode()
+    head = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    return response("400 Bad Request", head) + body
+
+
+WRONG_VERSION: Final = response(
+    "426 Upgrade Required",
+    [(b"sec-websocket-version", b"13"), (b"content-length", b"0"), (b"connection", b"close")],
+)
+
+
+class _Server:
+    """What every connection of one uvicorn server shares: the application, the settings, the
+    open connections and the one keepalive timer."""
+
+    def __init__(self, config: Config, server_state: ServerState) -> None:
+        if not config.loaded:
+            config.load()
+        self.app = cast("ASGIApp", config.loaded_app)
+        self.root_path = config.root_path
+        self.asgi_version = config.asgi_version
+        self.max_size = config.ws_max_size
+        self.ping_interval = config.ws_ping_interval or 0.0
+        self.access_log = config.access_log
+        self.state = server_state
+        self.open: set[WebSocketProtocol] = set()
+        self._pinger: asyncio.TimerHandle | None = None
+
+    def opened(self, conn: WebSocketProtocol) -> None:
+        self.open.add(conn)
+        if self._pinger is None and self.ping_interval > 0:
+            loop = asyncio.get_running_loop()
+            self._pinger = loop.call_later(self.ping_interval, self._keepalive)
+
+    def _keepalive(self) -> None:
+        self._pinger = None
+        for conn in list(self.open):
+            conn.keepalive()
+        if self.open:
+            loop = asyncio.get_running_loop()
+            self._pinger = loop.call_later(self.ping_interval, self._keepalive)
+
+
+_servers: weakref.WeakKeyDictionary[ServerState, _Server] = weakref.WeakKeyDictionary()
+
+
+class WebSocketProtocol(asyncio.Protocol):
+    """One WebSocket connection (``uvicorn.Config(ws=WebSocketProtocol)``)."""
+
+    __slots__ = (
+        "_accept",
+        "_app_state",
+        "_buf",
+        "_close_timer",
+        "_closed_with",
+        "_drain",
+        "_inbox",
+        "_message",
+        "_path",
+        "_pong_due",
+        "_read_paused",
+        "_receiver",
+        "_srv",
+        "_state",
+        "_subprotocols",
+        "_text",
+        "_write_paused",
+        "transport",
+    )
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any]):
+        srv = _servers.get(server_state)
+        if srv is None:
+            srv = _servers[server_state] = _Server(config, server_state)
+        self._srv = srv
+        self._app_state: dict[str, Any] | None = app_state
+        self.transport: asyncio.Transport | None = None
+        self._state = REQUEST
+        self._accept: bytes | None = None  # Sec-WebSocket-Accept, until accepted
+        self._subprotocols: tuple[str, ...] = ()
+        self._buf = b""  # received bytes not yet a whole frame
+        self._message: bytearray | None = None  # a fragmented message being reassembled
+        self._path = ""  # the request's path, for the access log
+        self._text = False  # whether that message is text
+        self._inbox: list[Message] | None = None  # events the application has not received
+        self._receiver: asyncio.Future[None] | None = None  # a receive waiting for an event
+        self._drain: asyncio.Future[None] | None = None  # a send waiting for the socket to drain
+        self._write_paused = False
+        self._read_paused = False
+        self._pong_due = False
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._closed_with: tuple[int, str] | None = None  # the disconnect the application got
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self._srv.state.connections.add(self)  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._srv.state.connections.discard(self)
+        self._srv.open.discard(self)
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self._state = CLOSED
+        self._disconnected(ABNORMAL, "")
+        _wake(self._drain)  # a send waiting for the socket to drain: it will not
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        _wake(self._drain)
+
+    @property
+    def writes_paused(self) -> bool:
+        """Whether the socket's buffer is full (a client not reading): sends wait."""
+        return self._write_paused
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        if self._state == REQUEST:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    self._refuse(bad_request("request head too large"))
+                else:
+                    self._buf = buf
+                return
+            self._buf = buf[end + 4 :]
+            self._handshake(buf[:end])
+            return
+        if self._state != OPEN:
+            # Before the accept: kept for after it. After our close: only the client's close
+            # matters, and the frames before it are read to find it.
+            if self._state == HANDSHAKE:
+                self._buf = buf
+                return
+            if self._state == CLOSED:
+                return
+        self._buf = buf
+        self._read_frames()
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes; connection_lost tells the application
+
+    # -- the handshake ---------------------------------------------------------------------------
+    def _handshake(self, head: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        app_state, self._app_state = self._app_state, None
+        lines = head.split(b"\r\n")
+        try:
+            method, target, version = lines[0].split(b" ")
+        except ValueError:
+            self._refuse(bad_request("malformed request line"))
+            return
+        headers: list[tuple[bytes, bytes]] = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep:
+                self._refuse(bad_request("malformed header line"))
+                return
+            headers.append((name.strip().lower(), value.strip()))
+        fields = dict(headers)  # the last of each name: they are single-valued here
+        key = fields.get(b"sec-websocket-key", b"")
+        connection = {t.strip().lower() for t in fields.get(b"connection", b"").split(b",")}
+        if method != b"GET" or version != b"HTTP/1.1":
+            self._refuse(bad_request("a WebSocket handshake is an HTTP/1.1 GET"))
+            return
+        if fields.get(b"upgrade", b"").lower() != b"websocket" or b"upgrade" not in connection:
+            self._refuse(bad_request("not a WebSocket upgrade"))
+            return
+        if fields.get(b"sec-websocket-version") != b"13":
+            self._refuse(WRONG_VERSION)
+            return
+        try:
+            if len(base64.b64decode(key, validate=True)) != 16:
+                raise ValueError(key)
+        except ValueError:
+            self._refuse(bad_request("Sec-WebSocket-Key must be 16 bytes in base64"))
+            return
+        self._accept = accept_key(key)
+        offered = fields.get(b"sec-websocket-protocol", b"").decode("latin-1")
+        self._subprotocols = tuple(p.strip() for p in offered.split(",") if p.strip())
+        srv = self._srv
+        raw_path, _, query = target.partition(b"?")
+        self._path = srv.root_path + unquote(raw_path.decode("latin-1"))
+        scope: Scope = {
+            "type": "websocket",
+            "asgi": {"version": srv.asgi_version, "spec_version": "2.4"},
+            "http_version": "1.1",
+            "scheme": "wss" if transport.get_extra_info("sslcontext") else "ws",
+            "server": _address(transport.get_extra_info("sockname")),
+            "client": _address(transport.get_extra_info("peername")),
+            "root_path": srv.root_path,
+            "path": self._path,
+            "raw_path": srv.root_path.encode() + raw_path,
+            "query_string": query,
+            "headers": headers,
+            "subprotocols": list(self._subprotocols),
+            "state": dict(app_state) if app_state else {},
+            "extensions": {},
+        }
+        self._state = HANDSHAKE
+        self._inbox = [{"type": "websocket.connect"}]
+        task = asyncio.get_running_loop().create_task(self._run(scope))
+        tasks = srv.state.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answer the handshake with an HTTP error and close."""
+        self._state = CLOSED
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(answer)
+            transport.close()
+
+    async def _run(self, scope: Scope) -> None:
+        try:
+            await self._srv.app(scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except Exception:
+            log.exception("the WebSocket application failed")
+            if self._state == HANDSHAKE:
+                self._refuse(SERVER_ERROR)
+            else:
+                self._close(INTERNAL_ERROR, "")
+        else:
+            if self._state == HANDSHAKE:
+                log.error("the WebSocket application returned without accepting or closing")
+                self._refuse(SERVER_ERROR)
+            elif self._state == OPEN:
+                self._close(NORMAL, "")
+
+    # -- the ASGI interface ----------------------------------------------------------------------
+    async def receive(self) -> Message:
+        """The next event: ``websocket.connect`` first, then the client's messages, then one
+        ``websocket.disconnect`` (repeated to any later call)."""
+        while not self._inbox:
+            if self._closed_with is not None:
+                code, reason = self._closed_with
+                return {"type": "websocket.disconnect", "code": code, "reason": reason}
+            waiter = self._receiver = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._receiver = None
+        event = self._inbox.pop(0)
+        if not self._inbox:
+            self._inbox = None
+            if self._read_paused and self.transport is not None:
+                self._read_paused = False
+                self.transport.resume_reading()
+        return event
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        while self._write_paused and self._state != CLOSED:
+            waiter = self._drain = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._drain = None
+        transport = self.transport
+        assert transport is not None
+        if self._state == HANDSHAKE:
+            if kind == "websocket.accept":
+                self._accept_with(message)
+            elif kind == "websocket.close":
+                self._access("403")
+                self._refuse(REFUSED)
+                self._disconnected(ABNORMAL, "")
+            else:
+                raise RuntimeError(f"expected websocket.accept or websocket.close, not {kind}")
+        elif self._state == OPEN and not transport.is_closing():
+            if kind == "websocket.send":
+                data = message.get("bytes")
+                if data is None:
+                    transport.write(frame(TEXT, message["text"].encode()))
+                else:
+                    transport.write(frame(BINARY, data))
+            elif kind == "websocket.close":
+                code: int = message.get("code") or NORMAL
+                reason: str = message.get("reason") or ""
+                self._close(code, reason)
+            else:
+                raise RuntimeError(f"expected websocket.send or websocket.close, not {kind}")
+        elif kind == "websocket.close":
+            pass  # closed already (by either side): nothing more to say
+        else:
+            raise ClientDisconnected(f"{kind} on a closed WebSocket")
+
+    def _accept_with(self, message: Message) -> None:
+        transport = self.transport
+        assert transport is not None
+        assert self._accept is not None
+        headers = [
+            (b"upgrade", b"websocket"),
+            (b"connection", b"Upgrade"),
+            (b"sec-websocket-accept", self._accept),
+        ]
+        subprotocol = message.get("subprotocol")
+        if subprotocol is not None:
+            if subprotocol not in self._subprotocols:
+                raise RuntimeError(f"subprotocol {subprotocol!r} was not offered")
+            headers.append((b"sec-websocket-protocol", subprotocol.encode()))
+        headers += self._srv.state.default_headers
+        headers += [(bytes(n).lower(), bytes(v)) for n, v in message.get("headers") or ()]
+        self._accept = None
+        self._subprotocols = ()
+        self._state = OPEN
+        self._access("accepted")
+        transport.write(response("101 Switching Protocols", headers))
+        self._srv.opened(self)
+        if self._buf:
+            self._read_frames()
+
+    def _access(self, outcome: str) -> None:
+        """The access log's line for a handshake (``access_log``): the path, never the query
+        string, where the realtime feed's token travels."""
+        if self._srv.access_log and self.transport is not None:
+            peer = _address(self.transport.get_extra_info("peername"))
+            where = f"{peer[0]}:{peer[1]}" if peer else "-"
+            log.info('%s - "WebSocket %s" %s', where, self._path, outcome)
+
+    # -- frames ----------------------------------------------------------------------------------
+    def _read_frames(self) -> None:
+        buf, pos, end = self._buf, 0, len(self._buf)
+        max_size = self._srv.max_size
+        while self._state in (OPEN, CLOSING) and end - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            opcode, length, head = b0 & 0x0F, b1 & 0x7F, 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            fin = b0 & 0x80
+            if b0 & 0x70 or not b1 & 0x80:
+                self._fail(PROTOCOL_ERROR, "reserved bits set" if b0 & 0x70 else "unmasked frame")
+                return
+            if opcode >= CLOSE and (not fin or length > 125):
+                self._fail(PROTOCOL_ERROR, "fragmented or long control frame")
+                return
+            so_far = len(self._message) if self._message is not None else 0
+            if opcode < CLOSE and so_far + length > max_size:
+                self._fail(TOO_BIG, f"message over {max_size} bytes")
+                return
+            start = pos + head + 4
+            if end - start < length:
+                break
+            payload = unmask(buf[start : start + length], buf[pos + head : start])
+            pos = start + length
+            self._frame(opcode, bool(fin), payload)
+        self._buf = buf[pos:] if pos < end and self._state != CLOSED else b""
+
+    def _frame(self, opcode: int, fin: bool, payload: bytes) -> None:
+        if opcode == CLOSE:
+            self._client_closed(payload)
+        elif opcode == PING:
+            if self._state == OPEN and self.transport is not None:
+                self.transport.write(frame(PONG, payload))
+        elif opcode == PONG:
+            self._pong_due = False
+        elif self._state != OPEN:
+            pass  # a message after our close: read past it to the client's close
+        elif opcode == CONTINUATION:
+            if self._message is None:
+                self._fail(PROTOCOL_ERROR, "continuation of no message")
+                return
+            self._message += payload
+            if fin:
+                data, self._message = bytes(self._message), None
+                self._received(data)
+        elif opcode in (TEXT, BINARY):
+            if self._message is not None:
+                self._fail(PROTOCOL_ERROR, "a new message inside a fragmented one")
+                return
+            self._text = opcode == TEXT
+            if fin:
+                self._received(payload)
+            else:
+                self._message = bytearray(payload)
+        else:
+            self._fail(PROTOCOL_ERROR, f"unknown opcode {opcode}")
+
+    def _received(self, data: bytes) -> None:
+        if self._text:
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                self._fail(INVALID_DATA, "text that is not UTF-8")
+                return
+            self._deliver({"type": "websocket.receive", "text": text})
+        else:
+            self._deliver({"type": "websocket.receive", "bytes": data})
+        if self._inbox and not self._read_paused and self.transport is not None:
+            self._read_paused = True  # the application reads on before the client sends more
+            self.transport.pause_reading()
+
+    def _client_closed(self, payload: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        if len(payload) == 1:
+            self._fail(PROTOCOL_ERROR, "close frame of one byte")
+            return
+        code = int.from_bytes(payload[:2], "big") if payload else NO_STATUS
+        try:
+            reason = payload[2:].decode()
+        except UnicodeDecodeError:
+            self._fail(INVALID_DATA, "close reason that is not UTF-8")
+            return
+        if payload and not valid_close_code(code):
+            self._fail(PROTOCOL_ERROR, f"close code {code}")
+            return
+        if self._state == OPEN:  # the client closes first: echo its code (§5.5.1)
+            transport.write(
+                close_frame(NORMAL, "") if code == NO_STATUS else close_frame(code, reason)
+            )
+            self._state = CLOSED
+            self._disconnected(code, reason)
+        else:
+            self._state = CLOSED  # the echo of ours: the closing handshake is done
+        transport.close()
+
+    def _close(self, code: int, reason: str) -> None:
+        """Start the closing handshake; the transport closes at the client's echo or after
+        :data:`CLOSE_TIMEOUT_S`."""
+        transport = self.transport
+        assert transport is not None
+        if self._state != OPEN:
+            return
+        self._state = CLOSING
+        self._srv.open.discard(self)
+        self._disconnected(code, reason)
+        if transport.is_closing():
+            return
+        transport.write(close_frame(code, reason))
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()  # to read the echo
+        loop = asyncio.get_running_loop()
+        self._close_timer = loop.call_later(CLOSE_TIMEOUT_S, transport.close)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (§7.1.7): a close frame saying why, then the TCP close."""
+        transport = self.transport
+        assert transport is not None
+        if self._state in (OPEN, CLOSING) and not transport.is_closing():
+            transport.write(close_frame(code, reason))
+        self._state = CLOSED
+        self._disconnected(code, reason)
+        transport.close()
+
+    def _deliver(self, event: Message) -> None:
+        if self._inbox is None:
+            self._inbox = [event]
+        else:
+            self._inbox.append(event)
+        _wake(self._receiver)
+
+    def _disconnected(self, code: int, reason: str) -> None:
+        """Tell the application the connection ended (once; a later receive repeats it)."""
+        if self._closed_with is None:
+            self._closed_with = (code, reason)
+            self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
+
+    # -- keepalive and shutdown ------------------------------------------------------------------
+    def keepalive(self) -> None:
+        """The shared timer's tick: close a connection that did not answer the last ping
+        (``1011``), ping the others."""
+        if self._state != OPEN:
+            return
+        if self._pong_due:
+            self._close(INTERNAL_ERROR, "keepalive ping timeout")
+            return
+        self._pong_due = True
+        assert self.transport is not None
+        self.transport.write(frame(PING, b""))
+
+    def shutdown(self) -> None:
+        """uvicorn's shutdown: ``1012`` (service restart) to an open connection, then close."""
+        transport = self.transport
+        if transport is None:
+            return
+        if self._state in (REQUEST, HANDSHAKE):
+            self._refuse(SERVER_ERROR)
+        elif self._state == OPEN:
+            transport.write(close_frame(RESTART))
+            self._state = CLOSED
+            self._disconnected(RESTART, "")
+        transport.close()
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+def _address(info: object) -> tuple[str, int] | None:
+    if isinstance(info, (tuple, list)) and len(info) >= 2:
+        return (str(info[0]), int(info[1]))
+    return None

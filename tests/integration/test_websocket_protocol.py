@@ -1,0 +1,341 @@
+"""api.websocket, the realtime feed's WebSocket server, against RFC 6455 over real sockets.
+
+uvicorn serves a small ASGI application with ``ws=WebSocketProtocol`` on a free port in this
+event loop. Conforming traffic comes from the ``websockets`` client (an independent
+implementation: it checks our handshake answer, our framing and our close frames); what a
+conforming client never sends (unmasked frames, reserved bits, bad UTF-8, broken handshakes)
+comes from a raw socket. Verdicts are codes, payloads and statuses, never elapsed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+import uvicorn
+from starlette.types import Message, Receive, Scope, Send
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from api.websocket import WebSocketProtocol, accept_key, unmask
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.anyio
+
+MAX_SIZE = 4096
+TIMEOUT_S = 30  # bounds how long a broken build takes to fail
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+seen: list[Message] = []  # what the application received, by the tests that look
+
+
+async def echo(scope: Scope, receive: Receive, send: Send) -> None:
+    """Echoes every message; ``/refuse`` is refused, ``/close/<code>`` closes with that code
+    after the first message, ``/boom`` fails after accepting, ``/sub`` picks the last offered
+    subprotocol. Every event it receives is recorded in ``seen``."""
+    assert scope["type"] == "websocket"
+    path = scope["path"]
+    event = await receive()
+    seen.append(event)
+    if path == "/refuse":
+        await send({"type": "websocket.close"})
+        return
+    accept: dict[str, Any] = {"type": "websocket.accept"}
+    if path == "/sub":
+        accept["subprotocol"] = scope["subprotocols"][-1]
+    await send(accept)
+    if path == "/boom":
+        raise RuntimeError("the application failed")
+    while True:
+        event = await receive()
+        seen.append(event)
+        if event["type"] == "websocket.disconnect":
+            return
+        if path.startswith("/close/"):
+            await send({"type": "websocket.close", "code": int(path[7:]), "reason": "as asked"})
+            return
+        reply = {k: v for k, v in event.items() if k in ("text", "bytes")}
+        await send({"type": "websocket.send", **reply})
+
+
+@asynccontextmanager
+async def server(ping_interval: float | None = None) -> AsyncIterator[int]:
+    """The echo application behind uvicorn with our protocol; its port."""
+    seen.clear()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        echo,
+        log_config=None,
+        lifespan="off",
+        ws=WebSocketProtocol,
+        ws_max_size=MAX_SIZE,
+        ws_ping_interval=ping_interval,
+    )
+    srv = uvicorn.Server(config)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(srv.serve, [listener])
+            await eventually(lambda: _true(srv.started))
+            try:
+                yield listener.getsockname()[1]
+            finally:
+                srv.should_exit = True
+    finally:
+        listener.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+# -- conforming clients --------------------------------------------------------------------------
+async def test_text_and_binary_messages_echo_whole_including_fragmented_ones() -> None:
+    async with server() as port, connect(f"ws://127.0.0.1:{port}/", ping_interval=None) as ws:
+        await ws.send("héllo, wörld")
+        assert await ws.recv() == "héllo, wörld"
+        await ws.send(b"\x00\x01\xff")
+        assert await ws.recv() == b"\x00\x01\xff"
+        await ws.send(["frag", "mented ", "text"])  # three frames, one message
+        assert await ws.recv() == "fragmented text"
+        big = os.urandom(3000)  # over 125 and 65535 > it > 126: the 16-bit length
+        await ws.send(big)
+        assert await ws.recv() == big
+    assert [e["type"] for e in seen[:2]] == ["websocket.connect", "websocket.receive"]
+
+
+async def test_a_message_over_the_maximum_is_closed_1009_even_in_fragments() -> None:
+    async with server() as port:
+        async with connect(f"ws://127.0.0.1:{port}/", ping_interval=None) as ws:
+            await ws.send(b"x" * (MAX_SIZE + 1))
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1009
+        async with connect(f"ws://127.0.0.1:{port}/", ping_interval=None) as ws:
+            await ws.send([b"x" * 3000, b"y" * 3000])
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1009
+
+
+async def test_pings_are_answered() -> None:
+    async with server() as port, connect(f"ws://127.0.0.1:{port}/", ping_interval=None) as ws:
+        pong = await ws.ping(b"are you there")
+        with anyio.fail_after(TIMEOUT_S):
+            await pong
+
+
+async def test_the_clients_close_reaches_the_application_and_is_echoed() -> None:
+    async with server() as port:
+        ws = await connect(f"ws://127.0.0.1:{port}/", ping_interval=None)
+        await ws.close(4000, "bye")
+        assert (ws.close_code, ws.close_reason) == (4000, "bye")  # what the server sent back
+        await eventually(lambda: _true(bool(seen) and seen[-1]["type"] == "websocket.disconnect"))
+    assert seen[-1] == {"type": "websocket.disconnect", "code": 4000, "reason": "bye"}
+
+
+async def test_the_applications_close_reaches_the_client_with_its_code_and_reason() -> None:
+    async with server() as port, connect(f"ws://127.0.0.1:{port}/close/4008") as ws:
+        await ws.send("close now")
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4008, "as asked")
+
+
+async def test_a_close_before_accepting_is_a_403() -> None:
+    async with server() as port:
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"ws://127.0.0.1:{port}/refuse")
+    assert refused.value.response.status_code == 403
+
+
+async def test_an_application_failing_after_accepting_closes_1011() -> None:
+    async with server() as port, connect(f"ws://127.0.0.1:{port}/boom") as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1011
+
+
+async def test_the_application_picks_an_offered_subprotocol() -> None:
+    offered: Any = ["a", "b"]
+    async with server() as port, connect(f"ws://127.0.0.1:{port}/sub", subprotocols=offered) as ws:
+        assert ws.subprotocol == "b"
+
+
+async def test_a_server_shutdown_closes_1012() -> None:
+    async with server() as port:
+        ws = await connect(f"ws://127.0.0.1:{port}/", ping_interval=None)
+    with pytest.raises(ConnectionClosed) as closed:
+        await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1012
+
+
+# -- keepalive -----------------------------------------------------------------------------------
+async def test_a_client_that_answers_pings_stays_and_one_that_does_not_is_closed_1011() -> None:
+    async with (
+        server(ping_interval=0.2) as port,
+        connect(f"ws://127.0.0.1:{port}/", ping_interval=None) as answering,
+    ):
+        async with raw(port) as silent:  # reads, never answers
+            opcode, payload = await silent.frame()
+            assert opcode == 0x9  # a ping
+            while opcode != 0x8:
+                opcode, payload = await silent.frame()
+            assert close_code(payload) == 1011
+        # The conforming client answered every ping (websockets does, unasked): still open.
+        await answering.send("still here")
+        assert await answering.recv() == "still here"
+
+
+# -- what conforming clients never send ----------------------------------------------------------
+class Raw:
+    """A WebSocket client on a bare socket: any bytes it is told to send."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def handshake(self, **headers: str) -> bytes:
+        fields = {
+            "Host": "localhost",
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": KEY,
+            "Sec-WebSocket-Version": "13",
+        }
+        fields.update({k.replace("_", "-"): v for k, v in headers.items()})
+        head = "GET / HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items() if v)
+        self.writer.write(head.encode() + b"\r\n")
+        with anyio.fail_after(TIMEOUT_S):
+            return await self.reader.readuntil(b"\r\n\r\n")
+
+    def send(self, opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True,
+             rsv: int = 0) -> None:  # fmt: skip
+        key = os.urandom(4) if mask else b""
+        length = len(payload)
+        head = bytes(((0x80 if fin else 0) | rsv | opcode,))
+        bit = 0x80 if mask else 0
+        if length < 126:
+            head += bytes((bit | length,))
+        else:
+            head += struct.pack("!BH", bit | 126, length)
+        self.writer.write(head + key + (unmask(payload, key) if mask else payload))
+
+    async def frame(self) -> tuple[int, bytes]:
+        with anyio.fail_after(TIMEOUT_S):
+            b0, b1 = await self.reader.readexactly(2)
+            length = b1 & 0x7F
+            if length == 126:
+                length = int.from_bytes(await self.reader.readexactly(2), "big")
+            elif length == 127:
+                length = int.from_bytes(await self.reader.readexactly(8), "big")
+            return b0 & 0x0F, await self.reader.readexactly(length)
+
+    async def closed_with(self) -> int:
+        """The code of the server's close frame (the frames before it skipped)."""
+        while True:
+            opcode, payload = await self.frame()
+            if opcode == 0x8:
+                return close_code(payload)
+
+
+KEY = base64.b64encode(b"sixteen byte key").decode()
+
+
+def close_code(payload: bytes) -> int:
+    return int.from_bytes(payload[:2], "big")
+
+
+@asynccontextmanager
+async def raw(port: int, *, handshake: bool = True) -> AsyncIterator[Raw]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    client = Raw(reader, writer)
+    try:
+        if handshake:
+            answer = await client.handshake()
+            assert answer.startswith(b"HTTP/1.1 101 "), answer
+            fields = dict(line.split(b": ", 1) for line in answer.split(b"\r\n")[1:] if line)
+            assert {k.lower(): v for k, v in fields.items()}[b"sec-websocket-accept"] == accept_key(
+                KEY.encode()
+            )
+        yield client
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"opcode": 0x1, "payload": b"plain", "mask": False}, 1002),  # unmasked
+        ({"opcode": 0x1, "payload": b"x", "rsv": 0x40}, 1002),  # a reserved bit (no extension)
+        ({"opcode": 0x0, "payload": b"x"}, 1002),  # a continuation of nothing
+        ({"opcode": 0x3, "payload": b"x"}, 1002),  # an unknown opcode
+        ({"opcode": 0x9, "payload": b"x", "fin": False}, 1002),  # a fragmented ping
+        ({"opcode": 0x1, "payload": b"\xff\xfe"}, 1007),  # text that is not UTF-8
+        ({"opcode": 0x8, "payload": b"\x03\xed"}, 1002),  # close code 1005 may not be sent
+        ({"opcode": 0x8, "payload": b"\x03"}, 1002),  # a one-byte close body
+    ],
+)
+async def test_protocol_violations_are_closed_with_the_rfcs_code(
+    frame: dict[str, Any], code: int
+) -> None:
+    async with server() as port, raw(port) as client:
+        client.send(**frame)
+        assert await client.closed_with() == code
+
+
+async def test_a_new_message_inside_a_fragmented_one_is_a_protocol_error() -> None:
+    async with server() as port, raw(port) as client:
+        client.send(0x1, b"first half", fin=False)
+        client.send(0x1, b"another message")
+        assert await client.closed_with() == 1002
+
+
+async def test_pings_between_fragments_are_answered_and_the_message_arrives_whole() -> None:
+    async with server() as port, raw(port) as client:
+        client.send(0x1, b"frag", fin=False)
+        client.send(0x9, b"ping!")
+        client.send(0x0, b"mented")
+        assert await client.frame() == (0xA, b"ping!")
+        assert await client.frame() == (0x1, b"fragmented")
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Sec_WebSocket_Version": "8"}, b"426"),
+        ({"Sec_WebSocket_Key": "too short"}, b"400"),
+        ({"Sec_WebSocket_Key": ""}, b"400"),
+    ],
+)
+async def test_a_bad_handshake_is_an_http_error(headers: dict[str, str], status: bytes) -> None:
+    async with server() as port, raw(port, handshake=False) as client:
+        answer = await client.handshake(**headers)
+    assert answer.split(b" ")[1] == status, answer
+    assert not seen  # the application never saw it
+
+
+def test_unmask_is_its_own_inverse_at_every_length() -> None:
+    key = b"\x01\x02\x03\x04"
+    for n in range(0, 20):
+        data = bytes(range(n))
+        masked = unmask(data, key)
+        assert masked == bytes(b ^ key[i % 4] for i, b in enumerate(data))
+        assert unmask(masked, key) == data

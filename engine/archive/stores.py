@@ -22,10 +22,6 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-import obstore
-from obstore.exceptions import AlreadyExistsError
-from obstore.store import LocalStore, MemoryStore, S3Store
-
 from engine.errors import ArchiveUnavailable, ConfigError
 
 
@@ -60,6 +56,9 @@ class ObjectArchive:
     """An :class:`ArchiveStore` on an obstore store (a directory, S3, or memory)."""
 
     def __init__(self, store: Any, url: str, *, directory: Path | None = None) -> None:
+        import obstore  # (here, not above: ~4 MiB that a process without an archive never loads)
+
+        self._obstore = obstore
         self._store = store
         self._url = url
         self._directory = directory  # set for a directory: written objects are fsynced
@@ -70,8 +69,8 @@ class ObjectArchive:
 
     async def put_new(self, name: str, data: bytes) -> bool:
         try:
-            await obstore.put_async(self._store, name, data, mode="create")
-        except AlreadyExistsError:
+            await self._obstore.put_async(self._store, name, data, mode="create")
+        except self._obstore.exceptions.AlreadyExistsError:
             return False
         except Exception as exc:
             raise _unavailable("write", name, exc) from exc
@@ -84,7 +83,7 @@ class ObjectArchive:
 
     async def get(self, name: str) -> bytes | None:
         try:
-            result = await obstore.get_async(self._store, name)
+            result = await self._obstore.get_async(self._store, name)
             return bytes(await result.bytes_async())
         except FileNotFoundError:
             return None
@@ -94,7 +93,7 @@ class ObjectArchive:
     async def list(self, prefix: str, after: str | None = None) -> list[str]:
         names: list[str] = []
         try:
-            async for batch in obstore.list(self._store, prefix=prefix, offset=after):
+            async for batch in self._obstore.list(self._store, prefix=prefix, offset=after):
                 names.extend(str(meta["path"]) for meta in batch)
         except FileNotFoundError:
             return []
@@ -104,7 +103,7 @@ class ObjectArchive:
 
     async def delete(self, name: str) -> None:
         try:
-            await obstore.delete_async(self._store, name)
+            await self._obstore.delete_async(self._store, name)
         except FileNotFoundError:
             return
         except Exception as exc:
@@ -145,6 +144,8 @@ def _client_options() -> Any:
 
 def open_archive(url: str) -> ObjectArchive:
     """The archive store ``url`` names (ConfigError for a URL it cannot use)."""
+    from obstore.store import LocalStore, MemoryStore, S3Store
+
     parsed = urlparse(url)
     if parsed.scheme == "file":
         directory = Path(parsed.path)

@@ -4,6 +4,10 @@ HTTP providers are built on first use and then reused (one ``httpx.AsyncClient``
 connections are pooled across calls); simulated ones are cheap and built per call from the
 worker's :class:`Settings` (their latency and failure rate live there).
 
+The HTTP providers' modules (and httpx, ~8 MiB of a process's memory) are imported when one is
+first built: a process that only simulates, or that never calls a provider (the API), does not
+load them.
+
 A process uses :func:`current` (built from the environment on first use); a worker calls
 :func:`configure` at start so a bad provider setting fails the start, and ``aclose`` at stop.
 Tests hand their own :class:`Providers` to a tool through ``ToolContext.providers``.
@@ -11,16 +15,20 @@ Tests hand their own :class:`Providers` to a tool through ``ToolContext.provider
 
 from __future__ import annotations
 
-import httpx
+from typing import TYPE_CHECKING
 
 from engine.providers.base import LLM, Embedder, Transcriber, YouTube
 from engine.providers.config import ProviderConfig
-from engine.providers.embedder_http import HttpEmbedder
-from engine.providers.llm_http import HttpLLM
 from engine.providers.sim import SimEmbedder, SimLLM, SimTranscriber, SimYouTube
-from engine.providers.transcriber_http import HttpTranscriber
-from engine.providers.youtube_http import HttpYouTube
 from engine.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
+
+    from engine.providers.embedder_http import HttpEmbedder
+    from engine.providers.llm_http import HttpLLM
+    from engine.providers.transcriber_http import HttpTranscriber
+    from engine.providers.youtube_http import HttpYouTube
 
 
 class Providers:
@@ -45,6 +53,8 @@ class Providers:
         if self.config.mode("llm") == "sim":
             return SimLLM(settings)
         if self._llm is None:
+            from engine.providers.llm_http import HttpLLM
+
             self._llm = HttpLLM(self.config, transport=self._transport)
         return self._llm
 
@@ -53,6 +63,8 @@ class Providers:
         if self.config.mode("transcriber") == "sim":
             return SimTranscriber(settings)
         if self._transcriber is None:
+            from engine.providers.transcriber_http import HttpTranscriber
+
             self._transcriber = HttpTranscriber(self.config, transport=self._transport)
         return self._transcriber
 
@@ -61,6 +73,8 @@ class Providers:
         if self.config.mode("youtube") == "sim":
             return SimYouTube(settings)
         if self._youtube is None:
+            from engine.providers.youtube_http import HttpYouTube
+
             self._youtube = HttpYouTube(self.config, transport=self._transport)
         return self._youtube
 
@@ -69,6 +83,8 @@ class Providers:
         if self.config.mode("embedder") == "sim":
             return SimEmbedder(settings)
         if self._embedder is None:
+            from engine.providers.embedder_http import HttpEmbedder
+
             self._embedder = HttpEmbedder(self.config, transport=self._transport)
         return self._embedder
 

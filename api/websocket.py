@@ -22,8 +22,9 @@ fragmented messages reassembled up to ``ws_max_size`` (``1009`` beyond), text ch
 echo at most :data:`CLOSE_TIMEOUT_S`), and any protocol error closed with ``1002``. Writes
 respect the transport's flow control: ``send`` waits while the socket's buffer is full, which is
 how a client that stops reading makes its sender wait (and the feed hub close it, 4008).
-Keepalive: every ``ws_ping_interval`` seconds each open connection is pinged, and one that has
-not answered the previous ping by then is closed with ``1011``.
+Keepalive: every ``ws_ping_interval`` seconds each open connection is pinged (the round spread
+over the interval), and one that has not answered the previous ping by then is closed with
+``1011``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ log = logging.getLogger("clipstream.websocket")
 GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 CLOSE_TIMEOUT_S: Final = 10.0  # how long a server-sent close waits for the client's
 MAX_HEAD: Final = 16 * 1024  # bytes of a handshake request
+PING_SLOTS: Final = 50  # the keepalive round's ticks (_Server)
 
 # Opcodes (RFC 6455 §5.2).
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -144,7 +146,11 @@ WRONG_VERSION: Final = response(
 
 class _Server:
     """What every connection of one uvicorn server shares: the application, the settings, the
-    open connections and the one keepalive timer."""
+    open connections and the one keepalive timer.
+
+    The keepalive round is spread over :data:`PING_SLOTS` ticks of the interval, each pinging
+    the connections of one slot: 10,000 pings (and their pongs) at once would hold the event
+    loop for a few hundred milliseconds, and every subscriber's next event with it."""
 
     def __init__(self, config: Config, server_state: ServerState) -> None:
         if not config.loaded:
@@ -156,22 +162,32 @@ class _Server:
         self.ping_interval = config.ws_ping_interval or 0.0
         self.access_log = config.access_log
         self.state = server_state
-        self.open: set[WebSocketProtocol] = set()
+        self.slots: list[set[WebSocketProtocol]] = [set() for _ in range(PING_SLOTS)]
+        self._next = 0  # the slot the next open connection joins
+        self._tick = 0  # the slot the next tick pings
         self._pinger: asyncio.TimerHandle | None = None
 
-    def opened(self, conn: WebSocketProtocol) -> None:
-        self.open.add(conn)
+    def opened(self, conn: WebSocketProtocol) -> int:
+        """Count ``conn`` in the keepalive round; its slot."""
+        slot = self._next
+        self._next = (slot + 1) % PING_SLOTS
+        self.slots[slot].add(conn)
         if self._pinger is None and self.ping_interval > 0:
-            loop = asyncio.get_running_loop()
-            self._pinger = loop.call_later(self.ping_interval, self._keepalive)
+            self._schedule()
+        return slot
+
+    def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._pinger = loop.call_later(self.ping_interval / PING_SLOTS, self._keepalive)
 
     def _keepalive(self) -> None:
         self._pinger = None
-        for conn in list(self.open):
+        slot = self.slots[self._tick]
+        self._tick = (self._tick + 1) % PING_SLOTS
+        for conn in list(slot):
             conn.keepalive()
-        if self.open:
-            loop = asyncio.get_running_loop()
-            self._pinger = loop.call_later(self.ping_interval, self._keepalive)
+        if any(self.slots):
+            self._schedule()
 
 
 _servers: weakref.WeakKeyDictionary[ServerState, _Server] = weakref.WeakKeyDictionary()
@@ -193,6 +209,7 @@ class WebSocketProtocol(asyncio.Protocol):
         "_pong_due",
         "_read_paused",
         "_receiver",
+        "_slot",
         "_srv",
         "_state",
         "_subprotocols",
@@ -222,6 +239,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._read_paused = False
         self._pong_due = False
         self._close_timer: asyncio.TimerHandle | None = None
+        self._slot = -1  # the keepalive slot, while open
         self._closed_with: tuple[int, str] | None = None  # the disconnect the application got
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
@@ -231,7 +249,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._srv.state.connections.discard(self)
-        self._srv.open.discard(self)
+        self._leave_keepalive()
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
@@ -448,7 +466,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._state = OPEN
         self._access("accepted")
         transport.write(response("101 Switching Protocols", headers))
-        self._srv.opened(self)
+        self._slot = self._srv.opened(self)
         if self._buf:
             self._read_frames()
 
@@ -571,7 +589,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._state != OPEN:
             return
         self._state = CLOSING
-        self._srv.open.discard(self)
+        self._leave_keepalive()
         self._disconnected(code, reason)
         if transport.is_closing():
             return
@@ -604,6 +622,11 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._closed_with is None:
             self._closed_with = (code, reason)
             self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
+
+    def _leave_keepalive(self) -> None:
+        if self._slot >= 0:
+            self._srv.slots[self._slot].discard(self)
+            self._slot = -1
 
     # -- keepalive and shutdown ------------------------------------------------------------------
     def keepalive(self) -> None:

@@ -16,16 +16,17 @@ import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
 import uvicorn
 from starlette.types import Message, Receive, Scope, Send
+from uvicorn.server import ServerState
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from api.websocket import WebSocketProtocol, accept_key, unmask
+from api.websocket import PING_SLOTS, WebSocketProtocol, _Server, accept_key, unmask
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.anyio
@@ -339,3 +340,25 @@ def test_unmask_is_its_own_inverse_at_every_length() -> None:
         masked = unmask(data, key)
         assert masked == bytes(b ^ key[i % 4] for i, b in enumerate(data))
         assert unmask(masked, key) == data
+
+
+async def test_the_keepalive_round_is_spread_so_one_tick_pings_one_slot() -> None:
+    """10,000 pings at once held the event loop for ~0.3 s (every subscriber's next event
+    waited): one tick pings one slot's connections, and each is pinged once a round."""
+
+    class Connection:
+        pings = 0
+
+        def keepalive(self) -> None:
+            self.pings += 1
+
+    config = uvicorn.Config(echo, ws_ping_interval=3600.0)  # the timer never fires here
+    srv = _Server(config, ServerState())
+    connections = [Connection() for _ in range(PING_SLOTS * 3)]
+    for connection in connections:
+        srv.opened(cast(WebSocketProtocol, connection))
+    srv._keepalive()
+    assert sum(c.pings for c in connections) == 3
+    for _ in range(PING_SLOTS - 1):
+        srv._keepalive()
+    assert {c.pings for c in connections} == {1}

@@ -17,6 +17,7 @@ from bench.common import (
     PARTITIONS,
     TRANSCRIPT,
     Report,
+    bench_role_env,
     bench_settings,
     fresh_runtime,
     rss_mib,
@@ -26,7 +27,7 @@ from engine.connection import as_str
 from engine.log.events import ExecutionCompleted, ExecutionStarted
 from engine.log.ids import new_id
 from engine.runtime import Runtime
-from tests.processes import Role, role_env
+from tests.processes import Role
 
 DEADLINE_S = 600  # a drain that takes longer is broken, not slow
 POLL_S = 0.25
@@ -133,7 +134,7 @@ def _start_roles(
     url: str, workers: int, latency_ms: int, logs: Path, projectors: int = 1
 ) -> list[Role]:
     """``workers`` worker processes and ``projectors`` projectors, as they are deployed."""
-    env = role_env(
+    env = bench_role_env(
         url,
         CLIPSTREAM_PARTITIONS=str(PARTITIONS),
         CLIPSTREAM_SIM_LATENCY_MS=str(latency_ms),

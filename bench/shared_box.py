@@ -2,7 +2,8 @@
 
     python -m bench.shared_box                 # 500 req/s for 10 s, API + worker + projector
     python -m bench.shared_box --alone         # the API only
-    python -m bench.shared_box --bg-nice 10    # worker and projector at nice 10
+    python -m bench.shared_box --bg-nice 0     # worker and projector at nice 0
+    python -m bench.shared_box --realtime redis  # Redis never waits for a core (attribution)
 
 The latency scenario of bench.run, with probes around it:
 
@@ -34,8 +35,9 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from bench.common import PARTITIONS, bench_role_env
+from bench.common import PARTITIONS, bench_role_env, bench_settings
 from bench.http_load import build_request, open_loop
+from engine.runtime import Runtime
 from tests.processes import Role, wait_http
 from tests.servers import free_port, redis_server
 
@@ -124,6 +126,14 @@ def _start_pinger(port: int, realtime: bool) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, stdout=subprocess.PIPE)
 
 
+def _realtime(pid: int) -> None:
+    """Put every thread of ``pid`` at a real-time priority (SCHED_FIFO 40): it then never waits
+    for a core behind normal processes. A diagnosis, not a deployment: with it, the rest of a
+    latency is what that process did not cause by waiting."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setscheduler(int(task.name), os.SCHED_FIFO, os.sched_param(40))
+
+
 def _slowlog_by_command(
     slow: list[dict[str, Any]], names: dict[str, str]
 ) -> dict[str, list[float]]:
@@ -151,6 +161,23 @@ async def _account(base: str, admin_token: str) -> tuple[dict[str, str], str]:
         for _ in range(50):
             await http.post(f"/v1/items/{item}/transcript", json={}, headers=auth)
     return auth, item
+
+
+async def _backlog(url: str) -> str:
+    """What the worker and the projector had not caught up with when the load ended."""
+    from projections import inspection
+
+    runtime = await Runtime.open(bench_settings(url))
+    try:
+        parts = await inspection.partitions(runtime)
+    finally:
+        await runtime.close()
+    oldest = max((p.oldest_pending_ms or 0) for p in parts)
+    return (
+        f"{sum(p.queued for p in parts)} executions waiting for a lease (oldest {oldest} ms), "
+        f"{sum(p.leased for p in parts)} leased, {sum(p.projection_lag_entries for p in parts)} "
+        f"log entries not folded yet (oldest {max(p.projection_lag_ms for p in parts)} ms)"
+    )
 
 
 async def _metrics(base: str) -> dict[float, float]:
@@ -199,6 +226,8 @@ async def probe(args: argparse.Namespace) -> None:
             assert server.proc is not None
             pids = {"api": api.proc.pid, "redis": server.proc.pid, "loadgen": os.getpid()}
             pids |= {role.args[0]: role.proc.pid for role in others}
+            for name in args.realtime:  # attribution runs: this one never waits for a core
+                _realtime(pids[name])
             pinger = _start_pinger(server.port, args.rt_pinger)
             pids["pinger"] = pinger.pid
             before = {name: _times(pid) for name, pid in pids.items()}
@@ -213,6 +242,7 @@ async def probe(args: argparse.Namespace) -> None:
             pinger.terminate()
             pings = [int(x) / 1000 for x in pinger.communicate()[0].split()]
             pinger = None
+            backlog = await _backlog(server.url)
             slow = await r.slowlog_get(1_000_000)
             stats = await r.info("commandstats")
             hist_after = await _metrics(base)
@@ -230,6 +260,7 @@ async def probe(args: argparse.Namespace) -> None:
     print(f"client latency ms   {_dist(load.latencies_ms)}")
     print(f"generator late ms   {_dist(load.late_ms)}")
     print(f"Redis PING rtt ms   {_dist(pings)}  ({len(pings)} pings)")
+    print(f"when the load ended: {backlog}")
     n = hist_after.get(float("inf"), 0) - hist_before.get(float("inf"), 0)
     cum = " ".join(
         f"<={le * 1000:g}ms:{(hist_after[le] - hist_before.get(le, 0)) / max(n, 1):.1%}"
@@ -280,6 +311,14 @@ def main() -> None:
         dest="rt_pinger",
         action="store_false",
         help="run the PING sampler at a normal priority (chrt needs the privilege)",
+    )
+    parser.add_argument(
+        "--realtime",
+        action="append",
+        default=[],
+        choices=["api", "redis", "loadgen", "worker", "projector"],
+        help="run this process at a real-time priority (repeatable; needs the privilege): what "
+        "is left of the latency is not its waiting for a core",
     )
     parser.add_argument(
         "--env",

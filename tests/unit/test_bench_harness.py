@@ -51,3 +51,17 @@ async def test_the_load_generator_records_each_requests_lateness() -> None:
         result = await open_loop("127.0.0.1", port, request, rate=2_000, total=40, connections=4)
     assert result.statuses == {202: 40}
     assert len(result.latencies_ms) == len(result.late_ms) == 40
+
+
+def test_the_drains_lag_is_counted_afterwards_from_the_polled_positions() -> None:
+    from bench.drain import _most_behind
+
+    # Partition 0 holds 1-0 .. 5-0, partition 1 holds 3-0 and 3-1.
+    ids = {0: [(n, 0) for n in range(1, 6)], 1: [(3, 0), (3, 1)]}
+    positions = [
+        ({0: "0-0", 1: "0-0"}, {0: "2-0", 1: "0-0"}),  # 2 behind
+        ({0: "1-0", 1: "0-0"}, {0: "5-0", 1: "3-1"}),  # 4 + 2 behind
+        ({0: "5-0", 1: "3-0"}, {0: "5-0", 1: "3-1"}),  # 0 + 1
+    ]
+    assert _most_behind(positions, ids) == 6
+    assert _most_behind([], ids) == 0

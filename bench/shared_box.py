@@ -15,7 +15,11 @@ The latency scenario of bench.run, with probes around it:
   server every millisecond, so a long round trip is Redis busy with others' commands or Redis
   waiting for a core, never the sampler waiting;
 - Redis's SLOWLOG (every command over --slowlog-us, by script) and its commandstats;
-- each process's CPU and its time runnable but waiting for a core (/proc schedstat).
+- each process's CPU and its time runnable but waiting for a core (/proc schedstat), and the
+  box's CPU used by other programs meanwhile (/proc/stat less ours);
+- what the worker and the projector had not caught up with when the load ended.
+
+bench/results/2026-12-05-sharedbox.md reads its output.
 """
 
 from __future__ import annotations

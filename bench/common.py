@@ -22,8 +22,19 @@ from engine.log.events import (
 from engine.log.ids import new_execution_id, new_id
 from engine.runtime import Runtime
 from engine.settings import Settings
+from tests.processes import role_env
 
 PARTITIONS = 16
+
+# CLIPSTREAM_* settings given to every role process the scenarios start, over their own
+# (bench.run --role-env NAME=VALUE): to measure a setting side by side with its default.
+ROLE_ENV: dict[str, str] = {}
+
+
+def bench_role_env(url: str, **overrides: str) -> dict[str, str]:
+    """The environment of a role process of a scenario: tests.processes.role_env with the
+    scenario's ``overrides``, then :data:`ROLE_ENV`."""
+    return role_env(url, **overrides) | ROLE_ENV
 
 
 @dataclass

@@ -9,6 +9,7 @@ log while it ran.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from bench.common import (
     PARTITIONS,
     TRANSCRIPT,
     Report,
+    bench_role_env,
     bench_settings,
     fresh_runtime,
     rss_mib,
@@ -26,16 +28,18 @@ from engine.connection import as_str
 from engine.log.events import ExecutionCompleted, ExecutionStarted
 from engine.log.ids import new_id
 from engine.runtime import Runtime
-from tests.processes import Role, role_env
+from tests.processes import Role
 
 DEADLINE_S = 600  # a drain that takes longer is broken, not slow
 POLL_S = 0.25
 
-# Counting the entries between a checkpoint and the log's end means reading them (a stream has no
-# range count): up to 50,000 per partition, which at a 150k-entry lag cost the harness a third of
-# a core and Redis as much again, taken from the processes being measured. So it is sampled every
-# 2 s (every 8th poll), not every 0.25 s: the peak it reports may be up to 2 s of lag early.
-_BEHIND_EVERY = 8
+# How far the projection trailed is counted after the drain, not while it runs: each poll keeps
+# the partitions' checkpoints and tails (two small pipelines), and the entries between them are
+# counted from the log that _span reads anyway. Counting them live meant reading them (a stream
+# has no range count): up to 50,000 per partition every 2 s, a third of a core for the harness and
+# as much for Redis at a 150k-entry lag, taken from the processes being measured, and more so
+# since they run at a lower CPU priority than the harness (CLIPSTREAM_BACKGROUND_NICE).
+Position = dict[int, str]  # partition -> a stream entry id
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ async def bench_drain(
         await _preload(runtime, n, tools)
         procs = _start_roles(url, workers, latency_ms, logs, projectors)
         try:
-            max_behind, views_current = await _wait_drained(runtime)
+            positions, views_current = await _wait_drained(runtime)
             memory_after = await _used_memory(runtime)
             for proc in procs:
                 key = f"{proc.args[0]} (drain, {workers} workers)"
@@ -77,7 +81,8 @@ async def bench_drain(
         finally:
             for proc in procs:
                 proc.terminate()
-        first_start, last_done, completed, events = await _span(runtime)
+        first_start, last_done, completed, events, ids = await _span(runtime)
+        max_behind = _most_behind(positions, ids)
         secs = (last_done - first_start) / 1000
         e2e_secs = views_current - first_start / 1000
         report.add(
@@ -133,7 +138,7 @@ def _start_roles(
     url: str, workers: int, latency_ms: int, logs: Path, projectors: int = 1
 ) -> list[Role]:
     """``workers`` worker processes and ``projectors`` projectors, as they are deployed."""
-    env = role_env(
+    env = bench_role_env(
         url,
         CLIPSTREAM_PARTITIONS=str(PARTITIONS),
         CLIPSTREAM_SIM_LATENCY_MS=str(latency_ms),
@@ -149,21 +154,18 @@ def _start_roles(
     return procs
 
 
-async def _wait_drained(runtime: Runtime) -> tuple[int, float]:
-    """Poll until every execution has ended and every view is current: (the most log entries the
-    projection was seen behind, the wall-clock time it was found current)."""
-    max_behind = 0
+async def _wait_drained(runtime: Runtime) -> tuple[list[tuple[Position, Position]], float]:
+    """Poll until every execution has ended and every view is current: (the checkpoints and the
+    log tails of every poll, the wall-clock time it was found current)."""
+    positions: list[tuple[Position, Position]] = []
     deadline = time.monotonic() + DEADLINE_S
-    polls = 0
     while True:
         await asyncio.sleep(POLL_S)
         tails = await _log_tails(runtime)
         ckpts = await _checkpoints(runtime)
-        if polls % _BEHIND_EVERY == 0:
-            max_behind = max(max_behind, await _entries_behind(runtime, ckpts))
-        polls += 1
+        positions.append((ckpts, tails))
         if await _all_acked(runtime) and tails == ckpts:
-            return max_behind, time.time()
+            return positions, time.time()
         if time.monotonic() > deadline:
             raise TimeoutError(f"drain did not finish within {DEADLINE_S} s")
 
@@ -192,13 +194,28 @@ async def _checkpoints(runtime: Runtime) -> dict[int, str]:
     }
 
 
-async def _entries_behind(runtime: Runtime, checkpoints: dict[int, str]) -> int:
-    store = runtime.store
-    pipe = store.redis.pipeline(transaction=False)
-    for p, ckpt in checkpoints.items():
-        start = "-" if ckpt in ("0", "0-0") else f"({ckpt}"
-        pipe.xrange(store.keys.log(p), start, "+", count=50_000)
-    return sum(len(rows) for rows in await pipe.execute())
+def _most_behind(
+    positions: list[tuple[Position, Position]], ids: dict[int, list[tuple[int, int]]]
+) -> int:
+    """The most log entries the projection was behind at any poll: for each poll, the entries
+    of every partition after its checkpoint and up to its tail then, counted in ``ids`` (each
+    partition's entry ids in order, as :func:`_span` read them once the drain was over)."""
+
+    def index(partition: int, entry_id: str) -> int:
+        return bisect.bisect_right(ids.get(partition, []), _id_key(entry_id))
+
+    return max(
+        (
+            sum(index(p, tails[p]) - index(p, ckpt) for p, ckpt in ckpts.items() if p in tails)
+            for ckpts, tails in positions
+        ),
+        default=0,
+    )
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 async def _all_acked(runtime: Runtime) -> bool:
@@ -221,23 +238,28 @@ async def _used_memory(runtime: Runtime) -> int:
     return int(info["used_memory"])
 
 
-async def _span(runtime: Runtime) -> tuple[int, int, int, int]:
-    """(first ExecutionStarted.at, last ExecutionCompleted.at, completions, log entries) over all
-    logs."""
+async def _span(
+    runtime: Runtime,
+) -> tuple[int, int, int, int, dict[int, list[tuple[int, int]]]]:
+    """(first ExecutionStarted.at, last ExecutionCompleted.at, completions, log entries, each
+    partition's entry ids in order) over all logs."""
     store = runtime.store
     first, last, completed, events = 2**62, 0, 0, 0
+    ids: dict[int, list[tuple[int, int]]] = {}
     for p in store.partitions:
         after = "0-0"
+        ids[p] = []
         while True:
             entries = await store.log.read_log(p, after, 10_000)
             if not entries:
                 break
             after = entries[-1].entry_id
             events += len(entries)
+            ids[p] += (_id_key(e.entry_id) for e in entries)
             for e in entries:
                 if isinstance(e.event, ExecutionStarted):
                     first = min(first, e.event.at)
                 elif isinstance(e.event, ExecutionCompleted):
                     last = max(last, e.event.at)
                     completed += 1
-    return first, last, completed, events
+    return first, last, completed, events, ids

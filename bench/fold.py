@@ -12,10 +12,17 @@ import asyncio
 import time
 from pathlib import Path
 
-from bench.common import PARTITIONS, Report, bench_settings, fresh_runtime, write_synthetic_log
+from bench.common import (
+    PARTITIONS,
+    Report,
+    bench_role_env,
+    bench_settings,
+    fresh_runtime,
+    write_synthetic_log,
+)
 from bench.drain import _checkpoints, _log_tails
 from engine.runtime import Runtime
-from tests.processes import Role, role_env
+from tests.processes import Role
 
 DEADLINE_S = 600
 POLL_S = 0.05
@@ -33,7 +40,9 @@ async def bench_fold(report: Report, url: str, events: int, projectors: int, log
         for p in runtime.store.partitions:
             pipe.rename(keys.log(p), _aside(keys.log(p)))
         await pipe.execute()
-        env = role_env(url, CLIPSTREAM_PARTITIONS=str(PARTITIONS), CLIPSTREAM_LEASE_MS="15000")
+        env = bench_role_env(
+            url, CLIPSTREAM_PARTITIONS=str(PARTITIONS), CLIPSTREAM_LEASE_MS="15000"
+        )
         procs = [
             Role(["projector"], env, logs / f"fold{projectors}-{i}.log") for i in range(projectors)
         ]

@@ -4,7 +4,8 @@ httpx costs about a millisecond of CPU per request, which on a 2-core box compet
 server it measures. This client keeps ``connections`` keep-alive sockets, sends pre-built request
 bytes at scheduled times, and measures each latency from the request's *scheduled* send time, so
 a stalled server shows up in the numbers instead of slowing the schedule (no coordinated
-omission).
+omission). It also records how late it wrote each request (``late_ms``): when that is large
+the generator, not the server, was the one waiting (for a core, or for a free connection).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
+    late_ms: list[float] = field(default_factory=list)  # write time - scheduled time
 
 
 def build_request(method: str, path: str, host: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -69,6 +71,7 @@ async def open_loop(
                 delay = scheduled - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                result.late_ms.append((time.perf_counter() - scheduled) * 1000)
                 writer.write(payload)
                 status = await _read_response(reader)
                 result.latencies_ms.append((time.perf_counter() - scheduled) * 1000)

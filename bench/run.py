@@ -27,8 +27,10 @@ Scenarios:
             one worker then two (the I/O-bound ratio).
   latency   `POST /v1/items/{id}/transcript` at a steady open-loop rate: 202 latency p50/p99,
             measured from each request's scheduled send time (no coordinated omission), with the
-            API alone, then with a worker and a projector on the same box; and the API process's
-            CPU per 202 and its time per 202 runnable but waiting for a core (/proc).
+            API alone, then with a worker and a projector on the same box (at their
+            CLIPSTREAM_BACKGROUND_NICE, as deployed); the API process's CPU per 202 and its time
+            runnable but waiting for a core (/proc), and how late the generator itself wrote
+            the requests (bench.shared_box breaks the shared case down further).
   replay    `projections.replay.rebuild` over a synthetic log of >= 1,000,000 events, split over
             --replay-processes: events/s.
   archive-replay
@@ -70,8 +72,10 @@ import httpx
 from bench.archive_replay import bench_archive_replay
 from bench.common import (
     PARTITIONS,
+    ROLE_ENV,
     THREE_STEPS,
     Report,
+    bench_role_env,
     bench_settings,
     fresh_runtime,
     rss_mib,
@@ -84,7 +88,7 @@ from bench.peers import default_peers_dir, default_peers_venv, run_peers
 from bench.realtime import bench_realtime
 from bench.soak import bench_soak
 from engine.runtime import Runtime
-from tests.processes import Role, role_env, wait_http
+from tests.processes import Role, wait_http
 from tests.servers import free_port, redis_server
 
 SCENARIOS = (
@@ -110,7 +114,7 @@ async def bench_latency(
     await runtime.redis.flushall()
     await runtime.close()
     port = free_port()
-    env = role_env(url, CLIPSTREAM_PARTITIONS=str(PARTITIONS), CLIPSTREAM_SIM_LATENCY_MS="0")
+    env = bench_role_env(url, CLIPSTREAM_PARTITIONS=str(PARTITIONS), CLIPSTREAM_SIM_LATENCY_MS="0")
     api = Role(["api", "--port", str(port)], env, logs / "latency-api.log")
     others = (
         []
@@ -148,11 +152,15 @@ async def bench_latency(
             b"{}",
         )
         before = _process_times(api.proc.pid)
+        started = time.perf_counter()
         load = await open_loop("127.0.0.1", port, request, rate=rate, total=total)
+        wall_ms = (time.perf_counter() - started) * 1000
         cpu_ms, waited_ms = (
             (after - start) / total
             for after, start in zip(_process_times(api.proc.pid), before, strict=True)
         )
+        late = sorted(load.late_ms)
+        late_p99 = late[int(len(late) * 0.99) - 1]
         latencies = load.latencies_ms
         errors = total - load.statuses.get(202, 0)
         latencies.sort()
@@ -162,17 +170,22 @@ async def bench_latency(
         report.add(
             f"202 latency p50 / p99 at {rate} req/s, {where} (ms)",
             f"{p50:.1f} / {p99:.1f}",
-            f"{total:,} requests over {seconds:.0f}s, {errors} non-202",
+            f"{total:,} requests over {seconds:.0f}s, {errors} non-202; the generator wrote "
+            f"them p99 {late_p99:.1f} ms after their scheduled time; load average "
+            f"{os.getloadavg()[0]:.2f}",
         )
         report.add(
             f"API process per 202, {where}: CPU / waiting for a core (ms)",
             f"{cpu_ms:.2f} / {waited_ms:.2f}",
             "where a 202's time goes besides Redis: the process's CPU, and its time runnable "
-            "but not running (/proc schedstat: the other processes held the cores)",
+            "but not running (/proc schedstat: the other processes held the cores); waiting "
+            f"{waited_ms * total / wall_ms:.0%} of the run, which every request in flight then "
+            "waits through",
         )
         key = "api_alone" if alone else "shared_box"
         report.figures[f"api_cpu_ms_per_202_{key}"] = round(cpu_ms, 3)
         report.figures[f"api_runqueue_wait_ms_per_202_{key}"] = round(waited_ms, 3)
+        report.figures[f"latency_202_generator_late_p99_ms_{key}"] = round(late_p99, 2)
         report.rss[f"api (latency run, {where})"] = rss_mib(api.proc.pid)
         return p99
     finally:
@@ -417,6 +430,18 @@ def render(report: Report, started: dt.datetime) -> str:
     return "\n".join(lines)
 
 
+def role_settings(items: list[str]) -> dict[str, str]:
+    """``--role-env`` values (``NAME=VALUE``, NAME with or without its CLIPSTREAM_ prefix) as
+    the environment variables they set; ValueError naming a malformed one."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise ValueError(f"--role-env {item!r}: expected NAME=VALUE")
+        out[f"CLIPSTREAM_{name.strip().removeprefix('CLIPSTREAM_')}"] = value
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="clipstream benchmarks (one summary table)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
@@ -433,6 +458,15 @@ def main() -> None:
         choices=SCENARIOS + EXTRA_SCENARIOS,
         default=list(SCENARIOS),
         help="run only these scenarios",
+    )
+    parser.add_argument(
+        "--role-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a CLIPSTREAM_NAME setting for every role process the scenarios start, over their "
+        "own (repeatable), e.g. --role-env BACKGROUND_NICE=0 to measure without the background "
+        "roles' lower CPU priority",
     )
     parser.add_argument("--out", type=Path, help="also write the table (markdown) to this file")
     parser.add_argument(
@@ -464,6 +498,10 @@ def main() -> None:
         "default $CLIPSTREAM_PEERS_VENV or $XDG_CACHE_HOME/clipstream-peers-venv",
     )
     args = parser.parse_args()
+    try:
+        ROLE_ENV.update(role_settings(args.role_env))
+    except ValueError as exc:
+        parser.error(str(exc))
     started = dt.datetime.now(dt.UTC)
     report = asyncio.run(main_async(args))
     text = render(report, started)

@@ -46,6 +46,12 @@ misconfigured process fails at start instead of misbehaving later.
     CLIPSTREAM_OWNER_CONCURRENCY  executions of one owner running at once, all workers
                                   together (set it alike on every worker); 0: no cap    (0)
     CLIPSTREAM_BATCH              entries read per call by workers and projectors       (200)
+    CLIPSTREAM_BACKGROUND_NICE    the CPU priority (nice, 0-19) the background roles lower
+                                  themselves to at start: worker, projector, scheduler and
+                                  archiver processes, never the API (nor `serve`, which is one
+                                  process); only felt by processes sharing cores (one box, one
+                                  cgroup), where the API and Redis then get a core first. 0:
+                                  left as started (docs/operations.md, "CPU priority")   (10)
     CLIPSTREAM_SCHEDULER_INTERVAL_MS  how often a scheduler looks for due schedules     (1000)
     CLIPSTREAM_RETENTION_DAYS     how long a finished execution's stream is kept when
                                   there is no archive                                  (30)
@@ -191,6 +197,7 @@ class Settings:
     worker_concurrency: int = 64
     owner_concurrency: int = 0  # across all workers (engine.log.leases: dispatch); 0 = no cap
     batch: int = 200
+    background_nice: int = 10  # the nice the worker, projector, scheduler, archiver run at
     scheduler_interval_ms: int = 1_000
     retention_days: int = 30
     archive_url: str | None = None
@@ -267,6 +274,7 @@ class Settings:
             worker_concurrency=reader.get("WORKER_CONCURRENCY", _int_in(1, 10_000), 64),
             owner_concurrency=reader.get("OWNER_CONCURRENCY", _int_in(0, 10_000), 0),
             batch=reader.get("BATCH", _int_in(1, 10_000), 200),
+            background_nice=reader.get("BACKGROUND_NICE", _int_in(0, 19), 10),
             scheduler_interval_ms=reader.get(
                 "SCHEDULER_INTERVAL_MS", _int_in(50, 3_600_000), 1_000
             ),

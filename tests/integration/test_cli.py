@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,8 @@ import redis
 
 from engine.log.keys import Keys
 from engine.settings import Settings
-from tests.processes import ROOT, role_env, roles, wait_http
+from tests.helpers import eventually
+from tests.processes import ROOT, Role, role_env, roles, wait_http
 from tests.servers import RedisServer, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -170,3 +173,33 @@ def test_serve_prints_an_admin_token_only_when_it_made_one(tmp_path: Path) -> No
             token = _field(banner.replace("  admin token:", "admin_token:"), "admin_token")
             assert token.startswith("adm_")
         (tmp_path / "0-serve.log").unlink()
+
+
+def _nice(pid: int) -> int:
+    """The nice value a process runs at (/proc/PID/stat, field 19)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[16])
+
+
+def _runs_at_nice_0() -> bool:
+    return Path("/proc/self/stat").exists() and _nice(os.getpid()) == 0
+
+
+@pytest.mark.anyio
+async def test_the_background_roles_lower_their_priority_and_the_api_keeps_its_own(
+    real_redis_server: RedisServer, tmp_path: Path
+) -> None:
+    if not _runs_at_nice_0():
+        pytest.skip("needs /proc and a test process at nice 0")
+    port = free_port()
+    env = role_env(real_redis_server.url, CLIPSTREAM_BACKGROUND_NICE="9")
+    specs = [["worker"], ["projector"], ["scheduler"], ["api", "--port", str(port)]]
+    with roles(specs, env, tmp_path) as started:
+        wait_http(f"http://127.0.0.1:{port}/healthz", role=started[-1])
+        for role in started[:-1]:  # each logs "... started" once its runtime is open
+            await eventually(functools.partial(_said_started, role))
+        assert [_nice(role.proc.pid) for role in started] == [9, 9, 9, 0]
+
+
+async def _said_started(role: Role) -> bool:
+    return "started" in role.output()

@@ -63,7 +63,7 @@ async def attempt(
         tool_ctx = _tool_context(ctx, job, spec, action, load_blob)
         timeout = tool.timeout_for(spec)
         try:
-            result = await _called(tool.run(tool_ctx), job, timeout)
+            result = await _called(tool.run(tool_ctx), job, anyio.current_time() + timeout)
         except ToolError as exc:
             error = exc
         except (StoreError, RedisError, RedisClusterException, OSError) as exc:
@@ -92,25 +92,21 @@ async def attempt(
 
 
 async def _called(
-    run: Coroutine[Any, Any, StepResult], job: Job, limit_s: float
+    run: Coroutine[Any, Any, StepResult], job: Job, deadline: float
 ) -> StepResult | None:
-    """The result of the tool call ``run``, or None when a cancel request or the tool's timeout
-    (``limit_s`` seconds from the call's start) interrupted it.
+    """The result of the tool call ``run``, or None when a cancel request or the ``deadline``
+    (the tool's timeout) interrupted it.
 
     The call runs to its first suspension on its own: one that answers without waiting (a
     simulated provider with no latency, text the client gave) cannot be interrupted by anything
     and needs no cancel scope, which costs more than the rest of an attempt's bookkeeping. One that
     waits finishes under one scope for both ends: its deadline is the timeout, and a cancel
     request cancels it (cheaper than a fail_after inside a second scope)."""
-    started = time.monotonic()
     try:
         waiting_on = run.send(None)
     except StopIteration as done:
         result: StepResult = done.value
         return result
-    # The deadline is read from the clock only now (anyio.current_time() asks which event loop
-    # runs, each time), less what the call took before it waited.
-    deadline = anyio.current_time() + limit_s - (time.monotonic() - started)
     with anyio.CancelScope(deadline=deadline) as scope:
         job.call_scope = scope
         try:

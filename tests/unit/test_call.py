@@ -13,7 +13,7 @@ from engine.tools.base import StepResult
 
 pytestmark = pytest.mark.anyio
 
-FAR = 3600.0  # a timeout no test reaches
+FAR = 3600.0  # a deadline no test reaches
 
 
 def job() -> Job:
@@ -28,7 +28,7 @@ async def test_a_call_that_answers_at_once_needs_no_scope() -> None:
         seen.append(held.call_scope)
         return StepResult(output={"n": 1})
 
-    result = await _called(answers(), held, FAR)
+    result = await _called(answers(), held, anyio.current_time() + FAR)
     assert result == StepResult(output={"n": 1})
     assert seen == [None]
     assert held.call_scope is None
@@ -51,7 +51,7 @@ async def test_a_call_that_waits_gets_what_it_waited_for_under_the_scope() -> No
             await send.send(7)
 
         tg.start_soon(sender)
-        result = await _called(waits(), held, FAR)
+        result = await _called(waits(), held, anyio.current_time() + FAR)
     assert result == StepResult(output={"got": 7})
     assert len(seen) == 1
     assert isinstance(seen[0], anyio.CancelScope)
@@ -65,7 +65,7 @@ async def test_a_call_still_waiting_at_its_deadline_is_interrupted() -> None:
         await anyio.sleep_forever()
         raise AssertionError("never")
 
-    assert await _called(hangs(), held, 0.01) is None
+    assert await _called(hangs(), held, anyio.current_time() + 0.01) is None
     assert held.call_scope is None
 
 
@@ -90,7 +90,7 @@ async def test_a_cancel_request_interrupts_a_waiting_call() -> None:
             held.interrupt()
 
         tg.start_soon(cancel_when_waiting)
-        result = await _called(hangs(), held, FAR)
+        result = await _called(hangs(), held, anyio.current_time() + FAR)
     assert result is None
     assert cleaned == [True]
 
@@ -103,7 +103,7 @@ async def test_a_call_already_cancelled_is_interrupted_at_its_first_wait() -> No
         await anyio.sleep_forever()
         raise AssertionError("never")
 
-    assert await _called(hangs(), held, FAR) is None
+    assert await _called(hangs(), held, anyio.current_time() + FAR) is None
 
 
 async def test_what_a_waiting_call_raises_reaches_the_caller() -> None:
@@ -112,4 +112,4 @@ async def test_what_a_waiting_call_raises_reaches_the_caller() -> None:
         raise ValueError("boom")
 
     with pytest.raises(ValueError, match="boom"):
-        await _called(fails(), job(), FAR)
+        await _called(fails(), job(), anyio.current_time() + FAR)

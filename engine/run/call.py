@@ -13,10 +13,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 from redis.exceptions import RedisClusterException, RedisError
@@ -62,17 +60,27 @@ async def attempt(
     else:
         tool_ctx = _tool_context(ctx, job, spec, action, load_blob)
         timeout = tool.timeout_for(spec)
-        try:
-            result = await _called(tool.run(tool_ctx), job, anyio.current_time() + timeout)
-        except ToolError as exc:
-            error = exc
-        except (StoreError, RedisError, RedisClusterException, OSError) as exc:
-            log.warning("tool %s on %s met Redis failing: %r", spec.tool_id, job.execution_id, exc)
-            error = ToolError("unavailable", f"the store failed: {exc}", retryable=True)
-        except Exception as exc:
-            # A tool's bug never escapes the loop: it becomes a typed StepFailed.
-            log.exception("tool %s failed on %s", spec.tool_id, job.execution_id)
-            error = ToolError("internal", f"{type(exc).__name__}: {exc}", retryable=False)
+        # One scope for both ends of a call: its deadline is the tool's timeout, and a cancel
+        # request cancels it (cheaper than a fail_after inside a second scope).
+        with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
+            job.call_scope = scope
+            try:
+                if job.cancel_seen:
+                    scope.cancel()
+                result = await tool.run(tool_ctx)
+            except ToolError as exc:
+                error = exc
+            except (StoreError, RedisError, RedisClusterException, OSError) as exc:
+                log.warning(
+                    "tool %s on %s met Redis failing: %r", spec.tool_id, job.execution_id, exc
+                )
+                error = ToolError("unavailable", f"the store failed: {exc}", retryable=True)
+            except Exception as exc:
+                # A tool's bug never escapes the loop: it becomes a typed StepFailed.
+                log.exception("tool %s failed on %s", spec.tool_id, job.execution_id)
+                error = ToolError("internal", f"{type(exc).__name__}: {exc}", retryable=False)
+            finally:
+                job.call_scope = None
         if result is None and error is None:
             if job.cancel_seen:
                 return None
@@ -89,56 +97,6 @@ async def attempt(
         job.execution_id, action, error, policy, now_ms=now_ms(), rng=ctx.rng
     )
     return Outcome(failed)
-
-
-async def _called(
-    run: Coroutine[Any, Any, StepResult], job: Job, deadline: float
-) -> StepResult | None:
-    """The result of the tool call ``run``, or None when a cancel request or the ``deadline``
-    (the tool's timeout) interrupted it.
-
-    The call runs to its first suspension on its own: one that answers without waiting (a
-    simulated provider with no latency, text the client gave) cannot be interrupted by anything
-    and needs no cancel scope, which costs more than the rest of an attempt's bookkeeping. One that
-    waits finishes under one scope for both ends: its deadline is the timeout, and a cancel
-    request cancels it (cheaper than a fail_after inside a second scope)."""
-    try:
-        waiting_on = run.send(None)
-    except StopIteration as done:
-        result: StepResult = done.value
-        return result
-    with anyio.CancelScope(deadline=deadline) as scope:
-        job.call_scope = scope
-        try:
-            if job.cancel_seen:
-                scope.cancel()
-            return await _resumed(run, waiting_on)
-        finally:
-            job.call_scope = None
-    return None
-
-
-@types.coroutine
-def _resumed(
-    run: Coroutine[Any, Any, StepResult], waiting_on: Any
-) -> Generator[Any, Any, StepResult]:
-    """Await ``run``, a coroutine already suspended on ``waiting_on``, from where it stopped: what
-    the task sends or throws in goes on to it (a cancellation included), as ``await`` does."""
-    while True:
-        try:
-            sent = yield waiting_on
-        except BaseException as exc:
-            try:
-                waiting_on = run.throw(exc)
-            except StopIteration as done:
-                result: StepResult = done.value
-                return result
-        else:
-            try:
-                waiting_on = run.send(sent)
-            except StopIteration as done:
-                result = done.value
-                return result
 
 
 def _tool_context(

@@ -13,6 +13,10 @@ bench/results/ so a result can say where the time goes.
              written to profile-replay-TAG.txt (--tag) so a before and an after sit side by side
   archive-replay  the same over the log of bench.archive_replay (all but its last 5% archived
              to a directory and trimmed from Redis): profile-archive-replay-TAG.txt
+  worker     one ``clipstream worker`` and one ``clipstream projector`` draining --executions
+             queued executions of --steps steps (bench.drain's preload, 0 ms providers), both
+             profiled until the drain is over: profile-worker-TAG.txt and
+             profile-drain-projector-TAG.txt
   api        one ``clipstream api`` process answering ``POST /v1/items/{id}/transcript`` at
              --rate req/s for --seconds (open loop, as the latency scenario), alone on the box
 
@@ -38,9 +42,17 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import PARTITIONS, bench_settings, fresh_runtime, write_synthetic_log
-from bench.drain import _checkpoints, _log_tails
+from bench.common import (
+    PARTITIONS,
+    THREE_STEPS,
+    TRANSCRIPT,
+    bench_settings,
+    fresh_runtime,
+    write_synthetic_log,
+)
+from bench.drain import _checkpoints, _log_tails, _preload, _wait_drained
 from bench.http_load import build_request, open_loop
+from bench.worker_cost import WORKER_ENV
 from tests.processes import ADMIN_TOKEN, ROOT, role_env, wait_http
 from tests.servers import free_port, redis_server
 
@@ -125,6 +137,39 @@ async def profile_projector(url: str, events: int, work: Path) -> str:
         f"one-step executions) from nothing: {secs:.1f}s including start-up. {_load_note()}."
     )
     return _top(out, "Profile: the projector folding a log", note)
+
+
+async def profile_worker(
+    url: str, executions: int, tools: tuple[str, ...], work: Path
+) -> tuple[str, str]:
+    """The worker's and the projector's profiles over a drain of ``executions`` of ``tools``."""
+    runtime = await fresh_runtime(bench_settings(url))
+    try:
+        await _preload(runtime, executions, tools)
+        env = role_env(url, **WORKER_ENV)
+        outs = [work / "worker.prof", work / "drain-projector.prof"]
+        procs = [
+            _profiled([role], env, out, work / f"{role}.log")
+            for role, out in zip(("worker", "projector"), outs, strict=True)
+        ]
+        started = time.perf_counter()
+        try:
+            await _wait_drained(runtime)
+            secs = time.perf_counter() - started
+        finally:
+            for proc in procs:
+                _stop(proc)
+    finally:
+        await runtime.close()
+    note = (
+        f"{{role}} draining {executions:,} queued executions of {len(tools)} step(s) "
+        f"({'+'.join(tools)}, 0 ms providers) with one worker and one projector: {secs:.1f}s "
+        f"including start-up, under the profiler, which slows every call. {_load_note()}."
+    )
+    return (
+        _top(outs[0], "Profile: the worker draining", note.format(role="One worker process")),
+        _top(outs[1], "Profile: the projector of a drain", note.format(role="The projector")),
+    )
 
 
 async def profile_api(url: str, rate: int, seconds: float, work: Path) -> str:
@@ -217,6 +262,12 @@ async def main_async(args: argparse.Namespace) -> None:
             text = await profile_projector(server.url, args.events, work)
             (RESULTS / "profile-projector.txt").write_text(text)
             print(text[:3000])
+        if "worker" in args.only:
+            tools = TRANSCRIPT if args.steps == 1 else THREE_STEPS
+            worker, projector = await profile_worker(server.url, args.executions, tools, work)
+            (RESULTS / f"profile-worker-{args.tag}.txt").write_text(worker)
+            (RESULTS / f"profile-drain-projector-{args.tag}.txt").write_text(projector)
+            print(worker[:3000])
         if "api" in args.only:
             text = await profile_api(server.url, args.rate, args.seconds, work)
             (RESULTS / "profile-api.txt").write_text(text)
@@ -236,15 +287,22 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=("projector", "api", "replay", "archive-replay"),
+        choices=("projector", "worker", "api", "replay", "archive-replay"),
         default=["projector", "api"],
     )
     parser.add_argument(
         "--replay-events", type=int, default=1_000_000, help="log entries the replay folds"
     )
     parser.add_argument(
-        "--tag", default="latest", help="replay, archive-replay: profile-[archive-]replay-TAG.txt"
+        "--tag",
+        default="latest",
+        help="replay, archive-replay, worker: profile-[archive-]replay-TAG.txt, "
+        "profile-worker-TAG.txt",
     )
+    parser.add_argument(
+        "--executions", type=int, default=5_000, help="worker: executions the worker drains"
+    )
+    parser.add_argument("--steps", type=int, choices=(1, 3), default=3, help="worker: their steps")
     parser.add_argument(
         "--events", type=int, default=200_000, help="log entries the projector folds"
     )

@@ -61,6 +61,10 @@ class StepView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # carried it twice under different seqs).
     charged: int = 0
     charge_ids: list[str] = msgspec.field(default_factory=list)
+    # Stored form only (encode_view): the input's ``previous`` was left out because it is exactly
+    # what the step before it output (engine.run.plan.step_input); decode_view puts it back, so
+    # a view read is never without it and this is never True in one.
+    input_previous_shared: bool = False
 
 
 class RunItemView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -124,8 +128,22 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 def encode_view(view: ExecutionView) -> bytes:
     """The stored form of a view (JSON). Fields at their default are left out (``omit_defaults``)
     and read back as it: a finished execution keeps only its view in Redis once its hot window
-    has passed (engine.archive), so every byte of it counts."""
-    return _encoder.encode(view)
+    has passed (engine.archive), so every byte of it counts.
+
+    A step's input that ends with the ``previous`` the worker added (engine.run.plan.step_input:
+    the step before's output, preview and blob reference) is stored without it when it is,
+    byte for byte, what :func:`decode_view` makes again from the step before
+    (``input_previous_shared``): a document step's previous output holds what its LLM was sent,
+    and the projector writes an execution's view again at every batch that touches it."""
+    steps: list[StepView] | None = None
+    for i in range(1, len(view.steps)):
+        step = view.steps[i]
+        if "previous" in step.input and _shareable(step, view.steps[i - 1]):
+            if steps is None:
+                steps = list(view.steps)
+            kept = {k: v for k, v in step.input.items() if k != "previous"}
+            steps[i] = msgspec.structs.replace(step, input=kept, input_previous_shared=True)
+    return _encoder.encode(view if steps is None else msgspec.structs.replace(view, steps=steps))
 
 
 def decode_view(data: bytes | str) -> ExecutionView:
@@ -136,7 +154,36 @@ def decode_view(data: bytes | str) -> ExecutionView:
             data = zstandard.ZstdDecompressor().decompress(data)
         except zstandard.ZstdError as exc:
             raise msgspec.DecodeError(f"a packed view that does not decompress: {exc}") from exc
-    return _decoder.decode(data)
+    view = _decoder.decode(data)
+    if not any(s.input_previous_shared for s in view.steps):
+        return view
+    steps = list(view.steps)
+    for i, step in enumerate(steps):
+        if step.input_previous_shared:
+            if i == 0:
+                raise msgspec.ValidationError("the first step cannot share its previous output")
+            given = {**step.input, "previous": _previous_of(steps[i - 1])}
+            steps[i] = msgspec.structs.replace(step, input=given, input_previous_shared=False)
+    return msgspec.structs.replace(view, steps=steps)
+
+
+def _previous_of(step: StepView) -> dict[str, Any]:
+    """What engine.run.plan.step_input gives the step after ``step`` as its ``previous``."""
+    ref = step.output_ref
+    return {
+        "step_index": step.step_index,
+        "tool_id": step.tool_id,
+        "output": step.output,
+        "output_ref": None if ref is None else {"sha256": ref.sha256, "size": ref.size},
+    }
+
+
+def _shareable(step: StepView, before: StepView) -> bool:
+    """True when ``step``'s input ends with a ``previous`` that :func:`_previous_of` makes again
+    from ``before`` with the same JSON (keys in the same order), so leaving it out loses nothing."""
+    if next(reversed(step.input)) != "previous" or before.output is None:
+        return False
+    return _encoder.encode(step.input["previous"]) == _encoder.encode(_previous_of(before))
 
 
 def is_packed(data: bytes) -> bool:

@@ -360,14 +360,23 @@ for o = 7, #ARGV do
     status = 0
   elseif moves > 0 then
     local balance = tonumber(redis.call('GET', balance_key) or '0')
+    -- A balance that covers every taking of the op even if none were applied yet refuses none:
+    -- only then is each charge id looked up, in order (an applied one moves nothing again).
+    local worst = balance
     for j = 0, moves - 1 do
-      if redis.call('HEXISTS', charges, w[wm + 4 * j + 1]) == 0 then
-        local after = balance + tonumber(w[wm + 4 * j + 2])
-        if after < 0 then
-          status, refused, available = 2, j + 1, balance
-          break
+      local amount = tonumber(w[wm + 4 * j + 2])
+      if amount < 0 then worst = worst + amount end
+    end
+    if worst < 0 then
+      for j = 0, moves - 1 do
+        if redis.call('HEXISTS', charges, w[wm + 4 * j + 1]) == 0 then
+          local after = balance + tonumber(w[wm + 4 * j + 2])
+          if after < 0 then
+            status, refused, available = 2, j + 1, balance
+            break
+          end
+          balance = after
         end
-        balance = after
       end
     end
   end

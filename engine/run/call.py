@@ -125,7 +125,7 @@ def _completed(
     """The outcome of a successful attempt: the tool's own events, then its StepCompleted."""
     blob = ref = None
     if result.blob is not None:
-        digest = hashlib.sha256(result.blob).hexdigest()
+        digest = result.blob_sha256 or hashlib.sha256(result.blob).hexdigest()
         blob = (digest, result.blob)
         ref = BlobRef(sha256=digest, size=len(result.blob))
     completed = StepCompleted(

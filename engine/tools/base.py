@@ -43,6 +43,9 @@ class StepResult:
 
     output: dict[str, Any]
     blob: bytes | None = None
+    # The blob's sha256 (hex) when the tool hashed it already (its preview names it): the worker
+    # then names the blob by it instead of hashing the same bytes again.
+    blob_sha256: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
     cost: int = 0
     # Events the step records besides its StepCompleted (a schedule run's RunItemRecorded):

@@ -122,11 +122,12 @@ def document_result(
     Both name the transcript the document was made from and say what the LLM was sent (the blob
     whole, the preview its head: engine.tools.asking)."""
     blob = _encoder.encode({**doc, "transcript": transcript.reference(), "sent": sent.whole()})
+    digest = hashlib.sha256(blob).hexdigest()
     out = {
         **preview,
         "transcript_sha256": transcript.sha256,
         "transcript_chars": len(transcript.text),
-        "sha256": hashlib.sha256(blob).hexdigest(),
+        "sha256": digest,
         "sent": sent.head(),
     }
-    return StepResult(output=out, blob=blob, usage=usage, cost=cost)
+    return StepResult(output=out, blob=blob, blob_sha256=digest, usage=usage, cost=cost)

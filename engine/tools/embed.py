@@ -90,6 +90,7 @@ class Embed(Tool):
                 "vectors": vectors,
             }
         )
+        digest = hashlib.sha256(blob).hexdigest()
         preview = {
             "kind": "embedding",
             "item_id": ctx.input.get("item_id"),
@@ -97,12 +98,11 @@ class Embed(Tool):
             "model": result.model,
             "dims": dims,
             "count": len(vectors),
-            "sha256": hashlib.sha256(blob).hexdigest(),
+            "sha256": digest,
         }
         usage = {**transcript.usage, "embedding_tokens": result.usage.get("tokens", 0)}
-        return StepResult(
-            output=preview, blob=blob, usage=usage, cost=transcript.cost + result.cost
-        )
+        cost = transcript.cost + result.cost
+        return StepResult(output=preview, blob=blob, blob_sha256=digest, usage=usage, cost=cost)
 
 
 def _pieces(segments: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:

@@ -87,15 +87,16 @@ class Transcribe(Tool):
         blob = _encoder.encode(
             {"lang": lang, "text": full_text, "segments": segments, "origin": origin}
         )
+        digest = hashlib.sha256(blob).hexdigest()
         preview = {
             "kind": "transcript",
             "item_id": item_id,
             "lang": lang,
             "chars": len(full_text),
             "segments": len(segments),
-            "sha256": hashlib.sha256(blob).hexdigest(),
+            "sha256": digest,
         }
-        return StepResult(output=preview, blob=blob, usage=usage, cost=cost)
+        return StepResult(output=preview, blob=blob, blob_sha256=digest, usage=usage, cost=cost)
 
 
 def known_duration(input: dict[str, Any]) -> int | None:

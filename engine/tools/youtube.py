@@ -161,12 +161,14 @@ class ChannelSync(Tool):
                 "videos": videos,
             }
         )
+        digest = hashlib.sha256(blob).hexdigest()
         preview = {
             "kind": "channel_videos",
             "channel_id": listing.channel_id,
             "title": listing.title,
             "count": len(videos),
             "newest_published_at": max((v["published_at"] for v in videos), default=None),
-            "sha256": hashlib.sha256(blob).hexdigest(),
+            "sha256": digest,
         }
-        return StepResult(output=preview, blob=blob, usage=dict(listing.usage), cost=0)
+        usage = dict(listing.usage)
+        return StepResult(output=preview, blob=blob, blob_sha256=digest, usage=usage, cost=0)

@@ -179,6 +179,21 @@ async def test_a_charge_id_moves_money_once(runtime: Runtime) -> None:
     assert ids.count(f"reserve:{xid}:0:1") == 1
 
 
+async def test_an_applied_charge_is_not_refused_by_a_balance_it_emptied(runtime: Runtime) -> None:
+    """A charge id already applied moves nothing again, so a balance it took to zero does not
+    refuse it when it is written again (the script looks each charge id up whenever the balance
+    could not cover every taking of the op)."""
+    store = runtime.store
+    owner = await account(runtime, FEE + 5_000)
+    xid = (await accepted(runtime, owner)).execution_id
+    await append(store, xid, 1, started(xid, 5_000), owner=owner)
+    assert await balance(store, owner) == 0
+    await append(store, xid, 4, started(xid, 5_000)[1:], owner=owner)
+    assert await balance(store, owner) == 0
+    ids = [r["charge_id"] for r in await ledger(store, owner)]
+    assert ids.count(f"reserve:{xid}:0:1") == 1
+
+
 async def test_append_many_refuses_only_the_op_that_cannot_pay(runtime: Runtime) -> None:
     store = runtime.store
     rich = await account(runtime, 100_000, partition=2)

@@ -240,3 +240,17 @@ def test_video_ids(text: str, expected: str | None) -> None:
 )
 def test_channels(text: str, expected: str | None) -> None:
     assert channel_of(text) == expected
+
+
+async def test_a_blob_the_tool_hashed_names_its_own_bytes() -> None:
+    """The worker names a blob by the digest its tool gives (StepResult.blob_sha256), hashing it
+    only when the tool did not: that digest must be the blob's, as its preview says."""
+    blobs = Blobs()
+    transcript = await run("transcribe", ITEM)
+    summary = await run("summary_review", {"previous": blobs.put(transcript)}, blobs)
+    claims = await run("extract_claims", {"previous": blobs.put(summary)}, blobs)
+    embedded = await run("embed", {"previous": blobs.put(transcript)}, blobs)
+    for result in (transcript, summary, claims, embedded):
+        assert result.blob is not None
+        assert result.blob_sha256 == hashlib.sha256(result.blob).hexdigest()
+        assert result.output["sha256"] == result.blob_sha256

@@ -86,7 +86,7 @@ async def measure(n: int, tools: tuple[str, ...], profile: Path | None, logs: Pa
                 wall = time.monotonic() - started
                 used = [cpu_seconds(pid) - at for pid, at in zip(pids, before, strict=True)]
                 stats = await runtime.redis.info("commandstats")
-                first, last, done, _ = await _span(runtime)
+                first, last, done, _, _ = await _span(runtime)
             finally:
                 worker.send_signal(signal.SIGINT)  # pyinstrument writes its report on the way out
                 worker.wait(60)

@@ -29,6 +29,14 @@ def build_request(method: str, path: str, host: str, headers: dict[str, str], bo
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def transcript_request(port: int, item_id: str, auth: dict[str, str]) -> bytes:
+    """``POST /v1/items/{item_id}/transcript`` (an empty JSON body) to the API on ``port``: the
+    request of the latency benchmarks."""
+    headers = {**auth, "Content-Type": "application/json"}
+    path = f"/v1/items/{item_id}/transcript"
+    return build_request("POST", path, f"127.0.0.1:{port}", headers, b"{}")
+
+
 async def _read_response(reader: asyncio.StreamReader) -> int:
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])

@@ -83,7 +83,7 @@ from bench.common import (
 )
 from bench.drain import bench_drain
 from bench.fold import bench_fold
-from bench.http_load import build_request, open_loop
+from bench.http_load import open_loop, transcript_request
 from bench.peers import default_peers_dir, default_peers_venv, run_peers
 from bench.realtime import bench_realtime
 from bench.soak import bench_soak
@@ -144,13 +144,7 @@ async def bench_latency(
             for _ in range(50):  # warm-up: connections, scripts, caches
                 await http.post(f"/v1/items/{item}/transcript", json={}, headers=auth)
         total = int(rate * seconds)
-        request = build_request(
-            "POST",
-            f"/v1/items/{item}/transcript",
-            f"127.0.0.1:{port}",
-            {**auth, "Content-Type": "application/json"},
-            b"{}",
-        )
+        request = transcript_request(port, item, auth)
         before = _process_times(api.proc.pid)
         started = time.perf_counter()
         load = await open_loop("127.0.0.1", port, request, rate=rate, total=total)

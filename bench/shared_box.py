@@ -40,7 +40,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from bench.common import PARTITIONS, bench_role_env, bench_settings
-from bench.http_load import build_request, open_loop
+from bench.http_load import open_loop, transcript_request
 from engine.runtime import Runtime
 from tests.processes import Role, wait_http
 from tests.servers import free_port, redis_server
@@ -217,13 +217,7 @@ async def probe(args: argparse.Namespace) -> None:
             wait_http(f"{base}/healthz", role=api)
             auth, item = await _account(base, env["CLIPSTREAM_ADMIN_TOKEN"])
             hist_before = await _metrics(base)
-            request = build_request(
-                "POST",
-                f"/v1/items/{item}/transcript",
-                f"127.0.0.1:{port}",
-                {**auth, "Content-Type": "application/json"},
-                b"{}",
-            )
+            request = transcript_request(port, item, auth)
             total = int(args.rate * args.seconds)
             await r.slowlog_reset()
             await r.config_resetstat()

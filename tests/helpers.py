@@ -3,11 +3,14 @@ that only bounds how long a broken build takes to fail."""
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import anyio
+import uvicorn
 
 from engine.settings import coins_to_micro
 
@@ -38,3 +41,32 @@ def micro(coins: object) -> int:
     tolerance: the API's coins are micro-coins / 10**6, whose shortest form has 6 decimals)."""
     assert isinstance(coins, int | float), coins
     return coins_to_micro(repr(coins))
+
+
+@asynccontextmanager
+async def uvicorn_serving(
+    config: uvicorn.Config, *, sndbuf: int | None = None
+) -> AsyncIterator[tuple[uvicorn.Server, int]]:
+    """uvicorn serving ``config`` in this event loop on a free loopback port until the block
+    ends: the server and its port. ``sndbuf``: the listening socket's send buffer, which every
+    accepted connection inherits."""
+    listener = socket.socket()
+    if sndbuf is not None:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    listener.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(config)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [listener])
+            await eventually(lambda: holds(server.started))
+            try:
+                yield server, listener.getsockname()[1]
+            finally:
+                server.should_exit = True
+    finally:
+        listener.close()
+
+
+async def holds(value: bool) -> bool:
+    """``value``, awaitable: :func:`eventually`'s probe for a condition read without I/O."""
+    return value

@@ -44,7 +44,7 @@ from projections.feed import owner_feed_key
 from projections.projector import Projector
 from tests.api.test_realtime import next_events
 from tests.golden import scenarios
-from tests.helpers import eventually
+from tests.helpers import eventually, holds, uvicorn_serving
 from tests.integration.test_projector import make
 
 pytestmark = pytest.mark.anyio
@@ -94,9 +94,6 @@ async def serve(runtime: Runtime, *, buffer: int | None = None) -> AsyncIterator
     app.state.realtime_close_grace_s = 120.0
     if buffer is not None:
         app.state.feed_hub.buffer = buffer
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SERVER_SNDBUF)
-    listener.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -105,21 +102,8 @@ async def serve(runtime: Runtime, *, buffer: int | None = None) -> AsyncIterator
         ws_ping_interval=None,
         server_header=False,
     )
-    server = uvicorn.Server(config)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [listener])
-            await eventually(lambda: _true(server.started))
-            try:
-                yield Server(app, listener.getsockname()[1], server)
-            finally:
-                server.should_exit = True
-    finally:
-        listener.close()
-
-
-async def _true(value: bool) -> bool:
-    return value
+    async with uvicorn_serving(config, sndbuf=SERVER_SNDBUF) as (server, port):
+        yield Server(app, port, server)
 
 
 class Client:
@@ -246,7 +230,7 @@ async def test_a_stalled_client_that_vanishes_leaves_no_error_and_no_subscriptio
                 await one_execution(runtime, owner)
                 rounds += 1
             slow.conn.transport.abort()  # gone without a close handshake
-            await eventually(lambda: _true(not server.uvicorn.server_state.tasks))
+            await eventually(lambda: holds(not server.uvicorn.server_state.tasks))
         assert server.subscribers(owner) == 0
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []

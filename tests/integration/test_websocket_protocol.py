@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,7 +26,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from api.websocket import PING_SLOTS, WebSocketProtocol, _Server, accept_key, unmask
-from tests.helpers import eventually
+from tests.helpers import eventually, holds, uvicorn_serving
 
 pytestmark = pytest.mark.anyio
 
@@ -76,8 +75,6 @@ async def echo(scope: Scope, receive: Receive, send: Send) -> None:
 async def server(ping_interval: float | None = None) -> AsyncIterator[int]:
     """The echo application behind uvicorn with our protocol; its port."""
     seen.clear()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
         echo,
         log_config=None,
@@ -86,21 +83,8 @@ async def server(ping_interval: float | None = None) -> AsyncIterator[int]:
         ws_max_size=MAX_SIZE,
         ws_ping_interval=ping_interval,
     )
-    srv = uvicorn.Server(config)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(srv.serve, [listener])
-            await eventually(lambda: _true(srv.started))
-            try:
-                yield listener.getsockname()[1]
-            finally:
-                srv.should_exit = True
-    finally:
-        listener.close()
-
-
-async def _true(value: bool) -> bool:
-    return value
+    async with uvicorn_serving(config) as (_, port):
+        yield port
 
 
 # -- conforming clients --------------------------------------------------------------------------
@@ -146,7 +130,7 @@ async def test_the_clients_close_reaches_the_application_and_is_echoed() -> None
         ws = await connect(f"ws://127.0.0.1:{port}/", ping_interval=None)
         await ws.close(4000, "bye")
         assert (ws.close_code, ws.close_reason) == (4000, "bye")  # what the server sent back
-        await eventually(lambda: _true(bool(seen) and seen[-1]["type"] == "websocket.disconnect"))
+        await eventually(lambda: holds(bool(seen) and seen[-1]["type"] == "websocket.disconnect"))
     assert seen[-1] == {"type": "websocket.disconnect", "code": 4000, "reason": "bye"}
 
 

@@ -193,6 +193,48 @@ EXECUTION_RESPONSE: Any = {
 }
 
 
+# The workflow's summary step, as the execution's detail lists it and as its own detail shows it.
+SUMMARY_INPUT: Any = {
+    "prompt": "Focus on the numbers.\n"
+    "\n"
+    "Good morning. The river rose two metres overnight in Lyon. City officials say three "
+    "hundred homes were evacuated before dawn.",
+    "model": "sim-1",
+    "max_tokens": 800,
+    "system": "You summarise video transcripts for a newsroom. Write a summary of about 80 "
+    "words, then a short review: what is well supported, what is asserted without evidence, "
+    "and what is missing. Plain text, no preamble.",
+}
+SUMMARY_TEXT = (
+    "The Rhône flooded parts of Lyon overnight; officials report 300 homes evacuated. Review: "
+    "the rise of two metres is attributed to no gauge, and the evacuation figure comes from "
+    "officials alone."
+)
+
+
+def _summary_step(*, given: Any, output: Any, **last: Any) -> Any:
+    """The summary step with its own input (``given``), ``output`` and ``last`` field (the
+    execution detail's ``cut``, the step detail's ``errors``)."""
+    return {
+        "step_index": 1,
+        "step_id": "stp_01m923qcs9fncpc0f2ph",
+        "tool_id": "summary_review",
+        "status": "done",
+        "attempts": 1,
+        "input": given,
+        "output": output,
+        "output_ref": {"sha256": SUMMARY_SHA256, "size": 1379, "content_type": "application/json"},
+        "usage": {"prompt_tokens": 176, "completion_tokens": 93},
+        "cost_coins": 0.000455,
+        "started_at": "2026-12-05T03:24:53.033Z",
+        "finished_at": "2026-12-05T03:24:53.043Z",
+        "duration_ms": 10,
+        "retry_at": None,
+        "error": None,
+        **last,
+    }
+
+
 EXECUTION_DETAIL: Any = {
     "execution": {
         "execution_id": "exc_p1_01m923qctv0gfjrtyeeb",
@@ -261,53 +303,20 @@ EXECUTION_DETAIL: Any = {
             "error": None,
             "cut": None,
         },
-        {
-            "step_index": 1,
-            "step_id": "stp_01m923qcs9fncpc0f2ph",
-            "tool_id": "summary_review",
-            "status": "done",
-            "attempts": 1,
-            "input": {
-                "prompt": "Focus on the numbers.\n"
-                "\n"
-                "Good morning. The river rose two metres overnight in Lyon. "
-                "City officials say three hundred homes were evacuated before "
-                "dawn.",
-                "model": "sim-1",
-                "max_tokens": 800,
-                "system": "You summarise video transcripts for a newsroom. Write a "
-                "summary of about 80 words, then a short review: what is well "
-                "supported, what is asserted without evidence, and what is "
-                "missing. Plain text, no preamble.",
-                "prompt_chars": 148,
-            },
-            "output": {
+        _summary_step(
+            given={**SUMMARY_INPUT, "prompt_chars": 148},
+            output={
                 "kind": "summary",
                 "item_id": ITEM_ID,
                 "model": "sim-1",
                 "chars": 192,
-                "excerpt": "The Rhône flooded parts of Lyon overnight; officials report "
-                "300 homes evacuated. Review: the rise of two metres is "
-                "attributed to no gauge, and the evacuation figure comes "
-                "from officials alone.",
+                "excerpt": SUMMARY_TEXT,
                 "transcript_sha256": TRANSCRIPT_SHA256,
                 "transcript_chars": 125,
                 "sha256": SUMMARY_SHA256,
             },
-            "output_ref": {
-                "sha256": SUMMARY_SHA256,
-                "size": 1379,
-                "content_type": "application/json",
-            },
-            "usage": {"prompt_tokens": 176, "completion_tokens": 93},
-            "cost_coins": 0.000455,
-            "started_at": "2026-12-05T03:24:53.033Z",
-            "finished_at": "2026-12-05T03:24:53.043Z",
-            "duration_ms": 10,
-            "retry_at": None,
-            "error": None,
-            "cut": None,
-        },
+            cut=None,
+        ),
     ],
     "step_inputs": [],
 }
@@ -368,50 +377,20 @@ TRANSCRIPT_RESPONSE: Any = {
 
 
 STEP_RESPONSE: Any = {
-    "step": {
-        "step_index": 1,
-        "step_id": "stp_01m923qcs9fncpc0f2ph",
-        "tool_id": "summary_review",
-        "status": "done",
-        "attempts": 1,
-        "input": {
-            "prompt": "Focus on the numbers.\n"
-            "\n"
-            "Good morning. The river rose two metres overnight in Lyon. City "
-            "officials say three hundred homes were evacuated before dawn.",
-            "model": "sim-1",
-            "max_tokens": 800,
-            "system": "You summarise video transcripts for a newsroom. Write a summary "
-            "of about 80 words, then a short review: what is well supported, "
-            "what is asserted without evidence, and what is missing. Plain "
-            "text, no preamble.",
-        },
-        "output": {
+    "step": _summary_step(
+        given=SUMMARY_INPUT,
+        output={
             "kind": "summary",
             "item_id": ITEM_ID,
             "lang": "en",
             "model": "sim-1",
             "length": "short",
-            "text": "The Rhône flooded parts of Lyon overnight; officials report 300 "
-            "homes evacuated. Review: the rise of two metres is attributed to "
-            "no gauge, and the evacuation figure comes from officials alone.",
+            "text": SUMMARY_TEXT,
             "instructions": "Focus on the numbers.",
             "transcript": {"sha256": TRANSCRIPT_SHA256},
         },
-        "output_ref": {
-            "sha256": SUMMARY_SHA256,
-            "size": 1379,
-            "content_type": "application/json",
-        },
-        "usage": {"prompt_tokens": 176, "completion_tokens": 93},
-        "cost_coins": 0.000455,
-        "started_at": "2026-12-05T03:24:53.033Z",
-        "finished_at": "2026-12-05T03:24:53.043Z",
-        "duration_ms": 10,
-        "retry_at": None,
-        "error": None,
-        "errors": [],
-    }
+        errors=[],
+    )
 }
 
 

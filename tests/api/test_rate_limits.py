@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from api.app import create_app
-from api.rate_limits import Check, Limiter
+from api.rate_limits import Check, Limiter, Policy
 from engine.connection import RedisClient
 from engine.money import accounts
 from engine.runtime import Runtime
@@ -37,6 +37,13 @@ async def api(runtime: Runtime, address: str = "203.0.113.7") -> AsyncIterator[h
 async def _runtime(redis: RedisClient, settings: Settings, **limits: Rate | None) -> Runtime:
     wide = RateLimits(key=WIDE, ip=WIDE, auth_failures=WIDE)
     return await Runtime.open(replace(settings, rate_limits=replace(wide, **limits)), redis)
+
+
+async def _key_limit(redis: RedisClient, settings: Settings, rate: Rate) -> tuple[Limiter, Policy]:
+    """A limiter whose per-credential limit is ``rate``, and that policy."""
+    limiter = Limiter(await _runtime(redis, settings, key=rate))
+    assert limiter.key is not None
+    return limiter, limiter.key
 
 
 def _refused(response: httpx.Response, policy: str, quota: int, window: int) -> int:
@@ -191,10 +198,7 @@ async def test_a_websocket_past_the_address_limit_is_closed_before_its_handshake
 async def test_checks_in_one_round_trip_count_exactly_as_the_library_does(
     redis: RedisClient, settings: Settings
 ) -> None:
-    runtime = await _runtime(redis, settings, key=Rate(5, 60))
-    limiter = Limiter(runtime)
-    policy = limiter.key
-    assert policy is not None
+    limiter, policy = await _key_limit(redis, settings, Rate(5, 60))
     strategy = limiter._strategy  # the library's own strategy over the same counters
     for _ in range(3):
         assert (await limiter.count([Check(policy, "a")])).refused is None
@@ -221,10 +225,7 @@ async def test_checks_in_one_round_trip_count_exactly_as_the_library_does(
 async def test_a_script_redis_forgot_is_counted_through_the_library(
     redis: RedisClient, settings: Settings
 ) -> None:
-    runtime = await _runtime(redis, settings, key=Rate(2, 60))
-    limiter = Limiter(runtime)
-    policy = limiter.key
-    assert policy is not None
+    limiter, policy = await _key_limit(redis, settings, Rate(2, 60))
     await redis.script_flush()
     assert (await limiter.count([Check(policy, "a")])).refused is None
     assert (await limiter.count([Check(policy, "a")])).refused is None

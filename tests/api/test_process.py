@@ -12,6 +12,7 @@ from engine.run.worker import Worker
 from engine.runtime import Runtime
 from projections.projector import Projector
 from tests.api.conftest import ApiAccount, new_account
+from tests.api.test_workflows import reporter, workflow
 from tests.helpers import micro
 
 pytestmark = pytest.mark.anyio
@@ -58,6 +59,21 @@ async def _reporter(
         )
     )
     return rid, wid
+
+
+async def process_video(
+    client: httpx.AsyncClient, who: ApiAccount, steps: list[dict[str, Any]]
+) -> str:
+    """A new reporter of ``who`` with a workflow of ``steps``, sent to process :data:`VIDEO`: the
+    id of the execution accepted (202)."""
+    rid = await reporter(client, who)
+    wf = await workflow(client, who, rid, steps)
+    body = {"source": VIDEO, "workflow_id": wf["workflow_id"]}
+    accepted = await _ok(
+        await client.post(f"/v1/reporters/{rid}/process", json=body, headers=who.key_auth), 202
+    )
+    xid: str = accepted["execution"]["execution_id"]
+    return xid
 
 
 async def _balance(client: httpx.AsyncClient, who: ApiAccount) -> float:

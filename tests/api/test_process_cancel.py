@@ -5,7 +5,6 @@ code ``cancelled``, and the cancelled step is recorded as such."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import anyio
 import httpx
@@ -17,11 +16,11 @@ from engine.runtime import Runtime
 from engine.settings import Settings
 from projections.projector import Projector
 from tests.api.conftest import ApiAccount
+from tests.api.test_process import _ok, process_video
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.anyio
 
-VIDEO = "https://youtu.be/dQw4w9WgXcQ"
 # Loose on purpose: the verdict is that the call ended at all (it would run for ten minutes);
 # this only catches a cancel that waits for a heartbeat-scale timer many times over.
 ABORT_BOUND_MS = 5_000
@@ -33,36 +32,11 @@ def settings(settings: Settings) -> Settings:
     return replace(settings, sim_latency_ms=600_000)
 
 
-async def _ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
 async def test_cancel_aborts_the_running_call_and_ends_in_cancelled(
     client: httpx.AsyncClient, runtime: Runtime, alice: ApiAccount
 ) -> None:
-    rep = await _ok(
-        await client.post("/v1/reporters", json={"name": "r"}, headers=alice.key_auth), 201
-    )
-    rid = rep["reporter"]["reporter_id"]
     steps = [{"tool_id": "transcribe"}, {"tool_id": "llm_prompt", "prompt_text": "S"}]
-    wf = await _ok(
-        await client.post(
-            f"/v1/reporters/{rid}/workflows",
-            json={"name": "w", "target_kind": "youtube_video", "steps": steps},
-            headers=alice.key_auth,
-        ),
-        201,
-    )
-    accepted = await _ok(
-        await client.post(
-            f"/v1/reporters/{rid}/process",
-            json={"source": VIDEO, "workflow_id": wf["workflow"]["workflow_id"]},
-            headers=alice.key_auth,
-        ),
-        202,
-    )
-    xid = accepted["execution"]["execution_id"]
+    xid = await process_video(client, alice, steps)
     store = runtime.store
     worker = Worker(runtime)
     async with anyio.create_task_group() as tg:

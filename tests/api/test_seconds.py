@@ -18,7 +18,7 @@ from engine.run.worker import Worker
 from engine.runtime import Runtime
 from projections.projector import Projector
 from tests.api.conftest import ApiAccount
-from tests.api.test_process import VIDEO, _ok
+from tests.api.test_process import _ok, process_video
 from tests.providers.stub import reply, scripted, stub_server
 
 pytestmark = pytest.mark.anyio
@@ -57,19 +57,7 @@ async def test_a_service_answering_seconds_or_ms_reads_in_seconds(
     monkeypatch: pytest.MonkeyPatch,
     answer: dict[str, Any],
 ) -> None:
-    rep = await _ok(
-        await client.post("/v1/reporters", json={"name": "r"}, headers=alice.key_auth), 201
-    )
-    rid = rep["reporter"]["reporter_id"]
     steps = [{"tool_id": "transcribe"}, {"tool_id": "extract_claims"}]
-    wf = await _ok(
-        await client.post(
-            f"/v1/reporters/{rid}/workflows",
-            json={"name": "w", "target_kind": "youtube_video", "steps": steps},
-            headers=alice.key_auth,
-        ),
-        201,
-    )
     async with (
         stub_server(scripted(reply(200, answer))) as transcriber,
         stub_server(scripted(reply(200, LLM_ANSWER))) as llm,
@@ -82,18 +70,10 @@ async def test_a_service_answering_seconds_or_ms_reads_in_seconds(
         )
         providers = registry.Providers(config)
         monkeypatch.setattr(registry, "_current", providers)
-        accepted = await _ok(
-            await client.post(
-                f"/v1/reporters/{rid}/process",
-                json={"source": VIDEO, "workflow_id": wf["workflow"]["workflow_id"]},
-                headers=alice.key_auth,
-            ),
-            202,
-        )
+        xid = await process_video(client, alice, steps)
         await Worker(runtime).run_until_idle()
         await providers.aclose()
     await Projector(runtime).run_until_idle()
-    xid = accepted["execution"]["execution_id"]
     detail = await _ok(await client.get(f"/v1/executions/{xid}", headers=alice.key_auth))
     assert detail["execution"]["status"] == "done", detail
     item_id = detail["execution"]["target"]["item_id"]

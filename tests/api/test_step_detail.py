@@ -17,7 +17,7 @@ from engine.tools.extract_claims import SYSTEM_PROMPT
 from engine.tools.summary_review import system_prompt
 from projections.projector import Projector
 from tests.api.conftest import ApiAccount
-from tests.api.test_process import VIDEO, _ok
+from tests.api.test_process import VIDEO, _ok, process_video
 
 pytestmark = pytest.mark.anyio
 
@@ -36,29 +36,9 @@ async def _run(
     who: ApiAccount,
     steps: list[dict[str, Any]] = LLM_STEPS,
 ) -> str:
-    rep = await _ok(
-        await client.post("/v1/reporters", json={"name": "r"}, headers=who.key_auth), 201
-    )
-    rid = rep["reporter"]["reporter_id"]
-    wf = await _ok(
-        await client.post(
-            f"/v1/reporters/{rid}/workflows",
-            json={"name": "w", "target_kind": "youtube_video", "steps": steps},
-            headers=who.key_auth,
-        ),
-        201,
-    )
-    accepted = await _ok(
-        await client.post(
-            f"/v1/reporters/{rid}/process",
-            json={"source": VIDEO, "workflow_id": wf["workflow"]["workflow_id"]},
-            headers=who.key_auth,
-        ),
-        202,
-    )
+    xid = await process_video(client, who, steps)
     await Worker(runtime).run_until_idle()
     await Projector(runtime).run_until_idle()
-    xid: str = accepted["execution"]["execution_id"]
     return xid
 
 

@@ -30,13 +30,37 @@ over the interval), and one that has not answered the previous ping by then is c
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import logging
-import struct
 import weakref
 from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import unquote
+
+from api.ws_codec import (
+    ABNORMAL,
+    BINARY,
+    CLOSE,
+    CONTINUATION,
+    INTERNAL_ERROR,
+    INVALID_DATA,
+    MAX_HEAD,
+    NO_STATUS,
+    NORMAL,
+    PING,
+    PONG,
+    PROTOCOL_ERROR,
+    REFUSED,
+    RESTART,
+    SERVER_ERROR,
+    TEXT,
+    Violation,
+    bad_request,
+    close_frame,
+    frame,
+    next_frame,
+    parse_upgrade,
+    response,
+    valid_close_code,
+)
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Scope
@@ -45,23 +69,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clipstream.websocket")
 
-GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 CLOSE_TIMEOUT_S: Final = 10.0  # how long a server-sent close waits for the client's
-MAX_HEAD: Final = 16 * 1024  # bytes of a handshake request
 PING_SLOTS: Final = 50  # the keepalive round's ticks (_Server)
-
-# Opcodes (RFC 6455 §5.2).
-CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-
-# Close codes (§7.4.1).
-NORMAL = 1000
-PROTOCOL_ERROR = 1002
-NO_STATUS = 1005  # received no code; never sent
-ABNORMAL = 1006  # the connection dropped without a close; never sent
-INVALID_DATA = 1007
-TOO_BIG = 1009
-INTERNAL_ERROR = 1011
-RESTART = 1012
 
 # A connection's states.
 REQUEST = -1  # reading the handshake request
@@ -74,74 +83,6 @@ CLOSED = 3
 class ClientDisconnected(OSError):
     """A send on a connection that is gone (uvicorn's own implementations raise an ``OSError``
     too)."""
-
-
-def accept_key(key: bytes) -> bytes:
-    """``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key`` (§4.2.2)."""
-    return base64.b64encode(hashlib.sha1(key + GUID).digest())
-
-
-def frame(opcode: int, payload: bytes) -> bytes:
-    """One final, unmasked frame (the server's frames are never masked, §5.1)."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x80 | opcode, n)) + payload
-    if n < 1 << 16:
-        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
-    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
-
-
-def close_frame(code: int, reason: str = "") -> bytes:
-    """A close frame with ``code`` and ``reason`` (cut to fit the 125 bytes of a control
-    frame)."""
-    body = reason.encode()[:123]
-    return frame(CLOSE, code.to_bytes(2, "big") + body.decode(errors="ignore").encode())
-
-
-def unmask(payload: bytes, mask: bytes) -> bytes:
-    """A client frame's payload XORed with its 4-byte key (§5.3), as one big-integer XOR."""
-    n = len(payload)
-    if not n:
-        return b""
-    key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
-
-
-def valid_close_code(code: int) -> bool:
-    """Whether a client may send this close code (§7.4: registered codes but the reserved, and
-    3000-4999)."""
-    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or (
-        3000 <= code <= 4999
-    )
-
-
-def response(status: str, headers: list[tuple[bytes, bytes]]) -> bytes:
-    """An HTTP/1.1 response head."""
-    lines = [b"HTTP/1.1 " + status.encode() + b"\r\n"]
-    lines += [name + b": " + value + b"\r\n" for name, value in headers]
-    return b"".join(lines) + b"\r\n"
-
-
-REFUSED: Final = response("403 Forbidden", [(b"content-length", b"0"), (b"connection", b"close")])
-SERVER_ERROR: Final = response(
-    "500 Internal Server Error", [(b"content-length", b"0"), (b"connection", b"close")]
-)
-
-
-def bad_request(why: str) -> bytes:
-    body = why.encode()
-    head = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]
-    return response("400 Bad Request", head) + body
-
-
-WRONG_VERSION: Final = response(
-    "426 Upgrade Required",
-    [(b"sec-websocket-version", b"13"), (b"content-length", b"0"), (b"connection", b"close")],
-)
 
 
 class _Server:
@@ -301,42 +242,14 @@ class WebSocketProtocol(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         app_state, self._app_state = self._app_state, None
-        lines = head.split(b"\r\n")
-        try:
-            method, target, version = lines[0].split(b" ")
-        except ValueError:
-            self._refuse(bad_request("malformed request line"))
+        upgrade = parse_upgrade(head)
+        if isinstance(upgrade, bytes):
+            self._refuse(upgrade)
             return
-        headers: list[tuple[bytes, bytes]] = []
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                self._refuse(bad_request("malformed header line"))
-                return
-            headers.append((name.strip().lower(), value.strip()))
-        fields = dict(headers)  # the last of each name: they are single-valued here
-        key = fields.get(b"sec-websocket-key", b"")
-        connection = {t.strip().lower() for t in fields.get(b"connection", b"").split(b",")}
-        if method != b"GET" or version != b"HTTP/1.1":
-            self._refuse(bad_request("a WebSocket handshake is an HTTP/1.1 GET"))
-            return
-        if fields.get(b"upgrade", b"").lower() != b"websocket" or b"upgrade" not in connection:
-            self._refuse(bad_request("not a WebSocket upgrade"))
-            return
-        if fields.get(b"sec-websocket-version") != b"13":
-            self._refuse(WRONG_VERSION)
-            return
-        try:
-            if len(base64.b64decode(key, validate=True)) != 16:
-                raise ValueError(key)
-        except ValueError:
-            self._refuse(bad_request("Sec-WebSocket-Key must be 16 bytes in base64"))
-            return
-        self._accept = accept_key(key)
-        offered = fields.get(b"sec-websocket-protocol", b"").decode("latin-1")
-        self._subprotocols = tuple(p.strip() for p in offered.split(",") if p.strip())
+        self._accept = upgrade.accept
+        self._subprotocols = upgrade.subprotocols
         srv = self._srv
-        raw_path, _, query = target.partition(b"?")
+        raw_path, _, query = upgrade.target.partition(b"?")
         self._path = srv.root_path + unquote(raw_path.decode("latin-1"))
         scope: Scope = {
             "type": "websocket",
@@ -349,7 +262,7 @@ class WebSocketProtocol(asyncio.Protocol):
             "path": self._path,
             "raw_path": srv.root_path.encode() + raw_path,
             "query_string": query,
-            "headers": headers,
+            "headers": upgrade.headers,
             "subprotocols": list(self._subprotocols),
             "state": dict(app_state) if app_state else {},
             "extensions": {},
@@ -480,37 +393,18 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # -- frames ----------------------------------------------------------------------------------
     def _read_frames(self) -> None:
-        buf, pos, end = self._buf, 0, len(self._buf)
-        max_size = self._srv.max_size
-        while self._state in (OPEN, CLOSING) and end - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            opcode, length, head = b0 & 0x0F, b1 & 0x7F, 2
-            if length == 126:
-                if end - pos < 4:
-                    break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            elif length == 127:
-                if end - pos < 10:
-                    break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-            fin = b0 & 0x80
-            if b0 & 0x70 or not b1 & 0x80:
-                self._fail(PROTOCOL_ERROR, "reserved bits set" if b0 & 0x70 else "unmasked frame")
-                return
-            if opcode >= CLOSE and (not fin or length > 125):
-                self._fail(PROTOCOL_ERROR, "fragmented or long control frame")
-                return
+        buf, pos = self._buf, 0
+        while self._state in (OPEN, CLOSING):
             so_far = len(self._message) if self._message is not None else 0
-            if opcode < CLOSE and so_far + length > max_size:
-                self._fail(TOO_BIG, f"message over {max_size} bytes")
-                return
-            start = pos + head + 4
-            if end - start < length:
+            got = next_frame(buf, pos, self._srv.max_size - so_far)
+            if got is None:
                 break
-            payload = unmask(buf[start : start + length], buf[pos + head : start])
-            pos = start + length
-            self._frame(opcode, bool(fin), payload)
-        self._buf = buf[pos:] if pos < end and self._state != CLOSED else b""
+            if isinstance(got, Violation):
+                self._fail(got.code, got.reason)
+                return
+            pos = got.end
+            self._frame(got.opcode, got.fin, got.payload)
+        self._buf = buf[pos:] if pos < len(buf) and self._state != CLOSED else b""
 
     def _frame(self, opcode: int, fin: bool, payload: bytes) -> None:
         if opcode == CLOSE:

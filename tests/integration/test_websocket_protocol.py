@@ -25,7 +25,19 @@ from uvicorn.server import ServerState
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from api.websocket import PING_SLOTS, WebSocketProtocol, _Server, accept_key, unmask
+from api.websocket import PING_SLOTS, WebSocketProtocol, _Server
+from api.ws_codec import (
+    PING,
+    TEXT,
+    TOO_BIG,
+    Frame,
+    Upgrade,
+    Violation,
+    accept_key,
+    next_frame,
+    parse_upgrade,
+    unmask,
+)
 from tests.helpers import eventually, holds, uvicorn_serving
 
 pytestmark = pytest.mark.anyio
@@ -346,3 +358,50 @@ async def test_the_keepalive_round_is_spread_so_one_tick_pings_one_slot() -> Non
     for _ in range(PING_SLOTS - 1):
         srv._keepalive()
     assert {c.pings for c in connections} == {1}
+
+
+def test_a_frame_split_anywhere_is_read_only_once_whole() -> None:
+    """TCP delivers a frame in pieces at any byte: the reader waits for all of it (the 16-bit
+    length form here), then gives the payload unmasked and where the next frame starts."""
+    payload = os.urandom(300)
+    key = b"\x0a\x0b\x0c\x0d"
+    wire = bytes((0x81, 0x80 | 126)) + (300).to_bytes(2, "big") + key + unmask(payload, key)
+    following = bytes((0x89, 0x80)) + key  # an empty ping after it
+    for cut in range(len(wire)):
+        assert next_frame(wire[:cut], 0, 4096) is None
+    got = next_frame(wire + following, 0, 4096)
+    assert got == Frame(TEXT, True, payload, len(wire))
+    assert next_frame(wire + following, len(wire), 4096) == Frame(PING, True, b"", len(wire) + 6)
+    # Too big is known from the header alone, before the payload arrives.
+    assert next_frame(wire[:4], 0, 299) == Violation(TOO_BIG, "message over the size limit")
+
+
+@pytest.mark.parametrize(
+    ("head", "answer"),
+    [
+        (b"GET / HTTP/1.0\r\nHost: h", b"400"),
+        (b"POST / HTTP/1.1\r\nHost: h", b"400"),
+        (b"GET / HTTP/1.1\r\nno colon here", b"400"),
+        (b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: keep-alive", b"400"),
+    ],
+)
+def test_parse_upgrade_refuses_what_is_not_a_websocket_handshake(
+    head: bytes, answer: bytes
+) -> None:
+    refused = parse_upgrade(head)
+    assert isinstance(refused, bytes)
+    assert refused.split(b" ")[1] == answer
+
+
+def test_parse_upgrade_reads_the_target_headers_key_and_subprotocols() -> None:
+    head = (
+        b"GET /v1/realtime?token=t HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\n"
+        b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: " + KEY.encode() + b"\r\nSec-WebSocket-Protocol: a, b"
+    )
+    got = parse_upgrade(head)
+    assert isinstance(got, Upgrade)
+    assert got.target == b"/v1/realtime?token=t"
+    assert got.accept == accept_key(KEY.encode())
+    assert got.subprotocols == ("a", "b")
+    assert (b"host", b"h") in got.headers

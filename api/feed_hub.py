@@ -44,6 +44,7 @@ from redis.exceptions import RedisError, ResponseError
 from api import render
 from api.loop_probe import LoopProbe, Samples
 from api.render import Message, encode
+from api.rounds import Round
 from api.sessions import Revocations, Session, sessions_after
 from engine import clock, meters
 from engine.connection import as_str
@@ -59,7 +60,6 @@ SESSION_REVOKED = "session revoked"
 BUFFER = 1_000  # messages a subscriber may fall behind before it is closed
 HISTORY_PAGE = 500
 PING_S = 15.0  # an idle subscriber's ping, every one to two of these
-PING_SLOTS = 50  # the subscribers' slices, pinged one after another over PING_S
 SWEEP_MS = 5_000  # how often every subscribed feed is read, notified or not
 READ_KEYS = 1_000  # feeds named in one read
 _CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -299,8 +299,7 @@ class FeedHub:
         self._seconds: list[int] = []
         self.sweep_s = 1.0  # how often sessions that expired are closed
         self.ping_s = PING_S  # an idle subscriber gets a ping within one to two of these
-        self._ping_slots: list[set[Subscription]] = [set() for _ in range(PING_SLOTS)]
-        self._joins = 0
+        self._idle_round: Round[Subscription] = Round()  # api.rounds: a slice per tick
         self.freeze_every = 0  # freeze the collector's view every this many joins (0: never)
         # The server's side of each delivery (feed entry -> write returned) and the loop's health.
         self.deliveries = Samples()
@@ -411,14 +410,12 @@ class FeedHub:
 
     async def _ping_idle(self) -> None:
         """A ping to each subscriber that was handed nothing for a round (``ping_s``): one timer
-        for the process, not one per connection, visiting one of ``PING_SLOTS`` slices of the
-        subscribers at a time, so 10,000 idle connections never wake at once (a burst of
+        for the process, not one per connection, visiting one slice of the subscribers at a time
+        (:class:`api.rounds.Round`), so 10,000 idle connections never wake at once (a burst of
         thousands of sends would hold up the events behind it)."""
-        slot = 0
         while True:
-            await anyio.sleep(self.ping_s / PING_SLOTS)
-            slot = (slot + 1) % PING_SLOTS
-            for sub in list(self._ping_slots[slot]):
+            await anyio.sleep(self.ping_s / self._idle_round.slices)
+            for sub in self._idle_round.next_slice():
                 if sub.idle:
                     sub.offer(PING)
                 sub.idle = True
@@ -505,15 +502,13 @@ class FeedHub:
                 part.wake.set()
         sub.live = part.positions[key]
         self._subscribers.setdefault(key, set()).add(sub)
-        sub.slot = self._joins % PING_SLOTS
-        self._joins += 1
-        if self.freeze_every and self._joins % self.freeze_every == 0:
+        sub.slot = self._idle_round.join(sub)
+        if self.freeze_every and self._idle_round.joined % self.freeze_every == 0:
             # What connections hold lives as long as they do, and a full collection walks all
             # of it (hundreds of ms at 10,000). Frozen, it is never walked again; a closed
             # connection leaves no cyclic garbage (none found closing 2,000, cleanly or killed),
             # so nothing is kept that a collection would have freed.
             gc.freeze()
-        self._ping_slots[sub.slot].add(sub)
 
     @property
     def subscribers(self) -> int:
@@ -528,7 +523,7 @@ class FeedHub:
                 bucket.discard(sub)
                 if not bucket:
                     del self._expiring[second]
-        self._ping_slots[sub.slot].discard(sub)
+        self._idle_round.leave(sub, sub.slot)
         subs = self._subscribers.get(sub.key)
         if subs is None:
             return

@@ -35,6 +35,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import unquote
 
+from api.rounds import Round
 from api.ws_codec import (
     ABNORMAL,
     BINARY,
@@ -70,7 +71,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("clipstream.websocket")
 
 CLOSE_TIMEOUT_S: Final = 10.0  # how long a server-sent close waits for the client's
-PING_SLOTS: Final = 50  # the keepalive round's ticks (_Server)
 
 # A connection's states.
 REQUEST = -1  # reading the handshake request
@@ -86,12 +86,9 @@ class ClientDisconnected(OSError):
 
 
 class _Server:
-    """What every connection of one uvicorn server shares: the application, the settings, the
-    open connections and the one keepalive timer.
-
-    The keepalive round is spread over :data:`PING_SLOTS` ticks of the interval, each pinging
-    the connections of one slot: 10,000 pings (and their pongs) at once would hold the event
-    loop for a few hundred milliseconds, and every subscriber's next event with it."""
+    """What every connection of one uvicorn server shares: the application, the settings and the
+    keepalive round (:class:`api.rounds.Round`: one timer, one slice of the connections per
+    tick)."""
 
     def __init__(self, config: Config, server_state: ServerState) -> None:
         if not config.loaded:
@@ -103,31 +100,26 @@ class _Server:
         self.ping_interval = config.ws_ping_interval or 0.0
         self.access_log = config.access_log
         self.state = server_state
-        self.slots: list[set[WebSocketProtocol]] = [set() for _ in range(PING_SLOTS)]
-        self._next = 0  # the slot the next open connection joins
-        self._tick = 0  # the slot the next tick pings
+        self.keepalive: Round[WebSocketProtocol] = Round()
         self._pinger: asyncio.TimerHandle | None = None
 
     def opened(self, conn: WebSocketProtocol) -> int:
-        """Count ``conn`` in the keepalive round; its slot."""
-        slot = self._next
-        self._next = (slot + 1) % PING_SLOTS
-        self.slots[slot].add(conn)
+        """Count ``conn`` in the keepalive round; its slice."""
+        index = self.keepalive.join(conn)
         if self._pinger is None and self.ping_interval > 0:
             self._schedule()
-        return slot
+        return index
 
     def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
-        self._pinger = loop.call_later(self.ping_interval / PING_SLOTS, self._keepalive)
+        tick = self.ping_interval / self.keepalive.slices
+        self._pinger = loop.call_later(tick, self._keepalive)
 
     def _keepalive(self) -> None:
         self._pinger = None
-        slot = self.slots[self._tick]
-        self._tick = (self._tick + 1) % PING_SLOTS
-        for conn in list(slot):
+        for conn in self.keepalive.next_slice():
             conn.keepalive()
-        if any(self.slots):
+        if self.keepalive:
             self._schedule()
 
 
@@ -519,7 +511,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _leave_keepalive(self) -> None:
         if self._slot >= 0:
-            self._srv.slots[self._slot].discard(self)
+            self._srv.keepalive.leave(self, self._slot)
             self._slot = -1
 
     # -- keepalive and shutdown ------------------------------------------------------------------

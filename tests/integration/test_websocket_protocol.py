@@ -25,7 +25,8 @@ from uvicorn.server import ServerState
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from api.websocket import PING_SLOTS, WebSocketProtocol, _Server
+from api.rounds import SLICES
+from api.websocket import WebSocketProtocol, _Server
 from api.ws_codec import (
     PING,
     TEXT,
@@ -350,12 +351,12 @@ async def test_the_keepalive_round_is_spread_so_one_tick_pings_one_slot() -> Non
 
     config = uvicorn.Config(echo, ws_ping_interval=3600.0)  # the timer never fires here
     srv = _Server(config, ServerState())
-    connections = [Connection() for _ in range(PING_SLOTS * 3)]
+    connections = [Connection() for _ in range(SLICES * 3)]
     for connection in connections:
         srv.opened(cast(WebSocketProtocol, connection))
     srv._keepalive()
     assert sum(c.pings for c in connections) == 3
-    for _ in range(PING_SLOTS - 1):
+    for _ in range(SLICES - 1):
         srv._keepalive()
     assert {c.pings for c in connections} == {1}
 

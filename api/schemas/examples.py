@@ -165,18 +165,19 @@ SCHEDULE_RESPONSE: Any = {
 }
 
 
+VIDEO_TARGET: Any = {  # an execution's target: the example video's item
+    "kind": "youtube_video",
+    "item_id": ITEM_ID,
+    "collection_id": None,
+    "source": VIDEO,
+    "external_id": "dQw4w9WgXcQ",
+}
 EXECUTION_RESPONSE: Any = {
     "execution": {
         "execution_id": "exc_p1_01m923qct383q0f7p4rg",
         "status": "pending",
         "kind": "transcript",
-        "target": {
-            "kind": "youtube_video",
-            "item_id": ITEM_ID,
-            "collection_id": None,
-            "source": "https://youtu.be/dQw4w9WgXcQ",
-            "external_id": "dQw4w9WgXcQ",
-        },
+        "target": VIDEO_TARGET,
         "reporter_id": None,
         "created_at": "2026-12-05T03:24:52.931Z",
         "started_at": None,
@@ -240,13 +241,7 @@ EXECUTION_DETAIL: Any = {
         "execution_id": "exc_p1_01m923qctv0gfjrtyeeb",
         "status": "done",
         "kind": "process",
-        "target": {
-            "kind": "youtube_video",
-            "item_id": ITEM_ID,
-            "collection_id": None,
-            "source": "https://youtu.be/dQw4w9WgXcQ",
-            "external_id": "dQw4w9WgXcQ",
-        },
+        "target": VIDEO_TARGET,
         "reporter_id": REPORTER_ID,
         "created_at": "2026-12-05T03:24:52.955Z",
         "started_at": "2026-12-05T03:24:53.010Z",
@@ -325,28 +320,14 @@ EXECUTION_DETAIL: Any = {
 EXECUTION_LIST: Any = {
     "executions": [
         EXECUTION_DETAIL["execution"],  # the detail's execution, listed
-        {
-            "execution_id": "exc_p1_01m923qct383q0f7p4rg",
+        {  # the transcript accepted above (EXECUTION_RESPONSE), done since
+            **EXECUTION_RESPONSE["execution"],
             "status": "done",
-            "kind": "transcript",
-            "target": {
-                "kind": "youtube_video",
-                "item_id": ITEM_ID,
-                "collection_id": None,
-                "source": "https://youtu.be/dQw4w9WgXcQ",
-                "external_id": "dQw4w9WgXcQ",
-            },
-            "reporter_id": None,
-            "created_at": "2026-12-05T03:24:52.931Z",
             "started_at": "2026-12-05T03:24:53.010Z",
             "finished_at": "2026-12-05T03:24:53.033Z",
             "updated_at": "2026-12-05T03:24:53.033Z",
-            "fee_coins": 0.01,
             "cost_coins": 0.0129,
-            "error": None,
-            "cancel_requested": False,
             "current_step": None,
-            "steps_total": 1,
             "steps_done": 1,
         },
     ],

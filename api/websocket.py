@@ -101,6 +101,10 @@ class _Server:
         self.access_log = config.access_log
         self.state = server_state
         self.keepalive: Round[WebSocketProtocol] = Round()
+        # The last text message framed, and its frame: the hub hands one event's text (one str)
+        # to every subscriber of its owner, one send after another, so it is framed once.
+        self.last_text = ""
+        self.last_frame = frame(TEXT, b"")
         self._pinger: asyncio.TimerHandle | None = None
 
     def opened(self, conn: WebSocketProtocol) -> int:
@@ -109,6 +113,12 @@ class _Server:
         if self._pinger is None and self.ping_interval > 0:
             self._schedule()
         return index
+
+    def framed(self, text: str) -> bytes:
+        """``text`` as a text frame (the last one's frame again when it is the same str)."""
+        if text is not self.last_text:
+            self.last_text, self.last_frame = text, frame(TEXT, text.encode())
+        return self.last_frame
 
     def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
@@ -336,7 +346,7 @@ class WebSocketProtocol(asyncio.Protocol):
             if kind == "websocket.send":
                 data = message.get("bytes")
                 if data is None:
-                    transport.write(frame(TEXT, message["text"].encode()))
+                    transport.write(self._srv.framed(message["text"]))
                 else:
                     transport.write(frame(BINARY, data))
             elif kind == "websocket.close":

@@ -406,3 +406,16 @@ def test_parse_upgrade_reads_the_target_headers_key_and_subprotocols() -> None:
     assert got.accept == accept_key(KEY.encode())
     assert got.subprotocols == ("a", "b")
     assert (b"host", b"h") in got.headers
+
+
+def test_one_text_sent_to_many_connections_is_framed_once() -> None:
+    """The hub hands one event's text to every subscriber of its owner: framed once, and a new
+    text framed anew."""
+    srv = _Server(uvicorn.Config(echo), ServerState())
+    event = "".join(["{", '"type":"event"', "}"])  # built at run time: its own str object
+    first = srv.framed(event)
+    assert srv.framed(event) is first
+    assert first == bytes((0x81, len(event))) + event.encode()
+    other = srv.framed("é" * 200)
+    assert other[:4] == bytes((0x81, 126)) + (400).to_bytes(2, "big")
+    assert other[4:] == ("é" * 200).encode()

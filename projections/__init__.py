@@ -7,6 +7,7 @@
     namespace.py  the key names inside a projection version, the live version, transcript pointers
     scripts.py    the projector's Lua (views, indexes, feed entries and checkpoint in one call)
     projector.py  read -> fold -> write views + checkpoint atomically, per partition
+    view_cache.py the running executions' views a projector committed, kept between batches
     feed.py       the per-owner realtime feed streams: what an entry holds, written and read
     queries.py    what the API reads: views, pages of views, runs, transcripts, raw histories
     replay.py     rebuild into a new version, compare, switch

@@ -5,8 +5,13 @@ processes split the partitions instead of racing for them; each asks only for it
 (about P/N of N live projectors, projections.membership) and hands back what falls outside it when
 another joins, so the work spreads evenly and moves when one joins, leaves or dies. For each batch:
 
-    XRANGE log (checkpoint, +]  →  GET the touched views  →  pure fold  →  one Lua call writes
-    views + indexes + transcript pointers + checkpoint, only if the checkpoint is unchanged
+    XRANGE log (checkpoint, +]  →  the touched views (from memory, else GET)  →  pure fold  →
+    one Lua call writes views + indexes + transcript pointers + checkpoint, only if the checkpoint
+    is unchanged
+
+The running executions' views it committed stay in its memory while it holds their partition
+(projections.view_cache), so the next batch of an execution reads nothing back; a view's indexes
+are written when they change (a view stored as active is in every index already).
 
 The compare-and-set on the checkpoint is what makes it safe, not the lease: a projector that lost
 its lease (paused, partitioned) and writes late finds the checkpoint moved, discards its batch and
@@ -22,7 +27,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -37,6 +42,7 @@ from projections.batch import fold_entries, repair
 from projections.feed import FEED_MAXLEN, FeedRecord, feed_key, feed_records, live_key
 from projections.namespace import Namespace, current_version, encode_pointer, transcripts_of
 from projections.namespace import valid_name as _valid_name
+from projections.view_cache import ViewCache
 from projections.views import ExecutionView, decode_view, encode_view, is_active
 
 log = logging.getLogger("clipstream.projector")
@@ -57,6 +63,8 @@ class ProjectorStats:
     conflicts: int = 0  # batches discarded because another projector moved the checkpoint
     errors: int = 0  # passes that failed on Redis and were retried
     handed_over: int = 0  # leases given back to even the partitions out among projectors
+    views_remembered: int = 0  # views of a batch taken from memory (projections.view_cache)
+    views_read: int = 0  # views of a batch read from Redis
 
 
 class CommitConflict(Exception):
@@ -71,10 +79,13 @@ def commit_args(
     skipped: int,
     feed: Sequence[FeedRecord] = (),
     ended_ttl_ms: int | None = None,
+    stored: Mapping[str, ExecutionView] | None = None,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of :data:`scripts.COMMIT` for writing ``views``, appending ``feed`` entries
     and giving the streams of the ended ones ``ended_ttl_ms`` to live (the live projector only:
-    a replay passes neither) and moving the checkpoint."""
+    a replay passes neither) and moving the checkpoint. ``stored`` holds the views as they are
+    in Redis before this write, where known: one stored as active is in every index already, so
+    only its view (and, once it ended, its leaving the active set) is written."""
     ended = [] if ended_ttl_ms is None else [v for v in views if not is_active(v)]
     keys: list[str] = [ns.ckpt, ns.skipped, ns.all]
     args: list[Any] = [expected, new, skipped, len(views), 0, len(feed), FEED_MAXLEN]
@@ -82,7 +93,7 @@ def commit_args(
     args += (ns.view_prefix, ns.owned_prefix, ns.active_prefix, ns.reporter_prefix)
     args += (ns.runs_prefix, ns.keys.execution_prefix(ns.partition))
     if views:
-        args.append(_packed_views(views))
+        args.append(_packed_views(views, stored or {}))
     pointers = [(view.owner, p) for view in views for p in transcripts_of(view)]
     args[4] = len(pointers)
     for owner, pointer in pointers:
@@ -111,14 +122,16 @@ def _words(words: list[str]) -> str:
     return header
 
 
-def _packed_views(views: Sequence[ExecutionView]) -> bytes:
-    """The views of a commit as one argument: a header line of seven words per view (execution
+def _packed_views(views: Sequence[ExecutionView], stored: Mapping[str, ExecutionView]) -> bytes:
+    """The views of a commit as one argument: a header line of eight words per view (execution
     id, owner, created_at, active '1'|'0', reporter id or '-', schedule run '1'|'0', the length
-    of its JSON), then the views' JSON back to back. redis-py encodes every argument on its
-    own: one per batch instead of eleven (keys included) per view."""
+    of its JSON, indexed '1' when ``stored`` holds it as active, else '0'), then the views' JSON
+    back to back. redis-py encodes every argument on its own: one per batch instead of eleven
+    (keys included) per view."""
     words: list[str] = []
     data: list[bytes] = []
     for view in views:
+        before = stored.get(view.execution_id)
         reporter = view.reporter_id
         has_reporter = reporter is not None and _valid_name(reporter)
         is_run = has_reporter and view.kind == "schedule_run"
@@ -126,6 +139,7 @@ def _packed_views(views: Sequence[ExecutionView]) -> bytes:
         words += (view.execution_id, view.owner, str(view.created_at))
         words += ("1" if is_active(view) else "0", reporter if has_reporter and reporter else "-")
         words += ("1" if is_run else "0", str(len(encoded)))
+        words.append("1" if before is not None and is_active(before) else "0")
         data.append(encoded)
     return b"".join([_words(words).encode(), b"\n", *data])
 
@@ -169,6 +183,7 @@ class Projector:
         self.runtime = runtime
         self.feed = feed  # append to the owners' realtime feeds
         self._feed: list[FeedRecord] = []  # the feed entries of the batch being written
+        self._stored: dict[str, ExecutionView] = {}  # its views as stored before it
         self.store = runtime.store
         self.redis = runtime.redis
         self.partitions = list(partitions if partitions is not None else self.store.partitions)
@@ -180,6 +195,8 @@ class Projector:
         self._fixed_version = version
         self.version = version if version is not None else 0  # resolved on the first pass
         self._held: dict[int, str] = {}  # partition -> checkpoint we read from
+        # The running executions' views this projector committed.
+        self._cache = ViewCache(runtime.settings.projector_views)
         self._leases_checked = 0.0
         self._commit = self.redis.register_script(scripts.COMMIT)
         self._renew = self.redis.register_script(scripts.RENEW)
@@ -264,6 +281,14 @@ class Projector:
     # -- one batch --------------------------------------------------------------------------------
     async def step(self, partition: int) -> int:
         """Fold one batch of ``partition`` and commit it; the number of log entries consumed."""
+        try:
+            return await self._step(partition)
+        except BaseException:
+            # The commit may or may not have landed: read the partition's views back.
+            self._cache.forget(partition)
+            raise
+
+    async def _step(self, partition: int) -> int:
         ns = self.ns(partition)
         after = self._held[partition]
         entries = await self.store.log.read_log(partition, after, self.runtime.settings.batch)
@@ -278,12 +303,15 @@ class Projector:
         changed = [views[x] for x in touched if x in folded.changed]
         # Handed to _write beside its arguments (its signature is what tests wrap to inject faults).
         self._feed = feed_records(loaded, entries, views, trail) if self.feed else []
+        self._stored = loaded
         new = entries[-1].entry_id
         try:
             await self._write(ns, changed, after, new, folded.skipped)
         except CommitConflict:
+            self._cache.forget(partition)
             return 0
         self._held[partition] = new
+        self._cache.keep(partition, views.values())
         self.stats.batches += 1
         self.stats.events += folded.events
         self.stats.skipped += folded.skipped
@@ -293,14 +321,19 @@ class Projector:
         return len(entries)
 
     async def _load(self, ns: Namespace, execution_ids: Sequence[str]) -> dict[str, ExecutionView]:
-        if not execution_ids:
-            return {}
+        """The stored views of ``execution_ids`` (those that have one): from this projector's
+        memory where it committed them, the others read in one round trip."""
+        views = self._cache.take(ns.partition, execution_ids)
+        missing = [xid for xid in execution_ids if xid not in views]
+        self.stats.views_remembered += len(views)
+        self.stats.views_read += len(missing)
+        if not missing:
+            return views
         pipe = self.redis.pipeline(transaction=False)
-        for xid in execution_ids:
+        for xid in missing:
             pipe.get(ns.view(xid))
         raws = await pipe.execute()
-        views: dict[str, ExecutionView] = {}
-        for xid, raw in zip(execution_ids, raws, strict=True):
+        for xid, raw in zip(missing, raws, strict=True):
             if raw is not None:
                 try:
                     views[xid] = decode_view(raw)
@@ -315,8 +348,9 @@ class Projector:
         """The one atomic write of a batch (with the feed entries :meth:`step` prepared);
         CommitConflict when the checkpoint moved."""
         feed, self._feed = self._feed, []
+        stored, self._stored = self._stored, {}
         ttl = self.runtime.settings.stream_retention_ms
-        keys, args = commit_args(ns, views, after, new, skipped, feed, ttl)
+        keys, args = commit_args(ns, views, after, new, skipped, feed, ttl, stored)
         result = await self._commit(keys=keys, args=args)
         if int(result[0]) != 1:
             current = as_str(result[1])
@@ -361,16 +395,19 @@ class Projector:
             if p not in mine and not force:
                 await self._release(keys=[ns.lease], args=[self.projector_id])
                 del self._held[p]
+                self._cache.forget(p)
                 self.stats.handed_over += 1
                 log.info("partition %d: handed over (outside this projector's share)", p)
             elif int(await self._renew(keys=[ns.lease], args=[self.projector_id, lease_ms])) != 1:
                 log.info("partition %d: lease lost", p)
                 del self._held[p]
+                self._cache.forget(p)
         for p in self.partitions:
             if p in self._held or (p not in mine and not force):
                 continue
             ns = self.ns(p)
             if await self.redis.set(ns.lease, self.projector_id, nx=True, px=lease_ms):
+                self._cache.forget(p)  # others may have written its views since we last held it
                 self._held[p] = await self._read_ckpt(ns)
 
     async def _read_ckpt(self, ns: Namespace) -> str:
@@ -389,6 +426,7 @@ class Projector:
 
     async def _give_back(self) -> None:
         """Give every lease back (a clean stop, or a switch to another projection version)."""
+        self._cache.clear()
         if not self._held:
             return
         held, self._held = list(self._held), {}

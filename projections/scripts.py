@@ -21,9 +21,11 @@ from projections.feed import LIVE_MAXLEN
 # owners' active zsets, the reporters' zsets and the reporters' schedule runs zsets (both followed
 # by '{owner}:{reporter}'), and the execution streams
 #   then, when there is any view, 1 arg holding them all (projections.projector._packed_views):
-#   a header line of seven words per view separated by one space (execution id, owner,
-#   created_at, active '1'|'0', reporter id or '-', schedule run '1'|'0', its JSON's length), a
-#   newline, then the views' JSON back to back
+#   a header line of eight words per view separated by one space (execution id, owner,
+#   created_at, active '1'|'0', reporter id or '-', schedule run '1'|'0', its JSON's length,
+#   indexed '1'|'0'), a newline, then the views' JSON back to back. Indexed '1': the view is
+#   stored as active, so it is in every index already; only the view is written, and its entry
+#   in the owner's active set removed once it ended.
 #   then per transcript 3 args: pointer JSON, created_at, lang
 #   then, when there is any feed entry, 1 arg holding them all (projections.projector
 #   ._packed_feed): a header line of five words per entry (its feed's place among the feed keys
@@ -52,22 +54,26 @@ if n_views > 0 then
   local packed = ARGV[a]
   local w, pos = words(packed)
   for i = 0, n_views - 1 do
-    local j = 7 * i
+    local j = 8 * i
     local xid, owner, score, reporter = w[j + 1], w[j + 2], w[j + 3], w[j + 5]
     local size = tonumber(w[j + 7])
     redis.call('SET', ARGV[11] .. xid, string.sub(packed, pos, pos + size - 1))
     pos = pos + size
-    redis.call('ZADD', KEYS[3], score, xid)
-    redis.call('ZADD', ARGV[12] .. owner, score, xid)
-    if w[j + 4] == '1' then
-      redis.call('ZADD', ARGV[13] .. owner, score, xid)
+    if w[j + 8] == '1' then
+      if w[j + 4] ~= '1' then redis.call('ZREM', ARGV[13] .. owner, xid) end
     else
-      redis.call('ZREM', ARGV[13] .. owner, xid)
-    end
-    if reporter ~= '-' then
-      local by = owner .. ':' .. reporter
-      redis.call('ZADD', ARGV[14] .. by, score, xid)
-      if w[j + 6] == '1' then redis.call('ZADD', ARGV[15] .. by, score, xid) end
+      redis.call('ZADD', KEYS[3], score, xid)
+      redis.call('ZADD', ARGV[12] .. owner, score, xid)
+      if w[j + 4] == '1' then
+        redis.call('ZADD', ARGV[13] .. owner, score, xid)
+      else
+        redis.call('ZREM', ARGV[13] .. owner, xid)
+      end
+      if reporter ~= '-' then
+        local by = owner .. ':' .. reporter
+        redis.call('ZADD', ARGV[14] .. by, score, xid)
+        if w[j + 6] == '1' then redis.call('ZADD', ARGV[15] .. by, score, xid) end
+      end
     end
   end
   a = a + 1

@@ -397,9 +397,9 @@ for o = 7, #ARGV do
       local kind, id = w[wm + 4 * j], w[wm + 4 * j + 1]
       local amount, uncovered = w[wm + 4 * j + 2], w[wm + 4 * j + 3]
       if redis.call('HSETNX', charges, id, amount) == 1 then
-        redis.call('INCRBY', balance_key, amount)
-        -- The balance as Redis stores it: Lua's tostring of a large number would print 1e+14.
-        local balance = redis.call('GET', balance_key)
+        -- '%d': Lua's tostring of a large number would print 1e+14; exact below 2^53, and a
+        -- balance stays within engine.money.accounts.MAX_MICRO (10^15) of zero.
+        local balance = string.format('%d', redis.call('INCRBY', balance_key, amount))
         if uncovered == '0' then
           redis.call('XADD', ledger_key, '*', 'charge_id', id, 'kind', kind, 'amount', amount,
             'balance', balance, 'execution_id', xid, 'at', now)

@@ -22,7 +22,8 @@ keeps, starts with a ``reset`` snapshot of the owner's active executions.
 
 A subscription of a session token ends when the token expires (``SESSION_EXPIRED``: one timer
 for the process, by the second) or when the account's sessions are revoked
-(``SESSION_REVOKED``: api.sessions, pushed to every process).
+(``SESSION_REVOKED``: api.sessions, pushed to every process); one of an API key (SSE) when that
+key is revoked (``KEY_REVOKED``, pushed the same way).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ log = logging.getLogger("clipstream.feed")
 SLOW_CONSUMER = "slow consumer; resume with your cursor"
 SESSION_EXPIRED = "session expired"
 SESSION_REVOKED = "session revoked"
+KEY_REVOKED = "api key revoked"
 BUFFER = 1_000  # messages a subscriber may fall behind before it is closed
 HISTORY_PAGE = 500
 PING_S = 15.0  # an idle subscriber's ping, every one to two of these
@@ -133,6 +135,7 @@ class Subscription:
         "hub",
         "idle",
         "key",
+        "key_hash",
         "last",
         "live",
         "on_close",
@@ -142,9 +145,12 @@ class Subscription:
         "slot",
     )
 
-    def __init__(self, hub: FeedHub, owner: str, key: str, session: Session | None) -> None:
+    def __init__(
+        self, hub: FeedHub, owner: str, key: str, session: Session | None, key_hash: str | None
+    ) -> None:
         self.hub, self.owner, self.key = hub, owner, key
-        self.session = session  # None: an API key (SSE), which no expiry or revocation ends
+        self.session = session  # the session token it was opened with, which ends it
+        self.key_hash = key_hash  # or the sha256 of the API key (SSE), whose revocation ends it
         self.reason: str | None = None
         self.last = (0, 0)  # the newest cursor handed out: older live entries are duplicates
         self.live = "0-0"  # where the live tail starts (history is read up to here)
@@ -318,7 +324,7 @@ class FeedHub:
             async with anyio.create_task_group() as tg:
                 for part in self._partitions:
                     tg.start_soon(self._reader, part)
-                tg.start_soon(Revocations(self.runtime, self.revoke).run)
+                tg.start_soon(Revocations(self.runtime, self.revoke, self.revoke_key).run)
                 tg.start_soon(self._sweep_expired)
                 tg.start_soon(self._ping_idle)
                 tg.start_soon(self.probe.run)
@@ -427,6 +433,12 @@ class FeedHub:
             if sub.session is not None and sub.session.revoked_by(after_ms):
                 sub.close(SESSION_REVOKED)
 
+    def revoke_key(self, account: str, key_hash: str) -> None:
+        """Close ``account``'s subscriptions of the API key whose sha256 is ``key_hash``."""
+        for sub in list(self._subscribers.get(owner_feed_key(self.keys, account), ())):
+            if sub.key_hash == key_hash:
+                sub.close(KEY_REVOKED)
+
     async def _sweep_expired(self) -> None:
         """Close each subscription whose session token expired (one timer for the process)."""
         while True:
@@ -449,23 +461,32 @@ class FeedHub:
     # -- subscribing ------------------------------------------------------------------------------
     @asynccontextmanager
     async def subscribe(
-        self, owner: str, since: str | None, session: Session | None = None
+        self,
+        owner: str,
+        since: str | None,
+        session: Session | None = None,
+        key_hash: str | None = None,
     ) -> AsyncIterator[Subscription]:
         """A subscription to ``owner``'s feed after ``since`` (None: start with a ``reset``),
-        ended when ``session`` expires or is revoked (:meth:`open`, closed when the block ends)."""
-        sub = await self.open(owner, since, session)
+        ended when ``session`` expires or is revoked, or the API key whose sha256 is
+        ``key_hash`` is revoked (:meth:`open`, closed when the block ends)."""
+        sub = await self.open(owner, since, session, key_hash)
         try:
             yield sub
         finally:
             sub.close("unsubscribed")
 
     async def open(
-        self, owner: str, since: str | None, session: Session | None = None
+        self,
+        owner: str,
+        since: str | None,
+        session: Session | None = None,
+        key_hash: str | None = None,
     ) -> Subscription:
         """A subscription as :meth:`subscribe` gives it, which the caller closes. (The WebSocket
         holds one per connection: no generator frame kept alive for its lifetime.)"""
         key = owner_feed_key(self.keys, owner)
-        sub = Subscription(self, owner, key, session)
+        sub = Subscription(self, owner, key, session, key_hash)
         try:
             await self._join(sub)
             if session is not None:
@@ -474,6 +495,9 @@ class FeedHub:
                 # the revocations stream, one from before is in the account's record.
                 if session.revoked_by(await sessions_after(self.runtime, owner)):
                     sub.close(SESSION_REVOKED)
+            # Likewise a key revoked between the request's authentication and the join.
+            if key_hash is not None and not await self.redis.exists(self.keys.api_key(key_hash)):
+                sub.close(KEY_REVOKED)
             if since is None or not valid_cursor(since) or await self._trimmed(key, since):
                 sub._pending = [Frame(await self._reset(owner, sub.live))]
             else:

@@ -53,7 +53,7 @@ from api.openapi import doc
 from api.rate_limits import Limiter, RateLimited
 from api.render import Message, encode
 from api.sessions import Session
-from engine.money.accounts import API_KEY_PREFIX
+from engine.money.accounts import API_KEY_PREFIX, key_hash
 from engine.runtime import Runtime
 
 log = logging.getLogger("clipstream.realtime")
@@ -311,11 +311,14 @@ async def stream(request: Request, caller: Caller) -> Response:
         )
     since = request.headers.get("last-event-id") or request.query_params.get("since")
     hub = hub_of(request.app.state)
-    # A session's stream ends when its token expires or is revoked; an API key's does not.
-    session = session_of(runtime_of(request), bearer(request)) if caller.via == "session" else None
+    # A session's stream ends when its token expires or is revoked, an API key's when it is
+    # revoked.
+    token = bearer(request)
+    session = session_of(runtime_of(request), token) if caller.via == "session" else None
+    api_key = key_hash(token) if caller.via == "api_key" and token is not None else None
 
     async def frames() -> AsyncIterator[bytes]:
-        async with hub.subscribe(caller.account_id, since, session) as sub:
+        async with hub.subscribe(caller.account_id, since, session, api_key) as sub:
             while True:
                 try:
                     frame = sub.poll() or await sub.receive_frame()

@@ -16,6 +16,11 @@ Revoking an account's sessions (``clipstream accounts revoke-sessions``, ``DELET
    one blocking read per process, whatever its subscriber count) to close that account's live
    WebSocket and SSE streams with 4401.
 
+Revoking an API key (``DELETE /admin/keys/{key}``, engine.money.accounts.revoke_api_key) deletes
+it, then writes an entry naming its sha256 to the same stream: the SSE streams it opened are
+closed (``KEY_REVOKED``) in every process; a stream opening just as it is revoked checks that its
+key still exists once it has joined.
+
 A crash between the two leaves live streams open until their tokens expire while every new
 request is refused; revoking again finishes the job. The stream keeps entries for the longest
 token lifetime (a revocation older than that can concern no live token) and is trimmed as it is
@@ -37,6 +42,7 @@ from engine import clock
 from engine.connection import as_str
 from engine.errors import NotFound
 from engine.log.ids import is_id
+from engine.money.accounts import announce_revocation
 from engine.runtime import Runtime
 
 log = logging.getLogger("clipstream.sessions")
@@ -95,28 +101,28 @@ async def revoke_sessions(runtime: Runtime, account_id: str) -> int:
         raise NotFound("no such account")
     now = clock.now_ms()
     await runtime.redis.hset(keys.account(account_id), SESSIONS_AFTER, str(now))
-    # Entries older than the longest token lifetime (and the verifier's leeway) concern no token.
-    keep_ms = (runtime.settings.session_max_ttl_s + 60) * 1000
-    await runtime.redis.xadd(
-        keys.revocations,
-        {"account": account_id, "after": str(now)},
-        minid=str(max(0, now - keep_ms)),
-        approximate=True,
-    )
+    await announce_revocation(runtime, account_id, after_ms=now)
     return now
 
 
 class Revocations:
     """Tails the ``revocations`` stream for one API process and calls ``on_revoke(account,
-    after_ms)`` for each entry written after it started (what came before is in the accounts'
-    records, which every new subscription checks)."""
+    after_ms)`` for each sessions revocation and ``on_revoke_key(account, key_hash)`` for each
+    revoked API key written after it started (what came before is in the accounts' records and
+    the keys' absence, which every new subscription checks)."""
 
     def __init__(
-        self, runtime: Runtime, on_revoke: Callable[[str, int], None], *, block_ms: int = 5_000
+        self,
+        runtime: Runtime,
+        on_revoke: Callable[[str, int], None],
+        on_revoke_key: Callable[[str, str], None] | None = None,
+        *,
+        block_ms: int = 5_000,
     ) -> None:
         self.redis = runtime.redis
         self.key = runtime.store.keys.revocations
         self.on_revoke = on_revoke
+        self.on_revoke_key = on_revoke_key
         self.block_ms = block_ms
 
     async def run(self) -> None:
@@ -142,6 +148,8 @@ class Revocations:
                 for entry_id, fields in rows:
                     position = as_str(entry_id)
                     account = as_str(fields.get(b"account", b""))
-                    after = fields.get(b"after")
+                    after, key = fields.get(b"after"), fields.get(b"key")
                     if account and after is not None:
                         self.on_revoke(account, int(after))
+                    if account and key is not None and self.on_revoke_key is not None:
+                        self.on_revoke_key(account, as_str(key))

@@ -317,4 +317,28 @@ async def revoke_api_key(runtime: Runtime, key_or_hash: str) -> str:
     # Key first: once it is gone the key no longer authenticates, whatever happens next.
     await runtime.redis.delete(keys.api_key(digest))
     await runtime.redis.zrem(keys.resource_index(account_id, "apikey"), digest)
+    # Then the streams it opened (SSE) are closed in every API process.
+    await announce_revocation(runtime, account_id, key=digest)
     return account_id
+
+
+async def announce_revocation(
+    runtime: Runtime, account_id: str, *, after_ms: int | None = None, key: str | None = None
+) -> None:
+    """Tell every API process (api.sessions.Revocations tails the ``revocations`` stream) that
+    credentials of ``account_id`` ended: its sessions issued until ``after_ms``, or the API key
+    whose sha256 is ``key``, so their live realtime streams are closed. The stream is trimmed as
+    it is written: an entry older than the longest token lifetime (and the verifier's leeway)
+    concerns no live session, and one about a key matters only to the processes running then."""
+    fields = {"account": account_id}
+    if after_ms is not None:
+        fields["after"] = str(after_ms)
+    if key is not None:
+        fields["key"] = key
+    keep_ms = (runtime.settings.session_max_ttl_s + 60) * 1000
+    await runtime.redis.xadd(
+        runtime.store.keys.revocations,
+        fields,
+        minid=str(max(0, now_ms() - keep_ms)),
+        approximate=True,
+    )

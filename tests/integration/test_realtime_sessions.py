@@ -1,7 +1,8 @@
 """Sessions that end (api.sessions, DESIGN §8) over real sockets: a WebSocket or SSE stream is
 closed (4401; SSE: a ``closed`` event with the reason) when its token expires or its account's
 sessions are revoked, in every API process; the revoked tokens stop working on REST too, new
-ones work; a token's lifetime is capped. Verdicts never depend on timing: expiry is reached by
+ones work; a token's lifetime is capped. An SSE stream opened with an API key is closed when
+that key is revoked. Verdicts never depend on timing: expiry is reached by
 moving the hub's clock, not by waiting."""
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from api.auth import AUDIENCE, ISSUER, mint_session_token
-from api.feed_hub import SESSION_EXPIRED, SESSION_REVOKED
+from api.feed_hub import KEY_REVOKED, SESSION_EXPIRED, SESSION_REVOKED
 from api.sessions import revoke_sessions, sessions_after
 from engine import clock
 from engine.errors import InvalidRequest, NotFound
-from engine.money.accounts import create_account
+from engine.money.accounts import create_account, issue_api_key, key_hash, revoke_api_key
 from engine.runtime import Runtime
 from tests.helpers import eventually
 from tests.integration.test_realtime_sockets import (
@@ -204,3 +205,61 @@ async def test_token_lifetime_is_capped_when_minted_and_when_verified(runtime: R
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
             answer = await http.get("/v1/me", headers={"Authorization": f"Bearer {too_long}"})
             assert answer.status_code == 401
+
+
+async def test_revoking_an_api_key_closes_the_streams_it_opened_in_every_api_process(
+    runtime: Runtime,
+) -> None:
+    account, revoked_key = await create_account(runtime, name="keyed", coins_micro=10**12)
+    owner = account.account_id
+    kept_key = await issue_api_key(runtime, owner)
+    async with serve(runtime) as one, serve(runtime) as two:
+        streams = {
+            "revoked@one": (one, revoked_key),
+            "revoked@two": (two, revoked_key),
+            "kept@one": (one, kept_key),
+        }
+        seen: dict[str, list[Json]] = {}
+        started = {name: anyio.Event() for name in streams}
+        ended = {name: anyio.Event() for name in streams}
+
+        async def read(name: str) -> None:
+            server, key = streams[name]
+            headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {key}"}
+            seen[name] = await sse_until_closed(
+                f"http://127.0.0.1:{server.port}", headers, started[name]
+            )
+            ended[name].set()
+
+        async with anyio.create_task_group() as tg:
+            for name in streams:
+                tg.start_soon(read, name)
+            with anyio.fail_after(30):
+                for event in started.values():
+                    await event.wait()
+            await eventually(lambda: joined(one, two, owner), until=lambda n: n == 3)
+            await revoke_api_key(runtime, revoked_key)
+            # Both streams of the revoked key end, in both processes; the other key's stays.
+            with anyio.fail_after(30):
+                await ended["revoked@one"].wait()
+                await ended["revoked@two"].wait()
+            assert await joined(one, two, owner) == 1
+            assert seen["revoked@one"][-1] == {"type": "closed", "reason": KEY_REVOKED}
+            assert seen["revoked@two"][-1] == {"type": "closed", "reason": KEY_REVOKED}
+            assert "kept@one" not in seen
+            tg.cancel_scope.cancel()
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{one.port}") as http:
+            refused = await http.get("/v1/me", headers={"Authorization": f"Bearer {revoked_key}"})
+            assert refused.status_code == 401
+
+
+async def test_a_stream_whose_key_is_revoked_as_it_joins_is_closed(runtime: Runtime) -> None:
+    """A key revoked between the request's authentication and the stream's join: the hub sees
+    it gone once the subscription has joined, as no revocation entry will reach it."""
+    account, api_key = await create_account(runtime, name="raced", coins_micro=10**12)
+    await revoke_api_key(runtime, api_key)
+    async with serve(runtime) as server:
+        sub = await server.hub.open(account.account_id, None, key_hash=key_hash(api_key))
+        assert sub.closed
+        assert sub.reason == KEY_REVOKED

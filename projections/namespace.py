@@ -175,17 +175,25 @@ def decode_pointer(data: bytes | str) -> TranscriptPointer:
     return _pointer_decoder.decode(data)
 
 
-def transcripts_of(view: ExecutionView) -> list[TranscriptPointer]:
-    """The transcripts a view's completed steps produced.
+def transcripts_of(
+    view: ExecutionView, before: ExecutionView | None = None
+) -> list[TranscriptPointer]:
+    """The transcripts a view's completed steps produced; with ``before`` (the same execution as
+    stored earlier), only those it did not hold yet.
 
     A transcript step completes with ``output = {"kind": "transcript", "item_id", "lang", …}`` and
     ``output_ref`` naming the blob; the item and language come from that preview.
     """
     found: list[TranscriptPointer] = []
+    earlier = before.steps if before is not None else ()
     for step in view.steps:
         out = step.output
         if step.status != "done" or out is None or step.output_ref is None:
             continue
+        i = step.step_index
+        was = earlier[i] if i < len(earlier) else None
+        if was is not None and was.status == "done" and was.output_ref == step.output_ref:
+            continue  # stored with ``before``, its pointer with it
         if out.get("kind") != "transcript" or step.finished_at is None:
             continue
         item_id, lang = out.get("item_id"), out.get("lang")

@@ -85,16 +85,23 @@ def commit_args(
     and giving the streams of the ended ones ``ended_ttl_ms`` to live (the live projector only:
     a replay passes neither) and moving the checkpoint. ``stored`` holds the views as they are
     in Redis before this write, where known: one stored as active is in every index already, so
-    only its view (and, once it ended, its leaving the active set) is written."""
+    only its view (and, once it ended, its leaving the active set) is written, and a transcript
+    it held already has its pointer."""
     ended = [] if ended_ttl_ms is None else [v for v in views if not is_active(v)]
     keys: list[str] = [ns.ckpt, ns.skipped, ns.all]
     args: list[Any] = [expected, new, skipped, len(views), 0, len(feed), FEED_MAXLEN]
     args += [len(ended), ended_ttl_ms or 0, 0]
     args += (ns.view_prefix, ns.owned_prefix, ns.active_prefix, ns.reporter_prefix)
     args += (ns.runs_prefix, ns.keys.execution_prefix(ns.partition))
+    known = stored or {}
     if views:
-        args.append(_packed_views(views, stored or {}))
-    pointers = [(view.owner, p) for view in views for p in transcripts_of(view)]
+        args.append(_packed_views(views, known))
+    # A transcript the stored view held already had its pointer written with it.
+    pointers = [
+        (view.owner, p)
+        for view in views
+        for p in transcripts_of(view, known.get(view.execution_id))
+    ]
     args[4] = len(pointers)
     for owner, pointer in pointers:
         keys += [

@@ -1,7 +1,7 @@
 """The projector keeps the running executions' views it committed (projections.view_cache) and
-writes a view's indexes only when they change: what it stores is still exactly what a replay
-builds, on both backends, and it reads a partition's views back whenever another projector may
-have written them."""
+writes a view's indexes and transcript pointers only when they change: what it stores is still
+exactly what a replay builds, on both backends, and it reads a partition's views back whenever
+another projector may have written them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from engine.log.events import AnyEvent
+from engine.log.events import AnyEvent, ExecutionRequested
 from engine.money import billing
 from engine.runtime import Runtime
 from projections import replay
@@ -140,4 +140,27 @@ async def test_a_commit_conflict_forgets_the_partition(runtime: Runtime) -> None
     assert first.stats.conflicts == 1
     await first.pass_once()
     assert first.stats.views_read == 2  # read back after the conflict, not taken from memory
+    await _equal_to_replay(runtime)
+
+
+async def test_a_transcript_pointer_is_written_with_its_step_not_with_every_later_batch(
+    runtime: Runtime,
+) -> None:
+    made = await _begun(runtime, 1)
+    projector = Projector(runtime)
+    await projector.pass_once(acquire=True)
+    await _append(runtime, made, 1, 4)  # the transcribe step completes
+    await projector.pass_once()
+    ns = Namespace(runtime.store.keys, runtime.store.keys.partition(OWNER), 1)
+    requested = made.events[0]
+    assert isinstance(requested, ExecutionRequested)
+    pointer = ns.transcript(OWNER, requested.target.item_id or "", "pt")
+    written = await runtime.redis.get(pointer)
+    assert written is not None
+    await runtime.redis.set(pointer, b"untouched")
+    for start, stop in ((4, 6), (6, len(made.events))):
+        await _append(runtime, made, start, stop)
+        await projector.pass_once()
+    assert await runtime.redis.get(pointer) == b"untouched"
+    await runtime.redis.set(pointer, written)
     await _equal_to_replay(runtime)

@@ -31,6 +31,15 @@ async def _begun(runtime: Runtime, upto: int) -> Made:
     return replace(made, events=scenarios.three_steps(made.execution_id, OWNER))
 
 
+async def _requested_and_folded(runtime: Runtime) -> tuple[Made, Projector]:
+    """A three-step execution's request, folded by a projector that goes on holding its
+    partition (and what it committed)."""
+    made = await _begun(runtime, 1)
+    projector = Projector(runtime)
+    await projector.pass_once(acquire=True)
+    return made, projector
+
+
 async def _append(runtime: Runtime, made: Made, start: int, stop: int) -> None:
     """Append events ``start`` up to ``stop`` (0-based, the first is the request) of ``made``."""
     events: list[AnyEvent] = made.events[start:stop]
@@ -65,9 +74,7 @@ async def _equal_to_replay(runtime: Runtime) -> None:
 async def test_a_running_execution_is_folded_from_memory_with_its_indexes_right(
     runtime: Runtime,
 ) -> None:
-    made = await _begun(runtime, 1)
-    projector = Projector(runtime)
-    await projector.pass_once(acquire=True)
+    made, projector = await _requested_and_folded(runtime)
     assert projector.stats.views_read == 1  # the request: nothing stored yet
     assert await _indexed(runtime, made) == {"all": True, "owned": True, "active": True}
 
@@ -86,9 +93,7 @@ async def test_a_running_execution_is_folded_from_memory_with_its_indexes_right(
 
 async def test_a_capacity_of_zero_reads_every_view_back(runtime: Runtime) -> None:
     runtime = replace(runtime, settings=replace(runtime.settings, projector_views=0))
-    made = await _begun(runtime, 1)
-    projector = Projector(runtime)
-    await projector.pass_once(acquire=True)
+    made, projector = await _requested_and_folded(runtime)
     await _append(runtime, made, 1, 4)
     await projector.pass_once()
     assert (projector.stats.views_remembered, projector.stats.views_read) == (0, 2)
@@ -146,9 +151,7 @@ async def test_a_commit_conflict_forgets_the_partition(runtime: Runtime) -> None
 async def test_a_transcript_pointer_is_written_with_its_step_not_with_every_later_batch(
     runtime: Runtime,
 ) -> None:
-    made = await _begun(runtime, 1)
-    projector = Projector(runtime)
-    await projector.pass_once(acquire=True)
+    made, projector = await _requested_and_folded(runtime)
     await _append(runtime, made, 1, 4)  # the transcribe step completes
     await projector.pass_once()
     ns = Namespace(runtime.store.keys, runtime.store.keys.partition(OWNER), 1)

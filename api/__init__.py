@@ -11,6 +11,7 @@
     read_charging.py   which requests are charged reads, and settling their charge
     errors.py          exceptions -> the one error body; the edge middleware
     feed_hub.py        the process's realtime hub: tails the owners' feeds, fans out, renders once
+    feed_subscription.py  one client's subscription: shared frames, history then live, closing
     realtime.py        the feed over WebSocket and SSE
     dashboard/         the live dashboard's static page
     cli/               ``clipstream serve | api | worker | projector | …``: composes the roles

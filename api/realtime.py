@@ -41,12 +41,12 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from api.auth import UNAUTHORIZED, Caller, account_route, bearer, runtime_of, verify_session
-from api.feed_hub import (
+from api.feed_hub import FeedHub
+from api.feed_subscription import (
     SESSION_EXPIRED,
     SESSION_REVOKED,
     SLOW_CONSUMER,
     FeedClosed,
-    FeedHub,
     Subscription,
 )
 from api.openapi import doc

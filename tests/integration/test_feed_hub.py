@@ -15,7 +15,8 @@ import orjson
 import pytest
 
 from api import render
-from api.feed_hub import SLOW_CONSUMER, FeedClosed, FeedHub
+from api.feed_hub import FeedHub
+from api.feed_subscription import SLOW_CONSUMER, FeedClosed
 from api.render import Message
 from engine.log.ids import new_id
 from engine.runtime import Runtime

@@ -35,7 +35,8 @@ from api.app import create_app
 from api.auth import mint_session_token
 from api.cli.redact import redact_tokens_in_server_logs
 from api.cli.roles import REALTIME_WS
-from api.feed_hub import SLOW_CONSUMER, FeedHub
+from api.feed_hub import FeedHub
+from api.feed_subscription import SLOW_CONSUMER
 from api.websocket import WebSocketProtocol
 from engine.log.ids import new_id
 from engine.money.accounts import create_account

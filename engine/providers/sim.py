@@ -122,6 +122,8 @@ _WORDS = [
     "ocean",
     "mountain",
 ]
+# The word each byte of a simulated transcript's stream stands for.
+_BYTE_WORDS = tuple(_WORDS[b % len(_WORDS)] for b in range(256))
 
 
 _WORD_BITS = len(_WORDS).bit_length()
@@ -209,28 +211,48 @@ class SimTranscriber:
     def known_duration_s(self, media: str, lang: str) -> int | None:
         """The audio seconds :meth:`transcribe` will report for ``media`` (no call: the
         simulation knows its videos)."""
-        return _sim_transcript(media, lang)[1]
+        return _sim_seconds(media, lang)
 
 
 def _sim_transcript(media: str, lang: str) -> tuple[list[dict[str, Any]], int]:
     """The simulated transcript of ``media`` in ``lang`` and its audio length in seconds."""
+    data, segments, seconds = _sim_segments(media, lang)
+    transcript = [
+        {"start_ms": start, "end_ms": end, "text": _sim_text(data, first, count)}
+        for first, count, start, end in segments
+    ]
+    return transcript, seconds
+
+
+def _sim_seconds(media: str, lang: str) -> int:
+    """The audio length :func:`_sim_transcript` gives, without writing its text."""
+    return _sim_segments(media, lang)[2]
+
+
+def _sim_segments(media: str, lang: str) -> tuple[bytes, list[tuple[int, int, int, int]], int]:
+    """The simulated transcript's shape: the byte stream its words come from, per segment (the
+    byte of its first word, its word count, start and end ms), and its audio seconds."""
     # Every choice is one byte of a SHAKE-256 stream of the inputs: as deterministic as a
     # seeded random.Random, at a fraction of its cost (the benchmarks call this thousands of
     # times a second). 12 segments of at most 17 bytes each, plus one, fit in 256 bytes.
     data = hashlib.shake_256(_joined("transcribe", media, lang)).digest(256)
-    segments: list[dict[str, Any]] = []
+    segments: list[tuple[int, int, int, int]] = []
     clock = 0
     at = 1
     for _ in range(4 + data[0] % 9):  # 4-12 segments
         count = 5 + data[at] % 10  # 5-14 words
-        words = [_WORDS[b % len(_WORDS)] for b in data[at + 1 : at + 1 + count]]
+        first = at + 1
         at += 1 + count
-        duration = len(words) * (300 + data[at] * 151 // 256)  # 300-450 ms per spoken word
-        text = " ".join(words).capitalize() + "."
-        segments.append({"start_ms": clock, "end_ms": clock + duration, "text": text})
+        duration = count * (300 + data[at] * 151 // 256)  # 300-450 ms per spoken word
+        segments.append((first, count, clock, clock + duration))
         clock += duration + 100 + data[at + 1] * 701 // 256  # a 100-800 ms pause
         at += 2
-    return segments, math.ceil(clock / 1000)
+    return data, segments, math.ceil(clock / 1000)
+
+
+def _sim_text(data: bytes, first: int, count: int) -> str:
+    """A segment's sentence: ``count`` words, one per byte of ``data`` from ``first``."""
+    return " ".join([_BYTE_WORDS[b] for b in data[first : first + count]]).capitalize() + "."
 
 
 SIM_EMBED_DIMS = 16
@@ -326,7 +348,7 @@ class SimYouTube:
             published_at=_iso(rng.randrange(0, 5 * 365 * 86_400)),
             # The simulated transcriber's length of the same video, so the two agree (a real
             # video's metadata and its audio do).
-            duration_s=_sim_transcript(video_id, DEFAULT_LANG)[1],
+            duration_s=_sim_seconds(video_id, DEFAULT_LANG),
             tags=sorted({rng.choice(_WORDS) for _ in range(rng.randint(0, 6))}),
             usage={"quota_units": 1},
         )

@@ -35,6 +35,14 @@ async def test_transcriber_is_deterministic_and_costs_its_duration() -> None:
     assert a.usage["audio_seconds"] * 1000 >= a.segments[-1]["end_ms"]
 
 
+async def test_the_duration_known_before_a_call_is_the_one_the_call_reports() -> None:
+    t = SimTranscriber(FAST)
+    for n in range(200):
+        media, lang = f"vid-{n}", ("en", "pt", "ja")[n % 3]
+        done = await t.transcribe(media=media, lang=lang, call=call())
+        assert t.known_duration_s(media, lang) == done.usage["audio_seconds"]
+
+
 async def test_llm_is_deterministic_and_system_prompt_counts() -> None:
     llm = SimLLM(FAST)
     a = await llm.complete(prompt="p", max_tokens=100, call=call())

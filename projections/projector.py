@@ -11,7 +11,9 @@ another joins, so the work spreads evenly and moves when one joins, leaves or di
 
 The running executions' views it committed stay in its memory while it holds their partition
 (projections.view_cache), so the next batch of an execution reads nothing back; a view's indexes
-are written when they change (a view stored as active is in every index already).
+and transcript pointers are written when they change (a view stored as active is in every index
+already, a transcript it held has its pointer). A new index therefore reaches the views already
+running through a replay into a new version, as any change of what a projection writes does.
 
 The compare-and-set on the checkpoint is what makes it safe, not the lease: a projector that lost
 its lease (paused, partitioned) and writes late finds the checkpoint moved, discards its batch and

@@ -12,22 +12,35 @@ share the box's cores during a drain, so all three bound its rate.
 ``--profile FILE`` runs the worker under pyinstrument (the ``bench`` extra) and writes its
 text report to FILE when the drain is over (the profiler slows the worker down: its times are
 shares, not rates).
+
+``--by-script`` has Redis log every command of the drain (SLOWLOG with no threshold) and prints,
+per execution, the calls and the time of each command and of each of the hot path's Lua scripts
+by name (APPEND_BATCH, DISPATCH, COMMIT …): where Redis's share goes. A script's time includes
+the commands it calls, which are listed on their own too; the log itself costs Redis time, so
+the CPU figures of such a run read high. It holds every command in the server's memory (some
+hundreds of bytes each): keep ``--n`` in the tens of thousands.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
 
 from bench.common import PARTITIONS, THREE_STEPS, TRANSCRIPT, bench_settings, fresh_runtime
 from bench.drain import _preload, _span, _wait_drained
+from engine.log import event_log, leases
 from engine.runtime import Runtime
+from projections import scripts
 from tests.processes import ROOT, Role, role_env
 from tests.servers import redis_server
 
@@ -68,13 +81,39 @@ async def _first_append(runtime: Runtime, queued: int, pids: list[int]) -> list[
         await asyncio.sleep(0.005)
 
 
-async def measure(n: int, tools: tuple[str, ...], profile: Path | None, logs: Path) -> str:
-    """Drain ``n`` executions of ``tools``; the summary line."""
+# The hot path's Lua scripts by the sha1 a call names them with (SLOWLOG shows EVALSHA <sha>).
+SCRIPTS = {
+    hashlib.sha1(text.encode()).hexdigest(): name
+    for name, text in {
+        "APPEND_BATCH": event_log.APPEND_BATCH,
+        "DISPATCH": leases.DISPATCH,
+        "TOUCH": leases.TOUCH,
+        "CLAIM": leases.CLAIM,
+        "COMMIT": scripts.COMMIT,
+        "RENEW": scripts.RENEW,
+    }.items()
+}
+
+
+async def measure(
+    n: int,
+    tools: tuple[str, ...],
+    profile: Path | None,
+    logs: Path,
+    by_script: bool = False,
+) -> str:
+    """Drain ``n`` executions of ``tools``; the summary line (and with ``by_script`` the table
+    of Redis's time by command and script)."""
+    table = ""
     with redis_server() as server:
         assert server.proc is not None
         runtime = await fresh_runtime(bench_settings(server.url))
         try:
             await _preload(runtime, n, tools)
+            if by_script:
+                await runtime.redis.config_set("slowlog-max-len", 100_000_000)
+                await runtime.redis.config_set("slowlog-log-slower-than", 0)
+                await runtime.redis.slowlog_reset()
             env = role_env(server.url, **WORKER_ENV)
             worker = _start_worker(env, profile, logs)
             projector = Role(["projector"], env, logs / "projector.log")
@@ -87,6 +126,8 @@ async def measure(n: int, tools: tuple[str, ...], profile: Path | None, logs: Pa
                 used = [cpu_seconds(pid) - at for pid, at in zip(pids, before, strict=True)]
                 stats = await runtime.redis.info("commandstats")
                 first, last, done, _, _ = await _span(runtime)
+                if by_script:
+                    table = await _by_script(server.url, n)
             finally:
                 worker.send_signal(signal.SIGINT)  # pyinstrument writes its report on the way out
                 worker.wait(60)
@@ -103,7 +144,45 @@ async def measure(n: int, tools: tuple[str, ...], profile: Path | None, logs: Pa
         f"executions/s (first start to last completion); the worker busy "
         f"{100 * worker_s / wall:.0f} % of the {wall:.1f} s from the first start to every view "
         "current"
-    )
+    ) + table
+
+
+async def _by_script(url: str, n: int) -> str:
+    """Redis's time during the drain by command and script, per execution, from SLOWLOG."""
+    # A client of its own: reading millions of entries takes longer than the runtime's timeout.
+    client = aioredis.Redis.from_url(url, socket_timeout=600)
+    try:
+        await client.config_set("slowlog-log-slower-than", 10_000)
+        entries = await client.slowlog_get(-1)
+    finally:
+        await client.aclose()
+    return slowlog_table(entries, n)
+
+
+def slowlog_table(entries: list[dict[str, Any]], n: int) -> str:
+    """SLOWLOG entries summed by command (a call of a known script by its name), per execution of
+    ``n``, the costliest first."""
+    totals: dict[str, list[int]] = {}
+    for entry in entries:
+        command = entry["command"]
+        words = (
+            command.decode(errors="replace") if isinstance(command, bytes) else command
+        ).split()
+        name = words[0].upper()
+        if name == "EVALSHA" and len(words) > 1:
+            name = f"EVALSHA {SCRIPTS.get(words[1], words[1][:12])}"
+        total = totals.setdefault(name, [0, 0])
+        total[0] += 1
+        total[1] += int(entry["duration"])
+    rows = sorted(totals.items(), key=lambda item: -item[1][1])
+    lines = [
+        "",
+        "",
+        "Redis by command and script, per execution (a script's time includes the",
+        "commands it calls, listed too; from SLOWLOG, which itself costs Redis time):",
+    ]
+    lines += [f"  {name:24} {calls / n:7.2f} calls {us / n:8.1f} us" for name, (calls, us) in rows]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -112,9 +191,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, choices=(1, 3), default=1, help="workflow length")
     parser.add_argument("--profile", type=Path, help="write the worker's pyinstrument report here")
     parser.add_argument("--logs", type=Path, default=Path("."), help="where the roles' logs go")
+    parser.add_argument(
+        "--by-script",
+        action="store_true",
+        help="also print Redis's time by command and Lua script (SLOWLOG; Redis reads high)",
+    )
     args = parser.parse_args()
     tools = TRANSCRIPT if args.steps == 1 else THREE_STEPS
-    print(asyncio.run(measure(args.n, tools, args.profile, args.logs)))
+    print(asyncio.run(measure(args.n, tools, args.profile, args.logs, args.by_script)))
 
 
 if __name__ == "__main__":

@@ -175,6 +175,18 @@ REDIS_ERRORS = Counter(
     registry=REGISTRY,
 )
 
+# -- the projector -------------------------------------------------------------------------------
+
+PROJECTOR_VIEWS = Labelled(
+    Counter(
+        "clipstream_projector_views",
+        "Views the projector's batches started from, by source: memory (the running executions'"
+        " views it committed, projections.view_cache) or redis (read back; a new execution's too).",
+        ["source"],
+        registry=REGISTRY,
+    )
+)
+
 MICRO = 1_000_000
 
 

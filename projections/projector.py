@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import anyio
 import anyio.lowlevel
 
+from engine import meters
 from engine.connection import as_str
 from engine.errors import StoreError
 from engine.runtime import Runtime
@@ -336,6 +337,8 @@ class Projector:
         missing = [xid for xid in execution_ids if xid not in views]
         self.stats.views_remembered += len(views)
         self.stats.views_read += len(missing)
+        meters.PROJECTOR_VIEWS.labels("memory").inc(len(views))
+        meters.PROJECTOR_VIEWS.labels("redis").inc(len(missing))
         if not missing:
             return views
         pipe = self.redis.pipeline(transaction=False)

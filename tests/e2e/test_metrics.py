@@ -154,6 +154,10 @@ async def test_every_role_serves_its_families_and_they_move(deployed: Deployed) 
           charge="fee")  # fmt: skip
     grows("worker", "clipstream_executions_ended", "clipstream_executions_ended_total", 3,
           kind="transcript", status="done", code="none")  # fmt: skip
+    # Each new execution's view is read from Redis once (there is none yet); later batches of a
+    # running one may take it from the projector's memory.
+    grows("projector", "clipstream_projector_views", "clipstream_projector_views_total", 3,
+          source="redis")  # fmt: skip
     grows("worker", "clipstream_step_duration_seconds", "clipstream_step_duration_seconds_count",
           3, tool="transcribe", outcome="completed")  # fmt: skip
     grows("worker", "clipstream_coins_charged", "clipstream_coins_charged_total", 1e-6,

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from engine import meters
 from engine.log.events import AnyEvent, ExecutionRequested
 from engine.money import billing
 from engine.runtime import Runtime
@@ -65,6 +66,15 @@ async def _stored_status(runtime: Runtime, made: Made) -> str:
     return decode_view(raw).status
 
 
+def _views_counted() -> dict[str, float]:
+    """The projector's view counter of this process, by source."""
+    sample = "clipstream_projector_views_total"
+    return {
+        source: meters.REGISTRY.get_sample_value(sample, {"source": source}) or 0.0
+        for source in ("memory", "redis")
+    }
+
+
 async def _equal_to_replay(runtime: Runtime) -> None:
     report = await replay.rebuild(runtime)
     parity = await replay.compare(runtime, 1, report.version)
@@ -74,6 +84,7 @@ async def _equal_to_replay(runtime: Runtime) -> None:
 async def test_a_running_execution_is_folded_from_memory_with_its_indexes_right(
     runtime: Runtime,
 ) -> None:
+    before = _views_counted()
     made, projector = await _requested_and_folded(runtime)
     assert projector.stats.views_read == 1  # the request: nothing stored yet
     assert await _indexed(runtime, made) == {"all": True, "owned": True, "active": True}
@@ -88,6 +99,8 @@ async def test_a_running_execution_is_folded_from_memory_with_its_indexes_right(
     assert seen == ["pending", "running", "running", "done"]
     assert projector.stats.views_remembered == 3  # every batch after the first
     assert projector.stats.views_read == 1
+    # What operators see of it (clipstream_projector_views_total by source).
+    assert _views_counted() == {"memory": before["memory"] + 3, "redis": before["redis"] + 1}
     await _equal_to_replay(runtime)
 
 

@@ -1,12 +1,13 @@
-"""What the document tools (summary_review, extract_claims) share: the LLM pass over a transcript
-(through engine.tools.asking, as llm_prompt's, so the step says what it sent), a document's blob
-and preview, and the cost estimate of that pass over a transcript that may still have to be
-fetched."""
+"""What the document tools (summary_review, extract_claims) share: what they declare
+(:class:`DocumentTool`: an LLM over a transcript, retries, timeout, the estimate's note), the LLM
+pass over a transcript (through engine.tools.asking, as llm_prompt's, so the step says what it
+sent), a document's blob and preview, and the cost estimate of that pass over a transcript that
+may still have to be fetched."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -14,8 +15,9 @@ from engine.errors import ToolError
 from engine.log.events import StepSpec
 from engine.providers.base import Completion, estimate_audio_cost, estimate_llm_cost
 from engine.tools.asking import Sent, ask
-from engine.tools.base import StepResult, ToolContext
-from engine.tools.sources import Transcript, transcript_for
+from engine.tools.base import ProviderKind, StepResult, Tool, ToolContext
+from engine.tools.retry import RetryPolicy
+from engine.tools.sources import Transcript, merged_usage, transcript_for
 from engine.tools.transcribe import expected_transcript_chars, known_duration
 
 MAX_CONTEXT_CHARS = 48_000  # what we send of a long transcript; providers cap context anyway
@@ -110,17 +112,35 @@ def estimate_document_cost(
     return llm + (0 if has_transcript(input) else estimate_audio_cost(known_duration(input)))
 
 
+class DocumentTool(Tool):
+    """A tool that writes a document from an LLM pass over the item's transcript (fetching the
+    transcript first when there is none yet)."""
+
+    provider_kind: ClassVar[ProviderKind] = "llm"
+    also_uses: ClassVar[tuple[ProviderKind, ...]] = ("transcriber",)
+    retry: ClassVar[RetryPolicy] = RetryPolicy(max_attempts=4, base_ms=500, max_ms=20_000)
+    timeout_s: ClassVar[float] = 180.0
+    estimate_note: ClassVar[str] = (
+        "the transcript and the instructions at a token per 4 characters plus an expected "
+        "completion of 72 tokens (fewer when max_tokens is lower), at the LLM's prices; "
+        "without a transcript yet, its "
+        "transcription too (estimated as transcribe's)"
+    )
+
+
 def document_result(
     doc: dict[str, Any],
     preview: dict[str, Any],
     transcript: Transcript,
+    answer: Completion,
     sent: Sent,
-    usage: dict[str, int],
-    cost: int,
 ) -> StepResult:
     """A document stored once as a blob (its JSON), with a small preview as the step's output.
     Both name the transcript the document was made from and say what the LLM was sent (the blob
-    whole, the preview its head: engine.tools.asking)."""
+    whole, the preview its head: engine.tools.asking). Its usage and cost are the transcript's
+    (when it had to be fetched) and the LLM's together."""
+    usage = merged_usage(transcript.usage, answer.usage)
+    cost = transcript.cost + answer.cost
     blob = _encoder.encode({**doc, "transcript": transcript.reference(), "sent": sent.whole()})
     digest = hashlib.sha256(blob).hexdigest()
     out = {

@@ -23,15 +23,14 @@ import msgspec
 
 from engine.log.events import StepSpec
 from engine.providers.base import span_seconds
-from engine.tools.base import StepResult, Tool, ToolContext, ToolParams, estimate_params
+from engine.tools.base import StepResult, ToolContext, ToolParams, estimate_params
 from engine.tools.documents import (
+    DocumentTool,
     document_result,
     estimate_document_cost,
     item_of,
     llm_over_transcript,
 )
-from engine.tools.retry import RetryPolicy
-from engine.tools.sources import merged_usage
 
 SYSTEM_PROMPT = (
     "List the checkable factual claims made in this video transcript. Answer with a JSON array "
@@ -94,21 +93,10 @@ def locate(claim: str, segments: list[dict[str, Any]]) -> dict[str, Any]:
     return {"text": claim, "start": span[0], "end": span[1]}
 
 
-class ExtractClaims(Tool):
+class ExtractClaims(DocumentTool):
     tool_id = "extract_claims"
     description = "The factual claims made in the item's transcript, each with its timestamp."
-    provider_kind = "llm"
-    also_uses = ("transcriber",)
     params_schema = ExtractClaimsParams
-    retry = RetryPolicy(max_attempts=4, base_ms=500, max_ms=20_000)
-    timeout_s = 180.0
-
-    estimate_note = (
-        "the transcript and the instructions at a token per 4 characters plus an expected "
-        "completion of 72 tokens (fewer when max_tokens is lower), at the LLM's prices; "
-        "without a transcript yet, its "
-        "transcription too (estimated as transcribe's)"
-    )
 
     def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         params = estimate_params(spec, ExtractClaimsParams)
@@ -142,6 +130,4 @@ class ExtractClaims(Tool):
             "model": answer.model,
             "count": len(claims),
         }
-        usage = merged_usage(transcript.usage, answer.usage)
-        cost = transcript.cost + answer.cost
-        return document_result(doc, preview, transcript, sent, usage, cost)
+        return document_result(doc, preview, transcript, answer, sent)

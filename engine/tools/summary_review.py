@@ -19,16 +19,15 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from engine.log.events import StepSpec
-from engine.tools.base import StepResult, Tool, ToolContext, ToolParams, estimate_params
+from engine.tools.base import StepResult, ToolContext, ToolParams, estimate_params
 from engine.tools.documents import (
     EXCERPT_CHARS,
+    DocumentTool,
     document_result,
     estimate_document_cost,
     item_of,
     llm_over_transcript,
 )
-from engine.tools.retry import RetryPolicy
-from engine.tools.sources import merged_usage
 
 Length = Literal["short", "medium", "long"]
 _WORDS: dict[Length, int] = {"short": 80, "medium": 200, "long": 450}
@@ -52,21 +51,10 @@ def system_prompt(length: Length) -> str:
     )
 
 
-class SummaryReview(Tool):
+class SummaryReview(DocumentTool):
     tool_id = "summary_review"
     description = "A summary and short critical review of the item's transcript, as a document."
-    provider_kind = "llm"
-    also_uses = ("transcriber",)
     params_schema = SummaryReviewParams
-    retry = RetryPolicy(max_attempts=4, base_ms=500, max_ms=20_000)
-    timeout_s = 180.0
-
-    estimate_note = (
-        "the transcript and the instructions at a token per 4 characters plus an expected "
-        "completion of 72 tokens (fewer when max_tokens is lower), at the LLM's prices; "
-        "without a transcript yet, its "
-        "transcription too (estimated as transcribe's)"
-    )
 
     def estimate_cost(self, input: dict[str, Any], spec: StepSpec) -> int:
         params = estimate_params(spec, SummaryReviewParams)
@@ -100,6 +88,4 @@ class SummaryReview(Tool):
             "chars": len(answer.text),
             "excerpt": answer.text[:EXCERPT_CHARS],
         }
-        usage = merged_usage(transcript.usage, answer.usage)
-        cost = transcript.cost + answer.cost
-        return document_result(doc, preview, transcript, sent, usage, cost)
+        return document_result(doc, preview, transcript, answer, sent)

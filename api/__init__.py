@@ -13,6 +13,8 @@
     feed_hub.py        the process's realtime hub: tails the owners' feeds, fans out, renders once
     feed_subscription.py  one client's subscription: shared frames, history then live, closing
     realtime.py        the feed over WebSocket and SSE
+    websocket.py       our WebSocket server side behind uvicorn (ws_codec.py: its I/O-free frames
+                       and handshake); rounds.py: one timer's round over every connection
     dashboard/         the live dashboard's static page
     cli/               ``clipstream serve | api | worker | projector | …``: composes the roles
 

@@ -310,6 +310,8 @@ class FeedHub:
             # Likewise a key revoked between the request's authentication and the join.
             if key_hash is not None and not await self.redis.exists(self.keys.api_key(key_hash)):
                 sub.close(KEY_REVOKED)
+            if sub.closed:
+                return sub  # its first receive says why: no history or snapshot to read
             if since is None or not valid_cursor(since) or await self._trimmed(key, since):
                 sub._pending = [Frame(await self._reset(owner, sub.live))]
             else:

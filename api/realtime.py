@@ -19,7 +19,7 @@ connection is closed with 4401 when its token expires or its account's sessions 
 header; any ``Accept`` that admits ``text/event-stream`` (by name, ``text/*``, ``*/*`` or none)
 streams and one that excludes it is 406; ``Last-Event-ID`` (or ``?since=``) resumes; each
 message's ``id:`` is its cursor. A session token's stream ends like the WebSocket, with a
-``closed`` event giving the reason.
+``closed`` event giving the reason; an API key's when that key is revoked (``api key revoked``).
 """
 
 from __future__ import annotations

@@ -21,10 +21,12 @@ it, then writes an entry naming its sha256 to the same stream: the SSE streams i
 closed (``KEY_REVOKED``) in every process; a stream opening just as it is revoked checks that its
 key still exists once it has joined.
 
-A crash between the two leaves live streams open until their tokens expire while every new
-request is refused; revoking again finishes the job. The stream keeps entries for the longest
-token lifetime (a revocation older than that can concern no live token) and is trimmed as it is
-written.
+A crash between the two steps of a sessions revocation leaves live streams open until their
+tokens expire while every new request is refused; revoking again finishes the job. (A crash
+between a key's deletion and its entry leaves its SSE streams open until they end: the key is
+gone, so it cannot be revoked again; they are refused when they reconnect.) The stream keeps
+entries for the longest token lifetime (a revocation older than that can concern no live token)
+and is trimmed as it is written.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ class Revocations:
         self,
         runtime: Runtime,
         on_revoke: Callable[[str, int], None],
-        on_revoke_key: Callable[[str, str], None] | None = None,
+        on_revoke_key: Callable[[str, str], None],
         *,
         block_ms: int = 5_000,
     ) -> None:
@@ -151,5 +153,5 @@ class Revocations:
                     after, key = fields.get(b"after"), fields.get(b"key")
                     if account and after is not None:
                         self.on_revoke(account, int(after))
-                    if account and key is not None and self.on_revoke_key is not None:
+                    if account and key is not None:
                         self.on_revoke_key(account, as_str(key))

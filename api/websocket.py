@@ -35,6 +35,8 @@ import weakref
 from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import unquote
 
+from uvicorn.protocols.utils import ClientDisconnected, get_local_addr, get_remote_addr, is_ssl
+
 from api.rounds import Round
 from api.ws_codec import (
     ABNORMAL,
@@ -78,11 +80,6 @@ HANDSHAKE = 0  # the request is read; the application has not accepted yet
 OPEN = 1
 CLOSING = 2  # our close frame is sent; waiting for the client's
 CLOSED = 3
-
-
-class ClientDisconnected(OSError):
-    """A send on a connection that is gone (uvicorn's own implementations raise an ``OSError``
-    too)."""
 
 
 class _Server:
@@ -257,9 +254,9 @@ class WebSocketProtocol(asyncio.Protocol):
             "type": "websocket",
             "asgi": {"version": srv.asgi_version, "spec_version": "2.4"},
             "http_version": "1.1",
-            "scheme": "wss" if transport.get_extra_info("sslcontext") else "ws",
-            "server": _address(transport.get_extra_info("sockname")),
-            "client": _address(transport.get_extra_info("peername")),
+            "scheme": "wss" if is_ssl(transport) else "ws",
+            "server": get_local_addr(transport),
+            "client": get_remote_addr(transport),
             "root_path": srv.root_path,
             "path": self._path,
             "raw_path": srv.root_path.encode() + raw_path,
@@ -389,7 +386,7 @@ class WebSocketProtocol(asyncio.Protocol):
         """The access log's line for a handshake (``access_log``): the path, never the query
         string, where the realtime feed's token travels."""
         if self._srv.access_log and self.transport is not None:
-            peer = _address(self.transport.get_extra_info("peername"))
+            peer = get_remote_addr(self.transport)
             where = f"{peer[0]}:{peer[1]}" if peer else "-"
             log.info('%s - "WebSocket %s" %s', where, self._path, outcome)
 
@@ -554,9 +551,3 @@ class WebSocketProtocol(asyncio.Protocol):
 def _wake(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
-
-
-def _address(info: object) -> tuple[str, int] | None:
-    if isinstance(info, (tuple, list)) and len(info) >= 2:
-        return (str(info[0]), int(info[1]))
-    return None

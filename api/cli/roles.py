@@ -164,12 +164,11 @@ def _uvicorn_server(runtime: Runtime, host: str, port: int) -> Any:
         # A line per request costs the process a formatted record and a write to its output,
         # about a tenth of what a 202 costs it; HTTP_REQUESTS counts the requests either way.
         access_log=runtime.settings.access_log,
-        # The realtime feed's sockets (docs/operations.md, "Realtime"): one WebSocket
-        # implementation whatever uvicorn's default (the cheapest per connection), no
-        # per-message deflate (its compressor is most of a connection's memory, for ~400-byte
-        # messages), and small inbound messages (clients send nothing but control frames).
+        # The realtime feed's sockets (docs/operations.md, "Realtime"): our own WebSocket
+        # protocol (api.websocket: a slotted object per connection, no extensions, so no
+        # per-message deflate), and small inbound messages (clients send nothing but control
+        # frames).
         ws=REALTIME_WS,
-        ws_per_message_deflate=False,
         ws_max_size=REALTIME_MAX_INBOUND,
     )
     server = uvicorn.Server(config)

@@ -42,22 +42,28 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
 
-# Evict one partition's views: delete each view and take it out of its indexes, all in one slot.
+# Evict one partition's views: delete each view and take it out of its indexes, all in one slot,
+# only if the view is still the one read (compare-and-set, as _PACK: an execution retried since
+# is running again, and the projector writes a running view's indexes only when they change).
 # KEYS[1] all-executions zset  KEYS[2] views waiting to be packed  then per view 4 keys: view,
 # owner zset, reporter zset (or the view key again), runs zset (or the view key again)
-# ARGV: the execution ids, in the same order
+# ARGV: per view its execution id and the view as read, in the same order  -> how many evicted
 _EVICT = """
-local k = 3
-for i = 1, #ARGV do
-  redis.call('DEL', KEYS[k])
-  redis.call('ZREM', KEYS[1], ARGV[i])
-  redis.call('ZREM', KEYS[2], ARGV[i])
-  redis.call('ZREM', KEYS[k + 1], ARGV[i])
-  if KEYS[k + 2] ~= KEYS[k] then redis.call('ZREM', KEYS[k + 2], ARGV[i]) end
-  if KEYS[k + 3] ~= KEYS[k] then redis.call('ZREM', KEYS[k + 3], ARGV[i]) end
+local k, evicted = 3, 0
+for i = 1, #ARGV, 2 do
+  local xid = ARGV[i]
+  if redis.call('GET', KEYS[k]) == ARGV[i + 1] then
+    redis.call('DEL', KEYS[k])
+    redis.call('ZREM', KEYS[1], xid)
+    redis.call('ZREM', KEYS[2], xid)
+    redis.call('ZREM', KEYS[k + 1], xid)
+    if KEYS[k + 2] ~= KEYS[k] then redis.call('ZREM', KEYS[k + 2], xid) end
+    if KEYS[k + 3] ~= KEYS[k] then redis.call('ZREM', KEYS[k + 3], xid) end
+    evicted = evicted + 1
+  end
   k = k + 4
 end
-return #ARGV
+return evicted
 """
 
 
@@ -156,16 +162,21 @@ class ViewRetention:
             if not ids:
                 return evicted
             old = await self._finished_before(ns, [as_str(x) for x in ids], cutoff)
+            gone = 0
             if old:
-                await self._evict(keys=_evict_keys(ns, old), args=[v.execution_id for v in old])
-                evicted += len(old)
-            offset += len(ids) - len(old)  # the evicted left the index; the rest stay
+                args = [a for view, raw in old for a in (view.execution_id, raw)]
+                keys = _evict_keys(ns, [view for view, _ in old])
+                gone = int(await self._evict(keys=keys, args=args))
+                evicted += gone
+            offset += len(ids) - gone  # the evicted left the index; the rest stay
             if len(ids) < BATCH:
                 return evicted
 
     async def _finished_before(
         self, ns: Namespace, execution_ids: list[str], cutoff: int
-    ) -> list[ExecutionView]:
+    ) -> list[tuple[ExecutionView, bytes]]:
+        """The views among ``execution_ids`` finished before ``cutoff``, each with its stored
+        bytes (what the eviction compares with)."""
         pipe = self.redis.pipeline(transaction=False)
         for xid in execution_ids:
             pipe.get(ns.view(xid))
@@ -175,7 +186,7 @@ class ViewRetention:
                 continue
             view = decode_view(raw)
             if not is_active(view) and view.finished_at is not None and view.finished_at < cutoff:
-                views.append(view)
+                views.append((view, raw))
         return views
 
 

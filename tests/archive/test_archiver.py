@@ -4,6 +4,8 @@ pages, ledger, history) seeing the whole truth across the two tiers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from engine.archive import catalog, reader
@@ -174,26 +176,36 @@ async def test_feeds_keep_the_hot_window(arch_runtime: Runtime) -> None:
     assert [await runtime.redis.xlen(f) for f in feeds] == [0, 0]  # hot window 0: all older
 
 
-async def test_evicted_views_are_folded_from_the_archive_on_demand(
+async def _past_view_retention(
     redis: object, archived_settings: object
-) -> None:
+) -> tuple[Runtime, list[Any], list[str]]:
+    """Two owners' four finished transcripts, archived, finished longer ago than a view
+    retention of 1 s."""
     from dataclasses import replace
 
+    import anyio
+
     from engine.settings import Settings
-    from projections.queries import Queries
-    from projections.retention import ViewRetention
 
     assert isinstance(archived_settings, Settings)
     runtime = await Runtime.open(replace(archived_settings, view_retention_seconds=1), redis)
     who = await owners(runtime, 2)
     ids = await transcripts(runtime, who, 2)
     await settle(runtime)
+    await archive_everything(runtime, new_archiver(runtime))
+    await anyio.sleep(1.1)  # a precondition (their age), not the verdict
+    return runtime, who, ids
+
+
+async def test_evicted_views_are_folded_from_the_archive_on_demand(
+    redis: object, archived_settings: object
+) -> None:
+    from projections.queries import Queries
+    from projections.retention import ViewRetention
+
+    runtime, who, ids = await _past_view_retention(redis, archived_settings)
     queries = Queries(runtime)
     live = {x: await queries.get_view(who[i % 2].account_id, x) for i, x in enumerate(ids)}
-    await archive_everything(runtime, new_archiver(runtime))
-    import anyio
-
-    await anyio.sleep(1.1)  # finished more than the retention (1 s) ago
     retention = ViewRetention(runtime)
     assert await retention.sweep() == len(ids)
     keys = runtime.store.keys
@@ -206,6 +218,36 @@ async def test_evicted_views_are_folded_from_the_archive_on_demand(
         assert await queries.get_view(who[(i + 1) % 2].account_id, xid) is None  # not theirs
     page = await queries.list_executions(who[0].account_id, active=False, limit=10, cursor=None)
     assert page.views == []  # evicted from the lists too
+
+
+async def test_a_view_written_again_after_the_sweep_read_it_is_not_evicted(
+    redis: object, archived_settings: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The projector rewrites a retried execution's view (running again) between the sweep's
+    read and its eviction: the eviction leaves that view and its index entries alone (the
+    projector writes a running view's indexes only when they change, so none would come back)."""
+    from projections.retention import ViewRetention
+
+    runtime, who, ids = await _past_view_retention(redis, archived_settings)
+    keys = runtime.store.keys
+    version = await current_version(runtime.redis, keys)
+    owner = who[0].account_id
+    ns = Namespace(keys, keys.partition(owner), version)
+    rewritten = ids[0]
+    retention = ViewRetention(runtime)
+    read = retention._finished_before
+
+    async def then_rewritten(*args: Any) -> Any:
+        found = await read(*args)
+        if await runtime.redis.exists(ns.view(rewritten)):
+            await runtime.redis.append(ns.view(rewritten), b" ")  # another write, same JSON
+        return found
+
+    monkeypatch.setattr(retention, "_finished_before", then_rewritten)
+    assert await retention.sweep() == len(ids) - 1
+    assert await runtime.redis.exists(ns.view(rewritten))
+    assert await runtime.redis.zscore(ns.all, rewritten) is not None
+    assert await runtime.redis.zscore(ns.owned(owner), rewritten) is not None
 
 
 async def test_finished_views_are_packed_at_rest_and_read_the_same(arch_runtime: Runtime) -> None:

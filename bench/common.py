@@ -3,6 +3,8 @@ synthetic executions they queue and the memory probe."""
 
 from __future__ import annotations
 
+import hashlib
+from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -172,3 +174,56 @@ async def write_synthetic_log(runtime: Runtime, events: int, owners: int = 256) 
             await pipe.execute()
     await pipe.execute()
     return executions
+
+
+def role_settings(items: list[str]) -> dict[str, str]:
+    """``--role-env`` values (``NAME=VALUE``, NAME with or without its CLIPSTREAM_ prefix) as
+    the environment variables they set; ValueError naming a malformed one."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise ValueError(f"--role-env {item!r}: expected NAME=VALUE")
+        out[f"CLIPSTREAM_{name.strip().removeprefix('CLIPSTREAM_')}"] = value
+    return out
+
+
+def script_names() -> dict[str, str]:
+    """sha1 -> module.NAME, for every Lua script text a module of engine, projections or api
+    holds (the SLOWLOG shows EVALSHA with the sha only)."""
+    import importlib
+    import pkgutil
+
+    names: dict[str, str] = {}
+    for package in ("engine", "projections", "api"):
+        root = importlib.import_module(package)
+        for info in pkgutil.walk_packages(root.__path__, f"{package}."):
+            if info.name.endswith("__main__"):
+                continue
+            try:
+                module = importlib.import_module(info.name)
+            except Exception:  # an optional dependency missing: its scripts stay unnamed
+                continue
+            for name, value in vars(module).items():
+                if isinstance(value, str) and "redis.call" in value:
+                    sha = hashlib.sha1(value.encode()).hexdigest()
+                    names.setdefault(sha, f"{info.name.rsplit('.', 1)[-1]}.{name}")
+    import limits
+
+    lua = Path(limits.__file__).parent / "resources" / "redis" / "lua_scripts"
+    for path in lua.glob("*.lua"):  # the rate limiter's (api.rate_limits)
+        names[hashlib.sha1(path.read_bytes()).hexdigest()] = f"limits.{path.stem}"
+    return names
+
+
+def slowlog_by_command(slow: list[dict[str, Any]], names: dict[str, str]) -> dict[str, list[float]]:
+    """SLOWLOG entries' durations (ms) by command, scripts by their name."""
+    by: dict[str, list[float]] = defaultdict(list)
+    for entry in slow:
+        raw = entry["command"]
+        words = (raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)).split()
+        head = words[0].upper() if words else "?"
+        if head in ("EVALSHA", "EVAL") and len(words) > 1:
+            head = names.get(words[1], f"script {words[1][:10]}")
+        by[head].append(entry["duration"] / 1000)
+    return by

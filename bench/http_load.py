@@ -29,7 +29,7 @@ def build_request(method: str, path: str, host: str, headers: dict[str, str], bo
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def transcript_request(port: int, item_id: str, auth: dict[str, str]) -> bytes:
+def transcript_post(port: int, item_id: str, auth: dict[str, str]) -> bytes:
     """``POST /v1/items/{item_id}/transcript`` (an empty JSON body) to the API on ``port``: the
     request of the latency benchmarks."""
     headers = {**auth, "Content-Type": "application/json"}

@@ -51,7 +51,7 @@ from bench.common import (
     write_synthetic_log,
 )
 from bench.drain import _checkpoints, _log_tails, _preload, _wait_drained
-from bench.http_load import open_loop, transcript_request
+from bench.http_load import open_loop, transcript_post
 from bench.worker_cost import WORKER_ENV
 from tests.processes import ADMIN_TOKEN, ROOT, role_env, wait_http
 from tests.servers import free_port, redis_server
@@ -190,7 +190,7 @@ async def profile_api(url: str, rate: int, seconds: float, work: Path) -> str:
             auth = {"Authorization": f"Bearer {made.json()['api_key']}"}
             source = {"source": "https://youtu.be/dQw4w9WgXcQ"}
             item = (await http.post("/v1/items", json=source, headers=auth)).json()["item"]
-        request = transcript_request(port, item["item_id"], auth)
+        request = transcript_post(port, item["item_id"], auth)
         load = await open_loop("127.0.0.1", port, request, rate=rate, total=int(rate * seconds))
         latencies = sorted(load.latencies_ms)
         p99 = latencies[int(len(latencies) * 0.99) - 1]

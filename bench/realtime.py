@@ -56,11 +56,18 @@ import anyio
 import orjson
 
 from api.auth import mint_session_token
-from bench.common import PARTITIONS, Report, bench_settings, rss_mib, synthetic_events
+from bench.common import (
+    PARTITIONS,
+    Report,
+    bench_role_env,
+    bench_settings,
+    rss_mib,
+    synthetic_events,
+)
 from engine.log.events import AnyEvent, ExecutionRequested
 from engine.log.ids import new_execution_id, new_id
 from engine.runtime import Runtime
-from tests.processes import ROOT, Role, role_env, wait_http
+from tests.processes import ROOT, Role, wait_http
 from tests.servers import free_port, redis_server
 
 WARMUP_S = 1.0
@@ -312,7 +319,7 @@ async def run_realtime(
 ) -> Outcome:
     """The scenario against the redis-server at ``url``."""
     _allow_open_files(2 * subscribers + 1_024)
-    env = role_env(url, CLIPSTREAM_PARTITIONS=str(PARTITIONS), CLIPSTREAM_SIM_LATENCY_MS="0")
+    env = bench_role_env(url, CLIPSTREAM_PARTITIONS=str(PARTITIONS), CLIPSTREAM_SIM_LATENCY_MS="0")
     settings = replace(bench_settings(url), jwt_secret=env["CLIPSTREAM_JWT_SECRET"])
     runtime = await Runtime.open(settings)
     await runtime.redis.flushall()

@@ -78,12 +78,13 @@ from bench.common import (
     bench_role_env,
     bench_settings,
     fresh_runtime,
+    role_settings,
     rss_mib,
     write_synthetic_log,
 )
 from bench.drain import bench_drain
 from bench.fold import bench_fold
-from bench.http_load import open_loop, transcript_request
+from bench.http_load import open_loop, transcript_post
 from bench.peers import default_peers_dir, default_peers_venv, run_peers
 from bench.realtime import bench_realtime
 from bench.soak import bench_soak
@@ -144,7 +145,7 @@ async def bench_latency(
             for _ in range(50):  # warm-up: connections, scripts, caches
                 await http.post(f"/v1/items/{item}/transcript", json={}, headers=auth)
         total = int(rate * seconds)
-        request = transcript_request(port, item, auth)
+        request = transcript_post(port, item, auth)
         before = _process_times(api.proc.pid)
         started = time.perf_counter()
         load = await open_loop("127.0.0.1", port, request, rate=rate, total=total)
@@ -422,18 +423,6 @@ def render(report: Report, started: dt.datetime) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def role_settings(items: list[str]) -> dict[str, str]:
-    """``--role-env`` values (``NAME=VALUE``, NAME with or without its CLIPSTREAM_ prefix) as
-    the environment variables they set; ValueError naming a malformed one."""
-    out: dict[str, str] = {}
-    for item in items:
-        name, eq, value = item.partition("=")
-        if not eq or not name.strip():
-            raise ValueError(f"--role-env {item!r}: expected NAME=VALUE")
-        out[f"CLIPSTREAM_{name.strip().removeprefix('CLIPSTREAM_')}"] = value
-    return out
 
 
 def main() -> None:

@@ -26,54 +26,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 
-from bench.common import PARTITIONS, bench_role_env, bench_settings
-from bench.http_load import open_loop, transcript_request
+from bench.common import (
+    PARTITIONS,
+    bench_role_env,
+    bench_settings,
+    role_settings,
+    script_names,
+    slowlog_by_command,
+)
+from bench.http_load import open_loop, transcript_post
 from engine.runtime import Runtime
 from tests.processes import Role, wait_http
 from tests.servers import free_port, redis_server
 
 ROUTE = "/v1/items/{item_id}/transcript"
-
-
-def _script_names() -> dict[str, str]:
-    """sha1 -> module.NAME, for every Lua script text a module of engine, projections or api
-    holds (the SLOWLOG shows EVALSHA with the sha only)."""
-    import importlib
-    import pkgutil
-
-    names: dict[str, str] = {}
-    for package in ("engine", "projections", "api"):
-        root = importlib.import_module(package)
-        for info in pkgutil.walk_packages(root.__path__, f"{package}."):
-            if info.name.endswith("__main__"):
-                continue
-            try:
-                module = importlib.import_module(info.name)
-            except Exception:  # an optional dependency missing: its scripts stay unnamed
-                continue
-            for name, value in vars(module).items():
-                if isinstance(value, str) and "redis.call" in value:
-                    sha = hashlib.sha1(value.encode()).hexdigest()
-                    names.setdefault(sha, f"{info.name.rsplit('.', 1)[-1]}.{name}")
-    import limits
-
-    lua = Path(limits.__file__).parent / "resources" / "redis" / "lua_scripts"
-    for path in lua.glob("*.lua"):  # the rate limiter's (api.rate_limits)
-        names[hashlib.sha1(path.read_bytes()).hexdigest()] = f"limits.{path.stem}"
-    return names
 
 
 def _times(pid: int) -> tuple[float, float]:
@@ -117,6 +94,8 @@ def _histogram(text: str) -> dict[float, float]:
 
 
 def _dist(values: list[float]) -> str:
+    if not values:
+        return "none measured"
     return (
         f"p50 {_pct(values, 0.5):7.2f}  p90 {_pct(values, 0.9):7.2f}  "
         f"p99 {_pct(values, 0.99):7.2f}  max {max(values):7.2f}"
@@ -136,21 +115,6 @@ def _realtime(pid: int) -> None:
     latency is what that process did not cause by waiting."""
     for task in Path(f"/proc/{pid}/task").iterdir():
         os.sched_setscheduler(int(task.name), os.SCHED_FIFO, os.sched_param(40))
-
-
-def _slowlog_by_command(
-    slow: list[dict[str, Any]], names: dict[str, str]
-) -> dict[str, list[float]]:
-    """SLOWLOG entries' durations (ms) by command, scripts by their name."""
-    by: dict[str, list[float]] = defaultdict(list)
-    for entry in slow:
-        raw = entry["command"]
-        words = (raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)).split()
-        head = words[0].upper() if words else "?"
-        if head in ("EVALSHA", "EVAL") and len(words) > 1:
-            head = names.get(words[1], f"script {words[1][:10]}")
-        by[head].append(entry["duration"] / 1000)
-    return by
 
 
 async def _account(base: str, admin_token: str) -> tuple[dict[str, str], str]:
@@ -191,14 +155,14 @@ async def _metrics(base: str) -> dict[float, float]:
 
 async def probe(args: argparse.Namespace) -> None:
     """Run the latency scenario with the probes around it and print what they saw."""
-    names = _script_names()
+    names = script_names()
     with tempfile.TemporaryDirectory(prefix="cs-sharedbox-") as tmp, redis_server() as server:
         logs = Path(tmp)
         r = aioredis.Redis(port=server.port)
         await r.config_set("slowlog-log-slower-than", args.slowlog_us)
         await r.config_set("slowlog-max-len", 1_000_000)
         port = free_port()
-        extra = {f"CLIPSTREAM_{k}": v for k, v in (e.split("=", 1) for e in args.env)}
+        extra = role_settings(args.role_env)
         if args.bg_nice is not None:
             extra["CLIPSTREAM_BACKGROUND_NICE"] = str(args.bg_nice)
         env = bench_role_env(
@@ -217,7 +181,7 @@ async def probe(args: argparse.Namespace) -> None:
             wait_http(f"{base}/healthz", role=api)
             auth, item = await _account(base, env["CLIPSTREAM_ADMIN_TOKEN"])
             hist_before = await _metrics(base)
-            request = transcript_request(port, item, auth)
+            request = transcript_post(port, item, auth)
             total = int(args.rate * args.seconds)
             await r.slowlog_reset()
             await r.config_resetstat()
@@ -280,7 +244,7 @@ async def probe(args: argparse.Namespace) -> None:
             f" {wait / wall / 10:6.1f}"
         )
     print(f"SLOWLOG (commands over {args.slowlog_us} µs):")
-    by = _slowlog_by_command(slow, names)
+    by = slowlog_by_command(slow, names)
     for head, durs in sorted(by.items(), key=lambda kv: -sum(kv[1])):
         print(f"  {head:<32} n={len(durs):6d}  sum {sum(durs):8.1f} ms  {_dist(durs)}")
     print("commandstats (top by total µs):")
@@ -319,11 +283,11 @@ def main() -> None:
         "is left of the latency is not its waiting for a core",
     )
     parser.add_argument(
-        "--env",
+        "--role-env",
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="CLIPSTREAM_NAME=VALUE for every role (repeatable)",
+        help="a CLIPSTREAM_NAME setting for every role (repeatable), as bench.run's",
     )
     asyncio.run(probe(parser.parse_args()))
 

@@ -32,8 +32,8 @@ from typing import Any
 
 import httpx
 
-from bench.common import PARTITIONS, Report, bench_settings
-from bench.http_load import build_request, open_loop
+from bench.common import PARTITIONS, Report, bench_role_env, bench_settings
+from bench.http_load import open_loop, transcript_post
 from engine.connection import as_str
 from engine.runtime import Runtime
 from tests.processes import Role, role_env, wait_http
@@ -78,7 +78,7 @@ class Soak:
 
 
 def _env(soak: Soak, **extra: str) -> dict[str, str]:
-    return role_env(
+    return bench_role_env(
         soak.url,
         CLIPSTREAM_PARTITIONS=str(PARTITIONS),
         CLIPSTREAM_SIM_LATENCY_MS="0",
@@ -124,9 +124,7 @@ async def _owners(port: int, admin_token: str) -> list[bytes]:
             item = await http.post(
                 "/v1/items", json={"source": f"https://youtu.be/soak{i:07d}"}, headers=auth
             )
-            path = f"/v1/items/{item.json()['item']['item_id']}/transcript"
-            headers = {**auth, "Content-Type": "application/json"}
-            out.append(build_request("POST", path, f"127.0.0.1:{port}", headers, b"{}"))
+            out.append(transcript_post(port, item.json()["item"]["item_id"], auth))
     return out
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import signal
 import subprocess
@@ -36,11 +35,17 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench.common import PARTITIONS, THREE_STEPS, TRANSCRIPT, bench_settings, fresh_runtime
+from bench.common import (
+    PARTITIONS,
+    THREE_STEPS,
+    TRANSCRIPT,
+    bench_settings,
+    fresh_runtime,
+    script_names,
+    slowlog_by_command,
+)
 from bench.drain import _preload, _span, _wait_drained
-from engine.log import event_log, leases
 from engine.runtime import Runtime
-from projections import scripts
 from tests.processes import ROOT, Role, role_env
 from tests.servers import redis_server
 
@@ -79,20 +84,6 @@ async def _first_append(runtime: Runtime, queued: int, pids: list[int]) -> list[
         if sum(await pipe.execute()) > queued:
             return [cpu_seconds(pid) for pid in pids]
         await asyncio.sleep(0.005)
-
-
-# The hot path's Lua scripts by the sha1 a call names them with (SLOWLOG shows EVALSHA <sha>).
-SCRIPTS = {
-    hashlib.sha1(text.encode()).hexdigest(): name
-    for name, text in {
-        "APPEND_BATCH": event_log.APPEND_BATCH,
-        "DISPATCH": leases.DISPATCH,
-        "TOUCH": leases.TOUCH,
-        "CLAIM": leases.CLAIM,
-        "COMMIT": scripts.COMMIT,
-        "RENEW": scripts.RENEW,
-    }.items()
-}
 
 
 async def measure(
@@ -162,26 +153,17 @@ async def _by_script(url: str, n: int) -> str:
 def slowlog_table(entries: list[dict[str, Any]], n: int) -> str:
     """SLOWLOG entries summed by command (a call of a known script by its name), per execution of
     ``n``, the costliest first."""
-    totals: dict[str, list[int]] = {}
-    for entry in entries:
-        command = entry["command"]
-        words = (
-            command.decode(errors="replace") if isinstance(command, bytes) else command
-        ).split()
-        name = words[0].upper()
-        if name == "EVALSHA" and len(words) > 1:
-            name = f"EVALSHA {SCRIPTS.get(words[1], words[1][:12])}"
-        total = totals.setdefault(name, [0, 0])
-        total[0] += 1
-        total[1] += int(entry["duration"])
-    rows = sorted(totals.items(), key=lambda item: -item[1][1])
+    by = slowlog_by_command(entries, script_names())
+    rows = sorted(by.items(), key=lambda item: -sum(item[1]))
     lines = [
         "",
         "",
-        "Redis by command and script, per execution (a script's time includes the",
-        "commands it calls, listed too; from SLOWLOG, which itself costs Redis time):",
+        "Redis by command and script, per execution (a script's time includes the commands it",
+        "calls, listed too; from SLOWLOG, which itself costs Redis time):",
     ]
-    lines += [f"  {name:24} {calls / n:7.2f} calls {us / n:8.1f} us" for name, (calls, us) in rows]
+    lines += [
+        f"  {name:32} {len(ms) / n:7.2f} calls {1000 * sum(ms) / n:8.1f} us" for name, ms in rows
+    ]
     return "\n".join(lines)
 
 

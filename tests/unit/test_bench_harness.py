@@ -8,9 +8,9 @@ import asyncio
 import pytest
 
 from bench import common
+from bench.common import role_settings, script_names
 from bench.http_load import build_request, open_loop
-from bench.run import role_settings
-from bench.worker_cost import SCRIPTS, slowlog_table
+from bench.worker_cost import slowlog_table
 
 pytestmark = pytest.mark.anyio
 
@@ -69,7 +69,7 @@ def test_the_drains_lag_is_counted_afterwards_from_the_polled_positions() -> Non
 
 
 def test_the_slowlog_table_sums_by_command_and_names_the_scripts() -> None:
-    append = next(sha for sha, name in SCRIPTS.items() if name == "APPEND_BATCH")
+    append = next(sha for sha, name in script_names().items() if name == "event_log.APPEND_BATCH")
     entries = [
         {"command": f"EVALSHA {append} 5 k1 k2".encode(), "duration": 300},
         {"command": f"EVALSHA {append} 5 k1 k2".encode(), "duration": 100},
@@ -78,7 +78,7 @@ def test_the_slowlog_table_sums_by_command_and_names_the_scripts() -> None:
     ]
     rows = [line for line in slowlog_table(entries, n=2).splitlines() if line.startswith("  ")]
     assert rows == [
-        "  EVALSHA APPEND_BATCH        1.00 calls    200.0 us",
-        "  XADD                        0.50 calls      5.0 us",
-        "  EVALSHA 0123456789ab        0.50 calls      2.0 us",
+        "  event_log.APPEND_BATCH              1.00 calls    200.0 us",
+        "  XADD                                0.50 calls      5.0 us",
+        "  script 0123456789                   0.50 calls      2.0 us",
     ]

@@ -3,14 +3,15 @@
 A running execution's events reach the projector in several batches (requested, started, each step,
 ended); without this, every batch reads its views back (a GET and a decode each) although the
 projector wrote them itself a moment before. The cache holds what the projector's own commits
-stored, so a view read from it is byte for byte the one a GET would return.
+stored, so a view taken from it equals what a GET and decode_view would give.
 
 That holds only while nobody else writes the partition's views, which the lease and the
 checkpoint's compare-and-set guarantee between two commits of the same holder. So a partition is
 forgotten whenever that may have been broken: its lease lost or handed over, a commit that found
 the checkpoint moved, a batch that failed or was cancelled (its commit may or may not have landed),
-a switch to another projection version. Ended executions are not kept (no event follows a
-terminal one, and the archiver's retention rewrites only ended views); nor are more than
+a switch to another projection version. Ended executions are not kept (the archiver's retention
+rewrites and evicts ended views; the one event that may follow an end, an operator's
+ExecutionRetried, finds its view read back from Redis); nor are more than
 ``capacity`` views (``CLIPSTREAM_PROJECTOR_VIEWS``), the least recently used going first.
 """
 

@@ -20,7 +20,14 @@ from typing import Any, Generic, Literal, TypeVar
 import msgspec
 import zstandard
 
-from engine.log.events import BlobRef, RunOutcome, Status, Target, WorkflowSnapshot
+from engine.log.events import (
+    BlobRef,
+    RunOutcome,
+    Status,
+    Target,
+    WorkflowSnapshot,
+    previous_input,
+)
 
 StepStatus = Literal["pending", "running", "retrying", "done", "error"]
 ItemStatus = Literal["pending", "running", "done", "error"]
@@ -169,13 +176,7 @@ def decode_view(data: bytes | str) -> ExecutionView:
 
 def _previous_of(step: StepView) -> dict[str, Any]:
     """What engine.run.plan.step_input gives the step after ``step`` as its ``previous``."""
-    ref = step.output_ref
-    return {
-        "step_index": step.step_index,
-        "tool_id": step.tool_id,
-        "output": step.output,
-        "output_ref": None if ref is None else {"sha256": ref.sha256, "size": ref.size},
-    }
+    return previous_input(step.step_index, step.tool_id, step.output, step.output_ref)
 
 
 def _shareable(step: StepView, before: StepView) -> bool:

@@ -360,8 +360,8 @@ for o = 7, #ARGV do
     status = 0
   elseif moves > 0 then
     local balance = tonumber(redis.call('GET', balance_key) or '0')
-    -- A balance that covers every taking of the op even if none were applied yet refuses none:
-    -- only then is each charge id looked up, in order (an applied one moves nothing again).
+    -- A balance that covers every taking of the op even if none were applied yet refuses none;
+    -- otherwise each charge id is looked up, in order (an applied one moves nothing again).
     local worst = balance
     for j = 0, moves - 1 do
       local amount = tonumber(w[wm + 4 * j + 2])

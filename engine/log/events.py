@@ -344,6 +344,20 @@ MONEY_EVENTS = (CostReserved, CostCharged, CostReleased, StepStarted, StepComple
 MONEY_ON_STEPS_SCHEMA = 2
 
 
+def previous_input(
+    step_index: int, tool_id: str, output: dict[str, Any] | None, ref: BlobRef | None
+) -> dict[str, Any]:
+    """The ``previous`` a step's input carries: what the step before it (``step_index``) output,
+    a small preview and the reference of its blob (engine.run.plan.step_input makes it; the
+    stored view leaves it out and makes it again, projections.views)."""
+    return {
+        "step_index": step_index,
+        "tool_id": tool_id,
+        "output": output,
+        "output_ref": None if ref is None else {"sha256": ref.sha256, "size": ref.size},
+    }
+
+
 def charge_ids(event: AnyEvent) -> tuple[str, ...]:
     """The charge ids of the balance movements ``event`` stands for, in the order they move (a
     settlement's release before its charge); empty for an event that moves no money."""

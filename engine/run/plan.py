@@ -61,6 +61,7 @@ from engine.log.events import (
     StepFailed,
     StepRetryScheduled,
     StepStarted,
+    previous_input,
 )
 
 
@@ -421,11 +422,6 @@ def step_input(state: ExecState, index: int) -> dict[str, Any]:
     if prev is not None and item_index(state, index - 1) != item_index(state, index):
         prev = None  # the first step of an item starts from its item, not the last item's output
     if prev is not None and "previous" not in base:
-        ref = prev.output_ref
-        base["previous"] = {
-            "step_index": index - 1,
-            "tool_id": req.workflow.steps[index - 1].tool_id,
-            "output": prev.output,
-            "output_ref": None if ref is None else {"sha256": ref.sha256, "size": ref.size},
-        }
+        tool_id = req.workflow.steps[index - 1].tool_id
+        base["previous"] = previous_input(index - 1, tool_id, prev.output, prev.output_ref)
     return base

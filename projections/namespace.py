@@ -24,6 +24,7 @@ The live version is the ``projection_version`` field of the ``meta`` hash (defau
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +138,19 @@ class Namespace:
 
 def namespace(store: EventStore, partition: int, version: int) -> Namespace:
     return Namespace(store.keys, partition, version)
+
+
+async def stored_views(
+    redis: RedisClient, ns: Namespace, execution_ids: Sequence[str]
+) -> list[bytes | None]:
+    """The stored bytes of the views of ``execution_ids`` in ``ns`` (None: no view), in order.
+
+    One MGET, not a GET each: a partition's views share its hash slot (so a cluster takes it),
+    and one command's reply costs both client and server far less than a pipeline of many."""
+    if not execution_ids:
+        return []
+    raws: list[bytes | None] = await redis.mget([ns.view(xid) for xid in execution_ids])
+    return raws
 
 
 async def current_version(redis: RedisClient, keys: Keys) -> int:

@@ -43,7 +43,13 @@ from engine.runtime import Runtime
 from projections import membership, scripts
 from projections.batch import fold_entries, repair
 from projections.feed import FEED_MAXLEN, FeedRecord, feed_key, feed_records, live_key
-from projections.namespace import Namespace, current_version, encode_pointer, transcripts_of
+from projections.namespace import (
+    Namespace,
+    current_version,
+    encode_pointer,
+    stored_views,
+    transcripts_of,
+)
 from projections.namespace import valid_name as _valid_name
 from projections.view_cache import ViewCache
 from projections.views import ExecutionView, decode_view, encode_view, is_active
@@ -341,10 +347,7 @@ class Projector:
         meters.PROJECTOR_VIEWS.labels("redis").inc(len(missing))
         if not missing:
             return views
-        pipe = self.redis.pipeline(transaction=False)
-        for xid in missing:
-            pipe.get(ns.view(xid))
-        raws = await pipe.execute()
+        raws = await stored_views(self.redis, ns, missing)
         for xid, raw in zip(missing, raws, strict=True):
             if raw is not None:
                 try:

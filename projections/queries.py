@@ -40,6 +40,7 @@ from projections.namespace import (
     Namespace,
     current_version,
     decode_pointer,
+    stored_views,
     valid_name,
 )
 from projections.views import (
@@ -262,10 +263,7 @@ class Queries:
         ids = ids[:limit]
         if not ids:
             return Page(views=[], next_cursor=None)
-        pipe = self.redis.pipeline(transaction=False)
-        for xid, _ in ids:
-            pipe.get(ns.view(xid))
-        raws = await pipe.execute()
+        raws = await stored_views(self.redis, ns, [xid for xid, _ in ids])
         out: list[V] = []
         for (xid, _), raw in zip(ids, raws, strict=True):
             # The projector's view when it has one (it may have folded meanwhile), else ours.

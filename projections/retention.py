@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from engine.clock import now_ms
 from engine.connection import as_str
 from engine.runtime import Runtime
-from projections.namespace import Namespace, current_version, valid_name
+from projections.namespace import Namespace, current_version, stored_views, valid_name
 from projections.views import ExecutionView, decode_view, is_active, is_packed, pack_view
 
 log = logging.getLogger("clipstream.retention")
@@ -133,12 +133,10 @@ class ViewRetention:
                 return
 
     async def _pack_some(self, ns: Namespace, execution_ids: list[str], cutoff: int) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for xid in execution_ids:
-            pipe.get(ns.view(xid))
+        raws = await stored_views(self.redis, ns, execution_ids)
         later: dict[str, int] = {}
         done: list[str] = []
-        for xid, raw in zip(execution_ids, await pipe.execute(), strict=True):
+        for xid, raw in zip(execution_ids, raws, strict=True):
             if raw is None or is_packed(raw):
                 done.append(xid)
                 continue
@@ -177,11 +175,8 @@ class ViewRetention:
     ) -> list[tuple[ExecutionView, bytes]]:
         """The views among ``execution_ids`` finished before ``cutoff``, each with its stored
         bytes (what the eviction compares with)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for xid in execution_ids:
-            pipe.get(ns.view(xid))
         views = []
-        for raw in await pipe.execute():
+        for raw in await stored_views(self.redis, ns, execution_ids):
             if raw is None:
                 continue
             view = decode_view(raw)

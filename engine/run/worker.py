@@ -70,6 +70,12 @@ log = logging.getLogger("clipstream.worker")
 _IDLE_MIN_S = 0.002
 _IDLE_MAX_S = 0.05
 
+# Append pipelines in flight at once. Each holds at most its share of the lanes, so while Redis
+# works through one, the lanes another answered run their next step: with one pipeline able to
+# hold every lane, the worker sat idle for that pipeline's whole round trip (about 40 % of a
+# one-step drain). Four pipelines of a quarter of the lanes each: +7 to +11 % end to end there.
+_APPENDS_IN_FLIGHT = 4
+
 
 def _default_worker_id() -> str:
     return f"w-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -99,7 +105,12 @@ class Worker:
         self.settings = runtime.settings
         self.worker_id = worker_id or _default_worker_id()
         self.rng = random.Random()
-        self.batcher = AppendBatcher(self.store.log, max_batch=self.settings.batch)
+        lanes = self.settings.worker_concurrency
+        self.batcher = AppendBatcher(
+            self.store.log,
+            max_batch=min(self.settings.batch, -(-lanes // _APPENDS_IN_FLIGHT)),
+            max_in_flight=_APPENDS_IN_FLIGHT,
+        )
         self._jobs: dict[str, Job] = {}  # every lease held, by execution id
         self._lanes = Lanes(self._jobs, lambda: self._stopping)
         self._releases: dict[int, list[str]] = defaultdict(list)  # leases of finished jobs

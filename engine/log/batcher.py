@@ -64,6 +64,7 @@ class AppendBatcher:
         self._full: deque[_Batch] = deque()  # batches that reached max_batch, not sent yet
         self._wake = anyio.Event()
         self._slots = anyio.Semaphore(max(1, max_in_flight))
+        self._tasks: anyio.abc.TaskGroup | None = None  # run()'s, which the flushes run in
 
     async def append(self, op: AppendOp) -> list[AnyEvent]:
         """Append ``op`` in the next batch: the events stamped, or ConcurrencyConflict /
@@ -76,8 +77,14 @@ class AppendBatcher:
         batch = self._open
         batch.items.append(pending)
         if len(batch.items) >= self.max_batch:
-            self._full.append(batch)
             self._open = _Batch()
+            if self._tasks is not None and self._slots.value > 0:
+                # Sent now, not after run() has had its turn: with every lane busy, each pass of
+                # the event loop runs a great many steps, and Redis would idle meanwhile.
+                self._slots.acquire_nowait()
+                self._tasks.start_soon(self._flush, batch)
+            else:
+                self._full.append(batch)
         self._wake.set()
         try:
             await batch.done.wait()
@@ -94,22 +101,29 @@ class AppendBatcher:
     async def run(self) -> None:
         """Write queued appends until cancelled."""
         async with anyio.create_task_group() as tg:
-            while True:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                # One more pass of the event loop: every task that is ready now reaches its append
-                # and joins this batch instead of the next one.
-                await anyio.lowlevel.checkpoint()
-                while self._full or self._open.items:
-                    await self._slots.acquire()
-                    if self._full:
-                        batch = self._full.popleft()
-                    elif self._open.items:
-                        batch, self._open = self._open, _Batch()
-                    else:
-                        self._slots.release()
-                        continue
-                    tg.start_soon(self._flush, batch)
+            self._tasks = tg
+            try:
+                await self._send(tg)
+            finally:
+                self._tasks = None
+
+    async def _send(self, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            # One more pass of the event loop: every task that is ready now reaches its append
+            # and joins this batch instead of the next one.
+            await anyio.lowlevel.checkpoint()
+            while self._full or self._open.items:
+                await self._slots.acquire()
+                if self._full:
+                    batch = self._full.popleft()
+                elif self._open.items:
+                    batch, self._open = self._open, _Batch()
+                else:
+                    self._slots.release()
+                    continue
+                tg.start_soon(self._flush, batch)
 
     async def _flush(self, batch: _Batch) -> None:
         try:

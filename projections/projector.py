@@ -160,6 +160,20 @@ def _packed_views(views: Sequence[ExecutionView], stored: Mapping[str, Execution
     return b"".join([_words(words).encode(), b"\n", *data])
 
 
+@dataclass(frozen=True, slots=True)
+class BatchWrite:
+    """What one folded batch of a partition writes in its commit: the ``views`` it changed, the
+    checkpoint moving from ``after`` to ``new``, the ``skipped`` (undecodable) entries, the
+    ``feed`` entries of its events and the views as ``stored`` before it (where known)."""
+
+    views: Sequence[ExecutionView]
+    after: str
+    new: str
+    skipped: int
+    feed: Sequence[FeedRecord]
+    stored: Mapping[str, ExecutionView]
+
+
 class _Feeds(NamedTuple):
     keys: list[str]  # the feeds appended to, in the order of their first entry
     packed: bytes  # every entry, as the COMMIT script reads them
@@ -198,8 +212,6 @@ class Projector:
     ) -> None:
         self.runtime = runtime
         self.feed = feed  # append to the owners' realtime feeds
-        self._feed: list[FeedRecord] = []  # the feed entries of the batch being written
-        self._stored: dict[str, ExecutionView] = {}  # its views as stored before it
         self.store = runtime.store
         self.redis = runtime.redis
         self.partitions = list(partitions if partitions is not None else self.store.partitions)
@@ -316,13 +328,17 @@ class Projector:
         trail: list[ExecutionView | None] | None = [] if self.feed else None
         folded = fold_entries(views, entries, trail)
         await repair(self.store, views, folded)
-        changed = [views[x] for x in touched if x in folded.changed]
-        # Handed to _write beside its arguments (its signature is what tests wrap to inject faults).
-        self._feed = feed_records(loaded, entries, views, trail) if self.feed else []
-        self._stored = loaded
         new = entries[-1].entry_id
+        write = BatchWrite(
+            views=[views[x] for x in touched if x in folded.changed],
+            after=after,
+            new=new,
+            skipped=folded.skipped,
+            feed=feed_records(loaded, entries, views, trail) if self.feed else [],
+            stored=loaded,
+        )
         try:
-            await self._write(ns, changed, after, new, folded.skipped)
+            await self._write(ns, write)
         except CommitConflict:
             self._cache.forget(partition)
             return 0
@@ -357,15 +373,12 @@ class Projector:
                     log.warning("unreadable view %s: refolding it", xid)
         return views
 
-    async def _write(
-        self, ns: Namespace, views: Sequence[ExecutionView], after: str, new: str, skipped: int
-    ) -> None:
-        """The one atomic write of a batch (with the feed entries :meth:`step` prepared);
-        CommitConflict when the checkpoint moved."""
-        feed, self._feed = self._feed, []
-        stored, self._stored = self._stored, {}
+    async def _write(self, ns: Namespace, write: BatchWrite) -> None:
+        """The one atomic write of a batch; CommitConflict when the checkpoint moved."""
         ttl = self.runtime.settings.stream_retention_ms
-        keys, args = commit_args(ns, views, after, new, skipped, feed, ttl, stored)
+        keys, args = commit_args(
+            ns, write.views, write.after, write.new, write.skipped, write.feed, ttl, write.stored
+        )
         result = await self._commit(keys=keys, args=args)
         if int(result[0]) != 1:
             current = as_str(result[1])

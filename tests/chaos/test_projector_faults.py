@@ -17,7 +17,7 @@ from engine.runtime import Runtime
 from engine.settings import Settings
 from projections import replay
 from projections.namespace import Namespace, checkpoints
-from projections.projector import Projector
+from projections.projector import BatchWrite, Projector
 from projections.views import ExecutionView
 from tests.golden import scenarios
 from tests.helpers import eventually
@@ -61,13 +61,11 @@ class CrashingProjector(Projector):
         super().__init__(runtime)
         self.scope, self.n, self.after, self.writes = scope, n, after, 0
 
-    async def _write(
-        self, ns: Namespace, views: Sequence[ExecutionView], after: str, new: str, skipped: int
-    ) -> None:
+    async def _write(self, ns: Namespace, write: BatchWrite) -> None:
         self.writes += 1
         if self.writes == self.n and not self.after:
             await self._die()
-        await super()._write(ns, views, after, new, skipped)
+        await super()._write(ns, write)
         if self.writes == self.n and self.after:
             await self._die()
 

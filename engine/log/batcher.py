@@ -5,7 +5,8 @@ flight most of them reach one in the same scheduling tick. An :class:`AppendBatc
 appends queued while the previous round trip is in flight (or during one pass of the event loop)
 and writes them with one pipelined :meth:`EventLog.append_many`; each caller then gets its own
 answer, exactly as if it had called :meth:`EventLog.append` alone. Nothing waits on a timer: a
-lone append is sent at the next pass of the event loop.
+lone append is sent at the next pass of the event loop, and a batch that fills is sent by the
+append that filled it.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class AppendBatcher:
     """Collects appends from many tasks and writes them in pipelined batches.
 
     ``max_batch`` bounds one pipeline; up to ``max_in_flight`` pipelines may be in flight at once,
-    so the executions answered by one can run their next step while Redis works on the next.
+    so the executions answered by one can run their next step while Redis works on the next (the
+    worker caps a pipeline at its share of the lanes: engine.run.worker).
     :meth:`run` must be running (a task of the worker's task group) for appends to be written.
     """
 

@@ -21,7 +21,13 @@ from engine.archive.catalog import latest_manifest
 from engine.connection import as_str
 from engine.errors import InvalidRequest
 from engine.runtime import Runtime
-from projections.namespace import DEFAULT_VERSION, Namespace, current_version, set_version
+from projections.namespace import (
+    DEFAULT_VERSION,
+    Namespace,
+    current_version,
+    set_version,
+    stored_views,
+)
 from projections.rebuild import Progress, Work, can_split, in_processes, rebuild_partition, shares
 from projections.views import decode_view
 
@@ -162,13 +168,9 @@ async def compare(runtime: Runtime, a: int, b: int) -> ParityReport:
         common = sorted(ids_a & ids_b)
         for start in range(0, len(common), WRITE_BATCH):
             chunk = common[start : start + WRITE_BATCH]
-            pipe = redis.pipeline(transaction=False)
-            for xid in chunk:
-                pipe.get(ns_a.view(xid))
-                pipe.get(ns_b.view(xid))
-            raws = await pipe.execute()
-            for i, xid in enumerate(chunk):
-                raw_a, raw_b = raws[2 * i], raws[2 * i + 1]
+            raws_a = await stored_views(redis, ns_a, chunk)
+            raws_b = await stored_views(redis, ns_b, chunk)
+            for xid, raw_a, raw_b in zip(chunk, raws_a, raws_b, strict=True):
                 if raw_a == raw_b:
                     continue
                 if raw_a is None or raw_b is None or decode_view(raw_a) != decode_view(raw_b):

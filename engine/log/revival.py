@@ -148,9 +148,8 @@ end
 if #ARGV > 5 + n and redis.call('EXISTS', KEYS[1]) == 0 then
   for i = 6 + n, #ARGV do redis.call('XADD', KEYS[1], (i - 5 - n) .. '-0', 'e', ARGV[i]) end
 end
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local current = 0
-if #last > 0 then current = tonumber(string.match(last[1][1], '^(%d+)')) end
+-- Its entries are seq 1-0, 2-0, ... and none is ever deleted: its length is its newest seq.
+local current = redis.call('XLEN', KEYS[1])
 if current ~= tonumber(ARGV[1]) then return 'conflict' end
 redis.call('XADD', KEYS[1], (current + 1) .. '-0', 'e', ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])

@@ -3,6 +3,10 @@ worker process each, drained jobs/s) and the topology's bare ceiling (``ceiling_
 executions/s with every view current), from the peer harness kept beside the project
 (``../shared/peers`` by default, or ``--peers-dir`` / ``CLIPSTREAM_PEERS_DIR``).
 
+Each is run ``rounds`` times, the peers taking turns (taskiq, Dramatiq, the ceiling, taskiq …) so
+a drift of the box touches them alike, and its figure is the median: on a 2-core box one drain
+moves by a tenth or more from one run to the next.
+
 The harness runs from a copy in a temporary directory, against a private redis-server on a free
 port. Its Python packages live in a venv outside the repository (``--peers-venv`` or
 ``CLIPSTREAM_PEERS_VENV``; default ``$XDG_CACHE_HOME/clipstream-peers-venv``, set up as the
@@ -16,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -65,9 +70,11 @@ def default_peers_venv() -> Path:
 
 @dataclass
 class PeerFigures:
-    drained_per_s: dict[str, float | None] = field(default_factory=dict)
-    ceiling_e2e_per_s: float | None = None
+    drained_per_s: dict[str, float | None] = field(default_factory=dict)  # the median of runs
+    ceiling_e2e_per_s: float | None = None  # the median of ceiling_runs
     notes: list[str] = field(default_factory=list)
+    runs: dict[str, list[float]] = field(default_factory=dict)  # each peer's rates, in order
+    ceiling_runs: list[float] = field(default_factory=list)
 
     @property
     def best(self) -> tuple[str | None, float | None]:
@@ -78,8 +85,11 @@ class PeerFigures:
         return name, rate
 
 
-def run_peers(peers_dir: Path, venv: Path, work: Path, *, n: int, ceiling_n: int) -> PeerFigures:
-    """Each peer once (``n`` jobs drained by one worker process), then the ceiling prototype."""
+def run_peers(
+    peers_dir: Path, venv: Path, work: Path, *, n: int, ceiling_n: int, rounds: int = 1
+) -> PeerFigures:
+    """``rounds`` turns of each peer (``n`` jobs drained by one worker process) and the ceiling
+    prototype; each figure the median of its runs (None when none ran)."""
     out = PeerFigures()
     if not (peers_dir / "run_peer.py").exists():
         out.notes.append(f"no peer harness at {peers_dir.name!r} (--peers-dir): peers not run")
@@ -88,12 +98,25 @@ def run_peers(peers_dir: Path, venv: Path, work: Path, *, n: int, ceiling_n: int
     harness = work / "peers"
     shutil.copytree(peers_dir, harness, ignore=shutil.ignore_patterns("results", "__pycache__"))
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    out.runs = {name: [] for name in PEERS}
     with redis_server() as server:
         env["PEERS_REDIS_PORT"] = str(server.port)
-        for name, (python, args) in PEERS.items():
-            out.drained_per_s[name] = _one_peer(harness, venv / python, args, name, n, env, out)
-        out.ceiling_e2e_per_s = _ceiling(harness, server.port, ceiling_n, env, out)
+        for _ in range(rounds):
+            for name, (python, args) in PEERS.items():
+                rate = _one_peer(harness, venv / python, args, name, n, env, out)
+                if rate is not None:
+                    out.runs[name].append(rate)
+            ceiling = _ceiling(harness, server.port, ceiling_n, env, out)
+            if ceiling is not None:
+                out.ceiling_runs.append(ceiling)
+    out.notes = list(dict.fromkeys(out.notes))  # a peer that cannot run says so once
+    out.drained_per_s = {name: _median(rates) for name, rates in out.runs.items()}
+    out.ceiling_e2e_per_s = _median(out.ceiling_runs)
     return out
+
+
+def _median(rates: list[float]) -> float | None:
+    return statistics.median(rates) if rates else None
 
 
 def _one_peer(

@@ -21,7 +21,8 @@ Scenarios:
   drain     N one-step transcript executions queued up front, then W worker processes and one or
             two projectors: executions/s (first ExecutionStarted → last ExecutionCompleted), end
             to end (→ every view current), the projection lag, events and Redis bytes per
-            execution.
+            execution. One worker runs --rounds times with one, then two projectors, taking
+            turns: the figures are the medians.
   fold      a synthetic log folded by one, then two projector processes, three times each
             alternating: the median events/s of each, and their ratio.
   workflow  three-step workflows/s (0 ms providers); one-step executions with 200 ms providers,
@@ -40,8 +41,8 @@ Scenarios:
             processes: the best events/s (bench/archive_replay.py, also `python -m
             bench.archive_replay`).
   peers     taskiq's stream broker and Dramatiq (one worker process each) and ceiling_spike.py,
-            from the peer harness (--peers-dir, --peers-venv; see bench/peers.py): null and a
-            note when they are missing.
+            from the peer harness (--peers-dir, --peers-venv; see bench/peers.py), --rounds
+            times taking turns, the medians: null and a note when they are missing.
   realtime  append -> WebSocket delivery latency p50/p99 with --subscribers (1,000) connected to
             one API process at --event-rate (200) events/s; see bench/realtime.py.
   soak      (only with --only soak) 10 minutes at 220 one-step transcripts/s with the archive on
@@ -83,7 +84,7 @@ from bench.common import (
     rss_mib,
     write_synthetic_log,
 )
-from bench.drain import bench_drain
+from bench.drain import Drained, bench_drain
 from bench.fold import bench_fold_ratio
 from bench.http_load import open_loop, transcript_post
 from bench.peers import default_peers_dir, default_peers_venv, run_peers
@@ -250,18 +251,13 @@ async def main_async(args: argparse.Namespace) -> Report:
     report = Report()
     fig = report.figures
     n = 5_000 if args.quick else 30_000
+    rounds = args.rounds or (1 if args.quick else 3)
     replay_events = 100_000 if args.quick else 1_000_000
     with tempfile.TemporaryDirectory(prefix="cs-bench-") as tmp, redis_server() as server:
         logs = Path(tmp)
         try:
             if "drain" in args.only:
-                one = await bench_drain(report, server.url, n, 1, logs)
-                fig["drain_one_step_per_s"] = round(one.per_s, 1)
-                fig["events_per_one_step_execution"] = round(one.events_per_execution, 2)
-                fig["redis_bytes_per_one_step_execution"] = round(one.redis_bytes_per_execution)
-                best = await bench_drain(report, server.url, n, 1, logs, projectors=2)
-                fig["e2e_one_step_per_s"] = round(max(one.e2e_per_s, best.e2e_per_s), 1)
-                fig["e2e_one_step_projectors"] = 2 if best.e2e_per_s > one.e2e_per_s else 1
+                await _one_worker_drains(report, server.url, n, logs, rounds)
                 await bench_drain(report, server.url, n, 2, logs)
             if "fold" in args.only:
                 events = 60_000 if args.quick else 300_000
@@ -333,6 +329,7 @@ async def main_async(args: argparse.Namespace) -> Report:
                 logs,
                 n=2_000 if args.quick else 20_000,
                 ceiling_n=5_000 if args.quick else 50_000,
+                rounds=rounds,
             )
             name, best_rate = peers.best
             fig["peer_best_per_s"] = best_rate
@@ -344,14 +341,56 @@ async def main_async(args: argparse.Namespace) -> Report:
                 report.add(
                     f"peer: {peer}, one worker process, jobs drained/s",
                     "—" if peer_rate is None else f"{peer_rate:,.0f}",
+                    _runs(peers.runs.get(peer, [])),
                 )
             report.add(
                 "ceiling_spike.py: executions/s with every view current",
                 "—" if peers.ceiling_e2e_per_s is None else f"{peers.ceiling_e2e_per_s:,.0f}",
-                "; ".join(peers.notes),
+                "; ".join([_runs(peers.ceiling_runs), *peers.notes]),
             )
     fig["targets"] = targets(fig)
     return report
+
+
+async def _one_worker_drains(report: Report, url: str, n: int, logs: Path, rounds: int) -> None:
+    """One worker with one, then two projectors, ``rounds`` times alternating: the one-step
+    drain rate is the median with one projector, the end-to-end rate the better of the two
+    medians (the issue lets the end-to-end run choose one or two projectors)."""
+    runs: dict[int, list[Drained]] = {1: [], 2: []}
+    for r in range(rounds):
+        for projectors in (1, 2):
+            runs[projectors].append(
+                await bench_drain(report, url, n, 1, logs, projectors=projectors, detail=r == 0)
+            )
+    first = runs[1][0]
+    drained = statistics.median(d.per_s for d in runs[1])
+    e2e = {p: statistics.median(d.e2e_per_s for d in got) for p, got in runs.items()}
+    best = max(e2e, key=lambda p: e2e[p])
+    fig = report.figures
+    fig["drain_one_step_per_s"] = round(drained, 1)
+    fig["events_per_one_step_execution"] = round(first.events_per_execution, 2)
+    fig["redis_bytes_per_one_step_execution"] = round(first.redis_bytes_per_execution)
+    fig["e2e_one_step_per_s"] = round(e2e[best], 1)
+    fig["e2e_one_step_projectors"] = best
+    if rounds > 1:
+        report.add(
+            "drain: one-step transcripts/s, 1 worker, 1 projector, median",
+            f"{drained:,.0f}",
+            _runs([d.per_s for d in runs[1]]),
+        )
+        for projectors, got in runs.items():
+            report.add(
+                f"end to end: one-step executions/s, 1 worker, {projectors} projector(s), median",
+                f"{e2e[projectors]:,.0f}",
+                _runs([d.e2e_per_s for d in got]),
+            )
+
+
+def _runs(rates: list[float]) -> str:
+    """The rates behind a median, in the order they were measured."""
+    if len(rates) < 2:
+        return ""
+    return f"median of {len(rates)} runs: " + " / ".join(f"{rate:,.0f}" for rate in rates)
 
 
 def targets(fig: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -451,6 +490,12 @@ def main() -> None:
         help="a CLIPSTREAM_NAME setting for every role process the scenarios start, over their "
         "own (repeatable), e.g. --role-env BACKGROUND_NICE=0 to measure without the background "
         "roles' lower CPU priority",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="runs of the one-worker drains and of each peer, taking turns; their figures are "
+        "the medians (default 3, or 1 with --quick)",
     )
     parser.add_argument("--out", type=Path, help="also write the table (markdown) to this file")
     parser.add_argument(

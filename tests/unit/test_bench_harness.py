@@ -1,9 +1,15 @@
-"""The benchmark harness's own behaviour: settings given to every role, and the load generator
-recording how late it wrote each request (so a starved generator is told from a slow server)."""
+"""The benchmark harness's own behaviour: settings given to every role, the load generator
+recording how late it wrote each request (so a starved generator is told from a slow server), and
+the repeated runs whose medians bench.run reports."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -82,3 +88,68 @@ def test_the_slowlog_table_sums_by_command_and_names_the_scripts() -> None:
         "  XADD                                0.50 calls      5.0 us",
         "  script 0123456789                   0.50 calls      2.0 us",
     ]
+
+
+async def test_the_one_worker_drains_take_turns_and_report_their_medians(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bench import run
+    from bench.drain import Drained
+
+    # (drained/s, end to end/s) of each run, in the order the rounds ask for them: 1p, 2p, 1p …
+    rates = iter([(100, 90), (95, 99), (120, 80), (99, 97), (110, 85), (98, 30)])
+    asked: list[tuple[int, bool]] = []
+
+    async def drain(*args: Any, projectors: int, detail: bool, **_: Any) -> Drained:
+        asked.append((projectors, detail))
+        per_s, e2e = next(rates)
+        return Drained(per_s, e2e, 5.0, 1000.0)
+
+    monkeypatch.setattr(run, "bench_drain", drain)
+    report = common.Report()
+    await run._one_worker_drains(report, "redis://unused", 10, tmp_path, rounds=3)
+    assert asked == [(1, True), (2, True), (1, False), (2, False), (1, False), (2, False)]
+    fig = report.figures
+    assert fig["drain_one_step_per_s"] == 110  # the median with one projector
+    assert (fig["e2e_one_step_per_s"], fig["e2e_one_step_projectors"]) == (97, 2)
+    assert "median of 3 runs: 100 / 120 / 110" in [row.note for row in report.rows]
+
+
+def test_the_peers_take_turns_and_each_figure_is_the_median(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bench import peers
+
+    harness = tmp_path / "harness"
+    harness.mkdir()
+    (harness / "run_peer.py").write_text("")
+    turns: list[str] = []
+    drained = {"taskiq-stream": iter([300.0, 100.0, 200.0]), "dramatiq-p1": iter([None] * 3)}
+    ceilings = iter([9.0, 7.0, 8.0])
+
+    def one_peer(_h: Path, _py: Path, _a: list[str], name: str, *rest: Any) -> float | None:
+        turns.append(name)
+        out = rest[-1]
+        rate = next(drained[name])
+        if rate is None:
+            out.notes.append(f"{name}: no venv python (--peers-venv): not run")
+        return rate
+
+    def ceiling(*_: Any) -> float:
+        turns.append("ceiling")
+        return next(ceilings)
+
+    @contextlib.contextmanager
+    def no_server() -> Iterator[Any]:
+        yield SimpleNamespace(port=1)
+
+    monkeypatch.setattr(peers, "_one_peer", one_peer)
+    monkeypatch.setattr(peers, "_ceiling", ceiling)
+    monkeypatch.setattr(peers, "redis_server", no_server)
+    got = peers.run_peers(harness, tmp_path, tmp_path / "work", n=10, ceiling_n=10, rounds=3)
+    assert turns == ["taskiq-stream", "dramatiq-p1", "ceiling"] * 3
+    assert got.drained_per_s == {"taskiq-stream": 200.0, "dramatiq-p1": None}
+    assert got.runs["taskiq-stream"] == [300.0, 100.0, 200.0]
+    assert got.ceiling_e2e_per_s == 8.0
+    assert got.notes == ["dramatiq-p1: no venv python (--peers-venv): not run"]  # said once
+    assert got.best == ("taskiq-stream", 200.0)

@@ -3,9 +3,10 @@ worker process each, drained jobs/s) and the topology's bare ceiling (``ceiling_
 executions/s with every view current), from the peer harness kept beside the project
 (``../shared/peers`` by default, or ``--peers-dir`` / ``CLIPSTREAM_PEERS_DIR``).
 
-Each is run ``rounds`` times, the peers taking turns (taskiq, Dramatiq, the ceiling, taskiq …) so
-a drift of the box touches them alike, and its figure is the median: on a 2-core box one drain
-moves by a tenth or more from one run to the next.
+Each is run in rounds, the peers taking turns (taskiq, Dramatiq, the ceiling, taskiq …), and its
+figure is the median: on a 2-core box one drain moves by a tenth or more from one run to the
+next, and the box's speed drifts by a fifth over minutes. bench.run runs a round after each of
+its own one-worker drains, so both are measured under the same drift.
 
 The harness runs from a copy in a temporary directory, against a private redis-server on a free
 port. Its Python packages live in a venv outside the repository (``--peers-venv`` or
@@ -16,6 +17,7 @@ reported and recorded as null: the bench never fails for a peer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -85,34 +87,68 @@ class PeerFigures:
         return name, rate
 
 
+class PeerRuns:
+    """The peer harness, run a round at a time so that its rounds can take turns with ours
+    (bench.run): a context manager holding the harness's copy and its redis-server. Each
+    :meth:`round` drains ``n`` jobs with each peer's one worker process, then runs the ceiling
+    prototype on ``ceiling_n`` executions; :meth:`figures` gives the medians."""
+
+    def __init__(self, peers_dir: Path, venv: Path, work: Path, *, n: int, ceiling_n: int) -> None:
+        self.peers_dir, self.venv, self.work = peers_dir, venv, work
+        self.n, self.ceiling_n = n, ceiling_n
+        self.rounds = 0
+        self._out = PeerFigures(runs={name: [] for name in PEERS})
+        self._env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        self._stack = contextlib.ExitStack()
+        self._port: int | None = None  # of the harness's redis-server; None: no harness
+
+    def __enter__(self) -> PeerRuns:
+        if not (self.peers_dir / "run_peer.py").exists():
+            self._out.notes.append(
+                f"no peer harness at {self.peers_dir.name!r} (--peers-dir): peers not run"
+            )
+            return self
+        harness = self.work / "peers"
+        ignore = shutil.ignore_patterns("results", "__pycache__")
+        shutil.copytree(self.peers_dir, harness, ignore=ignore)
+        self._port = self._stack.enter_context(redis_server()).port
+        self._env["PEERS_REDIS_PORT"] = str(self._port)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def round(self) -> None:
+        """Each peer once, then the ceiling prototype."""
+        self.rounds += 1
+        if self._port is None:
+            return
+        out, harness = self._out, self.work / "peers"
+        for name, (python, args) in PEERS.items():
+            rate = _one_peer(harness, self.venv / python, args, name, self.n, self._env, out)
+            if rate is not None:
+                out.runs[name].append(rate)
+        ceiling = _ceiling(harness, self._port, self.ceiling_n, self._env, out)
+        if ceiling is not None:
+            out.ceiling_runs.append(ceiling)
+
+    def figures(self) -> PeerFigures:
+        """Each peer's and the ceiling's median over the rounds run (None where none ran)."""
+        out = self._out
+        out.notes = list(dict.fromkeys(out.notes))  # a peer that cannot run says so once
+        out.drained_per_s = {name: _median(rates) for name, rates in out.runs.items()}
+        out.ceiling_e2e_per_s = _median(out.ceiling_runs)
+        return out
+
+
 def run_peers(
     peers_dir: Path, venv: Path, work: Path, *, n: int, ceiling_n: int, rounds: int = 1
 ) -> PeerFigures:
-    """``rounds`` turns of each peer (``n`` jobs drained by one worker process) and the ceiling
-    prototype; each figure the median of its runs (None when none ran)."""
-    out = PeerFigures()
-    if not (peers_dir / "run_peer.py").exists():
-        out.notes.append(f"no peer harness at {peers_dir.name!r} (--peers-dir): peers not run")
-        out.drained_per_s = dict.fromkeys(PEERS)
-        return out
-    harness = work / "peers"
-    shutil.copytree(peers_dir, harness, ignore=shutil.ignore_patterns("results", "__pycache__"))
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    out.runs = {name: [] for name in PEERS}
-    with redis_server() as server:
-        env["PEERS_REDIS_PORT"] = str(server.port)
+    """``rounds`` rounds of :class:`PeerRuns`, one after the other."""
+    with PeerRuns(peers_dir, venv, work, n=n, ceiling_n=ceiling_n) as runs:
         for _ in range(rounds):
-            for name, (python, args) in PEERS.items():
-                rate = _one_peer(harness, venv / python, args, name, n, env, out)
-                if rate is not None:
-                    out.runs[name].append(rate)
-            ceiling = _ceiling(harness, server.port, ceiling_n, env, out)
-            if ceiling is not None:
-                out.ceiling_runs.append(ceiling)
-    out.notes = list(dict.fromkeys(out.notes))  # a peer that cannot run says so once
-    out.drained_per_s = {name: _median(rates) for name, rates in out.runs.items()}
-    out.ceiling_e2e_per_s = _median(out.ceiling_runs)
-    return out
+            runs.round()
+        return runs.figures()
 
 
 def _median(rates: list[float]) -> float | None:

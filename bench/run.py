@@ -22,7 +22,8 @@ Scenarios:
             two projectors: executions/s (first ExecutionStarted → last ExecutionCompleted), end
             to end (→ every view current), the projection lag, events and Redis bytes per
             execution. One worker runs --rounds times with one, then two projectors, taking
-            turns: the figures are the medians.
+            turns, with a round of the peers after each (when they run too): the figures are the
+            medians.
   fold      a synthetic log folded by one, then two projector processes, three times each
             alternating: the median events/s of each, and their ratio.
   workflow  three-step workflows/s (0 ms providers); one-step executions with 200 ms providers,
@@ -42,7 +43,8 @@ Scenarios:
             bench.archive_replay`).
   peers     taskiq's stream broker and Dramatiq (one worker process each) and ceiling_spike.py,
             from the peer harness (--peers-dir, --peers-venv; see bench/peers.py), --rounds
-            times taking turns, the medians: null and a note when they are missing.
+            rounds taking turns (between our one-worker drains when drain runs too), the
+            medians: null and a note when they are missing.
   realtime  append -> WebSocket delivery latency p50/p99 with --subscribers (1,000) connected to
             one API process at --event-rate (200) events/s; see bench/realtime.py.
   soak      (only with --only soak) 10 minutes at 220 one-step transcripts/s with the archive on
@@ -57,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -66,6 +69,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +91,7 @@ from bench.common import (
 from bench.drain import Drained, bench_drain
 from bench.fold import bench_fold_ratio
 from bench.http_load import open_loop, transcript_post
-from bench.peers import default_peers_dir, default_peers_venv, run_peers
+from bench.peers import PeerFigures, PeerRuns, default_peers_dir, default_peers_venv
 from bench.realtime import bench_realtime
 from bench.soak import bench_soak
 from engine.runtime import Runtime
@@ -253,16 +257,28 @@ async def main_async(args: argparse.Namespace) -> Report:
     n = 5_000 if args.quick else 30_000
     rounds = args.rounds or (1 if args.quick else 3)
     replay_events = 100_000 if args.quick else 1_000_000
-    with tempfile.TemporaryDirectory(prefix="cs-bench-") as tmp, redis_server() as server:
-        logs = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cs-bench-")))
+        server = stack.enter_context(redis_server())
+        peers = None
+        if "peers" in args.only:
+            peers = PeerRuns(
+                args.peers_dir,
+                args.peers_venv,
+                logs,
+                n=2_000 if args.quick else 20_000,
+                ceiling_n=5_000 if args.quick else 50_000,
+            )
+            stack.enter_context(peers)
         try:
             if "drain" in args.only:
-                await _one_worker_drains(report, server.url, n, logs, rounds)
+                between = peers.round if peers is not None else None
+                await _one_worker_drains(report, server.url, n, logs, rounds, between)
                 await bench_drain(report, server.url, n, 2, logs)
             if "fold" in args.only:
                 events = 60_000 if args.quick else 300_000
-                rounds = 1 if args.quick else 3
-                ratio = await bench_fold_ratio(report, server.url, events, logs, rounds)
+                folds = 1 if args.quick else 3
+                ratio = await bench_fold_ratio(report, server.url, events, logs, folds)
                 fig["projectors_2_vs_1"] = round(ratio, 2)
             if "workflow" in args.only:
                 three = await bench_drain(
@@ -322,46 +338,34 @@ async def main_async(args: argparse.Namespace) -> Report:
         except Exception:
             _dump_logs(logs)
             raise
-        if "peers" in args.only:
-            peers = run_peers(
-                args.peers_dir,
-                args.peers_venv,
-                logs,
-                n=2_000 if args.quick else 20_000,
-                ceiling_n=5_000 if args.quick else 50_000,
-                rounds=rounds,
-            )
-            name, best_rate = peers.best
-            fig["peer_best_per_s"] = best_rate
-            fig["peer_best"] = name
-            fig["peers_per_s"] = peers.drained_per_s
-            fig["ceiling_e2e_per_s"] = peers.ceiling_e2e_per_s
-            fig["peer_notes"] = peers.notes
-            for peer, peer_rate in peers.drained_per_s.items():
-                report.add(
-                    f"peer: {peer}, one worker process, jobs drained/s",
-                    "—" if peer_rate is None else f"{peer_rate:,.0f}",
-                    _runs(peers.runs.get(peer, [])),
-                )
-            report.add(
-                "ceiling_spike.py: executions/s with every view current",
-                "—" if peers.ceiling_e2e_per_s is None else f"{peers.ceiling_e2e_per_s:,.0f}",
-                "; ".join([_runs(peers.ceiling_runs), *peers.notes]),
-            )
+        if peers is not None:
+            while peers.rounds < rounds:  # those not run between our drains
+                peers.round()
+            _report_peers(report, peers.figures())
     fig["targets"] = targets(fig)
     return report
 
 
-async def _one_worker_drains(report: Report, url: str, n: int, logs: Path, rounds: int) -> None:
-    """One worker with one, then two projectors, ``rounds`` times alternating: the one-step
-    drain rate is the median with one projector, the end-to-end rate the better of the two
-    medians (the issue lets the end-to-end run choose one or two projectors)."""
+async def _one_worker_drains(
+    report: Report,
+    url: str,
+    n: int,
+    logs: Path,
+    rounds: int,
+    between: Callable[[], None] | None = None,
+) -> None:
+    """One worker with one, then two projectors, ``rounds`` times, ``between`` (a round of the
+    peers) after each: the one-step drain rate is the median with one projector, the end-to-end
+    rate the better of the two medians (the issue lets the end-to-end run choose one or two
+    projectors)."""
     runs: dict[int, list[Drained]] = {1: [], 2: []}
     for r in range(rounds):
         for projectors in (1, 2):
             runs[projectors].append(
                 await bench_drain(report, url, n, 1, logs, projectors=projectors, detail=r == 0)
             )
+        if between is not None:
+            between()
     first = runs[1][0]
     drained = statistics.median(d.per_s for d in runs[1])
     e2e = {p: statistics.median(d.e2e_per_s for d in got) for p, got in runs.items()}
@@ -384,6 +388,27 @@ async def _one_worker_drains(report: Report, url: str, n: int, logs: Path, round
                 f"{e2e[projectors]:,.0f}",
                 _runs([d.e2e_per_s for d in got]),
             )
+
+
+def _report_peers(report: Report, peers: PeerFigures) -> None:
+    fig = report.figures
+    name, best_rate = peers.best
+    fig["peer_best_per_s"] = best_rate
+    fig["peer_best"] = name
+    fig["peers_per_s"] = peers.drained_per_s
+    fig["ceiling_e2e_per_s"] = peers.ceiling_e2e_per_s
+    fig["peer_notes"] = peers.notes
+    for peer, peer_rate in peers.drained_per_s.items():
+        report.add(
+            f"peer: {peer}, one worker process, jobs drained/s",
+            "—" if peer_rate is None else f"{peer_rate:,.0f}",
+            _runs(peers.runs.get(peer, [])),
+        )
+    report.add(
+        "ceiling_spike.py: executions/s with every view current",
+        "—" if peers.ceiling_e2e_per_s is None else f"{peers.ceiling_e2e_per_s:,.0f}",
+        "; ".join(note for note in [_runs(peers.ceiling_runs), *peers.notes] if note),
+    )
 
 
 def _runs(rates: list[float]) -> str:

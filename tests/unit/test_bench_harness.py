@@ -107,8 +107,11 @@ async def test_the_one_worker_drains_take_turns_and_report_their_medians(
 
     monkeypatch.setattr(run, "bench_drain", drain)
     report = common.Report()
-    await run._one_worker_drains(report, "redis://unused", 10, tmp_path, rounds=3)
-    assert asked == [(1, True), (2, True), (1, False), (2, False), (1, False), (2, False)]
+    await run._one_worker_drains(
+        report, "redis://unused", 10, tmp_path, 3, lambda: asked.append((0, False))
+    )
+    # Each round: one projector, two, then a round of the peers (0); only the first in detail.
+    assert asked == [(1, True), (2, True), (0, False)] + [(1, False), (2, False), (0, False)] * 2
     fig = report.figures
     assert fig["drain_one_step_per_s"] == 110  # the median with one projector
     assert (fig["e2e_one_step_per_s"], fig["e2e_one_step_projectors"]) == (97, 2)

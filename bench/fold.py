@@ -9,13 +9,16 @@ log's end.
 One fold of 300,000 events takes a few seconds, and on a 2-core box the rate of two projectors
 moves by a fifth from one such run to the next (three processes share two cores: the scheduler's
 luck), so :func:`bench_fold_ratio` alternates one and two projectors ``rounds`` times and takes
-the medians."""
+the medians. It also reports how busy each projector process and the redis-server were over the
+timed fold (their CPU time over its wall time, /proc): with two projectors, whether they wait on
+the cores or on their round trips."""
 
 from __future__ import annotations
 
 import asyncio
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
@@ -23,6 +26,7 @@ from bench.common import (
     Report,
     bench_role_env,
     bench_settings,
+    cpu_seconds,
     fresh_runtime,
     write_synthetic_log,
 )
@@ -34,28 +38,53 @@ DEADLINE_S = 600
 POLL_S = 0.05
 
 
+@dataclass(frozen=True)
+class Fold:
+    """One timed fold: its rate, and the share of one core each projector process and the
+    redis-server were busy for meanwhile."""
+
+    per_s: float
+    projectors_busy: list[float]
+    redis_busy: float
+
+
 async def bench_fold_ratio(
     report: Report, url: str, events: int, logs: Path, rounds: int = 3
 ) -> float:
     """The median fold rate of two projector processes over the median of one, each measured
     ``rounds`` times, alternating (one, two, one, two …) so a drift of the box touches both."""
-    rates: dict[int, list[float]] = {1: [], 2: []}
+    folds: dict[int, list[Fold]] = {1: [], 2: []}
     for _ in range(rounds):
         for projectors in (1, 2):
-            rates[projectors].append(await bench_fold(url, events, projectors, logs))
-    for projectors, got in rates.items():
+            folds[projectors].append(await bench_fold(url, events, projectors, logs))
+    for projectors, got in folds.items():
         report.add(
             f"projection: events folded/s, {projectors} projector process(es)",
-            f"{statistics.median(got):,.0f}",
+            f"{statistics.median(f.per_s for f in got):,.0f}",
             f"median of {len(got)} folds of {events:,} events: "
-            + " / ".join(f"{rate:,.0f}" for rate in got),
+            + " / ".join(f"{f.per_s:,.0f}" for f in got),
         )
-    return statistics.median(rates[2]) / statistics.median(rates[1])
+        busy = [statistics.median(f.projectors_busy[i] for f in got) for i in range(projectors)]
+        report.add(
+            f"projection: busy while folding, {projectors} projector process(es)",
+            " + ".join(f"{share:.0%}" for share in busy)
+            + f" / {statistics.median(f.redis_busy for f in got):.0%}",
+            "each projector process / the redis-server, as shares of one core (medians); the "
+            "rest of the box idle: "
+            + f"{statistics.median(_idle(f) for f in got):.0%} of its two cores",
+        )
+    rates = {p: statistics.median(f.per_s for f in got) for p, got in folds.items()}
+    return rates[2] / rates[1]
 
 
-async def bench_fold(url: str, events: int, projectors: int, logs: Path) -> float:
+def _idle(fold: Fold, cores: int = 2) -> float:
+    """The share of ``cores`` that neither the projectors nor Redis used during ``fold``."""
+    return max(0.0, 1 - (sum(fold.projectors_busy) + fold.redis_busy) / cores)
+
+
+async def bench_fold(url: str, events: int, projectors: int, logs: Path) -> Fold:
     """Events/s folded by ``projectors`` processes over a log of ``events`` entries (timed to
-    ``POLL_S``)."""
+    ``POLL_S``), and how busy they and Redis were meanwhile."""
     runtime = await fresh_runtime(bench_settings(url))
     try:
         executions = await write_synthetic_log(runtime, events)
@@ -77,19 +106,26 @@ async def bench_fold(url: str, events: int, projectors: int, logs: Path) -> floa
             while not _even(await _holders(runtime), projectors):
                 _check(procs, deadline)
                 await asyncio.sleep(POLL_S)
+            pids = [proc.proc.pid for proc in procs]
+            pids.append(int((await redis.info("server"))["process_id"]))
             pipe = redis.pipeline(transaction=False)
             for p in runtime.store.partitions:
                 pipe.rename(_aside(keys.log(p)), keys.log(p))
             await pipe.execute()
+            cpu_before = [cpu_seconds(pid) for pid in pids]
             started = time.perf_counter()
             while await _checkpoints(runtime) != tails:
                 _check(procs, deadline)
                 await asyncio.sleep(POLL_S)
             secs = time.perf_counter() - started
+            busy = [
+                (cpu_seconds(pid) - before) / secs if secs > 0 else 0.0
+                for pid, before in zip(pids, cpu_before, strict=True)
+            ]
         finally:
             for proc in procs:
                 proc.terminate()
-        return total / secs if secs > 0 else 0.0
+        return Fold(total / secs if secs > 0 else 0.0, busy[:-1], busy[-1])
     finally:
         await runtime.close()
 

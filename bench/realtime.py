@@ -61,6 +61,7 @@ from bench.common import (
     Report,
     bench_role_env,
     bench_settings,
+    cpu_seconds,
     rss_mib,
     synthetic_events,
 )
@@ -116,12 +117,6 @@ def _allow_open_files(count: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def rss_now_mib(pid: int) -> float:
     """Resident memory of a process now (VmRSS), MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -146,7 +141,7 @@ class CpuMeter:
     _t0: float = 0.0
 
     def _total(self, name: str) -> float:
-        return sum(_cpu_s(pid) for pid in self.pids[name])
+        return sum(cpu_seconds(pid) for pid in self.pids[name])
 
     def start(self) -> None:
         self._t0 = time.monotonic()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from bench.common import (
     THREE_STEPS,
     TRANSCRIPT,
     bench_settings,
+    cpu_seconds,
     fresh_runtime,
     script_names,
     slowlog_by_command,
@@ -56,12 +56,6 @@ WORKER_ENV = {
     "CLIPSTREAM_HEARTBEAT_MS": "3000",
     "CLIPSTREAM_CLAIM_INTERVAL_MS": "5000",
 }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _start_worker(env: dict[str, str], profile: Path | None, logs: Path) -> subprocess.Popen[bytes]:

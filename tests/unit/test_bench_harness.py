@@ -156,3 +156,10 @@ def test_the_peers_take_turns_and_each_figure_is_the_median(
     assert got.ceiling_e2e_per_s == 8.0
     assert got.notes == ["dramatiq-p1: no venv python (--peers-venv): not run"]  # said once
     assert got.best == ("taskiq-stream", 200.0)
+
+
+def test_a_folds_idle_share_is_what_neither_projectors_nor_redis_used() -> None:
+    from bench.fold import Fold, _idle
+
+    assert _idle(Fold(60_000.0, [0.44, 0.40], 0.46)) == pytest.approx(0.35)
+    assert _idle(Fold(40_000.0, [1.3], 0.9)) == 0.0  # never below nothing

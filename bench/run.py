@@ -552,6 +552,8 @@ def main() -> None:
         "default $CLIPSTREAM_PEERS_VENV or $XDG_CACHE_HOME/clipstream-peers-venv",
     )
     args = parser.parse_args()
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: at least 1")
     try:
         ROLE_ENV.update(role_settings(args.role_env))
     except ValueError as exc:

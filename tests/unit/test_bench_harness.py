@@ -163,3 +163,15 @@ def test_a_folds_idle_share_is_what_neither_projectors_nor_redis_used() -> None:
 
     assert _idle(Fold(60_000.0, [0.44, 0.40], 0.46)) == pytest.approx(0.35)
     assert _idle(Fold(40_000.0, [1.3], 0.9)) == 0.0  # never below nothing
+
+
+def test_bench_run_refuses_fewer_than_one_round(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import run
+
+    monkeypatch.setattr("sys.argv", ["bench.run", "--rounds", "0"])
+    with pytest.raises(SystemExit) as exited:
+        run.main()
+    assert exited.value.code == 2
+    assert "--rounds 0: at least 1" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,13 @@ def transcript_request(
         fee=10_000,
         request_id=new_id("req"),
     )
+
+
+def runs_note(rates: Sequence[float], what: str = "runs") -> str:
+    """The rates behind a median, in the order they were measured ("" for a single one)."""
+    if len(rates) < 2:
+        return ""
+    return f"median of {len(rates)} {what}: " + " / ".join(f"{rate:,.0f}" for rate in rates)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -16,6 +16,7 @@ the cores or on their round trips."""
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from bench.common import (
     bench_settings,
     cpu_seconds,
     fresh_runtime,
+    runs_note,
     write_synthetic_log,
 )
 from bench.drain import _checkpoints, _log_tails
@@ -61,8 +63,8 @@ async def bench_fold_ratio(
         report.add(
             f"projection: events folded/s, {projectors} projector process(es)",
             f"{statistics.median(f.per_s for f in got):,.0f}",
-            f"median of {len(got)} folds of {events:,} events: "
-            + " / ".join(f"{f.per_s:,.0f}" for f in got),
+            runs_note([f.per_s for f in got], f"folds of {events:,} events")
+            or f"one fold of {events:,} events",
         )
         busy = [statistics.median(f.projectors_busy[i] for f in got) for i in range(projectors)]
         report.add(
@@ -71,15 +73,17 @@ async def bench_fold_ratio(
             + f" / {statistics.median(f.redis_busy for f in got):.0%}",
             "each projector process / the redis-server, as shares of one core (medians); the "
             "rest of the box idle: "
-            + f"{statistics.median(_idle(f) for f in got):.0%} of its two cores",
+            + f"{statistics.median(_idle(f) for f in got):.0%} of its cores",
         )
     rates = {p: statistics.median(f.per_s for f in got) for p, got in folds.items()}
     return rates[2] / rates[1]
 
 
-def _idle(fold: Fold, cores: int = 2) -> float:
-    """The share of ``cores`` that neither the projectors nor Redis used during ``fold``."""
-    return max(0.0, 1 - (sum(fold.projectors_busy) + fold.redis_busy) / cores)
+def _idle(fold: Fold, cores: int | None = None) -> float:
+    """The share of the box's cores (or ``cores``) that neither the projectors nor Redis used
+    during ``fold``."""
+    used = sum(fold.projectors_busy) + fold.redis_busy
+    return max(0.0, 1 - used / (cores or os.cpu_count() or 1))
 
 
 async def bench_fold(url: str, events: int, projectors: int, logs: Path) -> Fold:

@@ -141,16 +141,6 @@ class PeerRuns:
         return out
 
 
-def run_peers(
-    peers_dir: Path, venv: Path, work: Path, *, n: int, ceiling_n: int, rounds: int = 1
-) -> PeerFigures:
-    """``rounds`` rounds of :class:`PeerRuns`, one after the other."""
-    with PeerRuns(peers_dir, venv, work, n=n, ceiling_n=ceiling_n) as runs:
-        for _ in range(rounds):
-            runs.round()
-        return runs.figures()
-
-
 def _median(rates: list[float]) -> float | None:
     return statistics.median(rates) if rates else None
 

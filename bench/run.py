@@ -86,6 +86,7 @@ from bench.common import (
     fresh_runtime,
     role_settings,
     rss_mib,
+    runs_note,
     write_synthetic_log,
 )
 from bench.drain import Drained, bench_drain
@@ -380,13 +381,13 @@ async def _one_worker_drains(
         report.add(
             "drain: one-step transcripts/s, 1 worker, 1 projector, median",
             f"{drained:,.0f}",
-            _runs([d.per_s for d in runs[1]]),
+            runs_note([d.per_s for d in runs[1]]),
         )
         for projectors, got in runs.items():
             report.add(
                 f"end to end: one-step executions/s, 1 worker, {projectors} projector(s), median",
                 f"{e2e[projectors]:,.0f}",
-                _runs([d.e2e_per_s for d in got]),
+                runs_note([d.e2e_per_s for d in got]),
             )
 
 
@@ -402,20 +403,13 @@ def _report_peers(report: Report, peers: PeerFigures) -> None:
         report.add(
             f"peer: {peer}, one worker process, jobs drained/s",
             "—" if peer_rate is None else f"{peer_rate:,.0f}",
-            _runs(peers.runs.get(peer, [])),
+            runs_note(peers.runs.get(peer, [])),
         )
     report.add(
         "ceiling_spike.py: executions/s with every view current",
         "—" if peers.ceiling_e2e_per_s is None else f"{peers.ceiling_e2e_per_s:,.0f}",
-        "; ".join(note for note in [_runs(peers.ceiling_runs), *peers.notes] if note),
+        "; ".join(note for note in [runs_note(peers.ceiling_runs), *peers.notes] if note),
     )
-
-
-def _runs(rates: list[float]) -> str:
-    """The rates behind a median, in the order they were measured."""
-    if len(rates) < 2:
-        return ""
-    return f"median of {len(rates)} runs: " + " / ".join(f"{rate:,.0f}" for rate in rates)
 
 
 def targets(fig: dict[str, Any]) -> dict[str, dict[str, Any]]:

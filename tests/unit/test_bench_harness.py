@@ -149,7 +149,10 @@ def test_the_peers_take_turns_and_each_figure_is_the_median(
     monkeypatch.setattr(peers, "_one_peer", one_peer)
     monkeypatch.setattr(peers, "_ceiling", ceiling)
     monkeypatch.setattr(peers, "redis_server", no_server)
-    got = peers.run_peers(harness, tmp_path, tmp_path / "work", n=10, ceiling_n=10, rounds=3)
+    with peers.PeerRuns(harness, tmp_path, tmp_path / "work", n=10, ceiling_n=10) as runs:
+        for _ in range(3):
+            runs.round()
+        got = runs.figures()
     assert turns == ["taskiq-stream", "dramatiq-p1", "ceiling"] * 3
     assert got.drained_per_s == {"taskiq-stream": 200.0, "dramatiq-p1": None}
     assert got.runs["taskiq-stream"] == [300.0, 100.0, 200.0]
@@ -161,8 +164,8 @@ def test_the_peers_take_turns_and_each_figure_is_the_median(
 def test_a_folds_idle_share_is_what_neither_projectors_nor_redis_used() -> None:
     from bench.fold import Fold, _idle
 
-    assert _idle(Fold(60_000.0, [0.44, 0.40], 0.46)) == pytest.approx(0.35)
-    assert _idle(Fold(40_000.0, [1.3], 0.9)) == 0.0  # never below nothing
+    assert _idle(Fold(60_000.0, [0.44, 0.40], 0.46), cores=2) == pytest.approx(0.35)
+    assert _idle(Fold(40_000.0, [1.3], 0.9), cores=2) == 0.0  # never below nothing
 
 
 def test_bench_run_refuses_fewer_than_one_round(

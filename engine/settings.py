@@ -49,6 +49,8 @@ misconfigured process fails at start instead of misbehaving later.
     CLIPSTREAM_PROJECTOR_VIEWS    running executions' views a projector keeps in memory
                                   between batches instead of reading them back (~4 KB
                                   each, more for long workflows; 0: none)               (2000)
+    CLIPSTREAM_PROJECTOR_LANES    partitions one projector folds at once: one batch's
+                                  fold runs while another's round trips are in flight   (2)
     CLIPSTREAM_BACKGROUND_NICE    the CPU priority (nice, 0-19) the background roles lower
                                   themselves to at start: worker, projector, scheduler and
                                   archiver processes, never the API (nor `serve`, which is one
@@ -201,6 +203,7 @@ class Settings:
     owner_concurrency: int = 0  # across all workers (engine.log.leases: dispatch); 0 = no cap
     batch: int = 200
     projector_views: int = 2_000  # projections.view_cache
+    projector_lanes: int = 2  # projections.projector: pass_once
     background_nice: int = 10  # the nice the worker, projector, scheduler, archiver run at
     scheduler_interval_ms: int = 1_000
     retention_days: int = 30
@@ -279,6 +282,7 @@ class Settings:
             owner_concurrency=reader.get("OWNER_CONCURRENCY", _int_in(0, 10_000), 0),
             batch=reader.get("BATCH", _int_in(1, 10_000), 200),
             projector_views=reader.get("PROJECTOR_VIEWS", _int_in(0, 10_000_000), 2_000),
+            projector_lanes=reader.get("PROJECTOR_LANES", _int_in(1, 64), 2),
             background_nice=reader.get("BACKGROUND_NICE", _int_in(0, 19), 10),
             scheduler_interval_ms=reader.get(
                 "SCHEDULER_INTERVAL_MS", _int_in(50, 3_600_000), 1_000

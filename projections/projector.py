@@ -20,6 +20,10 @@ its lease (paused, partitioned) and writes late finds the checkpoint moved, disc
 reads again. A crash anywhere leaves either the old checkpoint and old views or both new, so
 nothing is skipped and nothing applied twice (and a duplicate event is a no-op in the fold anyway).
 
+A pass takes one batch of every partition held, ``CLIPSTREAM_PROJECTOR_LANES`` of them at once
+(:meth:`Projector.pass_once`): their batches share nothing but the view cache, whose entries are
+per partition.
+
 The live version is re-read every pass: after ``replay.switch`` the projector continues from the
 new namespace's checkpoint.
 """
@@ -287,13 +291,37 @@ class Projector:
             await self._release_all()
 
     async def pass_once(self, *, acquire: bool = False) -> bool:
-        """One batch for every held partition; True when any entry was folded."""
+        """One batch for every held partition; True when any entry was folded.
+
+        ``CLIPSTREAM_PROJECTOR_LANES`` partitions at once, each lane taking the next partition
+        when its batch is committed: while one batch waits on its read or its commit, another is
+        folded, so the process does not sit idle through every round trip. Partitions share
+        nothing but the view cache, whose entries are per partition. A lane that fails stops the
+        others from taking more partitions (those in flight finish), and its error is raised
+        once every lane has stopped."""
         await self._sync_version()
         await self._maintain_leases(force=acquire)
+        queue = iter(list(self._held))
         worked = False
-        for p in list(self._held):
-            if await self.step(p):
-                worked = True
+        failure: Exception | None = None
+
+        async def lane() -> None:
+            nonlocal worked, failure
+            for partition in queue:
+                if failure is not None:
+                    return
+                try:
+                    if await self.step(partition):
+                        worked = True
+                except Exception as exc:
+                    failure = failure or exc
+                    return
+
+        async with anyio.create_task_group() as lanes:
+            for _ in range(min(self.runtime.settings.projector_lanes, len(self._held))):
+                lanes.start_soon(lane)
+        if failure is not None:
+            raise failure
         return worked
 
     async def caught_up(self) -> bool:

@@ -1,0 +1,92 @@
+"""A projector folds several partitions at once (``CLIPSTREAM_PROJECTOR_LANES``), on both
+backends: a batch held up on its round trips does not hold up the other partitions, and a lane's
+failure is the projector's plain error (retried like any other), never a group of them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import anyio
+import pytest
+
+from engine.errors import StoreUnavailable
+from engine.log.entries import Entry
+from engine.runtime import Runtime
+from engine.settings import Settings
+from projections.namespace import Namespace
+from projections.projector import BatchWrite, Projector
+from tests.chaos.test_projector_faults import _assert_complete_and_identical, _fill
+
+pytestmark = pytest.mark.anyio
+
+# A hang guard only: with one lane the held-up batch waits forever, and the verdict is that
+# the pass cannot finish, not how long it took.
+HANG_S = 30
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return replace(settings, projector_lanes=2)
+
+
+async def _busy(runtime: Runtime) -> list[int]:
+    """The partitions whose logs hold entries."""
+    return [p for p in runtime.store.partitions if await runtime.store.log.log_length(p)]
+
+
+class HeldUp(Projector):
+    """Its first commit waits until every other partition's batch has been committed."""
+
+    def __init__(self, runtime: Runtime, partitions: list[int]) -> None:
+        super().__init__(runtime, partitions=partitions)
+        self.committed: list[int] = []
+        self.first: int | None = None
+        self.others_done = anyio.Event()
+
+    async def _write(self, ns: Namespace, write: BatchWrite) -> None:
+        if self.first is None:
+            self.first = ns.partition
+            await self.others_done.wait()
+        await super()._write(ns, write)
+        self.committed.append(ns.partition)
+        if len(self.committed) == len(self.partitions) - 1 and self.first not in self.committed:
+            self.others_done.set()
+
+
+async def test_a_held_up_batch_does_not_hold_up_the_other_partitions(runtime: Runtime) -> None:
+    await _fill(runtime, owners=8)
+    busy = await _busy(runtime)
+    assert len(busy) >= 2
+    projector = HeldUp(runtime, busy)
+    with anyio.fail_after(HANG_S):
+        await projector.pass_once(acquire=True)
+    # One pass: every other partition's batch was committed while the first one waited.
+    assert sorted(projector.committed) == sorted(busy)
+    assert projector.committed[-1] == projector.first
+    await projector.run_until_idle()
+    await _assert_complete_and_identical(runtime)
+
+
+async def test_a_failing_lane_raises_its_own_error_and_the_others_keep_their_work(
+    runtime: Runtime,
+) -> None:
+    await _fill(runtime, owners=3)
+    busy = await _busy(runtime)
+    broken = busy[0]
+    real_read = runtime.store.log.read_log
+    failing = True
+
+    async def read_log(partition: int, after: str, count: int) -> list[Entry]:
+        if partition == broken and failing:
+            raise StoreUnavailable("the partition's read failed")
+        return await real_read(partition, after, count)
+
+    runtime.store.log.read_log = read_log  # type: ignore[method-assign]
+    projector = Projector(runtime, partitions=busy)
+    with pytest.raises(StoreUnavailable, match="the partition's read failed"):
+        await projector.pass_once(acquire=True)
+    # Whatever the other lane committed before it stopped stays; the rest folds once the store
+    # answers again.
+    failing = False
+    await projector.run_until_idle()
+    await _assert_complete_and_identical(runtime)

@@ -45,7 +45,7 @@ misconfigured process fails at start instead of misbehaving later.
     CLIPSTREAM_WORKER_CONCURRENCY executions one worker drives at once                  (64)
     CLIPSTREAM_OWNER_CONCURRENCY  executions of one owner running at once, all workers
                                   together (set it alike on every worker); 0: no cap    (0)
-    CLIPSTREAM_BATCH              entries read per call by workers and projectors       (200)
+    CLIPSTREAM_BATCH              entries read per call by workers and projectors       (500)
     CLIPSTREAM_PROJECTOR_VIEWS    running executions' views a projector keeps in memory
                                   between batches instead of reading them back (~4 KB
                                   each, more for long workflows; 0: none)               (2000)
@@ -201,7 +201,7 @@ class Settings:
     max_deliveries: int = 5
     worker_concurrency: int = 64
     owner_concurrency: int = 0  # across all workers (engine.log.leases: dispatch); 0 = no cap
-    batch: int = 200
+    batch: int = 500
     projector_views: int = 2_000  # projections.view_cache
     projector_lanes: int = 2  # projections.projector: pass_once
     background_nice: int = 10  # the nice the worker, projector, scheduler, archiver run at
@@ -280,7 +280,7 @@ class Settings:
             max_deliveries=reader.get("MAX_DELIVERIES", _int_in(1, 1000), 5),
             worker_concurrency=reader.get("WORKER_CONCURRENCY", _int_in(1, 10_000), 64),
             owner_concurrency=reader.get("OWNER_CONCURRENCY", _int_in(0, 10_000), 0),
-            batch=reader.get("BATCH", _int_in(1, 10_000), 200),
+            batch=reader.get("BATCH", _int_in(1, 10_000), 500),
             projector_views=reader.get("PROJECTOR_VIEWS", _int_in(0, 10_000_000), 2_000),
             projector_lanes=reader.get("PROJECTOR_LANES", _int_in(1, 64), 2),
             background_nice=reader.get("BACKGROUND_NICE", _int_in(0, 19), 10),

@@ -11,8 +11,10 @@ its own one-worker drains, so both are measured under the same drift.
 The harness runs from a copy in a temporary directory, against a private redis-server on a free
 port. Its Python packages live in a venv outside the repository (``--peers-venv`` or
 ``CLIPSTREAM_PEERS_VENV``; default ``$XDG_CACHE_HOME/clipstream-peers-venv``, set up as the
-harness's README says; taskiq in its nested ``taskiq-latest`` venv). Whatever is missing is
-reported and recorded as null: the bench never fails for a peer.
+harness's README says; taskiq in its nested ``taskiq-latest`` venv). The versions of each peer's
+packages (its own, redis-py and hiredis) are written beside its figure: a venv set up again may
+resolve newer ones, and a peer's rate moves with them. Whatever is missing is reported and
+recorded as null: the bench never fails for a peer.
 """
 
 from __future__ import annotations
@@ -35,6 +37,20 @@ PEERS = {  # name: (python inside the venv, run_peer.py arguments)
     "taskiq-stream": ("taskiq-latest/bin/python", ["taskiq", "stream"]),
     "dramatiq-p1": ("bin/python", ["dramatiq", "p1"]),
 }
+PACKAGES = {  # name: the distributions whose versions are written beside its figure
+    "taskiq-stream": ("taskiq", "taskiq-redis", "redis", "hiredis"),
+    "dramatiq-p1": ("dramatiq", "redis", "hiredis"),
+}
+# Run by a peer's venv python: the installed version of each distribution named (null if absent).
+_VERSIONS = (
+    "import importlib.metadata as m, json, sys\n"
+    "def version(name):\n"
+    "    try:\n"
+    "        return m.version(name)\n"
+    "    except m.PackageNotFoundError:\n"
+    "        return None\n"
+    "print(json.dumps({name: version(name) for name in sys.argv[1:]}))\n"
+)
 _CEILING = re.compile(r"-> ([\d,]+) executions/s end to end")
 _TIMEOUT_S = 240
 
@@ -77,6 +93,8 @@ class PeerFigures:
     notes: list[str] = field(default_factory=list)
     runs: dict[str, list[float]] = field(default_factory=dict)  # each peer's rates, in order
     ceiling_runs: list[float] = field(default_factory=list)
+    # Each peer's packages and their versions in its venv (absent: the peer's venv is missing).
+    versions: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     @property
     def best(self) -> tuple[str | None, float | None]:
@@ -113,6 +131,10 @@ class PeerRuns:
         shutil.copytree(self.peers_dir, harness, ignore=ignore)
         self._port = self._stack.enter_context(redis_server()).port
         self._env["PEERS_REDIS_PORT"] = str(self._port)
+        for name, (python, _) in PEERS.items():
+            found = _versions(self.venv / python, PACKAGES[name])
+            if found is not None:
+                self._out.versions[name] = found
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -139,6 +161,29 @@ class PeerRuns:
         out.drained_per_s = {name: _median(rates) for name, rates in out.runs.items()}
         out.ceiling_e2e_per_s = _median(out.ceiling_runs)
         return out
+
+
+def _versions(python: Path, packages: tuple[str, ...]) -> dict[str, str | None] | None:
+    """The installed version of each of ``packages`` for ``python`` (None when it cannot run)."""
+    if not python.exists():
+        return None
+    try:
+        run = subprocess.run(
+            [str(python), "-c", _VERSIONS, *packages],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        found = json.loads(run.stdout)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    return {name: found.get(name) for name in packages}
+
+
+def versions_text(versions: dict[str, str | None]) -> str:
+    """``taskiq 0.13.0, redis 8.2.0, hiredis absent`` …"""
+    return ", ".join(f"{name} {version or 'absent'}" for name, version in versions.items())
 
 
 def _median(rates: list[float]) -> float | None:

@@ -92,7 +92,13 @@ from bench.common import (
 from bench.drain import Drained, bench_drain
 from bench.fold import bench_fold_ratio
 from bench.http_load import open_loop, transcript_post
-from bench.peers import PeerFigures, PeerRuns, default_peers_dir, default_peers_venv
+from bench.peers import (
+    PeerFigures,
+    PeerRuns,
+    default_peers_dir,
+    default_peers_venv,
+    versions_text,
+)
 from bench.realtime import bench_realtime
 from bench.soak import bench_soak
 from engine.runtime import Runtime
@@ -399,11 +405,14 @@ def _report_peers(report: Report, peers: PeerFigures) -> None:
     fig["peers_per_s"] = peers.drained_per_s
     fig["ceiling_e2e_per_s"] = peers.ceiling_e2e_per_s
     fig["peer_notes"] = peers.notes
+    fig["peer_versions"] = peers.versions
     for peer, peer_rate in peers.drained_per_s.items():
+        versions = peers.versions.get(peer)
+        detail = [runs_note(peers.runs.get(peer, [])), versions_text(versions) if versions else ""]
         report.add(
             f"peer: {peer}, one worker process, jobs drained/s",
             "—" if peer_rate is None else f"{peer_rate:,.0f}",
-            runs_note(peers.runs.get(peer, [])),
+            "; ".join(part for part in detail if part),
         )
     report.add(
         "ceiling_spike.py: executions/s with every view current",

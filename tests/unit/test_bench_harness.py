@@ -161,6 +161,51 @@ def test_the_peers_take_turns_and_each_figure_is_the_median(
     assert got.best == ("taskiq-stream", 200.0)
 
 
+def test_the_peers_package_versions_are_written_beside_their_figures(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A peer's rate moves with its packages: the versions its venv holds go in its row and in
+    latest.json; a peer without a venv gets none, and a package not installed reads absent."""
+    import importlib.metadata
+    import sys
+
+    from bench import peers
+    from bench.common import Report
+    from bench.run import _report_peers
+
+    harness = tmp_path / "harness"
+    harness.mkdir()
+    (harness / "run_peer.py").write_text("")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"  # this test's interpreter; no taskiq-latest: taskiq has none
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+
+    @contextlib.contextmanager
+    def no_server() -> Iterator[Any]:
+        yield SimpleNamespace(port=1)
+
+    monkeypatch.setattr(peers, "redis_server", no_server)
+    monkeypatch.setattr(peers, "_one_peer", lambda *_: 100.0)
+    monkeypatch.setattr(peers, "_ceiling", lambda *_: 1000.0)
+    with peers.PeerRuns(harness, venv, tmp_path / "work", n=10, ceiling_n=10) as runs:
+        runs.round()
+        got = runs.figures()
+    redis_version = importlib.metadata.version("redis")
+    assert list(got.versions) == ["dramatiq-p1"]
+    assert got.versions["dramatiq-p1"]["dramatiq"] is None  # not in this test's environment
+    assert got.versions["dramatiq-p1"]["redis"] == redis_version
+
+    report = Report()
+    _report_peers(report, got)
+    assert report.figures["peer_versions"] == got.versions
+    [row] = [r for r in report.rows if r.name.startswith("peer: dramatiq-p1")]
+    assert f"dramatiq absent, redis {redis_version}, hiredis " in row.note
+    [row] = [r for r in report.rows if r.name.startswith("peer: taskiq-stream")]
+    assert "redis" not in row.note
+
+
 def test_a_folds_idle_share_is_what_neither_projectors_nor_redis_used() -> None:
     from bench.fold import Fold, _idle
 

@@ -29,17 +29,26 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from tests.servers import redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
-PEERS = {  # name: (python inside the venv, run_peer.py arguments)
-    "taskiq-stream": ("taskiq-latest/bin/python", ["taskiq", "stream"]),
-    "dramatiq-p1": ("bin/python", ["dramatiq", "p1"]),
-}
-PACKAGES = {  # name: the distributions whose versions are written beside its figure
-    "taskiq-stream": ("taskiq", "taskiq-redis", "redis", "hiredis"),
-    "dramatiq-p1": ("dramatiq", "redis", "hiredis"),
+
+
+class Peer(NamedTuple):
+    python: str  # inside the venv
+    args: list[str]  # of run_peer.py
+    packages: tuple[str, ...]  # the distributions whose versions are written beside its figure
+
+
+PEERS = {
+    "taskiq-stream": Peer(
+        "taskiq-latest/bin/python",
+        ["taskiq", "stream"],
+        ("taskiq", "taskiq-redis", "redis", "hiredis"),
+    ),
+    "dramatiq-p1": Peer("bin/python", ["dramatiq", "p1"], ("dramatiq", "redis", "hiredis")),
 }
 # Run by a peer's venv python: the installed version of each distribution named (null if absent).
 _VERSIONS = (
@@ -131,8 +140,8 @@ class PeerRuns:
         shutil.copytree(self.peers_dir, harness, ignore=ignore)
         self._port = self._stack.enter_context(redis_server()).port
         self._env["PEERS_REDIS_PORT"] = str(self._port)
-        for name, (python, _) in PEERS.items():
-            found = _versions(self.venv / python, PACKAGES[name])
+        for name, peer in PEERS.items():
+            found = _versions(self.venv / peer.python, peer.packages)
             if found is not None:
                 self._out.versions[name] = found
         return self
@@ -146,7 +155,7 @@ class PeerRuns:
         if self._port is None:
             return
         out, harness = self._out, self.work / "peers"
-        for name, (python, args) in PEERS.items():
+        for name, (python, args, _) in PEERS.items():
             rate = _one_peer(harness, self.venv / python, args, name, self.n, self._env, out)
             if rate is not None:
                 out.runs[name].append(rate)

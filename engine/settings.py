@@ -45,7 +45,8 @@ misconfigured process fails at start instead of misbehaving later.
     CLIPSTREAM_WORKER_CONCURRENCY executions one worker drives at once                  (64)
     CLIPSTREAM_OWNER_CONCURRENCY  executions of one owner running at once, all workers
                                   together (set it alike on every worker); 0: no cap    (0)
-    CLIPSTREAM_BATCH              entries read per call by workers and projectors       (500)
+    CLIPSTREAM_BATCH              log entries a projector folds and commits per batch;
+                                  also the most appends a worker sends in one round trip (500)
     CLIPSTREAM_PROJECTOR_VIEWS    running executions' views a projector keeps in memory
                                   between batches instead of reading them back (~4 KB
                                   each, more for long workflows; 0: none)               (2000)

@@ -35,7 +35,6 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
 
 import anyio
 import anyio.lowlevel
@@ -46,17 +45,14 @@ from engine.errors import StoreError
 from engine.runtime import Runtime
 from projections import membership, scripts
 from projections.batch import fold_entries, repair
-from projections.feed import FEED_MAXLEN, FeedRecord, feed_key, feed_records, live_key
+from projections.feed import FeedRecord, feed_records
 from projections.namespace import (
     Namespace,
     current_version,
-    encode_pointer,
     stored_views,
-    transcripts_of,
 )
-from projections.namespace import valid_name as _valid_name
 from projections.view_cache import ViewCache
-from projections.views import ExecutionView, decode_view, encode_view, is_active
+from projections.views import ExecutionView, decode_view
 
 log = logging.getLogger("clipstream.projector")
 
@@ -84,86 +80,6 @@ class CommitConflict(Exception):
     """Another projector moved the checkpoint; the batch was discarded."""
 
 
-def commit_args(
-    ns: Namespace,
-    views: Sequence[ExecutionView],
-    expected: str,
-    new: str,
-    skipped: int,
-    feed: Sequence[FeedRecord] = (),
-    ended_ttl_ms: int | None = None,
-    stored: Mapping[str, ExecutionView] | None = None,
-) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of :data:`scripts.COMMIT` for writing ``views``, appending ``feed`` entries
-    and giving the streams of the ended ones ``ended_ttl_ms`` to live (the live projector only:
-    a replay passes neither) and moving the checkpoint. ``stored`` holds the views as they are
-    in Redis before this write, where known: one stored as active is in every index already, so
-    only its view (and, once it ended, its leaving the active set) is written, and a transcript
-    it held already has its pointer."""
-    ended = [] if ended_ttl_ms is None else [v for v in views if not is_active(v)]
-    keys: list[str] = [ns.ckpt, ns.skipped, ns.all]
-    args: list[Any] = [expected, new, skipped, len(views), 0, len(feed), FEED_MAXLEN]
-    args += [len(ended), ended_ttl_ms or 0, 0]
-    args += (ns.view_prefix, ns.owned_prefix, ns.active_prefix, ns.reporter_prefix)
-    args += (ns.runs_prefix, ns.keys.execution_prefix(ns.partition))
-    known = stored or {}
-    if views:
-        args.append(_packed_views(views, known))
-    # A transcript the stored view held already had its pointer written with it.
-    pointers = [
-        (view.owner, p)
-        for view in views
-        for p in transcripts_of(view, known.get(view.execution_id))
-    ]
-    args[4] = len(pointers)
-    for owner, pointer in pointers:
-        keys += [
-            ns.transcript(owner, pointer.item_id, pointer.lang),
-            ns.transcript_langs(owner, pointer.item_id),
-        ]
-        args += [encode_pointer(pointer), pointer.created_at, pointer.lang]
-    if feed:
-        feeds = _packed_feed(ns, feed)
-        args[9] = len(feeds.keys)
-        keys += feeds.keys
-        keys.append(live_key(ns.keys, ns.partition))  # the notification the API hubs block on
-        args.append(feeds.packed)
-    if ended:
-        args.append(_words([w for v in ended for w in (v.execution_id, str(v.seq))]))
-    return keys, args
-
-
-def _words(words: list[str]) -> str:
-    """``words`` joined by single spaces; ValueError when one is empty or holds whitespace (the
-    COMMIT script splits them on whitespace)."""
-    header = " ".join(words)
-    if len(header.split()) != len(words):
-        raise ValueError("an id in a projector commit is empty or holds a space")
-    return header
-
-
-def _packed_views(views: Sequence[ExecutionView], stored: Mapping[str, ExecutionView]) -> bytes:
-    """The views of a commit as one argument: a header line of eight words per view (execution
-    id, owner, created_at, active '1'|'0', reporter id or '-', schedule run '1'|'0', the length
-    of its JSON, indexed '1' when ``stored`` holds it as active, else '0'), then the views' JSON
-    back to back. redis-py encodes every argument on its own: one per batch instead of eleven
-    (keys included) per view."""
-    words: list[str] = []
-    data: list[bytes] = []
-    for view in views:
-        before = stored.get(view.execution_id)
-        reporter = view.reporter_id
-        has_reporter = reporter is not None and _valid_name(reporter)
-        is_run = has_reporter and view.kind == "schedule_run"
-        encoded = encode_view(view)
-        words += (view.execution_id, view.owner, str(view.created_at))
-        words += ("1" if is_active(view) else "0", reporter if has_reporter and reporter else "-")
-        words += ("1" if is_run else "0", str(len(encoded)))
-        words.append("1" if before is not None and is_active(before) else "0")
-        data.append(encoded)
-    return b"".join([_words(words).encode(), b"\n", *data])
-
-
 @dataclass(frozen=True, slots=True)
 class BatchWrite:
     """What one folded batch of a partition writes in its commit: the ``views`` it changed, the
@@ -176,30 +92,6 @@ class BatchWrite:
     skipped: int
     feed: Sequence[FeedRecord]
     stored: Mapping[str, ExecutionView]
-
-
-class _Feeds(NamedTuple):
-    keys: list[str]  # the feeds appended to, in the order of their first entry
-    packed: bytes  # every entry, as the COMMIT script reads them
-
-
-def _packed_feed(ns: Namespace, feed: Sequence[FeedRecord]) -> _Feeds:
-    """The feed entries of a commit as one argument: a header line of five words per entry (the
-    index of its feed among the keys, execution id, seq, event type, the length of its summary),
-    then the summaries back to back. Each feed's key is passed once, however many entries it
-    gets: redis-py encodes every argument on its own, and a batch has one entry per event."""
-    index: dict[str, int] = {}
-    words: list[str] = []
-    for record in feed:
-        n = index.get(record.owner)
-        if n is None:
-            n = index[record.owner] = len(index)
-        words += (str(n), record.execution_id, str(record.seq), record.type)
-        words.append(str(len(record.summary)))
-    header = _words(words).encode()
-    # The projected partition's tag, so each key is in the script's slot whatever the owner.
-    keys = [feed_key(ns.keys, ns.partition, owner) for owner in index]
-    return _Feeds(keys, b"".join([header, b"\n", *(r.summary for r in feed)]))
 
 
 class Projector:
@@ -404,7 +296,7 @@ class Projector:
     async def _write(self, ns: Namespace, write: BatchWrite) -> None:
         """The one atomic write of a batch; CommitConflict when the checkpoint moved."""
         ttl = self.runtime.settings.stream_retention_ms
-        keys, args = commit_args(
+        keys, args = scripts.commit_args(
             ns, write.views, write.after, write.new, write.skipped, write.feed, ttl, write.stored
         )
         result = await self._commit(keys=keys, args=args)

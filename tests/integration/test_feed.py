@@ -14,8 +14,8 @@ from engine.runtime import Runtime
 from projections import replay
 from projections.feed import live_feeds, live_key, owner_feed_key
 from projections.namespace import Namespace
-from projections.projector import Projector, commit_args
-from projections.scripts import COMMIT
+from projections.projector import Projector
+from projections.scripts import COMMIT, commit_args
 from tests.golden import scenarios
 from tests.integration.test_projector import make
 
@@ -115,9 +115,9 @@ async def test_replay_writes_no_feed_entries(runtime: Runtime) -> None:
 
 
 async def test_the_feed_is_trimmed_to_its_maximum(runtime: Runtime, monkeypatch: Any) -> None:
-    import projections.projector as projector_module
+    import projections.scripts as commit_module  # where the commit's arguments are packed
 
-    monkeypatch.setattr(projector_module, "FEED_MAXLEN", 5)
+    monkeypatch.setattr(commit_module, "FEED_MAXLEN", 5)
     owner = new_id("acc")
     for _ in range(30):
         await make(runtime.store, owner, scenarios.three_steps)

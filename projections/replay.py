@@ -26,7 +26,6 @@ from projections.namespace import (
     Namespace,
     current_version,
     set_version,
-    stored_views,
 )
 from projections.rebuild import Progress, Work, can_split, in_processes, rebuild_partition, shares
 from projections.views import decode_view
@@ -159,8 +158,13 @@ async def compare(runtime: Runtime, a: int, b: int) -> ParityReport:
     differing: list[str] = []
     for p in store.partitions:
         ns_a, ns_b = Namespace(store.keys, p, a), Namespace(store.keys, p, b)
-        ids_a = {as_str(x) for x in await redis.zrange(ns_a.all, 0, -1)}
-        ids_b = {as_str(x) for x in await redis.zrange(ns_b.all, 0, -1)}
+        # Both versions' keys of a partition share its hash slot: one round trip reads both.
+        pipe = redis.pipeline(transaction=False)
+        pipe.zrange(ns_a.all, 0, -1)
+        pipe.zrange(ns_b.all, 0, -1)
+        members_a, members_b = await pipe.execute()
+        ids_a = {as_str(x) for x in members_a}
+        ids_b = {as_str(x) for x in members_b}
         count_a += len(ids_a)
         count_b += len(ids_b)
         missing_a += sorted(ids_b - ids_a)
@@ -168,8 +172,9 @@ async def compare(runtime: Runtime, a: int, b: int) -> ParityReport:
         common = sorted(ids_a & ids_b)
         for start in range(0, len(common), WRITE_BATCH):
             chunk = common[start : start + WRITE_BATCH]
-            raws_a = await stored_views(redis, ns_a, chunk)
-            raws_b = await stored_views(redis, ns_b, chunk)
+            keys = [ns_a.view(xid) for xid in chunk] + [ns_b.view(xid) for xid in chunk]
+            raws: list[bytes | None] = await redis.mget(keys)
+            raws_a, raws_b = raws[: len(chunk)], raws[len(chunk) :]
             for xid, raw_a, raw_b in zip(chunk, raws_a, raws_b, strict=True):
                 if raw_a == raw_b:
                     continue

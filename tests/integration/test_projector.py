@@ -286,6 +286,8 @@ async def test_replay_is_identical_to_the_live_views_and_switch_moves_everyone(
 async def test_a_changed_view_shows_up_in_the_parity_report(runtime: Runtime) -> None:
     owner = new_id("acc")
     made = await make(runtime.store, owner, scenarios.three_steps)
+    kept = await make(runtime.store, owner, scenarios.transcript_done)
+    gone = await make(runtime.store, owner, scenarios.transcript_done)
     await Projector(runtime).run_until_idle()
     report = await replay.rebuild(runtime)
     ns = Namespace(runtime.store.keys, runtime.store.keys.partition(owner), report.version)
@@ -293,8 +295,12 @@ async def test_a_changed_view_shows_up_in_the_parity_report(runtime: Runtime) ->
     await runtime.redis.set(
         ns.view(made.execution_id), encode_view(msgspec.structs.replace(view, cost=1))
     )
+    await runtime.redis.zrem(ns.all, gone.execution_id)
     parity = await replay.compare(runtime, 1, report.version)
     assert parity.differing == [made.execution_id]
+    assert (parity.missing_in_a, parity.missing_in_b) == ([], [gone.execution_id])
+    assert (parity.count_a, parity.count_b) == (3, 2)
+    assert kept.execution_id not in parity.differing
     assert not parity.identical
 
 

@@ -10,11 +10,9 @@
     auth.py            API keys, session JWTs, the admin token; ``account_route``/``admin_route``
     read_charging.py   which requests are charged reads, and settling their charge
     errors.py          exceptions -> the one error body; the edge middleware
-    feed_hub.py        the process's realtime hub: tails the owners' feeds, fans out, renders once
-    feed_subscription.py  one client's subscription: shared frames, history then live, closing
-    realtime.py        the feed over WebSocket and SSE
-    websocket.py       our WebSocket server side behind uvicorn (ws_codec.py: its I/O-free frames
-                       and handshake); rounds.py: one timer's round over every connection
+    realtime/          the feed over WebSocket and SSE: the endpoints, the process's hub (tails
+                       the owners' feeds, fans out, renders once), one client's subscription,
+                       and our WebSocket server side behind uvicorn
     dashboard/         the live dashboard's static page
     cli/               ``clipstream serve | api | worker | projector | …``: composes the roles
 

@@ -1,7 +1,7 @@
 """The Starlette app: routes, exception handlers and the middleware (outermost first: the request
 meters of api.metrics, the edge of api.errors, the abuse limits of api.rate_limits, the read
 charges of api.read_charging); the realtime WebSocket enters before them
-(api.realtime.RealtimeApp).
+(api.realtime.endpoints.RealtimeApp).
 
 ``create_app(runtime)`` builds it around an open :class:`engine.runtime.Runtime`; the caller owns
 the runtime (opens and closes it), so the same app serves ``clipstream serve`` and the tests.
@@ -18,13 +18,14 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from api import console, dashboard, docs_page, metrics, openapi, realtime
+from api import console, dashboard, docs_page, metrics, openapi
 from api.auth import verify_session
 from api.errors import EXCEPTION_HANDLERS, Edge
-from api.feed_hub import FeedHub
 from api.metrics import RequestMeters
 from api.rate_limits import Limiter, RateLimits
 from api.read_charging import ChargeReads
+from api.realtime import endpoints as realtime
+from api.realtime.hub import FeedHub
 from api.routes import (
     account,
     admin,

@@ -42,7 +42,7 @@ from api.rate_limits import (
     limiter_of,
     prefetched,
 )
-from api.rate_limits import bearer as bearer  # where api.realtime takes it from
+from api.rate_limits import bearer as bearer  # where api.realtime.endpoints takes it from
 from api.read_charging import admit_read
 from api.sessions import Session, issued_ms, sessions_after_of, sessions_after_read
 from engine import clock
@@ -111,7 +111,7 @@ def verify_session(runtime: Runtime, token: str) -> Session | None:
     """The :class:`Session` of a valid session JWT, or None (bad signature, expired, wrong
     claims, a lifetime past the cap, a key id that is not the current secret's nor, in its grace
     period, the previous one's …). Revocation is not checked here (it needs Redis:
-    :func:`authenticate`, api.realtime)."""
+    :func:`authenticate`, api.realtime.endpoints)."""
     try:
         kid = jwt.get_unverified_header(token).get("kid")
         secret = runtime.jwt_keys.verifying(

@@ -87,7 +87,7 @@ from projections.views import (
 )
 
 S = TypeVar("S", bound=msgspec.Struct)
-# A realtime message (``api.realtime``): JSON-ready builtins, encoded once per send.
+# A realtime message (``api.realtime.endpoints``): JSON-ready builtins, encoded once per send.
 Message = dict[str, Any]
 
 _encoder = msgspec.json.Encoder()

@@ -29,7 +29,7 @@ import orjson
 
 from api.cli.redact import redact_tokens_in_server_logs
 from api.cli.roles import FREEZE_EVERY, _uvicorn_server
-from api.feed_hub import FeedHub
+from api.realtime.hub import FeedHub
 from engine.runtime import Runtime
 from engine.settings import Settings
 

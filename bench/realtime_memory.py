@@ -5,8 +5,8 @@ with no subscriber and with ``--connections`` of them, per connection, by who al
     python -m bench.realtime_memory --connections 2000 --ws websockets-sansio
     python -m bench.realtime_memory --connections 2000 --tracemalloc 2000 --top 30
 
-For each WebSocket implementation asked for (default: the API's own, api.websocket; or one of
-uvicorn's: ``websockets``, ``websockets-sansio``, ``wsproto`` if installed), one API process
+For each WebSocket implementation asked for (default: the API's own, api.realtime.websocket; or one
+of uvicorn's: ``websockets``, ``websockets-sansio``, ``wsproto`` if installed), one API process
 (``bench.realtime_api``, ``clipstream api``'s app and uvicorn configuration) against a private
 redis-server, subscribers in a process of their own (``bench.realtime_clients``, one owner
 each): the RSS at 0 and at ``--connections`` subscribers, and the growth per connection. With

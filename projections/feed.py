@@ -1,5 +1,5 @@
 """The realtime feed's stream: one per owner, appended to by the projector, read by the API's hub
-(``api.feed_hub``).
+(``api.realtime.hub``).
 
     {prefix}{{pN}}:feed:{owner}   stream: one entry per event folded for the owner, MAXLEN ~ N
         fields: execution_id, seq, type, summary, v
@@ -17,7 +17,7 @@ Every commit that appends feed entries also appends one entry to the partition's
                                   commit appended to, space-separated)
 
 which is what the API's hubs block on: one key per partition whatever the number of owners, so a
-hub reads an owner's feed only when it has news (api.feed_hub). It is a notification, not the
+hub reads an owner's feed only when it has news (api.realtime.hub). It is a notification, not the
 data: the owner's feed and its entry ids stay the truth and the cursor.
 
 The key sits under the owner's partition hash tag, outside any projection namespace (the feed is

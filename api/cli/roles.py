@@ -19,7 +19,7 @@ import anyio
 from api.cli.archive import archiver_role
 from api.cli.redact import redact_tokens_in_server_logs, safe_url
 from api.cli.runner import Subcommands, add_metrics_arguments, run, run_role, with_metrics
-from api.websocket import WebSocketProtocol
+from api.realtime.websocket import WebSocketProtocol
 from engine.connection import ExposedStore
 from engine.errors import ConfigError
 from engine.runtime import Runtime
@@ -30,8 +30,9 @@ log = logging.getLogger("clipstream")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 REALTIME_MAX_INBOUND = 64 * 1024  # bytes of one message a WebSocket client may send
-# The realtime feed's WebSocket implementation: our own (api.websocket), whose connections cost a
-# fraction of uvicorn's three (bench.realtime_memory; bench/results/realtime-*-memory.md).
+# The realtime feed's WebSocket implementation: our own (api.realtime.websocket), whose
+# connections cost a fraction of uvicorn's three (bench.realtime_memory;
+# bench/results/realtime-*-memory.md).
 REALTIME_WS = WebSocketProtocol
 FREEZE_EVERY = 500  # realtime subscriptions between two freezes of the collector (FeedHub)
 
@@ -165,7 +166,7 @@ def _uvicorn_server(runtime: Runtime, host: str, port: int) -> Any:
         # about a tenth of what a 202 costs it; HTTP_REQUESTS counts the requests either way.
         access_log=runtime.settings.access_log,
         # The realtime feed's sockets (docs/operations.md, "Realtime"): our own WebSocket
-        # protocol (api.websocket: a slotted object per connection, no extensions, so no
+        # protocol (api.realtime.websocket: a slotted object per connection, no extensions, so no
         # per-message deflate), and small inbound messages (clients send nothing but control
         # frames).
         ws=REALTIME_WS,

@@ -298,7 +298,7 @@ class RunResponse(msgspec.Struct, kw_only=True):
     run: RunDetailOut
 
 
-# -- the realtime feed (api.realtime; not in the OpenAPI document: the bodies are streamed) ------
+# -- the realtime feed (api.realtime.endpoints; not in the OpenAPI document: bodies are streamed) --
 
 
 class FeedError(msgspec.Struct, kw_only=True):

@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from api.app import create_app
 from api.auth import mint_session_token
 from api.cli.redact import TokenRedactingFilter
-from api.realtime import ORIGINS_ENV, origin_allowed
+from api.realtime.endpoints import ORIGINS_ENV, origin_allowed
 from engine.runtime import Runtime
 from engine.settings import Rate, RateLimits
 from projections.projector import Projector
@@ -213,7 +213,7 @@ async def test_allowed_origins_and_clients_without_an_origin_get_the_feed(
 
 
 def test_the_origin_allowlist_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from api.realtime import allowed_origins
+    from api.realtime.endpoints import allowed_origins
 
     monkeypatch.setenv(ORIGINS_ENV, "https://app.example.com, https://ops.example.com/")
     allow = allowed_origins()

@@ -15,7 +15,7 @@ import pytest
 from starlette.applications import Starlette
 
 from api.app import create_app
-from api.realtime import accepts_event_stream
+from api.realtime.endpoints import accepts_event_stream
 from engine.runtime import Runtime
 from tests.api.conftest import ApiAccount, http_scope
 from tests.api.test_realtime import run_executions, running

@@ -9,8 +9,8 @@ from contextlib import AsyncExitStack
 import anyio
 import pytest
 
-from api.feed_hub import FeedHub
-from api.feed_subscription import SESSION_REVOKED
+from api.realtime.hub import FeedHub
+from api.realtime.subscription import SESSION_REVOKED
 from api.sessions import Session, revoke_sessions
 from engine.log.ids import new_id
 from engine.runtime import Runtime

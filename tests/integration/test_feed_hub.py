@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from api import render
-from api.feed_hub import FeedHub
-from api.feed_subscription import SLOW_CONSUMER, FeedClosed
+from api.realtime.hub import FeedHub
+from api.realtime.subscription import SLOW_CONSUMER, FeedClosed
 from api.render import Message
 from engine.log.ids import new_id
 from engine.runtime import Runtime

@@ -17,7 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from api.auth import AUDIENCE, ISSUER, mint_session_token
-from api.feed_subscription import KEY_REVOKED, SESSION_EXPIRED, SESSION_REVOKED
+from api.realtime.subscription import KEY_REVOKED, SESSION_EXPIRED, SESSION_REVOKED
 from api.sessions import revoke_sessions, sessions_after
 from engine import clock
 from engine.errors import InvalidRequest, NotFound

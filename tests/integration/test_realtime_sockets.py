@@ -35,9 +35,9 @@ from api.app import create_app
 from api.auth import mint_session_token
 from api.cli.redact import redact_tokens_in_server_logs
 from api.cli.roles import REALTIME_WS
-from api.feed_hub import FeedHub
-from api.feed_subscription import SLOW_CONSUMER
-from api.websocket import WebSocketProtocol
+from api.realtime.hub import FeedHub
+from api.realtime.subscription import SLOW_CONSUMER
+from api.realtime.websocket import WebSocketProtocol
 from engine.log.ids import new_id
 from engine.money.accounts import create_account
 from engine.runtime import Runtime
@@ -417,8 +417,8 @@ async def test_every_refusal_is_close_4401_before_any_message_over_the_socket(
 async def test_the_token_never_reaches_a_server_log_line(
     runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The server logs each WebSocket handshake (api.websocket, with the access log) by its path
-    alone, and uvicorn's HTTP access lines pass through the filters the CLI installs."""
+    """The server logs each WebSocket handshake (api.realtime.websocket, with the access log) by its
+    path alone, and uvicorn's HTTP access lines pass through the filters the CLI installs."""
     redact_tokens_in_server_logs()
     _, token = await funded_owner(runtime)
     caplog.set_level(logging.INFO, logger="clipstream.websocket")

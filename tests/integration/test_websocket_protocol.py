@@ -1,4 +1,4 @@
-"""api.websocket, the realtime feed's WebSocket server, against RFC 6455 over real sockets.
+"""api.realtime.websocket, the realtime feed's WebSocket server, against RFC 6455 over real sockets.
 
 uvicorn serves a small ASGI application with ``ws=WebSocketProtocol`` on a free port in this
 event loop. Conforming traffic comes from the ``websockets`` client (an independent
@@ -25,9 +25,9 @@ from uvicorn.server import ServerState
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from api.rounds import SLICES
-from api.websocket import WebSocketProtocol, _Server, _servers
-from api.ws_codec import (
+from api.realtime.rounds import SLICES
+from api.realtime.websocket import WebSocketProtocol, _Server, _servers
+from api.realtime.ws_codec import (
     PING,
     TEXT,
     TOO_BIG,

@@ -1,6 +1,6 @@
 """The realtime hub: one per API process, it tails the feed streams (``projections.feed``) of the
-owners that have subscribers here and fans each entry out to them; ``api.realtime`` serves the
-subscriptions over WebSocket and SSE.
+owners that have subscribers here and fans each entry out to them; ``api.realtime.endpoints``
+serves the subscriptions over WebSocket and SSE.
 
 Reading costs what the events cost, not what the subscribers are. Each partition's projector
 commit that appends feed entries also appends one entry to the partition's *live* stream naming
@@ -13,8 +13,8 @@ processes each read every notification of the partitions they tail, and each own
 for their own subscribers: Redis's load grows with the processes by one small read per
 notification each.
 
-Each entry is rendered and encoded once (``api.feed_subscription.Frame``) whatever the number of
-subscribers, and offered to each subscription (``api.feed_subscription.Subscription``: its
+Each entry is rendered and encoded once (``api.realtime.subscription.Frame``) whatever the number of
+subscribers, and offered to each subscription (``api.realtime.subscription.Subscription``: its
 bounded queue, its history, its close reasons) without waiting: a full queue closes that
 subscriber (``SLOW_CONSUMER``), who resumes with its last cursor (a stream entry id). A
 subscription without a cursor, or with one older than what the feed keeps, starts with a
@@ -40,7 +40,9 @@ import anyio
 from redis.exceptions import RedisError, ResponseError
 
 from api import render
-from api.feed_subscription import (
+from api.loop_probe import LoopProbe, Samples
+from api.realtime.rounds import Round
+from api.realtime.subscription import (
     HISTORY_PAGE,
     KEY_REVOKED,
     PING,
@@ -52,9 +54,7 @@ from api.feed_subscription import (
     event_message,
     valid_cursor,
 )
-from api.loop_probe import LoopProbe, Samples
 from api.render import Message
-from api.rounds import Round
 from api.sessions import Revocations, Session, sessions_after
 from engine import clock
 from engine.connection import as_str
@@ -117,7 +117,7 @@ class FeedHub:
         self._seconds: list[int] = []
         self.sweep_s = 1.0  # how often sessions that expired are closed
         self.ping_s = PING_S  # an idle subscriber gets a ping within one to two of these
-        self._idle_round: Round[Subscription] = Round()  # api.rounds: a slice per tick
+        self._idle_round: Round[Subscription] = Round()  # api.realtime.rounds: a slice per tick
         self.freeze_every = 0  # freeze the collector's view every this many joins (0: never)
         # The server's side of each delivery (feed entry -> write returned) and the loop's health.
         self.deliveries = Samples()
@@ -229,8 +229,8 @@ class FeedHub:
     async def _ping_idle(self) -> None:
         """A ping to each subscriber that was handed nothing for a round (``ping_s``): one timer
         for the process, not one per connection, visiting one slice of the subscribers at a time
-        (:class:`api.rounds.Round`), so 10,000 idle connections never wake at once (a burst of
-        thousands of sends would hold up the events behind it)."""
+        (:class:`api.realtime.rounds.Round`), so 10,000 idle connections never wake at once (a
+        burst of thousands of sends would hold up the events behind it)."""
         while True:
             await anyio.sleep(self.ping_s / self._idle_round.slices)
             for sub in self._idle_round.next_slice():

@@ -1,5 +1,5 @@
 """The realtime feed at the HTTP edge (DESIGN §8): a WebSocket for browsers and an SSE stream for
-integrations, both over the process's :class:`api.feed_hub.FeedHub`.
+integrations, both over the process's :class:`api.realtime.hub.FeedHub`.
 
 ``GET /v1/realtime?token=<session JWT>[&since=<cursor>]`` (WebSocket): a session JWT only (an API
 key in a URL would end up in browser history and proxy logs), and a browser's ``Origin`` must be
@@ -41,16 +41,16 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from api.auth import UNAUTHORIZED, Caller, account_route, bearer, runtime_of, verify_session
-from api.feed_hub import FeedHub
-from api.feed_subscription import (
+from api.openapi import doc
+from api.rate_limits import Limiter, RateLimited
+from api.realtime.hub import FeedHub
+from api.realtime.subscription import (
     SESSION_EXPIRED,
     SESSION_REVOKED,
     SLOW_CONSUMER,
     FeedClosed,
     Subscription,
 )
-from api.openapi import doc
-from api.rate_limits import Limiter, RateLimited
 from api.render import Message, encode
 from api.sessions import Session
 from engine.money.accounts import API_KEY_PREFIX, key_hash

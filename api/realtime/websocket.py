@@ -37,8 +37,8 @@ from urllib.parse import unquote
 
 from uvicorn.protocols.utils import ClientDisconnected, get_local_addr, get_remote_addr, is_ssl
 
-from api.rounds import Round
-from api.ws_codec import (
+from api.realtime.rounds import Round
+from api.realtime.ws_codec import (
     ABNORMAL,
     BINARY,
     CLOSE,
@@ -84,7 +84,7 @@ CLOSED = 3
 
 class _Server:
     """What every connection of one uvicorn server shares: the application, the settings and the
-    keepalive round (:class:`api.rounds.Round`: one timer, one slice of the connections per
+    keepalive round (:class:`api.realtime.rounds.Round`: one timer, one slice of the connections per
     tick)."""
 
     def __init__(self, config: Config, server_state: ServerState) -> None:

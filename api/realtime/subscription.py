@@ -1,5 +1,5 @@
-"""One client's subscription to its owner's realtime feed, as the hub (``api.feed_hub``) fills it
-and the WebSocket and SSE endpoints (``api.realtime``) drain it.
+"""One client's subscription to its owner's realtime feed, as the hub (``api.realtime.hub``)
+fills it and the WebSocket and SSE endpoints (``api.realtime.endpoints``) drain it.
 
 A subscription is a deque of shared frames and a wake-up future, nothing per message: each feed
 entry is rendered and encoded once (:class:`Frame`: the WebSocket text, and the SSE frame when a

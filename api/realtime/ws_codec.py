@@ -1,6 +1,6 @@
 """RFC 6455's server side without I/O: the handshake request read and answered, frames written,
-client payloads unmasked, close codes checked. :mod:`api.websocket` is the connection that uses
-them."""
+client payloads unmasked, close codes checked. :mod:`api.realtime.websocket` is the connection
+that uses them."""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from bench.common import Report, runs_note
 from tests.servers import redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,3 +256,29 @@ def _ceiling(
         out.notes.append(f"ceiling_spike: no figure in its output ({run.stderr[-300:]!r})")
         return None
     return float(found.group(1).replace(",", ""))
+
+
+def report_peers(report: Report, peers: PeerFigures) -> None:
+    """The peers' figures, their package versions and the ceiling: rows of the table and keys
+    of latest.json."""
+    fig = report.figures
+    name, best_rate = peers.best
+    fig["peer_best_per_s"] = best_rate
+    fig["peer_best"] = name
+    fig["peers_per_s"] = peers.drained_per_s
+    fig["ceiling_e2e_per_s"] = peers.ceiling_e2e_per_s
+    fig["peer_notes"] = peers.notes
+    fig["peer_versions"] = peers.versions
+    for peer, peer_rate in peers.drained_per_s.items():
+        versions = peers.versions.get(peer)
+        detail = [runs_note(peers.runs.get(peer, [])), versions_text(versions) if versions else ""]
+        report.add(
+            f"peer: {peer}, one worker process, jobs drained/s",
+            "—" if peer_rate is None else f"{peer_rate:,.0f}",
+            "; ".join(part for part in detail if part),
+        )
+    report.add(
+        "ceiling_spike.py: executions/s with every view current",
+        "—" if peers.ceiling_e2e_per_s is None else f"{peers.ceiling_e2e_per_s:,.0f}",
+        "; ".join(note for note in [runs_note(peers.ceiling_runs), *peers.notes] if note),
+    )

@@ -51,8 +51,10 @@ Scenarios:
             a directory and a 60 s hot window: Redis memory flat, bytes kept per finished
             execution, nothing lost, replay from the archive; see bench/soak.py.
 
-drain and workflow are bench/drain.py, realtime is bench/realtime.py, soak is bench/soak.py; this
-module runs the others and the command.
+drain and workflow are bench/drain.py, fold bench/fold.py, latency bench/latency.py, realtime
+bench/realtime.py, soak bench/soak.py, the peers bench/peers.py; what a run writes (the table,
+the targets' verdicts, latest.json) is bench/summary.py. This module runs the scenarios, replay
+among them, and the command.
 """
 
 from __future__ import annotations
@@ -61,49 +63,38 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from bench.archive_replay import bench_archive_replay
 from bench.common import (
-    PARTITIONS,
     ROLE_ENV,
     THREE_STEPS,
     Report,
-    bench_role_env,
     bench_settings,
     fresh_runtime,
     role_settings,
-    rss_mib,
     runs_note,
     write_synthetic_log,
 )
 from bench.drain import Drained, bench_drain
 from bench.fold import bench_fold_ratio
-from bench.http_load import open_loop, transcript_post
+from bench.latency import bench_latency
 from bench.peers import (
-    PeerFigures,
     PeerRuns,
     default_peers_dir,
     default_peers_venv,
-    versions_text,
+    report_peers,
 )
 from bench.realtime import bench_realtime
 from bench.soak import bench_soak
-from engine.runtime import Runtime
-from tests.processes import Role, wait_http
-from tests.servers import free_port, redis_server
+from bench.summary import merge_into, render, targets
+from tests.servers import redis_server
 
 SCENARIOS = (
     "drain",
@@ -117,89 +108,6 @@ SCENARIOS = (
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 EXTRA_SCENARIOS = ("soak",)  # run only when named: the soak alone takes about 17 minutes
-
-
-async def bench_latency(
-    report: Report, url: str, rate: int, seconds: float, logs: Path, *, alone: bool = False
-) -> float:
-    """202 latency at ``rate`` req/s: the p99 (ms). ``alone``: the API process only, no worker or
-    projector sharing the box."""
-    runtime = await Runtime.open(bench_settings(url))
-    await runtime.redis.flushall()
-    await runtime.close()
-    port = free_port()
-    env = bench_role_env(url, CLIPSTREAM_PARTITIONS=str(PARTITIONS), CLIPSTREAM_SIM_LATENCY_MS="0")
-    api = Role(["api", "--port", str(port)], env, logs / "latency-api.log")
-    others = (
-        []
-        if alone
-        else [
-            Role(["worker"], env, logs / "latency-w.log"),
-            Role(["projector"], env, logs / "latency-proj.log"),
-        ]
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/healthz", role=api)
-        admin = {"Authorization": f"Bearer {env['CLIPSTREAM_ADMIN_TOKEN']}"}
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
-            acct = (
-                await http.post(
-                    "/admin/accounts", json={"name": "bench", "coins": 1e6}, headers=admin
-                )
-            ).json()
-            auth = {"Authorization": f"Bearer {acct['api_key']}"}
-            item = (
-                await http.post(
-                    "/v1/items", json={"source": "https://youtu.be/dQw4w9WgXcQ"}, headers=auth
-                )
-            ).json()["item"]["item_id"]
-            for _ in range(50):  # warm-up: connections, scripts, caches
-                await http.post(f"/v1/items/{item}/transcript", json={}, headers=auth)
-        total = int(rate * seconds)
-        request = transcript_post(port, item, auth)
-        before = _process_times(api.proc.pid)
-        started = time.perf_counter()
-        load = await open_loop("127.0.0.1", port, request, rate=rate, total=total)
-        wall_ms = (time.perf_counter() - started) * 1000
-        cpu_ms, waited_ms = (
-            (after - start) / total
-            for after, start in zip(_process_times(api.proc.pid), before, strict=True)
-        )
-        late = sorted(load.late_ms)
-        late_p99 = late[int(len(late) * 0.99) - 1]
-        latencies = load.latencies_ms
-        errors = total - load.statuses.get(202, 0)
-        latencies.sort()
-        p50 = statistics.median(latencies)
-        p99 = latencies[int(len(latencies) * 0.99) - 1]
-        where = "API alone" if alone else "worker and projector on the same box"
-        report.add(
-            f"202 latency p50 / p99 at {rate} req/s, {where} (ms)",
-            f"{p50:.1f} / {p99:.1f}",
-            f"{total:,} requests over {seconds:.0f}s, {errors} non-202; the generator wrote "
-            f"them p99 {late_p99:.1f} ms after their scheduled time; load average "
-            f"{os.getloadavg()[0]:.2f}",
-        )
-        report.add(
-            f"API process per 202, {where}: CPU / waiting for a core (ms)",
-            f"{cpu_ms:.2f} / {waited_ms:.2f}",
-            "where a 202's time goes besides Redis: the process's CPU, and its time runnable "
-            "but not running (/proc schedstat: the other processes held the cores); waiting "
-            f"{waited_ms * total / wall_ms:.0%} of the run, which every request in flight then "
-            "waits through",
-        )
-        key = "api_alone" if alone else "shared_box"
-        report.figures[f"api_cpu_ms_per_202_{key}"] = round(cpu_ms, 3)
-        report.figures[f"api_runqueue_wait_ms_per_202_{key}"] = round(waited_ms, 3)
-        report.figures[f"latency_202_generator_late_p99_ms_{key}"] = round(late_p99, 2)
-        report.rss[f"api (latency run, {where})"] = rss_mib(api.proc.pid)
-        return p99
-    finally:
-        api.terminate()
-        for proc in others:
-            proc.terminate()
 
 
 async def bench_replay(report: Report, url: str, events: int, processes: int) -> float:
@@ -226,36 +134,6 @@ async def bench_replay(report: Report, url: str, events: int, processes: int) ->
         return rate
     finally:
         await runtime.close()
-
-
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
-    redis_v = redis_v.split()[2].removeprefix("v=") if redis_v else "?"
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, Linux {platform.release()}, "
-        f"CPython {platform.python_version()}, Redis {redis_v} on loopback, no persistence"
-    )
-
-
-def _process_times(pid: int) -> tuple[float, float]:
-    """The CPU time (user + system) a process has used and the time it spent runnable but
-    waiting for a core, in ms (0 for the wait where the kernel keeps no schedstat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu_ms = (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
-    try:
-        waited_ms = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e6
-    except (OSError, IndexError, ValueError):
-        waited_ms = 0.0
-    return cpu_ms, waited_ms
 
 
 async def main_async(args: argparse.Namespace) -> Report:
@@ -348,7 +226,7 @@ async def main_async(args: argparse.Namespace) -> Report:
         if peers is not None:
             while peers.rounds < rounds:  # those not run between our drains
                 peers.round()
-            _report_peers(report, peers.figures())
+            report_peers(report, peers.figures())
     fig["targets"] = targets(fig)
     return report
 
@@ -397,100 +275,9 @@ async def _one_worker_drains(
             )
 
 
-def _report_peers(report: Report, peers: PeerFigures) -> None:
-    fig = report.figures
-    name, best_rate = peers.best
-    fig["peer_best_per_s"] = best_rate
-    fig["peer_best"] = name
-    fig["peers_per_s"] = peers.drained_per_s
-    fig["ceiling_e2e_per_s"] = peers.ceiling_e2e_per_s
-    fig["peer_notes"] = peers.notes
-    fig["peer_versions"] = peers.versions
-    for peer, peer_rate in peers.drained_per_s.items():
-        versions = peers.versions.get(peer)
-        detail = [runs_note(peers.runs.get(peer, [])), versions_text(versions) if versions else ""]
-        report.add(
-            f"peer: {peer}, one worker process, jobs drained/s",
-            "—" if peer_rate is None else f"{peer_rate:,.0f}",
-            "; ".join(part for part in detail if part),
-        )
-    report.add(
-        "ceiling_spike.py: executions/s with every view current",
-        "—" if peers.ceiling_e2e_per_s is None else f"{peers.ceiling_e2e_per_s:,.0f}",
-        "; ".join(note for note in [runs_note(peers.ceiling_runs), *peers.notes] if note),
-    )
-
-
-def targets(fig: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each target of issue 12, and issue 13's replay from the archive: met, missed (by how
-    much) or not measured in this run."""
-    peer = fig.get("peer_best_per_s")
-    one = fig.get("drain_one_step_per_s")
-    checks: list[tuple[str, str, str, float | None]] = [
-        ("e2e_one_step_per_s", "e2e_one_step_per_s", ">=", 2 * peer if peer else None),
-        ("projectors_2_vs_1", "projectors_2_vs_1", ">=", 1.6),
-        ("io_bound_2_workers_vs_1", "io_bound_2_workers_vs_1", ">=", 1.8),
-        ("replay_events_per_s", "replay_events_per_s", ">=", 100_000.0),
-        (
-            "replay_from_archive_events_per_s",
-            "replay_from_archive_events_per_s",
-            ">=",
-            100_000.0,
-        ),
-        ("latency_202_p99_ms_api_alone", "latency_202_p99_ms_api_alone", "<", 5.0),
-        ("latency_202_p99_ms_shared_box", "latency_202_p99_ms_shared_box", "<", 50.0),
-        ("events_per_one_step_execution", "events_per_one_step_execution", "<=", 5.0),
-        (
-            "workflow_three_step_per_s",
-            "workflow_three_step_per_s",
-            ">=",
-            0.5 * one if one else None,
-        ),
-    ]
-    out: dict[str, dict[str, Any]] = {}
-    for name, key, op, bound in checks:
-        value = fig.get(key)
-        if value is None or bound is None:
-            out[name] = {"status": "not measured in this run"}
-            continue
-        met = value >= bound if op == ">=" else value < bound if op == "<" else value <= bound
-        entry: dict[str, Any] = {"value": value, "target": f"{op} {round(bound, 2)}"}
-        if met:
-            entry["status"] = "met"
-        else:
-            entry["status"] = "missed"
-            entry["by"] = f"{abs(value - bound) / bound:.0%} ({round(value - bound, 2):+})"
-        counted = {
-            "replay_events_per_s": "replay_events",
-            "replay_from_archive_events_per_s": "replay_from_archive_events",
-        }
-        if name in counted and fig.get(counted[name], 0) < 1_000_000:
-            entry["note"] = "measured over fewer than 1,000,000 events (--quick)"
-        out[name] = entry
-    return out
-
-
 def _dump_logs(logs: Path) -> None:
     for log in sorted(logs.glob("*.log")):
         print(f"--- {log.name}\n{log.read_text()[-3000:]}", file=sys.stderr)
-
-
-def render(report: Report, started: dt.datetime) -> str:
-    lines = [
-        f"# clipstream benchmark — {started:%Y-%m-%d %H:%M} UTC",
-        "",
-        f"Machine: {machine()}.",
-        "",
-        "| measure | result | detail |",
-        "|---|---:|---|",
-        *(f"| {r.name} | {r.value} | {r.note} |" for r in report.rows),
-        "",
-        "| process | peak RSS MiB |",
-        "|---|---:|",
-        *(f"| {name} | {mib:.0f} |" for name, mib in sorted(report.rss.items())),
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -568,30 +355,7 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
-    # Merged into what the file holds: other scenarios (realtime) write their own keys there too.
-    try:
-        document: dict[str, Any] = json.loads(args.json.read_text())
-    except (OSError, ValueError):
-        document = {}
-    # A target this run did not measure keeps the file's verdict (a partial run, --only, must not
-    # erase what a whole one found); every verdict names the value it was read from.
-    unmeasured = {
-        name
-        for name, verdict in report.figures.get("targets", {}).items()
-        if "value" not in verdict
-    }
-    kept = {k: v for k, v in document.get("targets", {}).items() if k in unmeasured}
-    document |= {
-        "date": f"{started:%Y-%m-%d %H:%M} UTC",
-        "machine": machine(),
-        "quick": args.quick,
-        "scenarios": args.only,
-        **report.figures,
-        "rss_mib": {k: round(v) for k, v in sorted(report.rss.items())},
-    }
-    document["targets"] = {**document.get("targets", {}), **kept}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    merge_into(args.json, report, started, quick=args.quick, scenarios=args.only)
     print(f"figures and targets written to {args.json}")
 
 

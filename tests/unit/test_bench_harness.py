@@ -171,7 +171,7 @@ def test_the_peers_package_versions_are_written_beside_their_figures(
 
     from bench import peers
     from bench.common import Report
-    from bench.run import _report_peers
+    from bench.peers import report_peers
 
     harness = tmp_path / "harness"
     harness.mkdir()
@@ -198,7 +198,7 @@ def test_the_peers_package_versions_are_written_beside_their_figures(
     assert got.versions["dramatiq-p1"]["redis"] == redis_version
 
     report = Report()
-    _report_peers(report, got)
+    report_peers(report, got)
     assert report.figures["peer_versions"] == got.versions
     [row] = [r for r in report.rows if r.name.startswith("peer: dramatiq-p1")]
     assert f"dramatiq absent, redis {redis_version}, hiredis " in row.note
@@ -223,3 +223,64 @@ def test_bench_run_refuses_fewer_than_one_round(
         run.main()
     assert exited.value.code == 2
     assert "--rounds 0: at least 1" in capsys.readouterr().err
+
+
+def test_each_target_is_met_missed_by_how_much_or_not_measured() -> None:
+    from bench.summary import targets
+
+    verdicts = targets(
+        {
+            "peer_best_per_s": 3_000.0,
+            "e2e_one_step_per_s": 4_500.0,  # 2 x 3,000 is 6,000: missed by a quarter
+            "projectors_2_vs_1": 1.6,  # >= holds at the bound
+            "latency_202_p99_ms_api_alone": 5.0,  # < does not
+            "events_per_one_step_execution": 5.0,
+            "drain_one_step_per_s": 4_000.0,
+            "workflow_three_step_per_s": 2_000.0,
+            "replay_events_per_s": 150_000,
+            "replay_events": 100_000,  # a --quick run
+        }
+    )
+    assert verdicts["e2e_one_step_per_s"] == {
+        "value": 4_500.0,
+        "target": ">= 6000.0",
+        "status": "missed",
+        "by": "25% (-1500.0)",
+    }
+    assert verdicts["projectors_2_vs_1"]["status"] == "met"
+    assert verdicts["latency_202_p99_ms_api_alone"]["status"] == "missed"
+    assert verdicts["events_per_one_step_execution"]["status"] == "met"
+    assert verdicts["workflow_three_step_per_s"]["status"] == "met"
+    assert verdicts["replay_events_per_s"]["status"] == "met"
+    assert "fewer than 1,000,000 events" in verdicts["replay_events_per_s"]["note"]
+    assert verdicts["io_bound_2_workers_vs_1"] == {"status": "not measured in this run"}
+    assert verdicts["latency_202_p99_ms_shared_box"] == {"status": "not measured in this run"}
+
+
+def test_a_partial_run_keeps_the_verdicts_it_did_not_measure(tmp_path: Path) -> None:
+    import datetime as dt
+    import json
+
+    from bench.common import Report
+    from bench.summary import merge_into, targets
+
+    path = tmp_path / "latest.json"
+    whole = Report()
+    whole.figures |= {"projectors_2_vs_1": 1.25, "replay_events_per_s": 240_000}
+    whole.figures["targets"] = targets(whole.figures)
+    whole.rss["api"] = 80.4
+    when = dt.datetime(2026, 12, 5, 18, 0, tzinfo=dt.UTC)
+    merge_into(path, whole, when, quick=False, scenarios=["fold", "replay"])
+
+    partial = Report()
+    partial.figures["projectors_2_vs_1"] = 1.7
+    partial.figures["targets"] = targets(partial.figures)
+    later = merge_into(path, partial, when, quick=True, scenarios=["fold"])
+
+    assert json.loads(path.read_text()) == later
+    assert later["targets"]["projectors_2_vs_1"]["status"] == "met"  # this run's own verdict
+    assert later["targets"]["replay_events_per_s"]["value"] == 240_000  # kept from the file
+    assert later["replay_events_per_s"] == 240_000
+    assert (later["quick"], later["scenarios"]) == (True, ["fold"])
+    assert later["date"] == "2026-12-05 18:00 UTC"
+    assert later["rss_mib"] == {"api": 80}  # the whole run's, as this one measured none

@@ -11,7 +11,9 @@ moves by a fifth from one such run to the next (three processes share two cores:
 luck), so :func:`bench_fold_ratio` alternates one and two projectors ``rounds`` times and takes
 the medians. It also reports how busy each projector process and the redis-server were over the
 timed fold (their CPU time over its wall time, /proc): with two projectors, whether they wait on
-the cores or on their round trips."""
+the cores or on their round trips. From one projector's fold it reads the most two could reach
+on this box (:func:`box_bound`): the projectors share the cores with Redis, so when one projector
+and Redis already keep 1.5 of 2 cores busy, two can fold at most 2 / 1.5 = 1.33 times as fast."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from bench.common import (
     PARTITIONS,
@@ -50,11 +53,27 @@ class Fold:
     redis_busy: float
 
 
+class FoldRatio(NamedTuple):
+    ratio: float  # the median fold rate of two projectors over the median of one
+    box_bound: float  # the most that ratio could be on this box (box_bound)
+
+
+def box_bound(one: Fold, cores: int | None = None) -> float:
+    """The most two projectors could fold over one on this box (or ``cores``), had each event
+    the CPU cost it had with one: the cores over what one projector and Redis kept busy, at
+    most 2."""
+    used = sum(one.projectors_busy) + one.redis_busy
+    if used <= 0:
+        return 2.0
+    return min(2.0, (cores or os.cpu_count() or 1) / used)
+
+
 async def bench_fold_ratio(
     report: Report, url: str, events: int, logs: Path, rounds: int = 3
-) -> float:
+) -> FoldRatio:
     """The median fold rate of two projector processes over the median of one, each measured
-    ``rounds`` times, alternating (one, two, one, two …) so a drift of the box touches both."""
+    ``rounds`` times, alternating (one, two, one, two …) so a drift of the box touches both;
+    and the most it could be on this box (:func:`box_bound`, the median over one's folds)."""
     folds: dict[int, list[Fold]] = {1: [], 2: []}
     for _ in range(rounds):
         for projectors in (1, 2):
@@ -76,7 +95,14 @@ async def bench_fold_ratio(
             + f"{statistics.median(_idle(f) for f in got):.0%} of its cores",
         )
     rates = {p: statistics.median(f.per_s for f in got) for p, got in folds.items()}
-    return rates[2] / rates[1]
+    bound = statistics.median(box_bound(f) for f in folds[1])
+    report.add(
+        "projection: the most two projectors could fold over one on this box",
+        f"{bound:.2f}",
+        f"{os.cpu_count()} cores over what one projector and Redis kept busy (medians), had "
+        "each event the CPU cost it had with one",
+    )
+    return FoldRatio(rates[2] / rates[1], bound)
 
 
 def _idle(fold: Fold, cores: int | None = None) -> float:

@@ -79,6 +79,12 @@ def targets(fig: dict[str, Any]) -> dict[str, dict[str, Any]]:
         }
         if name in counted and fig.get(counted[name], 0) < 1_000_000:
             entry["note"] = "measured over fewer than 1,000,000 events (--quick)"
+        allowed = fig.get("projectors_2_vs_1_box_bound")
+        if name == "projectors_2_vs_1" and allowed is not None and allowed < bound:
+            entry["note"] = (
+                f"this box allows at most {allowed}: its cores over what one projector and "
+                "Redis kept busy (bench.fold.box_bound)"
+            )
         out[name] = entry
     return out
 

@@ -284,3 +284,17 @@ def test_a_partial_run_keeps_the_verdicts_it_did_not_measure(tmp_path: Path) -> 
     assert (later["quick"], later["scenarios"]) == (True, ["fold"])
     assert later["date"] == "2026-12-05 18:00 UTC"
     assert later["rss_mib"] == {"api": 80}  # the whole run's, as this one measured none
+
+
+def test_the_box_bounds_what_two_projectors_can_fold_over_one() -> None:
+    from bench.fold import Fold, box_bound
+    from bench.summary import targets
+
+    # One projector a whole core busy and Redis half of one: two need 3 cores for twice the rate.
+    assert box_bound(Fold(70_000.0, [1.0], 0.5), cores=2) == pytest.approx(1.33, abs=0.01)
+    assert box_bound(Fold(30_000.0, [0.5], 0.3), cores=2) == 2.0  # never past twice
+    assert box_bound(Fold(0.0, [0.0], 0.0), cores=2) == 2.0
+    verdict = targets({"projectors_2_vs_1": 1.25, "projectors_2_vs_1_box_bound": 1.33})
+    assert verdict["projectors_2_vs_1"]["status"] == "missed"
+    assert "this box allows at most 1.33" in verdict["projectors_2_vs_1"]["note"]
+    assert "note" not in targets({"projectors_2_vs_1": 1.25})["projectors_2_vs_1"]

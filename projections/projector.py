@@ -21,8 +21,8 @@ reads again. A crash anywhere leaves either the old checkpoint and old views or 
 nothing is skipped and nothing applied twice (and a duplicate event is a no-op in the fold anyway).
 
 A pass takes one batch of every partition held, ``CLIPSTREAM_PROJECTOR_LANES`` of them at once
-(:meth:`Projector.pass_once`): their batches share nothing but the view cache, whose entries are
-per partition.
+(:meth:`Projector.pass_once`), and goes on round robin with those that have a backlog for half a
+second at most: their batches share nothing but the view cache, whose entries are per partition.
 
 The live version is re-read every pass: after ``replay.switch`` the projector continues from the
 new namespace's checkpoint.
@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -59,6 +60,12 @@ log = logging.getLogger("clipstream.projector")
 _IDLE_MIN_S = 0.002
 _IDLE_MAX_S = 0.05
 _CHECK_MAX_S = 1.0  # the longest between two looks at the members and leases
+
+
+def _pass_budget_s(lease_ms: int) -> float:
+    """How long a pass goes on folding partitions with a backlog: half the time between two
+    looks at the leases (:meth:`Projector._maintain_leases`), so a pass never delays one much."""
+    return min(lease_ms / 3000, _CHECK_MAX_S) / 2
 
 
 @dataclass(slots=True)
@@ -183,31 +190,40 @@ class Projector:
             await self._release_all()
 
     async def pass_once(self, *, acquire: bool = False) -> bool:
-        """One batch for every held partition; True when any entry was folded.
+        """A batch of every held partition, and more of those with a backlog for a while; True
+        when any entry was folded.
 
         ``CLIPSTREAM_PROJECTOR_LANES`` partitions at once, each lane taking the next partition
         when its batch is committed: while one batch waits on its read or its commit, another is
-        folded, so the process does not sit idle through every round trip. Partitions share
-        nothing but the view cache, whose entries are per partition. A lane that fails stops the
-        others from taking more partitions (those in flight finish), and its error is raised
-        once every lane has stopped."""
+        folded, so the process does not sit idle through every round trip. A partition whose
+        batch was full goes to the back of the queue again until the pass has run for half the
+        time between two looks at the leases (:func:`_pass_budget_s`): were every partition
+        folded once per pass, the lanes would set off together at every pass and stay in step,
+        every lane waiting on its commit while the others queue behind it in Redis. Partitions
+        share nothing but the view cache, whose entries are per partition, and a partition is
+        in one lane at a time. A lane that fails stops the others from taking more partitions
+        (those in flight finish), and its error is raised once every lane has stopped."""
         await self._sync_version()
         await self._maintain_leases(force=acquire)
-        queue = iter(list(self._held))
+        ready = deque(self._held)
+        full = self.runtime.settings.batch
+        until = time.monotonic() + _pass_budget_s(self.runtime.settings.lease_ms)
         worked = False
         failure: Exception | None = None
 
         async def lane() -> None:
             nonlocal worked, failure
-            for partition in queue:
-                if failure is not None:
-                    return
+            while ready and failure is None:
+                partition = ready.popleft()
                 try:
-                    if await self.step(partition):
-                        worked = True
+                    folded = await self.step(partition)
                 except Exception as exc:
                     failure = failure or exc
                     return
+                if folded:
+                    worked = True
+                if folded >= full and time.monotonic() < until:
+                    ready.append(partition)  # a backlog: its next batch after the others'
 
         async with anyio.create_task_group() as lanes:
             for _ in range(min(self.runtime.settings.projector_lanes, len(self._held))):

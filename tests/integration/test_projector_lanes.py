@@ -13,6 +13,7 @@ from engine.errors import StoreUnavailable
 from engine.log.entries import Entry
 from engine.runtime import Runtime
 from engine.settings import Settings
+from projections import projector as projector_module
 from projections.namespace import Namespace
 from projections.projector import BatchWrite, Projector
 from tests.chaos.test_projector_faults import _assert_complete_and_identical, _fill
@@ -90,3 +91,58 @@ async def test_a_failing_lane_raises_its_own_error_and_the_others_keep_their_wor
     failing = False
     await projector.run_until_idle()
     await _assert_complete_and_identical(runtime)
+
+
+class Recording(Projector):
+    """Records the partition of every batch it commits, in order."""
+
+    def __init__(self, runtime: Runtime, partitions: list[int]) -> None:
+        super().__init__(runtime, partitions=partitions)
+        self.committed: list[int] = []
+
+    async def _write(self, ns: Namespace, write: BatchWrite) -> None:
+        await super()._write(ns, write)
+        self.committed.append(ns.partition)
+
+
+async def _one_pass(
+    runtime: Runtime, budget_s: float, monkeypatch: pytest.MonkeyPatch
+) -> Recording:
+    """One pass of a one-lane projector over the busy partitions, batches of 4 entries, going
+    on with backlogs for ``budget_s``."""
+    monkeypatch.setattr(projector_module, "_pass_budget_s", lambda lease_ms: budget_s)
+    runtime.settings = replace(runtime.settings, projector_lanes=1, batch=4)
+    projector = Recording(runtime, await _busy(runtime))
+    await projector.pass_once(acquire=True)
+    return projector
+
+
+async def test_a_pass_goes_on_with_the_backlogs_round_robin(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _fill(runtime, owners=4)
+    busy = await _busy(runtime)
+    lengths = {p: await runtime.store.log.log_length(p) for p in busy}
+    assert max(lengths.values()) > 4  # some partition has more than one batch
+    projector = await _one_pass(runtime, 3600.0, monkeypatch)
+    # The whole backlog in one pass: a partition's batches as its length asks ...
+    assert {p: projector.committed.count(p) for p in busy} == {
+        p: -(-n // 4) for p, n in lengths.items()
+    }
+    # ... and every partition's first batch before any partition's second.
+    assert sorted(projector.committed[: len(busy)]) == sorted(busy)
+    await _assert_complete_and_identical(runtime)
+
+
+async def test_a_pass_past_its_budget_folds_each_partition_once(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _fill(runtime, owners=4)
+    busy = await _busy(runtime)
+    projector = await _one_pass(runtime, 0.0, monkeypatch)
+    assert sorted(projector.committed) == sorted(busy)
+
+
+def test_a_pass_budget_is_half_the_time_between_two_looks_at_the_leases() -> None:
+    assert projector_module._pass_budget_s(300) == pytest.approx(0.05)
+    assert projector_module._pass_budget_s(15_000) == 0.5  # looks at most a second apart

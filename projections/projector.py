@@ -21,8 +21,8 @@ reads again. A crash anywhere leaves either the old checkpoint and old views or 
 nothing is skipped and nothing applied twice (and a duplicate event is a no-op in the fold anyway).
 
 A pass takes one batch of every partition held, ``CLIPSTREAM_PROJECTOR_LANES`` of them at once
-(:meth:`Projector.pass_once`), and goes on round robin with those that have a backlog for half a
-second at most: their batches share nothing but the view cache, whose entries are per partition.
+(:meth:`Projector.pass_once`), and goes on round robin while any has a backlog, for half a second
+at most: their batches share nothing but the view cache, whose entries are per partition.
 
 The live version is re-read every pass: after ``replay.switch`` the projector continues from the
 new namespace's checkpoint.
@@ -195,19 +195,23 @@ class Projector:
 
         ``CLIPSTREAM_PROJECTOR_LANES`` partitions at once, each lane taking the next partition
         when its batch is committed: while one batch waits on its read or its commit, another is
-        folded, so the process does not sit idle through every round trip. A partition whose
-        batch was full goes to the back of the queue again until the pass has run for half the
-        time between two looks at the leases (:func:`_pass_budget_s`): were every partition
-        folded once per pass, the lanes would set off together at every pass and stay in step,
-        every lane waiting on its commit while the others queue behind it in Redis. Partitions
-        share nothing but the view cache, whose entries are per partition, and a partition is
-        in one lane at a time. A lane that fails stops the others from taking more partitions
-        (those in flight finish), and its error is raised once every lane has stopped."""
+        folded, so the process does not sit idle through every round trip. While some partition
+        has a backlog (its last batch was full), every partition goes to the back of the queue
+        again, until the pass has run for half the time between two looks at the leases
+        (:func:`_pass_budget_s`): were every partition folded once per pass, the lanes would set
+        off together at every pass and stay in step, every lane waiting on its commit while the
+        others queue behind it in Redis; and a partition with new entries still waits one round
+        at most, not the whole pass. Partitions share nothing but the view cache, whose entries
+        are per partition, and a partition is in one lane at a time. A lane that fails stops the
+        others from taking more partitions (those in flight finish), and its error is raised once
+        every lane has stopped."""
         await self._sync_version()
         await self._maintain_leases(force=acquire)
         ready = deque(self._held)
         full = self.runtime.settings.batch
         until = time.monotonic() + _pass_budget_s(self.runtime.settings.lease_ms)
+        backlogs: set[int] = set()
+        resting: list[int] = []  # folded this pass, and not queued again while none had a backlog
         worked = False
         failure: Exception | None = None
 
@@ -222,8 +226,16 @@ class Projector:
                     return
                 if folded:
                     worked = True
-                if folded >= full and time.monotonic() < until:
-                    ready.append(partition)  # a backlog: its next batch after the others'
+                if folded >= full:
+                    backlogs.add(partition)
+                else:
+                    backlogs.discard(partition)
+                if not backlogs or time.monotonic() >= until:
+                    resting.append(partition)
+                    continue
+                ready.extend(resting)  # another round for every partition, after the others
+                resting.clear()
+                ready.append(partition)
 
         async with anyio.create_task_group() as lanes:
             for _ in range(min(self.runtime.settings.projector_lanes, len(self._held))):

@@ -11,12 +11,15 @@ import pytest
 
 from engine.errors import StoreUnavailable
 from engine.log.entries import Entry
+from engine.log.ids import new_id
 from engine.runtime import Runtime
 from engine.settings import Settings
 from projections import projector as projector_module
 from projections.namespace import Namespace
 from projections.projector import BatchWrite, Projector
 from tests.chaos.test_projector_faults import _assert_complete_and_identical, _fill
+from tests.golden import scenarios
+from tests.integration.test_projector import Made, make
 
 pytestmark = pytest.mark.anyio
 
@@ -146,3 +149,42 @@ async def test_a_pass_past_its_budget_folds_each_partition_once(
 def test_a_pass_budget_is_half_the_time_between_two_looks_at_the_leases() -> None:
     assert projector_module._pass_budget_s(300) == pytest.approx(0.05)
     assert projector_module._pass_budget_s(15_000) == 0.5  # looks at most a second apart
+
+
+async def test_a_partition_with_new_entries_waits_one_round_behind_a_backlog(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries that reach a quiet partition while another's backlog is folded are folded in the
+    same pass, a round later, not after the backlog."""
+    backlog_owner, quiet_owner = new_id("acc"), new_id("acc")
+    keys = runtime.store.keys
+    while keys.partition(quiet_owner) == keys.partition(backlog_owner):
+        quiet_owner = new_id("acc")
+    for scenario in scenarios.SCENARIOS.values():
+        await make(runtime.store, backlog_owner, scenario)
+    await make(runtime.store, quiet_owner, scenarios.transcript_done, upto=2)  # under a batch
+    backlog, quiet = keys.partition(backlog_owner), keys.partition(quiet_owner)
+
+    class Arriving(Recording):
+        """The quiet partition gets a new execution once its own batch and one of the backlog's
+        are in."""
+
+        late: Made | None = None
+
+        async def _write(self, ns: Namespace, write: BatchWrite) -> None:
+            await super()._write(ns, write)
+            if self.late is None and quiet in self.committed and ns.partition == backlog:
+                self.late = await make(runtime.store, quiet_owner, scenarios.transcript_done)
+
+    monkeypatch.setattr(projector_module, "_pass_budget_s", lambda lease_ms: 3600.0)
+    runtime.settings = replace(runtime.settings, projector_lanes=1, batch=4)
+    projector = Arriving(runtime, [backlog, quiet])
+    await projector.pass_once(acquire=True)
+    # Both partitions at their log's tail after one pass, the late execution's view written.
+    for p in (backlog, quiet):
+        assert not await runtime.store.log.read_log(p, projector._held[p], 1)
+    assert projector.late is not None
+    ns = Namespace(keys, quiet, projector.version)
+    assert await runtime.redis.exists(ns.view(projector.late.execution_id))
+    # The late batches came round robin, before the backlog's last.
+    assert projector.committed[-1] == backlog

@@ -196,12 +196,14 @@ class Projector:
         ``CLIPSTREAM_PROJECTOR_LANES`` partitions at once, each lane taking the next partition
         when its batch is committed: while one batch waits on its read or its commit, another is
         folded, so the process does not sit idle through every round trip. While some partition
-        has a backlog (its last batch was full), every partition goes to the back of the queue
-        again, until the pass has run for half the time between two looks at the leases
-        (:func:`_pass_budget_s`): were every partition folded once per pass, the lanes would set
-        off together at every pass and stay in step, every lane waiting on its commit while the
-        others queue behind it in Redis; and a partition with new entries still waits one round
-        at most, not the whole pass. Partitions share nothing but the view cache, whose entries
+        has a backlog (its last batch was full), every partition that had entries goes to the
+        back of the queue again, until the pass has run for half the time between two looks at
+        the leases (:func:`_pass_budget_s`): were every partition folded once per pass, the lanes
+        would set off together at every pass and stay in step, every lane waiting on its commit
+        while the others queue behind it in Redis; and a partition with a trickle of entries
+        waits one round behind a backlog, not the whole pass. One that had nothing new rests
+        until the next pass (polling it every round would cost the backlog's lanes a round trip
+        each time). Partitions share nothing but the view cache, whose entries
         are per partition, and a partition is in one lane at a time. A lane that fails stops the
         others from taking more partitions (those in flight finish), and its error is raised once
         every lane has stopped."""
@@ -211,7 +213,7 @@ class Projector:
         full = self.runtime.settings.batch
         until = time.monotonic() + _pass_budget_s(self.runtime.settings.lease_ms)
         backlogs: set[int] = set()
-        resting: list[int] = []  # folded this pass, and not queued again while none had a backlog
+        waiting: list[int] = []  # had entries before any backlog was seen: queued again if one is
         worked = False
         failure: Exception | None = None
 
@@ -230,11 +232,13 @@ class Projector:
                     backlogs.add(partition)
                 else:
                     backlogs.discard(partition)
-                if not backlogs or time.monotonic() >= until:
-                    resting.append(partition)
+                if not folded or time.monotonic() >= until:
+                    continue  # nothing new: it rests until the next pass
+                if not backlogs:
+                    waiting.append(partition)
                     continue
-                ready.extend(resting)  # another round for every partition, after the others
-                resting.clear()
+                ready.extend(waiting)  # another round, after the others
+                waiting.clear()
                 ready.append(partition)
 
         async with anyio.create_task_group() as lanes:

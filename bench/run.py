@@ -320,7 +320,7 @@ def main() -> None:
         default=RESULTS / "latest.json",
         help="where the figures and the targets are merged in as JSON (default: "
         "bench/results/latest.json; other keys of the file are kept, and so are the verdicts "
-        "of targets this run does not measure)",
+        "of targets and the peak RSS of processes this run does not measure)",
     )
     parser.add_argument(
         "--replay-processes",

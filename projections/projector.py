@@ -34,7 +34,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -66,6 +66,38 @@ def _pass_budget_s(lease_ms: int) -> float:
     """How long a pass goes on folding partitions with a backlog: half the time between two
     looks at the leases (:meth:`Projector._maintain_leases`), so a pass never delays one much."""
     return min(lease_ms / 3000, _CHECK_MAX_S) / 2
+
+
+class PassOrder:
+    """Which partition a lane of a pass folds next (:meth:`Projector.pass_once`): each held one
+    once, then, while any had a backlog (a full batch) and the pass is within ``budget_s``, again
+    those that had entries, round robin; one that had nothing rests until the next pass."""
+
+    def __init__(self, partitions: Iterable[int], full: int, budget_s: float) -> None:
+        self._ready = deque(partitions)
+        self._full = full
+        self._until = time.monotonic() + budget_s
+        self._backlogs: set[int] = set()
+        self._waiting: list[int] = []  # had entries before any backlog: queued again if one is
+
+    def next(self) -> int | None:
+        """The next partition to fold (None: the pass is over for this lane)."""
+        return self._ready.popleft() if self._ready else None
+
+    def folded(self, partition: int, entries: int) -> None:
+        """``partition``'s batch took ``entries`` log entries."""
+        if entries >= self._full:
+            self._backlogs.add(partition)
+        else:
+            self._backlogs.discard(partition)
+        if not entries or time.monotonic() >= self._until:
+            return
+        if not self._backlogs:
+            self._waiting.append(partition)
+            return
+        self._ready.extend(self._waiting)  # another round, after the others
+        self._waiting.clear()
+        self._ready.append(partition)
 
 
 @dataclass(slots=True)
@@ -196,53 +228,36 @@ class Projector:
         ``CLIPSTREAM_PROJECTOR_LANES`` partitions at once, each lane taking the next partition
         when its batch is committed: while one batch waits on its read or its commit, another is
         folded, so the process does not sit idle through every round trip. While some partition
-        has a backlog (its last batch was full), every partition that had entries goes to the
-        back of the queue again, until the pass has run for half the time between two looks at
-        the leases (:func:`_pass_budget_s`): were every partition folded once per pass, the lanes
-        would set off together at every pass and stay in step, every lane waiting on its commit
-        while the others queue behind it in Redis; and a partition with a trickle of entries
-        waits one round behind a backlog, not the whole pass. One that had nothing new rests
-        until the next pass (polling it every round would cost the backlog's lanes a round trip
-        each time). Partitions share nothing but the view cache, whose entries
-        are per partition, and a partition is in one lane at a time. A lane that fails stops the
-        others from taking more partitions (those in flight finish), and its error is raised once
-        every lane has stopped."""
+        has a backlog, the partitions that had entries go round again (:class:`PassOrder`), for
+        half the time between two looks at the leases (:func:`_pass_budget_s`): were every
+        partition folded once per pass, the lanes would set off together at every pass and stay
+        in step, every lane waiting on its commit while the others queue behind it in Redis; and
+        a partition with a trickle of entries waits one round behind a backlog, not the whole
+        pass. One that had nothing new rests until the next pass (polling it every round would
+        cost the backlog's lanes a round trip each time). Partitions share nothing but the view
+        cache, whose entries are per partition, and a partition is in one lane at a time. A lane
+        that fails stops the others from taking more partitions (those in flight finish), and
+        its error is raised once every lane has stopped."""
         await self._sync_version()
         await self._maintain_leases(force=acquire)
-        ready = deque(self._held)
-        full = self.runtime.settings.batch
-        until = time.monotonic() + _pass_budget_s(self.runtime.settings.lease_ms)
-        backlogs: set[int] = set()
-        waiting: list[int] = []  # had entries before any backlog was seen: queued again if one is
+        settings = self.runtime.settings
+        order = PassOrder(self._held, settings.batch, _pass_budget_s(settings.lease_ms))
         worked = False
         failure: Exception | None = None
 
         async def lane() -> None:
             nonlocal worked, failure
-            while ready and failure is None:
-                partition = ready.popleft()
+            while failure is None and (partition := order.next()) is not None:
                 try:
                     folded = await self.step(partition)
                 except Exception as exc:
                     failure = failure or exc
                     return
-                if folded:
-                    worked = True
-                if folded >= full:
-                    backlogs.add(partition)
-                else:
-                    backlogs.discard(partition)
-                if not folded or time.monotonic() >= until:
-                    continue  # nothing new: it rests until the next pass
-                if not backlogs:
-                    waiting.append(partition)
-                    continue
-                ready.extend(waiting)  # another round, after the others
-                waiting.clear()
-                ready.append(partition)
+                worked = worked or folded > 0
+                order.folded(partition, folded)
 
         async with anyio.create_task_group() as lanes:
-            for _ in range(min(self.runtime.settings.projector_lanes, len(self._held))):
+            for _ in range(min(settings.projector_lanes, len(self._held))):
                 lanes.start_soon(lane)
         if failure is not None:
             raise failure

@@ -1,0 +1,39 @@
+"""projections.projector.PassOrder: the order in which a projector's pass folds its partitions,
+without Redis (the lanes that follow it: tests/integration/test_projector_lanes.py)."""
+
+from __future__ import annotations
+
+from projections.projector import PassOrder
+
+FULL = 4
+LONG = 3600.0  # a budget the test never reaches
+
+
+def drain(order: PassOrder, entries: dict[int, list[int]]) -> list[int]:
+    """Fold with one lane, partition ``p``'s batches taking ``entries[p]`` in turn (then none)."""
+    folded: list[int] = []
+    while (p := order.next()) is not None:
+        folded.append(p)
+        order.folded(p, entries[p].pop(0) if entries[p] else 0)
+    return folded
+
+
+def test_without_a_backlog_each_partition_is_folded_once() -> None:
+    assert drain(PassOrder([1, 2, 3], FULL, LONG), {1: [2], 2: [0], 3: [3]}) == [1, 2, 3]
+
+
+def test_a_backlog_goes_round_with_those_that_had_entries_and_the_empty_rest() -> None:
+    # 1 has a trickle, 2 nothing, 3 a backlog of three batches.
+    order = PassOrder([1, 2, 3], FULL, LONG)
+    assert drain(order, {1: [1, 1, 1], 2: [], 3: [4, 4, 2]}) == [1, 2, 3, 1, 3, 1, 3, 1]
+
+
+def test_a_partition_folded_before_the_first_backlog_goes_round_once_one_shows() -> None:
+    # 1 had entries before 2's backlog showed; it goes round while the backlog lasts, and once
+    # more after (its entries came while 2 still had one), then finds nothing and rests.
+    order = PassOrder([1, 2], FULL, LONG)
+    assert drain(order, {1: [2, 3], 2: [4, 1]}) == [1, 2, 1, 2, 1]
+
+
+def test_past_its_budget_a_pass_folds_each_partition_once() -> None:
+    assert drain(PassOrder([1, 2], FULL, 0.0), {1: [4, 4], 2: [4]}) == [1, 2]

@@ -52,6 +52,11 @@ class Fold:
     projectors_busy: list[float]
     redis_busy: float
 
+    @property
+    def cores_used(self) -> float:
+        """What the projectors and Redis kept busy together, in cores."""
+        return sum(self.projectors_busy) + self.redis_busy
+
 
 class FoldRatio(NamedTuple):
     ratio: float  # the median fold rate of two projectors over the median of one
@@ -62,10 +67,9 @@ def box_bound(one: Fold, cores: int | None = None) -> float:
     """The most two projectors could fold over one on this box (or ``cores``), had each event
     the CPU cost it had with one: the cores over what one projector and Redis kept busy, at
     most 2."""
-    used = sum(one.projectors_busy) + one.redis_busy
-    if used <= 0:
+    if one.cores_used <= 0:
         return 2.0
-    return min(2.0, (cores or os.cpu_count() or 1) / used)
+    return min(2.0, (cores or os.cpu_count() or 1) / one.cores_used)
 
 
 async def bench_fold_ratio(
@@ -108,8 +112,7 @@ async def bench_fold_ratio(
 def _idle(fold: Fold, cores: int | None = None) -> float:
     """The share of the box's cores (or ``cores``) that neither the projectors nor Redis used
     during ``fold``."""
-    used = sum(fold.projectors_busy) + fold.redis_busy
-    return max(0.0, 1 - used / (cores or os.cpu_count() or 1))
+    return max(0.0, 1 - fold.cores_used / (cores or os.cpu_count() or 1))
 
 
 async def bench_fold(url: str, events: int, projectors: int, logs: Path) -> Fold:

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import PARTITIONS, Report, bench_role_env, bench_settings, rss_mib
+from bench.common import (
+    PARTITIONS,
+    Report,
+    bench_role_env,
+    bench_settings,
+    cpu_seconds,
+    rss_mib,
+)
 from bench.http_load import open_loop, transcript_post
 from engine.runtime import Runtime
 from tests.processes import Role, wait_http
@@ -108,8 +115,7 @@ async def bench_latency(
 def process_times(pid: int) -> tuple[float, float]:
     """The CPU time (user + system) a process has used and the time it spent runnable but
     waiting for a core, in ms (0 for the wait where the kernel keeps no schedstat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu_ms = (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+    cpu_ms = cpu_seconds(pid) * 1000
     try:
         waited_ms = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e6
     except (OSError, IndexError, ValueError):

@@ -1,15 +1,29 @@
 """The realtime feed's stream: one per owner, appended to by the projector, read by the API's hub
 (``api.realtime.hub``).
 
-    {prefix}{{pN}}:feed:{owner}   stream: one entry per event folded for the owner, MAXLEN ~ N
+    {prefix}{{pN}}:feed:{owner}   stream: one entry per execution per folded batch, MAXLEN ~ N
         fields: execution_id, seq, type, summary, v
 
-``summary`` is JSON of the execution right after that event. ``v`` says what it is:
+An entry holds the events of one execution that one batch folded, in seq order: ``seq`` and
+``type`` list them (comma-separated), ``summary`` is a JSON array of the execution right after
+each. ``v`` says what they are:
 
-    v = "2"    a :class:`projections.views.FeedSummary` (view data: times in ms, money in
-               micro-coins); the API renders it (``api.render``) once per event.
-    no v       written before the API rendered feed entries: the summary is the client JSON
-               itself (ISO-8601 times, coins), sent on as it was stored.
+    v = "3"    the events of a batch grouped (this version); each summary a
+               :class:`projections.views.FeedSummary` (view data: times in ms, money in
+               micro-coins), which the API renders (``api.render``) once per event.
+    v = "2"    one event per entry: ``seq`` and ``type`` one each, ``summary`` one FeedSummary.
+    no v       one event per entry, written before the API rendered feed entries: the summary is
+               the client JSON itself (ISO-8601 times, coins), sent on as it was stored.
+
+A batch usually holds several events of an execution (its step starting, ending, the execution
+ending): one entry for them costs the commit one XADD where one per event cost three to five, and
+the feed a third of its entries.
+
+The cursor a subscriber resumes from is an entry id: the last event of an entry carries the
+entry's own id, the others the id just before it (:func:`before`), so a client that stops halfway
+through an entry is given the whole entry again — a duplicate, named by execution id and seq, never
+a gap (DESIGN: "clients may see a duplicate"). :func:`position` orders the events of the feed for
+deduplication: the entry id, then the event's place in its entry.
 
 Every commit that appends feed entries also appends one entry to the partition's live stream,
 
@@ -23,8 +37,7 @@ data: the owner's feed and its entry ids stay the truth and the cursor.
 The key sits under the owner's partition hash tag, outside any projection namespace (the feed is
 live-only and outlives a version switch), so the projector appends to it in the same Lua call that
 writes the views and moves the checkpoint: a batch's feed entries exist exactly when its
-checkpoint moved, and a retried batch never appends twice. Replays write no feed entries. The entry
-id is the subscriber's cursor.
+checkpoint moved, and a retried batch never appends twice. Replays write no feed entries.
 """
 
 from __future__ import annotations
@@ -45,11 +58,18 @@ from projections.views import ExecutionView, FeedSummary, steps_done
 FEED_MAXLEN = 10_000
 # Notifications kept per partition (a hub further behind reads every subscribed feed anyway).
 LIVE_MAXLEN = 10_000
-# The ``v`` of the entries this version writes (see the module docstring).
-SUMMARY_VERSION = b"2"
+# The ``v`` of the entries this version writes, and of the single-event ones before (see the
+# module docstring).
+SUMMARY_VERSION = b"3"
+_SINGLE_VERSION = b"2"
+# The place of an entry's last event (:func:`position`): after every other place in the entry.
+THROUGH = 1 << 62
+# The largest sequence part of a stream entry id.
+_MAX_SEQ = (1 << 64) - 1
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(FeedSummary)
+_group_decoder = msgspec.json.Decoder(list[FeedSummary])
 
 
 def feed_key(keys: Keys, partition: int, owner: str) -> str:
@@ -158,28 +178,97 @@ def feed_records(
 
 
 @dataclass(frozen=True, slots=True)
+class FeedGroup:
+    """One feed entry to append: the events of one execution a batch folded, in seq order, as the
+    entry stores them (see the module docstring)."""
+
+    owner: str
+    execution_id: str
+    seqs: str  # comma-separated
+    types: str  # comma-separated
+    summaries: bytes  # a JSON array, one summary per event
+
+
+def feed_groups(records: Sequence[FeedRecord]) -> list[FeedGroup]:
+    """A batch's feed records as the entries it appends: one per execution, in the order of each
+    execution's first event in the batch (an execution's own events keep their order)."""
+    by_execution: dict[str, list[FeedRecord]] = {}
+    for record in records:
+        by_execution.setdefault(record.execution_id, []).append(record)
+    return [
+        FeedGroup(
+            owner=group[0].owner,
+            execution_id=xid,
+            seqs=",".join([str(r.seq) for r in group]),
+            types=",".join([r.type for r in group]),
+            summaries=b"".join([b"[", b",".join([r.summary for r in group]), b"]"]),
+        )
+        for xid, group in by_execution.items()
+    ]
+
+
+@dataclass(frozen=True, slots=True)
 class FeedEntry:
-    """One entry read back from a feed stream. ``summary`` is a :class:`FeedSummary`, or for an
-    entry written before summaries were view data, the client JSON it stored (a dict)."""
+    """One event read back from a feed stream. ``cursor`` is what a client resumes from after it,
+    ``order`` its place in the feed (:func:`position`). ``summary`` is a :class:`FeedSummary`, or
+    for an entry written before summaries were view data, the client JSON it stored (a dict)."""
 
     cursor: str
     execution_id: str
     seq: int
     type: str
     summary: FeedSummary | dict[str, Any]
+    order: tuple[int, int, int]
 
 
-def read_entry(entry_id: str, fields: Mapping[bytes, bytes]) -> FeedEntry:
-    """A feed stream entry (its id and fields, as XRANGE/XREAD give them) as a :class:`FeedEntry`.
+def position(entry_id: str, place: int = THROUGH) -> tuple[int, int, int]:
+    """An event's place in the feed, comparable: its entry id, then its place in the entry
+    (``THROUGH``, the default: the entry's last event, so a cursor's position is past its whole
+    entry)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0), place
 
-    Raises msgspec/orjson decode errors for a summary that is not JSON of its version."""
+
+def before(entry_id: str) -> str:
+    """The stream id just before ``entry_id``: the cursor after which a read starts at it."""
+    ms, _, seq = entry_id.partition("-")
+    if int(seq or 0) > 0:
+        return f"{ms}-{int(seq) - 1}"
+    return f"{int(ms) - 1}-{_MAX_SEQ}"
+
+
+def read_entries(entry_id: str, fields: Mapping[bytes, bytes]) -> list[FeedEntry]:
+    """The events of a feed stream entry (its id and fields, as XRANGE/XREAD give them).
+
+    Raises msgspec/orjson decode errors for a summary that is not JSON of its version, and
+    ValueError for an entry whose lists do not match."""
+    version = fields.get(b"v")
+    xid = fields[b"execution_id"].decode()
     raw = fields[b"summary"]
-    current = fields.get(b"v") == SUMMARY_VERSION
-    summary: FeedSummary | dict[str, Any] = _decoder.decode(raw) if current else orjson.loads(raw)
-    return FeedEntry(
-        cursor=entry_id,
-        execution_id=fields[b"execution_id"].decode(),
-        seq=int(fields[b"seq"]),
-        type=fields[b"type"].decode(),
-        summary=summary,
-    )
+    if version != SUMMARY_VERSION:
+        single = version == _SINGLE_VERSION
+        summary: FeedSummary | dict[str, Any] = (
+            _decoder.decode(raw) if single else orjson.loads(raw)
+        )
+        seq, kind = int(fields[b"seq"]), fields[b"type"].decode()
+        return [FeedEntry(entry_id, xid, seq, kind, summary, position(entry_id))]
+    seqs = fields[b"seq"].decode().split(",")
+    types = fields[b"type"].decode().split(",")
+    summaries = _group_decoder.decode(raw)
+    if not seqs or not len(seqs) == len(types) == len(summaries):
+        raise ValueError(
+            f"feed entry {entry_id}: {len(seqs)} seqs, {len(types)} types, "
+            f"{len(summaries)} summaries"
+        )
+    last, earlier = len(seqs) - 1, before(entry_id)
+    return [
+        FeedEntry(
+            entry_id if k == last else earlier,
+            xid,
+            int(seq),
+            kind,
+            summary,
+            position(entry_id, THROUGH if k == last else k),
+        )
+        for k, (seq, kind, summary) in enumerate(zip(seqs, types, summaries, strict=True))
+    ]

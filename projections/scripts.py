@@ -7,7 +7,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from projections.feed import FEED_MAXLEN, LIVE_MAXLEN, FeedRecord, feed_key, live_key
+from projections.feed import (
+    FEED_MAXLEN,
+    LIVE_MAXLEN,
+    SUMMARY_VERSION,
+    FeedRecord,
+    feed_groups,
+    feed_key,
+    live_key,
+)
 from projections.namespace import Namespace, encode_pointer, transcripts_of
 from projections.namespace import valid_name as _valid_name
 from projections.views import ExecutionView, encode_view, is_active
@@ -35,9 +43,10 @@ from projections.views import ExecutionView, encode_view, is_active
 #   in the owner's active set removed once it ended.
 #   then per transcript 3 args: pointer JSON, created_at, lang
 #   then, when there is any feed entry, 1 arg holding them all (_packed_feed): a header line of
-#   five words per entry (its feed's place among the feed keys from 0, execution id, seq, event
-#   type, its summary's length), a newline, then the summaries back to back (each a
-#   FeedSummary's JSON: the entry's v is 2, see projections.feed)
+#   five words per entry (its feed's place among the feed keys from 0, execution id, its events'
+#   seqs and types, each comma-separated, the length of its summaries), a newline, then the
+#   summaries back to back (each a JSON array of FeedSummary: the entry's v is
+#   SUMMARY_VERSION, see projections.feed)
 #   then, when there is any ended execution, 1 arg: two words each, its id and the seq of its
 #   view's last event
 # The feed entries are appended here, with the checkpoint, so a batch retried after a crash or a
@@ -102,7 +111,7 @@ if n_feed > 0 then
     local size = tonumber(w[5 * i + 5])
     redis.call('XADD', KEYS[k + tonumber(w[5 * i + 1])], 'MAXLEN', '~', ARGV[7], '*',
       'execution_id', w[5 * i + 2], 'seq', w[5 * i + 3], 'type', w[5 * i + 4],
-      'summary', string.sub(packed, pos, pos + size - 1), 'v', '2')
+      'summary', string.sub(packed, pos, pos + size - 1), 'v', 'SUMMARY_VERSION')
     pos = pos + size
   end
   -- one notification naming the feeds appended to, for the API hubs (projections.feed)
@@ -127,7 +136,7 @@ local skipped = tonumber(ARGV[3])
 if skipped > 0 then redis.call('INCRBY', KEYS[2], skipped) end
 redis.call('SET', KEYS[1], ARGV[2])
 return {1, ARGV[2]}
-""".replace("LIVE_MAXLEN", str(LIVE_MAXLEN))
+""".replace("LIVE_MAXLEN", str(LIVE_MAXLEN)).replace("SUMMARY_VERSION", SUMMARY_VERSION.decode())
 
 # Renew a partition lease only if this projector still holds it.
 # KEYS[1] lease  ARGV[1] projector id  ARGV[2] ttl ms  -> 1 held, 0 lost
@@ -167,7 +176,7 @@ def commit_args(
     it held already has its pointer."""
     ended = [] if ended_ttl_ms is None else [v for v in views if not is_active(v)]
     keys: list[str] = [ns.ckpt, ns.skipped, ns.all]
-    args: list[Any] = [expected, new, skipped, len(views), 0, len(feed), FEED_MAXLEN]
+    args: list[Any] = [expected, new, skipped, len(views), 0, 0, FEED_MAXLEN]
     args += [len(ended), ended_ttl_ms or 0, 0]
     args += (ns.view_prefix, ns.owned_prefix, ns.active_prefix, ns.reporter_prefix)
     args += (ns.runs_prefix, ns.keys.execution_prefix(ns.partition))
@@ -189,7 +198,7 @@ def commit_args(
         args += [encode_pointer(pointer), pointer.created_at, pointer.lang]
     if feed:
         feeds = _packed_feed(ns, feed)
-        args[9] = len(feeds.keys)
+        args[5], args[9] = feeds.entries, len(feeds.keys)
         keys += feeds.keys
         keys.append(live_key(ns.keys, ns.partition))  # the notification the API hubs block on
         args.append(feeds.packed)
@@ -231,23 +240,26 @@ def _packed_views(views: Sequence[ExecutionView], stored: Mapping[str, Execution
 
 class _Feeds(NamedTuple):
     keys: list[str]  # the feeds appended to, in the order of their first entry
+    entries: int  # how many entries the commit appends
     packed: bytes  # every entry, as the COMMIT script reads them
 
 
 def _packed_feed(ns: Namespace, feed: Sequence[FeedRecord]) -> _Feeds:
-    """The feed entries of a commit as one argument: a header line of five words per entry (the
-    index of its feed among the keys, execution id, seq, event type, the length of its summary),
-    then the summaries back to back. Each feed's key is passed once, however many entries it
-    gets: redis-py encodes every argument on its own, and a batch has one entry per event."""
+    """The feed entries of a commit (one per execution: projections.feed.feed_groups) as one
+    argument: a header line of five words per entry (the index of its feed among the keys,
+    execution id, the events' seqs and types, the length of its summaries), then the summaries
+    back to back. Each feed's key is passed once, however many entries it gets: redis-py encodes
+    every argument on its own."""
     index: dict[str, int] = {}
     words: list[str] = []
-    for record in feed:
-        n = index.get(record.owner)
+    groups = feed_groups(feed)
+    for group in groups:
+        n = index.get(group.owner)
         if n is None:
-            n = index[record.owner] = len(index)
-        words += (str(n), record.execution_id, str(record.seq), record.type)
-        words.append(str(len(record.summary)))
+            n = index[group.owner] = len(index)
+        words += (str(n), group.execution_id, group.seqs, group.types)
+        words.append(str(len(group.summaries)))
     header = _words(words).encode()
     # The projected partition's tag, so each key is in the script's slot whatever the owner.
     keys = [feed_key(ns.keys, ns.partition, owner) for owner in index]
-    return _Feeds(keys, b"".join([header, b"\n", *(r.summary for r in feed)]))
+    return _Feeds(keys, len(groups), b"".join([header, b"\n", *(g.summaries for g in groups)]))

@@ -13,10 +13,11 @@ processes each read every notification of the partitions they tail, and each own
 for their own subscribers: Redis's load grows with the processes by one small read per
 notification each.
 
-Each entry is rendered and encoded once (``api.realtime.subscription.Frame``) whatever the number of
-subscribers, and offered to each subscription (``api.realtime.subscription.Subscription``: its
-bounded queue, its history, its close reasons) without waiting: a full queue closes that
-subscriber (``SLOW_CONSUMER``), who resumes with its last cursor (a stream entry id). A
+Each event of an entry is rendered and encoded once (``api.realtime.subscription.Frame``)
+whatever the number of subscribers, and offered to each subscription
+(``api.realtime.subscription.Subscription``: its bounded queue, its history, its close reasons)
+without waiting: a full queue closes that subscriber (``SLOW_CONSUMER``), who resumes with its
+last cursor (a stream entry id: ``projections.feed`` says which an event carries). A
 subscription without a cursor, or with one older than what the feed keeps, starts with a
 ``reset`` snapshot of the owner's active executions.
 
@@ -51,7 +52,7 @@ from api.realtime.subscription import (
     Frame,
     Subscription,
     cursor_key,
-    event_message,
+    event_frames,
     valid_cursor,
 )
 from api.render import Message
@@ -59,7 +60,7 @@ from api.sessions import Revocations, Session, sessions_after
 from engine import clock
 from engine.connection import as_str
 from engine.runtime import Runtime
-from projections.feed import live_feeds, live_key, owner_feed_key
+from projections.feed import before, live_feeds, live_key, owner_feed_key
 from projections.queries import Queries
 
 log = logging.getLogger("clipstream.feed")
@@ -217,10 +218,11 @@ class FeedHub:
         for entry_id, fields in rows:
             if key not in part.positions:
                 return  # its last subscriber was just closed (too slow)
-            frame = Frame(event_message(as_str(entry_id), fields))
-            part.positions[key] = frame.cursor
-            for sub in list(subs):
-                sub.offer(frame)
+            frames = event_frames(as_str(entry_id), fields)
+            part.positions[key] = as_str(entry_id)
+            for frame in frames:
+                for sub in list(subs):
+                    sub.offer(frame)
 
     def delivered(self, frame: Frame) -> None:
         """Record that ``frame`` (an event) was just written to a client."""
@@ -389,9 +391,11 @@ class FeedHub:
         removed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)
         if not removed:
             return False
-        # Trimmed to nothing: whatever came after the cursor is gone.
-        oldest_kept = cursor_key(as_str(first[0])) if first else cursor_key(last)
-        return after < oldest_kept
+        if not first:
+            return after < cursor_key(last)  # trimmed to nothing: whatever came after is gone
+        # No entry lies between the one just before the oldest kept and it: a cursor there (the
+        # one a client stopped halfway through that entry has, projections.feed) lost nothing.
+        return after < cursor_key(before(as_str(first[0])))
 
     async def _reset(self, owner: str, cursor: str) -> Message:
         page = await Queries(self.runtime).list_executions(

@@ -1,11 +1,12 @@
 """One client's subscription to its owner's realtime feed, as the hub (``api.realtime.hub``)
 fills it and the WebSocket and SSE endpoints (``api.realtime.endpoints``) drain it.
 
-A subscription is a deque of shared frames and a wake-up future, nothing per message: each feed
-entry is rendered and encoded once (:class:`Frame`: the WebSocket text, and the SSE frame when a
-stream asks) whatever the number of subscribers. It hands out the history after the client's
-cursor first (paged from the feed stream), then the live tail, and never the same entry twice
-(deduplicated by cursor). The hub closes it with a reason (:class:`FeedClosed`): a client that fell
+A subscription is a deque of shared frames and a wake-up future, nothing per message: each event
+of a feed entry is rendered and encoded once (:class:`Frame`: the WebSocket text, and the SSE
+frame when a stream asks) whatever the number of subscribers. It hands out the history after the
+client's cursor first (paged from the feed stream), then the live tail, and never the same event
+twice (deduplicated by its place in the feed, projections.feed.position). The hub closes it with
+a reason (:class:`FeedClosed`): a client that fell
 ``buffer`` messages behind (``SLOW_CONSUMER``), a session that expired or was revoked, an API key
 that was revoked; the client resumes with its last cursor.
 """
@@ -13,17 +14,21 @@ that was revoked; the client resumes with its last cursor.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
+
+import msgspec
+import orjson
 
 from api import render
 from api.render import Message, encode
 from api.sessions import Session
 from engine import meters
 from engine.connection import as_str
-from projections.feed import read_entry
+from projections.feed import position, read_entries
 
 SLOW_CONSUMER = "slow consumer; resume with your cursor"
 SESSION_EXPIRED = "session expired"
@@ -31,6 +36,8 @@ SESSION_REVOKED = "session revoked"
 KEY_REVOKED = "api key revoked"
 HISTORY_PAGE = 500  # feed entries read per page of history
 _CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+log = logging.getLogger("clipstream.feed")
 
 
 class Hub(Protocol):
@@ -51,10 +58,10 @@ class FeedClosed(Exception):
         self.reason = reason
 
 
-def cursor_key(cursor: str) -> tuple[int, int]:
-    """A stream entry id as a comparable pair."""
-    ms, _, seq = cursor.partition("-")
-    return int(ms), int(seq or 0)
+def cursor_key(cursor: str) -> tuple[int, int, int]:
+    """Where a cursor (a stream entry id) is in the feed: past every event of its entry
+    (projections.feed.position), comparable with a frame's ``order``."""
+    return position(cursor)
 
 
 def valid_cursor(cursor: str) -> bool:
@@ -62,9 +69,16 @@ def valid_cursor(cursor: str) -> bool:
     return _CURSOR.match(cursor) is not None
 
 
-def event_message(entry_id: str, fields: Mapping[bytes, bytes]) -> Message:
-    """The ``event`` message of one feed entry (as XRANGE/XREAD give it), rendered."""
-    return render.feed_event(read_entry(entry_id, fields))
+def event_frames(entry_id: str, fields: Mapping[bytes, bytes]) -> list[Frame]:
+    """The ``event`` frames of one feed entry (as XRANGE/XREAD give it), one per event, rendered.
+    An entry this version cannot read (a newer projector's, or damaged) is logged and gives none:
+    one bad entry must not stop the feed of everyone after it."""
+    try:
+        entries = read_entries(entry_id, fields)
+    except (KeyError, ValueError, msgspec.DecodeError, orjson.JSONDecodeError) as exc:
+        log.error("feed entry %s is unreadable, skipped: %r", entry_id, exc)
+        return []
+    return [Frame(render.feed_event(e), order=e.order) for e in entries]
 
 
 class Frame:
@@ -73,10 +87,14 @@ class Frame:
 
     __slots__ = ("_sse", "cursor", "is_event", "message", "order", "text")
 
-    def __init__(self, message: Message, sse: bytes | None = None) -> None:
+    def __init__(
+        self, message: Message, sse: bytes | None = None, order: tuple[int, int, int] | None = None
+    ) -> None:
         self.message = message
         self.cursor: str = message.get("cursor", "")
-        self.order = cursor_key(self.cursor) if self.cursor else (0, 0)
+        if order is None:
+            order = cursor_key(self.cursor) if self.cursor else (0, 0, 0)
+        self.order = order  # where it is in the feed: its event's place, or past its cursor
         self.is_event: bool = message["type"] == "event"
         self.text = encode(message).decode()
         self._sse = sse
@@ -96,7 +114,7 @@ PING = Frame({"type": "ping"}, sse=b": ping\n\n")
 
 class Subscription:
     """One client's view of its owner's feed: :meth:`receive_frame` gives the history after the
-    cursor (or a ``reset``), then the live tail, deduplicated by cursor.
+    cursor (or a ``reset``), then the live tail, deduplicated by each event's place in the feed.
 
     It is kept small (10,000 of them per process): its queue is allocated on the first frame
     and its wake-up is a bare future while the client waits, nothing per message.
@@ -127,7 +145,7 @@ class Subscription:
         self.session = session  # the session token it was opened with, which ends it
         self.key_hash = key_hash  # or the sha256 of the API key (SSE), whose revocation ends it
         self.reason: str | None = None
-        self.last = (0, 0)  # the newest cursor handed out: older live entries are duplicates
+        self.last = (0, 0, 0)  # the newest event handed out: older live ones are duplicates
         self.live = "0-0"  # where the live tail starts (history is read up to here)
         self.idle = False  # nothing handed out since the hub's last ping round
         self.slot = 0  # which of the hub's ping slices it is in
@@ -220,7 +238,7 @@ class Subscription:
         after = self._history_after
         assert after is not None
         rows = await self.hub.redis.xrange(self.key, f"({after}", self.live, count=HISTORY_PAGE)
-        self._pending = [Frame(event_message(as_str(i), f)) for i, f in rows]
+        self._pending = [frame for i, f in rows for frame in event_frames(as_str(i), f)]
         self._history_after = as_str(rows[-1][0]) if len(rows) == HISTORY_PAGE else None
 
     def __aiter__(self) -> Subscription:

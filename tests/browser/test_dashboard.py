@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import httpx
-import orjson
 import pytest
 import redis
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
@@ -37,7 +36,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from engine.log.keys import Keys
 from engine.settings import coins_to_micro
-from projections.feed import owner_feed_key
+from projections.feed import owner_feed_key, read_entries
+from projections.views import FeedSummary
 from tests.helpers import micro
 from tests.processes import Role, role_env, wait_http
 from tests.servers import free_port
@@ -184,9 +184,10 @@ class System:
         with redis.Redis.from_url(self.redis_url) as client:
             entries = cast(FeedEntries, client.xrange(self.feed_key()))
         statuses: dict[str, str] = {}
-        for _, fields in entries:
-            summary = orjson.loads(fields[b"summary"])
-            statuses[fields[b"execution_id"].decode()] = summary["status"]
+        for entry_id, fields in entries:
+            for event in read_entries(entry_id.decode(), fields):
+                assert isinstance(event.summary, FeedSummary)
+                statuses[event.execution_id] = event.summary.status
         return statuses
 
     def trim_feed(self) -> None:

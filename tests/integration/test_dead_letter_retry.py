@@ -29,6 +29,7 @@ from engine.log.keys import WORKER_GROUP
 from engine.run import claims, revive
 from engine.run.worker import Worker
 from engine.runtime import Runtime
+from projections.feed import read_entries
 from projections.projector import Projector
 from projections.queries import Queries
 from tests.golden.scenarios import GOLDEN_OWNER, golden_id, with_dead_letter_retried
@@ -108,9 +109,9 @@ async def test_a_retried_dead_letter_resumes_from_its_first_step_without_complet
     assert view.retries == 1
     assert [s.status for s in view.steps] == ["done", "done"]
     feed = await store.redis.xrange(store.keys.feed(p, req.owner))
-    types = [fields[b"type"] for _, fields in feed]
-    assert b"ExecutionRetried" in types
-    assert types[-1] == b"ExecutionCompleted"
+    types = [e.type for i, fields in feed for e in read_entries(i.decode(), fields)]
+    assert "ExecutionRetried" in types
+    assert types[-1] == "ExecutionCompleted"
 
 
 async def test_two_concurrent_retries_resume_it_once(runtime: Runtime) -> None:

@@ -1,18 +1,20 @@
-"""The projector's feed writes on both backends: one entry per folded event, the execution as it was
-after that event, in the owner's feed only, never twice for the same batch, and none from replay."""
+"""The projector's feed writes on both backends: every folded event, the execution as it was after
+that event, one entry per execution per batch, in the owner's feed only, never twice for the same
+batch, and none from replay."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-import orjson
+import msgspec
 import pytest
 
 from engine.log import codec
 from engine.log.ids import new_id
 from engine.runtime import Runtime
 from projections import replay
-from projections.feed import live_feeds, live_key, owner_feed_key
+from projections.feed import before, live_feeds, live_key, owner_feed_key, read_entries
 from projections.namespace import Namespace
 from projections.projector import Projector
 from projections.scripts import COMMIT, commit_args
@@ -23,23 +25,24 @@ pytestmark = pytest.mark.anyio
 
 
 async def feed_of(runtime: Runtime, owner: str) -> list[dict[str, Any]]:
-    """Every entry of ``owner``'s feed, decoded."""
+    """Every event of ``owner``'s feed, in feed order: its entry's id, its cursor, and the event
+    with the execution after it."""
     rows = await runtime.redis.xrange(owner_feed_key(runtime.store.keys, owner), "-", "+")
-    out = []
-    for entry_id, fields in rows:
-        out.append(
-            {
-                "cursor": entry_id.decode(),
-                "execution_id": fields[b"execution_id"].decode(),
-                "seq": int(fields[b"seq"]),
-                "type": fields[b"type"].decode(),
-                "summary": orjson.loads(fields[b"summary"]),
-            }
-        )
-    return out
+    return [
+        {
+            "entry": entry_id.decode(),
+            "cursor": event.cursor,
+            "execution_id": event.execution_id,
+            "seq": event.seq,
+            "type": event.type,
+            "summary": msgspec.to_builtins(event.summary),
+        }
+        for entry_id, fields in rows
+        for event in read_entries(entry_id.decode(), fields)
+    ]
 
 
-async def test_each_folded_event_appends_one_entry_with_the_execution_after_it(
+async def test_each_folded_event_is_in_the_feed_with_the_execution_after_it(
     runtime: Runtime,
 ) -> None:
     owner, other = new_id("acc"), new_id("acc")
@@ -52,6 +55,9 @@ async def test_each_folded_event_appends_one_entry_with_the_execution_after_it(
         (made.execution_id, ev.seq) for ev in made.events
     ]
     assert [e["type"] for e in feed] == [type(ev).__struct_config__.tag for ev in made.events]
+    # One batch folded the whole execution: one entry, whose last event carries its id.
+    (entry,) = {e["entry"] for e in feed}
+    assert [e["cursor"] for e in feed] == [before(entry)] * (len(feed) - 1) + [entry]
     first, last = feed[0]["summary"], feed[-1]["summary"]
     assert (first["status"], first["steps_done"], first["steps_total"]) == ("pending", 0, 3)
     assert (last["status"], last["steps_done"]) == ("done", 3)
@@ -60,6 +66,26 @@ async def test_each_folded_event_appends_one_entry_with_the_execution_after_it(
     assert done_counts == sorted(done_counts)
     assert len(set(done_counts)) == 4
     assert all(e["execution_id"] == theirs.execution_id for e in await feed_of(runtime, other))
+
+
+async def test_an_execution_folded_over_several_batches_gets_an_entry_in_each(
+    runtime: Runtime,
+) -> None:
+    """Batches of 4 entries over a 9-event execution: entries of 4, 4 and 1 events, and a cursor
+    taken halfway through one resumes at that entry, so a client sees every event."""
+    runtime.settings = replace(runtime.settings, batch=4)
+    owner = new_id("acc")
+    made = await make(runtime.store, owner, scenarios.three_steps)
+    await Projector(runtime).run_until_idle()
+    feed = await feed_of(runtime, owner)
+    assert [e["seq"] for e in feed] == [ev.seq for ev in made.events]
+    entries = list(dict.fromkeys(e["entry"] for e in feed))
+    assert [sum(e["entry"] == entry for e in feed) for entry in entries] == [4, 4, 1]
+    halfway = feed[5]["cursor"]  # the second event of the second entry
+    assert halfway == before(entries[1])
+    key = owner_feed_key(runtime.store.keys, owner)
+    resumed = await runtime.redis.xrange(key, f"({halfway}", "+")
+    assert [r[0].decode() for r in resumed] == entries[1:]
 
 
 async def test_a_duplicate_in_the_log_and_a_second_projector_append_nothing(
@@ -119,11 +145,11 @@ async def test_the_feed_is_trimmed_to_its_maximum(runtime: Runtime, monkeypatch:
 
     monkeypatch.setattr(commit_module, "FEED_MAXLEN", 5)
     owner = new_id("acc")
-    for _ in range(30):
-        await make(runtime.store, owner, scenarios.three_steps)
+    for _ in range(300):  # an entry each (one batch folds each whole)
+        await make(runtime.store, owner, scenarios.cancelled)
     await Projector(runtime).run_until_idle()
     length = await runtime.redis.xlen(owner_feed_key(runtime.store.keys, owner))
-    assert length < 30 * 9  # approximate trimming: whole nodes go, but the stream is bounded
+    assert length < 300  # approximate trimming: whole nodes (100 entries) go, but it is bounded
 
 
 async def test_each_commit_with_feed_entries_notifies_the_partition_once_naming_its_feeds(

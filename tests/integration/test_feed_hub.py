@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -20,7 +21,7 @@ from api.realtime.subscription import SLOW_CONSUMER, FeedClosed
 from api.render import Message
 from engine.log.ids import new_id
 from engine.runtime import Runtime
-from projections.feed import FeedEntry, owner_feed_key
+from projections.feed import FeedEntry, before, owner_feed_key, read_entries
 from projections.projector import Projector
 from tests.golden import scenarios
 from tests.helpers import eventually
@@ -82,6 +83,7 @@ async def test_no_cursor_starts_with_a_reset_snapshot_then_live_events(
 async def test_resume_from_a_cursor_replays_history_then_joins_live_without_a_gap(
     runtime: Runtime, hub: FeedHub
 ) -> None:
+    runtime.settings = replace(runtime.settings, batch=4)  # the first execution in 3 entries
     owner = new_id("acc")
     first = await make(runtime.store, owner, scenarios.three_steps)
     await Projector(runtime).run_until_idle()
@@ -89,7 +91,7 @@ async def test_resume_from_a_cursor_replays_history_then_joins_live_without_a_ga
         [reset] = await take(sub, 1)
     # Disconnected; events go on; reconnecting with an older cursor misses nothing.
     rows = await runtime.redis.xrange(owner_feed_key(runtime.store.keys, owner), "-", "+")
-    cursor = rows[3][0].decode()
+    cursor = rows[0][0].decode()  # past the first 4 events
     second = await make(runtime.store, owner, scenarios.retried_then_done)
     await Projector(runtime).run_until_idle()
     async with hub.subscribe(owner, cursor) as sub:
@@ -110,11 +112,12 @@ async def test_a_cursor_older_than_the_kept_feed_gets_a_reset(
 ) -> None:
     owner = new_id("acc")
     await make(runtime.store, owner, scenarios.three_steps)
+    await make(runtime.store, owner, scenarios.cancelled)
     pending = await make(runtime.store, owner, scenarios.three_steps, upto=1)
     await Projector(runtime).run_until_idle()
     key = owner_feed_key(runtime.store.keys, owner)
     old = (await runtime.redis.xrange(key, "-", "+", count=1))[0][0].decode()
-    await runtime.redis.xtrim(key, maxlen=2, approximate=False)
+    await runtime.redis.xtrim(key, maxlen=1, approximate=False)  # of an entry per execution
     async with hub.subscribe(owner, old) as sub:
         [reset] = await take(sub, 1)
     assert reset["type"] == "reset"
@@ -124,6 +127,25 @@ async def test_a_cursor_older_than_the_kept_feed_gets_a_reset(
     # a cursor that is not one of ours is no excuse for a silent gap either
     async with hub.subscribe(owner, "garbage") as sub:
         assert (await take(sub, 1))[0]["type"] == "reset"
+
+
+async def test_a_cursor_at_the_last_entry_trimmed_lost_nothing_and_resumes(
+    runtime: Runtime, hub: FeedHub
+) -> None:
+    """Trimming took only entries the client had seen: no reset, the history goes on (also from
+    the cursor of an event halfway through the oldest entry kept, which names the id before it)."""
+    owner = new_id("acc")
+    await make(runtime.store, owner, scenarios.three_steps)
+    kept = await make(runtime.store, owner, scenarios.cancelled)
+    await Projector(runtime).run_until_idle()
+    key = owner_feed_key(runtime.store.keys, owner)
+    rows = await runtime.redis.xrange(key, "-", "+")
+    await runtime.redis.xtrim(key, maxlen=1, approximate=False)
+    expected = [(kept.execution_id, e.seq) for e in kept.events]
+    for cursor in (rows[0][0].decode(), before(rows[1][0].decode())):
+        async with hub.subscribe(owner, cursor) as sub:
+            got = await take(sub, len(expected))
+        assert seqs(got) == expected
 
 
 async def test_a_cursor_into_a_feed_trimmed_to_nothing_gets_a_reset(
@@ -179,9 +201,9 @@ async def test_another_owners_ten_thousand_events_never_reach_a_subscriber(
         await Projector(runtime).run_until_idle()
         got = await take(sub, len(mine.events))
         assert seqs(got) == [(mine.execution_id, e.seq) for e in mine.events]
-        assert len(await runtime.redis.xrange(owner_feed_key(runtime.store.keys, owner))) == len(
-            mine.events
-        )
+        rows = await runtime.redis.xrange(owner_feed_key(runtime.store.keys, owner))
+        in_feed = [e.execution_id for i, f in rows for e in read_entries(i.decode(), f)]
+        assert in_feed == [mine.execution_id] * len(mine.events)
 
 
 async def test_entries_the_previous_version_wrote_are_sent_as_stored_beside_new_ones(
@@ -225,14 +247,34 @@ async def test_entries_the_previous_version_wrote_are_sent_as_stored_beside_new_
     assert rendered["created_at"].endswith("Z")
 
 
+async def test_an_unreadable_entry_is_skipped_and_the_feed_goes_on(
+    runtime: Runtime, hub: FeedHub
+) -> None:
+    """An entry no version here can read (a newer projector's, or damaged) is logged and passed
+    over, live and in history: the hub's reader and the other events carry on."""
+    owner = new_id("acc")
+    key = owner_feed_key(runtime.store.keys, owner)
+    async with hub.subscribe(owner, "0-0") as sub:
+        first = await make(runtime.store, owner, scenarios.cancelled)
+        await Projector(runtime).run_until_idle()
+        bad = {"execution_id": "exc_x", "seq": "1,2", "type": "StepStarted", "summary": "[]"}
+        await runtime.redis.xadd(key, {**bad, "v": "3"})
+        second = await make(runtime.store, owner, scenarios.cancelled)
+        await Projector(runtime).run_until_idle()
+        expected = [(m.execution_id, e.seq) for m in (first, second) for e in m.events]
+        assert seqs(await take(sub, len(expected))) == expected
+    async with hub.subscribe(owner, "0-0") as again:  # the same three entries, from history
+        assert seqs(await take(again, len(expected))) == expected
+
+
 async def test_each_entry_is_rendered_once_whatever_the_number_of_subscribers(
     runtime: Runtime, hub: FeedHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[str] = []
+    calls: list[tuple[str, int]] = []
     real = render.feed_event
 
     def counting(entry: FeedEntry) -> Message:
-        calls.append(entry.cursor)
+        calls.append((entry.execution_id, entry.seq))
         return real(entry)
 
     monkeypatch.setattr(render, "feed_event", counting)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from api import render
 from engine.money.accounts import LedgerEntry
-from projections.feed import FeedEntry, feed_summary, read_entry
+from projections.feed import FeedEntry, feed_summary, position, read_entries
 from projections.fold import fold
 from tests.golden import scenarios
 
@@ -90,7 +90,7 @@ def test_a_feed_entry_is_view_data_rendered_as_clients_always_saw_it() -> None:
     stored = msgspec.json.encode(feed_summary(view))
     assert b'"cost":' in stored  # micro-coins in the stream, not coins
     assert b'"created_at":1' in stored  # ms, not a string
-    message = render.feed_event(read_entry("5-0", fields(stored, v=b"2")))
+    message = render.feed_event(read_entries("5-0", fields(stored, v=b"2"))[0])
     assert message == {
         "type": "event",
         "cursor": "5-0",
@@ -127,12 +127,14 @@ def test_a_feed_entry_is_view_data_rendered_as_clients_always_saw_it() -> None:
 def test_a_feed_entry_written_before_is_sent_on_as_it_was_stored(
     summary: dict[str, object],
 ) -> None:
-    entry = read_entry("5-0", fields(orjson.dumps(summary), v=None))
+    (entry,) = read_entries("5-0", fields(orjson.dumps(summary), v=None))
     assert entry.summary == summary
     assert render.feed_event(entry)["execution"] == summary
 
 
 def test_an_entry_of_the_current_version_reads_as_its_view() -> None:
     view = fold(scenarios.three_steps(XID, OWNER))
-    entry = read_entry("5-0", fields(msgspec.json.encode(feed_summary(view)), v=b"2"))
-    assert entry == FeedEntry("5-0", XID, 7, "ExecutionFailed", feed_summary(view))
+    entries = read_entries("5-0", fields(msgspec.json.encode(feed_summary(view)), v=b"2"))
+    assert entries == [
+        FeedEntry("5-0", XID, 7, "ExecutionFailed", feed_summary(view), position("5-0"))
+    ]

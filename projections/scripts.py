@@ -35,18 +35,19 @@ from projections.views import ExecutionView, encode_view, is_active
 # ARGV[10] n feeds appended to  ARGV[11..16] the prefixes of the views, the owners' zsets, the
 # owners' active zsets, the reporters' zsets and the reporters' schedule runs zsets (both followed
 # by '{owner}:{reporter}'), and the execution streams
-#   then, when there is any view, 1 arg holding them all (_packed_views):
-#   a header line of eight words per view separated by one space (execution id, owner,
-#   created_at, active '1'|'0', reporter id or '-', schedule run '1'|'0', its JSON's length,
-#   indexed '1'|'0'), a newline, then the views' JSON back to back. Indexed '1': the view is
-#   stored as active, so it is in every index already; only the view is written, and its entry
-#   in the owner's active set removed once it ended.
+#   then, when there is any view (_packed_views), 1 arg: a header of seven words per view
+#   separated by one space (execution id, owner, created_at, active '1'|'0', reporter id or '-',
+#   schedule run '1'|'0', indexed '1'|'0'), then the views' JSON, 1 arg each. Indexed '1': the
+#   view is stored as active, so it is in every index already; only the view is written, and its
+#   entry in the owner's active set removed once it ended.
 #   then per transcript 3 args: pointer JSON, created_at, lang
-#   then, when there is any feed entry, 1 arg holding them all (_packed_feed): a header line of
-#   five words per entry (its feed's place among the feed keys from 0, execution id, its events'
-#   seqs and types, each comma-separated, the length of its summaries), a newline, then the
-#   summaries back to back (each a JSON array of FeedSummary: the entry's v is
-#   SUMMARY_VERSION, see projections.feed)
+#   then, when there is any feed entry (_packed_feed), 1 arg: a header of four words per entry
+#   (its feed's place among the feed keys from 0, execution id, its events' seqs and types, each
+#   comma-separated), then its summaries, 1 arg each entry (a JSON array of FeedSummary: the
+#   entry's v is SUMMARY_VERSION, see projections.feed)
+# Large values go in args of their own, never cut out of a bigger one: Lua hashes every byte of a
+# string it makes (an arg, or a string.sub), which made the views and summaries a third of the
+# script's time when they were packed in one arg.
 #   then, when there is any ended execution, 1 arg: two words each, its id and the seq of its
 #   view's last event
 # The feed entries are appended here, with the checkpoint, so a batch retried after a crash or a
@@ -56,26 +57,22 @@ from projections.views import ExecutionView, encode_view, is_active
 # read can still fold it from its stream (the appender set the long retention).
 # -> {1, new ckpt} or {0, current ckpt} when another projector moved it
 COMMIT = """
-local function words(packed)
-  local nl = string.find(packed, '\\n', 1, true) or (#packed + 1)
+local function words(header)
   local w = {}
-  for word in string.gmatch(string.sub(packed, 1, nl - 1), '%S+') do w[#w + 1] = word end
-  return w, nl + 1
+  for word in string.gmatch(header, '%S+') do w[#w + 1] = word end
+  return w
 end
 local current = redis.call('GET', KEYS[1]) or '0-0'
 if current ~= ARGV[1] then return {0, current} end
 local k, a = 4, 17
 local n_views = tonumber(ARGV[4])
 if n_views > 0 then
-  local packed = ARGV[a]
-  local w, pos = words(packed)
+  local w = words(ARGV[a])
   for i = 0, n_views - 1 do
-    local j = 8 * i
+    local j = 7 * i
     local xid, owner, score, reporter = w[j + 1], w[j + 2], w[j + 3], w[j + 5]
-    local size = tonumber(w[j + 7])
-    redis.call('SET', ARGV[11] .. xid, string.sub(packed, pos, pos + size - 1))
-    pos = pos + size
-    if w[j + 8] == '1' then
+    redis.call('SET', ARGV[11] .. xid, ARGV[a + 1 + i])
+    if w[j + 7] == '1' then
       if w[j + 4] ~= '1' then redis.call('ZREM', ARGV[13] .. owner, xid) end
     else
       redis.call('ZADD', KEYS[3], score, xid)
@@ -92,7 +89,7 @@ if n_views > 0 then
       end
     end
   end
-  a = a + 1
+  a = a + 1 + n_views
 end
 for _ = 1, tonumber(ARGV[5]) do
   -- the newest transcript wins, whatever order executions are folded in
@@ -105,21 +102,18 @@ for _ = 1, tonumber(ARGV[5]) do
 end
 local n_feed = tonumber(ARGV[6])
 if n_feed > 0 then
-  local n_keys, packed = tonumber(ARGV[10]), ARGV[a]
-  local w, pos = words(packed)
+  local n_keys, w = tonumber(ARGV[10]), words(ARGV[a])
   for i = 0, n_feed - 1 do
-    local size = tonumber(w[5 * i + 5])
-    redis.call('XADD', KEYS[k + tonumber(w[5 * i + 1])], 'MAXLEN', '~', ARGV[7], '*',
-      'execution_id', w[5 * i + 2], 'seq', w[5 * i + 3], 'type', w[5 * i + 4],
-      'summary', string.sub(packed, pos, pos + size - 1), 'v', 'SUMMARY_VERSION')
-    pos = pos + size
+    redis.call('XADD', KEYS[k + tonumber(w[4 * i + 1])], 'MAXLEN', '~', ARGV[7], '*',
+      'execution_id', w[4 * i + 2], 'seq', w[4 * i + 3], 'type', w[4 * i + 4],
+      'summary', ARGV[a + 1 + i], 'v', 'SUMMARY_VERSION')
   end
   -- one notification naming the feeds appended to, for the API hubs (projections.feed)
   local feeds = {}
   for i = k, k + n_keys - 1 do feeds[#feeds + 1] = KEYS[i] end
   redis.call('XADD', KEYS[k + n_keys], 'MAXLEN', '~', 'LIVE_MAXLEN', '*', 'feeds',
     table.concat(feeds, ' '))
-  k, a = k + n_keys + 1, a + 1
+  k, a = k + n_keys + 1, a + 1 + n_feed
 end
 local n_ended = tonumber(ARGV[8])
 if n_ended > 0 then
@@ -182,7 +176,7 @@ def commit_args(
     args += (ns.runs_prefix, ns.keys.execution_prefix(ns.partition))
     known = stored or {}
     if views:
-        args.append(_packed_views(views, known))
+        args += _packed_views(views, known)
     # A transcript the stored view held already had its pointer written with it.
     pointers = [
         (view.owner, p)
@@ -201,7 +195,7 @@ def commit_args(
         args[5], args[9] = feeds.entries, len(feeds.keys)
         keys += feeds.keys
         keys.append(live_key(ns.keys, ns.partition))  # the notification the API hubs block on
-        args.append(feeds.packed)
+        args += feeds.args
     if ended:
         args.append(_words([w for v in ended for w in (v.execution_id, str(v.seq))]))
     return keys, args
@@ -216,40 +210,40 @@ def _words(words: list[str]) -> str:
     return header
 
 
-def _packed_views(views: Sequence[ExecutionView], stored: Mapping[str, ExecutionView]) -> bytes:
-    """The views of a commit as one argument: a header line of eight words per view (execution
-    id, owner, created_at, active '1'|'0', reporter id or '-', schedule run '1'|'0', the length
-    of its JSON, indexed '1' when ``stored`` holds it as active, else '0'), then the views' JSON
-    back to back. redis-py encodes every argument on its own: one per batch instead of eleven
-    (keys included) per view."""
+def _packed_views(
+    views: Sequence[ExecutionView], stored: Mapping[str, ExecutionView]
+) -> list[bytes | str]:
+    """The views of a commit as the script reads them: one header arg of seven words per view
+    (execution id, owner, created_at, active '1'|'0', reporter id or '-', schedule run '1'|'0',
+    indexed '1' when ``stored`` holds it as active, else '0'), then each view's JSON. The small
+    fields of all views share one arg (redis-py encodes every argument on its own: one per batch
+    instead of ten per view); each view is an arg of its own, which Lua reads without copying."""
     words: list[str] = []
-    data: list[bytes] = []
+    data: list[bytes | str] = []
     for view in views:
         before = stored.get(view.execution_id)
         reporter = view.reporter_id
         has_reporter = reporter is not None and _valid_name(reporter)
         is_run = has_reporter and view.kind == "schedule_run"
-        encoded = encode_view(view)
         words += (view.execution_id, view.owner, str(view.created_at))
         words += ("1" if is_active(view) else "0", reporter if has_reporter and reporter else "-")
-        words += ("1" if is_run else "0", str(len(encoded)))
+        words.append("1" if is_run else "0")
         words.append("1" if before is not None and is_active(before) else "0")
-        data.append(encoded)
-    return b"".join([_words(words).encode(), b"\n", *data])
+        data.append(encode_view(view))
+    return [_words(words), *data]
 
 
 class _Feeds(NamedTuple):
     keys: list[str]  # the feeds appended to, in the order of their first entry
     entries: int  # how many entries the commit appends
-    packed: bytes  # every entry, as the COMMIT script reads them
+    args: list[bytes | str]  # every entry, as the COMMIT script reads them
 
 
 def _packed_feed(ns: Namespace, feed: Sequence[FeedRecord]) -> _Feeds:
-    """The feed entries of a commit (one per execution: projections.feed.feed_groups) as one
-    argument: a header line of five words per entry (the index of its feed among the keys,
-    execution id, the events' seqs and types, the length of its summaries), then the summaries
-    back to back. Each feed's key is passed once, however many entries it gets: redis-py encodes
-    every argument on its own."""
+    """The feed entries of a commit (one per execution: projections.feed.feed_groups) as the
+    script reads them: one header arg of four words per entry (the index of its feed among the
+    keys, execution id, the events' seqs and types), then each entry's summaries. Each feed's key
+    is passed once, however many entries it gets."""
     index: dict[str, int] = {}
     words: list[str] = []
     groups = feed_groups(feed)
@@ -258,8 +252,6 @@ def _packed_feed(ns: Namespace, feed: Sequence[FeedRecord]) -> _Feeds:
         if n is None:
             n = index[group.owner] = len(index)
         words += (str(n), group.execution_id, group.seqs, group.types)
-        words.append(str(len(group.summaries)))
-    header = _words(words).encode()
     # The projected partition's tag, so each key is in the script's slot whatever the owner.
     keys = [feed_key(ns.keys, ns.partition, owner) for owner in index]
-    return _Feeds(keys, len(groups), b"".join([header, b"\n", *(g.summaries for g in groups)]))
+    return _Feeds(keys, len(groups), [_words(words), *(g.summaries for g in groups)])

@@ -156,9 +156,10 @@ class EventLog:
         self, partition: int, ops: Sequence[tuple[AppendOp, list[AnyEvent]]], now: int
     ) -> ScriptCall:
         """KEYS and ARGV of one APPEND_BATCH call for ``ops`` (op, its events stamped), all of
-        ``partition``; ``now`` stamps the ledger entries. Each op travels as one argument
-        (:func:`_packed`): redis-py encodes every argument on its own, so one per op instead of
-        a dozen or more is most of what building the call costs."""
+        ``partition``; ``now`` stamps the ledger entries. Each op travels as one header argument
+        and one per payload (:func:`_packed`): redis-py encodes every argument on its own, so one
+        for all of an op's small fields instead of a dozen or more is most of what building the
+        call costs."""
         k = self._ctx.keys
         keys = [k.log(partition), k.charges(partition), k.work(partition), k.running(partition)]
         keys.append(k.cancels(partition))
@@ -168,7 +169,7 @@ class EventLog:
             moves = _checked_moves(op)
             if moves:
                 self._check_owner(op, partition)
-            args.append(_packed(op, events, moves, self._checked_records(op, partition)))
+            args += _packed(op, events, moves, self._checked_records(op, partition))
         return keys, args
 
     def _check_owner(self, op: AppendOp, partition: int) -> None:
@@ -250,33 +251,29 @@ def _cancel_mark(events: Sequence[AnyEvent]) -> int:
 
 def _packed(
     op: AppendOp, events: list[AnyEvent], moves: Sequence[Move], records: Sequence[Record]
-) -> bytes:
-    """One op of an APPEND_BATCH call as one argument: a header line of words (numbers, ids,
-    charge ids, record keys, and the length of every payload), then the payloads back to back
-    (the blobs, the encoded events, the records' values). A word must be non-empty and hold no
-    whitespace: ValueError otherwise (nothing is sent)."""
+) -> list[bytes | str]:
+    """One op of an APPEND_BATCH call as its arguments: a header of words (numbers, ids, charge
+    ids, record keys), then the payloads, one argument each (the blobs, the encoded events, the
+    records' values: Lua reads an argument without copying it, where cutting a payload out of a
+    bigger one hashed its bytes twice). A word must be non-empty and hold no whitespace:
+    ValueError otherwise (nothing is sent)."""
     words = [str(op.expected_seq), str(op.expire_ms), op.ack or "-", op.execution_id]
     words += (str(_cancel_mark(events)), op.owner or "-", str(len(op.blobs)), str(len(events)))
     words += (str(len(moves)), str(len(records)))
-    payloads: list[bytes] = []
+    payloads: list[bytes | str] = []
     for sha256, data in op.blobs:
-        words += (sha256, str(len(data)))
+        words.append(sha256)
         payloads.append(data)
-    for event in events:
-        data = codec.encode(event)
-        words.append(str(len(data)))
-        payloads.append(data)
+    payloads += [codec.encode(event) for event in events]
     for move in moves:
         words += (move.kind, move.charge_id, str(move.amount), str(move.uncovered))
     for record in records:
         words += (record.key, record.member, str(len(record.indexes)), *record.indexes)
-        words.append(str(len(record.value)))
         payloads.append(record.value)
     header = " ".join(words)
     if len(header.split()) != len(words):
         raise ValueError(f"{op.execution_id}: an empty id, key or member, or one with a space")
-    payloads.insert(0, header.encode() + b"\n")
-    return b"".join(payloads)
+    return [header, *payloads]
 
 
 def _checked_moves(op: AppendOp) -> Sequence[Move]:
@@ -323,13 +320,13 @@ def _result(op: AppendOp, stamped: list[AnyEvent], reply: Any, n: int) -> Append
 # KEYS[1] partition log  KEYS[2] partition's applied charges  KEYS[3] work stream
 # KEYS[4] running counts  KEYS[5] cancel set
 # ARGV[1] group  ARGV[2] now ms  ARGV[3] execution-stream prefix  ARGV[4] balance prefix
-# ARGV[5] ledger prefix  ARGV[6] blob prefix  ARGV[7..] one per op (_packed): a header line of
-# words separated by one space — expected seq, PEXPIRE ms (0: none), lease to release ('-': none),
+# ARGV[5] ledger prefix  ARGV[6] blob prefix  ARGV[7..] per op (_packed): a header of words
+# separated by one space — expected seq, PEXPIRE ms (0: none), lease to release ('-': none),
 # execution id, cancel mark (1 add, 2 remove, 0 none), owner ('-': none), n blobs, n events,
-# n moves, n records, then per blob its sha256 and length, per event its length, per move its
-# kind, charge id, signed amount (micro-coins) and uncovered amount, per record its key, its index
-# member, n index keys, the index keys and its value's length — then a newline and the payloads:
-# the blobs, the events, the records' values
+# n moves, n records, then per blob its sha256, per move its kind, charge id, signed amount
+# (micro-coins) and uncovered amount, per record its key, its index member, n index keys and the
+# index keys — then its payloads, one arg each: the blobs, the events, the records' values.
+# Payloads are never cut out of a bigger arg: Lua hashes every byte of each string it makes.
 # -> per op four numbers: 1, new seq, 0, 0 (written) | 0, current seq, 0, 0 (conflict) |
 #    2, current seq, n, balance (the op's n-th move would take the balance below zero)
 APPEND_BATCH = (
@@ -337,11 +334,10 @@ APPEND_BATCH = (
     + """
 local log, charges, cancels, now = KEYS[1], KEYS[2], KEYS[5], ARGV[2]
 local out = {}
-for o = 7, #ARGV do
-  local op = ARGV[o]
-  local nl = string.find(op, '\\n', 1, true)
+local o = 7
+while o <= #ARGV do
   local w = {}
-  for word in string.gmatch(string.sub(op, 1, nl - 1), '%S+') do w[#w + 1] = word end
+  for word in string.gmatch(ARGV[o], '%S+') do w[#w + 1] = word end
   local expected, ttl, ack, xid = tonumber(w[1]), tonumber(w[2]), w[3], w[4]
   local mark, owner = w[5], w[6]
   local blobs, events = tonumber(w[7]), tonumber(w[8])
@@ -349,9 +345,12 @@ for o = 7, #ARGV do
   local stream = ARGV[3] .. xid
   local balance_key, ledger_key = ARGV[4] .. owner, ARGV[5] .. owner
   local wb = 11
-  local we = wb + 2 * blobs
-  local wm = we + events
+  local wm = wb + blobs
   local wr = wm + 4 * moves
+  local pb = o + 1  -- its payloads: the blobs, then the events, then the records' values
+  local pe = pb + blobs
+  local pr = pe + events
+  o = pr + records
   -- Its entries are seq 1-0, 2-0, ... and none is ever deleted: its length is its newest seq.
   local current = redis.call('XLEN', stream)
   local status, refused, available = 1, 0, 0
@@ -380,17 +379,8 @@ for o = 7, #ARGV do
     end
   end
   if status == 1 then
-    local pos = nl + 1
     for i = 0, blobs - 1 do
-      local size = tonumber(w[wb + 2 * i + 1])
-      redis.call('SET', ARGV[6] .. w[wb + 2 * i], string.sub(op, pos, pos + size - 1), 'NX')
-      pos = pos + size
-    end
-    local payload = {}
-    for i = 0, events - 1 do
-      local size = tonumber(w[we + i])
-      payload[i + 1] = string.sub(op, pos, pos + size - 1)
-      pos = pos + size
+      redis.call('SET', ARGV[6] .. w[wb + i], ARGV[pb + i], 'NX')
     end
     for j = 0, moves - 1 do
       local kind, id = w[wm + 4 * j], w[wm + 4 * j + 1]
@@ -409,19 +399,17 @@ for o = 7, #ARGV do
       end
     end
     local r = wr
-    for _ = 1, records do
+    for j = 0, records - 1 do
       local key, member, n = w[r], w[r + 1], tonumber(w[r + 2])
-      local size = tonumber(w[r + 3 + n])
-      local value = string.sub(op, pos, pos + size - 1)
-      pos = pos + size
-      if redis.call('SET', key, value, 'NX') then
+      if redis.call('SET', key, ARGV[pr + j], 'NX') then
         for i = 1, n do redis.call('ZADD', w[r + 2 + i], 0, member) end
       end
-      r = r + 4 + n
+      r = r + 3 + n
     end
     for i = 1, events do
-      redis.call('XADD', stream, (expected + i) .. '-0', 'e', payload[i])
-      redis.call('XADD', log, '*', 'e', payload[i])
+      local payload = ARGV[pe + i - 1]
+      redis.call('XADD', stream, (expected + i) .. '-0', 'e', payload)
+      redis.call('XADD', log, '*', 'e', payload)
     end
     if ttl > 0 then redis.call('PEXPIRE', stream, ttl) end
     if ack ~= '-' then release(KEYS[3], KEYS[4], ARGV[1], ack) end

@@ -119,7 +119,7 @@ class FeedRecord:
     execution_id: str
     seq: int
     type: str
-    summary: bytes  # JSON of :func:`feed_summary`
+    summary: FeedSummary  # :func:`feed_summary` of the execution after the event
 
 
 def event_type(event: Any) -> str:
@@ -172,8 +172,7 @@ def feed_records(
                 repaired.add(xid)  # folded from its stream: only the repaired view is known
         current[xid] = view
         emitted[xid] = event.seq
-        summary = _encoder.encode(feed_summary(view))
-        out.append(FeedRecord(final.owner, xid, event.seq, event_type(event), summary))
+        out.append(FeedRecord(final.owner, xid, event.seq, event_type(event), feed_summary(view)))
     return out
 
 
@@ -194,14 +193,19 @@ def feed_groups(records: Sequence[FeedRecord]) -> list[FeedGroup]:
     execution's first event in the batch (an execution's own events keep their order)."""
     by_execution: dict[str, list[FeedRecord]] = {}
     for record in records:
-        by_execution.setdefault(record.execution_id, []).append(record)
+        group = by_execution.get(record.execution_id)
+        if group is None:
+            by_execution[record.execution_id] = [record]
+        else:
+            group.append(record)
+    encode = _encoder.encode
     return [
         FeedGroup(
-            owner=group[0].owner,
-            execution_id=xid,
-            seqs=",".join([str(r.seq) for r in group]),
-            types=",".join([r.type for r in group]),
-            summaries=b"".join([b"[", b",".join([r.summary for r in group]), b"]"]),
+            group[0].owner,
+            xid,
+            ",".join([str(r.seq) for r in group]),
+            ",".join([r.type for r in group]),
+            encode([r.summary for r in group]),
         )
         for xid, group in by_execution.items()
     ]

@@ -26,9 +26,9 @@ from tests.golden import scenarios
 XID, OTHER, OWNER = "exe_a", "exe_b", "acc_1"
 
 
-def summary_of(status: str) -> bytes:
+def summary_of(status: str) -> FeedSummary:
     view = fold(scenarios.three_steps(XID, OWNER))
-    return msgspec.json.encode(msgspec.structs.replace(feed_summary(view), status=status))
+    return msgspec.structs.replace(feed_summary(view), status=status)
 
 
 def record(xid: str, seq: int, kind: str, status: str = "running") -> FeedRecord:

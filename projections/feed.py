@@ -8,16 +8,17 @@ An entry holds the events of one execution that one batch folded, in seq order: 
 ``type`` list them (comma-separated), ``summary`` is a JSON array of the execution right after
 each. ``v`` says what they are:
 
-    v = "3"    the events of a batch grouped (this version); each summary a
+    v = "3"    the events of a batch grouped (this version); each summary a :class:`FeedRow`: a
                :class:`projections.views.FeedSummary` (view data: times in ms, money in
-               micro-coins), which the API renders (``api.render``) once per event.
+               micro-coins) as the array of its values, which the API renders (``api.render``)
+               once per event.
     v = "2"    one event per entry: ``seq`` and ``type`` one each, ``summary`` one FeedSummary.
     no v       one event per entry, written before the API rendered feed entries: the summary is
                the client JSON itself (ISO-8601 times, coins), sent on as it was stored.
 
 A batch usually holds several events of an execution (its step starting, ending, the execution
-ending): one entry for them costs the commit one XADD where one per event cost three to five, and
-the feed a third of its entries.
+ending): a one-step execution folded in one batch costs the commit one XADD where it cost five, and
+the feed one entry where it kept five.
 
 The cursor a subscriber resumes from is an entry id: the last event of an entry carries the
 entry's own id, the others the id just before it (:func:`before`), so a client that stops halfway
@@ -69,7 +70,6 @@ _MAX_SEQ = (1 << 64) - 1
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(FeedSummary)
-_group_decoder = msgspec.json.Decoder(list[FeedSummary])
 
 
 def feed_key(keys: Keys, partition: int, owner: str) -> str:
@@ -93,9 +93,19 @@ def live_feeds(fields: Mapping[bytes, bytes]) -> list[str]:
     return fields.get(b"feeds", b"").decode().split()
 
 
-def feed_summary(view: ExecutionView) -> FeedSummary:
-    """The compact execution a feed entry carries: enough for a live list and a progress bar."""
-    return FeedSummary(
+class FeedRow(FeedSummary, frozen=True, kw_only=True, array_like=True):
+    """A :class:`FeedSummary` as entries of this version store it: its fields' values in their
+    order, without their names (under half the bytes). Fields may be added at the end with
+    defaults, never reordered, renamed or removed."""
+
+
+_group_decoder = msgspec.json.Decoder(list[FeedRow])
+
+
+def feed_summary(view: ExecutionView, cls: type[FeedSummary] = FeedSummary) -> FeedSummary:
+    """The compact execution a feed entry carries: enough for a live list and a progress bar
+    (``cls``: :class:`FeedRow` for an entry of this version)."""
+    return cls(
         execution_id=view.execution_id,
         kind=view.kind,
         status=view.status,
@@ -172,7 +182,8 @@ def feed_records(
                 repaired.add(xid)  # folded from its stream: only the repaired view is known
         current[xid] = view
         emitted[xid] = event.seq
-        out.append(FeedRecord(final.owner, xid, event.seq, event_type(event), feed_summary(view)))
+        summary = feed_summary(view, FeedRow)
+        out.append(FeedRecord(final.owner, xid, event.seq, event_type(event), summary))
     return out
 
 

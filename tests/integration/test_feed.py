@@ -35,7 +35,11 @@ async def feed_of(runtime: Runtime, owner: str) -> list[dict[str, Any]]:
             "execution_id": event.execution_id,
             "seq": event.seq,
             "type": event.type,
-            "summary": msgspec.to_builtins(event.summary),
+            "summary": msgspec.to_builtins(
+                event.summary
+                if isinstance(event.summary, dict)
+                else msgspec.structs.asdict(event.summary)
+            ),
         }
         for entry_id, fields in rows
         for event in read_entries(entry_id.decode(), fields)

@@ -73,8 +73,9 @@ def add_parsers(sub: Subcommands) -> None:
         "--processes",
         type=_positive,
         default=os.cpu_count() or 1,
-        help="split the partitions among this many processes (default: one per core; one on the "
-        "embedded store or an archive in memory, which other processes cannot reach)",
+        help="split the partitions among this many processes (default: one per core; one when "
+        "this command runs its own embedded store or an archive in memory, which other processes "
+        "cannot reach; against serve's store port, as against any Redis, one per core)",
     )
     replay.set_defaults(handler=_replay_command)
 

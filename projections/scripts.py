@@ -43,13 +43,13 @@ from projections.views import ExecutionView, encode_view, is_active
 #   then per transcript 3 args: pointer JSON, created_at, lang
 #   then, when there is any feed entry (_packed_feed), 1 arg: a header of four words per entry
 #   (its feed's place among the feed keys from 0, execution id, its events' seqs and types, each
-#   comma-separated), then its summaries, 1 arg each entry (a JSON array of FeedSummary: the
+#   comma-separated), then its summaries, 1 arg each entry (a JSON array of FeedRow: the
 #   entry's v is SUMMARY_VERSION, see projections.feed)
-# Large values go in args of their own, never cut out of a bigger one: Lua hashes every byte of a
-# string it makes (an arg, or a string.sub), which made the views and summaries a third of the
-# script's time when they were packed in one arg.
 #   then, when there is any ended execution, 1 arg: two words each, its id and the seq of its
 #   view's last event
+# Large values go in args of their own, never cut out of a bigger one: Lua hashes every byte of a
+# string it makes (an arg, or a string.sub); cut out of one packed arg, the views and summaries
+# were hashed twice (the script took about a fifth longer).
 # The feed entries are appended here, with the checkpoint, so a batch retried after a crash or a
 # lost compare-and-set never appends them twice.
 # An ended execution's stream is given its short time to live here, only when its newest entry is
